@@ -1,0 +1,213 @@
+//! Calls to DCP's REST API: the UI can do nothing the API cannot.
+
+use dcp_api_types::{
+    Cluster, ClusterInput, CreatedToken, ErrorCode, ErrorDetail, LoginRequest, Page, Session,
+    Token, TokenInput,
+};
+use gloo_net::http::{Request, RequestBuilder, Response};
+use serde::{Serialize, de::DeserializeOwned};
+use wasm_bindgen::JsCast as _;
+
+/// A failed API call, as the server described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError(pub(crate) ErrorDetail);
+
+impl ApiError {
+    fn local(message: impl Into<String>) -> Self {
+        Self(ErrorDetail {
+            code: ErrorCode::Internal,
+            message: message.into(),
+            field: None,
+            request_id: None,
+        })
+    }
+
+    /// The message, if the error is about `field`, without the field name
+    /// the API puts in front for readers of the raw message.
+    pub(crate) fn for_field(&self, field: &str) -> Option<String> {
+        (self.0.field.as_deref() == Some(field)).then(|| {
+            let message = &self.0.message;
+            message
+                .strip_prefix(field)
+                .and_then(|m| m.strip_prefix(": "))
+                .unwrap_or(message)
+                .to_owned()
+        })
+    }
+
+    /// The message, with the request id when the server gave one.
+    pub(crate) fn message(&self) -> String {
+        match &self.0.request_id {
+            Some(id) if self.0.code == ErrorCode::Internal => {
+                format!("{} (request id {id})", self.0.message)
+            }
+            _ => self.0.message.clone(),
+        }
+    }
+}
+
+/// The `dcp_csrf` cookie, which cookie-authenticated writes must echo.
+fn csrf_token() -> Option<String> {
+    let document = web_sys::window()?.document()?;
+    let cookies = document
+        .dyn_into::<web_sys::HtmlDocument>()
+        .ok()?
+        .cookie()
+        .ok()?;
+    cookies
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == "dcp_csrf").then(|| v.to_owned()))
+}
+
+fn with_csrf(builder: RequestBuilder) -> RequestBuilder {
+    match csrf_token() {
+        Some(token) => builder.header("X-CSRF-Token", &token),
+        None => builder,
+    }
+}
+
+async fn read<T: DeserializeOwned>(res: Response) -> Result<T, ApiError> {
+    if res.ok() {
+        return res
+            .json::<T>()
+            .await
+            .map_err(|e| ApiError::local(format!("unexpected response: {e}")));
+    }
+    let status = res.status();
+    let detail = res
+        .json::<dcp_api_types::ErrorBody>()
+        .await
+        .map(|body| body.error)
+        .unwrap_or_else(|_| ErrorDetail {
+            code: ErrorCode::Internal,
+            message: format!("the server answered {status}"),
+            field: None,
+            request_id: None,
+        });
+    if status == 401 && !is_login_page() {
+        go_to_login();
+    }
+    Err(ApiError(detail))
+}
+
+fn is_login_page() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().pathname().ok())
+        .is_some_and(|p| p == "/login")
+}
+
+/// Leaves for the login page (a full load, so no stale state survives).
+pub(crate) fn go_to_login() {
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().set_href("/login");
+    }
+}
+
+async fn send(builder: RequestBuilder) -> Result<Response, ApiError> {
+    with_csrf(builder)
+        .send()
+        .await
+        .map_err(|e| ApiError::local(format!("cannot reach DCP: {e}")))
+}
+
+async fn send_json<B: Serialize>(builder: RequestBuilder, body: &B) -> Result<Response, ApiError> {
+    with_csrf(builder)
+        .json(body)
+        .map_err(|e| ApiError::local(e.to_string()))?
+        .send()
+        .await
+        .map_err(|e| ApiError::local(format!("cannot reach DCP: {e}")))
+}
+
+async fn no_content(res: Response) -> Result<(), ApiError> {
+    if res.ok() {
+        Ok(())
+    } else {
+        read::<serde_json::Value>(res).await.map(|_| ())
+    }
+}
+
+/// Percent-encodes a query value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Logs in; the server sets the session cookies.
+pub(crate) async fn login(username: String, password: String) -> Result<Session, ApiError> {
+    read(
+        send_json(
+            Request::post("/api/v1/session"),
+            &LoginRequest { username, password },
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Who is logged in.
+pub(crate) async fn session() -> Result<Session, ApiError> {
+    read(send(Request::get("/api/v1/session")).await?).await
+}
+
+/// Logs out.
+pub(crate) async fn logout() -> Result<(), ApiError> {
+    no_content(send(Request::delete("/api/v1/session")).await?).await
+}
+
+/// One page of clusters whose name contains `name`.
+pub(crate) async fn clusters(
+    page: u32,
+    per_page: u32,
+    name: &str,
+) -> Result<Page<Cluster>, ApiError> {
+    let url = format!(
+        "/api/v1/clusters?page={page}&per_page={per_page}&name={}",
+        encode(name)
+    );
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Creates a cluster.
+pub(crate) async fn create_cluster(input: &ClusterInput) -> Result<Cluster, ApiError> {
+    read(send_json(Request::post("/api/v1/clusters"), input).await?).await
+}
+
+/// Replaces a cluster's fields.
+pub(crate) async fn update_cluster(id: i64, input: &ClusterInput) -> Result<Cluster, ApiError> {
+    read(send_json(Request::put(&format!("/api/v1/clusters/{id}")), input).await?).await
+}
+
+/// Deletes a cluster.
+pub(crate) async fn delete_cluster(id: i64) -> Result<(), ApiError> {
+    no_content(send(Request::delete(&format!("/api/v1/clusters/{id}"))).await?).await
+}
+
+/// One page of the caller's API tokens.
+pub(crate) async fn tokens(page: u32) -> Result<Page<Token>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/tokens?page={page}&per_page=50"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Creates an API token; the secret is in the answer only.
+pub(crate) async fn create_token(name: String) -> Result<CreatedToken, ApiError> {
+    read(send_json(Request::post("/api/v1/tokens"), &TokenInput { name }).await?).await
+}
+
+/// Revokes an API token.
+pub(crate) async fn revoke_token(id: i64) -> Result<(), ApiError> {
+    no_content(send(Request::delete(&format!("/api/v1/tokens/{id}"))).await?).await
+}

@@ -1,0 +1,134 @@
+//! Pieces shared by every page: dialogs, form fields, error banners, pager.
+
+use dcp_api_types::Page;
+use leptos::prelude::*;
+
+use crate::api::ApiError;
+
+/// A modal dialog with a title; `children` is its body.
+#[component]
+pub(crate) fn Modal(
+    /// Heading of the dialog.
+    title: Signal<String>,
+    /// Called when the user dismisses the dialog.
+    on_close: Callback<()>,
+    children: Children,
+) -> impl IntoView {
+    view! {
+        <div class="backdrop" on:click=move |_| on_close.run(())>
+            <div class="dialog" role="dialog" aria-modal="true" on:click=|ev| ev.stop_propagation()>
+                <h2>{move || title.get()}</h2>
+                {children()}
+            </div>
+        </div>
+    }
+}
+
+/// A labelled text input bound to `value`, showing the server's error for `field`.
+#[component]
+pub(crate) fn Field(
+    /// The API field name, used for the element id and to match errors.
+    field: &'static str,
+    /// Prefix for the input's id, e.g. `cluster` → `cluster-name`.
+    id_prefix: &'static str,
+    /// The label shown.
+    label: &'static str,
+    /// The value, two-way bound.
+    value: RwSignal<String>,
+    /// The last error from the server.
+    error: RwSignal<Option<ApiError>>,
+    /// A multi-line input.
+    #[prop(optional)]
+    multiline: bool,
+    /// A hint under the input.
+    #[prop(optional)]
+    hint: &'static str,
+) -> impl IntoView {
+    let id = format!("{id_prefix}-{}", field.replace('_', "-"));
+    let message = move || error.get().and_then(|e| e.for_field(field));
+    let input = if multiline {
+        view! { <textarea id=id.clone() name=field rows="3" bind:value=value></textarea> }
+            .into_any()
+    } else {
+        view! { <input id=id.clone() name=field type="text" autocomplete="off" bind:value=value/> }
+            .into_any()
+    };
+    view! {
+        <div class="field" class:invalid=move || message().is_some()>
+            <label for=id>{label}</label>
+            {input}
+            <Show when=move || message().is_some()>
+                <p class="field-error" data-field=field>{message}</p>
+            </Show>
+            <Show when=move || !hint.is_empty() && message().is_none()>
+                <p class="hint">{hint}</p>
+            </Show>
+        </div>
+    }
+}
+
+/// An error not tied to a field (or any error, when `all` is set).
+#[component]
+pub(crate) fn ErrorBanner(
+    /// The last error.
+    error: RwSignal<Option<ApiError>>,
+    /// Show field errors here too (for forms without that field).
+    #[prop(optional)]
+    all: bool,
+) -> impl IntoView {
+    let message = move || {
+        error
+            .get()
+            .filter(|e| all || e.0.field.is_none())
+            .map(|e| e.message())
+    };
+    view! {
+        <Show when=move || message().is_some()>
+            <div class="banner error" role="alert">{message}</div>
+        </Show>
+    }
+}
+
+/// "Page 2 of 5 · 93 items" with previous and next buttons.
+#[component]
+pub(crate) fn Pager<T: Clone + Send + Sync + 'static>(
+    /// The page shown.
+    page: Signal<Option<Page<T>>>,
+    /// The page number to show; the pager changes it.
+    current: RwSignal<u32>,
+    /// The noun for the count, singular and plural, e.g. `("cluster", "clusters")`.
+    noun: (&'static str, &'static str),
+) -> impl IntoView {
+    let count = move || page.get().map_or(1, |p| p.page_count());
+    let total = move || page.get().map_or(0, |p| p.total);
+    view! {
+        <div class="pager">
+            <span class="count">
+                {move || {
+                    let n = total();
+                    format!("{n} {}", if n == 1 { noun.0 } else { noun.1 })
+                }}
+            </span>
+            <button
+                class="ghost"
+                disabled=move || { current.get() <= 1 }
+                on:click=move |_| current.update(|p| *p = p.saturating_sub(1).max(1))
+            >
+                "‹ Previous"
+            </button>
+            <span>{move || format!("Page {} of {}", current.get(), count())}</span>
+            <button
+                class="ghost"
+                disabled=move || { u64::from(current.get()) >= count() }
+                on:click=move |_| current.update(|p| *p += 1)
+            >
+                "Next ›"
+            </button>
+        </div>
+    }
+}
+
+/// An RFC 3339 timestamp as "2026-11-22 07:14" (UTC).
+pub(crate) fn short_time(rfc3339: &str) -> String {
+    rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ")
+}

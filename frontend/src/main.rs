@@ -1,0 +1,91 @@
+//! DCP's web UI: a client-side Leptos app. It talks to DCP only through the
+//! public REST API (`api`), so anything done here can be automated.
+
+// Leptos' `#[component]` expands to `pub` props structs in this binary crate.
+#![allow(unreachable_pub)]
+
+mod api;
+mod clusters;
+mod components;
+mod login;
+mod tokens;
+
+use dcp_api_types::User;
+use leptos::{prelude::*, task::spawn_local};
+use leptos_router::{
+    components::{A, Outlet, ParentRoute, Redirect, Route, Router, Routes},
+    path,
+};
+
+fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}
+
+#[component]
+fn App() -> impl IntoView {
+    view! {
+        <Router>
+            <Routes fallback=|| view! { <main class="page"><h1>"Not found"</h1></main> }>
+                <Route path=path!("/login") view=login::LoginPage/>
+                <ParentRoute path=path!("") view=Shell>
+                    <Route path=path!("") view=|| view! { <Redirect path="/clusters"/> }/>
+                    <Route path=path!("clusters") view=clusters::ClustersPage/>
+                    <Route path=path!("tokens") view=tokens::TokensPage/>
+                </ParentRoute>
+            </Routes>
+        </Router>
+    }
+}
+
+/// The layout around every page after login: navigation (only modules that
+/// exist), the user menu, and the page itself.
+#[component]
+fn Shell() -> impl IntoView {
+    let (user, set_user) = signal(None::<User>);
+    // A 401 sends the browser to /login (see api::read), so only success matters here.
+    spawn_local(async move {
+        if let Ok(session) = api::session().await {
+            set_user.set(Some(session.user));
+        }
+    });
+    let menu_open = RwSignal::new(false);
+    let logout = move |_| {
+        spawn_local(async move {
+            let _ = api::logout().await;
+            api::go_to_login();
+        });
+    };
+    view! {
+        <Show when=move || user.get().is_some() fallback=|| view! { <div class="loading">"Loading…"</div> }>
+            <div class="shell">
+                <header class="topbar">
+                    <a class="brand" href="/clusters">"DCP"</a>
+                    <nav class="nav">
+                        <A href="/clusters">"Clusters"</A>
+                    </nav>
+                    <div class="user-menu">
+                        <button
+                            id="user-menu"
+                            class="ghost"
+                            on:click=move |_| menu_open.update(|open| *open = !*open)
+                        >
+                            {move || user.get().map(|u| u.username).unwrap_or_default()}
+                            " ▾"
+                        </button>
+                        <Show when=move || menu_open.get()>
+                            <div class="menu" on:click=move |_| menu_open.set(false)>
+                                <A href="/tokens">"API tokens"</A>
+                                <a href="/api/docs" target="_blank">"API docs"</a>
+                                <button id="logout" class="ghost" on:click=logout>"Log out"</button>
+                            </div>
+                        </Show>
+                    </div>
+                </header>
+                <main class="page">
+                    <Outlet/>
+                </main>
+            </div>
+        </Show>
+    }
+}

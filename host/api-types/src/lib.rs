@@ -1,0 +1,252 @@
+//! The JSON bodies of DCP's REST API (`/api/v1`).
+//!
+//! The host serialises these and the web UI deserialises them, so the two can
+//! never disagree about a field name. Timestamps are RFC 3339 strings in UTC.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::{IntoParams, ToSchema};
+
+/// One page of a list endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Page<T> {
+    /// The items on this page, in the endpoint's stable order.
+    pub items: Vec<T>,
+    /// How many items match the filters, over all pages.
+    pub total: u64,
+    /// The 1-based page number that was served.
+    pub page: u32,
+    /// The page size that was served.
+    pub per_page: u32,
+}
+
+impl<T> Page<T> {
+    /// The number of pages needed for `total` items (at least 1, so a UI
+    /// always has a page to show).
+    #[must_use]
+    pub fn page_count(&self) -> u64 {
+        self.total.div_ceil(u64::from(self.per_page.max(1))).max(1)
+    }
+}
+
+/// Paging parameters accepted by every list endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(default)]
+pub struct PageQuery {
+    /// 1-based page number.
+    pub page: u32,
+    /// Items per page, 1 to [`PageQuery::MAX_PER_PAGE`].
+    pub per_page: u32,
+}
+
+impl PageQuery {
+    /// The largest page a client may ask for.
+    pub const MAX_PER_PAGE: u32 = 200;
+    /// The page size used when none is given.
+    pub const DEFAULT_PER_PAGE: u32 = 20;
+}
+
+impl Default for PageQuery {
+    fn default() -> Self {
+        Self {
+            page: 1,
+            per_page: Self::DEFAULT_PER_PAGE,
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong with a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code, e.g. `validation_failed`.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+    /// The request field the error is about, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The request id, to quote when reporting a server error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The stable error codes. Each maps to exactly one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: the body is not well-formed JSON.
+    MalformedJson,
+    /// 400: a path or query parameter is not of its type.
+    InvalidParameter,
+    /// 401: no valid credentials were sent.
+    Unauthorized,
+    /// 403: the credentials may not do this, or the CSRF token is missing.
+    Forbidden,
+    /// 404: the resource or route does not exist.
+    NotFound,
+    /// 405: the route exists, but not with this method.
+    MethodNotAllowed,
+    /// 409: the request conflicts with existing state (a duplicate name, a resource in use).
+    Conflict,
+    /// 413: the body is larger than the server accepts.
+    PayloadTooLarge,
+    /// 415: the body is not `application/json`.
+    UnsupportedMediaType,
+    /// 422: the request is well-formed but a field breaks a rule.
+    ValidationFailed,
+    /// 500: the server failed; the log has the details under the request id.
+    Internal,
+    /// 503: a dependency (the database) is unreachable.
+    Unavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status code that goes with this error code.
+    #[must_use]
+    pub fn status(self) -> u16 {
+        match self {
+            Self::MalformedJson | Self::InvalidParameter => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::ValidationFailed => 422,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// A cluster: the top of the orchestration tree (cluster → service → pool → node).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Cluster {
+    /// Server-assigned id.
+    pub id: i64,
+    /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
+    pub name: String,
+    /// Free text, at most 1024 characters.
+    pub description: String,
+    /// The business line that owns the cluster (OpenDCP's `biz`).
+    pub business_line: String,
+    /// When the cluster was created (RFC 3339).
+    pub created_at: String,
+    /// When the cluster was last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// The writable fields of a cluster, for create (`POST`) and replace (`PUT`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ClusterInput {
+    /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
+    #[serde(default)]
+    pub name: String,
+    /// Free text, at most 1024 characters.
+    #[serde(default)]
+    pub description: String,
+    /// The business line that owns the cluster, at most 64 characters.
+    #[serde(default)]
+    pub business_line: String,
+}
+
+/// Filters for `GET /api/v1/clusters`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(default)]
+pub struct ClusterFilter {
+    /// Only clusters whose name contains this text.
+    pub name: Option<String>,
+    /// Only clusters of exactly this business line.
+    pub business_line: Option<String>,
+}
+
+/// `POST /api/v1/session`: log in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LoginRequest {
+    /// The user name.
+    #[serde(default)]
+    pub username: String,
+    /// The password.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// The logged-in user and the CSRF token to echo in `X-CSRF-Token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Session {
+    /// Who is logged in.
+    pub user: User,
+    /// The value of the `dcp_csrf` cookie; cookie-authenticated writes must
+    /// send it in the `X-CSRF-Token` header. `None` for bearer-token callers,
+    /// which need no CSRF token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+/// A DCP user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct User {
+    /// Server-assigned id.
+    pub id: i64,
+    /// The login name.
+    pub username: String,
+    /// The user's role. Today every user is an `admin`; finer roles come with RBAC.
+    pub role: String,
+}
+
+/// `POST /api/v1/tokens`: create a personal API token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TokenInput {
+    /// A label to recognise the token by, 1–64 characters.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// A personal API token as listed; the secret itself is never shown again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Token {
+    /// Server-assigned id.
+    pub id: i64,
+    /// The label given at creation.
+    pub name: String,
+    /// The first characters of the token, to recognise it.
+    pub prefix: String,
+    /// When the token was created (RFC 3339).
+    pub created_at: String,
+    /// When the token was last used, if ever (RFC 3339).
+    pub last_used_at: Option<String>,
+}
+
+/// A newly created token: the only response that contains the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CreatedToken {
+    /// Server-assigned id.
+    pub id: i64,
+    /// The label given at creation.
+    pub name: String,
+    /// The secret, to send as `Authorization: Bearer <token>`. Shown once.
+    pub token: String,
+}

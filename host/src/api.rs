@@ -1,0 +1,143 @@
+//! The REST API under `/api/v1`, its OpenAPI document, and the health and
+//! metrics endpoints.
+//!
+//! Conventions every module follows (see CONTRIBUTING.md):
+//! - JSON only; bodies, queries and paths go through [`extract`], whose
+//!   rejections are [`Error`]s, so every failure has the one error shape;
+//! - list endpoints take `?page=&per_page=` and answer a `Page`;
+//! - handlers are thin: rules live in the domain modules, state in the store.
+
+mod clusters;
+pub mod error;
+pub mod extract;
+mod session;
+mod system;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    middleware::{from_fn, from_fn_with_state},
+    routing::{any, get},
+};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::router::OpenApiRouter;
+
+pub use self::error::{Error, Result};
+use crate::{AppState, telemetry, validate::Invalid};
+
+impl From<Invalid> for Error {
+    fn from(invalid: Invalid) -> Self {
+        Self::validation(invalid.field, invalid.message)
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "DCP",
+        description = "DCP's REST API. Everything the web UI does goes through it.\n\n\
+## Authentication\n\
+Send a personal API token as `Authorization: Bearer <token>` (create one with \
+`POST /api/v1/tokens` or in the UI's user menu), or log in with \
+`POST /api/v1/session`, which sets the HTTP-only `dcp_session` cookie.\n\n\
+## CSRF\n\
+Cookie-authenticated requests that change state (anything but GET, HEAD, \
+OPTIONS) must echo the `dcp_csrf` cookie — also returned as `csrf_token` by \
+`POST` and `GET /api/v1/session` — in an `X-CSRF-Token` header \
+(double-submit). Bearer-token requests need no CSRF token.\n\n\
+## Errors\n\
+Every failure answers `{\"error\": {\"code\", \"message\", \"field\"?, \"request_id\"?}}`: \
+400 `malformed_json` / `invalid_parameter`, 401 `unauthorized`, 403 `forbidden`, \
+404 `not_found`, 405, 409 `conflict`, 413 `payload_too_large`, 415, \
+422 `validation_failed` (with the `field`), 5xx `internal` / `unavailable` \
+(details only in the server log, under the `X-Request-Id`).\n\n\
+## Lists\n\
+`?page=` (from 1) and `?per_page=` (1–200, default 20); the answer is \
+`{\"items\", \"total\", \"page\", \"per_page\"}` in a stable order.",
+    ),
+    tags(
+        (name = "session", description = "Log in and out"),
+        (name = "tokens", description = "Personal API tokens"),
+        (name = "clusters", description = "Clusters: the top of cluster → service → pool → node"),
+    ),
+    modifiers(&Security),
+    security(("bearer" = []), ("session" = []))
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A personal API token"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "dcp_session",
+                "The browser session; writes also need X-CSRF-Token",
+            ))),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI document.
+fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let protected = OpenApiRouter::new()
+        .merge(clusters::router())
+        .merge(tokens::router())
+        .route_layer(from_fn_with_state(state.clone(), session::require_auth));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", session::public_router().merge(protected))
+        .split_for_parts()
+}
+
+/// The whole HTTP application: API, docs, health, metrics and the web UI.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = v1(&state);
+    let openapi = Arc::new(openapi);
+    Router::new()
+        .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || system::openapi_json(Arc::clone(&openapi))),
+        )
+        .route("/api/docs", get(system::api_docs))
+        .route("/api", any(error::no_route))
+        .route("/api/{*rest}", any(error::no_route))
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .merge(crate::ui::routes(state.config.ui_dir()))
+        .route_layer(from_fn(telemetry::tag_route))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(CatchPanicLayer::new())
+        .layer(from_fn(error::normalize))
+        .layer(from_fn_with_state(
+            Arc::clone(&state.metrics),
+            telemetry::record_metrics,
+        ))
+        .layer(from_fn(telemetry::request_ids))
+        .with_state(state)
+}
+
+/// A timestamp as the API shows it: RFC 3339 in UTC.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339).unwrap_or_default()
+}

@@ -1,0 +1,243 @@
+//! `api::Error` and its mapping to HTTP: the one place where a failure
+//! becomes a status code and the JSON error shape.
+
+use axum::{
+    Json,
+    extract::{Request, rejection::PathRejection},
+    http::{StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
+
+use crate::{auth, store, telemetry::RequestIds};
+
+/// The result type of handlers.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request failed, as the client will be told.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field breaks a rule (422).
+    #[error("{field}: {message}")]
+    Validation {
+        /// The offending field, e.g. `name` or `items[0].port`.
+        field: String,
+        /// What rule it breaks.
+        message: String,
+    },
+    /// The body is not well-formed JSON (400).
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// A path or query parameter is not of its type (400).
+    #[error("{field}: {message}")]
+    InvalidParameter {
+        /// The parameter's name.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The body is not JSON (415).
+    #[error("expected a body of type application/json")]
+    UnsupportedMediaType,
+    /// The body is larger than the configured limit (413).
+    #[error("request body is larger than the limit")]
+    PayloadTooLarge,
+    /// No such resource (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Authentication failed (401), CSRF failed (403), or auth broke (5xx).
+    #[error(transparent)]
+    Auth(#[from] auth::Error),
+    /// A dependency is unreachable (503).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+impl Error {
+    /// A validation error on `field`.
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    fn detail(&self) -> ErrorDetail {
+        let (code, field) = match self {
+            Self::Validation { field, .. } => (ErrorCode::ValidationFailed, Some(field.clone())),
+            Self::MalformedJson(_) => (ErrorCode::MalformedJson, None),
+            Self::InvalidParameter { field, .. } => {
+                (ErrorCode::InvalidParameter, Some(field.clone()))
+            }
+            Self::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
+            Self::PayloadTooLarge => (ErrorCode::PayloadTooLarge, None),
+            Self::NotFound(_) => (ErrorCode::NotFound, None),
+            Self::Unavailable(_) => (ErrorCode::Unavailable, None),
+            Self::Auth(e) => match e {
+                auth::Error::Missing
+                | auth::Error::InvalidToken
+                | auth::Error::SessionExpired
+                | auth::Error::BadLogin => (ErrorCode::Unauthorized, None),
+                auth::Error::CsrfMismatch => (ErrorCode::Forbidden, None),
+                auth::Error::Store(e) => return store_detail(e),
+                auth::Error::Hash(_) => (ErrorCode::Internal, None),
+            },
+            Self::Store(e) => return store_detail(e),
+        };
+        ErrorDetail {
+            code,
+            message: self.to_string(),
+            field,
+            request_id: None,
+        }
+    }
+}
+
+fn store_detail(err: &store::Error) -> ErrorDetail {
+    let (code, field) = match err {
+        store::Error::NotFound { .. } => (ErrorCode::NotFound, None),
+        store::Error::Conflict { field, .. } => (ErrorCode::Conflict, Some((*field).to_owned())),
+        store::Error::InUse { .. } => (ErrorCode::Conflict, None),
+        store::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
+        store::Error::UnsupportedUrl(_) | store::Error::Migrate(_) | store::Error::Database(_) => {
+            (ErrorCode::Internal, None)
+        }
+    };
+    ErrorDetail {
+        code,
+        message: err.to_string(),
+        field,
+        request_id: None,
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let mut detail = self.detail();
+        if detail.code.status() >= 500 {
+            // The details stay in the log (under the request's span and id);
+            // the client gets a message that leaks nothing.
+            tracing::error!(error = %self, "request failed");
+            detail.message = match detail.code {
+                ErrorCode::Unavailable => "the database is unavailable; try again shortly".into(),
+                _ => {
+                    "internal server error; the server log has details under this request id".into()
+                }
+            };
+        }
+        error_response(detail)
+    }
+}
+
+/// Turns path-parameter rejections into [`Error::InvalidParameter`] naming the parameter.
+impl From<PathRejection> for Error {
+    fn from(rejection: PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        let (field, message) = match &rejection {
+            PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+                ErrorKind::ParseErrorAtKey {
+                    key, expected_type, ..
+                } => (key.clone(), format!("must be a valid {expected_type}")),
+                other => ("path".to_owned(), other.to_string()),
+            },
+            other => ("path".to_owned(), other.body_text()),
+        };
+        Self::InvalidParameter { field, message }
+    }
+}
+
+fn error_response(detail: ErrorDetail) -> Response {
+    let status =
+        StatusCode::from_u16(detail.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = (
+        status,
+        Json(ErrorBody {
+            error: detail.clone(),
+        }),
+    )
+        .into_response();
+    res.extensions_mut().insert(detail);
+    res
+}
+
+/// Gives every error response the one JSON shape, with the request id.
+///
+/// Errors raised by DCP's handlers carry their [`ErrorDetail`]; errors made
+/// elsewhere (405 from the router, a panic caught by a layer) get a detail
+/// derived from their status.
+pub async fn normalize(req: Request, next: Next) -> Response {
+    let request_id = req
+        .extensions()
+        .get::<RequestIds>()
+        .map(|ids| ids.request_id.clone());
+    let res = next.run(req).await;
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let mut detail = match res.extensions().get::<ErrorDetail>() {
+        Some(detail) => detail.clone(),
+        None if is_json(&res) => return res,
+        None => detail_for_status(status),
+    };
+    detail.request_id = request_id;
+    let (mut parts, _) = res.into_parts();
+    let fresh = error_response(detail);
+    // Keep headers such as `Allow` on a 405 and extensions such as the
+    // matched route; the body and its type are ours.
+    let (fresh_parts, body) = fresh.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &fresh_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    parts.extensions.extend(fresh_parts.extensions);
+    Response::from_parts(parts, body)
+}
+
+fn is_json(res: &Response) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn detail_for_status(status: StatusCode) -> ErrorDetail {
+    let (code, message) = match status.as_u16() {
+        404 => (ErrorCode::NotFound, "no such route"),
+        405 => (
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this route",
+        ),
+        413 => (
+            ErrorCode::PayloadTooLarge,
+            "request body is larger than the limit",
+        ),
+        415 => (
+            ErrorCode::UnsupportedMediaType,
+            "expected a body of type application/json",
+        ),
+        401 => (ErrorCode::Unauthorized, "authentication required"),
+        403 => (ErrorCode::Forbidden, "forbidden"),
+        400..=499 => (ErrorCode::InvalidParameter, "bad request"),
+        503 => (ErrorCode::Unavailable, "service unavailable"),
+        _ => (
+            ErrorCode::Internal,
+            "internal server error; the server log has details under this request id",
+        ),
+    };
+    ErrorDetail {
+        code,
+        message: message.to_owned(),
+        field: None,
+        request_id: None,
+    }
+}
+
+/// The fallback for unknown routes under `/api`.
+pub async fn no_route() -> Error {
+    Error::NotFound("no such API route".into())
+}

@@ -1,0 +1,310 @@
+//! Who is calling: passwords, browser sessions, API tokens and CSRF.
+//!
+//! Two ways in, both checked by [`Auth::authenticate`]:
+//! - `Authorization: Bearer <token>` — personal API tokens for automation;
+//! - the `dcp_session` cookie — for the web UI. Because browsers send cookies
+//!   on their own, a cookie-authenticated write must also carry the session's
+//!   CSRF token in `X-CSRF-Token` (the double-submit pattern: the token is
+//!   also in the readable `dcp_csrf` cookie, which other origins cannot read).
+
+use std::time::Duration;
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use rand::{Rng, distributions::Alphanumeric};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::store::{self, SessionRecord, Store, TokenRecord, UserRecord};
+
+/// The session cookie (HTTP-only).
+pub const SESSION_COOKIE: &str = "dcp_session";
+/// The CSRF cookie (readable by the UI's script).
+pub const CSRF_COOKIE: &str = "dcp_csrf";
+/// The header cookie-authenticated writes echo the CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Every API token starts with this, so leaked tokens are easy to scan for.
+pub const TOKEN_PREFIX: &str = "dcp_";
+
+/// Why a caller was turned away.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No credentials at all.
+    #[error(
+        "authentication required: log in or send an API token as 'Authorization: Bearer <token>'"
+    )]
+    Missing,
+    /// The bearer token is unknown or revoked.
+    #[error("the API token is invalid or has been revoked")]
+    InvalidToken,
+    /// The session cookie is unknown, expired or logged out.
+    #[error("the session has expired; log in again")]
+    SessionExpired,
+    /// A cookie-authenticated write came without the matching CSRF token.
+    #[error(
+        "missing or wrong X-CSRF-Token header: cookie-authenticated writes must echo the dcp_csrf cookie"
+    )]
+    CsrfMismatch,
+    /// Wrong user name or password (deliberately not saying which).
+    #[error("wrong user name or password")]
+    BadLogin,
+    /// Hashing failed or the store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Password hashing failed.
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// The credentials a request presented.
+#[derive(Debug, Clone, Copy)]
+pub enum Credentials<'a> {
+    /// An `Authorization: Bearer` token.
+    Bearer(&'a str),
+    /// A session cookie, with the CSRF header if any, and whether the method writes.
+    Session {
+        /// The cookie's value.
+        secret: &'a str,
+        /// The `X-CSRF-Token` header, if sent.
+        csrf_header: Option<&'a str>,
+        /// Whether the request may change state (anything but GET/HEAD/OPTIONS).
+        writes: bool,
+    },
+    /// Nothing.
+    None,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Who is calling.
+    pub user: UserRecord,
+    /// The session's CSRF token, when authenticated by cookie.
+    pub csrf_token: Option<String>,
+}
+
+/// A new browser session: the secrets go into cookies, never into the store.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The session cookie's value.
+    pub secret: String,
+    /// The CSRF cookie's value.
+    pub csrf_token: String,
+    /// The user logged in.
+    pub user: UserRecord,
+    /// How long the session lasts.
+    pub ttl: Duration,
+}
+
+/// Password, session and token logic over the store.
+#[derive(Clone)]
+pub struct Auth {
+    store: Store,
+    session_ttl: Duration,
+    /// Verified against when the user name is unknown, so a failed login takes
+    /// as long whether or not the user exists.
+    decoy_hash: String,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("session_ttl", &self.session_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    /// Auth over `store`, with sessions lasting `session_ttl`.
+    pub async fn new(store: Store, session_ttl: Duration) -> Result<Self, Error> {
+        let decoy_hash = hash_password(random_secret(24)).await?;
+        Ok(Self {
+            store,
+            session_ttl,
+            decoy_hash,
+        })
+    }
+
+    /// Creates the `admin` user if there are no users yet. Returns the
+    /// password when it was generated, so the caller can show it once.
+    pub async fn bootstrap_admin(&self, password: Option<&str>) -> Result<Option<String>, Error> {
+        if self.store.count_users().await? > 0 {
+            return Ok(None);
+        }
+        let generated = password.is_none().then(|| random_secret(20));
+        let password =
+            password.map_or_else(|| generated.clone().unwrap_or_default(), str::to_owned);
+        let hash = hash_password(password).await?;
+        match self.store.create_user("admin", &hash, "admin").await {
+            // Another replica won the race to create it; theirs stands.
+            Err(store::Error::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+            Ok(_) => Ok(generated),
+        }
+    }
+
+    /// Checks a user name and password and opens a session.
+    pub async fn login(&self, username: &str, password: &str) -> Result<NewSession, Error> {
+        let found = self.store.user_credentials(username).await?;
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, self.decoy_hash.clone()),
+        };
+        let ok = verify_password(password.to_owned(), hash).await?;
+        let user = match user {
+            Some(user) if ok => user,
+            _ => return Err(Error::BadLogin),
+        };
+        let secret = random_secret(32);
+        let csrf_token = random_secret(32);
+        let expires_at = OffsetDateTime::now_utc() + self.session_ttl;
+        self.store
+            .create_session(&sha256_hex(&secret), user.id, &csrf_token, expires_at)
+            .await?;
+        Ok(NewSession {
+            secret,
+            csrf_token,
+            user,
+            ttl: self.session_ttl,
+        })
+    }
+
+    /// Ends the session with this cookie value.
+    pub async fn logout(&self, secret: &str) -> Result<(), Error> {
+        Ok(self.store.delete_session(&sha256_hex(secret)).await?)
+    }
+
+    /// Identifies the caller, enforcing CSRF protection on cookie-authenticated writes.
+    pub async fn authenticate(&self, credentials: Credentials<'_>) -> Result<Principal, Error> {
+        match credentials {
+            Credentials::None => Err(Error::Missing),
+            Credentials::Bearer(token) => {
+                let user = self
+                    .store
+                    .token_user(&sha256_hex(token))
+                    .await?
+                    .ok_or(Error::InvalidToken)?;
+                Ok(Principal {
+                    user,
+                    csrf_token: None,
+                })
+            }
+            Credentials::Session {
+                secret,
+                csrf_header,
+                writes,
+            } => {
+                let SessionRecord { user, csrf_token } = self
+                    .store
+                    .session(&sha256_hex(secret))
+                    .await?
+                    .ok_or(Error::SessionExpired)?;
+                if writes {
+                    let sent = csrf_header.unwrap_or_default();
+                    if !bool::from(sent.as_bytes().ct_eq(csrf_token.as_bytes())) {
+                        return Err(Error::CsrfMismatch);
+                    }
+                }
+                Ok(Principal {
+                    user,
+                    csrf_token: Some(csrf_token),
+                })
+            }
+        }
+    }
+
+    /// Creates a personal API token; the returned secret is not stored and
+    /// cannot be shown again.
+    pub async fn create_token(
+        &self,
+        user_id: i64,
+        name: &str,
+    ) -> Result<(TokenRecord, String), Error> {
+        let secret = format!("{TOKEN_PREFIX}{}", random_secret(40));
+        let prefix: String = secret.chars().take(TOKEN_PREFIX.len() + 6).collect();
+        let record = self
+            .store
+            .create_token(user_id, name, &prefix, &sha256_hex(&secret))
+            .await?;
+        Ok((record, secret))
+    }
+}
+
+/// A random alphanumeric string: `len` characters of 62 symbols each
+/// (32 characters ≈ 190 bits).
+fn random_secret(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn sha256_hex(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            use std::fmt::Write as _;
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
+/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads.
+async fn hash_password(password: String) -> Result<String, Error> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::Hash(e.to_string()))
+    })
+    .await
+    .map_err(|e| Error::Hash(e.to_string()))?
+}
+
+async fn verify_password(password: String, hash: String) -> Result<bool, Error> {
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hash(e.to_string()))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| Error::Hash(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passwords_verify_only_against_their_hash() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(
+            verify_password("correct horse".into(), hash.clone())
+                .await
+                .unwrap()
+        );
+        assert!(!verify_password("Correct horse".into(), hash).await.unwrap());
+    }
+
+    #[test]
+    fn token_hashes_are_hex_sha256() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn secrets_are_long_and_distinct() {
+        let (a, b) = (random_secret(32), random_secret(32));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}

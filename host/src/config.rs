@@ -1,0 +1,230 @@
+//! Configuration: built-in defaults, then a TOML file, then `DCP_*`
+//! environment variables (and `DATABASE_URL`), then command-line flags —
+//! each overriding the one before. `dcp.example.toml` documents every key.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything `dcp serve` needs to know.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Directory for DCP's own files (the SQLite database by default).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://<data_dir>/dcp.db`.
+    pub database_url: Option<String>,
+    /// Directory holding the built web UI; by default `ui/` beside the binary or one level up.
+    pub ui_dir: Option<PathBuf>,
+    /// `human` or `json` log lines.
+    pub log_format: LogFormat,
+    /// Password for the `admin` user created on first start; random and printed once if unset.
+    pub admin_password: Option<String>,
+    /// How long a browser session lasts, in seconds.
+    pub session_ttl_secs: u64,
+    /// Mark cookies `Secure`; turn on when DCP is served over HTTPS.
+    pub secure_cookies: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable text for a terminal.
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            ui_dir: None,
+            log_format: LogFormat::Human,
+            admin_password: None,
+            session_ttl_secs: 12 * 60 * 60,
+            secure_cookies: false,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+// Hand-written so the admin password and database credentials never reach a log.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &crate::store::redact_url(&self.database_url()),
+            )
+            .field("ui_dir", &self.ui_dir)
+            .field("log_format", &self.log_format)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "***"),
+            )
+            .field("session_ttl_secs", &self.session_ttl_secs)
+            .field("secure_cookies", &self.secure_cookies)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// Environment variables read as configuration keys, without the `DCP_` prefix.
+const ENV_KEYS: &[&str] = &[
+    "bind",
+    "data_dir",
+    "database_url",
+    "ui_dir",
+    "log_format",
+    "admin_password",
+    "session_ttl_secs",
+    "secure_cookies",
+    "max_body_bytes",
+];
+
+impl Config {
+    /// Loads the configuration from `file` (if given), the environment and
+    /// `overrides` (typically command-line flags), in that order of precedence.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("DCP_").only(ENV_KEYS))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    /// The database URL in use: the configured one, or a SQLite file in the data dir.
+    #[must_use]
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("dcp.db").display()))
+    }
+
+    /// The directory to serve the web UI from, if one can be found.
+    #[must_use]
+    pub fn ui_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.ui_dir {
+            return Some(dir.clone());
+        }
+        let exe = std::env::current_exe().ok()?;
+        let beside = exe.parent()?;
+        [beside.join("ui"), beside.parent()?.join("ui")]
+            .into_iter()
+            .find(|dir| dir.join("index.html").is_file())
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// Address to listen on [env: DCP_BIND] [default: 127.0.0.1:8080]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bind: Option<SocketAddr>,
+    /// Directory for DCP's files [env: DCP_DATA_DIR] [default: ./data]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… [env: DATABASE_URL] [default: sqlite://<data-dir>/dcp.db]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Directory holding the built web UI [env: DCP_UI_DIR]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui_dir: Option<PathBuf>,
+    /// Log line format [env: DCP_LOG_FORMAT] [default: human]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail fixes the closure type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "dcp.toml",
+                "bind = \"127.0.0.1:9000\"\ndata_dir = \"/from-file\"\nlog_format = \"json\"",
+            )?;
+            jail.set_env("DCP_DATA_DIR", "/from-env");
+            jail.set_env("DCP_TEST_SOMETHING_ELSE", "ignored");
+            let flags = Overrides {
+                log_format: Some(LogFormat::Human),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("dcp.toml")), &flags).map_err(|e| *e)?;
+            assert_eq!(config.bind.port(), 9000);
+            assert_eq!(config.data_dir, PathBuf::from("/from-env"));
+            assert_eq!(config.log_format, LogFormat::Human);
+            assert_eq!(config.database_url(), "sqlite:///from-env/dcp.db");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("dcp.toml", "bnid = \"127.0.0.1:9000\"")?;
+            let err = Config::load(Some(Path::new("dcp.toml")), &Overrides::default())
+                .expect_err("a typo must not be ignored");
+            assert!(err.to_string().contains("bnid"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_example_file_documents_the_defaults() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dcp.example.toml");
+        let figment = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(&example));
+        let config: Config = figment.extract().expect("dcp.example.toml parses");
+        let defaults = Config::default();
+        assert_eq!(
+            serde_json::to_value(&config).unwrap(),
+            serde_json::to_value(&defaults).unwrap()
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config {
+            admin_password: Some("hunter2".into()),
+            database_url: Some("postgres://dcp:pw@db/dcp".into()),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains(":pw@"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! The store: DCP's durable state, on SQLite (the embedded default) or
+//! PostgreSQL (when several replicas share work).
+//!
+//! Both backends sit behind one [`Store`] with one set of runtime-checked
+//! queries (sqlx's `Any` driver); each backend has its own embedded
+//! migrations, applied at start. Queries use `$N` placeholders, which SQLite
+//! understands too, and only portable SQL; where a backend needs its own SQL
+//! it is chosen by [`Backend`]. See `docs/adr/0001-store.md`.
+
+mod auth;
+mod clusters;
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::Migrator,
+};
+use time::OffsetDateTime;
+
+pub use self::{
+    auth::{SessionRecord, TokenRecord, UserRecord},
+    clusters::{Cluster, ClusterChange, ClusterQuery},
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The result type of store operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The row asked for does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What kind of thing was looked up, e.g. `"cluster"`.
+        what: &'static str,
+    },
+    /// A unique field already has this value.
+    #[error("{field} {value:?} is already taken")]
+    Conflict {
+        /// The field that must be unique.
+        field: &'static str,
+        /// The value that is taken.
+        value: String,
+    },
+    /// The row is still referenced by others, so it may not be deleted.
+    #[error("{what} is still used by {}", .by.join(", "))]
+    InUse {
+        /// What was to be deleted, e.g. `"cluster"`.
+        what: &'static str,
+        /// What still uses it, e.g. `["service web", "service api"]`.
+        by: Vec<String>,
+    },
+    /// The database cannot be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database URL is not one DCP understands.
+    #[error("unsupported database URL {0:?}: expected sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database failure.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::Unavailable(err),
+            sqlx::Error::Database(ref db) if is_connection_lost(db.code().as_deref()) => {
+                Self::Unavailable(err)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// PostgreSQL's class 08 (connection exception) and 57P (operator
+/// intervention, e.g. the database was dropped or the server shuts down).
+fn is_connection_lost(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "3D000")
+}
+
+/// Maps a unique violation to [`Error::Conflict`] on `field`; other errors pass through.
+fn conflict_on(field: &'static str, value: &str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |err| match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict {
+            field,
+            value: value.to_owned(),
+        },
+        _ => Error::from(err),
+    }
+}
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a database URL names.
+    pub fn from_url(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(Error::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+/// A database URL with any password replaced, fit for errors and logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// One page of rows to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// How many rows at most.
+    pub limit: u32,
+    /// How many rows to skip.
+    pub offset: u64,
+}
+
+impl Window {
+    fn limit(self) -> i64 {
+        i64::from(self.limit)
+    }
+
+    fn offset(self) -> i64 {
+        i64::try_from(self.offset).unwrap_or(i64::MAX)
+    }
+}
+
+/// A handle on the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`) and applies
+    /// pending migrations. A SQLite file and its directory are created if missing.
+    pub async fn open(url: &str) -> Result<Self> {
+        let store = Self::connect(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects to `url` without migrating.
+    pub async fn connect(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut url = url.to_owned();
+        if backend == Backend::Sqlite {
+            url = prepare_sqlite_url(&url)?;
+        }
+        let options = AnyConnectOptions::from_str(&url).map_err(Error::Database)?;
+        let pool = AnyPoolOptions::new()
+            // SQLite serialises writers anyway; a few connections serve concurrent readers.
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; the busy timeout makes
+                        // a second writer wait instead of failing at once.
+                        conn.execute("pragma journal_mode = wal").await?;
+                        conn.execute("pragma busy_timeout = 5000").await?;
+                        conn.execute("pragma foreign_keys = on").await?;
+                        conn.execute("pragma synchronous = normal").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the pending migrations of this backend.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Which database engine this store uses.
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        self.pool.execute("select 1").await?;
+        Ok(())
+    }
+
+    /// Closes every connection; later calls fail with [`Error::Unavailable`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Refuses with [`Error::InUse`] when any of `dependents` references `id`.
+    async fn ensure_unreferenced(
+        &self,
+        what: &'static str,
+        dependents: &[Dependent],
+        id: i64,
+    ) -> Result<()> {
+        let mut by = Vec::new();
+        for dependent in dependents {
+            let names: Vec<(String,)> = sqlx::query_as(dependent.names_sql)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await?;
+            by.extend(
+                names
+                    .into_iter()
+                    .map(|(name,)| format!("{} {name}", dependent.kind)),
+            );
+        }
+        if by.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::InUse { what, by })
+        }
+    }
+}
+
+/// A table whose rows reference another row and so keep it from being deleted.
+///
+/// Each module that adds such a table adds a `Dependent` to the list of the
+/// table it references (e.g. services to `clusters::DEPENDENTS`), so a delete
+/// is refused with a message naming what still uses the row. Foreign keys
+/// with `on delete restrict` back this up against races.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dependent {
+    /// What a referencing row is called in messages, e.g. `"service"`.
+    kind: &'static str,
+    /// Selects the names of up to a few referencing rows; `$1` is the referenced id.
+    names_sql: &'static str,
+}
+
+/// Makes sure a SQLite database file can be created: its directory exists and
+/// the URL asks for create-if-missing.
+fn prepare_sqlite_url(url: &str) -> Result<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(url.to_owned());
+    }
+    if let Some(dir) = Path::new(path)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable(sqlx::Error::Io(e)))?;
+    }
+    Ok(if url.contains("mode=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// The current time in the store's representation: milliseconds since the epoch.
+fn now_millis() -> i64 {
+    millis(OffsetDateTime::now_utc())
+}
+
+fn millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// A stored timestamp as a date-time; out-of-range values clamp to the epoch.
+fn datetime(millis: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Escapes `%`, `_` and `\` for a `like … escape '\'` substring pattern.
+fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact_url("postgres://dcp:s3cret@db:5432/dcp"),
+            "postgres://dcp:***@db:5432/dcp"
+        );
+        assert_eq!(redact_url("sqlite://data/dcp.db"), "sqlite://data/dcp.db");
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+
+    #[test]
+    fn sqlite_urls_create_missing_files() {
+        assert_eq!(
+            prepare_sqlite_url("sqlite://x.db").unwrap(),
+            "sqlite://x.db?mode=rwc"
+        );
+        assert_eq!(
+            prepare_sqlite_url("sqlite://x.db?mode=ro").unwrap(),
+            "sqlite://x.db?mode=ro"
+        );
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused() {
+        assert!(matches!(
+            Backend::from_url("mysql://u:p@h/db"),
+            Err(Error::UnsupportedUrl(u)) if u == "mysql://u:***@h/db"
+        ));
+    }
+}

@@ -1,0 +1,317 @@
+//! The test harness: real stores and real `dcp` processes.
+//!
+//! - [`Backend::store`] opens a migrated store on a temporary SQLite file or
+//!   on a fresh PostgreSQL database (from the server `scripts/pg` starts,
+//!   found through `DCP_TEST_PG_URL`);
+//! - [`Backend::state`] builds an [`AppState`] for `app(state).oneshot(…)` tests;
+//! - [`Server::start`] runs the real `dcp` binary (`DCP_BIN`, or the one
+//!   beside the test executable) on a free loopback port.
+//!
+//! `scripts/test` sets everything up; run tests through it.
+
+#![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use dcp::{AppState, Config, Store};
+use sqlx::{Connection as _, Executor as _, PgConnection};
+use tempfile::TempDir;
+
+/// The password tests give the first admin.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// A database engine under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A temporary SQLite file.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+}
+
+/// A database that lives as long as the value: the SQLite file's directory,
+/// or the PostgreSQL database (dropped in the background on drop).
+#[derive(Debug)]
+pub struct TestDb {
+    /// The URL to connect to.
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+/// The PostgreSQL server's URL; tests that need it fail with instructions
+/// when it is missing rather than skipping silently.
+#[must_use]
+pub fn pg_admin_url() -> String {
+    std::env::var("DCP_TEST_PG_URL").expect(
+        "DCP_TEST_PG_URL is not set: run the tests with scripts/test, \
+         or start PostgreSQL with scripts/pg start and export its URL",
+    )
+}
+
+/// The URL of another database on the same server.
+#[must_use]
+pub fn with_database(url: &str, database: &str) -> String {
+    let base = url.rsplit_once('/').map_or(url, |(base, _)| base);
+    format!("{base}/{database}")
+}
+
+impl Backend {
+    /// Both backends, for tests that run on each.
+    pub const ALL: [Self; 2] = [Self::Sqlite, Self::Postgres];
+
+    /// A fresh, empty database.
+    pub async fn database(self) -> TestDb {
+        match self {
+            Self::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("dcp.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Self::Postgres => {
+                let admin = pg_admin_url();
+                let name = format!("dcp_test_{}", uuid::Uuid::now_v7().simple());
+                let mut conn = PgConnection::connect(&admin).await.unwrap();
+                conn.execute(format!("create database {name}").as_str())
+                    .await
+                    .unwrap();
+                TestDb {
+                    url: with_database(&admin, &name),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// A migrated store on a fresh database.
+    pub async fn store(self) -> (Store, TestDb) {
+        let db = self.database().await;
+        let store = Store::open(&db.url).await.unwrap();
+        (store, db)
+    }
+
+    /// App state over a fresh store, with the admin user created.
+    pub async fn state(self) -> (AppState, TestDb) {
+        let (store, db) = self.store().await;
+        let config = Config {
+            database_url: Some(db.url.clone()),
+            ..Config::default()
+        };
+        let state = AppState::new(store, config).await.unwrap();
+        state
+            .auth
+            .bootstrap_admin(Some(ADMIN_PASSWORD))
+            .await
+            .unwrap();
+        (state, db)
+    }
+}
+
+/// The `dcp` binary under test.
+#[must_use]
+pub fn dcp_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("DCP_BIN") {
+        return bin.into();
+    }
+    // target/debug/deps/<test> → target/debug/dcp
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(|d| d.parent()).unwrap().join("dcp");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p dcp` (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on 127.0.0.1.
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `dcp serve`.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// The admin password printed at first start, if one was generated.
+    pub printed_password: Option<String>,
+    /// Everything the process wrote to stdout and stderr so far.
+    output: mpsc::Receiver<String>,
+    /// Lines read from `output`.
+    pub lines: Vec<String>,
+    /// The data directory (SQLite file lives here unless a URL is given).
+    pub data_dir: TempDir,
+}
+
+/// How to start a [`Server`].
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// A database URL; SQLite in the data dir when `None`.
+    pub database_url: Option<String>,
+    /// Sets `DCP_ADMIN_PASSWORD`.
+    pub admin_password: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl Server {
+    /// Starts `dcp serve` and waits until it accepts connections.
+    pub fn start(options: &ServerOptions) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = Command::new(dcp_bin());
+        cmd.arg("serve")
+            .arg("--bind")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .env_remove("DATABASE_URL")
+            .env_remove("DCP_ADMIN_PASSWORD")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(url) = &options.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        if let Some(password) = &options.admin_password {
+            cmd.env("DCP_ADMIN_PASSWORD", password);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawning dcp");
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut server = Self {
+            child,
+            base_url: format!("http://127.0.0.1:{port}"),
+            printed_password: None,
+            output: rx,
+            lines: Vec::new(),
+            data_dir,
+        };
+        server.wait_healthy();
+        server.printed_password = server.lines.iter().find_map(|l| {
+            l.trim()
+                .strip_prefix("password:")
+                .map(|p| p.trim().to_owned())
+        });
+        server
+    }
+
+    /// Waits for the "listening" log line (written after migrations and the
+    /// admin bootstrap, once the socket is bound).
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self
+                .drain_output()
+                .iter()
+                .any(|l| l.contains("DCP listening on"))
+            {
+                // stdout (the printed password) and stderr (logs) race on separate pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                self.drain_output();
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "dcp exited with {status}:\n{}",
+                    self.drain_output().join("\n")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "dcp did not start:\n{}",
+                self.lines.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Collects output written so far into [`Server::lines`].
+    pub fn drain_output(&mut self) -> &[String] {
+        while let Ok(line) = self.output.try_recv() {
+            self.lines.push(line);
+        }
+        &self.lines
+    }
+
+    /// `base_url` + `path`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.drain_output();
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reqwest client with a cookie jar, as a browser would have.
+#[must_use]
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,630 @@
+//! The REST conventions, through `app(state).oneshot(…)`: authentication on
+//! every route, CSRF, the one error shape for every kind of bad input,
+//! request ids and metrics.
+
+#![allow(clippy::unwrap_used)]
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode, header},
+};
+use dcp_tests::{ADMIN_PASSWORD, Backend};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+struct Api {
+    app: Router,
+    state: dcp::AppState,
+    _db: dcp_tests::TestDb,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    /// Asserts the one error shape and returns (code, field).
+    fn error(&self) -> (String, Option<String>) {
+        let error = &self.body["error"];
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+        assert!(error["request_id"].as_str().is_some(), "{}", self.body);
+        (
+            error["code"].as_str().unwrap().to_owned(),
+            error["field"].as_str().map(str::to_owned),
+        )
+    }
+}
+
+impl Api {
+    async fn new() -> Self {
+        Self::on(Backend::Sqlite).await
+    }
+
+    async fn on(backend: Backend) -> Self {
+        let (state, db) = backend.state().await;
+        Self {
+            app: dcp::app(state.clone()),
+            state,
+            _db: db,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A bearer token for the admin.
+    async fn token(&self) -> String {
+        let admin = self
+            .state
+            .store
+            .user_credentials("admin")
+            .await
+            .unwrap()
+            .unwrap()
+            .0;
+        self.state
+            .auth
+            .create_token(admin.id, "test")
+            .await
+            .unwrap()
+            .1
+    }
+
+    async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        let body = match body {
+            Some(json) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: impl Into<Body>,
+    ) -> Reply {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .header(header::CONTENT_TYPE, content_type)
+                .body(body.into())
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn every_api_route_but_login_requires_credentials() {
+    let api = Api::new().await;
+    let doc = api
+        .send(
+            Request::get("/api/v1/openapi.json")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(doc.status, StatusCode::OK);
+    let paths = doc.body["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/api/v1/clusters"), "{paths:?}");
+    let mut checked = 0;
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let public = operation["security"].as_array().is_some_and(|s| {
+                s.iter()
+                    .any(|r| r.as_object().is_some_and(serde_json::Map::is_empty))
+            });
+            if public {
+                continue;
+            }
+            let uri = path.replace("{id}", "1");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let reply = api
+                .send(
+                    Request::builder()
+                        .method(method.clone())
+                        .uri(&uri)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from("{}"))
+                        .unwrap(),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+            assert_eq!(reply.error().0, "unauthorized", "{method} {uri}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "only {checked} operations checked");
+    // The public ones: health, readiness, the document itself and login.
+    for path in ["/healthz", "/readyz", "/api/v1/openapi.json"] {
+        let reply = api
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_work_until_revoked() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    let created = api
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            &token,
+            Some(json!({"name": "ci"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let ci_token = created.body["token"].as_str().unwrap().to_owned();
+    assert!(ci_token.starts_with("dcp_"));
+    let id = created.body["id"].as_i64().unwrap();
+
+    let listed = api
+        .call(Method::GET, "/api/v1/tokens", &ci_token, None)
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    assert_eq!(listed.body["total"], 2);
+    assert!(
+        !listed.body.to_string().contains(&ci_token),
+        "secrets are never listed"
+    );
+
+    let revoked = api
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{id}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    let after = api
+        .call(Method::GET, "/api/v1/clusters", &ci_token, None)
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        after.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+    // The other token still works.
+    assert_eq!(
+        api.call(Method::GET, "/api/v1/clusters", &token, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_the_error_shape_never_a_5xx() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    let post = |body: Value| api.call(Method::POST, "/api/v1/clusters", &token, Some(body));
+
+    let missing = post(json!({"description": "no name"})).await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        missing.error(),
+        ("validation_failed".into(), Some("name".into()))
+    );
+
+    let bad_chars = post(json!({"name": "Bad Name"})).await;
+    assert_eq!(
+        bad_chars.error(),
+        ("validation_failed".into(), Some("name".into()))
+    );
+
+    let wrong_type = post(json!({"name": 7})).await;
+    assert_eq!(wrong_type.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(wrong_type.error().1.as_deref(), Some("name"));
+
+    let long = post(json!({"name": "ok", "description": "x".repeat(1025)})).await;
+    assert_eq!(
+        long.error(),
+        ("validation_failed".into(), Some("description".into()))
+    );
+
+    assert_eq!(
+        post(json!({"name": "web"})).await.status,
+        StatusCode::CREATED
+    );
+    let duplicate = post(json!({"name": "web"})).await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+    assert_eq!(duplicate.error(), ("conflict".into(), Some("name".into())));
+
+    let unknown = api
+        .call(Method::GET, "/api/v1/clusters/999999", &token, None)
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown.error().0, "not_found");
+    let bad_id = api
+        .call(Method::GET, "/api/v1/clusters/abc", &token, None)
+        .await;
+    assert_eq!(bad_id.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        bad_id.error(),
+        ("invalid_parameter".into(), Some("id".into()))
+    );
+
+    let malformed = api
+        .raw(
+            Method::POST,
+            "/api/v1/clusters",
+            &token,
+            "application/json",
+            "{\"name\": ",
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert_eq!(malformed.error().0, "malformed_json");
+
+    let not_json = api
+        .raw(
+            Method::POST,
+            "/api/v1/clusters",
+            &token,
+            "text/plain",
+            "name=web",
+        )
+        .await;
+    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(not_json.error().0, "unsupported_media_type");
+
+    let huge = format!(
+        "{{\"name\": \"big\", \"description\": \"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    let too_large = api
+        .raw(
+            Method::POST,
+            "/api/v1/clusters",
+            &token,
+            "application/json",
+            huge,
+        )
+        .await;
+    assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(too_large.error().0, "payload_too_large");
+
+    let per_page = api
+        .call(
+            Method::GET,
+            "/api/v1/clusters?per_page=100000",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(per_page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        per_page.error(),
+        ("validation_failed".into(), Some("per_page".into()))
+    );
+    let page_type = api
+        .call(Method::GET, "/api/v1/clusters?page=abc", &token, None)
+        .await;
+    assert_eq!(
+        page_type.error(),
+        ("invalid_parameter".into(), Some("page".into()))
+    );
+
+    let no_route = api
+        .call(Method::GET, "/api/v1/nothing-here", &token, None)
+        .await;
+    assert_eq!(no_route.status, StatusCode::NOT_FOUND);
+    assert_eq!(no_route.error().0, "not_found");
+    let wrong_method = api
+        .call(Method::PATCH, "/api/v1/clusters", &token, None)
+        .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.error().0, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn clusters_crud_and_listing() {
+    let api = Api::on(Backend::Postgres).await;
+    let token = api.token().await;
+    for name in ["web", "api", "web-canary"] {
+        let body = json!({"name": name, "business_line": "video", "description": "d"});
+        assert_eq!(
+            api.call(Method::POST, "/api/v1/clusters", &token, Some(body))
+                .await
+                .status,
+            StatusCode::CREATED
+        );
+    }
+    let page = api
+        .call(
+            Method::GET,
+            "/api/v1/clusters?name=web&per_page=1&page=2",
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body["total"], 2);
+    assert_eq!(
+        (page.body["page"].as_u64(), page.body["per_page"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(page.body["items"][0]["name"], "web-canary");
+    let id = page.body["items"][0]["id"].as_i64().unwrap();
+
+    let path = format!("/api/v1/clusters/{id}");
+    let updated = api
+        .call(
+            Method::PUT,
+            &path,
+            &token,
+            Some(json!({"name": "canary", "description": "new"})),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::OK);
+    assert_eq!(
+        (
+            updated.body["name"].as_str(),
+            updated.body["business_line"].as_str()
+        ),
+        (Some("canary"), Some(""))
+    );
+    assert_eq!(
+        api.call(Method::GET, &path, &token, None).await.body["description"],
+        "new"
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &path, &token, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.call(Method::DELETE, &path, &token, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Logs in and returns the cookie header and the CSRF token.
+async fn login(api: &Api) -> (String, String) {
+    let reply = api
+        .send(
+            Request::post("/api/v1/session")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    json!({"username": "admin", "password": ADMIN_PASSWORD}).to_string(),
+                ))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let cookies: Vec<String> = reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("dcp_session="))
+        .unwrap();
+    let csrf = reply.body["csrf_token"].as_str().unwrap().to_owned();
+    assert!(cookies.contains(&format!("dcp_csrf={csrf}")));
+    let set_session = reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .next()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(set_session.contains("HttpOnly"), "{set_session}");
+    (format!("{session}; dcp_csrf={csrf}"), csrf)
+}
+
+#[tokio::test]
+async fn cookie_writes_need_the_csrf_token() {
+    let api = Api::new().await;
+    let (cookie, csrf) = login(&api).await;
+    let request = |csrf: Option<&str>| {
+        let mut req = Request::post("/api/v1/clusters")
+            .header(header::COOKIE, &cookie)
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(csrf) = csrf {
+            req = req.header("x-csrf-token", csrf);
+        }
+        req.body(Body::from(json!({"name": "web"}).to_string()))
+            .unwrap()
+    };
+    let without = api.send(request(None)).await;
+    assert_eq!(without.status, StatusCode::FORBIDDEN);
+    assert_eq!(without.error().0, "forbidden");
+    let wrong = api.send(request(Some("not-the-token"))).await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        api.send(request(Some(&csrf))).await.status,
+        StatusCode::CREATED
+    );
+
+    // Reads need no CSRF token.
+    let read = api
+        .send(
+            Request::get("/api/v1/session")
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(read.body["user"]["username"], "admin");
+
+    // Logging out ends the session for good.
+    let out = api
+        .send(
+            Request::delete("/api/v1/session")
+                .header(header::COOKIE, &cookie)
+                .header("x-csrf-token", &csrf)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    let after = api
+        .send(
+            Request::get("/api/v1/clusters")
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn wrong_passwords_are_refused_alike() {
+    let api = Api::new().await;
+    for (user, password) in [("admin", "wrong"), ("nobody", ADMIN_PASSWORD)] {
+        let reply = api
+            .send(
+                Request::post("/api/v1/session")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        json!({"username": user, "password": password}).to_string(),
+                    ))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            reply.body["error"]["message"],
+            "wrong user name or password"
+        );
+        assert!(reply.headers.get(header::SET_COOKIE).is_none());
+    }
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let api = Api::new().await;
+    let given = api
+        .send(
+            Request::get("/healthz")
+                .header("x-request-id", "req-123")
+                .header("x-correlation-id", "deploy-42")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(given.headers["x-request-id"], "req-123");
+    assert_eq!(given.headers["x-correlation-id"], "deploy-42");
+
+    let made = api
+        .send(
+            Request::get("/api/v1/clusters")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let id = made.headers["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36);
+    assert_eq!(made.headers["x-correlation-id"], id.as_str());
+    assert_eq!(made.body["error"]["request_id"], id.as_str());
+
+    // Garbage is replaced, not echoed into logs.
+    let hostile = api
+        .send(
+            Request::get("/healthz")
+                .header("x-request-id", "a b\tc")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_ne!(hostile.headers["x-request-id"], "a b\tc");
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_status() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    let count = |text: &str| -> f64 {
+        text.lines()
+            .find(|l| {
+                l.starts_with("dcp_http_requests_total{")
+                    && l.contains("route=\"/api/v1/clusters/{id}\"")
+                    && l.contains("status=\"404\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let scrape = || async {
+        let reply = api
+            .send(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.body.as_str().unwrap().to_owned()
+    };
+    let before = count(&scrape().await);
+    for _ in 0..3 {
+        api.call(Method::GET, "/api/v1/clusters/424242", &token, None)
+            .await;
+    }
+    let after = scrape().await;
+    assert_eq!(count(&after) - before, 3.0, "{after}");
+    assert!(after.contains("dcp_http_request_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let api = Api::new().await;
+    let ready = api
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    api.state.store.close().await;
+    let down = api
+        .send(Request::get("/readyz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.error().0, "unavailable");
+    // Liveness does not depend on the database.
+    assert_eq!(
+        api.send(Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

@@ -1,0 +1,177 @@
+//! The web UI in headless Chromium (Debian's, driven over WebDriver by
+//! chromedriver): log in, create a cluster, see it listed, see the server's
+//! validation error next to the field, and make an API token that works.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use dcp_tests::{Server, ServerOptions, free_port};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn browser() -> (Client, Driver) {
+    let port = free_port();
+    let driver =
+        Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian chromium-driver; scripts/setup test installs it)");
+    let driver = Driver(driver);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            // No background networking: this machine has no network but loopback.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,900"],
+        }),
+    );
+    // Plain HTTP to chromedriver on loopback: no TLS stack needed.
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connecting to chromedriver");
+    (client, driver)
+}
+
+async fn fill(c: &Client, css: &str, text: &str) {
+    let field = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn log_in_create_a_cluster_and_see_validation_errors() {
+    let ui = std::env::var("DCP_UI_DIR").expect("DCP_UI_DIR: build the UI with scripts/build-ui");
+    assert!(
+        std::path::Path::new(&ui).join("index.html").is_file(),
+        "no UI in {ui}"
+    );
+    let server = Server::start(&ServerOptions::default());
+    let password = server.printed_password.clone().unwrap();
+    let (c, _driver) = browser().await;
+
+    // Not logged in: the app sends us to the login page.
+    c.goto(&server.url("/")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", "not-it").await;
+    click(&c, "#login-submit").await;
+    assert!(
+        text_of(&c, ".banner.error")
+            .await
+            .contains("wrong user name or password")
+    );
+    fill(&c, "#login-password", &password).await;
+    click(&c, "#login-submit").await;
+
+    // Create a cluster through the dialog; it shows up in the table.
+    click(&c, "#new-cluster").await;
+    fill(&c, "#cluster-name", "checkout").await;
+    fill(&c, "#cluster-business-line", "payments").await;
+    fill(&c, "#cluster-description", "Checkout and billing").await;
+    click(&c, "#cluster-save").await;
+    let row = text_of(&c, "#clusters-table tr[data-name=\"checkout\"]").await;
+    assert!(
+        row.contains("payments") && row.contains("Checkout and billing"),
+        "{row}"
+    );
+
+    // The same name again: the server's 409 appears next to the name field.
+    click(&c, "#new-cluster").await;
+    fill(&c, "#cluster-name", "checkout").await;
+    click(&c, "#cluster-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"name\"]").await;
+    assert!(error.contains("already taken"), "{error}");
+    // And a rule the server enforces: only lowercase names.
+    fill(&c, "#cluster-name", "Check Out").await;
+    click(&c, "#cluster-save").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//p[@data-field='name'][contains(., 'lowercase')]",
+        ))
+        .await
+        .unwrap();
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-clusters.png"), shot);
+
+    // An API token made in the UI lists clusters from a script.
+    c.goto(&server.url("/tokens")).await.unwrap();
+    fill(&c, "#token-name", "from-ui").await;
+    click(&c, "#token-create").await;
+    let token = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#new-token"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(token.starts_with("dcp_"), "{token}");
+    let listed: Value = reqwest::Client::new()
+        .get(server.url("/api/v1/clusters"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0]["name"], "checkout", "{listed}");
+
+    c.close().await.unwrap();
+}

@@ -1,0 +1,254 @@
+//! The store suite: every test runs on SQLite and on PostgreSQL, so the two
+//! backends behave the same to everything above them.
+
+#![allow(clippy::unwrap_used)]
+
+use dcp::store::{self, ClusterChange, ClusterQuery, Store, Window};
+use dcp_tests::Backend;
+use time::{Duration, OffsetDateTime};
+
+/// Runs each listed test against both backends, as `sqlite::name` and `postgres::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(dcp_tests::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(dcp_tests::Backend::Postgres).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    clusters_round_trip,
+    cluster_names_are_unique,
+    missing_clusters_are_not_found,
+    listing_filters_pages_and_orders,
+    like_wildcards_match_literally,
+    migrations_apply_once,
+    sessions_expire_and_end,
+    tokens_belong_to_their_user,
+    usernames_are_unique,
+);
+
+fn change(name: &str, business_line: &str) -> ClusterChange {
+    ClusterChange {
+        name: name.into(),
+        description: format!("{name} description"),
+        business_line: business_line.into(),
+    }
+}
+
+const ALL: Window = Window {
+    limit: 200,
+    offset: 0,
+};
+
+async fn clusters_round_trip(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let created = store.create_cluster(&change("web", "video")).await.unwrap();
+    assert_eq!(created.name, "web");
+    assert_eq!(created.business_line, "video");
+    assert_eq!(store.cluster(created.id).await.unwrap(), created);
+
+    let updated = store
+        .update_cluster(created.id, &change("web-2", "feed"))
+        .await
+        .unwrap();
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.name, "web-2");
+    assert_eq!(updated.created_at, created.created_at);
+    assert!(updated.updated_at >= created.updated_at);
+
+    store.delete_cluster(created.id).await.unwrap();
+    assert!(matches!(
+        store.cluster(created.id).await,
+        Err(store::Error::NotFound { what: "cluster" })
+    ));
+}
+
+async fn cluster_names_are_unique(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    store.create_cluster(&change("web", "")).await.unwrap();
+    let other = store.create_cluster(&change("api", "")).await.unwrap();
+    for result in [
+        store.create_cluster(&change("web", "")).await,
+        store.update_cluster(other.id, &change("web", "")).await,
+    ] {
+        match result {
+            Err(store::Error::Conflict { field, value }) => {
+                assert_eq!((field, value.as_str()), ("name", "web"));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+    }
+    // The failed update left the row as it was.
+    assert_eq!(store.cluster(other.id).await.unwrap().name, "api");
+}
+
+async fn missing_clusters_are_not_found(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let not_found = |r: Result<_, store::Error>| matches!(r, Err(store::Error::NotFound { .. }));
+    assert!(not_found(store.cluster(42).await.map(|_| ())));
+    assert!(not_found(
+        store.update_cluster(42, &change("x", "")).await.map(|_| ())
+    ));
+    assert!(not_found(store.delete_cluster(42).await));
+}
+
+async fn listing_filters_pages_and_orders(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    for (name, line) in [
+        ("zeta", "video"),
+        ("alpha", "feed"),
+        ("web-b", "video"),
+        ("web-a", "video"),
+    ] {
+        store.create_cluster(&change(name, line)).await.unwrap();
+    }
+    let names = |v: Vec<store::Cluster>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
+
+    let (all, total) = store
+        .list_clusters(&ClusterQuery::default(), ALL)
+        .await
+        .unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(names(all), ["alpha", "web-a", "web-b", "zeta"]);
+
+    let query = ClusterQuery {
+        name_contains: Some("web".into()),
+        business_line: None,
+    };
+    let (page2, total) = store
+        .list_clusters(
+            &query,
+            Window {
+                limit: 1,
+                offset: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((names(page2), total), (vec!["web-b".to_owned()], 2));
+
+    let query = ClusterQuery {
+        name_contains: None,
+        business_line: Some("video".into()),
+    };
+    let (video, total) = store.list_clusters(&query, ALL).await.unwrap();
+    assert_eq!(
+        (names(video), total),
+        (vec!["web-a".into(), "web-b".into(), "zeta".into()], 3)
+    );
+
+    let (past_end, total) = store
+        .list_clusters(
+            &ClusterQuery::default(),
+            Window {
+                limit: 10,
+                offset: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(past_end.is_empty());
+    assert_eq!(total, 4);
+}
+
+async fn like_wildcards_match_literally(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    store.create_cluster(&change("a_b", "")).await.unwrap();
+    store.create_cluster(&change("axb", "")).await.unwrap();
+    let query = ClusterQuery {
+        name_contains: Some("a_b".into()),
+        business_line: None,
+    };
+    let (found, total) = store.list_clusters(&query, ALL).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(found[0].name, "a_b");
+}
+
+async fn migrations_apply_once(backend: Backend) {
+    let (store, db) = backend.store().await;
+    store.create_cluster(&change("kept", "")).await.unwrap();
+    store.close().await;
+    // Reopening runs the migrator again: nothing re-applied, nothing lost.
+    let again = Store::open(&db.url).await.unwrap();
+    assert_eq!(again.backend(), store.backend());
+    let (all, _) = again
+        .list_clusters(&ClusterQuery::default(), ALL)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
+
+async fn sessions_expire_and_end(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let user = store.create_user("ann", "hash", "admin").await.unwrap();
+    let later = OffsetDateTime::now_utc() + Duration::hours(1);
+    let earlier = OffsetDateTime::now_utc() - Duration::seconds(1);
+    store
+        .create_session("live", user.id, "csrf-1", later)
+        .await
+        .unwrap();
+    store
+        .create_session("dead", user.id, "csrf-2", earlier)
+        .await
+        .unwrap();
+
+    let live = store.session("live").await.unwrap().unwrap();
+    assert_eq!((live.user, live.csrf_token.as_str()), (user, "csrf-1"));
+    assert!(store.session("dead").await.unwrap().is_none());
+    assert!(store.session("unknown").await.unwrap().is_none());
+
+    store.delete_session("live").await.unwrap();
+    assert!(store.session("live").await.unwrap().is_none());
+}
+
+async fn tokens_belong_to_their_user(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let ann = store.create_user("ann", "hash", "admin").await.unwrap();
+    let bob = store.create_user("bob", "hash", "admin").await.unwrap();
+    let first = store
+        .create_token(ann.id, "ci", "dcp_abc", "hash-1")
+        .await
+        .unwrap();
+    let second = store
+        .create_token(ann.id, "laptop", "dcp_def", "hash-2")
+        .await
+        .unwrap();
+    assert!(first.last_used_at.is_none());
+
+    assert_eq!(store.token_user("hash-1").await.unwrap(), Some(ann.clone()));
+    assert!(store.token_user("nope").await.unwrap().is_none());
+
+    let (listed, total) = store.list_tokens(ann.id, ALL).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(listed[0].id, second.id, "newest first");
+    assert!(listed[1].last_used_at.is_some(), "use was recorded");
+    assert_eq!(store.list_tokens(bob.id, ALL).await.unwrap().1, 0);
+
+    // Bob cannot revoke Ann's token.
+    assert!(matches!(
+        store.delete_token(bob.id, first.id).await,
+        Err(store::Error::NotFound { what: "token" })
+    ));
+    store.delete_token(ann.id, first.id).await.unwrap();
+    assert!(store.token_user("hash-1").await.unwrap().is_none());
+}
+
+async fn usernames_are_unique(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    assert_eq!(store.count_users().await.unwrap(), 0);
+    store.create_user("ann", "h", "admin").await.unwrap();
+    assert!(matches!(
+        store.create_user("ann", "h", "admin").await,
+        Err(store::Error::Conflict {
+            field: "username",
+            ..
+        })
+    ));
+    let (user, hash) = store.user_credentials("ann").await.unwrap().unwrap();
+    assert_eq!((user.username.as_str(), hash.as_str()), ("ann", "h"));
+    assert_eq!(store.count_users().await.unwrap(), 1);
+}
