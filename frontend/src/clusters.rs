@@ -196,7 +196,7 @@ pub(crate) fn ClustersPage() -> impl IntoView {
                         <Field field="description" id_prefix="cluster" label="Description"
                             value=ed.description error=ed.error multiline=true/>
                         <div class="buttons">
-                            <button type="button" class="ghost" on:click=move |_| editor.set(None)>"Cancel"</button>
+                            <button type="button" class="ghost cancel" on:click=move |_| editor.set(None)>"Cancel"</button>
                             <button id="cluster-save" type="submit" class="primary">"Save"</button>
                         </div>
                     </form>

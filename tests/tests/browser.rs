@@ -92,6 +92,15 @@ async fn text_of(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Waits until nothing matches `css`.
+async fn gone(c: &Client, css: &str) {
+    let deadline = Instant::now() + WAIT;
+    while !c.find_all(Locator::Css(css)).await.unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "{css} is still there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn log_in_create_a_cluster_and_see_validation_errors() {
     let ui = std::env::var("DCP_UI_DIR").expect("DCP_UI_DIR: build the UI with scripts/build-ui");
@@ -146,6 +155,31 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
         .unwrap();
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-clusters.png"), shot);
+    click(&c, "#cluster-form button.cancel").await;
+
+    // Edit: the dialog opens filled in; the change shows in the table.
+    click(&c, "tr[data-name=\"checkout\"] button.edit").await;
+    let name = c.find(Locator::Css("#cluster-name")).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(name.as_deref(), Some("checkout"));
+    fill(&c, "#cluster-description", "Payments checkout").await;
+    click(&c, "#cluster-save").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//tr[@data-name='checkout']/td[contains(., 'Payments checkout')]",
+        ))
+        .await
+        .unwrap();
+
+    // Delete asks first, then the row goes.
+    click(&c, "#new-cluster").await;
+    fill(&c, "#cluster-name", "scratch").await;
+    click(&c, "#cluster-save").await;
+    click(&c, "tr[data-name=\"scratch\"] button.delete").await;
+    assert!(text_of(&c, ".dialog").await.contains("Delete cluster scratch?"));
+    click(&c, "#confirm-delete").await;
+    gone(&c, "tr[data-name=\"scratch\"]").await;
+    assert!(c.find(Locator::Css("tr[data-name=\"checkout\"]")).await.is_ok());
 
     // An API token made in the UI lists clusters from a script.
     c.goto(&server.url("/tokens")).await.unwrap();
@@ -172,6 +206,13 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
         .await
         .unwrap();
     assert_eq!(listed["items"][0]["name"], "checkout", "{listed}");
+    assert_eq!(listed["total"], 1, "{listed}");
+
+    // The browsable API docs render the OpenAPI document.
+    c.goto(&server.url("/api/docs")).await.unwrap();
+    let title = text_of(&c, ".swagger-ui .info .title").await;
+    assert!(title.contains("DCP"), "{title}");
+    text_of(&c, ".opblock-tag[data-tag=\"clusters\"]").await;
 
     c.close().await.unwrap();
 }
