@@ -9,6 +9,7 @@ export DCP_TOOLS="${DCP_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/dcp/tools}"
 export PATH="$DCP_TOOLS/bin:$DCP_TOOLS/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 export DCP_UI_DIR="${DCP_UI_DIR:-$TARGET_DIR/ui}"
+export DCP_PLUGIN_DIR="${DCP_PLUGIN_DIR:-$TARGET_DIR/plugins}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

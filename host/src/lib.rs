@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod orchestration;
+pub mod plugins;
 pub mod store;
 pub mod telemetry;
 pub mod ui;

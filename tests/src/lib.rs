@@ -133,6 +133,26 @@ pub fn dcp_bin() -> PathBuf {
     bin
 }
 
+/// A test plugin component built by `scripts/build-plugins` (in
+/// `DCP_PLUGIN_DIR`, or `target/plugins` beside the test executable).
+#[must_use]
+pub fn fixture_plugin(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("DCP_PLUGIN_DIR").map_or_else(
+        || {
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors().nth(3).unwrap().join("plugins")
+        },
+        PathBuf::from,
+    );
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; build it with `scripts/build-plugins {name}` (scripts/test does)",
+            path.display()
+        )
+    })
+}
+
 /// A free TCP port on 127.0.0.1.
 #[must_use]
 pub fn free_port() -> u16 {

@@ -622,7 +622,10 @@ async fn readiness_follows_the_database() {
     assert_eq!(down.error().0, "unavailable");
     // Internals (driver errors, pool state) stay in the log.
     let message = down.body["error"]["message"].as_str().unwrap();
-    assert!(!message.contains("pool") && !message.contains("sqlx"), "{message}");
+    assert!(
+        !message.contains("pool") && !message.contains("sqlx"),
+        "{message}"
+    );
     // Liveness does not depend on the database.
     assert_eq!(
         api.send(Request::get("/healthz").body(Body::empty()).unwrap())

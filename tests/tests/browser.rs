@@ -159,7 +159,13 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
 
     // Edit: the dialog opens filled in; the change shows in the table.
     click(&c, "tr[data-name=\"checkout\"] button.edit").await;
-    let name = c.find(Locator::Css("#cluster-name")).await.unwrap().prop("value").await.unwrap();
+    let name = c
+        .find(Locator::Css("#cluster-name"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
     assert_eq!(name.as_deref(), Some("checkout"));
     fill(&c, "#cluster-description", "Payments checkout").await;
     click(&c, "#cluster-save").await;
@@ -176,10 +182,18 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
     fill(&c, "#cluster-name", "scratch").await;
     click(&c, "#cluster-save").await;
     click(&c, "tr[data-name=\"scratch\"] button.delete").await;
-    assert!(text_of(&c, ".dialog").await.contains("Delete cluster scratch?"));
+    assert!(
+        text_of(&c, ".dialog")
+            .await
+            .contains("Delete cluster scratch?")
+    );
     click(&c, "#confirm-delete").await;
     gone(&c, "tr[data-name=\"scratch\"]").await;
-    assert!(c.find(Locator::Css("tr[data-name=\"checkout\"]")).await.is_ok());
+    assert!(
+        c.find(Locator::Css("tr[data-name=\"checkout\"]"))
+            .await
+            .is_ok()
+    );
 
     // An API token made in the UI lists clusters from a script.
     c.goto(&server.url("/tokens")).await.unwrap();

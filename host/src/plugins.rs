@@ -1,0 +1,398 @@
+//! Plugins: WebAssembly components that provide clouds, load balancers and
+//! remote-command modules, run sandboxed by wasmtime.
+//!
+//! The rest of DCP sees the domain traits here ([`CloudProvider`], and the
+//! load-balancer and remote-command traits as their modules land) and never
+//! wasmtime: `runtime` compiles and calls components, `imports` serves what
+//! a plugin may ask of the host, `network` decides which addresses its HTTP
+//! may reach. Each call gets a fresh store, a memory cap, an epoch-driven
+//! yield and a wall-clock deadline that also covers time spent in host
+//! imports. See docs/adr/0003-plugin-runtime.md.
+
+mod balancer;
+mod bindings;
+mod cloud;
+mod command;
+mod imports;
+pub mod network;
+mod runtime;
+
+use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
+
+pub use self::{
+    balancer::WasmLoadBalancer,
+    bindings::{
+        dcp::plugin::types::{ErrorKind, PluginError, PluginInfo},
+        exports::dcp::plugin::{
+            balancer::Backend,
+            cloud::{Choice, Disk, Instance, InstancePage, InstanceSpec, InstanceState, Internet},
+            command::{ModuleInfo, Outcome},
+        },
+    },
+    cloud::WasmCloudProvider,
+    command::WasmRemoteCommand,
+    network::OriginGrant,
+    runtime::{Plugin, Runtime},
+};
+
+/// The worlds of `dcp:plugin@0.1.0` a plugin can target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum World {
+    /// Machines from a cloud or an inventory.
+    CloudProvider,
+    /// Backends registered with a load balancer.
+    LoadBalancer,
+    /// Remote-command modules.
+    RemoteCommand,
+}
+
+impl World {
+    /// Every world, in the order DCP lists them.
+    pub const ALL: [Self; 3] = [Self::CloudProvider, Self::LoadBalancer, Self::RemoteCommand];
+    /// The contract version these worlds belong to.
+    pub const PACKAGE: &'static str = "dcp:plugin@0.1.0";
+
+    /// The world's WIT name, e.g. `cloud-provider`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CloudProvider => "cloud-provider",
+            Self::LoadBalancer => "load-balancer",
+            Self::RemoteCommand => "remote-command",
+        }
+    }
+
+    /// The interface the world exports, fully qualified.
+    #[must_use]
+    pub fn export(self) -> &'static str {
+        match self {
+            Self::CloudProvider => "dcp:plugin/cloud@0.1.0",
+            Self::LoadBalancer => "dcp:plugin/balancer@0.1.0",
+            Self::RemoteCommand => "dcp:plugin/command@0.1.0",
+        }
+    }
+
+    /// The host interfaces the world may import (besides WASI).
+    #[must_use]
+    pub fn imports(self) -> &'static [&'static str] {
+        match self {
+            Self::CloudProvider => &[
+                "dcp:plugin/types@0.1.0",
+                "dcp:plugin/log@0.1.0",
+                "dcp:plugin/context@0.1.0",
+                "dcp:plugin/http@0.1.0",
+                "dcp:plugin/secrets@0.1.0",
+            ],
+            Self::LoadBalancer => &[
+                "dcp:plugin/types@0.1.0",
+                "dcp:plugin/log@0.1.0",
+                "dcp:plugin/context@0.1.0",
+                "dcp:plugin/http@0.1.0",
+                "dcp:plugin/secrets@0.1.0",
+                "dcp:plugin/ssh@0.1.0",
+            ],
+            Self::RemoteCommand => &[
+                "dcp:plugin/types@0.1.0",
+                "dcp:plugin/log@0.1.0",
+                "dcp:plugin/context@0.1.0",
+                "dcp:plugin/ssh@0.1.0",
+            ],
+        }
+    }
+
+    /// The world named `name` (`cloud-provider`, …).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == name)
+    }
+}
+
+impl fmt::Display for World {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Per-call limits; every plugin gets the defaults unless its operator
+/// raised or lowered them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per call.
+    pub memory_bytes: usize,
+    /// Wall-clock time per call, guest code and host imports together.
+    pub timeout: Duration,
+    /// Log lines kept per call; later ones are counted and dropped.
+    pub log_lines: usize,
+    /// Log bytes kept per call.
+    pub log_bytes: usize,
+    /// Largest HTTP response body a plugin may receive.
+    pub http_response_bytes: usize,
+    /// Output kept per SSH command (stdout and stderr each).
+    pub ssh_output_bytes: usize,
+    /// Standard error kept per call (shown with traps, e.g. a panic message).
+    pub stderr_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(30),
+            log_lines: 1000,
+            log_bytes: 1 << 20,
+            http_response_bytes: 16 << 20,
+            ssh_output_bytes: 1 << 20,
+            stderr_bytes: 64 << 10,
+        }
+    }
+}
+
+/// A credential a call may use through `secrets.open(name)`. The secret
+/// stays in the host; a plugin sees the key id and HMACs.
+#[derive(Clone)]
+pub struct Secret {
+    /// The public half, e.g. an AccessKeyId.
+    pub key_id: String,
+    /// The secret half.
+    pub secret: String,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secret")
+            .field("key_id", &self.key_id)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+/// Runs commands on machines for plugins (the `ssh` import). The remote
+/// command channel implements it; a call without one cannot use `ssh`.
+#[async_trait::async_trait]
+pub trait SshChannel: Send + Sync + fmt::Debug {
+    /// Runs `command` on `target`, keeping at most `max_output` bytes of each stream.
+    async fn exec(
+        &self,
+        target: &str,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, PluginError>;
+    /// Writes a file on `target`.
+    async fn put_file(
+        &self,
+        target: &str,
+        path: &str,
+        content: Vec<u8>,
+        mode: u32,
+    ) -> Result<(), PluginError>;
+}
+
+/// What a command run over [`SshChannel`] produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit code; `None` when killed by a signal.
+    pub exit_code: Option<i32>,
+    /// Standard output, capped.
+    pub stdout: Vec<u8>,
+    /// Standard error, capped.
+    pub stderr: Vec<u8>,
+    /// Whether either stream was cut at the cap.
+    pub truncated: bool,
+}
+
+/// Everything a plugin call may use: its configuration and what it was
+/// granted. Built per plugin instance (e.g. per cloud account).
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// The instance's configuration (JSON), returned by `context.config`.
+    pub config: String,
+    /// Origins its HTTP may reach.
+    pub origins: Vec<OriginGrant>,
+    /// Credentials by name.
+    pub secrets: BTreeMap<String, Secret>,
+    /// Targets its `ssh` may connect to.
+    pub targets: Vec<String>,
+    /// The SSH channel, when the call may use `ssh`.
+    pub ssh: Option<Arc<dyn SshChannel>>,
+    /// Limits of its calls.
+    pub limits: Limits,
+}
+
+/// How a plugin call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The plugin crashed (a panic, an unreachable, a bad memory access).
+    #[error("the plugin crashed: {0}")]
+    Trap(String),
+    /// The call ran past its deadline.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// The plugin asked for more memory than it may use.
+    #[error("ran out of memory: the limit is {limit} bytes")]
+    OutOfMemory {
+        /// The memory limit in bytes.
+        limit: usize,
+    },
+    /// The plugin asked for something it was not granted.
+    #[error("capability denied: {0}")]
+    Denied(String),
+    /// The plugin reported an error.
+    #[error("{}", describe_plugin_error(.0))]
+    Plugin(Box<PluginError>),
+    /// The component does not fit DCP's contract.
+    #[error("incompatible: {0}")]
+    Incompatible(String),
+    /// The host could not run the call (e.g. too many calls at once).
+    #[error("the host could not run the call: {0}")]
+    Host(String),
+}
+
+impl Failure {
+    /// Whether making the same call again may succeed.
+    #[must_use]
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Host(_) => true,
+            Self::Plugin(e) => e.retryable,
+            Self::Trap(_) | Self::OutOfMemory { .. } | Self::Denied(_) | Self::Incompatible(_) => {
+                false
+            }
+        }
+    }
+}
+
+fn describe_plugin_error(e: &PluginError) -> String {
+    let mut text = format!("{:?}: {}", e.kind, e.message);
+    if let Some(code) = &e.provider_code {
+        text.push_str(&format!(" (code {code}"));
+        if let Some(id) = &e.request_id {
+            text.push_str(&format!(", request id {id}"));
+        }
+        text.push(')');
+    }
+    text
+}
+
+/// A failed plugin call, naming the plugin, its version and the call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("plugin {plugin} {version}, call {call}: {failure}")]
+pub struct Error {
+    /// The plugin's name.
+    pub plugin: Arc<str>,
+    /// The plugin's version.
+    pub version: Arc<str>,
+    /// The call, e.g. `create-instances`.
+    pub call: &'static str,
+    /// What went wrong.
+    pub failure: Failure,
+}
+
+/// A cloud provider as the rest of DCP sees it: the machine lifecycle and
+/// the look-ups of the machine-template form. Implemented by
+/// [`WasmCloudProvider`] for uploaded components, and by fakes in tests.
+#[async_trait::async_trait]
+pub trait CloudProvider: Send + Sync {
+    /// Name, version and configuration schema.
+    async fn describe(&self) -> Result<PluginInfo, Error>;
+    /// Checks a configuration.
+    async fn validate_config(&self, config: &str) -> Result<(), Error>;
+    /// Regions.
+    async fn list_regions(&self) -> Result<Vec<Choice>, Error>;
+    /// Zones of a region.
+    async fn list_zones(&self, region: &str) -> Result<Vec<Choice>, Error>;
+    /// VPCs of a region.
+    async fn list_vpcs(&self, region: &str) -> Result<Vec<Choice>, Error>;
+    /// Subnets of a VPC, optionally in one zone.
+    async fn list_subnets(
+        &self,
+        region: &str,
+        vpc: &str,
+        zone: Option<&str>,
+    ) -> Result<Vec<Choice>, Error>;
+    /// Images of a region.
+    async fn list_images(&self, region: &str) -> Result<Vec<Choice>, Error>;
+    /// Instance types of a region (and zone).
+    async fn list_instance_types(
+        &self,
+        region: &str,
+        zone: Option<&str>,
+    ) -> Result<Vec<Choice>, Error>;
+    /// Security groups of a region (and VPC).
+    async fn list_security_groups(
+        &self,
+        region: &str,
+        vpc: Option<&str>,
+    ) -> Result<Vec<Choice>, Error>;
+    /// Disk categories of a zone.
+    async fn list_disk_categories(&self, region: &str, zone: &str) -> Result<Vec<Choice>, Error>;
+    /// Charge types.
+    async fn list_charge_types(&self) -> Result<Vec<Choice>, Error>;
+    /// Creates `count` instances; the same key never creates a second batch.
+    async fn create_instances(
+        &self,
+        spec: &InstanceSpec,
+        count: u32,
+        idempotency_key: &str,
+    ) -> Result<Vec<String>, Error>;
+    /// One instance.
+    async fn get_instance(&self, region: &str, id: &str) -> Result<Instance, Error>;
+    /// A page of instances.
+    async fn list_instances(
+        &self,
+        region: &str,
+        page: Option<&str>,
+        page_size: u32,
+    ) -> Result<InstancePage, Error>;
+    /// Starts an instance.
+    async fn start_instance(&self, region: &str, id: &str) -> Result<(), Error>;
+    /// Stops an instance.
+    async fn stop_instance(&self, region: &str, id: &str, force: bool) -> Result<(), Error>;
+    /// Deletes an instance; one already gone is not an error.
+    async fn delete_instance(&self, region: &str, id: &str) -> Result<(), Error>;
+    /// Gives an instance a public address.
+    async fn allocate_public_ip(&self, region: &str, id: &str) -> Result<String, Error>;
+}
+
+/// A load balancer as the rest of DCP sees it. Implemented by
+/// [`WasmLoadBalancer`] for uploaded components, and by fakes in tests.
+#[async_trait::async_trait]
+pub trait LoadBalancer: Send + Sync {
+    /// Name, version and configuration schema.
+    async fn describe(&self) -> Result<PluginInfo, Error>;
+    /// Checks a configuration.
+    async fn validate_config(&self, config: &str) -> Result<(), Error>;
+    /// Adds backends to `target`; the same key never applies twice.
+    async fn register(
+        &self,
+        target: &str,
+        backends: &[Backend],
+        idempotency_key: &str,
+    ) -> Result<(), Error>;
+    /// Removes backends from `target`.
+    async fn unregister(
+        &self,
+        target: &str,
+        backends: &[Backend],
+        idempotency_key: &str,
+    ) -> Result<(), Error>;
+    /// The backends of `target`.
+    async fn list_backends(&self, target: &str) -> Result<Vec<Backend>, Error>;
+    /// The health of `target`, as JSON.
+    async fn check_state(&self, target: &str) -> Result<String, Error>;
+}
+
+/// Remote-command modules as the rest of DCP sees them. Implemented by
+/// [`WasmRemoteCommand`] for uploaded components, and by fakes in tests.
+#[async_trait::async_trait]
+pub trait RemoteCommand: Send + Sync {
+    /// Name, version and configuration schema.
+    async fn describe(&self) -> Result<PluginInfo, Error>;
+    /// The modules provided.
+    async fn modules(&self) -> Result<Vec<ModuleInfo>, Error>;
+    /// A dry run of `module` with `params` (JSON).
+    async fn plan(&self, module: &str, params: &str) -> Result<String, Error>;
+    /// Runs `module` on `target`.
+    async fn run(&self, module: &str, target: &str, params: &str) -> Result<Outcome, Error>;
+}

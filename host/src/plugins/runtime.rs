@@ -1,0 +1,386 @@
+//! The wasmtime engine: compiling components, checking them against the
+//! contract, and running each call in a fresh, limited store.
+
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    component::{Component, HasSelf, Instance, InstancePre, Linker, types::ComponentItem},
+};
+
+use super::{
+    Error, Failure, Grants, World,
+    bindings::{
+        dcp::plugin::{context, http, log, secrets, ssh, types},
+        exports::dcp::plugin::{balancer, cloud, command},
+    },
+    imports::{CallInfo, HostState, unix_ms_after},
+};
+
+/// How often the epoch ticks; a running plugin yields to other tasks at
+/// least this often.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Compiles and runs plugins. One per process; cheap to share.
+pub struct Runtime {
+    engine: Engine,
+    linkers: HashMap<World, Linker<HostState>>,
+    pooling: bool,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("pooling", &self.pooling)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// An engine with the pooling allocator when the machine allows it (it
+    /// reserves a lot of address space), the on-demand allocator otherwise,
+    /// and a thread ticking the epoch.
+    pub fn new() -> anyhow::Result<Arc<Self>> {
+        let (engine, pooling) = match Engine::new(&config(true)) {
+            Ok(engine) => (engine, true),
+            Err(e) => {
+                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                (
+                    Engine::new(&config(false)).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    false,
+                )
+            }
+        };
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("dcp-plugin-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        let mut linkers = HashMap::new();
+        for world in World::ALL {
+            linkers.insert(
+                world,
+                linker(&engine, world).map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+        }
+        Ok(Arc::new(Self {
+            engine,
+            linkers,
+            pooling,
+        }))
+    }
+
+    /// Whether the pooling allocator is in use.
+    #[must_use]
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// Compiles `wasm` and checks it is a component of one of DCP's worlds
+    /// that imports nothing beyond it.
+    pub fn load(self: &Arc<Self>, name: &str, version: &str, wasm: &[u8]) -> Result<Plugin, Error> {
+        let incompatible = |message: String| Error {
+            plugin: name.into(),
+            version: version.into(),
+            call: "load",
+            failure: Failure::Incompatible(message),
+        };
+        if wasm.starts_with(b"\0asm\x01\0\0\0") {
+            return Err(incompatible(
+                "this is a core WebAssembly module, not a component; build it for wasm32-wasip2"
+                    .into(),
+            ));
+        }
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| incompatible(format!("not a valid component: {e}")))?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_owned())
+            .collect();
+        let world = World::ALL
+            .into_iter()
+            .find(|w| exports.iter().any(|e| e == w.export()))
+            .ok_or_else(|| {
+                incompatible(format!(
+                    "it exports {exports:?}, but DCP supports {} worlds {} (exporting {})",
+                    World::PACKAGE,
+                    World::ALL.map(World::name).join(", "),
+                    World::ALL.map(World::export).join(", ")
+                ))
+            })?;
+        for (import, item) in ty.imports(&self.engine) {
+            let allowed = import.starts_with("wasi:") || world.imports().contains(&import);
+            if !allowed
+                || !matches!(
+                    item.ty,
+                    ComponentItem::ComponentInstance(_) | ComponentItem::Type(_)
+                )
+            {
+                return Err(incompatible(format!(
+                    "it imports {import}, which the {world} world of {} does not offer (it offers {} and WASI)",
+                    World::PACKAGE,
+                    world.imports().join(", ")
+                )));
+            }
+        }
+        let linker = &self.linkers[&world];
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| incompatible(format!("{e:#}")))?;
+        let exports = match world {
+            World::CloudProvider => Exports::Cloud(
+                cloud::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
+            ),
+            World::LoadBalancer => Exports::Balancer(
+                balancer::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
+            ),
+            World::RemoteCommand => Exports::Command(
+                command::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
+            ),
+        };
+        Ok(Plugin {
+            runtime: Arc::clone(self),
+            name: name.into(),
+            version: version.into(),
+            world,
+            pre,
+            exports,
+        })
+    }
+}
+
+fn config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(2048)
+            .total_memories(512)
+            .total_tables(512)
+            .total_stacks(256)
+            .max_memory_size(1 << 30);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// A linker offering WASI and exactly the host interfaces of `world`.
+fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    types::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    log::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    context::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    if world != World::RemoteCommand {
+        http::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+        secrets::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    }
+    if world != World::CloudProvider {
+        ssh::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
+    }
+    Ok(linker)
+}
+
+/// Where a world's exported functions are, found once at load.
+#[derive(Clone)]
+enum Exports {
+    Cloud(cloud::GuestIndices),
+    Balancer(balancer::GuestIndices),
+    Command(command::GuestIndices),
+}
+
+/// A compiled, checked plugin version, ready to be called. Calls in flight
+/// keep the `Plugin` they started with, so replacing it never disturbs them.
+pub struct Plugin {
+    runtime: Arc<Runtime>,
+    /// The plugin's name.
+    pub name: Arc<str>,
+    /// The plugin's version.
+    pub version: Arc<str>,
+    /// The world it targets.
+    pub world: World,
+    pre: InstancePre<HostState>,
+    exports: Exports,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("world", &self.world)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Plugin {
+    /// The cloud-provider exports; `Incompatible` for other worlds.
+    pub(crate) fn cloud(&self, call: &'static str) -> Result<cloud::GuestIndices, Error> {
+        match &self.exports {
+            Exports::Cloud(indices) => Ok(indices.clone()),
+            _ => Err(self.wrong_world(call, World::CloudProvider)),
+        }
+    }
+
+    /// The load-balancer exports; `Incompatible` for other worlds.
+    pub(crate) fn balancer(&self, call: &'static str) -> Result<balancer::GuestIndices, Error> {
+        match &self.exports {
+            Exports::Balancer(indices) => Ok(indices.clone()),
+            _ => Err(self.wrong_world(call, World::LoadBalancer)),
+        }
+    }
+
+    /// The remote-command exports; `Incompatible` for other worlds.
+    pub(crate) fn command(&self, call: &'static str) -> Result<command::GuestIndices, Error> {
+        match &self.exports {
+            Exports::Command(indices) => Ok(indices.clone()),
+            _ => Err(self.wrong_world(call, World::RemoteCommand)),
+        }
+    }
+
+    fn wrong_world(&self, call: &'static str, wanted: World) -> Error {
+        self.error(
+            call,
+            Failure::Incompatible(format!(
+                "a {} plugin cannot serve as a {wanted} plugin",
+                self.world
+            )),
+        )
+    }
+
+    pub(crate) fn error(&self, call: &'static str, failure: Failure) -> Error {
+        Error {
+            plugin: Arc::clone(&self.name),
+            version: Arc::clone(&self.version),
+            call,
+            failure,
+        }
+    }
+
+    /// Runs one call: a fresh store with `grants`' limits, instantiation,
+    /// then `body`, all under one wall-clock deadline. `body` takes the store
+    /// and gives it back with the guest's answer.
+    pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        grants: Arc<Grants>,
+        body: impl FnOnce(Store<HostState>, Instance) -> GuestFuture<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let limits = grants.limits;
+        let info = CallInfo {
+            plugin: format!("{}@{}", self.name, self.version),
+            call,
+            call_id: uuid::Uuid::now_v7().to_string(),
+            deadline: tokio::time::Instant::now() + limits.timeout,
+            deadline_unix_ms: unix_ms_after(limits.timeout),
+        };
+        let mut store = Store::new(&self.runtime.engine, HostState::new(info, grants));
+        store.limiter(|state| &mut state.meter);
+        // Yield to tokio at every tick: a spinning plugin then shares the
+        // thread, and the timeout below can stop it between ticks.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+        let pre = self.pre.clone();
+        let run = async move {
+            match pre.instantiate_async(&mut store).await {
+                Ok(instance) => body(store, instance).await,
+                Err(e) => (store, Err(e)),
+            }
+        };
+        let (store, result) = tokio::time::timeout(limits.timeout, run)
+            .await
+            .map_err(|_| self.error(call, Failure::Timeout(limits.timeout)))?;
+        let state = store.data();
+        if state.logs_dropped > 0 {
+            tracing::warn!(plugin = %self.name, call, dropped = state.logs_dropped, "plugin log lines over the limit were dropped");
+        }
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            // A plugin refused a capability usually reports it as its own
+            // error; say what the host refused, which is the real cause.
+            Ok(Err(_)) if state.denied.is_some() => Err(self.error(
+                call,
+                Failure::Denied(state.denied.clone().unwrap_or_default()),
+            )),
+            Ok(Err(plugin_error)) => Err(self.error(call, Failure::Plugin(Box::new(plugin_error)))),
+            Err(e) => Err(self.error(call, classify(&e, state))),
+        }
+    }
+}
+
+/// Calls one export of a plugin bound to grants: `$self` has `plugin` and
+/// `grants` fields; `$world` names the accessor of the world's exports. Loads
+/// the guest from a fresh instance and runs `$call` with the store as
+/// `$store` and the guest as `$guest`.
+macro_rules! guest_call {
+    ($self:ident, $world:ident, $name:literal, |$guest:ident, $store:ident| $call:expr) => {{
+        let indices = $self.plugin.$world($name)?;
+        $self
+            .plugin
+            .call(
+                $name,
+                std::sync::Arc::clone(&$self.grants),
+                move |mut $store, instance| {
+                    Box::pin(async move {
+                        let result = match indices.load(&mut $store, &instance) {
+                            Ok($guest) => $call.await,
+                            Err(e) => Err(e),
+                        };
+                        ($store, result)
+                    })
+                },
+            )
+            .await
+    }};
+}
+pub(crate) use guest_call;
+
+/// What a guest call gives back: the store, and the guest's answer.
+pub(crate) type GuestFuture<T> = BoxFuture<(
+    Store<HostState>,
+    wasmtime::Result<Result<T, super::PluginError>>,
+)>;
+
+/// Tells what a failed call ran into, from the error and what the host saw.
+fn classify(err: &wasmtime::Error, state: &HostState) -> Failure {
+    if state.meter.hit {
+        return Failure::OutOfMemory {
+            limit: state.meter.limit(),
+        };
+    }
+    let (stderr, _) = state.stderr.contents();
+    let text = format!("{err:?}");
+    if text.contains("concurrent instance limit") || text.contains("maximum concurrent") {
+        return Failure::Host("too many plugin calls at once; try again".into());
+    }
+    let mut message = err
+        .downcast_ref::<wasmtime::Trap>()
+        .map_or_else(|| format!("{err:#}"), |trap| trap.to_string());
+    // Rust's panic report is "thread … panicked at file:line:" then the message.
+    let mut lines = stderr.lines().skip_while(|l| !l.contains("panicked at"));
+    if let Some(at) = lines.next() {
+        let what = lines.next().unwrap_or_default();
+        message = format!("{message}; {} {}", at.trim(), what.trim());
+    } else if !stderr.trim().is_empty() {
+        let tail: String = stderr
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        message = format!("{message}; stderr: {}", tail.trim());
+    }
+    Failure::Trap(message)
+}
