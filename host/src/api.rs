@@ -10,6 +10,7 @@
 mod clusters;
 pub mod error;
 pub mod extract;
+mod plugins;
 mod session;
 mod system;
 mod tokens;
@@ -67,6 +68,7 @@ Every failure answers `{\"error\": {\"code\", \"message\", \"field\"?, \"request
         (name = "session", description = "Log in and out"),
         (name = "tokens", description = "Personal API tokens"),
         (name = "clusters", description = "Clusters: the top of cluster → service → pool → node"),
+        (name = "plugins", description = "WebAssembly plugins: clouds, load balancers, remote-command modules"),
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
@@ -102,6 +104,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let protected = OpenApiRouter::new()
         .merge(clusters::router())
         .merge(tokens::router())
+        .merge(plugins::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))

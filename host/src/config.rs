@@ -26,6 +26,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Directory holding the built web UI; by default `ui/` beside the binary or one level up.
     pub ui_dir: Option<PathBuf>,
+    /// Directory of the bundled plugins (`<name>.wasm` + `<name>.toml`),
+    /// installed at start; by default `plugins/` beside the binary or one level up.
+    pub plugin_dir: Option<PathBuf>,
     /// `human` or `json` log lines.
     pub log_format: LogFormat,
     /// Password for the `admin` user created on first start; random and printed once if unset.
@@ -55,6 +58,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             database_url: None,
             ui_dir: None,
+            plugin_dir: None,
             log_format: LogFormat::Human,
             admin_password: None,
             session_ttl_secs: 12 * 60 * 60,
@@ -75,6 +79,7 @@ impl fmt::Debug for Config {
                 &crate::store::redact_url(&self.database_url()),
             )
             .field("ui_dir", &self.ui_dir)
+            .field("plugin_dir", &self.plugin_dir)
             .field("log_format", &self.log_format)
             .field(
                 "admin_password",
@@ -93,6 +98,7 @@ const ENV_KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "ui_dir",
+    "plugin_dir",
     "log_format",
     "admin_password",
     "session_ttl_secs",
@@ -127,15 +133,28 @@ impl Config {
     /// The directory to serve the web UI from, if one can be found.
     #[must_use]
     pub fn ui_dir(&self) -> Option<PathBuf> {
-        if let Some(dir) = &self.ui_dir {
-            return Some(dir.clone());
-        }
-        let exe = std::env::current_exe().ok()?;
-        let beside = exe.parent()?;
-        [beside.join("ui"), beside.parent()?.join("ui")]
-            .into_iter()
-            .find(|dir| dir.join("index.html").is_file())
+        self.ui_dir
+            .clone()
+            .or_else(|| beside_binary("ui", |dir| dir.join("index.html").is_file()))
     }
+
+    /// The directory of the bundled plugins, if one can be found.
+    #[must_use]
+    pub fn plugin_dir(&self) -> Option<PathBuf> {
+        self.plugin_dir
+            .clone()
+            .or_else(|| beside_binary("plugins", Path::is_dir))
+    }
+}
+
+/// `<exe dir>/name` or `<exe dir>/../name`, whichever passes `check` first
+/// (a release layout, or `target/<profile>/dcp` next to `target/name`).
+fn beside_binary(name: &str, check: impl Fn(&Path) -> bool) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let beside = exe.parent()?;
+    [beside.join(name), beside.parent()?.join(name)]
+        .into_iter()
+        .find(|dir| check(dir))
 }
 
 /// Values given on the command line; `None` leaves the lower layers' value.
@@ -157,6 +176,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ui_dir: Option<PathBuf>,
+    /// Directory of the bundled plugins [env: DCP_PLUGIN_DIR]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin_dir: Option<PathBuf>,
     /// Log line format [env: DCP_LOG_FORMAT] [default: human]
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -30,6 +30,8 @@ pub struct AppState {
     pub store: Store,
     /// Passwords, sessions and tokens.
     pub auth: auth::Auth,
+    /// The plugin registry and runtime.
+    pub plugins: Arc<plugins::Registry>,
     /// Prometheus metrics.
     pub metrics: Arc<telemetry::Metrics>,
     /// The configuration the server started with.
@@ -37,14 +39,39 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state over an open (migrated) store.
+    /// Builds the state over an open (migrated) store, with a new plugin runtime.
     pub async fn new(store: Store, config: Config) -> anyhow::Result<Self> {
+        let runtime = plugins::Runtime::new().context("starting the plugin runtime")?;
+        Self::with_runtime(store, config, runtime).await
+    }
+
+    /// Builds the state over an open store and an existing plugin runtime
+    /// (tests share one), opening the plugin registry and installing the
+    /// bundled plugins.
+    pub async fn with_runtime(
+        store: Store,
+        config: Config,
+        runtime: Arc<plugins::Runtime>,
+    ) -> anyhow::Result<Self> {
         let auth = auth::Auth::new(store.clone(), Duration::from_secs(config.session_ttl_secs))
             .await
             .context("setting up authentication")?;
+        let registry =
+            plugins::Registry::open(runtime, store.clone(), config.data_dir.join("plugins"))
+                .await
+                .context("opening the plugin registry")?;
+        if let Some(dir) = config.plugin_dir() {
+            let installed = registry.install_builtins(&dir).await.with_context(|| {
+                format!("installing the bundled plugins from {}", dir.display())
+            })?;
+            for record in installed {
+                tracing::info!(plugin = %record.name, version = %record.version, "bundled plugin ready");
+            }
+        }
         Ok(Self {
             store,
             auth,
+            plugins: Arc::new(registry),
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
         })

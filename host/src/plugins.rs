@@ -14,7 +14,9 @@ mod bindings;
 mod cloud;
 mod command;
 mod imports;
+pub mod manifest;
 pub mod network;
+pub mod registry;
 mod runtime;
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
@@ -31,8 +33,10 @@ pub use self::{
     },
     cloud::WasmCloudProvider,
     command::WasmRemoteCommand,
+    manifest::{Capabilities, CapabilityDiff, Manifest},
     network::OriginGrant,
-    runtime::{Plugin, Runtime},
+    registry::Registry,
+    runtime::{CallStats, Plugin, Runtime},
 };
 
 /// The worlds of `dcp:plugin@0.1.0` a plugin can target.

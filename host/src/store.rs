@@ -9,6 +9,7 @@
 
 mod auth;
 mod clusters;
+mod plugins;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -22,6 +23,7 @@ use time::OffsetDateTime;
 pub use self::{
     auth::{SessionRecord, TokenRecord, UserRecord},
     clusters::{Cluster, ClusterChange, ClusterQuery},
+    plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

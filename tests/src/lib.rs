@@ -12,11 +12,12 @@
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
+    collections::HashMap,
     io::{BufRead as _, BufReader},
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::mpsc,
+    sync::{Arc, LazyLock, Mutex, mpsc},
     time::{Duration, Instant},
 };
 
@@ -36,14 +37,20 @@ pub enum Backend {
     Postgres,
 }
 
-/// A database that lives as long as the value: the SQLite file's directory,
-/// or the PostgreSQL database (dropped in the background on drop).
+/// A database that lives as long as the value, with a scratch directory
+/// (the SQLite file, plugin artifacts).
 #[derive(Debug)]
 pub struct TestDb {
     /// The URL to connect to.
     pub url: String,
-    _dir: Option<TempDir>,
+    /// A directory for DCP's files.
+    pub dir: TempDir,
 }
+
+/// One plugin runtime per test binary: engines are heavy, and sharing one
+/// is what production does.
+static RUNTIME: LazyLock<Arc<dcp::plugins::Runtime>> =
+    LazyLock::new(|| dcp::plugins::Runtime::new().expect("starting the plugin runtime"));
 
 /// The PostgreSQL server's URL; tests that need it fail with instructions
 /// when it is missing rather than skipping silently.
@@ -72,10 +79,7 @@ impl Backend {
             Self::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("dcp.db").display());
-                TestDb {
-                    url,
-                    _dir: Some(dir),
-                }
+                TestDb { url, dir }
             }
             Self::Postgres => {
                 let admin = pg_admin_url();
@@ -86,7 +90,7 @@ impl Backend {
                     .unwrap();
                 TestDb {
                     url: with_database(&admin, &name),
-                    _dir: None,
+                    dir: tempfile::tempdir().unwrap(),
                 }
             }
         }
@@ -104,9 +108,13 @@ impl Backend {
         let (store, db) = self.store().await;
         let config = Config {
             database_url: Some(db.url.clone()),
+            data_dir: db.dir.path().to_owned(),
+            plugin_dir: Some(db.dir.path().join("no-bundled-plugins")),
             ..Config::default()
         };
-        let state = AppState::new(store, config).await.unwrap();
+        let state = AppState::with_runtime(store, config, Arc::clone(&RUNTIME))
+            .await
+            .unwrap();
         state
             .auth
             .bootstrap_admin(Some(ADMIN_PASSWORD))
@@ -151,6 +159,65 @@ pub fn fixture_plugin(name: &str) -> Vec<u8> {
             path.display()
         )
     })
+}
+
+/// A built plugin: its component and its manifest.
+type Built = (Vec<u8>, String);
+
+/// Builds the out-of-tree plugin in `tests/fixtures/<name>` the way a user
+/// would: copied outside the repository, pointed at the SDK, and built with
+/// `cargo build --release --target wasm32-wasip2`. Returns the component and
+/// its manifest. Built once per test binary.
+pub fn out_of_tree_plugin(name: &str) -> (Vec<u8>, String) {
+    static BUILT: LazyLock<Mutex<HashMap<String, Built>>> = LazyLock::new(Mutex::default);
+    let mut built = BUILT.lock().unwrap();
+    if let Some(done) = built.get(name) {
+        return done.clone();
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let work = tempfile::tempdir().unwrap();
+    let src = repo.join("tests/fixtures").join(name);
+    for file in ["Cargo.toml", "plugin.toml", "src/lib.rs"] {
+        let to = work.path().join(file);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        let text = std::fs::read_to_string(src.join(file)).unwrap();
+        let sdk = repo.join("plugins/sdk");
+        std::fs::write(
+            &to,
+            text.replace("../../../plugins/sdk", &sdk.display().to_string()),
+        )
+        .unwrap();
+    }
+    std::fs::copy(
+        repo.join("rust-toolchain.toml"),
+        work.path().join("rust-toolchain.toml"),
+    )
+    .unwrap();
+    // A target directory that outlives the test, so later runs are incremental.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo.join("target"), PathBuf::from)
+        .join("out-of-tree");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
+        .current_dir(work.path())
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "building the out-of-tree plugin {name} failed"
+    );
+    let wasm = std::fs::read(target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    )))
+    .unwrap();
+    let manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
+    built.insert(name.to_owned(), (wasm.clone(), manifest.clone()));
+    (wasm, manifest)
 }
 
 /// A free TCP port on 127.0.0.1.

@@ -250,3 +250,121 @@ pub struct CreatedToken {
     /// The secret, to send as `Authorization: Bearer <token>`. Shown once.
     pub token: String,
 }
+
+/// A plugin version in the registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginVersion {
+    /// Server-assigned id of this version.
+    pub id: i64,
+    /// The plugin's name.
+    pub name: String,
+    /// This version (semver).
+    pub version: String,
+    /// The world it targets: `cloud-provider`, `load-balancer` or `remote-command`.
+    pub world: String,
+    /// One line on what it does.
+    pub description: String,
+    /// sha256 of the component, hex. Grants are bound to it.
+    pub digest: String,
+    /// Size of the component in bytes.
+    pub size_bytes: i64,
+    /// `pending` (awaiting approval), `approved`, `active` or `inactive`.
+    pub status: String,
+    /// Shipped with DCP (granted from its manifest, cannot be deleted).
+    pub builtin: bool,
+    /// What its manifest asks for.
+    pub requested: PluginCapabilities,
+    /// What an operator granted; `None` until approved.
+    pub granted: Option<PluginCapabilities>,
+    /// The last failure loading or serving it.
+    pub last_error: Option<String>,
+    /// Upload time (RFC 3339).
+    pub created_at: String,
+    /// Last activation (RFC 3339), if ever active.
+    pub activated_at: Option<String>,
+    /// Calls since the server started.
+    pub calls: u64,
+    /// Failed calls since the server started.
+    pub errors: u64,
+    /// Median call latency in milliseconds, over recent calls.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th-percentile call latency in milliseconds, over recent calls.
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// Capabilities a plugin asks for or was granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginCapabilities {
+    /// Origins its HTTP may reach (`#private` allows non-public addresses).
+    pub http: Vec<String>,
+    /// Credentials it may open by name.
+    pub secrets: Vec<String>,
+    /// Whether it may run commands on its calls' targets.
+    pub ssh: bool,
+}
+
+/// The answer to an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginUpload {
+    /// The recorded version.
+    pub plugin: PluginVersion,
+    /// Capabilities it asks for beyond, or no longer needs of, the active version's grants.
+    pub capability_diff: CapabilityDiff,
+    /// False when this exact component was uploaded before.
+    pub created: bool,
+}
+
+/// A change of capabilities, as lines like `http https://ecs.aliyuncs.com:443`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CapabilityDiff {
+    /// Newly requested.
+    pub added: Vec<String>,
+    /// No longer requested.
+    pub removed: Vec<String>,
+}
+
+/// `POST /api/v1/plugins/{id}/test`: try a version with a configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginTestRequest {
+    /// The plugin instance configuration to check and use (a JSON object).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config: serde_json::Value,
+}
+
+/// What trying a plugin version showed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginTestResult {
+    /// The plugin's own name.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// Its description.
+    pub description: String,
+    /// The JSON Schema of its configuration (the UI renders a form from it).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config_schema: serde_json::Value,
+    /// Why the configuration was refused, if it was.
+    pub config_error: Option<String>,
+    /// A sample call's answer: region ids of a cloud provider, module names
+    /// of a remote-command plugin.
+    pub sample: Vec<String>,
+    /// Why the sample call failed, if it did.
+    pub sample_error: Option<String>,
+}
+
+/// The worlds a plugin can target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginWorlds {
+    /// The WIT package, e.g. `dcp:plugin@0.1.0`.
+    pub package: String,
+    /// World names.
+    pub worlds: Vec<String>,
+}

@@ -3,14 +3,14 @@
 
 use axum::{
     Json,
-    extract::{Request, rejection::PathRejection},
+    extract::{Request, multipart::MultipartError, rejection::PathRejection},
     http::{StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
 
-use crate::{auth, store, telemetry::RequestIds};
+use crate::{auth, plugins::registry, store, telemetry::RequestIds};
 
 /// The result type of handlers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -55,6 +55,9 @@ pub enum Error {
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// The plugin registry refused.
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
 }
 
 impl Error {
@@ -87,6 +90,14 @@ impl Error {
                 auth::Error::Hash(_) => (ErrorCode::Internal, None),
             },
             Self::Store(e) => return store_detail(e),
+            Self::Registry(e) => match e {
+                registry::Error::Invalid(invalid) => {
+                    (ErrorCode::ValidationFailed, Some(invalid.field.to_owned()))
+                }
+                registry::Error::Conflict(_) => (ErrorCode::Conflict, None),
+                registry::Error::Store(e) => return store_detail(e),
+                registry::Error::Io(_) => (ErrorCode::Internal, None),
+            },
         };
         ErrorDetail {
             code,
@@ -147,6 +158,20 @@ impl From<PathRejection> for Error {
             other => ("path".to_owned(), other.body_text()),
         };
         Self::InvalidParameter { field, message }
+    }
+}
+
+/// A multipart body that cannot be read: too large (413) or malformed (400).
+impl From<MultipartError> for Error {
+    fn from(e: MultipartError) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge
+        } else {
+            Self::InvalidParameter {
+                field: "body".into(),
+                message: format!("not a readable multipart body: {e}"),
+            }
+        }
     }
 }
 

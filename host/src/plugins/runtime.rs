@@ -1,7 +1,13 @@
 //! The wasmtime engine: compiling components, checking them against the
 //! contract, and running each call in a fresh, limited store.
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -151,6 +157,7 @@ impl Runtime {
             world,
             pre,
             exports,
+            stats: Arc::default(),
         })
     }
 }
@@ -159,12 +166,14 @@ fn config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     if pooling {
+        // Each slot reserves address space (not memory) for a whole linear
+        // memory; these sizes keep one engine under a terabyte of it.
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(2048)
-            .total_memories(512)
-            .total_tables(512)
-            .total_stacks(256)
+        pool.total_component_instances(128)
+            .total_core_instances(1024)
+            .total_memories(192)
+            .total_tables(256)
+            .total_stacks(128)
             .max_memory_size(1 << 30);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
@@ -208,6 +217,31 @@ pub struct Plugin {
     pub world: World,
     pre: InstancePre<HostState>,
     exports: Exports,
+    stats: Arc<Mutex<Stats>>,
+}
+
+/// Calls, failures and recent latencies of one plugin version since start.
+#[derive(Debug, Default)]
+struct Stats {
+    calls: u64,
+    errors: u64,
+    recent: VecDeque<f64>,
+}
+
+/// How many recent call latencies the percentiles are taken over.
+const RECENT_CALLS: usize = 1024;
+
+/// A plugin version's call statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    /// Calls made since start.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Median latency of recent calls, in milliseconds.
+    pub p50_ms: Option<f64>,
+    /// 99th-percentile latency of recent calls, in milliseconds.
+    pub p99_ms: Option<f64>,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -224,6 +258,49 @@ impl std::fmt::Debug for Plugin {
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl Plugin {
+    /// Calls, failures and latency percentiles since start.
+    #[must_use]
+    pub fn stats(&self) -> CallStats {
+        let stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut sorted: Vec<f64> = stats.recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+            sorted.get(i).copied()
+        };
+        CallStats {
+            calls: stats.calls,
+            errors: stats.errors,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+        }
+    }
+
+    fn record(&self, started: Instant, ok: bool) {
+        let mut stats = self
+            .stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stats.calls += 1;
+        if !ok {
+            stats.errors += 1;
+        }
+        if stats.recent.len() == RECENT_CALLS {
+            stats.recent.pop_front();
+        }
+        stats
+            .recent
+            .push_back(started.elapsed().as_secs_f64() * 1000.0);
+    }
+
     /// The cloud-provider exports; `Incompatible` for other worlds.
     pub(crate) fn cloud(&self, call: &'static str) -> Result<cloud::GuestIndices, Error> {
         match &self.exports {
@@ -271,6 +348,18 @@ impl Plugin {
     /// then `body`, all under one wall-clock deadline. `body` takes the store
     /// and gives it back with the guest's answer.
     pub(crate) async fn call<T: Send + 'static>(
+        &self,
+        call: &'static str,
+        grants: Arc<Grants>,
+        body: impl FnOnce(Store<HostState>, Instance) -> GuestFuture<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let result = self.call_inner(call, grants, body).await;
+        self.record(started, result.is_ok());
+        result
+    }
+
+    async fn call_inner<T: Send + 'static>(
         &self,
         call: &'static str,
         grants: Arc<Grants>,

@@ -1,0 +1,343 @@
+//! `/api/v1/plugins`: upload, approve, activate, roll back, delete and try
+//! plugin versions.
+
+use axum::{
+    Extension,
+    extract::{DefaultBodyLimit, Multipart, State, multipart::MultipartRejection},
+    http::StatusCode,
+};
+use dcp_api_types::{
+    CapabilityDiff, ErrorBody, Page, PageQuery, PluginCapabilities, PluginTestRequest,
+    PluginTestResult, PluginUpload, PluginVersion, PluginWorlds,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    AppState, Error, Result,
+    extract::{Id, Json, Path, Query, page, window},
+    rfc3339,
+};
+use crate::{
+    auth::Principal,
+    plugins::{
+        Capabilities, CloudProvider as _, Grants, LoadBalancer as _, RemoteCommand as _,
+        WasmCloudProvider, WasmLoadBalancer, WasmRemoteCommand, World,
+        registry::{self, MAX_COMPONENT_BYTES},
+    },
+    store::PluginVersionRecord,
+    validate::Invalid,
+};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_plugins, upload_plugin))
+        .routes(routes!(plugin_worlds))
+        .routes(routes!(get_plugin, delete_plugin))
+        .routes(routes!(approve_plugin))
+        .routes(routes!(activate_plugin))
+        .routes(routes!(rollback_plugin))
+        .routes(routes!(test_plugin))
+        // Components are bigger than the API's usual bodies.
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20)))
+}
+
+fn capabilities(c: &Capabilities) -> PluginCapabilities {
+    PluginCapabilities {
+        http: c.http.iter().cloned().collect(),
+        secrets: c.secrets.iter().cloned().collect(),
+        ssh: c.ssh,
+    }
+}
+
+fn to_api(state: &AppState, r: PluginVersionRecord) -> PluginVersion {
+    let stats = state
+        .plugins
+        .compiled(r.id)
+        .map(|p| p.stats())
+        .unwrap_or_default();
+    PluginVersion {
+        requested: capabilities(&registry::requested(&r)),
+        granted: r
+            .granted
+            .is_some()
+            .then(|| capabilities(&registry::granted(&r))),
+        id: r.id,
+        name: r.name,
+        version: r.version,
+        world: r.world,
+        description: r.description,
+        digest: r.digest,
+        size_bytes: r.size_bytes,
+        status: r.status.as_str().to_owned(),
+        builtin: r.builtin,
+        last_error: r.last_error,
+        created_at: rfc3339(r.created_at),
+        activated_at: r.activated_at.map(rfc3339),
+        calls: stats.calls,
+        errors: stats.errors,
+        latency_p50_ms: stats.p50_ms,
+        latency_p99_ms: stats.p99_ms,
+    }
+}
+
+/// Filters for `GET /api/v1/plugins`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(default)]
+struct PluginFilter {
+    /// Only versions of this plugin.
+    name: Option<String>,
+}
+
+/// List plugin versions, by name, newest version first.
+#[utoipa::path(
+    get, path = "/plugins", tag = "plugins",
+    params(PageQuery, PluginFilter),
+    responses((status = 200, description = "One page of plugin versions", body = Page<PluginVersion>))
+)]
+async fn list_plugins(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+    Query(filter): Query<PluginFilter>,
+) -> Result<Json<Page<PluginVersion>>> {
+    let name = filter.name.filter(|n| !n.is_empty());
+    let (items, total) = state
+        .store
+        .list_plugin_versions(name.as_deref(), window(paging)?)
+        .await?;
+    let items = items.into_iter().map(|r| to_api(&state, r)).collect();
+    Ok(Json(page(items, total, paging)))
+}
+
+/// The worlds a plugin can target, and their contract version.
+#[utoipa::path(
+    get, path = "/plugins/worlds", tag = "plugins",
+    responses((status = 200, description = "Supported worlds", body = PluginWorlds))
+)]
+async fn plugin_worlds() -> Json<PluginWorlds> {
+    Json(PluginWorlds {
+        package: World::PACKAGE.to_owned(),
+        worlds: World::ALL.map(|w| w.name().to_owned()).to_vec(),
+    })
+}
+
+/// Upload a plugin version: multipart with a `component` part (the `.wasm`)
+/// and a `manifest` part (`plugin.toml`). It is checked, stored by digest and
+/// recorded as `pending` until its capabilities are approved. Uploading the
+/// same component again answers 200 with the existing version.
+#[utoipa::path(
+    post, path = "/plugins", tag = "plugins",
+    request_body(content_type = "multipart/form-data", description = "parts `component` (.wasm) and `manifest` (plugin.toml)"),
+    responses(
+        (status = 201, description = "Recorded as pending", body = PluginUpload),
+        (status = 200, description = "This component was uploaded before", body = PluginUpload),
+        (status = 409, description = "That version exists with other content", body = ErrorBody),
+        (status = 413, description = "The component is too large", body = ErrorBody),
+        (status = 422, description = "Not a component of a supported world, or a bad manifest", body = ErrorBody),
+    )
+)]
+async fn upload_plugin(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<PluginUpload>)> {
+    let mut multipart = multipart.map_err(|_| Error::UnsupportedMediaType)?;
+    let (mut component, mut manifest) = (None, None);
+    while let Some(field) = multipart.next_field().await? {
+        match field.name() {
+            Some("component") => component = Some(field.bytes().await?.to_vec()),
+            Some("manifest") => manifest = Some(field.text().await?),
+            _ => {}
+        }
+    }
+    let component =
+        component.ok_or_else(|| Error::validation("component", "is required (the .wasm file)"))?;
+    let manifest =
+        manifest.ok_or_else(|| Error::validation("manifest", "is required (plugin.toml)"))?;
+    let upload = state.plugins.upload(&manifest, component, false).await?;
+    tracing::info!(user = %me.user.username, plugin = %upload.record.name, version = %upload.record.version, "plugin upload");
+    let status = if upload.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(PluginUpload {
+            capability_diff: CapabilityDiff {
+                added: upload.diff.added,
+                removed: upload.diff.removed,
+            },
+            created: upload.created,
+            plugin: to_api(&state, upload.record),
+        }),
+    ))
+}
+
+/// One plugin version.
+#[utoipa::path(
+    get, path = "/plugins/{id}", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    responses(
+        (status = 200, description = "The version", body = PluginVersion),
+        (status = 404, description = "No such version", body = ErrorBody),
+    )
+)]
+async fn get_plugin(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<PluginVersion>> {
+    let record = state.store.plugin_version(id).await?;
+    Ok(Json(to_api(&state, record)))
+}
+
+/// Grant a version the capabilities its manifest asks for.
+#[utoipa::path(
+    post, path = "/plugins/{id}/approve", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    responses(
+        (status = 200, description = "Approved", body = PluginVersion),
+        (status = 404, description = "No such version", body = ErrorBody),
+    )
+)]
+async fn approve_plugin(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<PluginVersion>> {
+    let record = state.plugins.approve(id).await?;
+    tracing::info!(user = %me.user.username, plugin = %record.name, version = %record.version, "plugin approved");
+    Ok(Json(to_api(&state, record)))
+}
+
+/// Make an approved version the one calls get. Calls in flight finish on
+/// the version they started with.
+#[utoipa::path(
+    post, path = "/plugins/{id}/activate", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    responses(
+        (status = 200, description = "Active", body = PluginVersion),
+        (status = 409, description = "Not approved yet", body = ErrorBody),
+    )
+)]
+async fn activate_plugin(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<PluginVersion>> {
+    let record = state.plugins.activate(id).await?;
+    Ok(Json(to_api(&state, record)))
+}
+
+/// Re-activate the version of this plugin that was active before the current one.
+#[utoipa::path(
+    post, path = "/plugins/{id}/rollback", tag = "plugins",
+    params(("id" = i64, Path, description = "Any version id of the plugin")),
+    responses(
+        (status = 200, description = "The version now active", body = PluginVersion),
+        (status = 409, description = "No earlier active version", body = ErrorBody),
+    )
+)]
+async fn rollback_plugin(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<PluginVersion>> {
+    let record = state.plugins.rollback(id).await?;
+    Ok(Json(to_api(&state, record)))
+}
+
+/// Delete a version; refused while it is active or built in.
+#[utoipa::path(
+    delete, path = "/plugins/{id}", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "Active or built in", body = ErrorBody),
+    )
+)]
+async fn delete_plugin(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<StatusCode> {
+    state.plugins.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Try an approved version with a configuration: describe it, validate the
+/// configuration, and make one harmless call (list regions, list modules).
+#[utoipa::path(
+    post, path = "/plugins/{id}/test", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    request_body = PluginTestRequest,
+    responses(
+        (status = 200, description = "What the plugin answered", body = PluginTestResult),
+        (status = 409, description = "Not approved yet", body = ErrorBody),
+        (status = 422, description = "The plugin failed to describe itself", body = ErrorBody),
+    )
+)]
+async fn test_plugin(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Json(request): Json<PluginTestRequest>,
+) -> Result<Json<PluginTestResult>> {
+    let record = state.store.plugin_version(id).await?;
+    if record.granted.is_none() {
+        return Err(registry::Error::Conflict(format!(
+            "{}@{} has not been approved: approve its capabilities first",
+            record.name, record.version
+        ))
+        .into());
+    }
+    let granted = registry::granted(&record);
+    let grants = Grants {
+        config: request.config.to_string(),
+        origins: granted
+            .origins()
+            .map_err(|e| Error::validation("granted.http", e))?,
+        ..Grants::default()
+    };
+    let plugin = state.plugins.plugin(&record).await?;
+    let config = request.config.to_string();
+    let described =
+        |e: crate::plugins::Error| Error::from(Invalid::new("component", e.to_string()));
+    let (info, config_error, sample) = match plugin.world {
+        World::CloudProvider => {
+            let provider = WasmCloudProvider::new(plugin, grants);
+            let info = provider.describe().await.map_err(described)?;
+            let config_error = provider.validate_config(&config).await.err();
+            let sample = provider
+                .list_regions()
+                .await
+                .map(|regions| regions.into_iter().map(|r| r.id).collect());
+            (info, config_error, sample)
+        }
+        World::LoadBalancer => {
+            let balancer = WasmLoadBalancer::new(plugin, grants);
+            let info = balancer.describe().await.map_err(described)?;
+            let config_error = balancer.validate_config(&config).await.err();
+            (info, config_error, Ok(Vec::new()))
+        }
+        World::RemoteCommand => {
+            let command = WasmRemoteCommand::new(plugin, grants);
+            let info = command.describe().await.map_err(described)?;
+            let sample = command
+                .modules()
+                .await
+                .map(|modules| modules.into_iter().map(|m| m.name).collect());
+            (info, None, sample)
+        }
+    };
+    let (sample, sample_error) = match sample {
+        Ok(sample) => (sample, None),
+        Err(e) => (Vec::new(), Some(e.to_string())),
+    };
+    Ok(Json(PluginTestResult {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        config_schema: serde_json::from_str(&info.config_schema).unwrap_or(serde_json::Value::Null),
+        config_error: config_error.map(|e| e.to_string()),
+        sample,
+        sample_error,
+    }))
+}

@@ -1,0 +1,409 @@
+//! The plugin registry: uploads are checked, stored by content digest and
+//! recorded as pending; an operator grants their capabilities; the active
+//! version of each plugin is what calls get. Swapping the active version
+//! never disturbs calls in flight: they hold the `Plugin` they started with.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{
+    Failure, Plugin, Runtime, World,
+    manifest::{Capabilities, CapabilityDiff, Manifest},
+};
+use crate::{
+    store::{self, NewPluginVersion, PluginStatus, PluginVersionRecord, Store},
+    validate::Invalid,
+};
+
+/// Largest component accepted.
+pub const MAX_COMPONENT_BYTES: usize = 20 << 20;
+/// How long compiling an upload may take.
+const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The manifest or the component breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The request conflicts with the registry's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// Reading or writing an artifact failed.
+    #[error("plugin artifact: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The active version of a plugin.
+#[derive(Debug, Clone)]
+pub struct Active {
+    /// Its version record id.
+    pub id: i64,
+    /// The compiled plugin.
+    pub plugin: Arc<Plugin>,
+    /// What it was granted.
+    pub granted: Capabilities,
+}
+
+/// The result of an upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The recorded version.
+    pub record: PluginVersionRecord,
+    /// What it asks for beyond the active version's grants.
+    pub diff: CapabilityDiff,
+    /// False when the same component was uploaded before (nothing changed).
+    pub created: bool,
+}
+
+/// Plugin versions, their artifacts and the active set.
+#[derive(Debug)]
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    store: Store,
+    artifacts: PathBuf,
+    active: RwLock<HashMap<String, Active>>,
+    compiled: RwLock<HashMap<i64, Arc<Plugin>>>,
+}
+
+impl Registry {
+    /// Opens the registry over `store`, keeping artifacts in `artifacts`,
+    /// and loads every active version. A version that no longer loads is
+    /// noted (`last_error`) and left out rather than stopping the host.
+    pub async fn open(
+        runtime: Arc<Runtime>,
+        store: Store,
+        artifacts: PathBuf,
+    ) -> Result<Self, Error> {
+        std::fs::create_dir_all(&artifacts)?;
+        let registry = Self {
+            runtime,
+            store,
+            artifacts,
+            active: RwLock::default(),
+            compiled: RwLock::default(),
+        };
+        for record in registry.store.active_plugin_versions().await? {
+            if let Err(e) = registry.load_active(&record).await {
+                tracing::error!(plugin = %record.name, version = %record.version, "not loaded: {e}");
+                registry
+                    .store
+                    .set_plugin_error(record.id, &e.to_string())
+                    .await?;
+            }
+        }
+        Ok(registry)
+    }
+
+    /// The runtime plugins run on.
+    #[must_use]
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The active version of `name`.
+    #[must_use]
+    pub fn active(&self, name: &str) -> Option<Active> {
+        read(&self.active).get(name).cloned()
+    }
+
+    /// The compiled plugin of a version, if it was compiled since start.
+    #[must_use]
+    pub fn compiled(&self, id: i64) -> Option<Arc<Plugin>> {
+        read(&self.compiled).get(&id).cloned()
+    }
+
+    /// Checks and records an upload. The same component again is a no-op;
+    /// a different component under an existing version is a conflict.
+    pub async fn upload(
+        &self,
+        manifest_text: &str,
+        wasm: Vec<u8>,
+        builtin: bool,
+    ) -> Result<Upload, Error> {
+        let (manifest, world) = Manifest::parse(manifest_text)?;
+        if wasm.len() > MAX_COMPONENT_BYTES {
+            return Err(Invalid::new(
+                "component",
+                format!("is larger than {MAX_COMPONENT_BYTES} bytes"),
+            )
+            .into());
+        }
+        let digest = hex(&Sha256::digest(&wasm));
+        let active_granted = self
+            .active(&manifest.name)
+            .map(|a| a.granted)
+            .unwrap_or_default();
+        let diff = manifest.capabilities.diff(&active_granted);
+        if let Some(existing) = self
+            .store
+            .plugin_version_named(&manifest.name, &manifest.version)
+            .await?
+        {
+            if existing.digest == digest {
+                return Ok(Upload {
+                    record: existing,
+                    diff,
+                    created: false,
+                });
+            }
+            return Err(Error::Conflict(format!(
+                "{}@{} was already uploaded with different content (digest {}); give the new build a new version",
+                manifest.name, manifest.version, existing.digest
+            )));
+        }
+        let plugin = self
+            .compile(&manifest.name, &manifest.version, wasm.clone())
+            .await?;
+        if plugin.world != world {
+            return Err(Invalid::new(
+                "component",
+                format!(
+                    "targets the {} world, but the manifest says {world}",
+                    plugin.world
+                ),
+            )
+            .into());
+        }
+        self.write_artifact(&digest, &wasm)?;
+        let requested = json(&manifest.capabilities);
+        let record = self
+            .store
+            .create_plugin_version(&NewPluginVersion {
+                name: &manifest.name,
+                version: &manifest.version,
+                world: world.name(),
+                description: &manifest.description,
+                digest: &digest,
+                size_bytes: i64::try_from(wasm.len()).unwrap_or(i64::MAX),
+                manifest: manifest_text,
+                requested: &requested,
+                granted: builtin.then_some(requested.as_str()),
+                builtin,
+            })
+            .await?;
+        write(&self.compiled).insert(record.id, Arc::new(plugin));
+        tracing::info!(plugin = %record.name, version = %record.version, %digest, "plugin uploaded");
+        Ok(Upload {
+            record,
+            diff,
+            created: true,
+        })
+    }
+
+    /// Grants a version the capabilities its manifest asks for.
+    pub async fn approve(&self, id: i64) -> Result<PluginVersionRecord, Error> {
+        let record = self.store.plugin_version(id).await?;
+        let record = self
+            .store
+            .approve_plugin_version(id, &record.requested)
+            .await?;
+        tracing::info!(plugin = %record.name, version = %record.version, "plugin capabilities approved");
+        Ok(record)
+    }
+
+    /// Makes a granted version the one calls get.
+    pub async fn activate(&self, id: i64) -> Result<PluginVersionRecord, Error> {
+        let record = self.store.plugin_version(id).await?;
+        if record.granted.is_none() {
+            return Err(Error::Conflict(format!(
+                "{}@{} has not been approved: approve its capabilities first",
+                record.name, record.version
+            )));
+        }
+        // Compile before switching, so a version that cannot load never becomes active.
+        let plugin = self.plugin_of(&record).await?;
+        let record = self.store.activate_plugin_version(id).await?;
+        let granted = granted(&record);
+        write(&self.active).insert(
+            record.name.clone(),
+            Active {
+                id: record.id,
+                plugin,
+                granted,
+            },
+        );
+        tracing::info!(plugin = %record.name, version = %record.version, "plugin version active");
+        Ok(record)
+    }
+
+    /// Re-activates the version of the same plugin that was active before the current one.
+    pub async fn rollback(&self, id: i64) -> Result<PluginVersionRecord, Error> {
+        let record = self.store.plugin_version(id).await?;
+        let previous = self
+            .store
+            .previous_plugin_version(&record.name)
+            .await?
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "{} has no earlier active version to roll back to",
+                    record.name
+                ))
+            })?;
+        self.activate(previous.id).await
+    }
+
+    /// Deletes a version that is not active and not built in, and its
+    /// artifact when no other version shares it.
+    pub async fn delete(&self, id: i64) -> Result<(), Error> {
+        let record = self.store.plugin_version(id).await?;
+        self.store.delete_plugin_version(id).await?;
+        write(&self.compiled).remove(&id);
+        if self.store.count_plugin_digest(&record.digest).await? == 0 {
+            let _ = std::fs::remove_file(self.artifact_path(&record.digest));
+        }
+        Ok(())
+    }
+
+    /// Installs the plugins shipped with DCP from `dir` (`<name>.wasm` with
+    /// `<name>.toml`), granted from their manifests, and activates each
+    /// unless that exact build is active already.
+    pub async fn install_builtins(&self, dir: &Path) -> Result<Vec<PluginVersionRecord>, Error> {
+        let mut installed = Vec::new();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(installed);
+        };
+        let mut manifests: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .collect();
+        manifests.sort();
+        for manifest_path in manifests {
+            let wasm_path = manifest_path.with_extension("wasm");
+            let (Ok(manifest), Ok(wasm)) = (
+                std::fs::read_to_string(&manifest_path),
+                std::fs::read(&wasm_path),
+            ) else {
+                continue;
+            };
+            let upload = self.upload(&manifest, wasm, true).await?;
+            let record = if upload.record.status == PluginStatus::Active {
+                upload.record
+            } else {
+                self.activate(upload.record.id).await?
+            };
+            installed.push(record);
+        }
+        Ok(installed)
+    }
+
+    async fn load_active(&self, record: &PluginVersionRecord) -> Result<(), Error> {
+        let plugin = self.plugin_of(record).await?;
+        write(&self.active).insert(
+            record.name.clone(),
+            Active {
+                id: record.id,
+                plugin,
+                granted: granted(record),
+            },
+        );
+        Ok(())
+    }
+
+    /// The compiled plugin of a version, compiling its stored artifact if needed.
+    pub async fn plugin(&self, record: &PluginVersionRecord) -> Result<Arc<Plugin>, Error> {
+        self.plugin_of(record).await
+    }
+
+    async fn plugin_of(&self, record: &PluginVersionRecord) -> Result<Arc<Plugin>, Error> {
+        if let Some(plugin) = self.compiled(record.id) {
+            return Ok(plugin);
+        }
+        let wasm = std::fs::read(self.artifact_path(&record.digest))?;
+        if hex(&Sha256::digest(&wasm)) != record.digest {
+            return Err(Error::Conflict(format!(
+                "the stored artifact of {}@{} does not match its digest",
+                record.name, record.version
+            )));
+        }
+        let plugin = Arc::new(self.compile(&record.name, &record.version, wasm).await?);
+        write(&self.compiled).insert(record.id, Arc::clone(&plugin));
+        Ok(plugin)
+    }
+
+    /// Compiles off the async threads, within a time limit.
+    async fn compile(&self, name: &str, version: &str, wasm: Vec<u8>) -> Result<Plugin, Error> {
+        let runtime = Arc::clone(&self.runtime);
+        let (name, version) = (name.to_owned(), version.to_owned());
+        let job = tokio::task::spawn_blocking(move || runtime.load(&name, &version, &wasm));
+        match tokio::time::timeout(COMPILE_TIMEOUT, job).await {
+            Err(_) => Err(Invalid::new("component", "took too long to compile").into()),
+            Ok(Err(e)) => Err(Error::Io(std::io::Error::other(e))),
+            Ok(Ok(Err(e))) => match e.failure {
+                Failure::Incompatible(message) => Err(Invalid::new("component", message).into()),
+                other => Err(Invalid::new("component", other.to_string()).into()),
+            },
+            Ok(Ok(Ok(plugin))) => Ok(plugin),
+        }
+    }
+
+    fn artifact_path(&self, digest: &str) -> PathBuf {
+        self.artifacts.join(format!("{digest}.wasm"))
+    }
+
+    fn write_artifact(&self, digest: &str, wasm: &[u8]) -> std::io::Result<()> {
+        let path = self.artifact_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("wasm.tmp");
+        std::fs::write(&tmp, wasm)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+/// The capabilities a record was granted (none if not approved).
+#[must_use]
+pub fn granted(record: &PluginVersionRecord) -> Capabilities {
+    record
+        .granted
+        .as_deref()
+        .and_then(|g| serde_json::from_str(g).ok())
+        .unwrap_or_default()
+}
+
+/// The capabilities a record asks for.
+#[must_use]
+pub fn requested(record: &PluginVersionRecord) -> Capabilities {
+    serde_json::from_str(&record.requested).unwrap_or_default()
+}
+
+fn json(capabilities: &Capabilities) -> String {
+    serde_json::to_string(capabilities).unwrap_or_default()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The world of a stored record.
+#[must_use]
+pub fn world(record: &PluginVersionRecord) -> Option<World> {
+    World::from_name(&record.world)
+}
