@@ -1,8 +1,8 @@
 //! Calls to DCP's REST API: the UI can do nothing the API cannot.
 
 use dcp_api_types::{
-    Cluster, ClusterInput, CreatedToken, ErrorCode, ErrorDetail, LoginRequest, Page, Session,
-    Token, TokenInput,
+    Cluster, ClusterInput, CreatedToken, ErrorCode, ErrorDetail, LoginRequest, Page,
+    PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Session, Token, TokenInput,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -13,7 +13,8 @@ use wasm_bindgen::JsCast as _;
 pub(crate) struct ApiError(pub(crate) ErrorDetail);
 
 impl ApiError {
-    fn local(message: impl Into<String>) -> Self {
+    /// An error made in the browser, not by the server.
+    pub(crate) fn local(message: impl Into<String>) -> Self {
         Self(ErrorDetail {
             code: ErrorCode::Internal,
             message: message.into(),
@@ -210,4 +211,62 @@ pub(crate) async fn create_token(name: String) -> Result<CreatedToken, ApiError>
 /// Revokes an API token.
 pub(crate) async fn revoke_token(id: i64) -> Result<(), ApiError> {
     no_content(send(Request::delete(&format!("/api/v1/tokens/{id}"))).await?).await
+}
+
+/// One page of plugin versions.
+pub(crate) async fn plugins(page: u32, per_page: u32) -> Result<Page<PluginVersion>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/plugins?page={page}&per_page={per_page}"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Uploads a component and its manifest (multipart).
+pub(crate) async fn upload_plugin(
+    component: web_sys::File,
+    manifest: web_sys::File,
+) -> Result<PluginUpload, ApiError> {
+    let form =
+        web_sys::FormData::new().map_err(|_| ApiError::local("the browser cannot build a form"))?;
+    form.append_with_blob_and_filename("component", &component, &component.name())
+        .and_then(|()| form.append_with_blob_and_filename("manifest", &manifest, &manifest.name()))
+        .map_err(|_| ApiError::local("the browser cannot read the files"))?;
+    let request = with_csrf(Request::post("/api/v1/plugins"))
+        .body(form)
+        .map_err(|e| ApiError::local(e.to_string()))?;
+    read(
+        request
+            .send()
+            .await
+            .map_err(|e| ApiError::local(format!("cannot reach DCP: {e}")))?,
+    )
+    .await
+}
+
+/// Approves, activates or rolls back a plugin version (`action`).
+pub(crate) async fn plugin_action(id: i64, action: &str) -> Result<PluginVersion, ApiError> {
+    read(send(Request::post(&format!("/api/v1/plugins/{id}/{action}"))).await?).await
+}
+
+/// Deletes a plugin version.
+pub(crate) async fn delete_plugin(id: i64) -> Result<(), ApiError> {
+    no_content(send(Request::delete(&format!("/api/v1/plugins/{id}"))).await?).await
+}
+
+/// Tries a plugin version with a configuration.
+pub(crate) async fn test_plugin(
+    id: i64,
+    config: serde_json::Value,
+) -> Result<PluginTestResult, ApiError> {
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/plugins/{id}/test")),
+            &PluginTestRequest { config },
+        )
+        .await?,
+    )
+    .await
 }

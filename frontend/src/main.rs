@@ -8,6 +8,7 @@ mod api;
 mod clusters;
 mod components;
 mod login;
+mod plugins;
 mod tokens;
 
 use dcp_api_types::User;
@@ -32,6 +33,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("") view=|| view! { <Redirect path="/clusters"/> }/>
                     <Route path=path!("clusters") view=clusters::ClustersPage/>
                     <Route path=path!("tokens") view=tokens::TokensPage/>
+                    <Route path=path!("plugins") view=plugins::PluginsPage/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -63,6 +65,7 @@ fn Shell() -> impl IntoView {
                     <a class="brand" href="/clusters">"DCP"</a>
                     <nav class="nav">
                         <A href="/clusters">"Clusters"</A>
+                        <A href="/plugins">"Plugins"</A>
                     </nav>
                     <div class="user-menu">
                         <button

@@ -230,3 +230,79 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
 
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
+    let (wasm, manifest) = dcp_tests::out_of_tree_plugin("static-hosts");
+    let files = tempfile::tempdir().unwrap();
+    let (wasm_path, manifest_path) = (
+        files.path().join("static_hosts.wasm"),
+        files.path().join("plugin.toml"),
+    );
+    std::fs::write(&wasm_path, wasm).unwrap();
+    std::fs::write(&manifest_path, manifest).unwrap();
+
+    let server = Server::start(&ServerOptions {
+        admin_password: Some("ui-plugins-pw".into()),
+        ..ServerOptions::default()
+    });
+    let (c, _driver) = browser().await;
+    c.goto(&server.url("/login")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", "ui-plugins-pw").await;
+    click(&c, "#login-submit").await;
+    click(&c, "nav a[href=\"/plugins\"]").await;
+
+    // Upload: the result names the version and waits for approval.
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#plugin-component"))
+        .await
+        .unwrap()
+        .send_keys(&wasm_path.display().to_string())
+        .await
+        .unwrap();
+    c.find(Locator::Css("#plugin-manifest"))
+        .await
+        .unwrap()
+        .send_keys(&manifest_path.display().to_string())
+        .await
+        .unwrap();
+    click(&c, "#plugin-upload-submit").await;
+    assert!(
+        text_of(&c, "#upload-result")
+            .await
+            .contains("static-hosts@0.1.0 uploaded")
+    );
+    let row = "tr[data-name=\"static-hosts@0.1.0\"]";
+    assert!(text_of(&c, row).await.contains("pending"));
+
+    // Approve, then activate from the table.
+    click(&c, "#upload-result button.approve").await;
+    click(&c, &format!("{row} button.activate")).await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//tr[@data-name='static-hosts@0.1.0']//span[contains(@class,'status') and .='active']",
+        ))
+        .await
+        .unwrap();
+
+    // Try it with a configuration entered in the form made from its schema.
+    click(&c, &format!("{row} a.details")).await;
+    fill(
+        &c,
+        "#config-hosts",
+        r#"[{"id": "web-1", "address": "127.20.0.5"}]"#,
+    )
+    .await;
+    click(&c, "#plugin-try-run").await;
+    let answer = text_of(&c, "#plugin-try-result").await;
+    assert!(
+        answer.contains("static-hosts") && answer.contains("web-1"),
+        "{answer}"
+    );
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-plugins.png"), shot);
+    c.close().await.unwrap();
+}
