@@ -31,6 +31,12 @@ pub enum Command {
     Migrate(Overrides),
     /// Print the version.
     Version,
+    /// Check that a component compiles and fits DCP's plugin contract;
+    /// prints its world (DCP runs this, isolated, on every upload).
+    CheckPlugin {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
 }
 
 /// Runs the command line; the process's exit status follows the result.
@@ -40,6 +46,7 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
             println!("dcp {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
+        Command::CheckPlugin { file } => return check_plugin(file),
         Command::Serve(o) | Command::Migrate(o) => o,
     };
     let config = Config::load(cli.config.as_deref(), overrides).context("loading configuration")?;
@@ -60,7 +67,22 @@ pub fn run(cli: &Cli) -> anyhow::Result<()> {
                 tracing::info!("migrations applied");
                 Ok(())
             }
-            Command::Version => Ok(()),
+            Command::Version | Command::CheckPlugin { .. } => Ok(()),
         }
     })
+}
+
+fn check_plugin(file: &std::path::Path) -> anyhow::Result<()> {
+    let wasm = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = crate::plugins::Runtime::on_demand()?;
+    let plugin = runtime
+        .load("checked", "0.0.0", &wasm)
+        .map_err(|e| anyhow::anyhow!("{}", e.failure))?;
+    println!(
+        "{}: a {} plugin of {}",
+        file.display(),
+        plugin.world,
+        crate::plugins::World::PACKAGE
+    );
+    Ok(())
 }

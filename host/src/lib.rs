@@ -56,10 +56,19 @@ impl AppState {
         let auth = auth::Auth::new(store.clone(), Duration::from_secs(config.session_ttl_secs))
             .await
             .context("setting up authentication")?;
-        let registry =
-            plugins::Registry::open(runtime, store.clone(), config.data_dir.join("plugins"))
-                .await
-                .context("opening the plugin registry")?;
+        // Uploads are compiled by `dcp check-plugin` first when this is `dcp`
+        // (tests embedding the app have no such binary).
+        let checker = std::env::current_exe()
+            .ok()
+            .filter(|exe| exe.file_stem().is_some_and(|stem| stem == "dcp"));
+        let registry = plugins::Registry::open(
+            runtime,
+            store.clone(),
+            config.data_dir.join("plugins"),
+            checker,
+        )
+        .await
+        .context("opening the plugin registry")?;
         if let Some(dir) = config.plugin_dir() {
             let installed = registry.install_builtins(&dir).await.with_context(|| {
                 format!("installing the bundled plugins from {}", dir.display())

@@ -155,6 +155,16 @@ async fn an_out_of_tree_plugin_is_uploaded_approved_and_called_without_a_restart
     // Uploading the same component again changes nothing.
     let (status, again) = api.upload(&wasm, &manifest).await;
     assert_eq!((status, again["created"].as_bool()), (200, Some(false)));
+    // Uploads are compiled in a separate, limited process before the host touches them.
+    let mut api = api;
+    assert!(
+        api.server
+            .drain_output()
+            .iter()
+            .any(|l| l.contains("upload compiled in an isolated process")),
+        "{:?}",
+        api.server.lines
+    );
 
     // Not usable before approval.
     let config = json!({"region": "dc1", "hosts": [{"id": "web-1", "address": "127.20.0.5"}, {"id": "web-2", "address": "127.20.0.6"}]});

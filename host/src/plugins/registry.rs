@@ -25,6 +25,8 @@ use crate::{
 pub const MAX_COMPONENT_BYTES: usize = 20 << 20;
 /// How long compiling an upload may take.
 const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Address space the isolated compile of an upload may use.
+const CHECK_MEMORY: u64 = 4 << 30;
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,7 @@ pub struct Registry {
     runtime: Arc<Runtime>,
     store: Store,
     artifacts: PathBuf,
+    checker: Option<PathBuf>,
     active: RwLock<HashMap<String, Active>>,
     compiled: RwLock<HashMap<i64, Arc<Plugin>>>,
 }
@@ -79,16 +82,24 @@ impl Registry {
     /// Opens the registry over `store`, keeping artifacts in `artifacts`,
     /// and loads every active version. A version that no longer loads is
     /// noted (`last_error`) and left out rather than stopping the host.
+    ///
+    /// With `checker` (the `dcp` binary), an upload is first compiled by
+    /// `dcp check-plugin` in a separate process under time and memory
+    /// limits: wasmtime does not treat a component that makes the compiler
+    /// run away as a vulnerability, so the host never compiles an upload
+    /// that has not compiled within limits elsewhere.
     pub async fn open(
         runtime: Arc<Runtime>,
         store: Store,
         artifacts: PathBuf,
+        checker: Option<PathBuf>,
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(&artifacts)?;
         let registry = Self {
             runtime,
             store,
             artifacts,
+            checker,
             active: RwLock::default(),
             compiled: RwLock::default(),
         };
@@ -160,6 +171,9 @@ impl Registry {
                 "{}@{} was already uploaded with different content (digest {}); give the new build a new version",
                 manifest.name, manifest.version, existing.digest
             )));
+        }
+        if !builtin {
+            self.check_isolated(&digest, &wasm).await?;
         }
         let plugin = self
             .compile(&manifest.name, &manifest.version, wasm.clone())
@@ -345,6 +359,71 @@ impl Registry {
             },
             Ok(Ok(Ok(plugin))) => Ok(plugin),
         }
+    }
+
+    /// Compiles `wasm` in a `dcp check-plugin` process limited to
+    /// [`CHECK_MEMORY`] of address space and [`COMPILE_TIMEOUT`].
+    async fn check_isolated(&self, digest: &str, wasm: &[u8]) -> Result<(), Error> {
+        let Some(checker) = &self.checker else {
+            return Ok(());
+        };
+        let path = self.artifacts.join(format!("{digest}.check"));
+        std::fs::write(&path, wasm)?;
+        let limited = std::path::Path::new("/usr/bin/prlimit").is_file();
+        let mut command = if limited {
+            let mut c = tokio::process::Command::new("/usr/bin/prlimit");
+            c.arg(format!("--as={CHECK_MEMORY}"))
+                .arg(format!("--cpu={}", COMPILE_TIMEOUT.as_secs()))
+                .arg("--")
+                .arg(checker);
+            c
+        } else {
+            tokio::process::Command::new(checker)
+        };
+        command
+            .arg("check-plugin")
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .env("RUST_BACKTRACE", "0")
+            .env("RUST_LIB_BACKTRACE", "0")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let outcome = tokio::time::timeout(COMPILE_TIMEOUT, command.output()).await;
+        let _ = std::fs::remove_file(&path);
+        let output = match outcome {
+            Err(_) => {
+                return Err(Invalid::new(
+                    "component",
+                    format!("did not compile within {} s", COMPILE_TIMEOUT.as_secs()),
+                )
+                .into());
+            }
+            Ok(output) => output?,
+        };
+        if output.status.success() {
+            tracing::info!(%digest, limited, "upload compiled in an isolated process");
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let reason = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("Error: "))
+            .unwrap_or_default()
+            .trim();
+        Err(Invalid::new(
+            "component",
+            match output.status.code() {
+                Some(_) if !reason.is_empty() => {
+                    reason.trim_start_matches("incompatible: ").to_owned()
+                }
+                _ => format!(
+                    "compiling it exceeded the limits ({} s, {} MiB)",
+                    COMPILE_TIMEOUT.as_secs(),
+                    CHECK_MEMORY >> 20
+                ),
+            },
+        )
+        .into())
     }
 
     fn artifact_path(&self, digest: &str) -> PathBuf {

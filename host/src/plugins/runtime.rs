@@ -47,10 +47,29 @@ impl Runtime {
     /// reserves a lot of address space), the on-demand allocator otherwise,
     /// and a thread ticking the epoch.
     pub fn new() -> anyhow::Result<Arc<Self>> {
-        let (engine, pooling) = match Engine::new(&config(true)) {
+        Self::build(true)
+    }
+
+    /// An engine with the on-demand allocator only: for compiling under a
+    /// tight address-space limit (`dcp check-plugin`).
+    pub fn on_demand() -> anyhow::Result<Arc<Self>> {
+        Self::build(false)
+    }
+
+    fn build(try_pooling: bool) -> anyhow::Result<Arc<Self>> {
+        let pooled = if try_pooling {
+            Engine::new(&config(true))
+        } else {
+            Err(wasmtime::format_err!("not asked for"))
+        };
+        let (engine, pooling) = match pooled {
             Ok(engine) => (engine, true),
             Err(e) => {
-                tracing::warn!("pooling allocator unavailable ({e}); using on-demand allocation");
+                if try_pooling {
+                    tracing::warn!(
+                        "pooling allocator unavailable ({e}); using on-demand allocation"
+                    );
+                }
                 (
                     Engine::new(&config(false)).map_err(|e| anyhow::anyhow!("{e}"))?,
                     false,
