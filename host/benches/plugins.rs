@@ -59,8 +59,10 @@ impl Zones for Native {
 }
 
 fn plugin_dir() -> PathBuf {
-    std::env::var_os("DCP_PLUGIN_DIR")
-        .map_or_else(|| PathBuf::from("target/plugins"), PathBuf::from)
+    std::env::var_os("DCP_PLUGIN_DIR").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/plugins")),
+        PathBuf::from,
+    )
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
