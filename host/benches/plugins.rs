@@ -14,9 +14,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use dcp::plugins::{
-    Choice, CloudProvider, Grants, Limits, OriginGrant, Runtime, WasmCloudProvider,
-};
+use dcp::plugins::{Choice, CloudProvider, Grants, Limits, OriginGrant, Runtime, WasmPlugin};
 
 /// The native twin of the chaos provider's `list-zones` and `list-regions` ("many").
 struct Native;
@@ -136,14 +134,14 @@ async fn run() {
 
     let wasm = std::fs::read(plugin_dir().join("chaos-provider.wasm")).unwrap();
     let plugin = Arc::new(runtime.load("chaos", "0.1.0", &wasm).unwrap());
-    let small = WasmCloudProvider::new(
+    let small = WasmPlugin::new(
         Arc::clone(&plugin),
         Grants {
             config: "{}".into(),
             ..Grants::default()
         },
     );
-    let many = WasmCloudProvider::new(
+    let many = WasmPlugin::new(
         Arc::clone(&plugin),
         Grants {
             config: r#"{"mode":"many"}"#.into(),
@@ -206,7 +204,7 @@ async fn run() {
     let grant = OriginGrant::parse(&format!("{url}#private")).unwrap();
     let concurrent = 100;
     let before = rss_kib();
-    let waiting = WasmCloudProvider::new(
+    let waiting = WasmPlugin::new(
         Arc::clone(&plugin),
         Grants {
             config: format!(r#"{{"mode":"slow-host","url":"{url}/"}}"#),

@@ -22,7 +22,6 @@ mod runtime;
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 
 pub use self::{
-    balancer::WasmLoadBalancer,
     bindings::{
         dcp::plugin::types::{ErrorKind, PluginError, PluginInfo},
         exports::dcp::plugin::{
@@ -31,13 +30,33 @@ pub use self::{
             command::{ModuleInfo, Outcome},
         },
     },
-    cloud::WasmCloudProvider,
-    command::WasmRemoteCommand,
     manifest::{Capabilities, CapabilityDiff, Manifest},
     network::OriginGrant,
     registry::Registry,
     runtime::{CallStats, Plugin, Runtime},
 };
+
+/// A plugin bound to the grants of its calls (one cloud account, one
+/// execution's targets): the [`CloudProvider`], [`LoadBalancer`] or
+/// [`RemoteCommand`] the rest of DCP uses, whichever its world is. Every
+/// call runs in a fresh sandbox; calling a function of another world fails
+/// as `Incompatible`.
+#[derive(Debug, Clone)]
+pub struct WasmPlugin {
+    plugin: Arc<Plugin>,
+    grants: Arc<Grants>,
+}
+
+impl WasmPlugin {
+    /// Binds `plugin` to `grants`.
+    #[must_use]
+    pub fn new(plugin: Arc<Plugin>, grants: Grants) -> Self {
+        Self {
+            plugin,
+            grants: Arc::new(grants),
+        }
+    }
+}
 
 /// The worlds of `dcp:plugin@0.1.0` a plugin can target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -295,7 +314,7 @@ pub struct Error {
 
 /// A cloud provider as the rest of DCP sees it: the machine lifecycle and
 /// the look-ups of the machine-template form. Implemented by
-/// [`WasmCloudProvider`] for uploaded components, and by fakes in tests.
+/// [`WasmPlugin`] for uploaded components, and by fakes in tests.
 #[async_trait::async_trait]
 pub trait CloudProvider: Send + Sync {
     /// Name, version and configuration schema.
@@ -360,7 +379,7 @@ pub trait CloudProvider: Send + Sync {
 }
 
 /// A load balancer as the rest of DCP sees it. Implemented by
-/// [`WasmLoadBalancer`] for uploaded components, and by fakes in tests.
+/// [`WasmPlugin`] for uploaded components, and by fakes in tests.
 #[async_trait::async_trait]
 pub trait LoadBalancer: Send + Sync {
     /// Name, version and configuration schema.
@@ -388,7 +407,7 @@ pub trait LoadBalancer: Send + Sync {
 }
 
 /// Remote-command modules as the rest of DCP sees them. Implemented by
-/// [`WasmRemoteCommand`] for uploaded components, and by fakes in tests.
+/// [`WasmPlugin`] for uploaded components, and by fakes in tests.
 #[async_trait::async_trait]
 pub trait RemoteCommand: Send + Sync {
     /// Name, version and configuration schema.

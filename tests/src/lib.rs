@@ -368,6 +368,31 @@ impl Server {
         format!("{}{path}", self.base_url)
     }
 
+    /// Logs in as `admin` with `password` the way the UI does (session
+    /// cookie, CSRF header) and creates a personal API token.
+    pub async fn api_token(&self, password: &str) -> String {
+        let http = client();
+        let login = http
+            .post(self.url("/api/v1/session"))
+            .json(&serde_json::json!({"username": "admin", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), 200, "logging in");
+        let session: serde_json::Value = login.json().await.unwrap();
+        let token: serde_json::Value = http
+            .post(self.url("/api/v1/tokens"))
+            .header("x-csrf-token", session["csrf_token"].as_str().unwrap())
+            .json(&serde_json::json!({"name": "test"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token["token"].as_str().unwrap().to_owned()
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill")

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use axum::{Json, Router, routing::get};
-use dcp_tests::{Server, ServerOptions, client, fixture_plugin, out_of_tree_plugin};
+use dcp_tests::{Server, ServerOptions, fixture_plugin, out_of_tree_plugin};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
@@ -21,33 +21,13 @@ struct Api {
 impl Api {
     async fn start() -> Self {
         let server = Server::start(&ServerOptions::default());
-        let http = client();
-        let login = http
-            .post(server.url("/api/v1/session"))
-            .json(
-                &json!({"username": "admin", "password": server.printed_password.clone().unwrap()}),
-            )
-            .send()
-            .await
-            .unwrap();
-        let csrf = login.json::<Value>().await.unwrap()["csrf_token"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let token: Value = http
-            .post(server.url("/api/v1/tokens"))
-            .header("x-csrf-token", csrf)
-            .json(&json!({"name": "plugins"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let token = server
+            .api_token(&server.printed_password.clone().unwrap())
+            .await;
         Self {
             server,
             http: reqwest::Client::new(),
-            token: token["token"].as_str().unwrap().to_owned(),
+            token,
         }
     }
 

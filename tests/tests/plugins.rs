@@ -11,7 +11,7 @@ use std::{
 
 use axum::{Router, routing::get};
 use dcp::plugins::{
-    CloudProvider, Failure, Grants, Limits, OriginGrant, Plugin, Runtime, Secret, WasmCloudProvider,
+    CloudProvider, Failure, Grants, Limits, OriginGrant, Plugin, Runtime, Secret, WasmPlugin,
 };
 use dcp_tests::fixture_plugin;
 use hmac::{Hmac, Mac};
@@ -27,8 +27,8 @@ static CHAOS: LazyLock<Arc<Plugin>> = LazyLock::new(|| {
 
 const SECRET: &str = "s3cr3t-never-in-the-guest";
 
-fn provider(config: &serde_json::Value, grants: Grants) -> WasmCloudProvider {
-    WasmCloudProvider::new(
+fn provider(config: &serde_json::Value, grants: Grants) -> WasmPlugin {
+    WasmPlugin::new(
         Arc::clone(&CHAOS),
         Grants {
             config: config.to_string(),

@@ -18,29 +18,9 @@ async fn first_start_prints_a_password_that_logs_in() {
         .expect("a generated password is printed");
     assert!(password.len() >= 16, "{password}");
 
-    let http = client();
-    let login = http
-        .post(server.url("/api/v1/session"))
-        .json(&json!({"username": "admin", "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status(), 200);
-    let session: Value = login.json().await.unwrap();
-    let csrf = session["csrf_token"].as_str().unwrap();
-
-    // A token made in a browser session works from a script, like curl.
-    let token: Value = http
-        .post(server.url("/api/v1/tokens"))
-        .header("x-csrf-token", csrf)
-        .json(&json!({"name": "script"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = token["token"].as_str().unwrap();
+    // Log in as the UI does; a token made in the browser session works from a script.
+    let bearer = server.api_token(&password).await;
+    let bearer = bearer.as_str();
     let plain = reqwest::Client::new();
     let listed = plain
         .get(server.url("/api/v1/clusters"))

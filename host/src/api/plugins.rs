@@ -22,8 +22,7 @@ use super::{
 use crate::{
     auth::Principal,
     plugins::{
-        Capabilities, CloudProvider as _, Grants, LoadBalancer as _, RemoteCommand as _,
-        WasmCloudProvider, WasmLoadBalancer, WasmRemoteCommand, World,
+        Capabilities, CloudProvider, Grants, LoadBalancer, RemoteCommand, WasmPlugin, World,
         registry::{self, MAX_COMPONENT_BYTES},
     },
     store::PluginVersionRecord,
@@ -296,31 +295,29 @@ async fn test_plugin(
             .map_err(|e| Error::validation("granted.http", e))?,
         ..Grants::default()
     };
-    let plugin = state.plugins.plugin(&record).await?;
+    let world = registry::world(&record);
+    let plugin = WasmPlugin::new(state.plugins.plugin(&record).await?, grants);
     let config = request.config.to_string();
     let described =
         |e: crate::plugins::Error| Error::from(Invalid::new("component", e.to_string()));
-    let (info, config_error, sample) = match plugin.world {
-        World::CloudProvider => {
-            let provider = WasmCloudProvider::new(plugin, grants);
-            let info = provider.describe().await.map_err(described)?;
-            let config_error = provider.validate_config(&config).await.err();
-            let sample = provider
+    let (info, config_error, sample) = match world {
+        Some(World::CloudProvider) => {
+            let info = CloudProvider::describe(&plugin).await.map_err(described)?;
+            let config_error = CloudProvider::validate_config(&plugin, &config).await.err();
+            let sample = plugin
                 .list_regions()
                 .await
                 .map(|regions| regions.into_iter().map(|r| r.id).collect());
             (info, config_error, sample)
         }
-        World::LoadBalancer => {
-            let balancer = WasmLoadBalancer::new(plugin, grants);
-            let info = balancer.describe().await.map_err(described)?;
-            let config_error = balancer.validate_config(&config).await.err();
+        Some(World::LoadBalancer) => {
+            let info = LoadBalancer::describe(&plugin).await.map_err(described)?;
+            let config_error = LoadBalancer::validate_config(&plugin, &config).await.err();
             (info, config_error, Ok(Vec::new()))
         }
-        World::RemoteCommand => {
-            let command = WasmRemoteCommand::new(plugin, grants);
-            let info = command.describe().await.map_err(described)?;
-            let sample = command
+        Some(World::RemoteCommand) | None => {
+            let info = RemoteCommand::describe(&plugin).await.map_err(described)?;
+            let sample = plugin
                 .modules()
                 .await
                 .map(|modules| modules.into_iter().map(|m| m.name).collect());

@@ -1,31 +1,11 @@
-//! [`LoadBalancer`] for a plugin of the `load-balancer` world.
-
-use std::sync::Arc;
+//! [`LoadBalancer`] for a [`WasmPlugin`] of the `load-balancer` world.
 
 use async_trait::async_trait;
 
-use super::{Backend, Error, Grants, LoadBalancer, Plugin, PluginInfo, runtime::guest_call};
-
-/// A load-balancer plugin bound to one configuration.
-#[derive(Debug, Clone)]
-pub struct WasmLoadBalancer {
-    plugin: Arc<Plugin>,
-    grants: Arc<Grants>,
-}
-
-impl WasmLoadBalancer {
-    /// Binds `plugin` to `grants`.
-    #[must_use]
-    pub fn new(plugin: Arc<Plugin>, grants: Grants) -> Self {
-        Self {
-            plugin,
-            grants: Arc::new(grants),
-        }
-    }
-}
+use super::{Backend, Error, LoadBalancer, PluginInfo, WasmPlugin, runtime::guest_call};
 
 #[async_trait]
-impl LoadBalancer for WasmLoadBalancer {
+impl LoadBalancer for WasmPlugin {
     async fn describe(&self) -> Result<PluginInfo, Error> {
         guest_call!(self, balancer, "describe", |guest, store| async {
             guest.call_describe(&mut store).await.map(Ok)

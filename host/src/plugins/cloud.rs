@@ -1,35 +1,14 @@
-//! [`CloudProvider`] for a plugin of the `cloud-provider` world.
-
-use std::sync::Arc;
+//! [`CloudProvider`] for a [`WasmPlugin`] of the `cloud-provider` world.
 
 use async_trait::async_trait;
 
 use super::{
-    Choice, CloudProvider, Error, Grants, Instance, InstancePage, InstanceSpec, Plugin, PluginInfo,
+    Choice, CloudProvider, Error, Instance, InstancePage, InstanceSpec, PluginInfo, WasmPlugin,
     runtime::guest_call,
 };
 
-/// A cloud-provider plugin bound to one configuration (e.g. one account):
-/// every call runs in a fresh sandbox with these grants.
-#[derive(Debug, Clone)]
-pub struct WasmCloudProvider {
-    plugin: Arc<Plugin>,
-    grants: Arc<Grants>,
-}
-
-impl WasmCloudProvider {
-    /// Binds `plugin` to `grants`.
-    #[must_use]
-    pub fn new(plugin: Arc<Plugin>, grants: Grants) -> Self {
-        Self {
-            plugin,
-            grants: Arc::new(grants),
-        }
-    }
-}
-
 #[async_trait]
-impl CloudProvider for WasmCloudProvider {
+impl CloudProvider for WasmPlugin {
     async fn describe(&self) -> Result<PluginInfo, Error> {
         guest_call!(self, cloud, "describe", |guest, store| async {
             guest.call_describe(&mut store).await.map(Ok)

@@ -1,34 +1,13 @@
-//! [`RemoteCommand`] for a plugin of the `remote-command` world.
-
-use std::sync::Arc;
+//! [`RemoteCommand`] for a [`WasmPlugin`] of the `remote-command` world.
 
 use async_trait::async_trait;
 
 use super::{
-    Error, Grants, ModuleInfo, Outcome, Plugin, PluginInfo, RemoteCommand, runtime::guest_call,
+    Error, ModuleInfo, Outcome, PluginInfo, RemoteCommand, WasmPlugin, runtime::guest_call,
 };
 
-/// A remote-command plugin bound to the grants of one execution (its
-/// targets and SSH channel).
-#[derive(Debug, Clone)]
-pub struct WasmRemoteCommand {
-    plugin: Arc<Plugin>,
-    grants: Arc<Grants>,
-}
-
-impl WasmRemoteCommand {
-    /// Binds `plugin` to `grants`.
-    #[must_use]
-    pub fn new(plugin: Arc<Plugin>, grants: Grants) -> Self {
-        Self {
-            plugin,
-            grants: Arc::new(grants),
-        }
-    }
-}
-
 #[async_trait]
-impl RemoteCommand for WasmRemoteCommand {
+impl RemoteCommand for WasmPlugin {
     async fn describe(&self) -> Result<PluginInfo, Error> {
         guest_call!(self, command, "describe", |guest, store| async {
             guest.call_describe(&mut store).await.map(Ok)
