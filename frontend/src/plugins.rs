@@ -2,7 +2,9 @@
 //! metrics; upload; approve, activate, roll back, delete; and a "try it"
 //! form rendered from the plugin's own configuration schema.
 
-use dcp_api_types::{PluginCapabilities, PluginTestResult, PluginUpload, PluginVersion};
+use dcp_api_types::{
+    PluginCapabilities, PluginLimits, PluginTestResult, PluginUpload, PluginVersion,
+};
 use leptos::{ev::SubmitEvent, html, prelude::*, task::spawn_local};
 use serde_json::{Map, Value};
 
@@ -27,6 +29,19 @@ fn capability_text(c: &PluginCapabilities) -> String {
     } else {
         lines.join(", ")
     }
+}
+
+fn limits_text(l: &PluginLimits) -> String {
+    let v = |x: Option<u64>| x.unwrap_or_default();
+    format!(
+        "{} s, {} MiB memory, {} log lines / {} KiB, {} MiB HTTP responses, {} KiB SSH output",
+        v(l.timeout_secs),
+        v(l.memory_mib),
+        v(l.log_lines),
+        v(l.log_kib),
+        v(l.http_response_mib),
+        v(l.ssh_output_kib)
+    )
 }
 
 fn latency(p: &PluginVersion) -> String {
@@ -285,6 +300,7 @@ fn PluginDetail(plugin: PluginVersion) -> impl IntoView {
             <dt>"Uploaded"</dt><dd>{short_time(&plugin.created_at)}</dd>
             <dt>"Requested"</dt><dd>{capability_text(&plugin.requested)}</dd>
             <dt>"Granted"</dt><dd>{plugin.granted.as_ref().map_or_else(|| "not yet approved".to_owned(), capability_text)}</dd>
+            <dt>"Limits"</dt><dd>{limits_text(&plugin.limits)}</dd>
             <dt>"Calls"</dt><dd>{format!("{} ({} failed), p50 / p99 {}", plugin.calls, plugin.errors, latency(&plugin))}</dd>
             {plugin.last_error.map(|e| view! { <dt>"Last error"</dt><dd class="error-text">{e}</dd> })}
         </dl>

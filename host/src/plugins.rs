@@ -170,6 +170,78 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits with the operator's `overrides` applied, after checking
+    /// each is in its range.
+    pub fn with_overrides(
+        self,
+        overrides: &dcp_api_types::PluginLimits,
+    ) -> Result<Self, crate::validate::Invalid> {
+        use crate::validate::Invalid;
+        let pick = |field: &'static str,
+                    value: Option<u64>,
+                    range: std::ops::RangeInclusive<u64>,
+                    unit: u64| {
+            value.map_or(Ok(None), |v| {
+                if range.contains(&v) {
+                    Ok(Some(
+                        usize::try_from(v.saturating_mul(unit)).unwrap_or(usize::MAX),
+                    ))
+                } else {
+                    Err(Invalid::new(
+                        field,
+                        format!("must be between {} and {}", range.start(), range.end()),
+                    ))
+                }
+            })
+        };
+        let mut limits = self;
+        if let Some(secs) = pick("timeout_secs", overrides.timeout_secs, 1..=600, 1)? {
+            limits.timeout = Duration::from_secs(secs as u64);
+        }
+        if let Some(bytes) = pick("memory_mib", overrides.memory_mib, 1..=1024, 1 << 20)? {
+            limits.memory_bytes = bytes;
+        }
+        if let Some(lines) = pick("log_lines", overrides.log_lines, 0..=100_000, 1)? {
+            limits.log_lines = lines;
+        }
+        if let Some(bytes) = pick("log_kib", overrides.log_kib, 0..=65_536, 1 << 10)? {
+            limits.log_bytes = bytes;
+        }
+        if let Some(bytes) = pick(
+            "http_response_mib",
+            overrides.http_response_mib,
+            1..=256,
+            1 << 20,
+        )? {
+            limits.http_response_bytes = bytes;
+        }
+        if let Some(bytes) = pick(
+            "ssh_output_kib",
+            overrides.ssh_output_kib,
+            1..=65_536,
+            1 << 10,
+        )? {
+            limits.ssh_output_bytes = bytes;
+        }
+        Ok(limits)
+    }
+
+    /// These limits in the API's units.
+    #[must_use]
+    pub fn to_api(&self) -> dcp_api_types::PluginLimits {
+        let u = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+        dcp_api_types::PluginLimits {
+            timeout_secs: Some(self.timeout.as_secs()),
+            memory_mib: Some(u(self.memory_bytes >> 20)),
+            log_lines: Some(u(self.log_lines)),
+            log_kib: Some(u(self.log_bytes >> 10)),
+            http_response_mib: Some(u(self.http_response_bytes >> 20)),
+            ssh_output_kib: Some(u(self.ssh_output_bytes >> 10)),
+        }
+    }
+}
+
 /// A credential a call may use through `secrets.open(name)`. The secret
 /// stays in the host; a plugin sees the key id and HMACs.
 #[derive(Clone)]

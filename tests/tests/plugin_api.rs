@@ -366,3 +366,72 @@ async fn uploads_outside_the_contract_are_refused_with_what_is_supported() {
         json!({"package": "dcp:plugin@0.1.0", "worlds": ["cloud-provider", "load-balancer", "remote-command"]})
     );
 }
+
+#[tokio::test]
+async fn operators_override_per_call_limits() {
+    let (wasm, manifest) = out_of_tree_plugin("static-hosts");
+    let api = Api::start().await;
+    let slow = inventory("127.20.1.11", Duration::from_secs(3)).await;
+    let manifest = manifest + &format!("\n[capabilities]\nhttp = [\"{slow}#private\"]\n");
+    let (_, upload) = api.upload(&wasm, &manifest).await;
+    let id = upload["plugin"]["id"].as_i64().unwrap();
+    assert_eq!(
+        upload["plugin"]["limits"]["timeout_secs"], 30,
+        "the default"
+    );
+    api.post(&format!("/api/v1/plugins/{id}/approve"), &json!({}))
+        .await;
+
+    let put = |body: Value| {
+        let request = api
+            .http
+            .put(api.server.url(&format!("/api/v1/plugins/{id}/limits")))
+            .bearer_auth(&api.token)
+            .json(&body);
+        async move {
+            let reply = request.send().await.unwrap();
+            (
+                reply.status().as_u16(),
+                reply.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, refused) = put(json!({"timeout_secs": 0})).await;
+    assert_eq!(
+        (status, refused["error"]["field"].as_str()),
+        (422, Some("timeout_secs")),
+        "{refused}"
+    );
+    let (status, limited) = put(json!({"timeout_secs": 1, "memory_mib": 32})).await;
+    assert_eq!(status, 200, "{limited}");
+    assert_eq!(
+        (
+            limited["limits"]["timeout_secs"].as_u64(),
+            limited["limits"]["memory_mib"].as_u64()
+        ),
+        (Some(1), Some(32))
+    );
+    assert_eq!(
+        limited["limit_overrides"],
+        json!({"timeout_secs": 1, "memory_mib": 32, "log_lines": null, "log_kib": null, "http_response_mib": null, "ssh_output_kib": null})
+    );
+
+    let started = std::time::Instant::now();
+    let (_, tried) = api
+        .post(
+            &format!("/api/v1/plugins/{id}/test"),
+            &json!({"config": {"inventory_url": format!("{slow}/hosts")}}),
+        )
+        .await;
+    let error = tried["sample_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tried}"));
+    assert!(
+        error.contains("timed out") || error.contains("Timeout"),
+        "{error}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+
+    let (_, restored) = put(json!({})).await;
+    assert_eq!(restored["limits"]["timeout_secs"], 30);
+}

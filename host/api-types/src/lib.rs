@@ -279,6 +279,10 @@ pub struct PluginVersion {
     pub granted: Option<PluginCapabilities>,
     /// The last failure loading or serving it.
     pub last_error: Option<String>,
+    /// The per-call limits in force: the defaults with the operator's overrides.
+    pub limits: PluginLimits,
+    /// What the operator overrode (unset fields use the defaults).
+    pub limit_overrides: PluginLimits,
     /// Upload time (RFC 3339).
     pub created_at: String,
     /// Last activation (RFC 3339), if ever active.
@@ -367,4 +371,24 @@ pub struct PluginWorlds {
     pub package: String,
     /// World names.
     pub worlds: Vec<String>,
+}
+
+/// Per-call limits of a plugin version. In `PUT /api/v1/plugins/{id}/limits`
+/// an unset field means "the default".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginLimits {
+    /// Wall-clock time per call, guest and host work together (1–600 s; default 30).
+    pub timeout_secs: Option<u64>,
+    /// Linear memory per call (1–1024 MiB; default 64).
+    pub memory_mib: Option<u64>,
+    /// Log lines kept per call (default 1,000).
+    pub log_lines: Option<u64>,
+    /// Log bytes kept per call, in KiB (default 1,024).
+    pub log_kib: Option<u64>,
+    /// Largest HTTP response a call may receive, in MiB (default 16).
+    pub http_response_mib: Option<u64>,
+    /// Output kept per SSH command and stream, in KiB (default 1,024).
+    pub ssh_output_kib: Option<u64>,
 }

@@ -7,8 +7,8 @@ use axum::{
     http::StatusCode,
 };
 use dcp_api_types::{
-    CapabilityDiff, ErrorBody, Page, PageQuery, PluginCapabilities, PluginTestRequest,
-    PluginTestResult, PluginUpload, PluginVersion, PluginWorlds,
+    CapabilityDiff, ErrorBody, Page, PageQuery, PluginCapabilities, PluginLimits,
+    PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, PluginWorlds,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -22,7 +22,8 @@ use super::{
 use crate::{
     auth::Principal,
     plugins::{
-        Capabilities, CloudProvider, Grants, LoadBalancer, RemoteCommand, WasmPlugin, World,
+        Capabilities, CloudProvider, Grants, Limits, LoadBalancer, RemoteCommand, WasmPlugin,
+        World,
         registry::{self, MAX_COMPONENT_BYTES},
     },
     store::PluginVersionRecord,
@@ -38,6 +39,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activate_plugin))
         .routes(routes!(rollback_plugin))
         .routes(routes!(test_plugin))
+        .routes(routes!(set_plugin_limits))
         // Components are bigger than the API's usual bodies.
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20)))
 }
@@ -62,6 +64,8 @@ fn to_api(state: &AppState, r: PluginVersionRecord) -> PluginVersion {
             .granted
             .is_some()
             .then(|| capabilities(&registry::granted(&r))),
+        limits: registry::limits(&r).to_api(),
+        limit_overrides: registry::limit_overrides(&r),
         id: r.id,
         name: r.name,
         version: r.version,
@@ -262,6 +266,29 @@ async fn delete_plugin(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Override a version's per-call limits; unset fields use the defaults
+/// (an empty body restores them all).
+#[utoipa::path(
+    put, path = "/plugins/{id}/limits", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    request_body = PluginLimits,
+    responses(
+        (status = 200, description = "The version with its limits", body = PluginVersion),
+        (status = 422, description = "A limit out of range", body = ErrorBody),
+    )
+)]
+async fn set_plugin_limits(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Json(overrides): Json<PluginLimits>,
+) -> Result<Json<PluginVersion>> {
+    Limits::default().with_overrides(&overrides)?;
+    let json = (overrides != PluginLimits::default())
+        .then(|| serde_json::to_string(&overrides).unwrap_or_default());
+    let record = state.store.set_plugin_limits(id, json.as_deref()).await?;
+    Ok(Json(to_api(&state, record)))
+}
+
 /// Try an approved version with a configuration: describe it, validate the
 /// configuration, and make one harmless call (list regions, list modules).
 #[utoipa::path(
@@ -293,6 +320,7 @@ async fn test_plugin(
         origins: granted
             .origins()
             .map_err(|e| Error::validation("granted.http", e))?,
+        limits: registry::limits(&record),
         ..Grants::default()
     };
     let world = registry::world(&record);

@@ -451,6 +451,25 @@ pub fn granted(record: &PluginVersionRecord) -> Capabilities {
         .unwrap_or_default()
 }
 
+/// The operator's limit overrides of a record.
+#[must_use]
+pub fn limit_overrides(record: &PluginVersionRecord) -> dcp_api_types::PluginLimits {
+    record
+        .limits
+        .as_deref()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default()
+}
+
+/// The per-call limits of a record: the defaults with its overrides.
+#[must_use]
+pub fn limits(record: &PluginVersionRecord) -> super::Limits {
+    // Overrides were checked when set; a stored value out of range falls back to the defaults.
+    super::Limits::default()
+        .with_overrides(&limit_overrides(record))
+        .unwrap_or_default()
+}
+
 /// The capabilities a record asks for.
 #[must_use]
 pub fn requested(record: &PluginVersionRecord) -> Capabilities {

@@ -70,6 +70,8 @@ pub struct PluginVersionRecord {
     pub builtin: bool,
     /// The last failure loading or serving it.
     pub last_error: Option<String>,
+    /// Operator overrides of its per-call limits (JSON), if any.
+    pub limits: Option<String>,
     /// Upload time.
     pub created_at: OffsetDateTime,
     /// Last activation, if ever active.
@@ -116,6 +118,7 @@ struct Row {
     status: String,
     builtin: i64,
     last_error: Option<String>,
+    limits: Option<String>,
     created_at: i64,
     activated_at: Option<i64>,
 }
@@ -136,6 +139,7 @@ impl From<Row> for PluginVersionRecord {
             status: PluginStatus::parse(&row.status),
             builtin: row.builtin != 0,
             last_error: row.last_error,
+            limits: row.limits,
             created_at: datetime(row.created_at),
             activated_at: row.activated_at.map(datetime),
         }
@@ -143,7 +147,7 @@ impl From<Row> for PluginVersionRecord {
 }
 
 const COLUMNS: &str = "id, name, version, world, description, digest, size_bytes, manifest, \
-                       requested, granted, status, builtin, last_error, created_at, activated_at";
+                       requested, granted, status, builtin, last_error, limits, created_at, activated_at";
 
 impl Store {
     /// Records an uploaded version as pending (or approved, when granted).
@@ -306,6 +310,25 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(PluginVersionRecord::from))
+    }
+
+    /// Sets (or with `None` clears) the operator's limit overrides of a version.
+    pub async fn set_plugin_limits(
+        &self,
+        id: i64,
+        limits: Option<&str>,
+    ) -> Result<PluginVersionRecord> {
+        let row: Option<Row> = sqlx::query_as(&format!(
+            "update plugin_versions set limits = $1, updated_at = $2 where id = $3 returning {COLUMNS}"
+        ))
+        .bind(limits)
+        .bind(now_millis())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(PluginVersionRecord::from).ok_or(Error::NotFound {
+            what: "plugin version",
+        })
     }
 
     /// Notes why a version failed to load or serve.
