@@ -22,12 +22,10 @@ use super::{
 use crate::{
     auth::Principal,
     plugins::{
-        Capabilities, CloudProvider, Grants, Limits, LoadBalancer, RemoteCommand, WasmPlugin,
-        World,
+        Capabilities, Limits, World,
         registry::{self, MAX_COMPONENT_BYTES},
     },
     store::PluginVersionRecord,
-    validate::Invalid,
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -307,61 +305,21 @@ async fn test_plugin(
     Json(request): Json<PluginTestRequest>,
 ) -> Result<Json<PluginTestResult>> {
     let record = state.store.plugin_version(id).await?;
-    if record.granted.is_none() {
-        return Err(registry::Error::Conflict(format!(
-            "{}@{} has not been approved: approve its capabilities first",
-            record.name, record.version
-        ))
-        .into());
-    }
-    let granted = registry::granted(&record);
-    let grants = Grants {
-        config: request.config.to_string(),
-        origins: granted
-            .origins()
-            .map_err(|e| Error::validation("granted.http", e))?,
-        limits: registry::limits(&record),
-        ..Grants::default()
-    };
-    let world = registry::world(&record);
-    let plugin = WasmPlugin::new(state.plugins.plugin(&record).await?, grants);
-    let config = request.config.to_string();
-    let described =
-        |e: crate::plugins::Error| Error::from(Invalid::new("component", e.to_string()));
-    let (info, config_error, sample) = match world {
-        Some(World::CloudProvider) => {
-            let info = CloudProvider::describe(&plugin).await.map_err(described)?;
-            let config_error = CloudProvider::validate_config(&plugin, &config).await.err();
-            let sample = plugin
-                .list_regions()
-                .await
-                .map(|regions| regions.into_iter().map(|r| r.id).collect());
-            (info, config_error, sample)
-        }
-        Some(World::LoadBalancer) => {
-            let info = LoadBalancer::describe(&plugin).await.map_err(described)?;
-            let config_error = LoadBalancer::validate_config(&plugin, &config).await.err();
-            (info, config_error, Ok(Vec::new()))
-        }
-        Some(World::RemoteCommand) | None => {
-            let info = RemoteCommand::describe(&plugin).await.map_err(described)?;
-            let sample = plugin
-                .modules()
-                .await
-                .map(|modules| modules.into_iter().map(|m| m.name).collect());
-            (info, None, sample)
-        }
-    };
-    let (sample, sample_error) = match sample {
+    let probe = state
+        .plugins
+        .probe(&record, request.config.to_string())
+        .await?;
+    let info = probe.info;
+    let (sample, sample_error) = match probe.sample {
         Ok(sample) => (sample, None),
-        Err(e) => (Vec::new(), Some(e.to_string())),
+        Err(e) => (Vec::new(), Some(e)),
     };
     Ok(Json(PluginTestResult {
         name: info.name,
         version: info.version,
         description: info.description,
         config_schema: serde_json::from_str(&info.config_schema).unwrap_or(serde_json::Value::Null),
-        config_error: config_error.map(|e| e.to_string()),
+        config_error: probe.config_error,
         sample,
         sample_error,
     }))

@@ -13,7 +13,8 @@ use std::{
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    Failure, Plugin, Runtime, World,
+    CloudProvider, Failure, Grants, LoadBalancer, Plugin, PluginInfo, RemoteCommand, Runtime,
+    WasmPlugin, World,
     manifest::{Capabilities, CapabilityDiff, Manifest},
 };
 use crate::{
@@ -65,6 +66,17 @@ pub struct Upload {
     pub diff: CapabilityDiff,
     /// False when the same component was uploaded before (nothing changed).
     pub created: bool,
+}
+
+/// What trying a version showed (see [`Registry::probe`]).
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// What the plugin says about itself.
+    pub info: PluginInfo,
+    /// Why it refused the configuration, if it did.
+    pub config_error: Option<String>,
+    /// A harmless call's answer (region ids, module names), or why it failed.
+    pub sample: Result<Vec<String>, String>,
 }
 
 /// Plugin versions, their artifacts and the active set.
@@ -322,6 +334,65 @@ impl Registry {
             },
         );
         Ok(())
+    }
+
+    /// Tries a granted version with `config`, under its grants and limits:
+    /// describe it, have it validate the configuration, and make one harmless
+    /// call (list regions; list modules).
+    pub async fn probe(
+        &self,
+        record: &PluginVersionRecord,
+        config: String,
+    ) -> Result<Probe, Error> {
+        if record.granted.is_none() {
+            return Err(Error::Conflict(format!(
+                "{}@{} has not been approved: approve its capabilities first",
+                record.name, record.version
+            )));
+        }
+        let grants = Grants {
+            origins: granted(record)
+                .origins()
+                .map_err(|e| Invalid::new("granted.http", e))?,
+            limits: limits(record),
+            config: config.clone(),
+            ..Grants::default()
+        };
+        let plugin = WasmPlugin::new(self.plugin_of(record).await?, grants);
+        let described = |e: super::Error| Error::from(Invalid::new("component", e.to_string()));
+        let text = |e: super::Error| e.to_string();
+        let probe = match world(record) {
+            Some(World::CloudProvider) => Probe {
+                info: CloudProvider::describe(&plugin).await.map_err(described)?,
+                config_error: CloudProvider::validate_config(&plugin, &config)
+                    .await
+                    .err()
+                    .map(text),
+                sample: plugin
+                    .list_regions()
+                    .await
+                    .map(|regions| regions.into_iter().map(|r| r.id).collect())
+                    .map_err(text),
+            },
+            Some(World::LoadBalancer) => Probe {
+                info: LoadBalancer::describe(&plugin).await.map_err(described)?,
+                config_error: LoadBalancer::validate_config(&plugin, &config)
+                    .await
+                    .err()
+                    .map(text),
+                sample: Ok(Vec::new()),
+            },
+            Some(World::RemoteCommand) | None => Probe {
+                info: RemoteCommand::describe(&plugin).await.map_err(described)?,
+                config_error: None,
+                sample: plugin
+                    .modules()
+                    .await
+                    .map(|modules| modules.into_iter().map(|m| m.name).collect())
+                    .map_err(text),
+            },
+        };
+        Ok(probe)
     }
 
     /// The compiled plugin of a version, compiling its stored artifact if needed.
