@@ -431,6 +431,12 @@ async fn operators_override_per_call_limits() {
         "{error}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+    // The sandbox stopping a call is kept as the version's last error.
+    let detail = api.get(&format!("/api/v1/plugins/{id}")).await;
+    let last = detail["last_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{detail}"));
+    assert!(last.contains("list-regions"), "{last}");
 
     let (_, restored) = put(json!({})).await;
     assert_eq!(restored["limits"]["timeout_secs"], 30);

@@ -190,12 +190,8 @@ async fn time_in_host_imports_counts_against_the_deadline() {
     )
     .list_regions()
     .await;
-    let failure = failure(result);
-    assert!(
-        matches!(&failure, Failure::Timeout(_))
-            || matches!(&failure, Failure::Plugin(e) if e.kind == dcp::plugins::ErrorKind::Timeout),
-        "{failure:?}"
-    );
+    // The sandbox's deadline stops the call, not the HTTP client inside it.
+    assert_eq!(failure(result), Failure::Timeout(Duration::from_secs(1)));
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",

@@ -360,39 +360,42 @@ impl Registry {
         };
         let plugin = WasmPlugin::new(self.plugin_of(record).await?, grants);
         let described = |e: super::Error| Error::from(Invalid::new("component", e.to_string()));
-        let text = |e: super::Error| e.to_string();
-        let probe = match world(record) {
-            Some(World::CloudProvider) => Probe {
-                info: CloudProvider::describe(&plugin).await.map_err(described)?,
-                config_error: CloudProvider::validate_config(&plugin, &config)
-                    .await
-                    .err()
-                    .map(text),
-                sample: plugin
+        let (info, config_error, sample) = match world(record) {
+            Some(World::CloudProvider) => (
+                CloudProvider::describe(&plugin).await.map_err(described)?,
+                CloudProvider::validate_config(&plugin, &config).await.err(),
+                plugin
                     .list_regions()
                     .await
-                    .map(|regions| regions.into_iter().map(|r| r.id).collect())
-                    .map_err(text),
-            },
-            Some(World::LoadBalancer) => Probe {
-                info: LoadBalancer::describe(&plugin).await.map_err(described)?,
-                config_error: LoadBalancer::validate_config(&plugin, &config)
-                    .await
-                    .err()
-                    .map(text),
-                sample: Ok(Vec::new()),
-            },
-            Some(World::RemoteCommand) | None => Probe {
-                info: RemoteCommand::describe(&plugin).await.map_err(described)?,
-                config_error: None,
-                sample: plugin
+                    .map(|regions| regions.into_iter().map(|r| r.id).collect()),
+            ),
+            Some(World::LoadBalancer) => (
+                LoadBalancer::describe(&plugin).await.map_err(described)?,
+                LoadBalancer::validate_config(&plugin, &config).await.err(),
+                Ok(Vec::new()),
+            ),
+            Some(World::RemoteCommand) | None => (
+                RemoteCommand::describe(&plugin).await.map_err(described)?,
+                None,
+                plugin
                     .modules()
                     .await
-                    .map(|modules| modules.into_iter().map(|m| m.name).collect())
-                    .map_err(text),
-            },
+                    .map(|modules| modules.into_iter().map(|m| m.name).collect()),
+            ),
         };
-        Ok(probe)
+        if let Err(e) = &sample {
+            // A plugin's own error is an answer; the sandbox stopping it is a failure to keep.
+            if !matches!(e.failure, Failure::Plugin(_)) {
+                self.store
+                    .set_plugin_error(record.id, &e.to_string())
+                    .await?;
+            }
+        }
+        Ok(Probe {
+            info,
+            config_error: config_error.map(|e| e.to_string()),
+            sample: sample.map_err(|e| e.to_string()),
+        })
     }
 
     /// The compiled plugin of a version, compiling its stored artifact if needed.
