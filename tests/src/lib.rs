@@ -5,11 +5,14 @@
 //!   found through `DCP_TEST_PG_URL`);
 //! - [`Backend::state`] builds an [`AppState`] for `app(state).oneshot(…)` tests;
 //! - [`Server::start`] runs the real `dcp` binary (`DCP_BIN`, or the one
-//!   beside the test executable) on a free loopback port.
+//!   beside the test executable) on a free loopback port;
+//! - [`fleet::Fleet::start`] runs real `sshd` hosts on loopback addresses.
 //!
 //! `scripts/test` sets everything up; run tests through it.
 
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod fleet;
 
 use std::{
     collections::HashMap,

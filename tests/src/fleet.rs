@@ -1,0 +1,159 @@
+//! A fleet of real OpenSSH servers for tests: each "host" is an `sshd` on
+//! its own loopback address (127.20.x.y:22), with its own host key, trusting
+//! one generated user key. Dropping the fleet kills exactly the processes it
+//! started.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+/// Fleets made by this process so far; keeps their address blocks apart.
+static FLEETS: AtomicU32 = AtomicU32::new(0);
+
+/// One running `sshd`.
+#[derive(Debug)]
+pub struct SshHost {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl SshHost {
+    /// The host's address, e.g. `127.20.3.1`.
+    #[must_use]
+    pub fn ip(&self) -> Ipv4Addr {
+        match self.addr.ip() {
+            std::net::IpAddr::V4(ip) => ip,
+            std::net::IpAddr::V6(_) => Ipv4Addr::LOCALHOST,
+        }
+    }
+}
+
+/// Real `sshd` hosts on loopback addresses.
+#[derive(Debug)]
+pub struct Fleet {
+    /// The hosts, in order.
+    pub hosts: Vec<SshHost>,
+    /// The private key every host trusts (OpenSSH format).
+    pub private_key: String,
+    /// Where the key, host keys and configs live.
+    pub dir: TempDir,
+}
+
+fn keygen(path: &Path, comment: &str) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("ssh-keygen (Debian openssh-client; scripts/setup test installs it)");
+    assert!(status.success(), "ssh-keygen failed");
+}
+
+impl Fleet {
+    /// Starts `n` hosts (at most 250) and waits until each accepts connections.
+    /// Needs root (port 22, and sshd's privilege separation).
+    #[must_use]
+    pub fn start(n: u8) -> Self {
+        assert!((1..=250).contains(&n), "a fleet has 1 to 250 hosts");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // sshd refuses to start without its privilege-separation directory.
+        std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd (run as root)");
+        let key = dir.path().join("id_ed25519");
+        keygen(&key, "dcp-test-fleet");
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &authorized).expect("authorized_keys");
+        let block = 1 + (std::process::id() + FLEETS.fetch_add(1, Ordering::Relaxed) * 7) % 250;
+        let hosts = (1..=n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(127, 20, u8::try_from(block).unwrap_or(1), i);
+                start_sshd(dir.path(), &authorized, SocketAddr::from((ip, 22)))
+            })
+            .collect::<Vec<_>>();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for host in &hosts {
+            while TcpStream::connect_timeout(&host.addr, Duration::from_millis(200)).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "sshd on {} did not start",
+                    host.addr
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Self {
+            hosts,
+            private_key: std::fs::read_to_string(&key).expect("reading the key"),
+            dir,
+        }
+    }
+
+    /// The private key file every host trusts.
+    #[must_use]
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.path().join("id_ed25519")
+    }
+
+    /// Runs `command` on host `i` with the system's OpenSSH client (the
+    /// reference to compare DCP's own channel against).
+    #[must_use]
+    pub fn ssh(&self, i: usize, command: &str) -> std::process::Output {
+        Command::new("ssh")
+            .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
+            .arg(self.key_path())
+            .arg(format!("root@{}", self.hosts[i].ip()))
+            .arg(command)
+            .output()
+            .expect("ssh (Debian openssh-client)")
+    }
+}
+
+fn start_sshd(dir: &Path, authorized: &Path, addr: SocketAddr) -> SshHost {
+    let name = addr.ip().to_string();
+    let host_key = dir.join(format!("host_{name}"));
+    keygen(&host_key, &name);
+    let config = dir.join(format!("sshd_{name}.conf"));
+    std::fs::write(
+        &config,
+        format!(
+            "ListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+             PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+             KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+             MaxStartups 200\nMaxSessions 100\nSubsystem sftp internal-sftp\n",
+            host_key.display(),
+            authorized.display(),
+            dir.join(format!("sshd_{name}.pid")).display(),
+        ),
+    )
+    .expect("writing sshd_config");
+    let child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sshd (Debian openssh-server; scripts/setup test installs it)");
+    SshHost { addr, child }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for host in &mut self.hosts {
+            let _ = host.child.kill();
+            let _ = host.child.wait();
+        }
+    }
+}
