@@ -1,7 +1,7 @@
 //! Calls to DCP's REST API: the UI can do nothing the API cannot.
 
 use dcp_api_types::{
-    Cluster, ClusterInput, CreatedToken, ErrorCode, ErrorDetail, LoginRequest, Page,
+    Cluster, ClusterInput, CreatedToken, ErrorCode, ErrorDetail, LoginRequest, Page, PluginLimits,
     PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Session, Token, TokenInput,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
@@ -265,6 +265,21 @@ pub(crate) async fn test_plugin(
         send_json(
             Request::post(&format!("/api/v1/plugins/{id}/test")),
             &PluginTestRequest { config },
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Overrides a plugin version's per-call limits (unset fields: the defaults).
+pub(crate) async fn set_plugin_limits(
+    id: i64,
+    limits: &PluginLimits,
+) -> Result<PluginVersion, ApiError> {
+    read(
+        send_json(
+            Request::put(&format!("/api/v1/plugins/{id}/limits")),
+            limits,
         )
         .await?,
     )

@@ -257,6 +257,64 @@ fn form_config(fields: &[FormField]) -> Result<Value, String> {
     Ok(Value::Object(config))
 }
 
+/// The operator's limit overrides as form inputs; an empty input means the default.
+#[derive(Debug, Clone, Copy)]
+struct LimitFields([(&'static str, &'static str, RwSignal<String>); 6]);
+
+impl LimitFields {
+    fn new(current: &PluginLimits) -> Self {
+        let text = |v: Option<u64>| RwSignal::new(v.map(|v| v.to_string()).unwrap_or_default());
+        Self([
+            ("timeout_secs", "Timeout (s)", text(current.timeout_secs)),
+            ("memory_mib", "Memory (MiB)", text(current.memory_mib)),
+            ("log_lines", "Log lines", text(current.log_lines)),
+            ("log_kib", "Log KiB", text(current.log_kib)),
+            (
+                "http_response_mib",
+                "HTTP response MiB",
+                text(current.http_response_mib),
+            ),
+            (
+                "ssh_output_kib",
+                "SSH output KiB",
+                text(current.ssh_output_kib),
+            ),
+        ])
+    }
+
+    /// The overrides typed in; the server checks their ranges.
+    fn read(&self) -> Result<PluginLimits, String> {
+        let mut object = Map::new();
+        for (key, label, value) in self.0 {
+            let text = value.get_untracked();
+            if text.trim().is_empty() {
+                continue;
+            }
+            let number: u64 = text
+                .trim()
+                .parse()
+                .map_err(|_| format!("{label}: not a whole number"))?;
+            object.insert(key.to_owned(), Value::from(number));
+        }
+        serde_json::from_value(Value::Object(object)).map_err(|e| e.to_string())
+    }
+
+    fn view(self) -> impl IntoView {
+        self.0
+            .into_iter()
+            .map(|(key, label, value)| {
+                let id = format!("limit-{key}");
+                view! {
+                    <div class="field">
+                        <label for=id.clone()>{label}</label>
+                        <input id=id type="text" inputmode="numeric" placeholder="default" bind:value=value/>
+                    </div>
+                }
+            })
+            .collect_view()
+    }
+}
+
 /// Capabilities, manifest facts and a "try it" form for one version.
 #[component]
 fn PluginDetail(plugin: PluginVersion) -> impl IntoView {
@@ -274,6 +332,24 @@ fn PluginDetail(plugin: PluginVersion) -> impl IntoView {
             }
         });
     }
+    let limits = RwSignal::new(plugin.limits.clone());
+    let overrides = LimitFields::new(&plugin.limit_overrides);
+    let save_limits = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let wanted = match overrides.read() {
+            Ok(wanted) => wanted,
+            Err(e) => return error.set(Some(ApiError::local(e))),
+        };
+        spawn_local(async move {
+            match api::set_plugin_limits(id, &wanted).await {
+                Ok(saved) => {
+                    error.set(None);
+                    limits.set(saved.limits);
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
     let run = move |ev: SubmitEvent| {
         ev.prevent_default();
         let fields = schema_fields.get_untracked().unwrap_or_default();
@@ -300,11 +376,16 @@ fn PluginDetail(plugin: PluginVersion) -> impl IntoView {
             <dt>"Uploaded"</dt><dd>{short_time(&plugin.created_at)}</dd>
             <dt>"Requested"</dt><dd>{capability_text(&plugin.requested)}</dd>
             <dt>"Granted"</dt><dd>{plugin.granted.as_ref().map_or_else(|| "not yet approved".to_owned(), capability_text)}</dd>
-            <dt>"Limits"</dt><dd>{limits_text(&plugin.limits)}</dd>
+            <dt>"Limits"</dt><dd id="plugin-limits">{move || limits_text(&limits.get())}</dd>
             <dt>"Calls"</dt><dd>{format!("{} ({} failed), p50 / p99 {}", plugin.calls, plugin.errors, latency(&plugin))}</dd>
             {plugin.last_error.map(|e| view! { <dt>"Last error"</dt><dd class="error-text">{e}</dd> })}
         </dl>
         <ErrorBanner error all=true/>
+        <h3>"Limits per call"</h3>
+        <form id="plugin-limits-form" class="limits" on:submit=save_limits>
+            {overrides.view()}
+            <div class="buttons"><button id="plugin-limits-save" type="submit" class="ghost">"Save limits"</button></div>
+        </form>
         <Show when=move || granted fallback=|| view! { <p class="muted">"Approve this version to try it."</p> }>
             <h3>"Try it"</h3>
             <form id="plugin-try" on:submit=run>

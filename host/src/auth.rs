@@ -14,11 +14,13 @@ use argon2::{
     password_hash::{SaltString, rand_core::OsRng},
 };
 use rand::{Rng, distributions::Alphanumeric};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use crate::store::{self, SessionRecord, Store, TokenRecord, UserRecord};
+use crate::{
+    sha256_hex,
+    store::{self, SessionRecord, Store, TokenRecord, UserRecord},
+};
 
 /// The session cookie (HTTP-only).
 pub const SESSION_COOKIE: &str = "dcp_session";
@@ -162,7 +164,12 @@ impl Auth {
         let csrf_token = random_secret(32);
         let expires_at = OffsetDateTime::now_utc() + self.session_ttl;
         self.store
-            .create_session(&sha256_hex(&secret), user.id, &csrf_token, expires_at)
+            .create_session(
+                &sha256_hex(secret.as_bytes()),
+                user.id,
+                &csrf_token,
+                expires_at,
+            )
             .await?;
         Ok(NewSession {
             secret,
@@ -174,7 +181,10 @@ impl Auth {
 
     /// Ends the session with this cookie value.
     pub async fn logout(&self, secret: &str) -> Result<(), Error> {
-        Ok(self.store.delete_session(&sha256_hex(secret)).await?)
+        Ok(self
+            .store
+            .delete_session(&sha256_hex(secret.as_bytes()))
+            .await?)
     }
 
     /// Identifies the caller, enforcing CSRF protection on cookie-authenticated writes.
@@ -184,7 +194,7 @@ impl Auth {
             Credentials::Bearer(token) => {
                 let user = self
                     .store
-                    .token_user(&sha256_hex(token))
+                    .token_user(&sha256_hex(token.as_bytes()))
                     .await?
                     .ok_or(Error::InvalidToken)?;
                 Ok(Principal {
@@ -199,7 +209,7 @@ impl Auth {
             } => {
                 let SessionRecord { user, csrf_token } = self
                     .store
-                    .session(&sha256_hex(secret))
+                    .session(&sha256_hex(secret.as_bytes()))
                     .await?
                     .ok_or(Error::SessionExpired)?;
                 if writes {
@@ -227,7 +237,7 @@ impl Auth {
         let prefix: String = secret.chars().take(TOKEN_PREFIX.len() + 6).collect();
         let record = self
             .store
-            .create_token(user_id, name, &prefix, &sha256_hex(&secret))
+            .create_token(user_id, name, &prefix, &sha256_hex(secret.as_bytes()))
             .await?;
         Ok((record, secret))
     }
@@ -241,16 +251,6 @@ fn random_secret(len: usize) -> String {
         .take(len)
         .map(char::from)
         .collect()
-}
-
-fn sha256_hex(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, byte| {
-            use std::fmt::Write as _;
-            let _ = write!(hex, "{byte:02x}");
-            hex
-        })
 }
 
 /// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads.
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn token_hashes_are_hex_sha256() {
         assert_eq!(
-            sha256_hex("abc"),
+            sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

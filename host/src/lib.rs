@@ -23,6 +23,19 @@ use axum::Router;
 
 pub use crate::{config::Config, store::Store};
 
+/// The SHA-256 of `bytes`, as lowercase hex: how DCP names plugin artifacts
+/// and stores session and token secrets.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::fmt::Write as _;
+    Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
+}
+
 /// What every request handler can reach. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AppState {

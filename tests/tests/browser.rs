@@ -302,6 +302,16 @@ async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
         answer.contains("static-hosts") && answer.contains("web-1"),
         "{answer}"
     );
+    // Override a per-call limit from the same dialog.
+    fill(&c, "#limit-timeout_secs", "5").await;
+    click(&c, "#plugin-limits-save").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//dd[@id='plugin-limits'][starts-with(., '5 s,')]",
+        ))
+        .await
+        .unwrap();
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-plugins.png"), shot);
     c.close().await.unwrap();

@@ -10,14 +10,13 @@ use std::{
     time::Duration,
 };
 
-use sha2::{Digest as _, Sha256};
-
 use super::{
     CloudProvider, Failure, Grants, LoadBalancer, Plugin, PluginInfo, RemoteCommand, Runtime,
     WasmPlugin, World,
     manifest::{Capabilities, CapabilityDiff, Manifest},
 };
 use crate::{
+    sha256_hex,
     store::{self, NewPluginVersion, PluginStatus, PluginVersionRecord, Store},
     validate::Invalid,
 };
@@ -127,12 +126,6 @@ impl Registry {
         Ok(registry)
     }
 
-    /// The runtime plugins run on.
-    #[must_use]
-    pub fn runtime(&self) -> &Arc<Runtime> {
-        &self.runtime
-    }
-
     /// The active version of `name`.
     #[must_use]
     pub fn active(&self, name: &str) -> Option<Active> {
@@ -161,7 +154,7 @@ impl Registry {
             )
             .into());
         }
-        let digest = hex(&Sha256::digest(&wasm));
+        let digest = sha256_hex(&wasm);
         let active_granted = self
             .active(&manifest.name)
             .map(|a| a.granted)
@@ -408,7 +401,7 @@ impl Registry {
             return Ok(plugin);
         }
         let wasm = std::fs::read(self.artifact_path(&record.digest))?;
-        if hex(&Sha256::digest(&wasm)) != record.digest {
+        if sha256_hex(&wasm) != record.digest {
             return Err(Error::Conflict(format!(
                 "the stored artifact of {}@{} does not match its digest",
                 record.name, record.version
@@ -552,16 +545,6 @@ pub fn requested(record: &PluginVersionRecord) -> Capabilities {
 
 fn json(capabilities: &Capabilities) -> String {
     serde_json::to_string(capabilities).unwrap_or_default()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
