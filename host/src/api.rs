@@ -8,7 +8,9 @@
 //! - handlers are thin: rules live in the domain modules, state in the store.
 
 mod clusters;
+mod commands;
 pub mod error;
+mod executions;
 pub mod extract;
 mod plugins;
 mod session;
@@ -69,6 +71,8 @@ Every failure answers `{\"error\": {\"code\", \"message\", \"field\"?, \"request
         (name = "tokens", description = "Personal API tokens"),
         (name = "clusters", description = "Clusters: the top of cluster → service → pool → node"),
         (name = "plugins", description = "WebAssembly plugins: clouds, load balancers, remote-command modules"),
+        (name = "commands", description = "Commands with typed parameters, and command groups"),
+        (name = "executions", description = "Run commands on many hosts over SSH; trusted host keys"),
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
@@ -105,6 +109,8 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(clusters::router())
         .merge(tokens::router())
         .merge(plugins::router())
+        .merge(commands::router())
+        .merge(executions::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))

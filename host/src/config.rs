@@ -39,6 +39,14 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// DCP's SSH private key, used for hosts given without a key or password.
+    pub ssh_key_file: Option<PathBuf>,
+    /// Seconds to open an SSH connection (TCP, handshake, login).
+    pub ssh_connect_timeout_secs: u64,
+    /// Seconds an unused SSH connection is kept for reuse; 0 closes each after use.
+    pub ssh_idle_secs: u64,
+    /// The most hosts one execution may run at once (its `forks`).
+    pub max_forks: u32,
 }
 
 /// How log lines are written.
@@ -64,6 +72,10 @@ impl Default for Config {
             session_ttl_secs: 12 * 60 * 60,
             secure_cookies: false,
             max_body_bytes: 1 << 20,
+            ssh_key_file: None,
+            ssh_connect_timeout_secs: 10,
+            ssh_idle_secs: 60,
+            max_forks: 500,
         }
     }
 }
@@ -88,6 +100,10 @@ impl fmt::Debug for Config {
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("secure_cookies", &self.secure_cookies)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("ssh_key_file", &self.ssh_key_file)
+            .field("ssh_connect_timeout_secs", &self.ssh_connect_timeout_secs)
+            .field("ssh_idle_secs", &self.ssh_idle_secs)
+            .field("max_forks", &self.max_forks)
             .finish()
     }
 }
@@ -104,6 +120,10 @@ const ENV_KEYS: &[&str] = &[
     "session_ttl_secs",
     "secure_cookies",
     "max_body_bytes",
+    "ssh_key_file",
+    "ssh_connect_timeout_secs",
+    "ssh_idle_secs",
+    "max_forks",
 ];
 
 impl Config {

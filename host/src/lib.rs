@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod orchestration;
 pub mod plugins;
+pub mod remote;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub plugins: Arc<plugins::Registry>,
     /// Prometheus metrics.
     pub metrics: Arc<telemetry::Metrics>,
+    /// Commands, command groups and executions over SSH.
+    pub remote: Arc<remote::Remote>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
 }
@@ -90,10 +93,34 @@ impl AppState {
                 tracing::info!(plugin = %record.name, version = %record.version, "bundled plugin ready");
             }
         }
+        let default_key = match &config.ssh_key_file {
+            Some(path) => Some(
+                russh::keys::load_secret_key(path, None)
+                    .with_context(|| format!("reading ssh_key_file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let transport = remote::ssh::Transport::new(
+            store.clone(),
+            remote::ssh::Settings {
+                connect_timeout: Duration::from_secs(config.ssh_connect_timeout_secs.max(1)),
+                idle: Duration::from_secs(config.ssh_idle_secs),
+                ..remote::ssh::Settings::default()
+            },
+            default_key,
+        );
+        let plugins = Arc::new(registry);
+        let remote = remote::Remote::new(
+            store.clone(),
+            plugins.clone(),
+            transport,
+            config.max_forks.max(1),
+        );
         Ok(Self {
             store,
             auth,
-            plugins: Arc::new(registry),
+            plugins,
+            remote,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
         })

@@ -9,6 +9,9 @@
 
 mod auth;
 mod clusters;
+mod commands;
+mod executions;
+mod host_keys;
 mod plugins;
 
 use std::{path::Path, str::FromStr, time::Duration};
@@ -23,6 +26,9 @@ use time::OffsetDateTime;
 pub use self::{
     auth::{SessionRecord, TokenRecord, UserRecord},
     clusters::{Cluster, ClusterChange, ClusterQuery},
+    commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
+    executions::{ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, overall_state},
+    host_keys::HostKeyRecord,
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
 };
 
@@ -66,6 +72,14 @@ pub enum Error {
     /// Applying migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value DCP cannot read (written by a newer version?).
+    #[error("unreadable {column} {value:?}")]
+    Corrupt {
+        /// The table and column.
+        column: &'static str,
+        /// The value found.
+        value: String,
+    },
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
@@ -308,6 +322,24 @@ fn millis(at: OffsetDateTime) -> i64 {
 fn datetime(millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A stored enum name (e.g. a state) as its type.
+fn parse_name<T: serde::de::DeserializeOwned>(column: &'static str, value: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|_| {
+        Error::Corrupt {
+            column,
+            value: value.to_owned(),
+        }
+    })
+}
+
+/// `$start, $start+1, …` for `n` values of an `in (…)` list.
+fn placeholders(start: usize, n: usize) -> String {
+    (start..start + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Escapes `%`, `_` and `\` for a `like … escape '\'` substring pattern.

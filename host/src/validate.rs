@@ -1,21 +1,23 @@
 //! Field rules shared by every module. A rule either passes or names the
 //! field and what it breaks, which the API turns into a 422.
 
+use std::borrow::Cow;
+
 /// A field that breaks a rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct Invalid {
-    /// The field's name in the request.
-    pub field: &'static str,
+    /// The field's name in the request, e.g. `name` or `params.version`.
+    pub field: Cow<'static, str>,
     /// What is wrong, phrased to follow the field name.
     pub message: String,
 }
 
 impl Invalid {
     /// `field` breaks a rule described by `message`.
-    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
-            field,
+            field: field.into(),
             message: message.into(),
         }
     }

@@ -94,6 +94,24 @@ impl Fleet {
         }
     }
 
+    /// A new private key (OpenSSH format) that no host trusts.
+    #[must_use]
+    pub fn stranger_key(&self) -> String {
+        let path = self.dir.path().join(format!(
+            "stranger_{}",
+            FLEETS.fetch_add(1, Ordering::Relaxed)
+        ));
+        keygen(&path, "stranger");
+        std::fs::read_to_string(&path).expect("reading the key")
+    }
+
+    /// The address of a host in this fleet's block where nothing listens.
+    #[must_use]
+    pub fn vacant_address(&self) -> Ipv4Addr {
+        let [a, b, c, _] = self.hosts[0].ip().octets();
+        Ipv4Addr::new(a, b, c, 251)
+    }
+
     /// The private key file every host trusts.
     #[must_use]
     pub fn key_path(&self) -> PathBuf {

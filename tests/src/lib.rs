@@ -25,6 +25,7 @@ use std::{
 };
 
 use dcp::{AppState, Config, Store};
+use serde_json::Value;
 use sqlx::{Connection as _, Executor as _, PgConnection};
 use tempfile::TempDir;
 
@@ -429,4 +430,106 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
+}
+
+/// A running `dcp` with an API token: the REST API as a script would use it.
+#[derive(Debug)]
+pub struct Api {
+    /// The server.
+    pub server: Server,
+    /// A plain client (no cookies).
+    pub http: reqwest::Client,
+    /// The admin's API token.
+    pub token: String,
+}
+
+impl Api {
+    /// Starts a server with default options and makes a token.
+    pub async fn start() -> Self {
+        Self::start_with(&ServerOptions::default()).await
+    }
+
+    /// Starts a server with `options` and makes a token.
+    pub async fn start_with(options: &ServerOptions) -> Self {
+        let server = Server::start(options);
+        let password = options
+            .admin_password
+            .clone()
+            .or_else(|| server.printed_password.clone())
+            .expect("the first admin's password");
+        let token = server.api_token(&password).await;
+        Self {
+            server,
+            http: reqwest::Client::new(),
+            token,
+        }
+    }
+
+    /// Uploads a plugin component with its manifest.
+    pub async fn upload(&self, wasm: &[u8], manifest: &str) -> (u16, Value) {
+        use reqwest::multipart::{Form, Part};
+        let form = Form::new()
+            .part(
+                "component",
+                Part::bytes(wasm.to_vec()).file_name("plugin.wasm"),
+            )
+            .part(
+                "manifest",
+                Part::text(manifest.to_owned()).file_name("plugin.toml"),
+            );
+        let request = self.http.post(self.server.url("/api/v1/plugins"));
+        Self::answer(request.bearer_auth(&self.token).multipart(form)).await
+    }
+
+    /// `POST path` with a JSON body: the status and the body (`null` if none).
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        Self::answer(
+            self.http
+                .post(self.server.url(path))
+                .json(body)
+                .bearer_auth(&self.token),
+        )
+        .await
+    }
+
+    /// `PUT path` with a JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        Self::answer(
+            self.http
+                .put(self.server.url(path))
+                .json(body)
+                .bearer_auth(&self.token),
+        )
+        .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        Self::answer(
+            self.http
+                .delete(self.server.url(path))
+                .bearer_auth(&self.token),
+        )
+        .await
+    }
+
+    /// `GET path`, which must succeed: its JSON body.
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = Self::answer(
+            self.http
+                .get(self.server.url(path))
+                .bearer_auth(&self.token),
+        )
+        .await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+        let reply = request.send().await.unwrap();
+        (
+            reply.status().as_u16(),
+            reply.json().await.unwrap_or(Value::Null),
+        )
+    }
 }

@@ -8,77 +8,8 @@
 use std::time::Duration;
 
 use axum::{Json, Router, routing::get};
-use dcp_tests::{Server, ServerOptions, fixture_plugin, out_of_tree_plugin};
-use reqwest::multipart::{Form, Part};
+use dcp_tests::{Api, fixture_plugin, out_of_tree_plugin};
 use serde_json::{Value, json};
-
-struct Api {
-    server: Server,
-    http: reqwest::Client,
-    token: String,
-}
-
-impl Api {
-    async fn start() -> Self {
-        let server = Server::start(&ServerOptions::default());
-        let token = server
-            .api_token(&server.printed_password.clone().unwrap())
-            .await;
-        Self {
-            server,
-            http: reqwest::Client::new(),
-            token,
-        }
-    }
-
-    async fn upload(&self, wasm: &[u8], manifest: &str) -> (u16, Value) {
-        let form = Form::new()
-            .part(
-                "component",
-                Part::bytes(wasm.to_vec()).file_name("plugin.wasm"),
-            )
-            .part(
-                "manifest",
-                Part::text(manifest.to_owned()).file_name("plugin.toml"),
-            );
-        let reply = self
-            .http
-            .post(self.server.url("/api/v1/plugins"))
-            .bearer_auth(&self.token)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
-        (reply.status().as_u16(), reply.json().await.unwrap())
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let reply = self
-            .http
-            .post(self.server.url(path))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        (
-            reply.status().as_u16(),
-            reply.json().await.unwrap_or(Value::Null),
-        )
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(self.server.url(path))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
 
 /// An inventory endpoint on a loopback address of its own, answering after `delay`.
 async fn inventory(ip: &str, delay: Duration) -> String {

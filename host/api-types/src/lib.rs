@@ -3,7 +3,11 @@
 //! The host serialises these and the web UI deserialises them, so the two can
 //! never disagree about a field name. Timestamps are RFC 3339 strings in UTC.
 
+mod remote;
+
 use serde::{Deserialize, Serialize};
+
+pub use remote::*;
 
 #[cfg(feature = "openapi")]
 use utoipa::{IntoParams, ToSchema};

@@ -10,7 +10,7 @@ use axum::{
 };
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
 
-use crate::{auth, plugins::registry, store, telemetry::RequestIds};
+use crate::{auth, plugins::registry, remote, store, telemetry::RequestIds};
 
 /// The result type of handlers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,6 +58,9 @@ pub enum Error {
     /// The plugin registry refused.
     #[error(transparent)]
     Registry(#[from] registry::Error),
+    /// The remote-commands module refused.
+    #[error(transparent)]
+    Remote(#[from] remote::Error),
 }
 
 impl Error {
@@ -92,11 +95,19 @@ impl Error {
             Self::Store(e) => return store_detail(e),
             Self::Registry(e) => match e {
                 registry::Error::Invalid(invalid) => {
-                    (ErrorCode::ValidationFailed, Some(invalid.field.to_owned()))
+                    (ErrorCode::ValidationFailed, Some(invalid.field.to_string()))
                 }
                 registry::Error::Conflict(_) => (ErrorCode::Conflict, None),
                 registry::Error::Store(e) => return store_detail(e),
                 registry::Error::Io(_) => (ErrorCode::Internal, None),
+            },
+            Self::Remote(e) => match e {
+                remote::Error::Invalid(invalid) => {
+                    (ErrorCode::ValidationFailed, Some(invalid.field.to_string()))
+                }
+                remote::Error::Store(e) => return store_detail(e),
+                remote::Error::Conflict(_) => (ErrorCode::Conflict, None),
+                remote::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
             },
         };
         ErrorDetail {
@@ -114,9 +125,10 @@ fn store_detail(err: &store::Error) -> ErrorDetail {
         store::Error::Conflict { field, .. } => (ErrorCode::Conflict, Some((*field).to_owned())),
         store::Error::InUse { .. } => (ErrorCode::Conflict, None),
         store::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
-        store::Error::UnsupportedUrl(_) | store::Error::Migrate(_) | store::Error::Database(_) => {
-            (ErrorCode::Internal, None)
-        }
+        store::Error::UnsupportedUrl(_)
+        | store::Error::Migrate(_)
+        | store::Error::Database(_)
+        | store::Error::Corrupt { .. } => (ErrorCode::Internal, None),
     };
     ErrorDetail {
         code,

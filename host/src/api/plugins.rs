@@ -22,7 +22,7 @@ use super::{
 use crate::{
     auth::Principal,
     plugins::{
-        Capabilities, Limits, World,
+        Capabilities, World,
         registry::{self, MAX_COMPONENT_BYTES},
     },
     store::PluginVersionRecord,
@@ -280,10 +280,7 @@ async fn set_plugin_limits(
     Path(Id { id }): Path<Id>,
     Json(overrides): Json<PluginLimits>,
 ) -> Result<Json<PluginVersion>> {
-    Limits::default().with_overrides(&overrides)?;
-    let json = (overrides != PluginLimits::default())
-        .then(|| serde_json::to_string(&overrides).unwrap_or_default());
-    let record = state.store.set_plugin_limits(id, json.as_deref()).await?;
+    let record = state.plugins.set_limits(id, &overrides).await?;
     Ok(Json(to_api(&state, record)))
 }
 

@@ -54,6 +54,8 @@ pub struct Active {
     pub plugin: Arc<Plugin>,
     /// What it was granted.
     pub granted: Capabilities,
+    /// The limits of its calls (defaults with the operator's overrides).
+    pub limits: super::Limits,
 }
 
 /// The result of an upload.
@@ -130,6 +132,18 @@ impl Registry {
     #[must_use]
     pub fn active(&self, name: &str) -> Option<Active> {
         read(&self.active).get(name).cloned()
+    }
+
+    /// The active plugins of `world`, by name.
+    #[must_use]
+    pub fn active_in(&self, world: super::World) -> Vec<Active> {
+        let mut found: Vec<Active> = read(&self.active)
+            .values()
+            .filter(|a| a.plugin.world == world)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.plugin.name.cmp(&b.plugin.name));
+        found
     }
 
     /// The compiled plugin of a version, if it was compiled since start.
@@ -242,15 +256,7 @@ impl Registry {
         // Compile before switching, so a version that cannot load never becomes active.
         let plugin = self.plugin_of(&record).await?;
         let record = self.store.activate_plugin_version(id).await?;
-        let granted = granted(&record);
-        write(&self.active).insert(
-            record.name.clone(),
-            Active {
-                id: record.id,
-                plugin,
-                granted,
-            },
-        );
+        self.publish(&record, plugin);
         tracing::info!(plugin = %record.name, version = %record.version, "plugin version active");
         Ok(record)
     }
@@ -318,15 +324,38 @@ impl Registry {
 
     async fn load_active(&self, record: &PluginVersionRecord) -> Result<(), Error> {
         let plugin = self.plugin_of(record).await?;
+        self.publish(record, plugin);
+        Ok(())
+    }
+
+    /// Makes `record` the version calls to its plugin go to.
+    fn publish(&self, record: &PluginVersionRecord, plugin: Arc<Plugin>) {
         write(&self.active).insert(
             record.name.clone(),
             Active {
                 id: record.id,
                 plugin,
                 granted: granted(record),
+                limits: limits(record),
             },
         );
-        Ok(())
+    }
+
+    /// Sets a version's per-call limit overrides (unset fields use the
+    /// defaults); an active version's next calls use them.
+    pub async fn set_limits(
+        &self,
+        id: i64,
+        overrides: &dcp_api_types::PluginLimits,
+    ) -> Result<PluginVersionRecord, Error> {
+        super::Limits::default().with_overrides(overrides)?;
+        let json = (*overrides != dcp_api_types::PluginLimits::default())
+            .then(|| serde_json::to_string(overrides).unwrap_or_default());
+        let record = self.store.set_plugin_limits(id, json.as_deref()).await?;
+        if let Some(active) = self.active(&record.name).filter(|a| a.id == id) {
+            self.publish(&record, active.plugin);
+        }
+        Ok(record)
     }
 
     /// Tries a granted version with `config`, under its grants and limits:

@@ -94,12 +94,13 @@ impl Guest for ShellCommand {
         if module == "shell" {
             return Ok(outcome(session.exec(&params.script, None, timeout_ms)?));
         }
+        // The call id is a UUID, so the path needs no quoting.
         let path = format!("/tmp/dcp-{}.sh", command::context::call_id());
         session.put_file(&path, params.script.as_bytes(), 0o700)?;
-        let result = session.exec(&format!("bash {path}"), None, timeout_ms);
-        // Remove the script whatever happened; a failure to remove is not the run's failure.
-        let _ = session.exec(&format!("rm -f {path}"), None, 10_000);
-        Ok(outcome(result?))
+        // The wrapper removes the script however bash ends: normally, or
+        // killed with its process group on timeout or cancel (TERM).
+        let run = format!("trap 'rm -f {path}' EXIT; trap 'exit 143' TERM HUP INT; bash {path}");
+        Ok(outcome(session.exec(&run, None, timeout_ms)?))
     }
 }
 

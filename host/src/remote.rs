@@ -1,0 +1,973 @@
+//! Remote commands (OpenDCP's octans): commands with typed parameters,
+//! command groups, and executions that fan a command out over SSH.
+//!
+//! The rules live here, between the API and the store: what a valid
+//! command is, how `{{param}}` values are checked and shell-quoted, and how
+//! a command becomes steps run by remote-command plugins. `ssh` is the
+//! transport, `runner` fans an execution out under a fork limit.
+
+mod runner;
+pub mod ssh;
+mod template;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dcp_api_types::{
+    CommandGroupInput, CommandInput, CommandMode, Execution, ExecutionEvent, ExecutionHost,
+    ExecutionInput, ExecutionStep, ExecutionSummary, HostInput, ModuleEntry, ParamDef, ParamType,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    api::rfc3339,
+    plugins::{Registry, RemoteCommand as _, WasmPlugin, World},
+    store::{
+        self, CommandChange, CommandRecord, ExecutionRecord, GroupChange, GroupRecord, HostRecord,
+        NewExecution, NewHost, Store,
+    },
+    validate::{self, Invalid},
+};
+
+/// Longest command or group name.
+pub const NAME_MAX: usize = 64;
+/// Longest description.
+pub const DESCRIPTION_MAX: usize = 1024;
+/// Largest script, in bytes.
+pub const SCRIPT_MAX: usize = 64 << 10;
+/// Most parameters of one command.
+pub const PARAMS_MAX: usize = 50;
+/// Most commands in one group.
+pub const GROUP_MAX: usize = 100;
+/// Most hosts in one execution.
+pub const HOSTS_MAX: usize = 5000;
+/// Forks when an execution names none.
+pub const DEFAULT_FORKS: u32 = 50;
+/// Per-host time limit when an execution names none.
+pub const DEFAULT_TIMEOUT_SECS: u32 = 300;
+/// The longest per-host time limit.
+pub const MAX_TIMEOUT_SECS: u32 = 24 * 3600;
+/// The bundled plugin that runs `shell` and `longscript` commands.
+pub const SHELL_PLUGIN: &str = "shell-command";
+
+/// Why a remote-commands operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The operation does not fit the execution's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A plugin needed to run is not there.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A step as resolved when an execution starts: which plugin module runs
+/// with which arguments. Stored with the execution (credentials never are).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Step {
+    /// The command's name.
+    pub name: String,
+    /// The plugin.
+    pub plugin: String,
+    /// Its module.
+    pub module: String,
+    /// The module's arguments, placeholders filled.
+    pub args: Value,
+}
+
+/// The remote-commands service: checks, starts, tracks and cancels
+/// executions. One per DCP process.
+#[derive(Debug)]
+pub struct Remote {
+    store: Store,
+    plugins: Arc<Registry>,
+    transport: Arc<ssh::Transport>,
+    /// This process, as the owner of the executions it runs.
+    owner: String,
+    max_forks: u32,
+    live: Mutex<HashMap<i64, Live>>,
+}
+
+/// An execution this process runs.
+#[derive(Debug, Clone)]
+struct Live {
+    cancel: CancellationToken,
+    events: broadcast::Sender<ExecutionEvent>,
+}
+
+/// A parameter value as substituted into scripts.
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+impl Remote {
+    /// The service over `store`, running modules from `plugins` over
+    /// `transport`, with at most `max_forks` hosts at once per execution.
+    /// Ends executions whose DCP process died and keeps this process's
+    /// executions marked alive.
+    #[must_use]
+    pub fn new(
+        store: Store,
+        plugins: Arc<Registry>,
+        transport: Arc<ssh::Transport>,
+        max_forks: u32,
+    ) -> Arc<Self> {
+        let remote = Arc::new(Self {
+            store,
+            plugins,
+            transport,
+            owner: uuid::Uuid::now_v7().to_string(),
+            max_forks,
+            live: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(runner::keep_alive(Arc::downgrade(&remote)));
+        remote
+    }
+
+    /// The SSH transport.
+    #[must_use]
+    pub fn transport(&self) -> &Arc<ssh::Transport> {
+        &self.transport
+    }
+
+    /// Every module of the active remote-command plugins.
+    pub async fn modules(&self) -> Vec<ModuleEntry> {
+        let mut entries = Vec::new();
+        for active in self.plugins.active_in(World::RemoteCommand) {
+            let plugin = WasmPlugin::new(
+                active.plugin.clone(),
+                crate::plugins::Grants {
+                    limits: active.limits,
+                    ..Default::default()
+                },
+            );
+            match plugin.modules().await {
+                Ok(modules) => entries.extend(modules.into_iter().map(|m| ModuleEntry {
+                    plugin: active.plugin.name.to_string(),
+                    module: m.name,
+                    description: m.description,
+                    params_schema: m.params_schema,
+                })),
+                Err(e) => {
+                    tracing::warn!(plugin = %active.plugin.name, "listing modules failed: {e}")
+                }
+            }
+        }
+        entries
+    }
+
+    /// Finds the plugin module `name` names: `plugin/module`, a module name
+    /// only one plugin has, or a plugin with a single module.
+    async fn module(&self, field: &'static str, name: &str) -> Result<ModuleEntry, Invalid> {
+        let modules = self.modules().await;
+        let found: Vec<&ModuleEntry> = match name.split_once('/') {
+            Some((plugin, module)) => modules
+                .iter()
+                .filter(|m| m.plugin == plugin && m.module == module)
+                .collect(),
+            None => {
+                let by_module: Vec<_> = modules.iter().filter(|m| m.module == name).collect();
+                if by_module.is_empty() {
+                    let by_plugin: Vec<_> = modules.iter().filter(|m| m.plugin == name).collect();
+                    if by_plugin.len() == 1 {
+                        by_plugin
+                    } else {
+                        Vec::new()
+                    }
+                } else {
+                    by_module
+                }
+            }
+        };
+        match found.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Invalid::new(
+                field,
+                format!(
+                    "no remote-command module {name:?} is active (available: {})",
+                    if modules.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        modules
+                            .iter()
+                            .map(|m| format!("{}/{}", m.plugin, m.module))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+            )),
+            many => Err(Invalid::new(
+                field,
+                format!(
+                    "{name:?} is ambiguous: name one of {}",
+                    many.iter()
+                        .map(|m| format!("{}/{}", m.plugin, m.module))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// Checks a command's fields: name, parameters, and a script whose
+    /// placeholders are all parameters; an `expert` script must name an
+    /// active module.
+    pub async fn command_change(&self, input: CommandInput) -> Result<CommandChange, Error> {
+        validate::identifier("name", &input.name, NAME_MAX)?;
+        validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
+        check_params(&input.params)?;
+        check_script(input.mode, &input.script, &input.params)?;
+        if input.mode == CommandMode::Expert {
+            let call = expert_call(&input.script)?;
+            self.module("script", &call.module).await?;
+        }
+        Ok(CommandChange {
+            name: input.name,
+            description: input.description,
+            mode: input.mode,
+            script: input.script,
+            params: serde_json::to_string(&input.params).unwrap_or_else(|_| "[]".to_owned()),
+        })
+    }
+
+    /// Checks a group's fields: its commands exist and agree on the
+    /// parameters they share.
+    pub async fn group_change(&self, input: CommandGroupInput) -> Result<GroupChange, Error> {
+        validate::identifier("name", &input.name, NAME_MAX)?;
+        validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
+        if input.command_ids.is_empty() {
+            return Err(Invalid::new("command_ids", "must name at least one command").into());
+        }
+        if input.command_ids.len() > GROUP_MAX {
+            return Err(Invalid::new(
+                "command_ids",
+                format!("may name at most {GROUP_MAX} commands"),
+            )
+            .into());
+        }
+        let commands = self.store.commands(&input.command_ids).await?;
+        let mut steps = Vec::with_capacity(input.command_ids.len());
+        for (i, id) in input.command_ids.iter().enumerate() {
+            let command = commands.get(id).ok_or_else(|| {
+                Invalid::new(
+                    format!("command_ids[{i}]"),
+                    format!("no command with id {id}"),
+                )
+            })?;
+            steps.push(command.clone());
+        }
+        group_params(&steps)?;
+        Ok(GroupChange {
+            name: input.name,
+            description: input.description,
+            command_ids: input.command_ids,
+        })
+    }
+
+    /// Starts an execution; the work runs in the background. Answers the
+    /// execution's id once every input is checked and the hosts are recorded.
+    pub async fn start(self: &Arc<Self>, input: ExecutionInput, user: &str) -> Result<i64, Error> {
+        let forks = input.forks.unwrap_or(DEFAULT_FORKS);
+        if forks == 0 || forks > self.max_forks {
+            return Err(Invalid::new(
+                "forks",
+                format!(
+                    "must be between 1 and {} (the server's max_forks)",
+                    self.max_forks
+                ),
+            )
+            .into());
+        }
+        let timeout_secs = input.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        if timeout_secs == 0 || timeout_secs > MAX_TIMEOUT_SECS {
+            return Err(Invalid::new(
+                "timeout_secs",
+                format!("must be between 1 and {MAX_TIMEOUT_SECS}"),
+            )
+            .into());
+        }
+        let (title, steps, params) = self.plan(&input).await?;
+        let targets = self.targets(&input)?;
+        let new = NewExecution {
+            title,
+            command_id: input.command_id,
+            group_id: input.group_id,
+            steps: serde_json::to_string(&steps).unwrap_or_default(),
+            params: serde_json::to_string(&params).unwrap_or_default(),
+            forks,
+            timeout_secs,
+            created_by: user.to_owned(),
+            owner: self.owner.clone(),
+            hosts: targets
+                .iter()
+                .map(|t| NewHost {
+                    address: t.endpoint.address.clone(),
+                    port: t.endpoint.port,
+                    user: t.endpoint.user.clone(),
+                })
+                .collect(),
+        };
+        let id = self.store.create_execution(&new).await?;
+        let live = Live {
+            cancel: CancellationToken::new(),
+            events: broadcast::channel(1024).0,
+        };
+        self.live_map().insert(id, live.clone());
+        let run = runner::Run {
+            id,
+            steps,
+            targets,
+            forks,
+            timeout: Duration::from_secs(u64::from(timeout_secs)),
+            cancel: live.cancel,
+            events: live.events,
+        };
+        tokio::spawn(runner::run(self.clone(), run));
+        Ok(id)
+    }
+
+    /// Cancels a running execution: every host not done ends `cancelled`
+    /// and its remote processes are killed.
+    pub async fn cancel(&self, id: i64) -> Result<(), Error> {
+        let execution = self.store.execution(id).await?;
+        if execution.state.is_final() {
+            return Err(Error::Conflict(format!(
+                "execution {id} already ended ({})",
+                execution.state.as_str()
+            )));
+        }
+        match self.live_map().get(&id) {
+            Some(live) => {
+                live.cancel.cancel();
+                Ok(())
+            }
+            // Run by another DCP process: it will see nothing; say so
+            // rather than pretend.
+            None => Err(Error::Unavailable(format!(
+                "execution {id} is run by another DCP replica; cancel it there"
+            ))),
+        }
+    }
+
+    /// Live events of an execution this process runs; `None` once it ended
+    /// (or when another replica runs it).
+    #[must_use]
+    pub fn subscribe(&self, id: i64) -> Option<broadcast::Receiver<ExecutionEvent>> {
+        self.live_map().get(&id).map(|l| l.events.subscribe())
+    }
+
+    fn live_map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Live>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What runs: the title, the steps with placeholders filled, and the
+    /// parameter values used.
+    async fn plan(
+        &self,
+        input: &ExecutionInput,
+    ) -> Result<(String, Vec<Step>, BTreeMap<String, Value>), Error> {
+        let chosen = [
+            input.command_id.is_some(),
+            input.group_id.is_some(),
+            input.command.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() != 1 {
+            return Err(Invalid::new(
+                "command_id",
+                "give exactly one of command_id, group_id and command",
+            )
+            .into());
+        }
+        if let Some(inline) = &input.command {
+            if inline.mode == CommandMode::Expert {
+                return Err(Invalid::new(
+                    "command.mode",
+                    "an inline command is shell or longscript; save an expert command first",
+                )
+                .into());
+            }
+            if inline.script.trim().is_empty() {
+                return Err(Invalid::new("command.script", "is required").into());
+            }
+            if !input.params.is_empty() {
+                return Err(Invalid::new(
+                    "params",
+                    "an inline command takes no parameters: its script runs as written",
+                )
+                .into());
+            }
+            let step = Step {
+                name: "ad-hoc".to_owned(),
+                plugin: SHELL_PLUGIN.to_owned(),
+                module: inline.mode.as_str().to_owned(),
+                args: serde_json::json!({ "script": inline.script }),
+            };
+            self.ensure_plugin(SHELL_PLUGIN)?;
+            return Ok((
+                format!("ad-hoc {}", inline.mode.as_str()),
+                vec![step],
+                BTreeMap::new(),
+            ));
+        }
+        let (title, commands) = if let Some(id) = input.command_id {
+            let command = self.store.command(id).await.map_err(|e| match e {
+                store::Error::NotFound { .. } => Error::from(Invalid::new(
+                    "command_id",
+                    format!("no command with id {id}"),
+                )),
+                other => other.into(),
+            })?;
+            (command.name.clone(), vec![command])
+        } else {
+            let id = input.group_id.unwrap_or_default();
+            let group: GroupRecord = self.store.group(id).await.map_err(|e| match e {
+                store::Error::NotFound { .. } => Error::from(Invalid::new(
+                    "group_id",
+                    format!("no command group with id {id}"),
+                )),
+                other => other.into(),
+            })?;
+            (group.name, group.steps)
+        };
+        let defs = union_params(&commands)?;
+        let values = param_values(&defs, &input.params)?;
+        let mut steps = Vec::with_capacity(commands.len());
+        for command in &commands {
+            steps.push(self.step(command, &values).await?);
+        }
+        Ok((title, steps, values))
+    }
+
+    /// One command as a plugin call, placeholders filled.
+    async fn step(
+        &self,
+        command: &CommandRecord,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<Step, Error> {
+        let (plugin, module, args) = match command.mode {
+            CommandMode::Shell | CommandMode::Longscript => {
+                self.ensure_plugin(SHELL_PLUGIN)?;
+                let script = template::render(&command.script, |name| {
+                    template::shell_quote(&values.get(name).map(text_of).unwrap_or_default())
+                });
+                (
+                    SHELL_PLUGIN.to_owned(),
+                    command.mode.as_str().to_owned(),
+                    serde_json::json!({ "script": script }),
+                )
+            }
+            CommandMode::Expert => {
+                let call = expert_call(&command.script)?;
+                let module = self.module("command_id", &call.module).await?;
+                let args = fill_json(call.args, values);
+                // The module checks its arguments before any host is touched.
+                if let Some(active) = self.plugins.active(&module.plugin) {
+                    let plugin = WasmPlugin::new(
+                        active.plugin.clone(),
+                        crate::plugins::Grants {
+                            limits: active.limits,
+                            ..Default::default()
+                        },
+                    );
+                    plugin
+                        .plan(&module.module, &args.to_string())
+                        .await
+                        .map_err(|e| {
+                            Invalid::new(
+                                "params",
+                                format!("{} refused the arguments: {e}", command.name),
+                            )
+                        })?;
+                }
+                (module.plugin, module.module, args)
+            }
+        };
+        Ok(Step {
+            name: command.name.clone(),
+            plugin,
+            module,
+            args,
+        })
+    }
+
+    fn ensure_plugin(&self, name: &str) -> Result<(), Error> {
+        if self.plugins.active(name).is_some() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "the {name} plugin is not active: check the plugin directory or the Plugins page"
+            )))
+        }
+    }
+
+    /// The hosts to run on, with their credentials.
+    fn targets(&self, input: &ExecutionInput) -> Result<Vec<ssh::Target>, Error> {
+        let _ = self;
+        let chosen = [
+            input.machine_ids.is_some(),
+            input.pool_id.is_some(),
+            input.hosts.is_some(),
+        ];
+        if chosen.iter().filter(|c| **c).count() != 1 {
+            return Err(Invalid::new(
+                "hosts",
+                "give exactly one of machine_ids, pool_id and hosts",
+            )
+            .into());
+        }
+        // Machines and pools arrive with their modules; until then no id
+        // names one.
+        if let Some(ids) = &input.machine_ids {
+            return Err(match ids.first() {
+                Some(id) => Invalid::new("machine_ids[0]", format!("no machine with id {id}")),
+                None => Invalid::new("machine_ids", "must name at least one machine"),
+            }
+            .into());
+        }
+        if let Some(id) = input.pool_id {
+            return Err(Invalid::new("pool_id", format!("no pool with id {id}")).into());
+        }
+        let hosts = input.hosts.as_deref().unwrap_or_default();
+        if hosts.is_empty() {
+            return Err(Invalid::new("hosts", "must name at least one host").into());
+        }
+        if hosts.len() > HOSTS_MAX {
+            return Err(
+                Invalid::new("hosts", format!("may name at most {HOSTS_MAX} hosts")).into(),
+            );
+        }
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| host_target(i, h))
+            .collect()
+    }
+}
+
+/// An execution's summary as the API shows it.
+#[must_use]
+pub fn summary_to_api(e: ExecutionRecord) -> ExecutionSummary {
+    ExecutionSummary {
+        id: e.id,
+        title: e.title,
+        state: e.state,
+        counts: e.counts,
+        command_id: e.command_id,
+        group_id: e.group_id,
+        forks: e.forks,
+        timeout_secs: e.timeout_secs,
+        created_by: e.created_by,
+        created_at: rfc3339(e.created_at),
+        finished_at: e.finished_at.map(rfc3339),
+    }
+}
+
+/// An execution with its hosts as the API shows it.
+#[must_use]
+pub fn execution_to_api(e: ExecutionRecord, hosts: Vec<HostRecord>) -> Execution {
+    let steps: Vec<Step> = serde_json::from_str(&e.steps).unwrap_or_default();
+    let params = serde_json::from_str(&e.params).unwrap_or_default();
+    Execution {
+        steps: steps
+            .into_iter()
+            .map(|s| ExecutionStep {
+                name: s.name,
+                plugin: s.plugin,
+                module: s.module,
+            })
+            .collect(),
+        params,
+        hosts: hosts.into_iter().map(host_to_api).collect(),
+        summary: summary_to_api(e),
+    }
+}
+
+/// A host of an execution as the API shows it.
+#[must_use]
+pub fn host_to_api(h: HostRecord) -> ExecutionHost {
+    ExecutionHost {
+        index: h.position,
+        address: h.address,
+        port: h.port,
+        user: h.user,
+        state: h.report.state,
+        exit_code: h.report.exit_code,
+        stdout: h.report.stdout,
+        stderr: h.report.stderr,
+        truncated: h.report.truncated,
+        message: h.report.message,
+        started_at: h.report.started_at.map(rfc3339),
+        finished_at: h.report.finished_at.map(rfc3339),
+    }
+}
+
+/// An ad-hoc host as a target, or why not.
+fn host_target(i: usize, host: &HostInput) -> Result<ssh::Target, Error> {
+    let field = |name: &str| format!("hosts[{i}].{name}");
+    let address = host.address.trim();
+    if address.is_empty() {
+        return Err(Invalid::new(field("address"), "is required").into());
+    }
+    if address.len() > 253
+        || !address
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
+    {
+        return Err(Invalid::new(field("address"), "is not an IP address or host name").into());
+    }
+    let port = host.port.unwrap_or(22);
+    if port == 0 {
+        return Err(Invalid::new(field("port"), "must be between 1 and 65535").into());
+    }
+    let user = host.user.clone().unwrap_or_else(|| "root".to_owned());
+    if user.is_empty()
+        || user.len() > 32
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    {
+        return Err(Invalid::new(field("user"), "is not a valid login name").into());
+    }
+    let credential = match (&host.private_key, &host.password) {
+        (Some(_), Some(_)) => {
+            return Err(Invalid::new(
+                field("password"),
+                "give a private_key or a password, not both",
+            )
+            .into());
+        }
+        (Some(key), None) => ssh::Credential::parse_key(key)
+            .map_err(|reason| Invalid::new(field("private_key"), reason))?,
+        (None, Some(password)) => ssh::Credential::Password(password.as_str().into()),
+        (None, None) => ssh::Credential::Default,
+    };
+    Ok(ssh::Target {
+        endpoint: ssh::Endpoint {
+            address: address.to_owned(),
+            port,
+            user,
+        },
+        credential,
+    })
+}
+
+/// Checks parameter definitions: unique names, defaults of their type,
+/// choices only (and always) for enums.
+fn check_params(params: &[ParamDef]) -> Result<(), Invalid> {
+    if params.len() > PARAMS_MAX {
+        return Err(Invalid::new(
+            "params",
+            format!("at most {PARAMS_MAX} parameters"),
+        ));
+    }
+    for (i, def) in params.iter().enumerate() {
+        let field = |name: &str| format!("params[{i}].{name}");
+        let name = &def.name;
+        let starts_well = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+        if !starts_well
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(Invalid::new(
+                field("name"),
+                "must be 1–64 characters of a-z, 0-9 and _, starting with a letter",
+            ));
+        }
+        if params[..i].iter().any(|other| other.name == *name) {
+            return Err(Invalid::new(
+                field("name"),
+                format!("{name:?} is defined twice"),
+            ));
+        }
+        if def.description.chars().count() > DESCRIPTION_MAX {
+            return Err(Invalid::new(
+                field("description"),
+                format!("must be at most {DESCRIPTION_MAX} characters"),
+            ));
+        }
+        match def.kind {
+            ParamType::Enum if def.choices.is_empty() => {
+                return Err(Invalid::new(
+                    field("choices"),
+                    "an enum needs at least one choice",
+                ));
+            }
+            ParamType::Enum => {}
+            _ if !def.choices.is_empty() => {
+                return Err(Invalid::new(
+                    field("choices"),
+                    "only enum parameters have choices",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(default) = &def.default {
+            coerce(def, default).map_err(|reason| Invalid::new(field("default"), reason))?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a script: present, not too large, and every placeholder a parameter.
+fn check_script(mode: CommandMode, script: &str, params: &[ParamDef]) -> Result<(), Invalid> {
+    if script.trim().is_empty() {
+        return Err(Invalid::new("script", "is required"));
+    }
+    if script.len() > SCRIPT_MAX {
+        return Err(Invalid::new(
+            "script",
+            format!("must be at most {SCRIPT_MAX} bytes"),
+        ));
+    }
+    if mode == CommandMode::Shell && script.trim().contains('\n') {
+        return Err(Invalid::new(
+            "script",
+            "a shell command is one line; use longscript for a multi-line script",
+        ));
+    }
+    for (_, name) in template::placeholders(script) {
+        if !params.iter().any(|p| p.name == name) {
+            return Err(Invalid::new(
+                "script",
+                format!("unknown placeholder {{{{{name}}}}}: define a parameter {name:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `expert` module call.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpertCall {
+    module: String,
+    #[serde(default = "empty_object")]
+    args: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+fn expert_call(script: &str) -> Result<ExpertCall, Invalid> {
+    let call: ExpertCall = serde_json::from_str(script).map_err(|e| {
+        Invalid::new(
+            "script",
+            format!("an expert command is JSON {{\"module\": \"...\", \"args\": {{...}}}}: {e}"),
+        )
+    })?;
+    if call.module.trim().is_empty() {
+        return Err(Invalid::new("script", "module is required"));
+    }
+    if !call.args.is_object() {
+        return Err(Invalid::new("script", "args must be a JSON object"));
+    }
+    Ok(call)
+}
+
+/// Fills placeholders in a module's arguments: a string that is exactly one
+/// placeholder takes the value with its type; others get the value as text.
+fn fill_json(value: Value, values: &BTreeMap<String, Value>) -> Value {
+    match value {
+        Value::String(s) => {
+            let found = template::placeholders(&s);
+            if let [(range, name)] = found.as_slice()
+                && *range == (0..s.len())
+            {
+                return values.get(*name).cloned().unwrap_or(Value::Null);
+            }
+            Value::String(template::render(&s, |name| {
+                values.get(name).map(text_of).unwrap_or_default()
+            }))
+        }
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| fill_json(v, values)).collect())
+        }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, fill_json(v, values)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The parameters of a group: every command's, each name once; two
+/// commands defining one name differently is an error naming both.
+pub fn group_params(commands: &[CommandRecord]) -> Result<Vec<ParamDef>, Invalid> {
+    let mut union: Vec<(ParamDef, &str)> = Vec::new();
+    for command in commands {
+        for def in command_params(command) {
+            match union.iter().find(|(d, _)| d.name == def.name) {
+                Some((existing, owner))
+                    if existing.kind != def.kind || existing.choices != def.choices =>
+                {
+                    return Err(Invalid::new(
+                        "command_ids",
+                        format!(
+                            "parameter {:?} is a {} in {owner} but a {} in {}",
+                            def.name,
+                            existing.kind.as_str(),
+                            def.kind.as_str(),
+                            command.name
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => union.push((def, &command.name)),
+            }
+        }
+    }
+    Ok(union.into_iter().map(|(d, _)| d).collect())
+}
+
+fn union_params(commands: &[CommandRecord]) -> Result<Vec<ParamDef>, Invalid> {
+    group_params(commands).map_err(|e| Invalid::new("group_id", e.message))
+}
+
+/// A stored command's parameter definitions.
+#[must_use]
+pub fn command_params(command: &CommandRecord) -> Vec<ParamDef> {
+    serde_json::from_str(&command.params).unwrap_or_default()
+}
+
+/// The value of every parameter: given, else the default; unknown names,
+/// missing required values and values of the wrong type are errors naming
+/// `params.<name>`.
+fn param_values(
+    defs: &[ParamDef],
+    given: &BTreeMap<String, Value>,
+) -> Result<BTreeMap<String, Value>, Invalid> {
+    if let Some(unknown) = given.keys().find(|k| !defs.iter().any(|d| &d.name == *k)) {
+        return Err(Invalid::new(
+            format!("params.{unknown}"),
+            format!(
+                "is not a parameter (parameters: {})",
+                if defs.is_empty() {
+                    "none".to_owned()
+                } else {
+                    defs.iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+        ));
+    }
+    let mut values = BTreeMap::new();
+    for def in defs {
+        let field = format!("params.{}", def.name);
+        let value = match given
+            .get(&def.name)
+            .filter(|v| !v.is_null())
+            .or(def.default.as_ref())
+        {
+            Some(value) => coerce(def, value).map_err(|reason| Invalid::new(field, reason))?,
+            None if def.required => return Err(Invalid::new(field, "is required")),
+            None => Value::String(String::new()),
+        };
+        values.insert(def.name.clone(), value);
+    }
+    Ok(values)
+}
+
+/// `value` as a value of `def`'s type (numbers and booleans may come as
+/// text from forms), or why it is not one.
+fn coerce(def: &ParamDef, value: &Value) -> Result<Value, String> {
+    match (def.kind, value) {
+        (ParamType::String, Value::String(s)) => {
+            if s.contains('\0') {
+                Err("must not contain NUL characters".to_owned())
+            } else {
+                Ok(value.clone())
+            }
+        }
+        (ParamType::Integer, Value::Number(n)) if n.is_i64() => Ok(value.clone()),
+        (ParamType::Integer, Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("must be an integer, not {s:?}")),
+        (ParamType::Boolean, Value::Bool(_)) => Ok(value.clone()),
+        (ParamType::Boolean, Value::String(s)) if s == "true" || s == "false" => {
+            Ok(Value::Bool(s == "true"))
+        }
+        (ParamType::Enum, Value::String(s)) if def.choices.contains(s) => Ok(value.clone()),
+        (ParamType::Enum, _) => Err(format!("must be one of {}", def.choices.join(", "))),
+        (kind, other) => Err(format!("must be a {}, not {other}", kind.as_str())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, kind: ParamType) -> ParamDef {
+        ParamDef {
+            name: name.to_owned(),
+            kind,
+            required: true,
+            ..ParamDef::default()
+        }
+    }
+
+    #[test]
+    fn unknown_placeholders_are_named() {
+        let err = check_script(CommandMode::Shell, "echo {{who}}", &[]).unwrap_err();
+        assert_eq!(err.field, "script");
+        assert!(err.message.contains("{{who}}"), "{}", err.message);
+    }
+
+    #[test]
+    fn values_are_checked_against_their_types() {
+        let defs = [
+            def("port", ParamType::Integer),
+            def("on", ParamType::Boolean),
+        ];
+        let given = BTreeMap::from([
+            ("port".to_owned(), Value::from("80")),
+            ("on".to_owned(), Value::from("true")),
+        ]);
+        let values = param_values(&defs, &given).unwrap();
+        assert_eq!(values["port"], Value::from(80));
+        assert_eq!(values["on"], Value::Bool(true));
+
+        let given = BTreeMap::from([("port".to_owned(), Value::from("eighty"))]);
+        let err = param_values(&defs, &given).unwrap_err();
+        assert_eq!(err.field, "params.port");
+
+        let err = param_values(&defs[1..], &BTreeMap::new()).unwrap_err();
+        assert_eq!(
+            (err.field.as_ref(), err.message.as_str()),
+            ("params.on", "is required")
+        );
+    }
+
+    #[test]
+    fn whole_placeholders_keep_their_type_in_module_args() {
+        let values = BTreeMap::from([("n".to_owned(), Value::from(3))]);
+        let filled = fill_json(
+            serde_json::json!({"count": "{{n}}", "label": "x{{n}}"}),
+            &values,
+        );
+        assert_eq!(filled, serde_json::json!({"count": 3, "label": "x3"}));
+    }
+}

@@ -1,0 +1,460 @@
+//! Runs an execution: every host under the fork limit, each step a
+//! sandboxed plugin call whose `ssh` import reaches only that host.
+
+use std::{
+    sync::{
+        Arc, Mutex, Weak,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use dcp_api_types::{ExecutionEvent, HostState};
+use time::OffsetDateTime;
+use tokio::{
+    sync::{Semaphore, broadcast},
+    task::JoinSet,
+    time::{Instant, timeout_at},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{Remote, SHELL_PLUGIN, Step, ssh};
+use crate::{
+    plugins::{
+        ErrorKind, ExecOutput, Failure, Grants, PluginError, RemoteCommand as _, SshChannel,
+        WasmPlugin,
+    },
+    store::{HostReport, overall_state},
+};
+
+/// How often a runner says its executions are alive.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Executions whose runner was silent this long are ended as abandoned.
+const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+/// How long a cancelled or timed-out plugin call has to wind down (its
+/// kill takes the transport's grace) before it is dropped.
+const WIND_DOWN: Duration = Duration::from_secs(5);
+
+/// One execution to run.
+pub(super) struct Run {
+    pub(super) id: i64,
+    pub(super) steps: Vec<Step>,
+    pub(super) targets: Vec<ssh::Target>,
+    pub(super) forks: u32,
+    pub(super) timeout: Duration,
+    pub(super) cancel: CancellationToken,
+    pub(super) events: broadcast::Sender<ExecutionEvent>,
+}
+
+/// Runs `run` to its end and records everything on the way.
+pub(super) async fn run(remote: Arc<Remote>, run: Run) {
+    let id = run.id;
+    if let Err(e) = remote
+        .store
+        .set_execution_state(id, dcp_api_types::ExecutionState::Running)
+        .await
+    {
+        tracing::error!(execution = id, "recording the start failed: {e}");
+    }
+    remote.announce_execution(id, &run.events).await;
+    let forks = Arc::new(Semaphore::new(usize::try_from(run.forks).unwrap_or(1)));
+    let steps = Arc::new(run.steps);
+    let mut hosts = JoinSet::new();
+    for (index, target) in run.targets.into_iter().enumerate() {
+        let host = Host {
+            remote: remote.clone(),
+            execution: id,
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            target,
+            steps: steps.clone(),
+            timeout: run.timeout,
+            cancel: run.cancel.clone(),
+            events: run.events.clone(),
+        };
+        let forks = forks.clone();
+        hosts.spawn(async move {
+            let permit = tokio::select! {
+                permit = forks.acquire_owned() => permit.ok(),
+                () = host.cancel.cancelled() => None,
+            };
+            let report = match permit {
+                Some(_permit) => host.run().await,
+                None => host.ended(HostState::Cancelled, None, "cancelled before it started"),
+            };
+            host.record(&report).await;
+        });
+    }
+    while hosts.join_next().await.is_some() {}
+    let counts = match remote.store.execution(id).await {
+        Ok(execution) => execution.counts,
+        Err(e) => {
+            tracing::error!(execution = id, "reading the result failed: {e}");
+            return;
+        }
+    };
+    let state = overall_state(&counts, run.cancel.is_cancelled());
+    if let Err(e) = remote.store.set_execution_state(id, state).await {
+        tracing::error!(execution = id, "recording the end failed: {e}");
+    }
+    remote.live_map().remove(&id);
+    remote.announce_execution(id, &run.events).await;
+    tracing::info!(
+        execution = id,
+        state = state.as_str(),
+        ok = counts.ok,
+        total = counts.total,
+        "execution ended"
+    );
+}
+
+impl Remote {
+    async fn announce_execution(&self, id: i64, events: &broadcast::Sender<ExecutionEvent>) {
+        if let Ok(execution) = self.store.execution(id).await {
+            let _ = events.send(ExecutionEvent::Execution(super::summary_to_api(execution)));
+        }
+    }
+}
+
+/// One host of an execution.
+struct Host {
+    remote: Arc<Remote>,
+    execution: i64,
+    index: u32,
+    target: ssh::Target,
+    steps: Arc<Vec<Step>>,
+    timeout: Duration,
+    cancel: CancellationToken,
+    events: broadcast::Sender<ExecutionEvent>,
+}
+
+impl Host {
+    /// Runs every step in order, stopping at the first that fails.
+    async fn run(&self) -> HostReport {
+        let started = OffsetDateTime::now_utc();
+        let deadline = Instant::now() + self.timeout;
+        let mut report = HostReport {
+            state: HostState::Running,
+            started_at: Some(started),
+            ..HostReport::pending()
+        };
+        self.record(&report).await;
+        let channel = Arc::new(Channel {
+            transport: self.remote.transport.clone(),
+            target: self.target.clone(),
+            id: target_id(self.index),
+            deadline,
+            cancel: self.cancel.clone(),
+            failure: Mutex::new(None),
+            truncated: AtomicBool::new(false),
+        });
+        for (n, step) in self.steps.iter().enumerate() {
+            let result = self.step(step, &channel, deadline).await;
+            let (state, message) = classify(&channel, &self.cancel, &result, self.timeout);
+            if let Ok(out) = &result {
+                report.stdout.push_str(&out.stdout);
+                report.stderr.push_str(&out.stderr);
+                report.exit_code = Some(out.exit_code);
+            }
+            report.truncated |= channel.truncated();
+            if state != HostState::Ok {
+                report.state = state;
+                report.message = if self.steps.len() > 1 {
+                    format!("step {} ({}): {message}", n + 1, step.name)
+                } else {
+                    message
+                };
+                report.finished_at = Some(OffsetDateTime::now_utc());
+                return report;
+            }
+        }
+        report.state = HostState::Ok;
+        report.finished_at = Some(OffsetDateTime::now_utc());
+        report
+    }
+
+    /// One plugin call, bounded by the host's deadline and the cancel.
+    async fn step(
+        &self,
+        step: &Step,
+        channel: &Arc<Channel>,
+        deadline: Instant,
+    ) -> Result<crate::plugins::Outcome, Failure> {
+        let Some(active) = self.remote.plugins.active(&step.plugin) else {
+            return Err(Failure::Host(format!(
+                "plugin {} is no longer active",
+                step.plugin
+            )));
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let mut args = step.args.clone();
+        if step.plugin == SHELL_PLUGIN {
+            args["timeout_secs"] = remaining.as_secs().max(1).into();
+        }
+        let mut limits = active.limits;
+        // The call may last as long as the host may; the channel ends its
+        // commands at the deadline, this margin lets it report that.
+        limits.timeout = limits.timeout.max(remaining + WIND_DOWN);
+        let plugin = WasmPlugin::new(
+            active.plugin.clone(),
+            Grants {
+                targets: vec![channel.id.clone()],
+                ssh: Some(channel.clone()),
+                limits,
+                ..Grants::default()
+            },
+        );
+        let args = args.to_string();
+        let call = async {
+            plugin
+                .run(&step.module, &channel.id, &args)
+                .await
+                .map_err(|e| e.failure)
+        };
+        tokio::pin!(call);
+        tokio::select! {
+            result = timeout_at(deadline + WIND_DOWN, &mut call) => {
+                result.unwrap_or(Err(Failure::Timeout(self.timeout)))
+            }
+            () = self.cancel.cancelled() => {
+                // The channel kills the remote command; give it the time to.
+                timeout_at(Instant::now() + WIND_DOWN, &mut call)
+                    .await
+                    .unwrap_or(Err(Failure::Host("cancelled".to_owned())))
+            }
+        }
+    }
+
+    fn ended(&self, state: HostState, exit_code: Option<i32>, message: &str) -> HostReport {
+        let _ = self;
+        HostReport {
+            state,
+            exit_code,
+            message: message.to_owned(),
+            finished_at: Some(OffsetDateTime::now_utc()),
+            ..HostReport::pending()
+        }
+    }
+
+    /// Stores the host's report and tells the listeners.
+    async fn record(&self, report: &HostReport) {
+        if let Err(e) = self
+            .remote
+            .store
+            .report_host(self.execution, self.index, report)
+            .await
+        {
+            tracing::error!(
+                execution = self.execution,
+                host = self.index,
+                "recording a host failed: {e}"
+            );
+        }
+        let record = crate::store::HostRecord {
+            position: self.index,
+            address: self.target.endpoint.address.clone(),
+            port: self.target.endpoint.port,
+            user: self.target.endpoint.user.clone(),
+            report: report.clone(),
+        };
+        let _ = self
+            .events
+            .send(ExecutionEvent::Host(super::host_to_api(record)));
+    }
+}
+
+/// The id a plugin call knows its host by.
+fn target_id(index: u32) -> String {
+    format!("host-{index}")
+}
+
+/// What a step's result means for the host. The channel's own record of
+/// what went wrong on the wire wins over what the plugin made of it, so a
+/// module cannot turn an unreachable host into a failed command or back.
+fn classify(
+    channel: &Channel,
+    cancel: &CancellationToken,
+    result: &Result<crate::plugins::Outcome, Failure>,
+    timeout: Duration,
+) -> (HostState, String) {
+    if cancel.is_cancelled() {
+        return (
+            HostState::Cancelled,
+            "cancelled by a user; its processes were killed".to_owned(),
+        );
+    }
+    if let Some(failure) = channel.failure() {
+        let state = match failure {
+            Wire::Timeout => HostState::TimedOut,
+            Wire::Unreachable(_) => HostState::Unreachable,
+            Wire::Other(_) => HostState::Failed,
+        };
+        let message = match failure {
+            Wire::Timeout => format!(
+                "timed out after {} s; its processes were killed",
+                timeout.as_secs()
+            ),
+            Wire::Unreachable(m) | Wire::Other(m) => m,
+        };
+        return (state, message);
+    }
+    match result {
+        Ok(outcome) if outcome.exit_code == 0 => (HostState::Ok, String::new()),
+        Ok(outcome) if outcome.exit_code < 0 => (
+            HostState::Failed,
+            "the command was killed by a signal".to_owned(),
+        ),
+        Ok(outcome) => (
+            HostState::Failed,
+            format!("exited with status {}", outcome.exit_code),
+        ),
+        Err(Failure::Timeout(_)) => (
+            HostState::TimedOut,
+            format!("timed out after {} s", timeout.as_secs()),
+        ),
+        Err(failure) => (HostState::Failed, failure.to_string()),
+    }
+}
+
+/// What went wrong on the wire, as the channel saw it.
+#[derive(Debug, Clone)]
+enum Wire {
+    Timeout,
+    Unreachable(String),
+    Other(String),
+}
+
+/// The `ssh` import of one host's plugin calls: only that host, only
+/// until its deadline, killed on cancel.
+#[derive(Debug)]
+struct Channel {
+    transport: Arc<ssh::Transport>,
+    target: ssh::Target,
+    id: String,
+    deadline: Instant,
+    cancel: CancellationToken,
+    failure: Mutex<Option<Wire>>,
+    truncated: AtomicBool,
+}
+
+impl Channel {
+    fn failure(&self) -> Option<Wire> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn truncated(&self) -> bool {
+        self.truncated.load(Ordering::Relaxed)
+    }
+
+    /// Keeps the first wire failure and turns it into the plugin's error.
+    fn fail(&self, err: &ssh::Error) -> PluginError {
+        let (wire, kind) = match &err {
+            ssh::Error::Timeout(_) => (Wire::Timeout, ErrorKind::Timeout),
+            ssh::Error::Unreachable { .. } => {
+                (Wire::Unreachable(err.to_string()), ErrorKind::Unavailable)
+            }
+            ssh::Error::AuthFailed { .. } | ssh::Error::HostKeyChanged { .. } => {
+                (Wire::Other(err.to_string()), ErrorKind::Unauthorized)
+            }
+            ssh::Error::NoCredential(_) => (Wire::Other(err.to_string()), ErrorKind::InvalidInput),
+            _ => (Wire::Other(err.to_string()), ErrorKind::Unavailable),
+        };
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        if failure.is_none() && !matches!(err, ssh::Error::Cancelled) {
+            *failure = Some(wire);
+        }
+        PluginError {
+            kind,
+            message: err.to_string(),
+            provider_code: None,
+            request_id: None,
+            retryable: false,
+        }
+    }
+
+    fn check(&self, target: &str) -> Result<Duration, PluginError> {
+        if target != self.id {
+            return Err(self.fail(&ssh::Error::Session {
+                host: target.to_owned(),
+                reason: "not a target of this call".to_owned(),
+            }));
+        }
+        Ok(self.deadline.saturating_duration_since(Instant::now()))
+    }
+}
+
+#[async_trait]
+impl SshChannel for Channel {
+    async fn exec(
+        &self,
+        target: &str,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<ExecOutput, PluginError> {
+        let remaining = self.check(target)?;
+        let out = self
+            .transport
+            .exec(
+                &self.target,
+                command,
+                stdin,
+                timeout.min(remaining),
+                max_output,
+                &self.cancel,
+            )
+            .await
+            .map_err(|e| self.fail(&e))?;
+        self.truncated.fetch_or(out.truncated, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    async fn put_file(
+        &self,
+        target: &str,
+        path: &str,
+        content: Vec<u8>,
+        mode: u32,
+    ) -> Result<(), PluginError> {
+        self.check(target)?;
+        self.transport
+            .put_file(&self.target, path, content, mode, &self.cancel)
+            .await
+            .map_err(|e| self.fail(&e))
+    }
+}
+
+/// Marks the executions of `remote` alive, and ends executions whose
+/// process stopped marking (it died), until `remote` is dropped.
+pub(super) async fn keep_alive(remote: Weak<Remote>) {
+    loop {
+        {
+            let Some(remote) = remote.upgrade() else {
+                return;
+            };
+            if let Err(e) = remote.store.heartbeat_executions(&remote.owner).await {
+                tracing::warn!("marking executions alive failed: {e}");
+            }
+            let before = OffsetDateTime::now_utc() - ABANDONED_AFTER;
+            match remote
+                .store
+                .end_abandoned_executions(
+                    before,
+                    "DCP stopped while this host ran; what happened on the host is unknown",
+                )
+                .await
+            {
+                Ok(ended) if !ended.is_empty() => {
+                    tracing::warn!(?ended, "ended executions abandoned by a stopped DCP");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("ending abandoned executions failed: {e}"),
+            }
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}

@@ -1,0 +1,349 @@
+//! Remote commands end to end: a real `dcp` fans commands out over SSH to a
+//! fleet of real `sshd` hosts on loopback addresses.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use dcp_tests::{Api, fixture_plugin, fleet::Fleet};
+use serde_json::{Value, json};
+
+/// Polls an execution until it ends; panics after `limit`.
+async fn finished(api: &Api, id: i64, limit: Duration) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let execution = api.get(&format!("/api/v1/executions/{id}")).await;
+        let state = execution["state"].as_str().unwrap().to_owned();
+        if !matches!(state.as_str(), "pending" | "running") {
+            return execution;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {state} after {limit:?}: {execution}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn host(address: std::net::Ipv4Addr, key: &str) -> Value {
+    json!({"address": address.to_string(), "port": 22, "user": "root", "private_key": key})
+}
+
+fn hosts(fleet: &Fleet) -> Vec<Value> {
+    fleet
+        .hosts
+        .iter()
+        .map(|h| host(h.ip(), &fleet.private_key))
+        .collect()
+}
+
+async fn start(api: &Api, body: &Value) -> i64 {
+    let (status, created) = api.post("/api/v1/executions", body).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_i64().unwrap()
+}
+
+/// Whether a process whose command line is exactly `command` runs on host
+/// `i` (asked over OpenSSH, not DCP's channel).
+fn running(fleet: &Fleet, i: usize, command: &str) -> bool {
+    let out = fleet.ssh(i, &format!("pgrep -f '^{command}$' || true"));
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fan_out_reports_each_host_and_takes_the_timeout_not_the_sum() {
+    let fleet = Fleet::start(19);
+    let api = Api::start().await;
+    let sleeper = fleet.hosts[18].ip();
+    let mut targets = hosts(&fleet);
+    // Host 17 is given a key it does not trust; one address has no sshd.
+    targets[17] = host(fleet.hosts[17].ip(), &fleet.stranger_key());
+    targets.push(host(fleet.vacant_address(), &fleet.private_key));
+    // sshd tells the command which address it was reached on.
+    let script = format!(
+        "set -- $SSH_CONNECTION; if [ \"$3\" = {sleeper} ]; then sleep 6007; else echo \"hello from $3\"; fi"
+    );
+    let began = Instant::now();
+    let id = start(
+        &api,
+        &json!({"command": {"mode": "shell", "script": script}, "hosts": targets, "timeout_secs": 5}),
+    )
+    .await;
+    let execution = finished(&api, id, Duration::from_secs(60)).await;
+    let took = began.elapsed();
+
+    assert_eq!(execution["state"], "partially_failed", "{execution}");
+    let hosts = execution["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 20);
+    for (i, h) in hosts.iter().enumerate().take(17) {
+        assert_eq!(h["state"], "ok", "host {i}: {h}");
+        assert_eq!(h["exit_code"], 0);
+        let ip = fleet.hosts[i].ip();
+        assert_eq!(h["stdout"], format!("hello from {ip}\n"), "{h}");
+    }
+    assert_eq!(hosts[17]["state"], "failed", "{}", hosts[17]);
+    assert!(
+        hosts[17]["message"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed"),
+        "{}",
+        hosts[17]
+    );
+    assert_eq!(hosts[18]["state"], "timed_out", "{}", hosts[18]);
+    assert_eq!(hosts[19]["state"], "unreachable", "{}", hosts[19]);
+    let counts = &execution["counts"];
+    assert_eq!(
+        (
+            counts["ok"].as_u64(),
+            counts["failed"].as_u64(),
+            counts["timed_out"].as_u64(),
+            counts["unreachable"].as_u64()
+        ),
+        (Some(17), Some(1), Some(1), Some(1))
+    );
+    // In parallel: the 5 s timeout plus the kill's grace, not 20 hosts in a row.
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+    // The timed-out command was killed on its host.
+    assert!(!running(&fleet, 18, "sleep 6007"), "sleep 6007 still runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_kills_every_remote_process_within_two_seconds() {
+    let fleet = Fleet::start(6);
+    let api = Api::start().await;
+    let id = start(
+        &api,
+        &json!({"command": {"mode": "longscript", "script": "echo started\nsleep 3011\necho never"},
+                "hosts": hosts(&fleet), "timeout_secs": 60}),
+    )
+    .await;
+    // Wait until every host runs the script.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(0..fleet.hosts.len()).all(|i| running(&fleet, i, "sleep 3011")) {
+        assert!(
+            Instant::now() < deadline,
+            "the script did not start everywhere"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cancelled_at = Instant::now();
+    let (status, body) = api
+        .post(&format!("/api/v1/executions/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let execution = finished(&api, id, Duration::from_secs(10)).await;
+    assert!(
+        cancelled_at.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        cancelled_at.elapsed()
+    );
+    assert_eq!(execution["state"], "cancelled");
+    for h in execution["hosts"].as_array().unwrap() {
+        assert_eq!(h["state"], "cancelled", "{h}");
+    }
+    for i in 0..fleet.hosts.len() {
+        assert!(
+            !running(&fleet, i, "sleep 3011"),
+            "host {i} still runs the script"
+        );
+    }
+    // The wrapper removed the uploaded scripts even though bash was killed.
+    let left = fleet.ssh(0, "grep -l 'sleep 3011' /tmp/dcp-*.sh 2>/dev/null | wc -l");
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "0");
+    // Cancelling again is a conflict, not a second cancel.
+    let (status, _) = api
+        .post(&format!("/api/v1/executions/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_parameter_values_stay_literal_and_template_errors_name_the_param() {
+    let fleet = Fleet::start(1);
+    let api = Api::start().await;
+    let canary = format!("/tmp/dcp-canary-{}", std::process::id());
+
+    // An unknown placeholder is refused when saved.
+    let (status, err) = api
+        .post(
+            "/api/v1/commands",
+            &json!({"name": "bad", "mode": "shell", "script": "echo {{who}}"}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("script")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("{{who}}")
+    );
+
+    let (status, command) = api
+        .post(
+            "/api/v1/commands",
+            &json!({"name": "echo-value", "mode": "shell",
+            "script": "printf '%s|%s' {{value}} {{count}}",
+            "params": [
+                {"name": "value", "type": "string", "required": true},
+                {"name": "count", "type": "integer", "default": 1}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{command}");
+    let command_id = command["id"].as_i64().unwrap();
+    let run = |params: Value| {
+        json!({"command_id": command_id, "params": params,
+               "hosts": [host(fleet.hosts[0].ip(), &fleet.private_key)]})
+    };
+
+    // Missing, unknown and mistyped values are 422s naming the parameter.
+    for (params, field) in [
+        (json!({}), "params.value"),
+        (json!({"value": "x", "bogus": 1}), "params.bogus"),
+        (json!({"value": "x", "count": "many"}), "params.count"),
+    ] {
+        let (status, err) = api.post("/api/v1/executions", &run(params.clone())).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{params}: {err}"
+        );
+    }
+
+    for hostile in [
+        format!("'; touch {canary}; echo '"),
+        format!("$(touch {canary})"),
+        format!("`touch {canary}`"),
+        format!("a b \"c\" ; touch {canary} && echo \\n"),
+        format!("line1\nline2; touch {canary}"),
+        "{{value}} $HOME *".to_owned(),
+    ] {
+        let id = start(&api, &run(json!({"value": hostile, "count": "7"}))).await;
+        let execution = finished(&api, id, Duration::from_secs(30)).await;
+        let host = &execution["hosts"][0];
+        assert_eq!(host["state"], "ok", "{hostile:?}: {host}");
+        assert_eq!(host["stdout"], format!("{hostile}|7"), "{hostile:?}");
+        assert!(
+            !std::path::Path::new(&canary).exists(),
+            "{hostile:?} ran on the host"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_run_in_order_and_expert_commands_run_uploaded_modules() {
+    let fleet = Fleet::start(2);
+    let api = Api::start().await;
+    let path = format!("/tmp/dcp-module-{}", std::process::id());
+
+    // Naming a module nobody provides is refused.
+    let expert = |module: &str| {
+        json!({"name": "write-motd", "mode": "expert",
+               "script": json!({"module": module, "args": {"path": path, "content": "{{motd}}"}}).to_string(),
+               "params": [{"name": "motd", "type": "string", "required": true}]})
+    };
+    let (status, err) = api.post("/api/v1/commands", &expert("write-file")).await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("script")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("write-file")
+    );
+
+    // Upload the module, approve and activate it: no restart.
+    let (status, upload) = api
+        .upload(
+            &fixture_plugin("file-module"),
+            include_str!("../fixtures/file-module/plugin.toml"),
+        )
+        .await;
+    assert_eq!(status, 201, "{upload}");
+    let plugin = upload["plugin"]["id"].as_i64().unwrap();
+    for step in ["approve", "activate"] {
+        let (status, body) = api
+            .post(&format!("/api/v1/plugins/{plugin}/{step}"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{step}: {body}");
+    }
+    let modules = api.get("/api/v1/modules").await;
+    assert!(
+        modules
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["module"] == "write-file"),
+        "{modules}"
+    );
+
+    let (status, write) = api.post("/api/v1/commands", &expert("write-file")).await;
+    assert_eq!(status, 201, "{write}");
+    let (_, check) = api
+        .post(
+            "/api/v1/commands",
+            &json!({"name": "check-motd", "mode": "longscript",
+                    "script": format!("set -e\ntest \"$(cat {path})\" = {{{{motd}}}}\nstat -c %a {path}\nrm -f {path}"),
+                    "params": [{"name": "motd", "type": "string", "required": true}]}),
+        )
+        .await;
+    let (status, group) = api
+        .post(
+            "/api/v1/command-groups",
+            &json!({"name": "motd", "command_ids": [write["id"], check["id"]]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{group}");
+    assert_eq!(group["params"].as_array().unwrap().len(), 1, "{group}");
+
+    // A command used by a group cannot be deleted.
+    let (status, err) = api
+        .delete(&format!("/api/v1/commands/{}", write["id"]))
+        .await;
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("motd"));
+
+    let id = start(
+        &api,
+        &json!({"group_id": group["id"], "params": {"motd": "it's a \"test\""}, "hosts": [
+            host(fleet.hosts[0].ip(), &fleet.private_key)
+        ]}),
+    )
+    .await;
+    let execution = finished(&api, id, Duration::from_secs(30)).await;
+    assert_eq!(execution["state"], "succeeded", "{execution}");
+    let steps: Vec<_> = execution["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["module"].clone())
+        .collect();
+    assert_eq!(steps, [json!("write-file"), json!("longscript")]);
+    assert_eq!(execution["hosts"][0]["stdout"], "it's a \"test\"644\n");
+
+    // A failing step stops the host there and says which step failed.
+    let id = start(
+        &api,
+        &json!({"group_id": group["id"], "params": {"motd": "x"}, "hosts": [
+            json!({"address": fleet.hosts[1].ip().to_string(), "private_key": fleet.private_key, "user": "nobody-here"})
+        ]}),
+    )
+    .await;
+    let execution = finished(&api, id, Duration::from_secs(30)).await;
+    assert_eq!(execution["state"], "failed", "{execution}");
+    assert!(
+        execution["hosts"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("step 1 (write-motd)"),
+        "{execution}"
+    );
+}
