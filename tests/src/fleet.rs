@@ -112,6 +112,34 @@ impl Fleet {
         Ipv4Addr::new(a, b, c, 251)
     }
 
+    /// Ends every connection to host `i` (as a reboot, a firewall or an
+    /// idle timeout would); the host keeps accepting new ones.
+    pub fn drop_connections(&self, i: usize) {
+        let _ = Command::new("pkill")
+            .args(["-P", &self.hosts[i].child.id().to_string()])
+            .status();
+    }
+
+    /// Gives host `i` a new host key and restarts its `sshd`: what a
+    /// rebuilt (or impersonated) server looks like to a client.
+    pub fn rekey(&mut self, i: usize) {
+        let addr = self.hosts[i].addr;
+        // A rebuilt server keeps no sessions.
+        self.drop_connections(i);
+        let _ = self.hosts[i].child.kill();
+        let _ = self.hosts[i].child.wait();
+        let host_key = self.dir.path().join(format!("host_{}", addr.ip()));
+        let _ = std::fs::remove_file(&host_key);
+        let _ = std::fs::remove_file(format!("{}.pub", host_key.display()));
+        let authorized = self.dir.path().join("authorized_keys");
+        self.hosts[i] = start_sshd(self.dir.path(), &authorized, addr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "sshd on {addr} did not restart");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The private key file every host trusts.
     #[must_use]
     pub fn key_path(&self) -> PathBuf {

@@ -347,3 +347,138 @@ async fn groups_run_in_order_and_expert_commands_run_uploaded_modules() {
         "{execution}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forks_limit_parallelism_output_is_capped_and_the_default_key_logs_in() {
+    let fleet = Fleet::start(6);
+    let api = Api::start_with(&dcp_tests::ServerOptions {
+        env: vec![(
+            "DCP_SSH_KEY_FILE".into(),
+            fleet.key_path().display().to_string(),
+        )],
+        ..Default::default()
+    })
+    .await;
+    // No private_key: DCP's configured key is used.
+    let targets: Vec<Value> = fleet
+        .hosts
+        .iter()
+        .map(|h| json!({"address": h.ip().to_string()}))
+        .collect();
+    let id = start(
+        &api,
+        &json!({"command": {"mode": "shell", "script": "sleep 1; head -c 3000000 /dev/zero | tr '\\0' x"},
+                "hosts": targets, "forks": 2}),
+    )
+    .await;
+
+    // The live stream starts with a snapshot and ends with the final state.
+    let events = api
+        .http
+        .get(api.server.url(&format!("/api/v1/executions/{id}/events")))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let stream = tokio::time::timeout(Duration::from_secs(60), events.text())
+        .await
+        .expect("the event stream ends with the execution")
+        .unwrap();
+    let names: Vec<&str> = stream
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(names.first(), Some(&"snapshot"), "{names:?}");
+    assert!(
+        names.iter().filter(|n| **n == "host").count() >= 6,
+        "{names:?}"
+    );
+    let last = stream
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("data: "))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(last).unwrap()["state"],
+        "succeeded"
+    );
+
+    let execution = api.get(&format!("/api/v1/executions/{id}")).await;
+    let hosts = execution["hosts"].as_array().unwrap();
+    for h in hosts {
+        assert_eq!(h["state"], "ok", "{h}");
+        assert_eq!(h["truncated"], true);
+        assert_eq!(h["stdout"].as_str().unwrap().len(), 1 << 20);
+    }
+    // Never more than two hosts at once: at every host's start, fewer than
+    // two others had started and not yet finished.
+    let span = |h: &Value, k: &str| {
+        time::OffsetDateTime::parse(
+            h[k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    for h in hosts {
+        let at = span(h, "started_at");
+        let overlapping = hosts
+            .iter()
+            .filter(|o| span(o, "started_at") <= at && at < span(o, "finished_at"))
+            .count();
+        assert!(overlapping <= 2, "{overlapping} hosts ran at once");
+    }
+    // Out of range forks are refused.
+    let (status, err) = api
+        .post(
+            "/api/v1/executions",
+            &json!({"command": {"script": "true"}, "hosts": [{"address": "127.20.0.1"}], "forks": 0}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("forks"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropped_connections_are_replaced_and_a_changed_host_key_is_refused_until_forgotten() {
+    let mut fleet = Fleet::start(1);
+    let api = Api::start().await;
+    let run = json!({"command": {"script": "echo hi"}, "hosts": hosts(&fleet)});
+    let first = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let keys = api.get("/api/v1/ssh/host-keys").await;
+    let trusted = keys["items"][0].clone();
+    assert_eq!(trusted["host"], format!("{}:22", fleet.hosts[0].ip()));
+    assert!(
+        trusted["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:")
+    );
+
+    // A pooled connection the host dropped is replaced, not reported.
+    fleet.drop_connections(0);
+    let again = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(again["state"], "succeeded", "{again}");
+
+    fleet.rekey(0);
+    let second = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(second["state"], "failed", "{second}");
+    let message = second["hosts"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("host key") && message.contains(&fleet.hosts[0].ip().to_string()),
+        "{message}"
+    );
+
+    let (status, _) = api
+        .delete(&format!(
+            "/api/v1/ssh/host-keys/{}",
+            trusted["host"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 204);
+    let third = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(third["state"], "succeeded", "{third}");
+}

@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dcp::store::{self, ClusterChange, ClusterQuery, Store, Window};
+use dcp::store::{
+    self, ClusterChange, ClusterQuery, CommandChange, GroupChange, HostKeyRecord, HostReport,
+    NewExecution, NewHost, Store, Window,
+};
+use dcp_api_types::{CommandMode, ExecutionState, HostState};
 use dcp_tests::Backend;
 use time::{Duration, OffsetDateTime};
 
@@ -29,6 +33,10 @@ on_both_backends!(
     sessions_expire_and_end,
     tokens_belong_to_their_user,
     usernames_are_unique,
+    groups_keep_their_commands_in_order_and_from_deletion,
+    executions_count_their_hosts_and_page_newest_first,
+    abandoned_executions_end_failed_not_lost,
+    host_keys_are_trusted_once,
 );
 
 fn change(name: &str, business_line: &str) -> ClusterChange {
@@ -251,4 +259,207 @@ async fn usernames_are_unique(backend: Backend) {
     let (user, hash) = store.user_credentials("ann").await.unwrap().unwrap();
     assert_eq!((user.username.as_str(), hash.as_str()), ("ann", "h"));
     assert_eq!(store.count_users().await.unwrap(), 1);
+}
+
+fn command(name: &str) -> CommandChange {
+    CommandChange {
+        name: name.into(),
+        description: String::new(),
+        mode: CommandMode::Shell,
+        script: format!("echo {name}"),
+        params: "[]".into(),
+    }
+}
+
+async fn groups_keep_their_commands_in_order_and_from_deletion(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let a = store.create_command(&command("a")).await.unwrap();
+    let b = store.create_command(&command("b")).await.unwrap();
+    let group = store
+        .create_group(&GroupChange {
+            name: "deploy".into(),
+            description: String::new(),
+            command_ids: vec![b.id, a.id, b.id],
+        })
+        .await
+        .unwrap();
+    let order: Vec<_> = group.steps.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(order, ["b", "a", "b"]);
+
+    let err = store.delete_command(a.id).await.unwrap_err();
+    assert!(
+        matches!(&err, store::Error::InUse { by, .. } if by == &["command group deploy"]),
+        "{err}"
+    );
+    // A group naming a missing command is refused whole.
+    let err = store
+        .update_group(
+            group.id,
+            &GroupChange {
+                name: "deploy".into(),
+                description: String::new(),
+                command_ids: vec![a.id, 999_999],
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, store::Error::NotFound { what: "command" }),
+        "{err}"
+    );
+    assert_eq!(store.group(group.id).await.unwrap().steps.len(), 3);
+
+    store.delete_group(group.id).await.unwrap();
+    store.delete_command(a.id).await.unwrap();
+    let (left, total) = store.list_commands(None, window(10, 0)).await.unwrap();
+    assert_eq!((left.len(), total), (1, 1));
+}
+
+fn execution(hosts: usize) -> NewExecution {
+    NewExecution {
+        title: "ad-hoc shell".into(),
+        command_id: None,
+        group_id: None,
+        steps: "[]".into(),
+        params: "{}".into(),
+        forks: 5,
+        timeout_secs: 60,
+        created_by: "admin".into(),
+        owner: "test".into(),
+        hosts: (0..hosts)
+            .map(|i| NewHost {
+                address: format!("127.20.0.{i}"),
+                port: 22,
+                user: "root".into(),
+            })
+            .collect(),
+    }
+}
+
+fn report(state: HostState, stdout: &str) -> HostReport {
+    HostReport {
+        state,
+        exit_code: Some(0),
+        stdout: stdout.into(),
+        finished_at: Some(OffsetDateTime::now_utc()),
+        ..HostReport::pending()
+    }
+}
+
+async fn executions_count_their_hosts_and_page_newest_first(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let first = store.create_execution(&execution(3)).await.unwrap();
+    let second = store.create_execution(&execution(1)).await.unwrap();
+    store
+        .report_host(first, 0, &report(HostState::Ok, "hi\n"))
+        .await
+        .unwrap();
+    store
+        .report_host(first, 2, &report(HostState::Unreachable, ""))
+        .await
+        .unwrap();
+    store
+        .set_execution_state(first, ExecutionState::Running)
+        .await
+        .unwrap();
+
+    let got = store.execution(first).await.unwrap();
+    assert_eq!(
+        (
+            got.counts.total,
+            got.counts.ok,
+            got.counts.pending,
+            got.counts.unreachable
+        ),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(got.state, ExecutionState::Running);
+    assert!(got.finished_at.is_none());
+    let hosts = store.execution_hosts(first).await.unwrap();
+    assert_eq!(hosts[0].report.stdout, "hi\n");
+    assert_eq!(hosts[1].report.state, HostState::Pending);
+
+    let (page, total) = store.list_executions(None, window(1, 0)).await.unwrap();
+    assert_eq!((page[0].id, total), (second, 2));
+    let (running, _) = store
+        .list_executions(Some(ExecutionState::Running), window(10, 0))
+        .await
+        .unwrap();
+    assert_eq!(running.iter().map(|e| e.id).collect::<Vec<_>>(), [first]);
+}
+
+async fn abandoned_executions_end_failed_not_lost(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let id = store.create_execution(&execution(2)).await.unwrap();
+    store
+        .report_host(id, 0, &report(HostState::Ok, ""))
+        .await
+        .unwrap();
+    // Alive recently: left alone.
+    let ended = store
+        .end_abandoned_executions(OffsetDateTime::now_utc() - Duration::minutes(1), "gone")
+        .await
+        .unwrap();
+    assert!(ended.is_empty());
+    let ended = store
+        .end_abandoned_executions(OffsetDateTime::now_utc() + Duration::seconds(1), "gone")
+        .await
+        .unwrap();
+    assert_eq!(ended, [id]);
+    let got = store.execution(id).await.unwrap();
+    assert_eq!(got.state, ExecutionState::PartiallyFailed);
+    assert!(got.finished_at.is_some());
+    let hosts = store.execution_hosts(id).await.unwrap();
+    assert_eq!(
+        (hosts[1].report.state, hosts[1].report.message.as_str()),
+        (HostState::Failed, "gone")
+    );
+}
+
+async fn host_keys_are_trusted_once(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let key = |fingerprint: &str| HostKeyRecord {
+        host: "127.20.0.1:22".into(),
+        algorithm: "ssh-ed25519".into(),
+        fingerprint: fingerprint.into(),
+        public_key: format!("ssh-ed25519 {fingerprint}"),
+        first_seen_at: OffsetDateTime::UNIX_EPOCH,
+        last_seen_at: OffsetDateTime::UNIX_EPOCH,
+    };
+    assert_eq!(
+        store
+            .trust_host_key(&key("SHA256:one"))
+            .await
+            .unwrap()
+            .fingerprint,
+        "SHA256:one"
+    );
+    // A different key later does not replace the trusted one.
+    assert_eq!(
+        store
+            .trust_host_key(&key("SHA256:two"))
+            .await
+            .unwrap()
+            .fingerprint,
+        "SHA256:one"
+    );
+    store.forget_host_key("127.20.0.1:22").await.unwrap();
+    assert_eq!(
+        store
+            .trust_host_key(&key("SHA256:two"))
+            .await
+            .unwrap()
+            .fingerprint,
+        "SHA256:two"
+    );
+    let (keys, total) = store.list_host_keys(window(10, 0)).await.unwrap();
+    assert_eq!((keys.len(), total), (1, 1));
+    assert!(matches!(
+        store.forget_host_key("127.9.9.9:22").await,
+        Err(store::Error::NotFound { .. })
+    ));
+}
+
+fn window(limit: u32, offset: u64) -> Window {
+    Window { limit, offset }
 }

@@ -19,7 +19,7 @@ use russh::{
     keys::{HashAlg, PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate},
 };
 use tokio::{
-    sync::{Mutex as AsyncMutex, Semaphore},
+    sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore},
     time::{Instant, sleep, sleep_until, timeout_at},
 };
 use tokio_util::sync::CancellationToken;
@@ -241,7 +241,7 @@ impl client::Handler for Checker {
 struct Connection {
     handle: Handle<Checker>,
     host: String,
-    sessions: Semaphore,
+    sessions: Arc<Semaphore>,
     users: AtomicUsize,
     last_used: Mutex<Instant>,
 }
@@ -331,21 +331,11 @@ impl Transport {
         cancel: &CancellationToken,
     ) -> Result<ExecOutput, Error> {
         let deadline = Instant::now() + timeout;
-        let lease = tokio::select! {
-            lease = timeout_at(deadline, self.lease(target)) => lease.map_err(|_| Error::Timeout(timeout))??,
+        let (lease, _session, mut channel) = tokio::select! {
+            open = timeout_at(deadline, self.open(target)) => open.map_err(|_| Error::Timeout(timeout))??,
             () = cancel.cancelled() => return Err(Error::Cancelled),
         };
         let conn = &lease.0.clone();
-        let _session = conn
-            .sessions
-            .acquire()
-            .await
-            .map_err(|_| self.session_error(conn, "the connection is closing"))?;
-        let mut channel = conn
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| self.session_error(conn, e))?;
         channel
             .exec(true, with_pid_mark(command))
             .await
@@ -436,8 +426,38 @@ impl Transport {
         }
     }
 
-    /// A connection to `target`: the pooled one if alive, else a new one.
-    async fn lease(&self, target: &Target) -> Result<Lease, Error> {
+    /// A session channel on a connection to `target`, with its slot among
+    /// the connection's sessions. A pooled connection the host dropped
+    /// while idle gets one fresh try.
+    async fn open(
+        &self,
+        target: &Target,
+    ) -> Result<(Lease, OwnedSemaphorePermit, russh::Channel<Msg>), Error> {
+        let mut stale = None;
+        loop {
+            let lease = self.lease(target, stale.as_ref()).await?;
+            let conn = lease.0.clone();
+            let permit = conn
+                .sessions
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| self.session_error(&conn, "the connection is closing"))?;
+            match conn.handle.channel_open_session().await {
+                Ok(channel) => return Ok((lease, permit, channel)),
+                Err(e) if stale.is_some() => return Err(self.session_error(&conn, e)),
+                Err(_) => stale = Some(conn),
+            }
+        }
+    }
+
+    /// A connection to `target`: the pooled one if alive (and not `stale`),
+    /// else a new one.
+    async fn lease(
+        &self,
+        target: &Target,
+        stale: Option<&Arc<Connection>>,
+    ) -> Result<Lease, Error> {
         let key = (target.endpoint.clone(), target.credential.pool_id());
         let slot = self
             .slots
@@ -449,7 +469,10 @@ impl Transport {
         // Holding the slot while connecting makes concurrent users of one
         // host share a single new connection.
         let mut pooled = slot.lock().await;
-        if let Some(conn) = pooled.as_ref().filter(|c| !c.handle.is_closed()) {
+        let usable = |c: &&Arc<Connection>| {
+            !c.handle.is_closed() && stale.is_none_or(|s| !Arc::ptr_eq(s, c))
+        };
+        if let Some(conn) = pooled.as_ref().filter(usable) {
             return Ok(Lease::new(conn.clone()));
         }
         let conn = Arc::new(self.connect(target).await?);
@@ -511,7 +534,7 @@ impl Transport {
         Ok(Connection {
             handle,
             host,
-            sessions: Semaphore::new(self.settings.sessions_per_connection),
+            sessions: Arc::new(Semaphore::new(self.settings.sessions_per_connection)),
             users: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
         })
