@@ -482,3 +482,149 @@ async fn dropped_connections_are_replaced_and_a_changed_host_key_is_refused_unti
     let third = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
     assert_eq!(third["state"], "succeeded", "{third}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_groups_are_checked_when_saved_and_run() {
+    let api = Api::start().await;
+    let make = |name: &str, kind: &str| {
+        json!({"name": name, "mode": "shell", "script": "echo {{v}}",
+               "params": [{"name": "v", "type": kind, "required": true}]})
+    };
+    let (_, text) = api
+        .post("/api/v1/commands", &make("as-text", "string"))
+        .await;
+    let (_, number) = api
+        .post("/api/v1/commands", &make("as-number", "integer"))
+        .await;
+
+    // Saving checks every field and names it.
+    for (body, field) in [
+        (json!({"name": "Bad Name", "script": "true"}), "name"),
+        (json!({"name": "x", "script": " "}), "script"),
+        (json!({"name": "x", "script": "echo a\necho b"}), "script"),
+        (
+            json!({"name": "x", "script": "true", "params": [{"name": "9x"}]}),
+            "params[0].name",
+        ),
+        (
+            json!({"name": "x", "script": "true", "params": [{"name": "a"}, {"name": "a"}]}),
+            "params[1].name",
+        ),
+        (
+            json!({"name": "x", "script": "true", "params": [{"name": "e", "type": "enum"}]}),
+            "params[0].choices",
+        ),
+        (
+            json!({"name": "x", "script": "true", "params": [{"name": "n", "type": "integer", "default": "ten"}]}),
+            "params[0].default",
+        ),
+        (
+            json!({"name": "x", "mode": "expert", "script": "echo"}),
+            "script",
+        ),
+    ] {
+        let (status, err) = api.post("/api/v1/commands", &body).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {err}"
+        );
+    }
+    let (status, _) = api
+        .post("/api/v1/commands", &make("as-text", "string"))
+        .await;
+    assert_eq!(status, 409, "names are unique");
+
+    // Renaming and listing.
+    let (status, renamed) = api
+        .put(
+            &format!("/api/v1/commands/{}", text["id"]),
+            &make("as-string", "string"),
+        )
+        .await;
+    assert_eq!((status, renamed["name"].as_str()), (200, Some("as-string")));
+    let listed = api.get("/api/v1/commands?name=AS-&per_page=1").await;
+    assert_eq!(
+        (
+            listed["total"].as_u64(),
+            listed["items"][0]["name"].as_str()
+        ),
+        (Some(2), Some("as-number"))
+    );
+
+    // A group's commands must agree on shared parameters, and exist.
+    let (status, err) = api
+        .post(
+            "/api/v1/command-groups",
+            &json!({"name": "clash", "command_ids": [text["id"], number["id"]]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("command_ids")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("\"v\""),
+        "{err}"
+    );
+    let (status, err) = api
+        .post(
+            "/api/v1/command-groups",
+            &json!({"name": "ghost", "command_ids": [number["id"], 424_242]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("command_ids[1]")),
+        "{err}"
+    );
+
+    // What to run and where are each one of three.
+    for (body, field) in [
+        (json!({"hosts": [{"address": "127.20.0.1"}]}), "command_id"),
+        (
+            json!({"command_id": number["id"], "command": {"script": "true"}, "hosts": [{"address": "127.20.0.1"}]}),
+            "command_id",
+        ),
+        (json!({"command": {"script": "true"}}), "hosts"),
+        (
+            json!({"command": {"script": "true"}, "machine_ids": [7]}),
+            "machine_ids[0]",
+        ),
+        (
+            json!({"command": {"script": "true"}, "pool_id": 3}),
+            "pool_id",
+        ),
+        (json!({"command": {"script": "true"}, "hosts": []}), "hosts"),
+        (
+            json!({"command": {"script": "true"}, "hosts": [{"address": "a b"}]}),
+            "hosts[0].address",
+        ),
+        (
+            json!({"command": {"script": "true"}, "hosts": [{"address": "127.20.0.1", "private_key": "nope"}]}),
+            "hosts[0].private_key",
+        ),
+        (
+            json!({"command": {"script": "true"}, "hosts": [{"address": "127.20.0.1"}], "timeout_secs": 0}),
+            "timeout_secs",
+        ),
+        (
+            json!({"command": {"mode": "expert", "script": "{}"}, "hosts": [{"address": "127.20.0.1"}]}),
+            "command.mode",
+        ),
+        (
+            json!({"command_id": 999_999, "hosts": [{"address": "127.20.0.1"}]}),
+            "command_id",
+        ),
+    ] {
+        let (status, err) = api.post("/api/v1/executions", &body).await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {err}"
+        );
+    }
+    // Nothing was recorded for refused runs.
+    assert_eq!(api.get("/api/v1/executions").await["total"], 0);
+}
