@@ -303,7 +303,7 @@ impl Remote {
             .into());
         }
         let (title, steps, params) = self.plan(&input).await?;
-        let targets = self.targets(&input)?;
+        let targets = targets(&input)?;
         let new = NewExecution {
             title,
             command_id: input.command_id,
@@ -382,18 +382,14 @@ impl Remote {
         &self,
         input: &ExecutionInput,
     ) -> Result<(String, Vec<Step>, BTreeMap<String, Value>), Error> {
-        let chosen = [
-            input.command_id.is_some(),
-            input.group_id.is_some(),
-            input.command.is_some(),
-        ];
-        if chosen.iter().filter(|c| **c).count() != 1 {
-            return Err(Invalid::new(
-                "command_id",
-                "give exactly one of command_id, group_id and command",
-            )
-            .into());
-        }
+        exactly_one(
+            "command_id",
+            [
+                ("command_id", input.command_id.is_some()),
+                ("group_id", input.group_id.is_some()),
+                ("command", input.command.is_some()),
+            ],
+        )?;
         if let Some(inline) = &input.command {
             if inline.mode == CommandMode::Expert {
                 return Err(Invalid::new(
@@ -515,49 +511,42 @@ impl Remote {
             )))
         }
     }
+}
 
-    /// The hosts to run on, with their credentials.
-    fn targets(&self, input: &ExecutionInput) -> Result<Vec<ssh::Target>, Error> {
-        let _ = self;
-        let chosen = [
-            input.machine_ids.is_some(),
-            input.pool_id.is_some(),
-            input.hosts.is_some(),
-        ];
-        if chosen.iter().filter(|c| **c).count() != 1 {
-            return Err(Invalid::new(
-                "hosts",
-                "give exactly one of machine_ids, pool_id and hosts",
-            )
-            .into());
+/// The hosts to run on, with their credentials.
+fn targets(input: &ExecutionInput) -> Result<Vec<ssh::Target>, Error> {
+    exactly_one(
+        "hosts",
+        [
+            ("machine_ids", input.machine_ids.is_some()),
+            ("pool_id", input.pool_id.is_some()),
+            ("hosts", input.hosts.is_some()),
+        ],
+    )?;
+    // Machines and pools arrive with their modules; until then no id
+    // names one.
+    if let Some(ids) = &input.machine_ids {
+        return Err(match ids.first() {
+            Some(id) => Invalid::new("machine_ids[0]", format!("no machine with id {id}")),
+            None => Invalid::new("machine_ids", "must name at least one machine"),
         }
-        // Machines and pools arrive with their modules; until then no id
-        // names one.
-        if let Some(ids) = &input.machine_ids {
-            return Err(match ids.first() {
-                Some(id) => Invalid::new("machine_ids[0]", format!("no machine with id {id}")),
-                None => Invalid::new("machine_ids", "must name at least one machine"),
-            }
-            .into());
-        }
-        if let Some(id) = input.pool_id {
-            return Err(Invalid::new("pool_id", format!("no pool with id {id}")).into());
-        }
-        let hosts = input.hosts.as_deref().unwrap_or_default();
-        if hosts.is_empty() {
-            return Err(Invalid::new("hosts", "must name at least one host").into());
-        }
-        if hosts.len() > HOSTS_MAX {
-            return Err(
-                Invalid::new("hosts", format!("may name at most {HOSTS_MAX} hosts")).into(),
-            );
-        }
-        hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| host_target(i, h))
-            .collect()
+        .into());
     }
+    if let Some(id) = input.pool_id {
+        return Err(Invalid::new("pool_id", format!("no pool with id {id}")).into());
+    }
+    let hosts = input.hosts.as_deref().unwrap_or_default();
+    if hosts.is_empty() {
+        return Err(Invalid::new("hosts", "must name at least one host").into());
+    }
+    if hosts.len() > HOSTS_MAX {
+        return Err(Invalid::new("hosts", format!("may name at most {HOSTS_MAX} hosts")).into());
+    }
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| host_target(i, h))
+        .collect()
 }
 
 /// An execution's summary as the API shows it.
@@ -615,6 +604,18 @@ pub fn host_to_api(h: HostRecord) -> ExecutionHost {
         started_at: h.report.started_at.map(rfc3339),
         finished_at: h.report.finished_at.map(rfc3339),
     }
+}
+
+/// Refuses, on `field`, anything but exactly one of `choices` given.
+fn exactly_one(field: &'static str, choices: [(&str, bool); 3]) -> Result<(), Invalid> {
+    if choices.iter().filter(|(_, given)| *given).count() == 1 {
+        return Ok(());
+    }
+    let [a, b, c] = choices.map(|(name, _)| name);
+    Err(Invalid::new(
+        field,
+        format!("give exactly one of {a}, {b} and {c}"),
+    ))
 }
 
 /// An ad-hoc host as a target, or why not.
