@@ -1,8 +1,10 @@
 //! Calls to DCP's REST API: the UI can do nothing the API cannot.
 
 use dcp_api_types::{
-    Cluster, ClusterInput, CreatedToken, ErrorCode, ErrorDetail, LoginRequest, Page, PluginLimits,
-    PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Session, Token, TokenInput,
+    Cluster, ClusterInput, Command, CommandGroup, CommandGroupInput, CommandInput, CreatedToken,
+    ErrorCode, ErrorDetail, Execution, ExecutionCreated, ExecutionInput, ExecutionSummary,
+    LoginRequest, ModuleEntry, Page, PluginLimits, PluginTestRequest, PluginTestResult,
+    PluginUpload, PluginVersion, Session, Token, TokenInput,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -284,4 +286,113 @@ pub(crate) async fn set_plugin_limits(
         .await?,
     )
     .await
+}
+
+/// One page of a named list (`commands`, `command-groups`) filtered by name.
+async fn named_page<T: DeserializeOwned>(
+    resource: &str,
+    page: u32,
+    per_page: u32,
+    name: &str,
+) -> Result<Page<T>, ApiError> {
+    let url = format!(
+        "/api/v1/{resource}?page={page}&per_page={per_page}&name={}",
+        encode(name)
+    );
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Creates (`id: None`) or replaces a resource of a collection.
+async fn save<B: Serialize, T: DeserializeOwned>(
+    resource: &str,
+    id: Option<i64>,
+    body: &B,
+) -> Result<T, ApiError> {
+    let request = match id {
+        Some(id) => Request::put(&format!("/api/v1/{resource}/{id}")),
+        None => Request::post(&format!("/api/v1/{resource}")),
+    };
+    read(send_json(request, body).await?).await
+}
+
+/// Deletes a resource of a collection.
+async fn remove(resource: &str, id: i64) -> Result<(), ApiError> {
+    no_content(send(Request::delete(&format!("/api/v1/{resource}/{id}"))).await?).await
+}
+
+/// One page of commands whose name contains `name`.
+pub(crate) async fn commands(
+    page: u32,
+    per_page: u32,
+    name: &str,
+) -> Result<Page<Command>, ApiError> {
+    named_page("commands", page, per_page, name).await
+}
+
+/// Creates or replaces a command.
+pub(crate) async fn save_command(
+    id: Option<i64>,
+    input: &CommandInput,
+) -> Result<Command, ApiError> {
+    save("commands", id, input).await
+}
+
+/// Deletes a command.
+pub(crate) async fn delete_command(id: i64) -> Result<(), ApiError> {
+    remove("commands", id).await
+}
+
+/// One page of command groups whose name contains `name`.
+pub(crate) async fn groups(
+    page: u32,
+    per_page: u32,
+    name: &str,
+) -> Result<Page<CommandGroup>, ApiError> {
+    named_page("command-groups", page, per_page, name).await
+}
+
+/// Creates or replaces a command group.
+pub(crate) async fn save_group(
+    id: Option<i64>,
+    input: &CommandGroupInput,
+) -> Result<CommandGroup, ApiError> {
+    save("command-groups", id, input).await
+}
+
+/// Deletes a command group.
+pub(crate) async fn delete_group(id: i64) -> Result<(), ApiError> {
+    remove("command-groups", id).await
+}
+
+/// The modules `expert` commands can name.
+pub(crate) async fn modules() -> Result<Vec<ModuleEntry>, ApiError> {
+    read(send(Request::get("/api/v1/modules")).await?).await
+}
+
+/// Starts an execution.
+pub(crate) async fn start_execution(input: &ExecutionInput) -> Result<ExecutionCreated, ApiError> {
+    read(send_json(Request::post("/api/v1/executions"), input).await?).await
+}
+
+/// One page of executions, newest first, optionally only in `state`.
+pub(crate) async fn executions(
+    page: u32,
+    per_page: u32,
+    state: &str,
+) -> Result<Page<ExecutionSummary>, ApiError> {
+    let mut url = format!("/api/v1/executions?page={page}&per_page={per_page}");
+    if !state.is_empty() {
+        url.push_str(&format!("&state={}", encode(state)));
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// One execution with its hosts.
+pub(crate) async fn execution(id: i64) -> Result<Execution, ApiError> {
+    read(send(Request::get(&format!("/api/v1/executions/{id}"))).await?).await
+}
+
+/// Cancels a running execution.
+pub(crate) async fn cancel_execution(id: i64) -> Result<Execution, ApiError> {
+    read(send(Request::post(&format!("/api/v1/executions/{id}/cancel"))).await?).await
 }

@@ -6,7 +6,10 @@
 
 mod api;
 mod clusters;
+mod commands;
 mod components;
+mod executions;
+mod groups;
 mod login;
 mod plugins;
 mod tokens;
@@ -34,6 +37,10 @@ fn App() -> impl IntoView {
                     <Route path=path!("clusters") view=clusters::ClustersPage/>
                     <Route path=path!("tokens") view=tokens::TokensPage/>
                     <Route path=path!("plugins") view=plugins::PluginsPage/>
+                    <Route path=path!("commands") view=commands::CommandsPage/>
+                    <Route path=path!("command-groups") view=groups::GroupsPage/>
+                    <Route path=path!("executions") view=executions::ExecutionsPage/>
+                    <Route path=path!("executions/:id") view=executions::ExecutionPage/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -65,6 +72,9 @@ fn Shell() -> impl IntoView {
                     <a class="brand" href="/clusters">"DCP"</a>
                     <nav class="nav">
                         <A href="/clusters">"Clusters"</A>
+                        <A href="/commands">"Commands"</A>
+                        <A href="/command-groups">"Groups"</A>
+                        <A href="/executions">"Executions"</A>
                         <A href="/plugins">"Plugins"</A>
                     </nav>
                     <div class="user-menu">

@@ -316,3 +316,87 @@ async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
     let _ = std::fs::write(std::env::temp_dir().join("dcp-plugins.png"), shot);
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
+    let fleet = dcp_tests::fleet::Fleet::start(3);
+    let server = Server::start(&ServerOptions {
+        admin_password: Some("ui-remote-pw".into()),
+        env: vec![(
+            "DCP_SSH_KEY_FILE".into(),
+            fleet.key_path().display().to_string(),
+        )],
+        ..ServerOptions::default()
+    });
+    let (c, _driver) = browser().await;
+    c.goto(&server.url("/login")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", "ui-remote-pw").await;
+    click(&c, "#login-submit").await;
+    click(&c, "nav a[href=\"/commands\"]").await;
+
+    // A command with a placeholder nobody defined: the server's 422 shows
+    // under the script; defining the parameter fixes it.
+    click(&c, "#new-command").await;
+    fill(&c, "#command-name", "greet").await;
+    fill(&c, "#command-script", "echo hello {{who}}").await;
+    click(&c, "#command-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"script\"]").await;
+    assert!(error.contains("{{who}}"), "{error}");
+    click(&c, "#add-param").await;
+    fill(&c, ".param-row .param-name", "who").await;
+    click(&c, ".param-row .param-required").await;
+    click(&c, "#command-save").await;
+    let row = text_of(&c, "#commands-table tr[data-name=\"greet\"]").await;
+    assert!(row.contains("shell") && row.contains("who"), "{row}");
+
+    // Run it on the fleet with DCP's key; the execution page follows it live.
+    click(&c, "tr[data-name=\"greet\"] button.run").await;
+    let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.ip().to_string()).collect();
+    fill(&c, "#run-hosts", &hosts.join("\n")).await;
+    fill(&c, "#param-who", "world; rm -rf /").await;
+    click(&c, "#run-start").await;
+    c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath(
+            "//span[@id='execution-state'][contains(., 'succeeded')]",
+        ))
+        .await
+        .unwrap();
+    let counts = text_of(&c, "#execution-counts").await;
+    assert!(counts.contains("3 ok of 3 hosts"), "{counts}");
+    click(
+        &c,
+        &format!("tr[data-address=\"{}\"] button.logs", hosts[0]),
+    )
+    .await;
+    let stdout = text_of(&c, "pre.stdout").await;
+    assert_eq!(stdout.trim(), "hello world; rm -rf /");
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-execution.png"), shot);
+
+    // The history lists it; a group of the command can be made and listed.
+    click(&c, "nav a[href=\"/executions\"]").await;
+    let listed = text_of(&c, "#executions-table tbody tr").await;
+    assert!(
+        listed.contains("greet") && listed.contains("succeeded"),
+        "{listed}"
+    );
+    click(&c, "nav a[href=\"/command-groups\"]").await;
+    click(&c, "#new-group").await;
+    fill(&c, "#group-name", "greetings").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(
+            "//select[@id='group-add']/option[. = 'greet']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#group-steps").await.contains("greet"));
+    click(&c, "#group-save").await;
+    let row = text_of(&c, "#groups-table tr[data-name=\"greetings\"]").await;
+    assert!(row.contains("greet") && row.contains("who"), "{row}");
+}

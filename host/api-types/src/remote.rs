@@ -414,7 +414,7 @@ pub struct ExecutionHost {
 }
 
 /// How many hosts of an execution are in each state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct HostCounts {
     /// All hosts.

@@ -1,0 +1,297 @@
+//! Executions: the history (paged, filtered by state) and one execution's
+//! page with a live per-host table fed by the server's event stream.
+
+use std::collections::BTreeSet;
+
+use dcp_api_types::{Execution, ExecutionHost, ExecutionState, ExecutionSummary, HostCounts};
+use leptos::{prelude::*, task::spawn_local};
+use leptos_router::{components::A, hooks::use_params_map};
+use wasm_bindgen::{JsCast as _, closure::Closure};
+
+use crate::{
+    api::{self, ApiError},
+    commands::{Run, RunDialog},
+    components::{ErrorBanner, Pager, short_time},
+};
+
+/// How many of each final state, as "17 ok · 1 failed · …".
+fn counts_text(c: &HostCounts) -> String {
+    let parts: Vec<String> = [
+        (c.ok, "ok"),
+        (c.failed, "failed"),
+        (c.unreachable, "unreachable"),
+        (c.timed_out, "timed out"),
+        (c.cancelled, "cancelled"),
+        (c.running, "running"),
+        (c.pending, "pending"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    format!("{} of {} hosts", parts.join(" · "), c.total)
+}
+
+/// Seconds between two RFC 3339 timestamps, as "1.2 s".
+fn duration(from: Option<&str>, to: Option<&str>) -> String {
+    match (from, to) {
+        (Some(from), Some(to)) => {
+            let ms = js_sys::Date::parse(to) - js_sys::Date::parse(from);
+            if ms.is_finite() {
+                format!("{:.1} s", ms / 1000.0)
+            } else {
+                String::new()
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+/// The history of executions.
+#[component]
+pub(crate) fn ExecutionsPage() -> impl IntoView {
+    let page = RwSignal::new(1_u32);
+    let state = RwSignal::new(String::new());
+    let listing = LocalResource::new(move || {
+        let (page, state) = (page.get(), state.get());
+        async move { api::executions(page, 20, &state).await }
+    });
+    let current = Signal::derive(move || listing.get().and_then(Result::ok));
+    let load_error = RwSignal::new(None::<ApiError>);
+    Effect::new(move || load_error.set(listing.get().and_then(Result::err)));
+    let running = RwSignal::new(None::<Run>);
+    let states = [
+        ExecutionState::Running,
+        ExecutionState::Succeeded,
+        ExecutionState::PartiallyFailed,
+        ExecutionState::Failed,
+        ExecutionState::Cancelled,
+    ];
+    view! {
+        <div class="page-head">
+            <h1>"Executions"</h1>
+            <p class="subtitle">"Every run of a command or group, newest first."</p>
+        </div>
+        <div class="toolbar">
+            <select id="execution-state" on:change=move |ev| { state.set(event_target_value(&ev)); page.set(1); }>
+                <option value="">"Any state"</option>
+                {states.into_iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
+            </select>
+            <button id="new-run" class="primary" on:click=move |_| running.set(Some(Run::ad_hoc()))>"New ad-hoc run"</button>
+        </div>
+        <ErrorBanner error=load_error all=true/>
+        <table id="executions-table" class="table">
+            <thead>
+                <tr><th>"#"</th><th>"What"</th><th>"State"</th><th>"Hosts"</th><th>"By"</th><th>"Started (UTC)"</th></tr>
+            </thead>
+            <tbody>
+                <For
+                    each=move || current.get().map(|p| p.items).unwrap_or_default()
+                    key=|e| (e.id, e.state, e.counts)
+                    children=move |e: ExecutionSummary| view! {
+                        <tr data-id=e.id.to_string()>
+                            <td><A href=format!("/executions/{}", e.id)>{e.id.to_string()}</A></td>
+                            <td class="name"><A href=format!("/executions/{}", e.id)>{e.title.clone()}</A></td>
+                            <td><span class=format!("badge state-{}", e.state.as_str())>{e.state.as_str()}</span></td>
+                            <td>{counts_text(&e.counts)}</td>
+                            <td>{e.created_by.clone()}</td>
+                            <td>{short_time(&e.created_at)}</td>
+                        </tr>
+                    }
+                />
+            </tbody>
+        </table>
+        <Show when=move || current.get().is_some_and(|p| p.items.is_empty())>
+            <p class="empty">"No executions yet. Run a command from the Commands page, or start an ad-hoc run."</p>
+        </Show>
+        <Pager page=current current=page noun=("execution", "executions")/>
+        <RunDialog run=running/>
+    }
+}
+
+/// Follows `/api/v1/executions/{id}/events` into `execution`; on a broken
+/// stream, polls instead until the execution ends.
+fn follow(id: i64, execution: RwSignal<Option<Execution>>) {
+    let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/executions/{id}/events")) else {
+        poll(id, execution);
+        return;
+    };
+    let on = |name: &str, handle: Box<dyn Fn(&str)>| {
+        let listener =
+            Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+                if let Some(data) = ev.data().as_string() {
+                    handle(&data);
+                }
+            });
+        let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+        // The listener lives as long as the page's event source; the page
+        // closes the source when it goes away.
+        listener.forget();
+    };
+    on(
+        "snapshot",
+        Box::new(move |data| {
+            if let Ok(snapshot) = serde_json::from_str::<Execution>(data) {
+                execution.set(Some(snapshot));
+            }
+        }),
+    );
+    on(
+        "host",
+        Box::new(move |data| {
+            if let Ok(host) = serde_json::from_str::<ExecutionHost>(data) {
+                execution.update(|e| {
+                    if let Some(slot) = e
+                        .as_mut()
+                        .and_then(|e| e.hosts.get_mut(host.index as usize))
+                    {
+                        *slot = host;
+                    }
+                });
+            }
+        }),
+    );
+    let closer = source.clone();
+    on(
+        "execution",
+        Box::new(move |data| {
+            if let Ok(summary) = serde_json::from_str::<ExecutionSummary>(data) {
+                if summary.state.is_final() {
+                    closer.close();
+                }
+                execution.update(|e| {
+                    if let Some(e) = e.as_mut() {
+                        e.summary = summary;
+                    }
+                });
+            }
+        }),
+    );
+    let broken = source.clone();
+    let on_error = Closure::<dyn Fn()>::new(move || {
+        // The server ends the stream after the final event; anything else
+        // is a broken connection.
+        broken.close();
+        if !execution
+            .get_untracked()
+            .is_some_and(|e| e.summary.state.is_final())
+        {
+            poll(id, execution);
+        }
+    });
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    on_error.forget();
+    on_cleanup(move || source.close());
+}
+
+/// Reloads the execution every 2 s until it ends.
+fn poll(id: i64, execution: RwSignal<Option<Execution>>) {
+    spawn_local(async move {
+        if let Ok(fresh) = api::execution(id).await {
+            let done = fresh.summary.state.is_final();
+            execution.set(Some(fresh));
+            if done {
+                return;
+            }
+        }
+        set_timeout(
+            move || poll(id, execution),
+            std::time::Duration::from_secs(2),
+        );
+    });
+}
+
+/// One execution: state, counts, cancel, and every host live.
+#[component]
+pub(crate) fn ExecutionPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let execution = RwSignal::new(None::<Execution>);
+    let error = RwSignal::new(None::<ApiError>);
+    let expanded = RwSignal::new(BTreeSet::<u32>::new());
+    Effect::new(move || {
+        if let Some(id) = id() {
+            follow(id, execution);
+        } else {
+            error.set(Some(ApiError::local("no such execution")));
+        }
+    });
+    let cancel = move |_| {
+        let Some(id) = id() else { return };
+        spawn_local(async move {
+            match api::cancel_execution(id).await {
+                Ok(_) => error.set(None),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    view! {
+        <ErrorBanner error all=true/>
+        {move || execution.get().map(|e| {
+            let s = e.summary.clone();
+            let state = s.state;
+            view! {
+                <div class="page-head">
+                    <h1>{format!("#{} {}", s.id, s.title)}</h1>
+                    <p class="subtitle">
+                        <span id="execution-state" class=format!("badge state-{}", state.as_str())>{state.as_str()}</span>
+                        " " <span id="execution-counts">{counts_text(&s.counts)}</span>
+                        {format!(" · forks {} · timeout {} s · by {} · {}", s.forks, s.timeout_secs, s.created_by, short_time(&s.created_at))}
+                    </p>
+                    <p class="subtitle">
+                        {e.steps.iter().map(|st| format!("{} ({}/{})", st.name, st.plugin, st.module)).collect::<Vec<_>>().join(" → ")}
+                    </p>
+                </div>
+                <Show when=move || !state.is_final()>
+                    <div class="toolbar">
+                        <button id="cancel-execution" class="danger" on:click=cancel>"Cancel"</button>
+                    </div>
+                </Show>
+            }
+        })}
+        <table id="hosts-table" class="table">
+            <thead><tr><th>"Host"</th><th>"State"</th><th>"Exit"</th><th>"Took"</th><th>"Message"</th><th></th></tr></thead>
+            <tbody>
+                <For
+                    each=move || execution.get().map(|e| e.hosts).unwrap_or_default()
+                    key=|h| (h.index, h.state, h.finished_at.clone())
+                    children=move |h: ExecutionHost| {
+                        let index = h.index;
+                        let open = move || expanded.get().contains(&index);
+                        let toggle = move |_| expanded.update(|set| {
+                            if !set.remove(&index) {
+                                set.insert(index);
+                            }
+                        });
+                        let (stdout, stderr, truncated) = (h.stdout.clone(), h.stderr.clone(), h.truncated);
+                        view! {
+                            <tr class="host-row" data-address=h.address.clone() data-state=h.state.as_str()>
+                                <td class="name">{format!("{}@{}:{}", h.user, h.address, h.port)}</td>
+                                <td><span class=format!("badge host-{}", h.state.as_str())>{h.state.as_str()}</span></td>
+                                <td>{h.exit_code.map(|c| c.to_string()).unwrap_or_default()}</td>
+                                <td>{duration(h.started_at.as_deref(), h.finished_at.as_deref())}</td>
+                                <td class="description">{h.message.clone()}</td>
+                                <td class="actions">
+                                    <button class="ghost logs" on:click=toggle>{move || if open() { "Hide output" } else { "Output" }}</button>
+                                </td>
+                            </tr>
+                            <Show when=open>
+                                <tr class="host-output">
+                                    <td colspan="6">
+                                        <Show when=move || truncated>
+                                            <p class="hint">"Output was cut at the limit."</p>
+                                        </Show>
+                                        <h4>"stdout"</h4>
+                                        <pre class="code stdout">{stdout.clone()}</pre>
+                                        <h4>"stderr"</h4>
+                                        <pre class="code stderr">{stderr.clone()}</pre>
+                                    </td>
+                                </tr>
+                            </Show>
+                        }
+                    }
+                />
+            </tbody>
+        </table>
+    }
+}
