@@ -628,3 +628,42 @@ async fn commands_and_groups_are_checked_when_saved_and_run() {
     // Nothing was recorded for refused runs.
     assert_eq!(api.get("/api/v1/executions").await["total"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_never_speaks_ssh_is_unreachable_after_the_connect_timeout() {
+    // Accepts TCP and says nothing: a hung sshd, or a firewall that lets SYNs in.
+    let silent = std::net::TcpListener::bind(("127.20.252.9", 22)).unwrap();
+    let held = std::thread::spawn(move || {
+        let (socket, _) = silent.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(4));
+        drop(socket);
+    });
+    let api = Api::start_with(&dcp_tests::ServerOptions {
+        env: vec![("DCP_SSH_CONNECT_TIMEOUT_SECS".into(), "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let began = Instant::now();
+    let id = start(
+        &api,
+        &json!({"command": {"script": "true"}, "hosts": [{"address": "127.20.252.9"}], "timeout_secs": 60}),
+    )
+    .await;
+    let execution = finished(&api, id, Duration::from_secs(30)).await;
+    let host = &execution["hosts"][0];
+    assert_eq!(host["state"], "unreachable", "{host}");
+    assert!(
+        host["message"]
+            .as_str()
+            .unwrap()
+            .contains("no SSH login within"),
+        "{host}"
+    );
+    // The connect timeout, not the execution's 60 s.
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    held.join().unwrap();
+}

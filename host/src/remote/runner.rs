@@ -420,9 +420,9 @@ impl SshChannel for Channel {
         content: Vec<u8>,
         mode: u32,
     ) -> Result<(), PluginError> {
-        self.check(target)?;
+        let remaining = self.check(target)?;
         self.transport
-            .put_file(&self.target, path, content, mode, &self.cancel)
+            .put_file(&self.target, path, content, mode, remaining, &self.cancel)
             .await
             .map_err(|e| self.fail(&e))
     }

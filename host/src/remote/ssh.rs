@@ -378,27 +378,22 @@ impl Transport {
         Ok(output.finish())
     }
 
-    /// Writes `content` to `path` on `target` with `mode`; the file is
-    /// created private (umask 077) so it is never readable by others.
+    /// Writes `content` to `path` on `target` with `mode` within `timeout`;
+    /// the file is created private (umask 077) so it is never readable by
+    /// others before its mode is set.
     pub async fn put_file(
         &self,
         target: &Target,
         path: &str,
         content: Vec<u8>,
         mode: u32,
+        timeout: Duration,
         cancel: &CancellationToken,
     ) -> Result<(), Error> {
         let quoted = shell_quote(path);
         let command = format!("umask 077 && cat > {quoted} && chmod {mode:o} {quoted}");
         let out = self
-            .exec(
-                target,
-                &command,
-                Some(content),
-                self.settings.connect_timeout * 6,
-                4096,
-                cancel,
-            )
+            .exec(target, &command, Some(content), timeout, 4096, cancel)
             .await?;
         if out.exit_code == Some(0) {
             Ok(())
