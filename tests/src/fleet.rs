@@ -172,13 +172,18 @@ fn start_sshd(dir: &Path, authorized: &Path, addr: SocketAddr) -> SshHost {
     let host_key = dir.join(format!("host_{name}"));
     keygen(&host_key, &name);
     let config = dir.join(format!("sshd_{name}.conf"));
+    // `SetEnv SHLVL=1`: Debian's bash, started by sshd for a command, sources
+    // ~/.bashrc unless it is nested. On a developer machine root's .bashrc
+    // may be slow (pyenv init costs ~0.1 s a session), which a test host, and
+    // the benchmark's hosts (docs/benchmarks.md, P1), should not pay.
     std::fs::write(
         &config,
         format!(
             "ListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
-             MaxStartups 200\nMaxSessions 100\nSubsystem sftp internal-sftp\n",
+             MaxStartups 200\nMaxSessions 100\nSubsystem sftp internal-sftp\n\
+             SetEnv SHLVL=1\n",
             host_key.display(),
             authorized.display(),
             dir.join(format!("sshd_{name}.pid")).display(),
