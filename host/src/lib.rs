@@ -162,10 +162,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         None => tracing::warn!("web UI not found; run scripts/build-ui or pass --ui-dir"),
     }
     tracing::info!("DCP listening on http://{addr}");
+    let remote = Arc::clone(&state.remote);
+    let stop = Arc::clone(&remote);
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Running executions end first (cancelled, remote processes
+            // killed), so their event streams close and HTTP can drain.
+            stop.stop();
+        })
         .await
         .context("serving HTTP")?;
+    remote.drain(Duration::from_secs(10)).await;
     store.close().await;
     tracing::info!("DCP stopped");
     Ok(())

@@ -12,7 +12,10 @@ mod template;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -98,6 +101,8 @@ pub struct Remote {
     owner: String,
     max_forks: u32,
     live: Mutex<HashMap<i64, Live>>,
+    /// Set when the process shuts down: cancels say why.
+    stopping: AtomicBool,
 }
 
 /// An execution this process runs.
@@ -135,15 +140,36 @@ impl Remote {
             owner: uuid::Uuid::now_v7().to_string(),
             max_forks,
             live: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
         });
         tokio::spawn(runner::keep_alive(Arc::downgrade(&remote)));
         remote
     }
 
-    /// The SSH transport.
+    /// Starts shutting down: every execution this process runs is
+    /// cancelled (its remote processes killed), so none is left running on
+    /// hosts with nobody to record it, and event streams end.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for live in self.live_map().values() {
+            live.cancel.cancel();
+        }
+    }
+
+    /// Whether [`Remote::stop`] was called.
     #[must_use]
-    pub fn transport(&self) -> &Arc<ssh::Transport> {
-        &self.transport
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// After [`Remote::stop`]: waits up to `grace` for the executions to
+    /// record their end, then closes the SSH connections.
+    pub async fn drain(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.live_map().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.transport.close_all().await;
     }
 
     /// Every module of the active remote-command plugins.
@@ -283,6 +309,9 @@ impl Remote {
     /// Starts an execution; the work runs in the background. Answers the
     /// execution's id once every input is checked and the hosts are recorded.
     pub async fn start(self: &Arc<Self>, input: ExecutionInput, user: &str) -> Result<i64, Error> {
+        if self.stopping() {
+            return Err(Error::Unavailable("DCP is shutting down".to_owned()));
+        }
         let forks = input.forks.unwrap_or(DEFAULT_FORKS);
         if forks == 0 || forks > self.max_forks {
             return Err(Invalid::new(
@@ -345,6 +374,9 @@ impl Remote {
     /// Cancels a running execution: every host not done ends `cancelled`
     /// and its remote processes are killed.
     pub async fn cancel(&self, id: i64) -> Result<(), Error> {
+        if self.stopping() {
+            return Err(Error::Unavailable("DCP is shutting down".to_owned()));
+        }
         let execution = self.store.execution(id).await?;
         if execution.state.is_final() {
             return Err(Error::Conflict(format!(

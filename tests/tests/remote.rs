@@ -667,3 +667,33 @@ async fn a_host_that_never_speaks_ssh_is_unreachable_after_the_connect_timeout()
     );
     held.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_dcp_kills_what_its_executions_run_and_then_exits() {
+    let fleet = Fleet::start(2);
+    let mut api = Api::start().await;
+    start(
+        &api,
+        &json!({"command": {"script": "sleep 3023"}, "hosts": hosts(&fleet), "timeout_secs": 120}),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(0..2).all(|i| running(&fleet, i, "sleep 3023")) {
+        assert!(Instant::now() < deadline, "the command did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An open event stream must not hold the shutdown up.
+    let events = api
+        .http
+        .get(api.server.url("/api/v1/executions/1/events"))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let status = api.server.terminate(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    for i in 0..2 {
+        assert!(!running(&fleet, i, "sleep 3023"), "host {i} still runs it");
+    }
+}

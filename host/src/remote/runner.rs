@@ -151,6 +151,11 @@ impl Host {
         for (n, step) in self.steps.iter().enumerate() {
             let result = self.step(step, &channel, deadline).await;
             let (state, message) = classify(&channel, &self.cancel, &result, self.timeout);
+            let message = if state == HostState::Cancelled && self.remote.stopping() {
+                "cancelled: DCP shut down; its processes were killed".to_owned()
+            } else {
+                message
+            };
             if let Ok(out) = &result {
                 report.stdout.push_str(&out.stdout);
                 report.stderr.push_str(&out.stderr);
