@@ -44,6 +44,8 @@ pub struct Fleet {
     pub private_key: String,
     /// Where the key, host keys and configs live.
     pub dir: TempDir,
+    /// The user made by [`Fleet::password_login`], removed on drop.
+    password_user: Option<String>,
 }
 
 fn keygen(path: &Path, comment: &str) {
@@ -91,7 +93,47 @@ impl Fleet {
             hosts,
             private_key: std::fs::read_to_string(&key).expect("reading the key"),
             dir,
+            password_user: None,
         }
+    }
+
+    /// A user every host lets in with a password (the key is not needed):
+    /// made on this machine for the fleet's lifetime. Returns the user name
+    /// and the password.
+    pub fn password_login(&mut self) -> (String, String) {
+        let user = format!(
+            "dcpfleet-{}-{}",
+            std::process::id(),
+            FLEETS.fetch_add(1, Ordering::Relaxed)
+        );
+        let password = format!("pw-{}", uuid::Uuid::now_v7().simple());
+        let made = Command::new("useradd")
+            .args([
+                "--no-create-home",
+                "--home-dir",
+                "/tmp",
+                "--shell",
+                "/bin/sh",
+            ])
+            .arg(&user)
+            .status()
+            .expect("useradd (run as root)");
+        assert!(made.success(), "useradd {user} failed");
+        self.password_user = Some(user.clone());
+        let mut chpasswd = Command::new("chpasswd")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("chpasswd");
+        std::io::Write::write_all(
+            chpasswd.stdin.as_mut().expect("chpasswd's stdin"),
+            format!("{user}:{password}\n").as_bytes(),
+        )
+        .expect("writing to chpasswd");
+        assert!(
+            chpasswd.wait().expect("chpasswd").success(),
+            "chpasswd failed"
+        );
+        (user, password)
     }
 
     /// A new private key (OpenSSH format) that no host trusts.
@@ -183,7 +225,8 @@ fn start_sshd(dir: &Path, authorized: &Path, addr: SocketAddr) -> SshHost {
              PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
              MaxStartups 200\nMaxSessions 100\nSubsystem sftp internal-sftp\n\
-             SetEnv SHLVL=1\n",
+             SetEnv SHLVL=1\n\
+             Match User dcpfleet-*\n  PasswordAuthentication yes\n",
             host_key.display(),
             authorized.display(),
             dir.join(format!("sshd_{name}.pid")).display(),
@@ -205,6 +248,9 @@ impl Drop for Fleet {
         for host in &mut self.hosts {
             let _ = host.child.kill();
             let _ = host.child.wait();
+        }
+        if let Some(user) = &self.password_user {
+            let _ = Command::new("userdel").arg(user).status();
         }
     }
 }

@@ -697,3 +697,53 @@ async fn stopping_dcp_kills_what_its_executions_run_and_then_exits() {
         assert!(!running(&fleet, i, "sleep 3023"), "host {i} still runs it");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_without_dcps_key_are_adopted_with_a_password_never_stored() {
+    let mut fleet = Fleet::start(1);
+    let (user, password) = fleet.password_login();
+    let api = Api::start().await;
+    let ip = fleet.hosts[0].ip().to_string();
+    let run = |password: &str| {
+        json!({"command": {"script": "id -un"},
+               "hosts": [{"address": ip, "user": user, "password": password}]})
+    };
+    let ok = finished(
+        &api,
+        start(&api, &run(&password)).await,
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(ok["state"], "succeeded", "{ok}");
+    assert_eq!(ok["hosts"][0]["stdout"], format!("{user}\n"));
+    // Nothing about the credentials is kept or shown.
+    assert!(!ok.to_string().contains(&password));
+
+    let wrong = finished(
+        &api,
+        start(&api, &run("not-it")).await,
+        Duration::from_secs(30),
+    )
+    .await;
+    let host = &wrong["hosts"][0];
+    assert_eq!(host["state"], "failed", "{host}");
+    assert!(
+        host["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the password"),
+        "{host}"
+    );
+    // A key and a password together are ambiguous.
+    let (status, err) = api
+        .post(
+            "/api/v1/executions",
+            &json!({"command": {"script": "true"},
+                    "hosts": [{"address": ip, "password": "x", "private_key": fleet.private_key}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("hosts[0].password"))
+    );
+}
