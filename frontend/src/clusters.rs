@@ -5,7 +5,7 @@ use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 
 use crate::{
     api::{self, ApiError},
-    components::{ErrorBanner, Field, Modal, Pager, short_time},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
 };
 
 /// The cluster being created (`id: None`) or edited.
@@ -65,8 +65,7 @@ pub(crate) fn ClustersPage() -> impl IntoView {
     });
 
     let editor = RwSignal::new(None::<Editor>);
-    let deleting = RwSignal::new(None::<Cluster>);
-    let delete_error = RwSignal::new(None::<ApiError>);
+    let deleting = RwSignal::new(None::<Doomed>);
 
     let save = move |ev: SubmitEvent| {
         ev.prevent_default();
@@ -85,20 +84,6 @@ pub(crate) fn ClustersPage() -> impl IntoView {
                     reload.update(|n| *n += 1);
                 }
                 Err(e) => ed.error.set(Some(e)),
-            }
-        });
-    };
-    let confirm_delete = move |_| {
-        let Some(cluster) = deleting.get_untracked() else {
-            return;
-        };
-        spawn_local(async move {
-            match api::delete_cluster(cluster.id).await {
-                Ok(()) => {
-                    deleting.set(None);
-                    reload.update(|n| *n += 1);
-                }
-                Err(e) => delete_error.set(Some(e)),
             }
         });
     };
@@ -157,8 +142,7 @@ pub(crate) fn ClustersPage() -> impl IntoView {
                                     <button
                                         class="ghost danger delete"
                                         on:click=move |_| {
-                                            delete_error.set(None);
-                                            deleting.set(Some(for_delete.clone()));
+                                            deleting.set(Some(Doomed { id: for_delete.id, name: for_delete.name.clone() }));
                                         }
                                     >
                                         "Delete"
@@ -204,19 +188,7 @@ pub(crate) fn ClustersPage() -> impl IntoView {
             }
         })}
 
-        {move || deleting.get().map(|c| {
-            let name = c.name;
-            view! {
-                <Modal title=Signal::derive(|| "Delete cluster".to_owned())
-                    on_close=Callback::new(move |()| deleting.set(None))>
-                    <p>"Delete cluster " <strong>{name}</strong> "? This cannot be undone."</p>
-                    <ErrorBanner error=delete_error all=true/>
-                    <div class="buttons">
-                        <button type="button" class="ghost" on:click=move |_| deleting.set(None)>"Cancel"</button>
-                        <button id="confirm-delete" type="button" class="danger" on:click=confirm_delete>"Delete"</button>
-                    </div>
-                </Modal>
-            }
-        })}
+        <ConfirmDelete noun="cluster" target=deleting delete=api::delete_cluster
+            on_deleted=Callback::new(move |()| reload.update(|n| *n += 1))/>
     }
 }

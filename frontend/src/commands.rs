@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::{
     api::{self, ApiError},
-    components::{ErrorBanner, Field, Modal, Pager, short_time},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
 };
 
 /// One row of the parameter editor.
@@ -154,8 +154,7 @@ pub(crate) fn CommandsPage() -> impl IntoView {
     let modules = LocalResource::new(|| async { api::modules().await.unwrap_or_default() });
 
     let editor = RwSignal::new(None::<Editor>);
-    let deleting = RwSignal::new(None::<Command>);
-    let delete_error = RwSignal::new(None::<ApiError>);
+    let deleting = RwSignal::new(None::<Doomed>);
     let running = RwSignal::new(None::<Run>);
 
     let save = move |ev: SubmitEvent| {
@@ -170,20 +169,6 @@ pub(crate) fn CommandsPage() -> impl IntoView {
                     reload.update(|n| *n += 1);
                 }
                 Err(e) => ed.error.set(Some(e)),
-            }
-        });
-    };
-    let confirm_delete = move |_| {
-        let Some(command) = deleting.get_untracked() else {
-            return;
-        };
-        spawn_local(async move {
-            match api::delete_command(command.id).await {
-                Ok(()) => {
-                    deleting.set(None);
-                    reload.update(|n| *n += 1);
-                }
-                Err(e) => delete_error.set(Some(e)),
             }
         });
     };
@@ -223,8 +208,7 @@ pub(crate) fn CommandsPage() -> impl IntoView {
                                     <button class="ghost run" on:click=move |_| running.set(Some(Run::command(&for_run)))>"Run"</button>
                                     <button class="ghost edit" on:click=move |_| editor.set(Some(Editor::new(Some(&for_edit))))>"Edit"</button>
                                     <button class="ghost danger delete" on:click=move |_| {
-                                        delete_error.set(None);
-                                        deleting.set(Some(for_delete.clone()));
+                                        deleting.set(Some(Doomed { id: for_delete.id, name: for_delete.name.clone() }));
                                     }>"Delete"</button>
                                 </td>
                             </tr>
@@ -262,17 +246,8 @@ pub(crate) fn CommandsPage() -> impl IntoView {
             }
         })}
 
-        {move || deleting.get().map(|c| view! {
-            <Modal title=Signal::derive(|| "Delete command".to_owned())
-                on_close=Callback::new(move |()| deleting.set(None))>
-                <p>"Delete command " <strong>{c.name}</strong> "? This cannot be undone."</p>
-                <ErrorBanner error=delete_error all=true/>
-                <div class="buttons">
-                    <button type="button" class="ghost" on:click=move |_| deleting.set(None)>"Cancel"</button>
-                    <button id="confirm-delete" type="button" class="danger" on:click=confirm_delete>"Delete"</button>
-                </div>
-            </Modal>
-        })}
+        <ConfirmDelete noun="command" target=deleting delete=api::delete_command
+            on_deleted=Callback::new(move |()| reload.update(|n| *n += 1))/>
 
         <RunDialog run=running/>
     }

@@ -1,7 +1,7 @@
 //! Pieces shared by every page: dialogs, form fields, error banners, pager.
 
 use dcp_api_types::Page;
-use leptos::prelude::*;
+use leptos::{prelude::*, task::spawn_local};
 
 use crate::api::ApiError;
 
@@ -131,4 +131,63 @@ pub(crate) fn Pager<T: Clone + Send + Sync + 'static>(
 /// An RFC 3339 timestamp as "2026-11-22 07:14" (UTC).
 pub(crate) fn short_time(rfc3339: &str) -> String {
     rfc3339.get(..16).unwrap_or(rfc3339).replace('T', " ")
+}
+
+/// The row a delete dialog asks about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Doomed {
+    /// Its id.
+    pub(crate) id: i64,
+    /// Its name, shown in the question.
+    pub(crate) name: String,
+}
+
+/// "Delete <noun> <name>?", shown while `target` is set. The server's
+/// refusal (e.g. "still used by …") appears in the dialog.
+#[component]
+pub(crate) fn ConfirmDelete<F, Fut>(
+    /// What is deleted, e.g. `cluster`.
+    noun: &'static str,
+    /// The row asked about; cleared on cancel or success.
+    target: RwSignal<Option<Doomed>>,
+    /// The API call that deletes a row by id.
+    delete: F,
+    /// Called after a successful delete.
+    on_deleted: Callback<()>,
+    /// What deleting means beyond the row, e.g. "Its commands stay."
+    #[prop(default = "This cannot be undone.")]
+    note: &'static str,
+) -> impl IntoView
+where
+    F: Fn(i64) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ApiError>> + 'static,
+{
+    let error = RwSignal::new(None::<ApiError>);
+    move || {
+        target.get().map(|doomed| {
+            error.set(None);
+            let confirm = move |_| {
+                spawn_local(async move {
+                    match delete(doomed.id).await {
+                        Ok(()) => {
+                            target.set(None);
+                            on_deleted.run(());
+                        }
+                        Err(e) => error.set(Some(e)),
+                    }
+                });
+            };
+            view! {
+                <Modal title=Signal::derive(move || format!("Delete {noun}"))
+                    on_close=Callback::new(move |()| target.set(None))>
+                    <p>"Delete " {noun} " " <strong>{doomed.name.clone()}</strong> "? " {note}</p>
+                    <ErrorBanner error all=true/>
+                    <div class="buttons">
+                        <button type="button" class="ghost" on:click=move |_| target.set(None)>"Cancel"</button>
+                        <button id="confirm-delete" type="button" class="danger" on:click=confirm>"Delete"</button>
+                    </div>
+                </Modal>
+            }
+        })
+    }
 }

@@ -6,7 +6,7 @@ use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use crate::{
     api::{self, ApiError},
     commands::{Run, RunDialog},
-    components::{ErrorBanner, Field, Modal, Pager, short_time},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
 };
 
 /// The group being created (`id: None`) or edited.
@@ -71,8 +71,7 @@ pub(crate) fn GroupsPage() -> impl IntoView {
     });
 
     let editor = RwSignal::new(None::<Editor>);
-    let deleting = RwSignal::new(None::<CommandGroup>);
-    let delete_error = RwSignal::new(None::<ApiError>);
+    let deleting = RwSignal::new(None::<Doomed>);
     let running = RwSignal::new(None::<Run>);
 
     let save = move |ev: SubmitEvent| {
@@ -87,20 +86,6 @@ pub(crate) fn GroupsPage() -> impl IntoView {
                     reload.update(|n| *n += 1);
                 }
                 Err(e) => ed.error.set(Some(e)),
-            }
-        });
-    };
-    let confirm_delete = move |_| {
-        let Some(group) = deleting.get_untracked() else {
-            return;
-        };
-        spawn_local(async move {
-            match api::delete_group(group.id).await {
-                Ok(()) => {
-                    deleting.set(None);
-                    reload.update(|n| *n += 1);
-                }
-                Err(e) => delete_error.set(Some(e)),
             }
         });
     };
@@ -139,8 +124,7 @@ pub(crate) fn GroupsPage() -> impl IntoView {
                                     <button class="ghost run" on:click=move |_| running.set(Some(Run::group(&for_run)))>"Run"</button>
                                     <button class="ghost edit" on:click=move |_| editor.set(Some(Editor::new(Some(&for_edit))))>"Edit"</button>
                                     <button class="ghost danger delete" on:click=move |_| {
-                                        delete_error.set(None);
-                                        deleting.set(Some(for_delete.clone()));
+                                        deleting.set(Some(Doomed { id: for_delete.id, name: for_delete.name.clone() }));
                                     }>"Delete"</button>
                                 </td>
                             </tr>
@@ -215,17 +199,8 @@ pub(crate) fn GroupsPage() -> impl IntoView {
             }
         })}
 
-        {move || deleting.get().map(|g| view! {
-            <Modal title=Signal::derive(|| "Delete command group".to_owned())
-                on_close=Callback::new(move |()| deleting.set(None))>
-                <p>"Delete group " <strong>{g.name}</strong> "? Its commands stay."</p>
-                <ErrorBanner error=delete_error all=true/>
-                <div class="buttons">
-                    <button type="button" class="ghost" on:click=move |_| deleting.set(None)>"Cancel"</button>
-                    <button id="confirm-delete" type="button" class="danger" on:click=confirm_delete>"Delete"</button>
-                </div>
-            </Modal>
-        })}
+        <ConfirmDelete noun="command group" target=deleting delete=api::delete_group note="Its commands stay."
+            on_deleted=Callback::new(move |()| reload.update(|n| *n += 1))/>
 
         <RunDialog run=running/>
     }

@@ -399,4 +399,11 @@ async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
     click(&c, "#group-save").await;
     let row = text_of(&c, "#groups-table tr[data-name=\"greetings\"]").await;
     assert!(row.contains("greet") && row.contains("who"), "{row}");
+
+    // The group keeps its command from deletion, and the dialog says why.
+    click(&c, "nav a[href=\"/commands\"]").await;
+    click(&c, "tr[data-name=\"greet\"] button.delete").await;
+    click(&c, "#confirm-delete").await;
+    let refusal = text_of(&c, ".dialog .banner.error").await;
+    assert!(refusal.contains("command group greetings"), "{refusal}");
 }
