@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
+    os::unix::process::CommandExt as _,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -19,7 +20,11 @@ struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // The whole group: chromedriver and the Chromium processes it started,
+        // which would otherwise outlive the test.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -29,6 +34,7 @@ async fn browser() -> (Client, Driver) {
     let driver =
         Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
