@@ -390,6 +390,31 @@ async fn executions_count_their_hosts_and_page_newest_first(backend: Backend) {
 
 async fn abandoned_executions_end_failed_not_lost(backend: Backend) {
     let (store, _db) = backend.store().await;
+    // Of two silent executions, the one whose runner still says it is
+    // alive is left alone.
+    let silent = store.create_execution(&execution(1)).await.unwrap();
+    let alive = store.create_execution(&execution(1)).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let cutoff = OffsetDateTime::now_utc();
+    store.heartbeat_executions(&[alive]).await.unwrap();
+    let ended = store
+        .end_abandoned_executions(cutoff, "gone")
+        .await
+        .unwrap();
+    assert_eq!(ended, [silent]);
+    assert_eq!(
+        store.execution(silent).await.unwrap().state,
+        ExecutionState::Failed
+    );
+    assert_eq!(
+        store.execution(alive).await.unwrap().state,
+        ExecutionState::Pending
+    );
+    store
+        .set_execution_state(alive, ExecutionState::Succeeded)
+        .await
+        .unwrap();
+
     let id = store.create_execution(&execution(2)).await.unwrap();
     store
         .report_host(id, 0, &report(HostState::Ok, ""))

@@ -89,7 +89,10 @@ pub(super) async fn run(remote: Arc<Remote>, run: Run) {
     let counts = match remote.store.execution(id).await {
         Ok(execution) => execution.counts,
         Err(e) => {
+            // No longer marked alive, the execution is ended by the
+            // abandoned-execution sweep once the store answers again.
             tracing::error!(execution = id, "reading the result failed: {e}");
+            remote.live_map().remove(&id);
             return;
         }
     };
@@ -441,7 +444,8 @@ pub(super) async fn keep_alive(remote: Weak<Remote>) {
             let Some(remote) = remote.upgrade() else {
                 return;
             };
-            if let Err(e) = remote.store.heartbeat_executions(&remote.owner).await {
+            let live: Vec<i64> = remote.live_map().keys().copied().collect();
+            if let Err(e) = remote.store.heartbeat_executions(&live).await {
                 tracing::warn!("marking executions alive failed: {e}");
             }
             let before = OffsetDateTime::now_utc() - ABANDONED_AFTER;

@@ -314,15 +314,20 @@ impl Store {
         Ok(())
     }
 
-    /// Says that `owner` still runs its unfinished executions.
-    pub async fn heartbeat_executions(&self, owner: &str) -> Result<()> {
-        sqlx::query(&format!(
-            "update executions set heartbeat_at = $1 where owner = $2 and state in {NOT_FINAL}"
-        ))
-        .bind(now_millis())
-        .bind(owner)
-        .execute(&self.pool)
-        .await?;
+    /// Says that the executions `ids` are still being run.
+    pub async fn heartbeat_executions(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "update executions set heartbeat_at = $1 where state in {NOT_FINAL} and id in ({})",
+            placeholders(2, ids.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now_millis());
+        for id in ids {
+            query = query.bind(id);
+        }
+        query.execute(&self.pool).await?;
         Ok(())
     }
 
