@@ -747,3 +747,26 @@ async fn servers_without_dcps_key_are_adopted_with_a_password_never_stored() {
         (422, Some("hosts[0].password"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_leaves_a_job_in_the_background_ends_when_it_exits() {
+    let fleet = Fleet::start(1);
+    let api = Api::start().await;
+    let began = Instant::now();
+    let id = start(
+        &api,
+        &json!({"command": {"script": "sleep 3031 & echo started"}, "hosts": hosts(&fleet), "timeout_secs": 60}),
+    )
+    .await;
+    let execution = finished(&api, id, Duration::from_secs(30)).await;
+    assert_eq!(execution["state"], "succeeded", "{execution}");
+    assert_eq!(execution["hosts"][0]["stdout"], "started\n");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    // What it started deliberately keeps running.
+    assert!(running(&fleet, 0, "sleep 3031"));
+    let _ = fleet.ssh(0, "pkill -f '^sleep 3031$'");
+}

@@ -351,6 +351,9 @@ impl Transport {
             .await
             .map_err(|e| self.session_error(conn, e))?;
         let mut output = Output::new(max_output);
+        // Set when the command has exited: a background job it started may
+        // still hold stdout open, which would keep the channel open.
+        let mut exited = None::<Instant>;
         let ended = loop {
             tokio::select! {
                 msg = channel.wait() => match msg {
@@ -358,13 +361,20 @@ impl Transport {
                     Some(ChannelMsg::ExtendedData { data, ext: 1 }) => output.stderr(&data),
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         output.exit_code = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
+                        exited = Some(Instant::now() + AFTER_EXIT);
                     }
+                    Some(ChannelMsg::ExitSignal { .. }) => exited = Some(Instant::now() + AFTER_EXIT),
                     Some(ChannelMsg::Failure) => {
                         break Err(self.session_error(conn, "the host refused to run the command"));
                     }
                     Some(ChannelMsg::Close) | None => break Ok(()),
                     Some(_) => {}
                 },
+                // Left running on purpose (`service start &`): not killed.
+                () = sleep_until(exited.unwrap_or(deadline)), if exited.is_some() => {
+                    let _ = channel.close().await;
+                    break Ok(());
+                }
                 () = sleep_until(deadline) => break Err(Error::Timeout(timeout)),
                 () = cancel.cancelled() => break Err(Error::Cancelled),
             }
@@ -666,6 +676,10 @@ async fn reap(transport: Weak<Transport>) {
         }
     }
 }
+
+/// How long output is still read after the command exited, for what a
+/// background job it started keeps writing to the session.
+const AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// The marker line the remote shell prints first: its pid.
 const PID_MARK: &[u8] = b"\x1edcp-pid ";
