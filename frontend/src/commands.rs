@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use dcp_api_types::{
-    Command, CommandInput, CommandMode, ExecutionInput, HostInput, InlineCommand, ModuleEntry,
-    PageQuery, ParamDef, ParamType,
+    Command, CommandInput, CommandMode, ErrorCode, ErrorDetail, ExecutionInput, HostInput,
+    InlineCommand, ModuleEntry, PageQuery, ParamDef, ParamType,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::hooks::use_navigate;
@@ -53,8 +53,7 @@ impl ParamRow {
             name: self.name.get_untracked().trim().to_owned(),
             kind,
             required: self.required.get_untracked(),
-            // Typed as text; the server reads numbers and booleans from text.
-            default: (!default.is_empty()).then_some(Value::String(default)),
+            default: (!default.trim().is_empty()).then(|| typed(kind, default)),
             description: self.description.get_untracked(),
             choices: if kind == ParamType::Enum {
                 self.choices
@@ -67,6 +66,23 @@ impl ParamRow {
                 Vec::new()
             },
         }
+    }
+}
+
+/// Text typed into a form as a value of `kind`. Text that does not fit
+/// stays text, so the server's error names the field.
+fn typed(kind: ParamType, text: String) -> Value {
+    match kind {
+        ParamType::Integer => text
+            .trim()
+            .parse::<i64>()
+            .map_or(Value::String(text), Value::from),
+        ParamType::Boolean => match text.trim() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::String(text),
+        },
+        ParamType::String | ParamType::Enum => Value::String(text),
     }
 }
 
@@ -287,13 +303,17 @@ fn ScriptField(editor: Editor, modules: Signal<Vec<ModuleEntry>>) -> impl IntoVi
             "JSON: {\"module\": \"plugin/module\", \"args\": {...}}. \"{{name}}\" inserts a parameter."
         }
     };
+    let picked = RwSignal::new(None::<ModuleEntry>);
     let pick = move |ev| {
-        let module = event_target_value(&ev);
-        if !module.is_empty() {
-            editor
-                .script
-                .set(format!("{{\"module\": \"{module}\", \"args\": {{}}}}"));
+        let name = event_target_value(&ev);
+        let module = modules
+            .get_untracked()
+            .into_iter()
+            .find(|m| format!("{}/{}", m.plugin, m.module) == name);
+        if let Some(m) = &module {
+            editor.script.set(module_call(m));
         }
+        picked.set(module);
     };
     view! {
         <div class="field" class:invalid=move || message().is_some()>
@@ -306,6 +326,7 @@ fn ScriptField(editor: Editor, modules: Signal<Vec<ModuleEntry>>) -> impl IntoVi
                         view! { <option value=name title=m.description>{name.clone()}</option> }
                     }).collect_view()}
                 </select>
+                {move || picked.get().map(|m| view! { <p class="hint">{m.description}</p> })}
             </Show>
             <textarea id="command-script" name="script" class="code" spellcheck="false"
                 rows=move || if editor.mode.get() == CommandMode::Shell { "2" } else { "10" }
@@ -318,9 +339,77 @@ fn ScriptField(editor: Editor, modules: Signal<Vec<ModuleEntry>>) -> impl IntoVi
     }
 }
 
+/// `{"module": …, "args": …}` calling `module`, its arguments those its
+/// schema lists (with their defaults) for the user to fill in.
+fn module_call(module: &ModuleEntry) -> String {
+    let schema: Value = serde_json::from_str(&module.params_schema).unwrap_or(Value::Null);
+    let args: serde_json::Map<String, Value> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| {
+            properties
+                .iter()
+                .map(|(name, property)| {
+                    let default = property.get("default").cloned();
+                    (
+                        name.clone(),
+                        default.unwrap_or(Value::String(String::new())),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = Value::String(format!("{}/{}", module.plugin, module.module));
+    // Written by hand so "module" comes first, as people read it.
+    let args = serde_json::to_string_pretty(&args).unwrap_or_else(|_| "{}".to_owned());
+    format!(
+        "{{\n  \"module\": {name},\n  \"args\": {}\n}}",
+        args.replace('\n', "\n  ")
+    )
+}
+
+/// The attributes of a parameter row whose errors show in their cell.
+const PARAM_CELLS: [&str; 4] = ["name", "default", "choices", "description"];
+
+/// Whether the server's `field` is shown in a row's cell rather than above
+/// the table: `params[2].name`, not `params` or `params[2].type`.
+fn in_param_cell(field: &str) -> bool {
+    field
+        .strip_prefix("params[")
+        .and_then(|rest| rest.split_once("]."))
+        .is_some_and(|(i, attr)| i.parse::<usize>().is_ok() && PARAM_CELLS.contains(&attr))
+}
+
+/// The server's message for `attr` of the row `key`; the server names rows
+/// by position (`params[2].name`), and rows move as others are removed.
+fn cell_error(editor: Editor, key: u32, attr: &'static str) -> Signal<Option<(String, String)>> {
+    Signal::derive(move || {
+        let i = editor
+            .params
+            .with(|rows| rows.iter().position(|r| r.key == key))?;
+        let field = format!("params[{i}].{attr}");
+        let message = editor.error.get()?.for_field(&field)?;
+        Some((field, message))
+    })
+}
+
+/// A cell of the parameter editor with its own error under the input.
+#[component]
+fn ParamCell(error: Signal<Option<(String, String)>>, children: Children) -> impl IntoView {
+    view! {
+        <td class:invalid=move || error.get().is_some()>
+            {children()}
+            {move || error.get().map(|(field, message)| view! {
+                <p class="field-error" data-field=field>{message}</p>
+            })}
+        </td>
+    }
+}
+
 /// The parameter definitions: one editable row each.
 #[component]
 fn ParamsEditor(editor: Editor) -> impl IntoView {
+    // Errors about the list as a whole (e.g. too many, a duplicate name).
     let params_error = move || {
         editor
             .error
@@ -328,7 +417,7 @@ fn ParamsEditor(editor: Editor) -> impl IntoView {
             .filter(|e| {
                 e.0.field
                     .as_deref()
-                    .is_some_and(|f| f.starts_with("params"))
+                    .is_some_and(|f| f.starts_with("params") && !in_param_cell(f))
             })
             .map(|e| e.message())
     };
@@ -343,7 +432,9 @@ fn ParamsEditor(editor: Editor) -> impl IntoView {
                 <tbody>
                     <For each=move || editor.params.get() key=|row| row.key children=move |row: ParamRow| view! {
                         <tr class="param-row">
-                            <td><input class="param-name" type="text" placeholder="name" bind:value=row.name/></td>
+                            <ParamCell error=cell_error(editor, row.key, "name")>
+                                <input class="param-name" type="text" placeholder="name" bind:value=row.name/>
+                            </ParamCell>
                             <td>
                                 <select class="param-type" on:change=move |ev| {
                                     let picked = event_target_value(&ev);
@@ -357,10 +448,16 @@ fn ParamsEditor(editor: Editor) -> impl IntoView {
                                 </select>
                             </td>
                             <td><input class="param-required" type="checkbox" bind:checked=row.required/></td>
-                            <td><input class="param-default" type="text" bind:value=row.default/></td>
-                            <td><input class="param-choices" type="text" placeholder="a, b, c"
-                                disabled=move || row.kind.get() != ParamType::Enum bind:value=row.choices/></td>
-                            <td><input class="param-description" type="text" bind:value=row.description/></td>
+                            <ParamCell error=cell_error(editor, row.key, "default")>
+                                <input class="param-default" type="text" bind:value=row.default/>
+                            </ParamCell>
+                            <ParamCell error=cell_error(editor, row.key, "choices")>
+                                <input class="param-choices" type="text" placeholder="a, b, c"
+                                    disabled=move || row.kind.get() != ParamType::Enum bind:value=row.choices/>
+                            </ParamCell>
+                            <ParamCell error=cell_error(editor, row.key, "description")>
+                                <input class="param-description" type="text" bind:value=row.description/>
+                            </ParamCell>
                             <td><button type="button" class="ghost danger" on:click=move |_| {
                                 editor.params.update(|rows| rows.retain(|r| r.key != row.key));
                             }>"Remove"</button></td>
@@ -414,29 +511,87 @@ impl Run {
     }
 }
 
-/// Parses `user@address:port` lines (user `root`, port 22 when absent).
-fn parse_hosts(text: &str, private_key: &str, password: &str) -> Vec<HostInput> {
+/// A validation error on `field`, made in the browser.
+fn invalid(field: &str, message: String) -> ApiError {
+    ApiError(ErrorDetail {
+        code: ErrorCode::ValidationFailed,
+        message,
+        field: Some(field.to_owned()),
+        request_id: None,
+    })
+}
+
+/// The non-empty lines of the hosts textarea: one host each.
+fn host_lines(text: &str) -> Vec<&str> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|line| {
+        .collect()
+}
+
+/// Parses `user@address:port` lines (user `root`, port 22 when absent); the
+/// key and password go to every host.
+fn parse_hosts(text: &str, private_key: &str, password: &str) -> Result<Vec<HostInput>, ApiError> {
+    host_lines(text)
+        .into_iter()
+        .enumerate()
+        .map(|(i, line)| {
             let (user, rest) = match line.split_once('@') {
                 Some((u, r)) => (Some(u.to_owned()), r),
                 None => (None, line),
             };
+            // A second colon means an IPv6 address without a port.
             let (address, port) = match rest.rsplit_once(':') {
-                Some((a, p)) if !a.contains(':') => (a.to_owned(), p.parse().ok()),
+                Some((a, p)) if !a.contains(':') => {
+                    let port = p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
+                        invalid(
+                            "hosts",
+                            format!(
+                                "line {} ({line}): port must be a number from 1 to 65535",
+                                i + 1
+                            ),
+                        )
+                    })?;
+                    (a.to_owned(), Some(port))
+                }
                 _ => (rest.to_owned(), None),
             };
-            HostInput {
+            Ok(HostInput {
                 address,
                 port,
                 user,
                 private_key: (!private_key.trim().is_empty()).then(|| private_key.to_owned()),
                 password: (!password.is_empty()).then(|| password.to_owned()),
-            }
+            })
         })
         .collect()
+}
+
+/// Moves the server's error about one host (`hosts[3].port`) to the input
+/// it came from: the key and password inputs serve every host, the rest is
+/// a line of the hosts textarea.
+fn place_host_error(error: ApiError, hosts: &str) -> ApiError {
+    let Some(field) = error.0.field.clone() else {
+        return error;
+    };
+    let Some((i, attr)) = field
+        .strip_prefix("hosts[")
+        .and_then(|rest| rest.split_once("]."))
+        .and_then(|(i, attr)| Some((i.parse::<usize>().ok()?, attr)))
+    else {
+        return error;
+    };
+    let message = error.for_field(&field).unwrap_or_default();
+    match attr {
+        "private_key" | "password" => invalid(attr, message),
+        _ => {
+            let line = host_lines(hosts).get(i).copied().unwrap_or_default();
+            invalid(
+                "hosts",
+                format!("line {} ({line}): {attr} {message}", i + 1),
+            )
+        }
+    }
 }
 
 /// Starts an execution of `run` (when set): targets, credentials, forks,
@@ -473,9 +628,21 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                     .iter()
                     .filter_map(|(def, v)| {
                         let v = v.get_untracked();
-                        (!v.is_empty()).then(|| (def.name.clone(), Value::String(v)))
+                        (!v.is_empty()).then(|| (def.name.clone(), typed(def.kind, v)))
                     })
                     .collect();
+                let hosts_text = hosts.get_untracked();
+                let targets = match parse_hosts(
+                    &hosts_text,
+                    &private_key.get_untracked(),
+                    &password.get_untracked(),
+                ) {
+                    Ok(targets) => targets,
+                    Err(e) => {
+                        error.set(Some(e));
+                        return;
+                    }
+                };
                 let input = ExecutionInput {
                     command_id: r.command_id,
                     group_id: r.group_id,
@@ -484,11 +651,7 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                         script: script.get_untracked(),
                     }),
                     params,
-                    hosts: Some(parse_hosts(
-                        &hosts.get_untracked(),
-                        &private_key.get_untracked(),
-                        &password.get_untracked(),
-                    )),
+                    hosts: Some(targets),
                     forks: forks.get_untracked().trim().parse().ok(),
                     timeout_secs: timeout.get_untracked().trim().parse().ok(),
                     ..ExecutionInput::default()
@@ -500,14 +663,22 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                             run.set(None);
                             navigate(&format!("/executions/{}", created.id), Default::default());
                         }
-                        Err(e) => error.set(Some(e)),
+                        Err(e) => error.set(Some(place_host_error(e, &hosts_text))),
                     }
                 });
             };
+            let mut shown: Vec<String> = ["hosts", "private_key", "password", "forks", "timeout_secs"]
+                .map(str::to_owned)
+                .into();
+            if ad_hoc {
+                shown.push("command.script".to_owned());
+            }
+            shown.extend(r.params.iter().map(|p| format!("params.{}", p.name)));
+            let password_error = move || error.get().and_then(|e| e.for_field("password"));
             view! {
                 <Modal title=Signal::derive(move || r.title.clone()) on_close=Callback::new(move |()| run.set(None))>
                     <form id="run-form" class="wide" on:submit=submit>
-                        <ErrorBanner error=error all=true/>
+                        <ErrorBanner error=error all=true shown/>
                         <Show when=move || ad_hoc>
                             <div class="field">
                                 <label>"Mode"</label>
@@ -525,9 +696,10 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                             hint="One per line: user@address:port (user root and port 22 when left out)"/>
                         <Field field="private_key" id_prefix="run" label="Private key" value=private_key error=error multiline=true
                             hint="Optional: OpenSSH or PEM text for every host. Empty: DCP's configured key."/>
-                        <div class="field">
+                        <div class="field" class:invalid=move || password_error().is_some()>
                             <label for="run-password">"Password"</label>
                             <input id="run-password" type="password" autocomplete="off" bind:value=password/>
+                            {move || password_error().map(|m| view! { <p class="field-error" data-field="password">{m}</p> })}
                             <p class="hint">"Optional, for servers without a key yet. Never stored."</p>
                         </div>
                         <div class="row">

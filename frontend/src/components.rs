@@ -75,11 +75,18 @@ pub(crate) fn ErrorBanner(
     /// Show field errors here too (for forms without that field).
     #[prop(optional)]
     all: bool,
+    /// With `all`: the fields a form shows next to their inputs, left out here.
+    #[prop(optional)]
+    shown: Vec<String>,
 ) -> impl IntoView {
+    let shown = StoredValue::new(shown);
     let message = move || {
         error
             .get()
-            .filter(|e| all || e.0.field.is_none())
+            .filter(|e| match &e.0.field {
+                None => true,
+                Some(field) => all && !shown.with_value(|s| s.contains(field)),
+            })
             .map(|e| e.message())
     };
     view! {

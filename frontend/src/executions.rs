@@ -61,6 +61,7 @@ pub(crate) fn ExecutionsPage() -> impl IntoView {
     Effect::new(move || load_error.set(listing.get().and_then(Result::err)));
     let running = RwSignal::new(None::<Run>);
     let states = [
+        ExecutionState::Pending,
         ExecutionState::Running,
         ExecutionState::Succeeded,
         ExecutionState::PartiallyFailed,

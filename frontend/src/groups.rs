@@ -1,6 +1,6 @@
 //! The command groups page: ordered commands, run as one.
 
-use dcp_api_types::{CommandGroup, CommandGroupInput, CommandRef, PageQuery};
+use dcp_api_types::{Command, CommandGroup, CommandGroupInput, CommandRef, PageQuery, ParamDef};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 
 use crate::{
@@ -46,6 +46,45 @@ impl Editor {
             }
         });
     }
+}
+
+/// The parameters a group of `steps` asks for: each name once, defined by
+/// the first command that has it (as the server does; it refuses a name
+/// two commands define differently when the group is saved).
+fn union_params(steps: &[CommandRef], commands: &[Command]) -> Vec<ParamDef> {
+    let mut union: Vec<ParamDef> = Vec::new();
+    for step in steps {
+        let Some(command) = commands.iter().find(|c| c.id == step.id) else {
+            continue;
+        };
+        for def in &command.params {
+            if !union.iter().any(|d| d.name == def.name) {
+                union.push(def.clone());
+            }
+        }
+    }
+    union
+}
+
+/// "version: enum (1.0, 2.0), required, default 1.0 — the release".
+fn param_summary(def: &ParamDef) -> String {
+    let mut text = format!("{}: {}", def.name, def.kind.as_str());
+    if !def.choices.is_empty() {
+        text.push_str(&format!(" ({})", def.choices.join(", ")));
+    }
+    if def.required {
+        text.push_str(", required");
+    }
+    if let Some(default) = &def.default {
+        let shown = default
+            .as_str()
+            .map_or_else(|| default.to_string(), str::to_owned);
+        text.push_str(&format!(", default {shown}"));
+    }
+    if !def.description.is_empty() {
+        text.push_str(&format!(" — {}", def.description));
+    }
+    text
 }
 
 /// Lists command groups and edits them through the REST API.
@@ -190,6 +229,19 @@ pub(crate) fn GroupsPage() -> impl IntoView {
                                 }).collect_view()}
                             </select>
                         </fieldset>
+                        <div class="field">
+                            <label>"Parameters (from its commands)"</label>
+                            <ul id="group-params" class="param-list">
+                                {move || {
+                                    let params = union_params(&ed.steps.get(), &commands.get().unwrap_or_default());
+                                    if params.is_empty() {
+                                        view! { <li class="muted">"None"</li> }.into_any()
+                                    } else {
+                                        params.into_iter().map(|p| view! { <li>{param_summary(&p)}</li> }).collect_view().into_any()
+                                    }
+                                }}
+                            </ul>
+                        </div>
                         <div class="buttons">
                             <button type="button" class="ghost cancel" on:click=move |_| editor.set(None)>"Cancel"</button>
                             <button id="group-save" type="submit" class="primary">"Save"</button>

@@ -413,3 +413,55 @@ async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
     let refusal = text_of(&c, ".dialog .banner.error").await;
     assert!(refusal.contains("command group greetings"), "{refusal}");
 }
+
+#[tokio::test]
+async fn a_command_is_defined_in_the_dialog_and_run_errors_land_on_their_inputs() {
+    let server = Server::start(&ServerOptions {
+        admin_password: Some("ui-commands-pw".into()),
+        ..ServerOptions::default()
+    });
+    let (c, _driver) = browser().await;
+    c.goto(&server.url("/login")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", "ui-commands-pw").await;
+    click(&c, "#login-submit").await;
+    click(&c, "nav a[href=\"/commands\"]").await;
+
+    // The server names a bad parameter by position; the message lands in
+    // that row's cell.
+    click(&c, "#new-command").await;
+    fill(&c, "#command-name", "hello").await;
+    click(&c, "#mode-shell").await;
+    fill(&c, "#command-script", "echo {{greeting}}").await;
+    click(&c, "#add-param").await;
+    fill(&c, ".param-row .param-name", "Greeting").await;
+    click(&c, ".param-row .param-required").await;
+    click(&c, "#command-save").await;
+    let error = text_of(&c, ".param-row .field-error[data-field=\"params[0].name\"]").await;
+    assert!(error.contains("a-z"), "{error}");
+    fill(&c, ".param-row .param-name", "greeting").await;
+    click(&c, "#command-save").await;
+    gone(&c, "#command-form").await;
+    let row = text_of(&c, "#commands-table tr[data-name=\"hello\"]").await;
+    assert!(row.contains("shell") && row.contains("greeting"), "{row}");
+
+    // The run dialog asks for the required parameter; a bad host comes back
+    // as `hosts[0].address` and shows under the hosts, by line.
+    click(&c, "tr[data-name=\"hello\"] button.run").await;
+    fill(&c, "#param-greeting", "hi").await;
+    fill(&c, "#run-hosts", "root@bad host!").await;
+    click(&c, "#run-start").await;
+    let error = text_of(&c, "#run-form .field-error[data-field=\"hosts\"]").await;
+    assert!(error.contains("line 1"), "{error}");
+    click(&c, "#run-form button.cancel").await;
+    gone(&c, "#run-form").await;
+
+    click(&c, "nav a[href=\"/executions\"]").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath("//h1[. = 'Executions']"))
+        .await
+        .unwrap();
+    assert!(c.find(Locator::Css("#executions-table")).await.is_ok());
+    c.close().await.unwrap();
+}
