@@ -436,9 +436,9 @@ pub struct HostCounts {
 }
 
 impl HostCounts {
-    /// Counts `state` once more.
-    pub fn add(&mut self, state: HostState) {
-        self.total += 1;
+    /// Counts `n` more hosts in `state`.
+    pub fn add(&mut self, state: HostState, n: u32) {
+        self.total += n;
         *match state {
             HostState::Pending => &mut self.pending,
             HostState::Running => &mut self.running,
@@ -447,7 +447,7 @@ impl HostCounts {
             HostState::Unreachable => &mut self.unreachable,
             HostState::TimedOut => &mut self.timed_out,
             HostState::Cancelled => &mut self.cancelled,
-        } += 1;
+        } += n;
     }
 }
 

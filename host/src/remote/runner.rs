@@ -80,7 +80,12 @@ pub(super) async fn run(remote: Arc<Remote>, run: Run) {
             };
             let report = match permit {
                 Some(_permit) => host.run().await,
-                None => host.ended(HostState::Cancelled, None, "cancelled before it started"),
+                None => HostReport {
+                    state: HostState::Cancelled,
+                    message: "cancelled before it started".to_owned(),
+                    finished_at: Some(OffsetDateTime::now_utc()),
+                    ..HostReport::pending()
+                },
             };
             host.record(&report).await;
         });
@@ -230,17 +235,6 @@ impl Host {
                     .await
                     .unwrap_or(Err(Failure::Host("cancelled".to_owned())))
             }
-        }
-    }
-
-    fn ended(&self, state: HostState, exit_code: Option<i32>, message: &str) -> HostReport {
-        let _ = self;
-        HostReport {
-            state,
-            exit_code,
-            message: message.to_owned(),
-            finished_at: Some(OffsetDateTime::now_utc()),
-            ..HostReport::pending()
         }
     }
 

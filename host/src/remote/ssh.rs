@@ -159,7 +159,7 @@ pub enum Error {
     /// The host presented a key other than the one trusted.
     #[error(
         "the host key of {host} changed: trusted {trusted}, presented {presented}; if the host \
-         was rebuilt, forget its key (DELETE /api/v1/ssh/host-keys/{host})"
+         was rebuilt, forget its key (SSH host keys page, or DELETE /api/v1/ssh/host-keys/{host})"
     )]
     HostKeyChanged {
         /// `address:port`.
@@ -247,6 +247,14 @@ struct Connection {
 }
 
 impl Connection {
+    /// The session with this host failed for `reason`.
+    fn error(&self, reason: impl fmt::Display) -> Error {
+        Error::Session {
+            host: self.host.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
     fn touch(&self) {
         *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
@@ -339,17 +347,11 @@ impl Transport {
         channel
             .exec(true, with_pid_mark(command))
             .await
-            .map_err(|e| self.session_error(conn, e))?;
+            .map_err(|e| conn.error(e))?;
         if let Some(stdin) = stdin {
-            channel
-                .data(&stdin[..])
-                .await
-                .map_err(|e| self.session_error(conn, e))?;
+            channel.data(&stdin[..]).await.map_err(|e| conn.error(e))?;
         }
-        channel
-            .eof()
-            .await
-            .map_err(|e| self.session_error(conn, e))?;
+        channel.eof().await.map_err(|e| conn.error(e))?;
         let mut output = Output::new(max_output);
         // Set when the command has exited: a background job it started may
         // still hold stdout open, which would keep the channel open.
@@ -365,7 +367,7 @@ impl Transport {
                     }
                     Some(ChannelMsg::ExitSignal { .. }) => exited = Some(Instant::now() + AFTER_EXIT),
                     Some(ChannelMsg::Failure) => {
-                        break Err(self.session_error(conn, "the host refused to run the command"));
+                        break Err(conn.error("the host refused to run the command"));
                     }
                     Some(ChannelMsg::Close) | None => break Ok(()),
                     Some(_) => {}
@@ -447,10 +449,10 @@ impl Transport {
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|_| self.session_error(&conn, "the connection is closing"))?;
+                .map_err(|_| conn.error("the connection is closing"))?;
             match conn.handle.channel_open_session().await {
                 Ok(channel) => return Ok((lease, permit, channel)),
-                Err(e) if stale.is_some() => return Err(self.session_error(&conn, e)),
+                Err(e) if stale.is_some() => return Err(conn.error(e)),
                 Err(_) => stale = Some(conn),
             }
         }
@@ -598,14 +600,6 @@ impl Transport {
                 endpoint: endpoint.to_string(),
                 method,
             })
-        }
-    }
-
-    fn session_error(&self, conn: &Connection, reason: impl fmt::Display) -> Error {
-        let _ = self;
-        Error::Session {
-            host: conn.host.clone(),
-            reason: reason.to_string(),
         }
     }
 

@@ -381,10 +381,10 @@ impl Store {
         let mut counts: BTreeMap<i64, HostCounts> = BTreeMap::new();
         for (id, state, n) in query.fetch_all(&self.pool).await? {
             let state: HostState = parse_name("execution_hosts.state", &state)?;
-            let entry = counts.entry(id).or_default();
-            for _ in 0..n {
-                entry.add(state);
-            }
+            counts
+                .entry(id)
+                .or_default()
+                .add(state, u32::try_from(n).unwrap_or(u32::MAX));
         }
         rows.into_iter()
             .map(|row| {
