@@ -2,7 +2,7 @@
 
 use dcp_api_types::{
     Cluster, ClusterInput, Command, CommandGroup, CommandGroupInput, CommandInput, CreatedToken,
-    ErrorCode, ErrorDetail, Execution, ExecutionCreated, ExecutionInput, ExecutionSummary,
+    ErrorCode, ErrorDetail, Execution, ExecutionCreated, ExecutionInput, ExecutionSummary, HostKey,
     LoginRequest, ModuleEntry, Page, PluginLimits, PluginTestRequest, PluginTestResult,
     PluginUpload, PluginVersion, Session, Token, TokenInput,
 };
@@ -395,4 +395,27 @@ pub(crate) async fn execution(id: i64) -> Result<Execution, ApiError> {
 /// Cancels a running execution.
 pub(crate) async fn cancel_execution(id: i64) -> Result<Execution, ApiError> {
     read(send(Request::post(&format!("/api/v1/executions/{id}/cancel"))).await?).await
+}
+
+/// One page of the SSH host keys DCP trusts.
+pub(crate) async fn host_keys(page: u32) -> Result<Page<HostKey>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/ssh/host-keys?page={page}&per_page=50"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Forgets a host's key: the next connection trusts what the host presents.
+pub(crate) async fn forget_host_key(host: &str) -> Result<(), ApiError> {
+    no_content(
+        send(Request::delete(&format!(
+            "/api/v1/ssh/host-keys/{}",
+            encode(host)
+        )))
+        .await?,
+    )
+    .await
 }

@@ -79,6 +79,7 @@ pub(crate) fn ExecutionsPage() -> impl IntoView {
                 {states.into_iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
             </select>
             <button id="new-run" class="primary" on:click=move |_| running.set(Some(Run::ad_hoc()))>"New ad-hoc run"</button>
+            <A href="/host-keys" attr:class="toolbar-link">"SSH host keys"</A>
         </div>
         <ErrorBanner error=load_error all=true/>
         <table id="executions-table" class="table">
@@ -271,7 +272,15 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                                 <td><span class=format!("badge host-{}", h.state.as_str())>{h.state.as_str()}</span></td>
                                 <td>{h.exit_code.map(|c| c.to_string()).unwrap_or_default()}</td>
                                 <td>{duration(h.started_at.as_deref(), h.finished_at.as_deref())}</td>
-                                <td class="description">{h.message.clone()}</td>
+                                <td class="description">
+                                    {h.message.clone()}
+                                    <Show when={
+                                        let changed = h.message.contains("host key");
+                                        move || changed
+                                    }>
+                                        " " <A href="/host-keys">"Manage host keys"</A>
+                                    </Show>
+                                </td>
                                 <td class="actions">
                                     <button class="ghost logs" on:click=toggle>{move || if open() { "Hide output" } else { "Output" }}</button>
                                 </td>

@@ -10,6 +10,7 @@ mod commands;
 mod components;
 mod executions;
 mod groups;
+mod host_keys;
 mod login;
 mod plugins;
 mod tokens;
@@ -41,6 +42,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("command-groups") view=groups::GroupsPage/>
                     <Route path=path!("executions") view=executions::ExecutionsPage/>
                     <Route path=path!("executions/:id") view=executions::ExecutionPage/>
+                    <Route path=path!("host-keys") view=host_keys::HostKeysPage/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -406,6 +406,22 @@ async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
     let row = text_of(&c, "#groups-table tr[data-name=\"greetings\"]").await;
     assert!(row.contains("greet") && row.contains("who"), "{row}");
 
+    // The hosts' keys were trusted on first use; one can be forgotten.
+    click(&c, "nav a[href=\"/executions\"]").await;
+    click(&c, "a[href=\"/host-keys\"]").await;
+    let first = format!("{}:22", hosts[0]);
+    let row = text_of(&c, &format!("tr[data-host=\"{first}\"]")).await;
+    assert!(row.contains("SHA256:"), "{row}");
+    click(&c, &format!("tr[data-host=\"{first}\"] button.forget")).await;
+    gone(&c, &format!("tr[data-host=\"{first}\"]")).await;
+    assert_eq!(
+        c.find_all(Locator::Css("#host-keys-table tbody tr"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
     // The group keeps its command from deletion, and the dialog says why.
     click(&c, "nav a[href=\"/commands\"]").await;
     click(&c, "tr[data-name=\"greet\"] button.delete").await;
