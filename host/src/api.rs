@@ -12,7 +12,9 @@ mod commands;
 pub mod error;
 mod executions;
 pub mod extract;
+mod machines;
 mod plugins;
+mod services;
 mod session;
 mod system;
 mod tokens;
@@ -60,7 +62,8 @@ OPTIONS) must echo the `dcp_csrf` cookie — also returned as `csrf_token` by \
 Every failure answers `{\"error\": {\"code\", \"message\", \"field\"?, \"request_id\"?}}`: \
 400 `malformed_json` / `invalid_parameter`, 401 `unauthorized`, 403 `forbidden`, \
 404 `not_found`, 405, 409 `conflict`, 413 `payload_too_large`, 415, \
-422 `validation_failed` (with the `field`), 5xx `internal` / `unavailable` \
+422 `validation_failed` (with the `field`), 502 `upstream` (a cloud call failed; the \
+message names the provider's code and request id), 5xx `internal` / `unavailable` \
 (details only in the server log, under the `X-Request-Id`).\n\n\
 ## Lists\n\
 `?page=` (from 1) and `?per_page=` (1–200, default 20); the answer is \
@@ -73,6 +76,8 @@ Every failure answers `{\"error\": {\"code\", \"message\", \"field\"?, \"request
         (name = "plugins", description = "WebAssembly plugins: clouds, load balancers, remote-command modules"),
         (name = "commands", description = "Commands with typed parameters, and command groups"),
         (name = "executions", description = "Run commands on many hosts over SSH; trusted host keys"),
+        (name = "orchestration", description = "Services, their pools and the pools' nodes"),
+        (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
@@ -111,6 +116,8 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(plugins::router())
         .merge(commands::router())
         .merge(executions::router())
+        .merge(machines::router())
+        .merge(services::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))

@@ -47,6 +47,19 @@ pub struct Config {
     pub ssh_idle_secs: u64,
     /// The most hosts one execution may run at once (its `forks`).
     pub max_forks: u32,
+    /// Base64 of the 32-byte key that seals account secrets and machine
+    /// keys at rest; set it through `DCP_SECRET_KEY` rather than a file.
+    pub secret_key: Option<String>,
+    /// Where the sealing key lives when `secret_key` is unset; created with a
+    /// random key on first start. Defaults to `<data_dir>/secret.key`.
+    pub secret_key_file: Option<PathBuf>,
+    /// The command group (by name) run on new machines whose template names none;
+    /// without one, init only checks the machine answers over SSH.
+    pub default_init_group: Option<String>,
+    /// Milliseconds between asking the cloud whether an instance runs.
+    pub machine_poll_ms: u64,
+    /// Seconds an instance may take to run (or to stop before deletion).
+    pub machine_start_timeout_secs: u64,
 }
 
 /// How log lines are written.
@@ -76,6 +89,11 @@ impl Default for Config {
             ssh_connect_timeout_secs: 10,
             ssh_idle_secs: 60,
             max_forks: 500,
+            secret_key: None,
+            secret_key_file: None,
+            default_init_group: None,
+            machine_poll_ms: 2000,
+            machine_start_timeout_secs: 600,
         }
     }
 }
@@ -104,6 +122,14 @@ impl fmt::Debug for Config {
             .field("ssh_connect_timeout_secs", &self.ssh_connect_timeout_secs)
             .field("ssh_idle_secs", &self.ssh_idle_secs)
             .field("max_forks", &self.max_forks)
+            .field("secret_key", &self.secret_key.as_ref().map(|_| "***"))
+            .field("secret_key_file", &self.secret_key_file)
+            .field("default_init_group", &self.default_init_group)
+            .field("machine_poll_ms", &self.machine_poll_ms)
+            .field(
+                "machine_start_timeout_secs",
+                &self.machine_start_timeout_secs,
+            )
             .finish()
     }
 }
@@ -124,6 +150,11 @@ const ENV_KEYS: &[&str] = &[
     "ssh_connect_timeout_secs",
     "ssh_idle_secs",
     "max_forks",
+    "secret_key",
+    "secret_key_file",
+    "default_init_group",
+    "machine_poll_ms",
+    "machine_start_timeout_secs",
 ];
 
 impl Config {
@@ -148,6 +179,14 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("dcp.db").display()))
+    }
+
+    /// The file of the sealing key when `secret_key` is unset.
+    #[must_use]
+    pub fn secret_key_file(&self) -> PathBuf {
+        self.secret_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
     }
 
     /// The directory to serve the web UI from, if one can be found.
@@ -261,12 +300,13 @@ mod tests {
     fn debug_output_hides_secrets() {
         let config = Config {
             admin_password: Some("hunter2".into()),
+            secret_key: Some("c2VjcmV0LWtleQ==".into()),
             database_url: Some("postgres://dcp:pw@db/dcp".into()),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains(":pw@"),
+            !shown.contains("hunter2") && !shown.contains(":pw@") && !shown.contains("c2VjcmV0"),
             "{shown}"
         );
     }

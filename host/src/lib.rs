@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod machines;
 pub mod orchestration;
 pub mod plugins;
 pub mod remote;
@@ -16,6 +17,7 @@ pub mod store;
 pub mod telemetry;
 pub mod ui;
 pub mod validate;
+pub mod vault;
 
 use std::{sync::Arc, time::Duration};
 
@@ -50,6 +52,8 @@ pub struct AppState {
     pub metrics: Arc<telemetry::Metrics>,
     /// Commands, command groups and executions over SSH.
     pub remote: Arc<remote::Remote>,
+    /// Cloud accounts, machine templates, quotas and machines.
+    pub machines: Arc<machines::Machines>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
 }
@@ -110,17 +114,37 @@ impl AppState {
             default_key,
         );
         let plugins = Arc::new(registry);
+        let vault = Arc::new(match &config.secret_key {
+            Some(key) => vault::Vault::from_base64(key).context("reading secret_key")?,
+            None => vault::Vault::from_file(&config.secret_key_file())?,
+        });
         let remote = remote::Remote::new(
             store.clone(),
             plugins.clone(),
             transport,
+            Arc::new(machines::Keyring::new(store.clone(), vault.clone())),
             config.max_forks.max(1),
         );
+        let machines = machines::Machines::start(
+            store.clone(),
+            plugins.clone(),
+            remote.clone(),
+            vault,
+            machines::Settings {
+                default_init_group: config.default_init_group.clone(),
+                poll: Duration::from_millis(config.machine_poll_ms.max(10)),
+                start_timeout: Duration::from_secs(config.machine_start_timeout_secs.max(1)),
+            },
+        )
+        .await
+        .context("resuming machine work")?;
+        machines.track_fleet();
         Ok(Self {
             store,
             auth,
             plugins,
             remote,
+            machines,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
         })
@@ -164,11 +188,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("DCP listening on http://{addr}");
     let remote = Arc::clone(&state.remote);
     let stop = Arc::clone(&remote);
+    let machines = Arc::clone(&state.machines);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
-            // Running executions end first (cancelled, remote processes
+            // Machine work stops where it is (it resumes on the next
+            // start); running executions end (cancelled, remote processes
             // killed), so their event streams close and HTTP can drain.
+            machines.stop();
             stop.stop();
         })
         .await

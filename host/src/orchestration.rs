@@ -3,10 +3,10 @@
 //! The rules live here, between the API and the store, so every caller —
 //! the REST API today, the task engine later — goes through the same checks.
 
-use dcp_api_types::ClusterInput;
+use dcp_api_types::{ClusterInput, ContainerSpec, PoolInput, ServiceInput};
 
 use crate::{
-    store::ClusterChange,
+    store::{ClusterChange, PoolChange, ServiceChange},
     validate::{self, Invalid},
 };
 
@@ -28,4 +28,241 @@ pub fn cluster_change(input: ClusterInput) -> Result<ClusterChange, Invalid> {
         description: input.description,
         business_line: input.business_line.trim().to_owned(),
     })
+}
+
+/// Longest service or pool name.
+pub const NAME_MAX: usize = 64;
+
+/// Checks a service's fields; the cluster must exist (checked by the caller
+/// against the store).
+pub fn service_change(input: ServiceInput) -> Result<ServiceChange, Invalid> {
+    validate::identifier("name", &input.name, NAME_MAX)?;
+    validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
+    validate::max_chars("service_type", &input.service_type, 64)?;
+    image_reference("image", &input.image)?;
+    container_spec(&input.container)?;
+    Ok(ServiceChange {
+        cluster_id: input.cluster_id,
+        name: input.name,
+        description: input.description,
+        service_type: input.service_type.trim().to_owned(),
+        image: input.image.trim().to_owned(),
+        container: serde_json::to_string(&input.container).unwrap_or_default(),
+    })
+}
+
+/// A Docker image reference: `[registry/]repository[:tag][@digest]`, lowercase
+/// repository, no spaces.
+pub fn image_reference(field: &'static str, image: &str) -> Result<(), Invalid> {
+    let image = image.trim();
+    if image.is_empty() {
+        return Err(Invalid::new(field, "is required"));
+    }
+    if image.len() > 255 {
+        return Err(Invalid::new(field, "must be at most 255 characters"));
+    }
+    if let Some(bad) = image
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "./:_-@".contains(*c)))
+    {
+        return Err(Invalid::new(
+            field,
+            format!("{bad:?} cannot appear in an image reference like registry.local/shop/web:1.4"),
+        ));
+    }
+    let name = image.split('@').next().unwrap_or_default();
+    // The repository is everything before a tag's colon (a registry's port colon comes before a slash).
+    let repository = match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    };
+    if repository.is_empty() || repository.starts_with(['.', '-', '/']) || repository.ends_with('/')
+    {
+        return Err(Invalid::new(field, "has no repository name"));
+    }
+    let path = repository
+        .split_once('/')
+        .map_or(repository, |(host, rest)| {
+            if host.contains(['.', ':']) || host == "localhost" {
+                rest
+            } else {
+                repository
+            }
+        });
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(Invalid::new(field, "repository names are lowercase"));
+    }
+    Ok(())
+}
+
+fn container_spec(spec: &ContainerSpec) -> Result<(), Invalid> {
+    let mut published = std::collections::BTreeSet::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        if port.container_port == 0 {
+            return Err(Invalid::new(
+                format!("container.ports[{i}].container_port"),
+                "must be between 1 and 65535",
+            ));
+        }
+        if port.host_port == Some(0) {
+            return Err(Invalid::new(
+                format!("container.ports[{i}].host_port"),
+                "must be between 1 and 65535",
+            ));
+        }
+        let host = port.host_port.unwrap_or(port.container_port);
+        if !published.insert((host, port.protocol)) {
+            return Err(Invalid::new(
+                format!("container.ports[{i}].host_port"),
+                format!("port {host} is published twice"),
+            ));
+        }
+    }
+    for key in spec.env.keys() {
+        let valid = key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Invalid::new(
+                format!("container.env.{key}"),
+                "names are letters, digits and '_', not starting with a digit",
+            ));
+        }
+    }
+    let mut mounted = std::collections::BTreeSet::new();
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        for (part, path) in [
+            ("host_path", &volume.host_path),
+            ("container_path", &volume.container_path),
+        ] {
+            if !path.starts_with('/') || path.contains(['\n', '\0', ',']) {
+                return Err(Invalid::new(
+                    format!("container.volumes[{i}].{part}"),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        if !mounted.insert(volume.container_path.as_str()) {
+            return Err(Invalid::new(
+                format!("container.volumes[{i}].container_path"),
+                "is mounted twice",
+            ));
+        }
+    }
+    if spec.cpu_limit.is_some_and(|c| !(c > 0.0 && c <= 256.0)) {
+        return Err(Invalid::new(
+            "container.cpu_limit",
+            "must be more than 0 and at most 256 cores",
+        ));
+    }
+    if spec
+        .memory_limit_mb
+        .is_some_and(|m| !(6..=4_194_304).contains(&m))
+    {
+        return Err(Invalid::new(
+            "container.memory_limit_mb",
+            "must be between 6 and 4194304 MiB",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a pool's fields; the service and template must exist (checked by
+/// the caller against the store).
+pub fn pool_change(input: PoolInput) -> Result<PoolChange, Invalid> {
+    validate::identifier("name", &input.name, NAME_MAX)?;
+    validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
+    Ok(PoolChange {
+        service_id: input.service_id,
+        name: input.name,
+        description: input.description,
+        template_id: input.template_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use dcp_api_types::{PortMapping, PortProtocol, VolumeMount};
+
+    use super::*;
+
+    #[test]
+    fn image_references() {
+        for ok in [
+            "nginx",
+            "nginx:1.25",
+            "registry.local:5000/shop/web:1.4",
+            "localhost/app@sha256:abc",
+            "127.0.0.1:5000/x/y",
+        ] {
+            assert!(image_reference("image", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "ng inx",
+            "Shop/Web",
+            ":1.0",
+            "registry.local/",
+            "a;rm -rf",
+        ] {
+            assert!(image_reference("image", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn container_specs() {
+        let mut spec = ContainerSpec {
+            ports: vec![
+                PortMapping {
+                    container_port: 80,
+                    host_port: Some(8080),
+                    protocol: PortProtocol::Tcp,
+                },
+                PortMapping {
+                    container_port: 53,
+                    host_port: None,
+                    protocol: PortProtocol::Udp,
+                },
+            ],
+            volumes: vec![VolumeMount {
+                host_path: "/data".into(),
+                container_path: "/var/lib".into(),
+                read_only: true,
+            }],
+            cpu_limit: Some(0.5),
+            memory_limit_mb: Some(256),
+            ..ContainerSpec::default()
+        };
+        spec.env.insert("LOG_LEVEL".into(), "info".into());
+        assert!(container_spec(&spec).is_ok());
+        spec.ports.push(PortMapping {
+            container_port: 81,
+            host_port: Some(8080),
+            protocol: PortProtocol::Tcp,
+        });
+        assert_eq!(
+            container_spec(&spec).unwrap_err().field,
+            "container.ports[2].host_port"
+        );
+        spec.ports.pop();
+        spec.env.insert("1BAD".into(), String::new());
+        assert_eq!(
+            container_spec(&spec).unwrap_err().field,
+            "container.env.1BAD"
+        );
+        spec.env.remove("1BAD");
+        spec.volumes[0].host_path = "data".into();
+        assert_eq!(
+            container_spec(&spec).unwrap_err().field,
+            "container.volumes[0].host_path"
+        );
+        spec.volumes[0].host_path = "/data".into();
+        spec.cpu_limit = Some(0.0);
+        assert_eq!(
+            container_spec(&spec).unwrap_err().field,
+            "container.cpu_limit"
+        );
+    }
 }

@@ -10,6 +10,8 @@ mod runner;
 pub mod ssh;
 mod template;
 
+pub(crate) use self::template::shell_quote;
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
@@ -97,6 +99,8 @@ pub struct Remote {
     store: Store,
     plugins: Arc<Registry>,
     transport: Arc<ssh::Transport>,
+    /// Resolves `machine_ids` to SSH targets.
+    inventory: Arc<dyn Inventory>,
     /// This process, as the owner of the executions it runs.
     owner: String,
     max_forks: u32,
@@ -123,7 +127,7 @@ fn text_of(value: &Value) -> String {
 
 impl Remote {
     /// The service over `store`, running modules from `plugins` over
-    /// `transport`, with at most `max_forks` hosts at once per execution.
+    /// `transport` on hosts given by address or found in `inventory`, with at most `max_forks` hosts at once per execution.
     /// Ends executions whose DCP process died and keeps this process's
     /// executions marked alive.
     #[must_use]
@@ -131,12 +135,14 @@ impl Remote {
         store: Store,
         plugins: Arc<Registry>,
         transport: Arc<ssh::Transport>,
+        inventory: Arc<dyn Inventory>,
         max_forks: u32,
     ) -> Arc<Self> {
         let remote = Arc::new(Self {
             store,
             plugins,
             transport,
+            inventory,
             owner: uuid::Uuid::now_v7().to_string(),
             max_forks,
             live: Mutex::new(HashMap::new()),
@@ -144,6 +150,12 @@ impl Remote {
         });
         tokio::spawn(runner::keep_alive(Arc::downgrade(&remote)));
         remote
+    }
+
+    /// The SSH transport executions use (adoption probes hosts with it too).
+    #[must_use]
+    pub fn transport(&self) -> &Arc<ssh::Transport> {
+        &self.transport
     }
 
     /// Starts shutting down: every execution this process runs is
@@ -332,7 +344,7 @@ impl Remote {
             .into());
         }
         let (title, steps, params) = self.plan(&input).await?;
-        let targets = targets(&input)?;
+        let targets = self.targets(&input).await?;
         let new = NewExecution {
             title,
             command_id: input.command_id,
@@ -545,40 +557,56 @@ impl Remote {
     }
 }
 
-/// The hosts to run on, with their credentials.
-fn targets(input: &ExecutionInput) -> Result<Vec<ssh::Target>, Error> {
-    exactly_one(
-        "hosts",
-        [
-            ("machine_ids", input.machine_ids.is_some()),
-            ("pool_id", input.pool_id.is_some()),
-            ("hosts", input.hosts.is_some()),
-        ],
-    )?;
-    // Machines and pools arrive with their modules; until then no id
-    // names one.
-    if let Some(ids) = &input.machine_ids {
-        return Err(match ids.first() {
-            Some(id) => Invalid::new("machine_ids[0]", format!("no machine with id {id}")),
-            None => Invalid::new("machine_ids", "must name at least one machine"),
+/// Machines DCP manages, as SSH targets: the machines module resolves ids
+/// to addresses and opens their keys.
+#[async_trait::async_trait]
+pub trait Inventory: Send + Sync + std::fmt::Debug {
+    /// The targets of `ids`, in order; an unknown or unusable machine is
+    /// [`Invalid`] on `machine_ids[i]`.
+    async fn targets(&self, ids: &[i64]) -> Result<Vec<ssh::Target>, Invalid>;
+    /// The targets of a pool's nodes; an unknown or empty pool is [`Invalid`] on `pool_id`.
+    async fn pool_targets(&self, pool_id: i64) -> Result<Vec<ssh::Target>, Invalid>;
+}
+
+impl Remote {
+    /// The hosts to run on, with their credentials.
+    async fn targets(&self, input: &ExecutionInput) -> Result<Vec<ssh::Target>, Error> {
+        exactly_one(
+            "hosts",
+            [
+                ("machine_ids", input.machine_ids.is_some()),
+                ("pool_id", input.pool_id.is_some()),
+                ("hosts", input.hosts.is_some()),
+            ],
+        )?;
+        if let Some(ids) = &input.machine_ids {
+            if ids.len() > HOSTS_MAX {
+                return Err(Invalid::new(
+                    "machine_ids",
+                    format!("may name at most {HOSTS_MAX} machines"),
+                )
+                .into());
+            }
+            return Ok(self.inventory.targets(ids).await?);
         }
-        .into());
+        if let Some(id) = input.pool_id {
+            return Ok(self.inventory.pool_targets(id).await?);
+        }
+        let hosts = input.hosts.as_deref().unwrap_or_default();
+        if hosts.is_empty() {
+            return Err(Invalid::new("hosts", "must name at least one host").into());
+        }
+        if hosts.len() > HOSTS_MAX {
+            return Err(
+                Invalid::new("hosts", format!("may name at most {HOSTS_MAX} hosts")).into(),
+            );
+        }
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| host_target(i, h))
+            .collect()
     }
-    if let Some(id) = input.pool_id {
-        return Err(Invalid::new("pool_id", format!("no pool with id {id}")).into());
-    }
-    let hosts = input.hosts.as_deref().unwrap_or_default();
-    if hosts.is_empty() {
-        return Err(Invalid::new("hosts", "must name at least one host").into());
-    }
-    if hosts.len() > HOSTS_MAX {
-        return Err(Invalid::new("hosts", format!("may name at most {HOSTS_MAX} hosts")).into());
-    }
-    hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| host_target(i, h))
-        .collect()
 }
 
 /// An execution's summary as the API shows it.

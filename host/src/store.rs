@@ -8,11 +8,14 @@
 //! it is chosen by [`Backend`]. See `docs/adr/0001-store.md`.
 
 mod auth;
+mod clouds;
 mod clusters;
 mod commands;
 mod executions;
 mod host_keys;
+mod machines;
 mod plugins;
+mod services;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -25,11 +28,14 @@ use time::OffsetDateTime;
 
 pub use self::{
     auth::{SessionRecord, TokenRecord, UserRecord},
+    clouds::{AccountChange, AccountRecord, TemplateChange, TemplateRecord},
     clusters::{Cluster, ClusterChange, ClusterQuery},
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
     executions::{ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, overall_state},
     host_keys::HostKeyRecord,
+    machines::{MachineEventRecord, MachineRecord, MachineUpdate, NewMachine},
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
+    services::{NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord},
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -107,14 +107,17 @@ impl Fleet {
             FLEETS.fetch_add(1, Ordering::Relaxed)
         );
         let password = format!("pw-{}", uuid::Uuid::now_v7().simple());
+        // The user must reach its home inside the fleet's directory.
+        std::fs::set_permissions(
+            self.dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("opening the fleet directory");
         let made = Command::new("useradd")
-            .args([
-                "--no-create-home",
-                "--home-dir",
-                "/tmp",
-                "--shell",
-                "/bin/sh",
-            ])
+            // A home of its own (in the fleet's directory): adoption installs
+            // a key in ~/.ssh/authorized_keys.
+            .args(["--create-home", "--shell", "/bin/sh", "--home-dir"])
+            .arg(self.dir.path().join(&user))
             .arg(&user)
             .status()
             .expect("useradd (run as root)");
@@ -221,7 +224,7 @@ fn start_sshd(dir: &Path, authorized: &Path, addr: SocketAddr) -> SshHost {
     std::fs::write(
         &config,
         format!(
-            "ListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\n\
+            "ListenAddress {addr}\nHostKey {}\nAuthorizedKeysFile {} .ssh/authorized_keys\nPidFile {}\n\
              PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
              KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
              MaxStartups 200\nMaxSessions 100\nSubsystem sftp internal-sftp\n\
@@ -250,7 +253,10 @@ impl Drop for Fleet {
             let _ = host.child.wait();
         }
         if let Some(user) = &self.password_user {
-            let _ = Command::new("userdel").arg(user).status();
+            // Its sessions (a client's pooled connection) outlive the
+            // listener; end them, then remove the user even if one lingers.
+            let _ = Command::new("pkill").args(["-KILL", "-u", user]).status();
+            let _ = Command::new("userdel").args(["--force", user]).status();
         }
     }
 }

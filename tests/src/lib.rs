@@ -6,12 +6,14 @@
 //! - [`Backend::state`] builds an [`AppState`] for `app(state).oneshot(…)` tests;
 //! - [`Server::start`] runs the real `dcp` binary (`DCP_BIN`, or the one
 //!   beside the test executable) on a free loopback port;
-//! - [`fleet::Fleet::start`] runs real `sshd` hosts on loopback addresses.
+//! - [`fleet::Fleet::start`] runs real `sshd` hosts on loopback addresses;
+//! - [`cloud::Cloud::start`] wires a DCP to the Aliyun simulator in fleet mode.
 //!
 //! `scripts/test` sets everything up; run tests through it.
 
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cloud;
 pub mod fleet;
 
 use std::{
@@ -248,6 +250,57 @@ pub struct Server {
     pub lines: Vec<String>,
     /// The data directory (SQLite file lives here unless a URL is given).
     pub data_dir: TempDir,
+    options: ServerOptions,
+    port: u16,
+}
+
+/// Spawns `dcp serve` on `port` with `data_dir`; its output lines arrive on the receiver.
+fn launch(options: &ServerOptions, data_dir: &Path, port: u16) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(dcp_bin());
+    cmd.arg("serve")
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("DCP_ADMIN_PASSWORD")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(url) = &options.database_url {
+        cmd.arg("--database-url").arg(url);
+    }
+    if let Some(password) = &options.admin_password {
+        cmd.env("DCP_ADMIN_PASSWORD", password);
+    }
+    for (k, v) in &options.env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawning dcp");
+    let (tx, rx) = mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    (child, rx)
 }
 
 /// How to start a [`Server`].
@@ -266,57 +319,16 @@ impl Server {
     pub fn start(options: &ServerOptions) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut cmd = Command::new(dcp_bin());
-        cmd.arg("serve")
-            .arg("--bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env_remove("DATABASE_URL")
-            .env_remove("DCP_ADMIN_PASSWORD")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some(url) = &options.database_url {
-            cmd.arg("--database-url").arg(url);
-        }
-        if let Some(password) = &options.admin_password {
-            cmd.env("DCP_ADMIN_PASSWORD", password);
-        }
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("spawning dcp");
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let (child, output) = launch(options, data_dir.path(), port);
         let mut server = Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
             printed_password: None,
-            output: rx,
+            output,
             lines: Vec::new(),
             data_dir,
+            options: options.clone(),
+            port,
         };
         server.wait_healthy();
         server.printed_password = server.lines.iter().find_map(|l| {
@@ -327,13 +339,30 @@ impl Server {
         server
     }
 
+    /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.drain_output();
+    }
+
+    /// Starts the server again on the same port, data directory and options
+    /// (after [`Server::kill`] or [`Server::terminate`]).
+    pub fn restart(&mut self) {
+        let (child, output) = launch(&self.options, self.data_dir.path(), self.port);
+        self.child = child;
+        self.output = output;
+        self.wait_healthy();
+    }
+
     /// Waits for the "listening" log line (written after migrations and the
     /// admin bootstrap, once the socket is bound).
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        // Only this run's lines count (a restart keeps the earlier ones).
+        let from = self.lines.len();
         loop {
-            if self
-                .drain_output()
+            if self.drain_output()[from..]
                 .iter()
                 .any(|l| l.contains("DCP listening on"))
             {

@@ -634,3 +634,135 @@ async fn readiness_follows_the_database() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn services_pools_and_nodes_keep_their_tree_whole() {
+    let api = Api::on(Backend::Postgres).await;
+    let token = api.token().await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(method, &path, &token, body).await }
+    };
+    let cluster = call(
+        Method::POST,
+        "/api/v1/clusters".into(),
+        Some(json!({"name": "shop"})),
+    )
+    .await;
+    let cluster = cluster.body["id"].as_i64().unwrap();
+    let service = json!({
+        "cluster_id": cluster, "name": "web", "image": "registry.local:5000/shop/web:1.4",
+        "container": {"ports": [{"container_port": 80, "host_port": 8080}], "env": {"MODE": "prod"},
+                      "restart_policy": "always", "memory_limit_mb": 256},
+    });
+    for (pointer, value, field) in [
+        ("/image", json!("Shop/Web"), "image"),
+        ("/cluster_id", json!(999), "cluster_id"),
+        (
+            "/container/ports/0/container_port",
+            json!(0),
+            "container.ports[0].container_port",
+        ),
+        ("/name", json!("Web Site"), "name"),
+    ] {
+        let mut body = service.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        let reply = call(Method::POST, "/api/v1/services".into(), Some(body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reply.body
+        );
+        assert_eq!(
+            reply.error(),
+            ("validation_failed".to_owned(), Some(field.to_owned()))
+        );
+    }
+    let created = call(Method::POST, "/api/v1/services".into(), Some(service)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["container"]["restart_policy"], "always");
+    let service = created.body["id"].as_i64().unwrap();
+    let pool = call(
+        Method::POST,
+        "/api/v1/pools".into(),
+        Some(json!({"service_id": service, "name": "web-a"})),
+    )
+    .await;
+    assert_eq!(pool.status, StatusCode::CREATED, "{}", pool.body);
+    let pool = pool.body["id"].as_i64().unwrap();
+    let unknown = call(
+        Method::POST,
+        format!("/api/v1/pools/{pool}/nodes"),
+        Some(json!({"machine_ids": [4242]})),
+    )
+    .await;
+    assert_eq!(
+        unknown.error(),
+        (
+            "validation_failed".to_owned(),
+            Some("machine_ids[0]".to_owned())
+        )
+    );
+    let added = call(
+        Method::POST,
+        format!("/api/v1/pools/{pool}/nodes"),
+        Some(json!({"addresses": [{"address": "127.20.9.1"}, {"address": "127.20.9.2", "port": 2222}]})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    assert_eq!(added.body.as_array().unwrap().len(), 2);
+    assert_eq!(added.body[0]["state"], "pending");
+    let twice = call(
+        Method::POST,
+        format!("/api/v1/pools/{pool}/nodes"),
+        Some(json!({"addresses": [{"address": "127.20.9.1"}]})),
+    )
+    .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{}", twice.body);
+
+    // Each level refuses to go while the next one holds on, naming it.
+    for (path, names) in [
+        (format!("/api/v1/pools/{pool}"), "node 127.20.9.1"),
+        (format!("/api/v1/services/{service}"), "pool web-a"),
+        (format!("/api/v1/clusters/{cluster}"), "service web"),
+    ] {
+        let refused = call(Method::DELETE, path.clone(), None).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{path}");
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(names),
+            "{}",
+            refused.body
+        );
+    }
+    let pool_page = call(
+        Method::GET,
+        format!("/api/v1/pools?service_id={service}"),
+        None,
+    )
+    .await;
+    assert_eq!(pool_page.body["items"][0]["nodes"], 2);
+    for node in added.body.as_array().unwrap() {
+        let removed = call(
+            Method::DELETE,
+            format!("/api/v1/pools/{pool}/nodes/{}", node["id"]),
+            None,
+        )
+        .await;
+        assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    }
+    for path in [
+        format!("/api/v1/pools/{pool}"),
+        format!("/api/v1/services/{service}"),
+        format!("/api/v1/clusters/{cluster}"),
+    ] {
+        assert_eq!(
+            call(Method::DELETE, path, None).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+}

@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used)]
 
 use dcp::store::{
-    self, ClusterChange, ClusterQuery, CommandChange, GroupChange, HostKeyRecord, HostReport,
-    NewExecution, NewHost, Store, Window,
+    self, AccountChange, ClusterChange, ClusterQuery, CommandChange, GroupChange, HostKeyRecord,
+    HostReport, MachineUpdate, NewExecution, NewHost, NewMachine, NewNode, PoolChange,
+    ServiceChange, Store, TemplateChange, Window,
 };
-use dcp_api_types::{CommandMode, ExecutionState, HostState};
+use dcp_api_types::{CommandMode, ExecutionState, HostState, MachineState};
 use dcp_tests::Backend;
 use time::{Duration, OffsetDateTime};
 
@@ -37,6 +38,9 @@ on_both_backends!(
     executions_count_their_hosts_and_page_newest_first,
     abandoned_executions_end_failed_not_lost,
     host_keys_are_trusted_once,
+    machines_move_only_from_the_state_they_are_in,
+    released_machines_charge_their_template,
+    machines_in_pools_are_named_and_kept,
 );
 
 fn change(name: &str, business_line: &str) -> ClusterChange {
@@ -487,4 +491,251 @@ async fn host_keys_are_trusted_once(backend: Backend) {
 
 fn window(limit: u32, offset: u64) -> Window {
     Window { limit, offset }
+}
+
+async fn template(store: &Store, name: &str) -> i64 {
+    let account = store
+        .create_account(&AccountChange {
+            name: format!("{name}-account"),
+            provider: "aliyun".into(),
+            config: "{}".into(),
+            key_id: "LTAI".into(),
+            secret_sealed: Some("v1:sealed".into()),
+        })
+        .await
+        .unwrap();
+    store
+        .create_template(&TemplateChange {
+            name: name.into(),
+            description: String::new(),
+            account_id: account.id,
+            spec: "{}".into(),
+            login_user: "root".into(),
+            init_group_id: None,
+            init_timeout_secs: 600,
+            quota_hours: 10,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+fn machine(template_id: i64, key: Option<&str>) -> NewMachine {
+    NewMachine {
+        name: "m".into(),
+        template_id: Some(template_id),
+        provider: "aliyun".into(),
+        region: "cn-hangzhou".into(),
+        request_key: key.map(str::to_owned),
+        address: None,
+        port: 22,
+        user: "root".into(),
+        private_key_sealed: None,
+        public_key: None,
+        state: MachineState::Creating,
+        reason: "requested".into(),
+    }
+}
+
+async fn machines_move_only_from_the_state_they_are_in(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let template = template(&store, "web").await;
+    let made = store
+        .create_machines(&[
+            machine(template, Some("k#1")),
+            machine(template, Some("k#2")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(made.len(), 2);
+    assert!(matches!(
+        store
+            .create_machines(&[machine(template, Some("k#1"))])
+            .await,
+        Err(store::Error::Conflict {
+            field: "idempotency_key",
+            ..
+        })
+    ));
+    assert_eq!(store.machines_of_request("k").await.unwrap().len(), 2);
+    assert!(
+        store.machines_of_request("k_").await.unwrap().is_empty(),
+        "like wildcards are literal"
+    );
+    let id = made[0].id;
+    let update = MachineUpdate {
+        instance_id: Some("i-1".into()),
+        ..MachineUpdate::default()
+    };
+    let moved = store
+        .transition_machine(
+            id,
+            &[MachineState::Creating],
+            MachineState::Starting,
+            "created",
+            &update,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (moved.state, moved.instance_id.as_deref()),
+        (MachineState::Starting, Some("i-1"))
+    );
+    // A second mover from the old state loses.
+    assert!(
+        store
+            .transition_machine(
+                id,
+                &[MachineState::Creating],
+                MachineState::Error,
+                "late",
+                &MachineUpdate::default()
+            )
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let ready = store
+        .transition_machine(
+            id,
+            &[MachineState::Starting],
+            MachineState::Ready,
+            "init ok",
+            &MachineUpdate {
+                address: Some("127.21.1.1".into()),
+                ..MachineUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(ready.ready_at.is_some());
+    assert_eq!(ready.instance_id.as_deref(), Some("i-1"), "kept");
+    let events = store.machine_events(id).await.unwrap();
+    let states: Vec<_> = events.iter().map(|e| e.state).collect();
+    assert_eq!(
+        states,
+        [
+            MachineState::Creating,
+            MachineState::Starting,
+            MachineState::Ready
+        ]
+    );
+    store
+        .log_machine(id, &["one".into(), "two".into()])
+        .await
+        .unwrap();
+    let log = store.machine_log(id, 1).await.unwrap();
+    assert_eq!(
+        log.iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>(),
+        ["two"]
+    );
+    let busy = store.machines_in(&[MachineState::Creating]).await.unwrap();
+    assert_eq!(busy.iter().map(|m| m.id).collect::<Vec<_>>(), [made[1].id]);
+    let (page, total) = store
+        .list_machines(Some(MachineState::Ready), Some(template), window(10, 0))
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+}
+
+async fn released_machines_charge_their_template(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let template = template(&store, "metered").await;
+    let made = store
+        .create_machines(&[machine(template, None)])
+        .await
+        .unwrap();
+    store
+        .transition_machine(
+            made[0].id,
+            &[MachineState::Creating],
+            MachineState::Deleted,
+            "released",
+            &MachineUpdate {
+                charged_hours: Some(49),
+                ..MachineUpdate::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let record = store.template(template).await.unwrap();
+    assert_eq!(
+        (
+            record.used_hours,
+            record.live_machines,
+            record.released_machines
+        ),
+        (49, 0, 1)
+    );
+    store.record_fleet_size("aliyun").await.unwrap();
+    let history = store
+        .fleet_history(OffsetDateTime::now_utc() - Duration::hours(2))
+        .await
+        .unwrap();
+    assert!(
+        history.iter().any(|(_, p, n)| p == "aliyun" && *n == 0),
+        "{history:?}"
+    );
+    // Released machines do not hold their template.
+    store.delete_template(template).await.unwrap();
+}
+
+async fn machines_in_pools_are_named_and_kept(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let template = template(&store, "pooled").await;
+    let made = store
+        .create_machines(&[machine(template, None)])
+        .await
+        .unwrap();
+    let cluster = store.create_cluster(&change("shop", "")).await.unwrap();
+    let service = store
+        .create_service(&ServiceChange {
+            cluster_id: cluster.id,
+            name: "web".into(),
+            description: String::new(),
+            service_type: String::new(),
+            image: "nginx".into(),
+            container: "{}".into(),
+        })
+        .await
+        .unwrap();
+    let pool = store
+        .create_pool(&PoolChange {
+            service_id: service.id,
+            name: "web-a".into(),
+            description: String::new(),
+            template_id: Some(template),
+        })
+        .await
+        .unwrap();
+    let nodes = store
+        .add_nodes(
+            pool.id,
+            &[NewNode {
+                machine_id: Some(made[0].id),
+                address: "127.21.1.2".into(),
+                port: 22,
+                user: "root".into(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pool_of_machine(made[0].id).await.unwrap().as_deref(),
+        Some("web-a")
+    );
+    let in_use = store.delete_template(template).await.unwrap_err();
+    assert!(in_use.to_string().contains("pool web-a"), "{in_use}");
+    assert!(matches!(
+        store.delete_cluster(cluster.id).await,
+        Err(store::Error::InUse { .. })
+    ));
+    store.remove_node(pool.id, nodes[0].id).await.unwrap();
+    assert_eq!(store.pool_of_machine(made[0].id).await.unwrap(), None);
+    store.delete_pool(pool.id).await.unwrap();
+    store.delete_service(service.id).await.unwrap();
+    store.delete_cluster(cluster.id).await.unwrap();
 }

@@ -3,10 +3,14 @@
 //! The host serialises these and the web UI deserialises them, so the two can
 //! never disagree about a field name. Timestamps are RFC 3339 strings in UTC.
 
+mod machines;
+mod orchestration;
 mod remote;
 
 use serde::{Deserialize, Serialize};
 
+pub use machines::*;
+pub use orchestration::*;
 pub use remote::*;
 
 #[cfg(feature = "openapi")]
@@ -113,6 +117,9 @@ pub enum ErrorCode {
     ValidationFailed,
     /// 500: the server failed; the log has the details under the request id.
     Internal,
+    /// 502: a cloud or plugin call failed; the message names the provider's
+    /// error code and request id when it gave them.
+    Upstream,
     /// 503: a dependency (the database) is unreachable.
     Unavailable,
 }
@@ -132,6 +139,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => 415,
             Self::ValidationFailed => 422,
             Self::Internal => 500,
+            Self::Upstream => 502,
             Self::Unavailable => 503,
         }
     }

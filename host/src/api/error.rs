@@ -10,7 +10,7 @@ use axum::{
 };
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
 
-use crate::{auth, plugins::registry, remote, store, telemetry::RequestIds};
+use crate::{auth, machines, plugins::registry, remote, store, telemetry::RequestIds};
 
 /// The result type of handlers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,6 +61,9 @@ pub enum Error {
     /// The remote-commands module refused.
     #[error(transparent)]
     Remote(#[from] remote::Error),
+    /// The machines module refused, or the cloud failed.
+    #[error(transparent)]
+    Machines(#[from] machines::Error),
 }
 
 impl Error {
@@ -70,6 +73,17 @@ impl Error {
             field: field.into(),
             message: message.into(),
         }
+    }
+
+    /// Whether a 5xx's message is for the client: a cloud's refusal, or a
+    /// module saying "not now" (shutting down, a plugin not active). Store
+    /// and server failures stay in the log.
+    fn tells_client(&self) -> bool {
+        matches!(
+            self,
+            Self::Machines(machines::Error::Cloud(_) | machines::Error::Unavailable(_))
+                | Self::Remote(remote::Error::Unavailable(_))
+        )
     }
 
     fn detail(&self) -> ErrorDetail {
@@ -109,6 +123,16 @@ impl Error {
                 remote::Error::Conflict(_) => (ErrorCode::Conflict, None),
                 remote::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
             },
+            Self::Machines(e) => match e {
+                machines::Error::Invalid(invalid) => {
+                    (ErrorCode::ValidationFailed, Some(invalid.field.to_string()))
+                }
+                machines::Error::Store(e) => return store_detail(e),
+                machines::Error::Conflict(_) => (ErrorCode::Conflict, None),
+                machines::Error::Cloud(_) => (ErrorCode::Upstream, None),
+                machines::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
+                machines::Error::Vault(_) => (ErrorCode::Internal, None),
+            },
         };
         ErrorDetail {
             code,
@@ -141,7 +165,7 @@ fn store_detail(err: &store::Error) -> ErrorDetail {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let mut detail = self.detail();
-        if detail.code.status() >= 500 {
+        if detail.code.status() >= 500 && !self.tells_client() {
             // The details stay in the log (under the request's span and id);
             // the client gets a message that leaks nothing.
             tracing::error!(error = %self, "request failed");

@@ -417,6 +417,36 @@ impl secrets::Host for HostState {
     }
 }
 
+impl HostState {
+    /// The HMAC of `data` keyed with the handle's secret and `key_suffix`;
+    /// empty for a handle that is not (or no longer) granted.
+    fn credential_hmac(
+        &self,
+        handle: &Resource<Credential>,
+        alg: secrets::HmacAlg,
+        key_suffix: &str,
+        data: &[u8],
+    ) -> Vec<u8> {
+        let Some(secret) = self
+            .table
+            .get(handle)
+            .ok()
+            .and_then(|c| self.grants.secrets.get(&c.name))
+        else {
+            return Vec::new();
+        };
+        let key = [secret.secret.as_bytes(), key_suffix.as_bytes()].concat();
+        match alg {
+            secrets::HmacAlg::Sha1 => Hmac::<sha1::Sha1>::new_from_slice(&key)
+                .map(|mac| mac.chain_update(data).finalize().into_bytes().to_vec())
+                .unwrap_or_default(),
+            secrets::HmacAlg::Sha256 => Hmac::<sha2::Sha256>::new_from_slice(&key)
+                .map(|mac| mac.chain_update(data).finalize().into_bytes().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 impl secrets::HostCredential for HostState {
     async fn key_id(&mut self, handle: Resource<Credential>) -> String {
         self.table
@@ -433,23 +463,17 @@ impl secrets::HostCredential for HostState {
         alg: secrets::HmacAlg,
         data: Vec<u8>,
     ) -> Vec<u8> {
-        let Some(secret) = self
-            .table
-            .get(&handle)
-            .ok()
-            .and_then(|c| self.grants.secrets.get(&c.name))
-        else {
-            return Vec::new();
-        };
-        let key = secret.secret.as_bytes();
-        match alg {
-            secrets::HmacAlg::Sha1 => Hmac::<sha1::Sha1>::new_from_slice(key)
-                .map(|mac| mac.chain_update(&data).finalize().into_bytes().to_vec())
-                .unwrap_or_default(),
-            secrets::HmacAlg::Sha256 => Hmac::<sha2::Sha256>::new_from_slice(key)
-                .map(|mac| mac.chain_update(&data).finalize().into_bytes().to_vec())
-                .unwrap_or_default(),
-        }
+        self.credential_hmac(&handle, alg, "", &data)
+    }
+
+    async fn hmac_with_key_suffix(
+        &mut self,
+        handle: Resource<Credential>,
+        alg: secrets::HmacAlg,
+        key_suffix: String,
+        data: Vec<u8>,
+    ) -> Vec<u8> {
+        self.credential_hmac(&handle, alg, &key_suffix, &data)
     }
 
     async fn drop(&mut self, handle: Resource<Credential>) -> wasmtime::Result<()> {

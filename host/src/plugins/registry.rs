@@ -290,8 +290,8 @@ impl Registry {
     }
 
     /// Installs the plugins shipped with DCP from `dir` (`<name>.wasm` with
-    /// `<name>.toml`), granted from their manifests, and activates each
-    /// unless that exact build is active already.
+    /// `<name>.toml`), granted from their manifests, and activates each new
+    /// build — a build installed before stays as the operator left it.
     pub async fn install_builtins(&self, dir: &Path) -> Result<Vec<PluginVersionRecord>, Error> {
         let mut installed = Vec::new();
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -312,7 +312,13 @@ impl Registry {
                 continue;
             };
             let upload = self.upload(&manifest, wasm, true).await?;
-            let record = if upload.record.status == PluginStatus::Active {
+            // A build seen before does not overrule the version an operator
+            // activated since (an upload, a rollback); a new build does.
+            let operator_chose = !upload.created
+                && self
+                    .active(&upload.record.name)
+                    .is_some_and(|a| a.id != upload.record.id);
+            let record = if upload.record.status == PluginStatus::Active || operator_chose {
                 upload.record
             } else {
                 self.activate(upload.record.id).await?

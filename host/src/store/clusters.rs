@@ -7,8 +7,11 @@ use super::{
     Dependent, Error, Result, Store, Window, conflict_on, contains_pattern, datetime, now_millis,
 };
 
-/// Tables that reference a cluster. The services module adds itself here.
-const DEPENDENTS: &[Dependent] = &[];
+/// Tables that reference a cluster.
+const DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "service",
+    names_sql: "select name from services where cluster_id = $1 order by name limit 5",
+}];
 
 /// A stored cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,10 @@ const COMMAND_DEPENDENTS: &[Dependent] = &[Dependent {
 }];
 
 /// Tables that reference a command group. Task templates add themselves here.
-const GROUP_DEPENDENTS: &[Dependent] = &[];
+const GROUP_DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "machine template",
+    names_sql: "select name from machine_templates where init_group_id = $1 order by name limit 5",
+}];
 
 /// A stored command.
 #[derive(Debug, Clone, PartialEq, Eq)]

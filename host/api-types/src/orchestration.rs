@@ -1,0 +1,266 @@
+//! Orchestration below clusters (OpenDCP's orion): services, pools and nodes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::{IntoParams, ToSchema};
+
+/// A published container port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PortMapping {
+    /// The port inside the container.
+    pub container_port: u16,
+    /// The port on the node's address; the container port when absent.
+    #[serde(default)]
+    pub host_port: Option<u16>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: PortProtocol,
+}
+
+/// A port's protocol.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PortProtocol {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A directory of the node mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// An absolute path on the node.
+    pub host_path: String,
+    /// An absolute path in the container.
+    pub container_path: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// When Docker restarts the container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never.
+    No,
+    /// Always, also after the Docker daemon restarts.
+    Always,
+    /// Always, unless it was stopped on purpose.
+    #[default]
+    UnlessStopped,
+    /// When it exits non-zero.
+    OnFailure,
+}
+
+/// How a service's container runs (the defaults of every node).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Mounted directories.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// The restart policy.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// CPU cores the container may use (e.g. 0.5).
+    #[serde(default)]
+    pub cpu_limit: Option<f64>,
+    /// Memory the container may use, in MiB.
+    #[serde(default)]
+    pub memory_limit_mb: Option<u64>,
+    /// Replaces the image's entrypoint.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Arguments (the image's CMD).
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// A service: what runs, as a container image with its default spec.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Service {
+    /// Id.
+    pub id: i64,
+    /// The cluster it belongs to.
+    pub cluster_id: i64,
+    /// Unique name: 1–64 characters of `a-z`, `0-9`, `-`, `_`.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A label, e.g. `web` or `worker`.
+    pub service_type: String,
+    /// The image with its tag, e.g. `registry.local/shop/web:1.4`.
+    pub image: String,
+    /// How the container runs.
+    pub container: ContainerSpec,
+    /// Its pools.
+    pub pools: u64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// What creates or replaces a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ServiceInput {
+    /// The cluster.
+    pub cluster_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// A label.
+    #[serde(default)]
+    pub service_type: String,
+    /// The image with its tag.
+    pub image: String,
+    /// How the container runs.
+    #[serde(default)]
+    pub container: ContainerSpec,
+}
+
+/// Filters of `GET /services`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+pub struct ServiceFilter {
+    /// Only services of this cluster.
+    #[serde(default)]
+    pub cluster_id: Option<i64>,
+}
+
+/// A pool: servers that run one service, grown from one machine template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Pool {
+    /// Id.
+    pub id: i64,
+    /// The service.
+    pub service_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The machine template new nodes are made from.
+    pub template_id: Option<i64>,
+    /// Its nodes.
+    pub nodes: u64,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// What creates or replaces a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PoolInput {
+    /// The service.
+    pub service_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// The machine template new nodes are made from.
+    #[serde(default)]
+    pub template_id: Option<i64>,
+}
+
+/// Filters of `GET /pools`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+pub struct PoolFilter {
+    /// Only pools of this service.
+    #[serde(default)]
+    pub service_id: Option<i64>,
+}
+
+/// Where a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// In the pool; the service has not been started on it.
+    Pending,
+    /// The service runs on it.
+    Running,
+    /// The last step on it failed.
+    Failed,
+}
+
+/// A server of a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Node {
+    /// Id.
+    pub id: i64,
+    /// The pool.
+    pub pool_id: i64,
+    /// The machine, when DCP manages it; none for a server added by address.
+    pub machine_id: Option<i64>,
+    /// Its address.
+    pub address: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Current state.
+    pub state: NodeState,
+    /// When it joined (RFC 3339).
+    pub created_at: String,
+}
+
+/// A server to add to a pool by address (logged in with DCP's default key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NodeAddress {
+    /// IP address or host name.
+    pub address: String,
+    /// SSH port (default 22).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Login user (default `root`).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// Adds nodes to a pool: machines DCP manages and/or servers by address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddNodes {
+    /// Machines (ready) to add.
+    #[serde(default)]
+    pub machine_ids: Vec<i64>,
+    /// Servers to add by address.
+    #[serde(default)]
+    pub addresses: Vec<NodeAddress>,
+}

@@ -1,0 +1,445 @@
+//! `/api/v1/services`, `/api/v1/pools` and `/api/v1/pools/{id}/nodes`: the
+//! orchestration tree below clusters.
+
+use axum::{extract::State, http::StatusCode};
+use dcp_api_types::{
+    AddNodes, ErrorBody, MachineState, Node, Page, PageQuery, Pool, PoolFilter, PoolInput, Service,
+    ServiceFilter, ServiceInput,
+};
+use serde::Deserialize;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    AppState, Error, Result,
+    extract::{Id, Json, Path, Query, page, window},
+    rfc3339,
+};
+use crate::{
+    orchestration,
+    store::{self, NewNode, NodeRecord, PoolRecord, ServiceRecord},
+    validate::{self, Invalid},
+};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_services, create_service))
+        .routes(routes!(get_service, update_service, delete_service))
+        .routes(routes!(list_pools, create_pool))
+        .routes(routes!(get_pool, update_pool, delete_pool))
+        .routes(routes!(list_nodes, add_nodes))
+        .routes(routes!(remove_node))
+}
+
+fn service_to_api(s: ServiceRecord) -> Result<Service> {
+    let container = serde_json::from_str(&s.container).map_err(|_| store::Error::Corrupt {
+        column: "services.container",
+        value: s.container.clone(),
+    })?;
+    Ok(Service {
+        id: s.id,
+        cluster_id: s.cluster_id,
+        name: s.name,
+        description: s.description,
+        service_type: s.service_type,
+        image: s.image,
+        container,
+        pools: s.pools,
+        created_at: rfc3339(s.created_at),
+        updated_at: rfc3339(s.updated_at),
+    })
+}
+
+fn pool_to_api(p: PoolRecord) -> Pool {
+    Pool {
+        id: p.id,
+        service_id: p.service_id,
+        name: p.name,
+        description: p.description,
+        template_id: p.template_id,
+        nodes: p.nodes,
+        created_at: rfc3339(p.created_at),
+        updated_at: rfc3339(p.updated_at),
+    }
+}
+
+fn node_to_api(n: NodeRecord) -> Node {
+    Node {
+        id: n.id,
+        pool_id: n.pool_id,
+        machine_id: n.machine_id,
+        address: n.address,
+        port: n.port,
+        user: n.user,
+        state: n.state,
+        created_at: rfc3339(n.created_at),
+    }
+}
+
+/// `id` must name an existing row, or the field is invalid.
+async fn exists<T>(
+    field: &'static str,
+    id: i64,
+    found: impl std::future::Future<Output = store::Result<T>>,
+) -> Result<T> {
+    found.await.map_err(|e| match e {
+        store::Error::NotFound { what } => {
+            Error::validation(field, format!("no {what} with id {id}"))
+        }
+        other => other.into(),
+    })
+}
+
+async fn checked_service(state: &AppState, input: ServiceInput) -> Result<store::ServiceChange> {
+    let change = orchestration::service_change(input)?;
+    exists(
+        "cluster_id",
+        change.cluster_id,
+        state.store.cluster(change.cluster_id),
+    )
+    .await?;
+    Ok(change)
+}
+
+async fn checked_pool(state: &AppState, input: PoolInput) -> Result<store::PoolChange> {
+    let change = orchestration::pool_change(input)?;
+    exists(
+        "service_id",
+        change.service_id,
+        state.store.service(change.service_id),
+    )
+    .await?;
+    if let Some(template) = change.template_id {
+        exists("template_id", template, state.store.template(template)).await?;
+    }
+    Ok(change)
+}
+
+/// List services, by name.
+#[utoipa::path(
+    get, path = "/services", tag = "orchestration",
+    params(PageQuery, ServiceFilter),
+    responses(
+        (status = 200, description = "One page of services", body = Page<Service>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
+)]
+async fn list_services(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+    Query(filter): Query<ServiceFilter>,
+) -> Result<Json<Page<Service>>> {
+    let (items, total) = state
+        .store
+        .list_services(filter.cluster_id, window(paging)?)
+        .await?;
+    let items = items
+        .into_iter()
+        .map(service_to_api)
+        .collect::<Result<_>>()?;
+    Ok(Json(page(items, total, paging)))
+}
+
+/// Create a service: an image and how its container runs.
+#[utoipa::path(
+    post, path = "/services", tag = "orchestration",
+    request_body = ServiceInput,
+    responses(
+        (status = 201, description = "Created", body = Service),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    )
+)]
+async fn create_service(
+    State(state): State<AppState>,
+    Json(input): Json<ServiceInput>,
+) -> Result<(StatusCode, Json<Service>)> {
+    let change = checked_service(&state, input).await?;
+    let service = state.store.create_service(&change).await?;
+    Ok((StatusCode::CREATED, Json(service_to_api(service)?)))
+}
+
+/// Get one service.
+#[utoipa::path(
+    get, path = "/services/{id}", tag = "orchestration",
+    params(("id" = i64, Path, description = "Service id")),
+    responses(
+        (status = 200, description = "The service", body = Service),
+        (status = 404, description = "No such service", body = ErrorBody),
+    )
+)]
+async fn get_service(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<Service>> {
+    Ok(Json(service_to_api(state.store.service(id).await?)?))
+}
+
+/// Replace a service's fields.
+#[utoipa::path(
+    put, path = "/services/{id}", tag = "orchestration",
+    params(("id" = i64, Path, description = "Service id")),
+    request_body = ServiceInput,
+    responses(
+        (status = 200, description = "The updated service", body = Service),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    )
+)]
+async fn update_service(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Json(input): Json<ServiceInput>,
+) -> Result<Json<Service>> {
+    let change = checked_service(&state, input).await?;
+    Ok(Json(service_to_api(
+        state.store.update_service(id, &change).await?,
+    )?))
+}
+
+/// Delete a service; refused while it has pools.
+#[utoipa::path(
+    delete, path = "/services/{id}", tag = "orchestration",
+    params(("id" = i64, Path, description = "Service id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "It has pools", body = ErrorBody),
+    )
+)]
+async fn delete_service(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<StatusCode> {
+    state.store.delete_service(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List pools, by name.
+#[utoipa::path(
+    get, path = "/pools", tag = "orchestration",
+    params(PageQuery, PoolFilter),
+    responses(
+        (status = 200, description = "One page of pools", body = Page<Pool>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
+)]
+async fn list_pools(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+    Query(filter): Query<PoolFilter>,
+) -> Result<Json<Page<Pool>>> {
+    let (items, total) = state
+        .store
+        .list_pools(filter.service_id, window(paging)?)
+        .await?;
+    Ok(Json(page(
+        items.into_iter().map(pool_to_api).collect(),
+        total,
+        paging,
+    )))
+}
+
+/// Create a pool of a service.
+#[utoipa::path(
+    post, path = "/pools", tag = "orchestration",
+    request_body = PoolInput,
+    responses(
+        (status = 201, description = "Created", body = Pool),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    )
+)]
+async fn create_pool(
+    State(state): State<AppState>,
+    Json(input): Json<PoolInput>,
+) -> Result<(StatusCode, Json<Pool>)> {
+    let change = checked_pool(&state, input).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(pool_to_api(state.store.create_pool(&change).await?)),
+    ))
+}
+
+/// Get one pool.
+#[utoipa::path(
+    get, path = "/pools/{id}", tag = "orchestration",
+    params(("id" = i64, Path, description = "Pool id")),
+    responses(
+        (status = 200, description = "The pool", body = Pool),
+        (status = 404, description = "No such pool", body = ErrorBody),
+    )
+)]
+async fn get_pool(State(state): State<AppState>, Path(Id { id }): Path<Id>) -> Result<Json<Pool>> {
+    Ok(Json(pool_to_api(state.store.pool_record(id).await?)))
+}
+
+/// Replace a pool's fields.
+#[utoipa::path(
+    put, path = "/pools/{id}", tag = "orchestration",
+    params(("id" = i64, Path, description = "Pool id")),
+    request_body = PoolInput,
+    responses(
+        (status = 200, description = "The updated pool", body = Pool),
+        (status = 404, description = "No such pool", body = ErrorBody),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    )
+)]
+async fn update_pool(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Json(input): Json<PoolInput>,
+) -> Result<Json<Pool>> {
+    let change = checked_pool(&state, input).await?;
+    Ok(Json(pool_to_api(
+        state.store.update_pool(id, &change).await?,
+    )))
+}
+
+/// Delete a pool; refused while it has nodes.
+#[utoipa::path(
+    delete, path = "/pools/{id}", tag = "orchestration",
+    params(("id" = i64, Path, description = "Pool id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such pool", body = ErrorBody),
+        (status = 409, description = "It has nodes", body = ErrorBody),
+    )
+)]
+async fn delete_pool(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<StatusCode> {
+    state.store.delete_pool(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A pool's nodes, oldest first.
+#[utoipa::path(
+    get, path = "/pools/{id}/nodes", tag = "orchestration",
+    params(("id" = i64, Path, description = "Pool id")),
+    responses(
+        (status = 200, description = "The nodes", body = Vec<Node>),
+        (status = 404, description = "No such pool", body = ErrorBody),
+    )
+)]
+async fn list_nodes(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<Vec<Node>>> {
+    state.store.pool_record(id).await?;
+    let nodes = state.store.pool_nodes(id).await?;
+    Ok(Json(nodes.into_iter().map(node_to_api).collect()))
+}
+
+/// Add nodes to a pool: ready machines, and servers by address (logged in
+/// with DCP's default key). All or none; a machine is in one pool at most.
+#[utoipa::path(
+    post, path = "/pools/{id}/nodes", tag = "orchestration",
+    params(("id" = i64, Path, description = "Pool id")),
+    request_body = AddNodes,
+    responses(
+        (status = 201, description = "The nodes added", body = Vec<Node>),
+        (status = 404, description = "No such pool", body = ErrorBody),
+        (status = 409, description = "A machine or address is in the pool already", body = ErrorBody),
+        (status = 422, description = "A machine is not ready, or an address is invalid", body = ErrorBody),
+    )
+)]
+async fn add_nodes(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Json(input): Json<AddNodes>,
+) -> Result<(StatusCode, Json<Vec<Node>>)> {
+    state.store.pool_record(id).await?;
+    if input.machine_ids.is_empty() && input.addresses.is_empty() {
+        return Err(Error::validation(
+            "machine_ids",
+            "name at least one machine or address",
+        ));
+    }
+    let mut nodes = Vec::new();
+    let machines = state.store.machines_by_ids(&input.machine_ids).await?;
+    for (i, machine_id) in input.machine_ids.iter().enumerate() {
+        let field = format!("machine_ids[{i}]");
+        let machine = machines
+            .iter()
+            .find(|m| m.id == *machine_id)
+            .ok_or_else(|| {
+                Error::validation(field.clone(), format!("no machine with id {machine_id}"))
+            })?;
+        let (MachineState::Ready, Some(address)) = (machine.state, &machine.address) else {
+            return Err(Error::validation(
+                field,
+                format!(
+                    "machine {} is {}, not ready",
+                    machine.name,
+                    machine.state.as_str()
+                ),
+            ));
+        };
+        if let Some(pool) = state.store.pool_of_machine(machine.id).await? {
+            return Err(Error::validation(
+                field,
+                format!("machine {} is a node of pool {pool} already", machine.name),
+            ));
+        }
+        nodes.push(NewNode {
+            machine_id: Some(machine.id),
+            address: address.clone(),
+            port: machine.port,
+            user: machine.user.clone(),
+        });
+    }
+    for (i, address) in input.addresses.iter().enumerate() {
+        let field = |part: &str| format!("addresses[{i}].{part}");
+        if address.address.trim().is_empty() || address.address.contains(char::is_whitespace) {
+            return Err(
+                Invalid::new(field("address"), "must be an IP address or host name").into(),
+            );
+        }
+        let user = address.user.clone().unwrap_or_else(|| "root".to_owned());
+        validate::identifier("user", &user, 32)
+            .map_err(|e| Invalid::new(field("user"), e.message))?;
+        if address.port == Some(0) {
+            return Err(Invalid::new(field("port"), "must be between 1 and 65535").into());
+        }
+        nodes.push(NewNode {
+            machine_id: None,
+            address: address.address.trim().to_owned(),
+            port: address.port.unwrap_or(22),
+            user,
+        });
+    }
+    let added = state.store.add_nodes(id, &nodes).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(added.into_iter().map(node_to_api).collect()),
+    ))
+}
+
+#[derive(Deserialize)]
+struct NodePath {
+    id: i64,
+    node_id: i64,
+}
+
+/// Remove a node from its pool; a machine stays (release it separately).
+#[utoipa::path(
+    delete, path = "/pools/{id}/nodes/{node_id}", tag = "orchestration",
+    params(
+        ("id" = i64, Path, description = "Pool id"),
+        ("node_id" = i64, Path, description = "Node id"),
+    ),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such node in the pool", body = ErrorBody),
+    )
+)]
+async fn remove_node(
+    State(state): State<AppState>,
+    Path(NodePath { id, node_id }): Path<NodePath>,
+) -> Result<StatusCode> {
+    state.store.remove_node(id, node_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

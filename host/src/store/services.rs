@@ -1,0 +1,491 @@
+//! Services, pools and nodes: the orchestration tree below clusters.
+
+use dcp_api_types::NodeState;
+use sqlx::FromRow;
+use time::OffsetDateTime;
+
+use super::{
+    Dependent, Error, Result, Store, Window, conflict_on, datetime, now_millis, parse_name,
+};
+
+/// Tables that reference a service.
+const SERVICE_DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "pool",
+    names_sql: "select name from pools where service_id = $1 order by name limit 5",
+}];
+
+/// Tables that reference a pool.
+const POOL_DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "node",
+    names_sql: "select address from nodes where pool_id = $1 order by id limit 5",
+}];
+
+/// A stored service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRecord {
+    /// Id.
+    pub id: i64,
+    /// Its cluster.
+    pub cluster_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A label.
+    pub service_type: String,
+    /// Image with tag.
+    pub image: String,
+    /// The container spec as JSON.
+    pub container: String,
+    /// Its pools.
+    pub pools: u64,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Time of the last change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// The writable fields of a service, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceChange {
+    /// Its cluster.
+    pub cluster_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// A label.
+    pub service_type: String,
+    /// Image with tag.
+    pub image: String,
+    /// The container spec as JSON.
+    pub container: String,
+}
+
+/// A stored pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRecord {
+    /// Id.
+    pub id: i64,
+    /// Its service.
+    pub service_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The machine template of new nodes.
+    pub template_id: Option<i64>,
+    /// Its nodes.
+    pub nodes: u64,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Time of the last change.
+    pub updated_at: OffsetDateTime,
+}
+
+/// The writable fields of a pool, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolChange {
+    /// Its service.
+    pub service_id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The machine template of new nodes.
+    pub template_id: Option<i64>,
+}
+
+/// A stored node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Id.
+    pub id: i64,
+    /// Its pool.
+    pub pool_id: i64,
+    /// The machine, when DCP manages it.
+    pub machine_id: Option<i64>,
+    /// Address.
+    pub address: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// State.
+    pub state: NodeState,
+    /// When it joined.
+    pub created_at: OffsetDateTime,
+}
+
+/// A node to add.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNode {
+    /// The machine, when DCP manages it.
+    pub machine_id: Option<i64>,
+    /// Address.
+    pub address: String,
+    /// SSH port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+}
+
+#[derive(FromRow)]
+struct ServiceRow {
+    id: i64,
+    cluster_id: i64,
+    name: String,
+    description: String,
+    service_type: String,
+    image: String,
+    container: String,
+    pools: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<ServiceRow> for ServiceRecord {
+    fn from(r: ServiceRow) -> Self {
+        Self {
+            id: r.id,
+            cluster_id: r.cluster_id,
+            name: r.name,
+            description: r.description,
+            service_type: r.service_type,
+            image: r.image,
+            container: r.container,
+            pools: u64::try_from(r.pools).unwrap_or_default(),
+            created_at: datetime(r.created_at),
+            updated_at: datetime(r.updated_at),
+        }
+    }
+}
+
+const SERVICE_SELECT: &str = "select s.id, s.cluster_id, s.name, s.description, s.service_type, \
+     s.image, s.container, (select count(*) from pools p where p.service_id = s.id) as pools, \
+     s.created_at, s.updated_at from services s";
+
+#[derive(FromRow)]
+struct PoolRow {
+    id: i64,
+    service_id: i64,
+    name: String,
+    description: String,
+    template_id: Option<i64>,
+    nodes: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl From<PoolRow> for PoolRecord {
+    fn from(r: PoolRow) -> Self {
+        Self {
+            id: r.id,
+            service_id: r.service_id,
+            name: r.name,
+            description: r.description,
+            template_id: r.template_id,
+            nodes: u64::try_from(r.nodes).unwrap_or_default(),
+            created_at: datetime(r.created_at),
+            updated_at: datetime(r.updated_at),
+        }
+    }
+}
+
+const POOL_SELECT: &str = "select p.id, p.service_id, p.name, p.description, p.template_id, \
+     (select count(*) from nodes n where n.pool_id = p.id) as nodes, p.created_at, p.updated_at \
+     from pools p";
+
+#[derive(FromRow)]
+struct NodeRow {
+    id: i64,
+    pool_id: i64,
+    machine_id: Option<i64>,
+    address: String,
+    port: i64,
+    login_user: String,
+    state: String,
+    created_at: i64,
+}
+
+impl TryFrom<NodeRow> for NodeRecord {
+    type Error = Error;
+
+    fn try_from(r: NodeRow) -> Result<Self> {
+        Ok(Self {
+            id: r.id,
+            pool_id: r.pool_id,
+            machine_id: r.machine_id,
+            address: r.address,
+            port: u16::try_from(r.port).unwrap_or(22),
+            user: r.login_user,
+            state: parse_name("nodes.state", &r.state)?,
+            created_at: datetime(r.created_at),
+        })
+    }
+}
+
+const NODE_COLUMNS: &str = "id, pool_id, machine_id, address, port, login_user, state, created_at";
+
+/// Turns a foreign-key failure on `field` into a clear "no such" error.
+fn missing(field: &'static str) -> impl Fn(Error) -> Error {
+    move |e| match e {
+        Error::Database(sqlx::Error::Database(db)) if db.is_foreign_key_violation() => {
+            Error::NotFound { what: field }
+        }
+        other => other,
+    }
+}
+
+impl Store {
+    /// Creates a service.
+    pub async fn create_service(&self, change: &ServiceChange) -> Result<ServiceRecord> {
+        let now = now_millis();
+        let (id,): (i64,) = sqlx::query_as(
+            "insert into services (cluster_id, name, description, service_type, image, container, \
+             created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $7) returning id",
+        )
+        .bind(change.cluster_id)
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(&change.service_type)
+        .bind(&change.image)
+        .bind(&change.container)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))
+        .map_err(missing("cluster"))?;
+        self.service(id).await
+    }
+
+    /// One service.
+    pub async fn service(&self, id: i64) -> Result<ServiceRecord> {
+        let row: Option<ServiceRow> = sqlx::query_as(&format!("{SERVICE_SELECT} where s.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Into::into)
+            .ok_or(Error::NotFound { what: "service" })
+    }
+
+    /// A window of services (of one cluster), by name, and how many match.
+    pub async fn list_services(
+        &self,
+        cluster_id: Option<i64>,
+        window: Window,
+    ) -> Result<(Vec<ServiceRecord>, u64)> {
+        let (total,): (i64,) =
+            sqlx::query_as("select count(*) from services where $1 is null or cluster_id = $1")
+                .bind(cluster_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
+            "{SERVICE_SELECT} where $1 is null or s.cluster_id = $1 order by s.name limit $2 offset $3"
+        ))
+        .bind(cluster_id)
+        .bind(window.limit())
+        .bind(window.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((
+            rows.into_iter().map(Into::into).collect(),
+            u64::try_from(total).unwrap_or_default(),
+        ))
+    }
+
+    /// Replaces a service's fields.
+    pub async fn update_service(&self, id: i64, change: &ServiceChange) -> Result<ServiceRecord> {
+        let done = sqlx::query(
+            "update services set cluster_id = $1, name = $2, description = $3, service_type = $4, \
+             image = $5, container = $6, updated_at = $7 where id = $8",
+        )
+        .bind(change.cluster_id)
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(&change.service_type)
+        .bind(&change.image)
+        .bind(&change.container)
+        .bind(now_millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))
+        .map_err(missing("cluster"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "service" });
+        }
+        self.service(id).await
+    }
+
+    /// Deletes a service without pools.
+    pub async fn delete_service(&self, id: i64) -> Result<()> {
+        self.ensure_unreferenced("service", SERVICE_DEPENDENTS, id)
+            .await?;
+        let done = sqlx::query("delete from services where id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "service" });
+        }
+        Ok(())
+    }
+
+    /// Creates a pool.
+    pub async fn create_pool(&self, change: &PoolChange) -> Result<PoolRecord> {
+        let now = now_millis();
+        let (id,): (i64,) = sqlx::query_as(
+            "insert into pools (service_id, name, description, template_id, created_at, \
+             updated_at) values ($1, $2, $3, $4, $5, $5) returning id",
+        )
+        .bind(change.service_id)
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(change.template_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))?;
+        self.pool_record(id).await
+    }
+
+    /// One pool.
+    pub async fn pool_record(&self, id: i64) -> Result<PoolRecord> {
+        let row: Option<PoolRow> = sqlx::query_as(&format!("{POOL_SELECT} where p.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(Into::into).ok_or(Error::NotFound { what: "pool" })
+    }
+
+    /// A window of pools (of one service), by name, and how many match.
+    pub async fn list_pools(
+        &self,
+        service_id: Option<i64>,
+        window: Window,
+    ) -> Result<(Vec<PoolRecord>, u64)> {
+        let (total,): (i64,) =
+            sqlx::query_as("select count(*) from pools where $1 is null or service_id = $1")
+                .bind(service_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let rows: Vec<PoolRow> = sqlx::query_as(&format!(
+            "{POOL_SELECT} where $1 is null or p.service_id = $1 order by p.name limit $2 offset $3"
+        ))
+        .bind(service_id)
+        .bind(window.limit())
+        .bind(window.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((
+            rows.into_iter().map(Into::into).collect(),
+            u64::try_from(total).unwrap_or_default(),
+        ))
+    }
+
+    /// Replaces a pool's fields.
+    pub async fn update_pool(&self, id: i64, change: &PoolChange) -> Result<PoolRecord> {
+        let done = sqlx::query(
+            "update pools set service_id = $1, name = $2, description = $3, template_id = $4, \
+             updated_at = $5 where id = $6",
+        )
+        .bind(change.service_id)
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(change.template_id)
+        .bind(now_millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "pool" });
+        }
+        self.pool_record(id).await
+    }
+
+    /// Deletes a pool without nodes.
+    pub async fn delete_pool(&self, id: i64) -> Result<()> {
+        self.ensure_unreferenced("pool", POOL_DEPENDENTS, id)
+            .await?;
+        let done = sqlx::query("delete from pools where id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "pool" });
+        }
+        Ok(())
+    }
+
+    /// Adds nodes to a pool, all or none; a machine already in a pool is
+    /// [`Error::Conflict`] on `machine_ids`.
+    pub async fn add_nodes(&self, pool_id: i64, nodes: &[NewNode]) -> Result<Vec<NodeRecord>> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let (id,): (i64,) = sqlx::query_as(
+                "insert into nodes (pool_id, machine_id, address, port, login_user, state, \
+                 created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $7) returning id",
+            )
+            .bind(pool_id)
+            .bind(node.machine_id)
+            .bind(&node.address)
+            .bind(i64::from(node.port))
+            .bind(&node.user)
+            .bind("pending")
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(conflict_on(
+                if node.machine_id.is_some() {
+                    "machine_ids"
+                } else {
+                    "addresses"
+                },
+                &node.address,
+            ))?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        let all = self.pool_nodes(pool_id).await?;
+        Ok(all.into_iter().filter(|n| ids.contains(&n.id)).collect())
+    }
+
+    /// A pool's nodes, oldest first.
+    pub async fn pool_nodes(&self, pool_id: i64) -> Result<Vec<NodeRecord>> {
+        let rows: Vec<NodeRow> = sqlx::query_as(&format!(
+            "select {NODE_COLUMNS} from nodes where pool_id = $1 order by id"
+        ))
+        .bind(pool_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(NodeRecord::try_from).collect()
+    }
+
+    /// Removes a node from its pool (the machine stays).
+    pub async fn remove_node(&self, pool_id: i64, node_id: i64) -> Result<()> {
+        let done = sqlx::query("delete from nodes where id = $1 and pool_id = $2")
+            .bind(node_id)
+            .bind(pool_id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "node" });
+        }
+        Ok(())
+    }
+
+    /// The pool a machine is a node of, if any.
+    pub async fn pool_of_machine(&self, machine_id: i64) -> Result<Option<String>> {
+        let row: Option<(String,)> = sqlx::query_as(
+            "select p.name from nodes n join pools p on p.id = n.pool_id where n.machine_id = $1",
+        )
+        .bind(machine_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(name,)| name))
+    }
+}

@@ -1,0 +1,249 @@
+//! DCP wired to the Aliyun simulator for machine tests: the simulator (in
+//! this process, fleet mode: every running instance is a real `sshd` on its
+//! own 127.21.x.y), a `dcp serve` with the aliyun plugin granted the
+//! simulator's loopback origins, a demo account and a template.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aliyun_sim::{Delays, FleetOptions, Options, Simulator};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::{Api, ServerOptions, fixture_plugin};
+
+/// A DCP and an Aliyun simulator it is wired to.
+pub struct Cloud {
+    /// The simulator.
+    pub sim: Simulator,
+    /// The DCP server and its API client.
+    pub api: Api,
+    /// The aliyun plugin version uploaded for the simulator.
+    pub plugin_id: i64,
+    /// The demo account's id.
+    pub account_id: i64,
+    /// Fleet-mode files (sshd configs, keys).
+    pub dir: TempDir,
+}
+
+/// How fast the simulated cloud moves: a few hundred milliseconds per state.
+#[must_use]
+pub fn quick_delays() -> Delays {
+    Delays {
+        pending: Duration::from_millis(300),
+        starting: Duration::from_millis(300),
+        stopping: Duration::from_millis(200),
+        deleting: Duration::from_millis(200),
+    }
+}
+
+impl Cloud {
+    /// Starts the simulator in fleet mode with `delays` and a DCP that
+    /// polls it every 200 ms, uploads and activates the aliyun plugin
+    /// granted the simulator's origins, and adds the demo account.
+    pub async fn start(delays: Delays) -> Self {
+        std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd (run as root)");
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Simulator::start(Options {
+            delays,
+            fleet: Some(FleetOptions {
+                dir: dir.path().to_path_buf(),
+            }),
+            ..Options::default()
+        })
+        .await
+        .expect("starting the Aliyun simulator");
+        let api = Api::start_with(&ServerOptions {
+            env: vec![
+                ("DCP_MACHINE_POLL_MS".into(), "200".into()),
+                ("DCP_MACHINE_START_TIMEOUT_SECS".into(), "60".into()),
+            ],
+            ..ServerOptions::default()
+        })
+        .await;
+        let plugin_id = upload_for(&api, &sim).await;
+        let (status, account) = api
+            .post(
+                "/api/v1/accounts",
+                &json!({
+                    "name": "sim",
+                    "provider": "aliyun",
+                    "config": endpoints(&sim),
+                    "key_id": aliyun_sim::DEMO_KEY_ID,
+                    "secret": aliyun_sim::DEMO_SECRET,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{account}");
+        Self {
+            account_id: account["id"].as_i64().unwrap(),
+            sim,
+            api,
+            plugin_id,
+            dir,
+        }
+    }
+
+    /// Creates a template named `name` in cn-hangzhou with `quota_hours`,
+    /// initialised by the command group `init_group` (none = the default
+    /// check); answers its id.
+    pub async fn template(&self, name: &str, init_group: Option<i64>, extra: Value) -> i64 {
+        let mut body = self.template_body(name, init_group).await;
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            for (k, v) in extra {
+                body.insert(k.clone(), v.clone());
+            }
+        }
+        let (status, template) = self.api.post("/api/v1/machine-templates", &body).await;
+        assert_eq!(status, 201, "{template}");
+        template["id"].as_i64().unwrap()
+    }
+
+    /// The first choice of a look-up, through DCP like the UI's form.
+    pub async fn first(&self, kind: &str, query: &str) -> String {
+        let choices = self
+            .api
+            .get(&format!(
+                "/api/v1/accounts/{}/lookups/{kind}?{query}",
+                self.account_id
+            ))
+            .await;
+        choices[0]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {kind}: {choices}"))
+            .to_owned()
+    }
+
+    /// A valid template body, its network looked up like the UI does.
+    pub async fn template_body(&self, name: &str, init_group: Option<i64>) -> Value {
+        let vpc = self.first("vpcs", "region=cn-hangzhou").await;
+        let subnet = self
+            .first(
+                "subnets",
+                &format!("region=cn-hangzhou&vpc={vpc}&zone=cn-hangzhou-h"),
+            )
+            .await;
+        let group = self
+            .first("security-groups", &format!("region=cn-hangzhou&vpc={vpc}"))
+            .await;
+        json!({
+            "name": name,
+            "account_id": self.account_id,
+            "spec": {
+                "region": "cn-hangzhou",
+                "zone": "cn-hangzhou-h",
+                "network_type": "vpc",
+                "vpc": vpc,
+                "subnet": subnet,
+                "security_group": group,
+                "instance_type": "ecs.g6.large",
+                "image": "ubuntu_22_04_x64_20G_alibase_20240130.vhd",
+                "system_disk": {"category": "cloud_efficiency", "size_gb": 40},
+                "data_disks": null,
+                "internet_charge_type": "PayByTraffic",
+                "bandwidth_mbps": 5,
+                "instance_charge_type": "PostPaid",
+            },
+            "init_group_id": init_group,
+            "init_timeout_secs": 60,
+            "quota_hours": 100,
+        })
+    }
+
+    /// A shell command group running `script`; answers the group's id.
+    pub async fn group(&self, name: &str, script: &str) -> i64 {
+        let (status, command) = self
+            .api
+            .post(
+                "/api/v1/commands",
+                &json!({"name": name, "mode": "shell", "script": script}),
+            )
+            .await;
+        assert_eq!(status, 201, "{command}");
+        let (status, group) = self
+            .api
+            .post(
+                "/api/v1/command-groups",
+                &json!({"name": name, "command_ids": [command["id"]]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{group}");
+        group["id"].as_i64().unwrap()
+    }
+
+    /// Waits until every machine of `ids` is in a state that is not busy
+    /// and answers their details.
+    pub async fn settle(&self, ids: &[i64], within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut details = Vec::new();
+            for id in ids {
+                details.push(self.api.get(&format!("/api/v1/machines/{id}")).await);
+            }
+            let busy = details.iter().any(|d| {
+                matches!(
+                    d["machine"]["state"].as_str(),
+                    Some("creating" | "starting" | "initializing" | "deleting")
+                )
+            });
+            if !busy {
+                return details;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "machines still busy after {within:?}: {details:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// The account config pointing the plugin at the simulator.
+#[must_use]
+pub fn endpoints(sim: &Simulator) -> Value {
+    json!({
+        "ecs_endpoint": sim.ecs_endpoint(),
+        "vpc_endpoint": sim.vpc_endpoint(),
+        "timeout_ms": 3000,
+    })
+}
+
+/// Uploads the aliyun plugin with a manifest that asks for the simulator's
+/// loopback origins, approves and activates it; answers the version id.
+pub async fn upload_for(api: &Api, sim: &Simulator) -> i64 {
+    let manifest = std::fs::read_to_string(plugin_manifest()).expect("plugins/aliyun/plugin.toml");
+    let origins = format!(
+        "http = [\"{}#private\", \"{}#private\"]",
+        sim.ecs_endpoint(),
+        sim.vpc_endpoint()
+    );
+    let manifest: String = manifest
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("http") {
+                origins.clone()
+            } else if line.trim_start().starts_with("version") {
+                "version = \"0.1.0-sim\"".to_owned()
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let (status, upload) = api.upload(&fixture_plugin("aliyun"), &manifest).await;
+    assert!(status == 201 || status == 200, "{upload}");
+    let id = upload["plugin"]["id"].as_i64().unwrap();
+    for step in ["approve", "activate"] {
+        let (status, body) = api
+            .post(&format!("/api/v1/plugins/{id}/{step}"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{step}: {body}");
+    }
+    id
+}
+
+fn plugin_manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/aliyun/plugin.toml")
+}
