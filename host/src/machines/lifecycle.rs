@@ -601,35 +601,17 @@ async fn release(
         }
     };
     if !gone {
-        let started = Instant::now();
-        loop {
-            let seen = tokio::select! {
-                r = provider.get_instance(&region, &instance) => r,
-                () = cancel.cancelled() => return Err(Stop::Cancelled),
-            };
-            match seen {
-                Ok(i) if i.state == InstanceState::Stopped => break,
-                Err(e) if is_not_found(&e) => break,
-                Ok(_) => {}
-                Err(e) if e.failure.retryable() => {}
-                Err(e) => {
-                    return Err(Stop::Failed(
-                        MachineState::Error,
-                        format!("delete failed: {}", cloud_failure(&e)),
-                    ));
-                }
-            }
-            if started.elapsed() > machines.settings.start_timeout {
-                return Err(Stop::Failed(
-                    MachineState::Error,
-                    format!(
-                        "delete failed: instance {instance} did not stop within {} s",
-                        machines.settings.start_timeout.as_secs()
-                    ),
-                ));
-            }
-            pause(machines.settings.poll, cancel).await?;
-        }
+        let stopped = |i: &plugins::Instance| i.state == InstanceState::Stopped;
+        await_instance(
+            machines,
+            provider.as_ref(),
+            &region,
+            &instance,
+            cancel,
+            stopped,
+            "did not stop",
+        )
+        .await?;
     }
     log(
         machines,
@@ -649,14 +631,40 @@ async fn release(
         )
     })?;
     // Released means gone from the cloud, not just asked to go.
-    let asked = Instant::now();
+    await_instance(
+        machines,
+        provider.as_ref(),
+        &region,
+        &instance,
+        cancel,
+        |_| false,
+        "was not deleted",
+    )
+    .await?;
+    let hours = super::billable_hours(machine.created_at, time::OffsetDateTime::now_utc());
+    done(hours, format!("instance {instance} deleted")).await
+}
+
+/// Polls an instance until `reached` holds or it is gone, while releasing
+/// it; `failed` says what it did not do in time.
+async fn await_instance(
+    machines: &Machines,
+    provider: &dyn CloudProvider,
+    region: &str,
+    instance: &str,
+    cancel: &CancellationToken,
+    reached: impl Fn(&plugins::Instance) -> bool,
+    failed: &str,
+) -> Result<(), Stop> {
+    let started = Instant::now();
     loop {
         let seen = tokio::select! {
-            r = provider.get_instance(&region, &instance) => r,
+            r = provider.get_instance(region, instance) => r,
             () = cancel.cancelled() => return Err(Stop::Cancelled),
         };
         match seen {
-            Err(e) if is_not_found(&e) => break,
+            Ok(i) if reached(&i) => return Ok(()),
+            Err(e) if is_not_found(&e) => return Ok(()),
             Ok(_) => {}
             Err(e) if e.failure.retryable() => {}
             Err(e) => {
@@ -666,17 +674,15 @@ async fn release(
                 ));
             }
         }
-        if asked.elapsed() > machines.settings.start_timeout {
+        if started.elapsed() > machines.settings.start_timeout {
             return Err(Stop::Failed(
                 MachineState::Error,
                 format!(
-                    "delete failed: instance {instance} was still there {} s after DeleteInstance",
+                    "delete failed: instance {instance} {failed} within {} s",
                     machines.settings.start_timeout.as_secs()
                 ),
             ));
         }
         pause(machines.settings.poll, cancel).await?;
     }
-    let hours = super::billable_hours(machine.created_at, time::OffsetDateTime::now_utc());
-    done(hours, format!("instance {instance} deleted")).await
 }

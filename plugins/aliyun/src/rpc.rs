@@ -441,73 +441,22 @@ pub(crate) mod tests {
 
     #[test]
     fn signature_vectors_pass_through_the_plugin_signer() {
-        let host = Scripted::new(vec![]);
-        let a: Vec<(String, String)> = [
-            ("AccessKeyId", "testid"),
-            ("Action", "DescribeRegions"),
-            ("Format", "XML"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
-            ("SignatureVersion", "1.0"),
-            ("Timestamp", "2016-02-23T12:46:24Z"),
-            ("Version", "2014-05-26"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        assert_eq!(
-            sign(&host, "GET", &a).unwrap(),
-            "OLeaidS1JvxuMvnyHOwuJ+uX5qY="
-        );
-        assert_eq!(
-            sign(&host, "POST", &a).unwrap(),
-            "MxbnVAM4w6sft9xjVpe/GCKueuk="
-        );
-        let b_host = Scripted {
-            secret: "accessKeySecret".into(),
-            ..Scripted::new(vec![])
-        };
-        let b: Vec<(String, String)> = [
-            ("AccessKeyId", "accessKeyId"),
-            ("Action", ""),
-            ("Format", "JSON"),
-            ("RegionId", "regionId"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "MOCK_UUID"),
-            ("SignatureType", ""),
-            ("SignatureVersion", "1.0"),
-            ("Timestamp", "mock date"),
-            ("Version", ""),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        assert_eq!(
-            sign(&b_host, "GET", &b).unwrap(),
-            "7loPmFjvDnzOVnQeQNj85S6nFGY="
-        );
-        let c: Vec<(String, String)> = [
-            ("AccessKeyId", "testid"),
-            ("Action", "DescribeInstances"),
-            ("Format", "JSON"),
-            ("InstanceIds", r#"["i-abc","i-def"]"#),
-            ("InstanceName", "web server*~ 中"),
-            ("PageNumber", "1"),
-            ("PageSize", "100"),
-            ("RegionId", "cn-hangzhou"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "c1f6a6e2-1f3b-4a4e-8a0e-000000000001"),
-            ("SignatureVersion", "1.0"),
-            ("Timestamp", "2024-01-02T03:04:05Z"),
-            ("Version", "2014-05-26"),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        assert_eq!(
-            sign(&host, "GET", &c).unwrap(),
-            "A72Pf8yZWQbypBNLGVTvqBZO/W4="
-        );
+        for v in aliyun_rpc::vectors::ALL {
+            let host = Scripted {
+                secret: v.secret.into(),
+                ..Scripted::new(vec![])
+            };
+            let params: Vec<(String, String)> = v
+                .params
+                .iter()
+                .map(|(k, val)| ((*k).to_owned(), (*val).to_owned()))
+                .collect();
+            assert_eq!(
+                sign(&host, v.method, &params).unwrap(),
+                v.signature,
+                "{v:?}"
+            );
+        }
     }
 
     #[test]

@@ -48,17 +48,6 @@ pub(crate) fn verify(
 mod tests {
     use super::*;
 
-    const VECTOR_A: &[(&str, &str)] = &[
-        ("AccessKeyId", "testid"),
-        ("Action", "DescribeRegions"),
-        ("Format", "XML"),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
-        ("SignatureVersion", "1.0"),
-        ("Timestamp", "2016-02-23T12:46:24Z"),
-        ("Version", "2014-05-26"),
-    ];
-
     fn with_signature<'a>(params: &[(&'a str, &'a str)], sig: &'a str) -> Vec<(&'a str, &'a str)> {
         let mut all = params.to_vec();
         all.push(("Signature", sig));
@@ -66,87 +55,23 @@ mod tests {
     }
 
     #[test]
-    fn vector_a_verifies_for_its_method_only() {
-        let get = with_signature(VECTOR_A, "OLeaidS1JvxuMvnyHOwuJ+uX5qY=");
-        verify("testsecret", "GET", &get, "OLeaidS1JvxuMvnyHOwuJ+uX5qY=").unwrap();
-        verify(
-            "testsecret",
-            "POST",
-            VECTOR_A,
-            "MxbnVAM4w6sft9xjVpe/GCKueuk=",
-        )
-        .unwrap();
-        let sts = verify("testsecret", "POST", &get, "OLeaidS1JvxuMvnyHOwuJ+uX5qY=").unwrap_err();
+    fn every_published_vector_verifies() {
+        for v in aliyun_rpc::vectors::ALL {
+            let with_sig = with_signature(v.params, v.signature);
+            verify(v.secret, v.method, &with_sig, v.signature).unwrap();
+            assert_eq!(sign(v.secret, v.method, v.params), v.signature, "{v:?}");
+            // The wrong secret, the wrong method, one changed byte: refused.
+            assert!(verify("wrong", v.method, v.params, v.signature).is_err());
+            let other = if v.method == "GET" { "POST" } else { "GET" };
+            assert!(verify(v.secret, other, v.params, v.signature).is_err());
+            let mut tampered = v.params.to_vec();
+            tampered[0].1 = "tampered";
+            assert!(verify(v.secret, v.method, &tampered, v.signature).is_err());
+        }
+        let a = aliyun_rpc::vectors::A_GET;
+        let sts = verify(a.secret, "POST", a.params, a.signature).unwrap_err();
         assert!(sts.starts_with("POST&%2F&AccessKeyId%3Dtestid%26"), "{sts}");
-        assert!(verify("wrong", "GET", &get, "OLeaidS1JvxuMvnyHOwuJ+uX5qY=").is_err());
-        assert!(verify("testsecret", "GET", &get, "not base64!").is_err());
-        assert_eq!(
-            sign("testsecret", "GET", &get),
-            "OLeaidS1JvxuMvnyHOwuJ+uX5qY="
-        );
-    }
-
-    #[test]
-    fn vector_b_empty_values_and_a_space_verify() {
-        let mut params = vec![
-            ("AccessKeyId", "accessKeyId"),
-            ("Action", ""),
-            ("Format", "JSON"),
-            ("RegionId", "regionId"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "MOCK_UUID"),
-            ("SignatureType", ""),
-            ("SignatureVersion", "1.0"),
-            ("Timestamp", "mock date"),
-            ("Version", ""),
-        ];
-        verify(
-            "accessKeySecret",
-            "GET",
-            &params,
-            "7loPmFjvDnzOVnQeQNj85S6nFGY=",
-        )
-        .unwrap();
-        params.push(("SecurityToken", "accessKeyStsToken"));
-        verify(
-            "accessKeySecret",
-            "GET",
-            &params,
-            "5Nxdcler+ihqWqv0Hr2On4PsBf4=",
-        )
-        .unwrap();
-    }
-
-    #[test]
-    fn vector_c_json_star_tilde_space_non_ascii_verify() {
-        let params = [
-            ("AccessKeyId", "testid"),
-            ("Action", "DescribeInstances"),
-            ("Format", "JSON"),
-            ("InstanceIds", r#"["i-abc","i-def"]"#),
-            ("InstanceName", "web server*~ 中"),
-            ("PageNumber", "1"),
-            ("PageSize", "100"),
-            ("RegionId", "cn-hangzhou"),
-            ("SignatureMethod", "HMAC-SHA1"),
-            ("SignatureNonce", "c1f6a6e2-1f3b-4a4e-8a0e-000000000001"),
-            ("SignatureVersion", "1.0"),
-            ("Timestamp", "2024-01-02T03:04:05Z"),
-            ("Version", "2014-05-26"),
-        ];
-        verify("testsecret", "GET", &params, "A72Pf8yZWQbypBNLGVTvqBZO/W4=").unwrap();
-        // One changed byte anywhere breaks it.
-        let mut tampered = params;
-        tampered[4].1 = "web server*~ 中 ";
-        assert!(
-            verify(
-                "testsecret",
-                "GET",
-                &tampered,
-                "A72Pf8yZWQbypBNLGVTvqBZO/W4="
-            )
-            .is_err()
-        );
+        assert!(verify(a.secret, "GET", a.params, "not base64!").is_err());
     }
 
     #[test]

@@ -47,16 +47,7 @@ async fn the_docs_example_request_verifies_once_with_its_method_only() {
     .await;
     sim.set_clock_offset(1_456_231_584 - i64::try_from(now()).unwrap());
     let client = Client::ecs(&sim).with_key("testid", "testsecret");
-    let vector_a = owned(&[
-        ("AccessKeyId", "testid"),
-        ("Action", "DescribeRegions"),
-        ("Format", "XML"),
-        ("SignatureMethod", "HMAC-SHA1"),
-        ("SignatureNonce", "3ee8c1b8-83d3-44af-a94f-4e0ad82fd6cf"),
-        ("SignatureVersion", "1.0"),
-        ("Timestamp", "2016-02-23T12:46:24Z"),
-        ("Version", "2014-05-26"),
-    ]);
+    let vector_a = owned(aliyun_rpc::vectors::A_GET.params);
     // The same request sent as POST: the method is signed, so it fails —
     // before the nonce is spent.
     let post = client
