@@ -1,10 +1,12 @@
 //! Calls to DCP's REST API: the UI can do nothing the API cannot.
 
 use dcp_api_types::{
-    Cluster, ClusterInput, Command, CommandGroup, CommandGroupInput, CommandInput, CreatedToken,
-    ErrorCode, ErrorDetail, Execution, ExecutionCreated, ExecutionInput, ExecutionSummary, HostKey,
-    LoginRequest, ModuleEntry, Page, PluginLimits, PluginTestRequest, PluginTestResult,
-    PluginUpload, PluginVersion, Session, Token, TokenInput,
+    Account, AccountInput, AdoptMachine, Choice, Cluster, ClusterInput, Command, CommandGroup,
+    CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode, ErrorDetail,
+    Execution, ExecutionCreated, ExecutionInput, ExecutionSummary, FleetPoint, HostKey,
+    LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState, MachineTemplate,
+    ModuleEntry, Page, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
+    PluginVersion, QuotaInput, QuotaUsage, Session, TemplateInput, Token, TokenInput,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -21,6 +23,16 @@ impl ApiError {
             code: ErrorCode::Internal,
             message: message.into(),
             field: None,
+            request_id: None,
+        })
+    }
+
+    /// A rule broken by `field`, found in the browser before sending.
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self(ErrorDetail {
+            code: ErrorCode::ValidationFailed,
+            message: message.into(),
+            field: Some(field.to_owned()),
             request_id: None,
         })
     }
@@ -414,6 +426,144 @@ pub(crate) async fn forget_host_key(host: &str) -> Result<(), ApiError> {
         send(Request::delete(&format!(
             "/api/v1/ssh/host-keys/{}",
             encode(host)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Every cloud account.
+pub(crate) async fn accounts() -> Result<Vec<Account>, ApiError> {
+    read(send(Request::get("/api/v1/accounts")).await?).await
+}
+
+/// Creates or replaces a cloud account (no secret: keep the stored one).
+pub(crate) async fn save_account(
+    id: Option<i64>,
+    input: &AccountInput,
+) -> Result<Account, ApiError> {
+    save("accounts", id, input).await
+}
+
+/// Deletes a cloud account.
+pub(crate) async fn delete_account(id: i64) -> Result<(), ApiError> {
+    remove("accounts", id).await
+}
+
+/// Asks an account's cloud for the choices of `kind` (a 502 names the
+/// provider's error code and request id).
+pub(crate) async fn lookup(
+    account: i64,
+    kind: LookupKind,
+    query: &LookupQuery,
+) -> Result<Vec<Choice>, ApiError> {
+    let mut url = format!("/api/v1/accounts/{account}/lookups/{}", kind.as_str());
+    let params: Vec<String> = [
+        ("region", &query.region),
+        ("zone", &query.zone),
+        ("vpc", &query.vpc),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| value.as_deref().map(|v| format!("{name}={}", encode(v))))
+    .collect();
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Every machine template, with its quota usage.
+pub(crate) async fn templates() -> Result<Vec<MachineTemplate>, ApiError> {
+    read(send(Request::get("/api/v1/machine-templates")).await?).await
+}
+
+/// One machine template.
+pub(crate) async fn template(id: i64) -> Result<MachineTemplate, ApiError> {
+    read(send(Request::get(&format!("/api/v1/machine-templates/{id}"))).await?).await
+}
+
+/// Creates or replaces a machine template.
+pub(crate) async fn save_template(
+    id: Option<i64>,
+    input: &TemplateInput,
+) -> Result<MachineTemplate, ApiError> {
+    save("machine-templates", id, input).await
+}
+
+/// Deletes a machine template.
+pub(crate) async fn delete_template(id: i64) -> Result<(), ApiError> {
+    remove("machine-templates", id).await
+}
+
+/// Every template's quota and usage.
+pub(crate) async fn quotas() -> Result<Vec<QuotaUsage>, ApiError> {
+    read(send(Request::get("/api/v1/quotas")).await?).await
+}
+
+/// Sets a template's quota.
+pub(crate) async fn set_quota(
+    template_id: i64,
+    input: &QuotaInput,
+) -> Result<QuotaUsage, ApiError> {
+    read(
+        send_json(
+            Request::put(&format!("/api/v1/quotas/{template_id}")),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// One page of machines, optionally only in `state` or of one template
+/// (without `state`: every machine not deleted).
+pub(crate) async fn machines(
+    page: u32,
+    per_page: u32,
+    state: Option<MachineState>,
+    template_id: Option<i64>,
+) -> Result<Page<Machine>, ApiError> {
+    let mut url = format!("/api/v1/machines?page={page}&per_page={per_page}");
+    if let Some(state) = state {
+        url.push_str(&format!("&state={}", state.as_str()));
+    }
+    if let Some(id) = template_id {
+        url.push_str(&format!("&template_id={id}"));
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Asks for machines from a template; the answer lists them, still `creating`.
+pub(crate) async fn create_machines(input: &CreateMachines) -> Result<Vec<Machine>, ApiError> {
+    read(send_json(Request::post("/api/v1/machines"), input).await?).await
+}
+
+/// Adopts an existing server.
+pub(crate) async fn adopt_machine(input: &AdoptMachine) -> Result<Machine, ApiError> {
+    read(send_json(Request::post("/api/v1/machines/adopt"), input).await?).await
+}
+
+/// One machine with its timeline and log.
+pub(crate) async fn machine(id: i64) -> Result<MachineDetail, ApiError> {
+    read(send(Request::get(&format!("/api/v1/machines/{id}"))).await?).await
+}
+
+/// Releases a machine (it goes `deleting`).
+pub(crate) async fn delete_machine(id: i64) -> Result<Machine, ApiError> {
+    read(send(Request::delete(&format!("/api/v1/machines/{id}"))).await?).await
+}
+
+/// Where a machine's private key downloads from.
+pub(crate) fn machine_key_url(id: i64) -> String {
+    format!("/api/v1/machines/{id}/key.pem")
+}
+
+/// Live machines per provider, hour by hour, over the last `hours`.
+pub(crate) async fn fleet_history(hours: u32) -> Result<Vec<FleetPoint>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/fleet-history?hours={hours}"
         )))
         .await?,
     )

@@ -4,6 +4,7 @@
 // Leptos' `#[component]` expands to `pub` props structs in this binary crate.
 #![allow(unreachable_pub)]
 
+mod accounts;
 mod api;
 mod clusters;
 mod commands;
@@ -12,7 +13,10 @@ mod executions;
 mod groups;
 mod host_keys;
 mod login;
+mod machines;
 mod plugins;
+mod quotas;
+mod templates;
 mod tokens;
 
 use dcp_api_types::User;
@@ -43,6 +47,11 @@ fn App() -> impl IntoView {
                     <Route path=path!("executions") view=executions::ExecutionsPage/>
                     <Route path=path!("executions/:id") view=executions::ExecutionPage/>
                     <Route path=path!("host-keys") view=host_keys::HostKeysPage/>
+                    <Route path=path!("machines") view=machines::MachinesPage/>
+                    <Route path=path!("machines/:id") view=machines::MachinePage/>
+                    <Route path=path!("machine-templates") view=templates::TemplatesPage/>
+                    <Route path=path!("quotas") view=quotas::QuotasPage/>
+                    <Route path=path!("accounts") view=accounts::AccountsPage/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -74,6 +83,12 @@ fn Shell() -> impl IntoView {
                     <a class="brand" href="/clusters">"DCP"</a>
                     <nav class="nav">
                         <A href="/clusters">"Clusters"</A>
+                        <div class="nav-group" role="group" aria-label="Machines">
+                            <A href="/machines">"Machines"</A>
+                            <A href="/machine-templates">"Templates"</A>
+                            <A href="/quotas">"Quotas"</A>
+                            <A href="/accounts">"Accounts"</A>
+                        </div>
                         <A href="/commands">"Commands"</A>
                         <A href="/command-groups">"Groups"</A>
                         <A href="/executions">"Executions"</A>
