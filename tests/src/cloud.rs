@@ -173,6 +173,44 @@ impl Cloud {
         group["id"].as_i64().unwrap()
     }
 
+    /// Creates `count` machines from `template`; answers their ids.
+    pub async fn create(&self, template: i64, count: u32) -> Vec<i64> {
+        let (status, created) = self
+            .api
+            .post(
+                "/api/v1/machines",
+                &json!({"template_id": template, "count": count}),
+            )
+            .await;
+        assert_eq!(status, 202, "{created}");
+        created
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_i64().unwrap())
+            .collect()
+    }
+
+    /// Runs a shell `script` on machines and answers the execution once it ended.
+    pub async fn run(&self, script: &str, machine_ids: &[i64]) -> Value {
+        let (status, execution) = self
+            .api
+            .post(
+                "/api/v1/executions",
+                &json!({"command": {"mode": "shell", "script": script}, "machine_ids": machine_ids}),
+            )
+            .await;
+        assert_eq!(status, 201, "{execution}");
+        let id = execution["id"].as_i64().unwrap();
+        loop {
+            let e = self.api.get(&format!("/api/v1/executions/{id}")).await;
+            if !matches!(e["state"].as_str(), Some("pending" | "running")) {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Waits until every machine of `ids` is in a state that is not busy
     /// and answers their details.
     pub async fn settle(&self, ids: &[i64], within: Duration) -> Vec<Value> {

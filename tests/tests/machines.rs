@@ -153,25 +153,7 @@ async fn five_machines_are_created_initialised_used_and_released() {
     );
 
     // Executions reach machines by id, with their own keys.
-    let (status, execution) = cloud
-        .api
-        .post(
-            "/api/v1/executions",
-            &json!({"command": {"mode": "shell", "script": "echo hello from machine"}, "machine_ids": machines}),
-        )
-        .await;
-    assert_eq!(status, 201, "{execution}");
-    let execution_id = execution["id"].as_i64().unwrap();
-    let done = loop {
-        let e = cloud
-            .api
-            .get(&format!("/api/v1/executions/{execution_id}"))
-            .await;
-        if !matches!(e["state"].as_str(), Some("pending" | "running")) {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let done = cloud.run("echo hello from machine", &machines).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
 
     // A machine in a pool cannot be released; out of the pool it can.
@@ -276,15 +258,7 @@ async fn throttling_and_lost_replies_never_duplicate_a_machine() {
         drop_rate: 0.5,
         ..Faults::default()
     });
-    let (status, created) = cloud
-        .api
-        .post(
-            "/api/v1/machines",
-            &json!({"template_id": template, "count": 5}),
-        )
-        .await;
-    assert_eq!(status, 202, "{created}");
-    let machines = ids(&created);
+    let machines = cloud.create(template, 5).await;
     let details = cloud.settle(&machines, Duration::from_secs(120)).await;
     assert_eq!(states(&details), vec!["ready"; 5], "{details:#?}");
     let live = cloud.sim.instances();
@@ -317,15 +291,8 @@ async fn a_server_error_storm_ends_machines_in_error_naming_the_cloud_code() {
         server_error_rate: 1.0,
         ..Faults::default()
     });
-    let (status, created) = cloud
-        .api
-        .post(
-            "/api/v1/machines",
-            &json!({"template_id": template, "count": 2}),
-        )
-        .await;
-    assert_eq!(status, 202, "{created}");
-    let details = cloud.settle(&ids(&created), Duration::from_secs(90)).await;
+    let machines = cloud.create(template, 2).await;
+    let details = cloud.settle(&machines, Duration::from_secs(90)).await;
     for detail in &details {
         let machine = &detail["machine"];
         assert_eq!(machine["state"], "error", "{detail:#}");
@@ -676,22 +643,7 @@ async fn existing_servers_are_adopted_by_password_and_get_dcp_key() {
     assert_eq!(machine["provider"], "adopted");
     let id = machine["id"].as_i64().unwrap();
     // Later commands log in with DCP's key, not the (forgotten) password.
-    let (status, execution) = cloud
-        .api
-        .post(
-            "/api/v1/executions",
-            &json!({"command": {"mode": "shell", "script": "id -un"}, "machine_ids": [id]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{execution}");
-    let eid = execution["id"].as_i64().unwrap();
-    let done = loop {
-        let e = cloud.api.get(&format!("/api/v1/executions/{eid}")).await;
-        if !matches!(e["state"].as_str(), Some("pending" | "running")) {
-            break e;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let done = cloud.run("id -un", &[id]).await;
     assert_eq!(done["state"], "succeeded", "{done:#}");
     assert_eq!(done["hosts"][0]["stdout"].as_str().unwrap().trim(), user);
     // Releasing an adopted server only forgets it.
@@ -719,15 +671,7 @@ async fn machines_in_flight_finish_after_dcp_is_killed() {
     })
     .await;
     let template = cloud.template("durable", None, json!({})).await;
-    let (status, created) = cloud
-        .api
-        .post(
-            "/api/v1/machines",
-            &json!({"template_id": template, "count": 3}),
-        )
-        .await;
-    assert_eq!(status, 202, "{created}");
-    let machines = ids(&created);
+    let machines = cloud.create(template, 3).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     cloud.api.server.kill();
     cloud.api.server.restart();
