@@ -481,3 +481,204 @@ async fn a_command_is_defined_in_the_dialog_and_run_errors_land_on_their_inputs(
     assert!(c.find(Locator::Css("#executions-table")).await.is_ok());
     c.close().await.unwrap();
 }
+
+/// Clicks the option of `select` whose text contains `text` (the select's
+/// choices may still be loading from the cloud).
+async fn choose(c: &Client, select: &str, text: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&format!(
+            "//select[@id='{select}']/option[contains(., '{text}')]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Clicks the first real choice of `select` (after its "Choose…" option).
+async fn choose_first(c: &Client, select: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::XPath(&format!(
+            "//select[@id='{select}'][not(@disabled)]/option[2]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Waits until an element matching the XPath `path` exists.
+async fn until(c: &Client, path: &str, within: Duration) {
+    c.wait()
+        .at_most(within)
+        .for_element(Locator::XPath(path))
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+#[tokio::test]
+async fn machines_are_templated_created_initialised_and_released_in_the_ui() {
+    let cloud = dcp_tests::cloud::Cloud::start(dcp_tests::cloud::quick_delays()).await;
+    let server = &cloud.api.server;
+    let password = server.printed_password.clone().unwrap();
+    let (c, _driver) = browser().await;
+    c.goto(&server.url("/login")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", &password).await;
+    click(&c, "#login-submit").await;
+
+    // The account made through the API answers a real signed call.
+    click(&c, "nav a[href=\"/accounts\"]").await;
+    click(&c, "tr[data-name=\"sim\"] [data-test=\"account-check\"]").await;
+    until(
+        &c,
+        "//*[@data-test='account-check-result'][contains(., 'OK:')]",
+        WAIT,
+    )
+    .await;
+
+    // A template through the cascading form. The cloud fails the zone
+    // look-up first: the form says so beside the select and retries.
+    click(&c, "nav a[href=\"/machine-templates\"]").await;
+    click(&c, "#new-template").await;
+    fill(&c, "#template-name", "web-small").await;
+    choose(&c, "template-account", "sim").await;
+    choose(&c, "template-region", "cn-beijing").await;
+    cloud.sim.set_faults(aliyun_sim::Faults {
+        server_error_rate: 1.0,
+        ..aliyun_sim::Faults::default()
+    });
+    choose(&c, "template-region", "cn-hangzhou").await;
+    // The plugin retries 5xx with backoff until the call's deadline.
+    until(
+        &c,
+        "//*[@data-test='lookup-error'][@data-lookup='zones'][contains(., 'Error') or contains(., 'Unavailable')]",
+        Duration::from_secs(60),
+    )
+    .await;
+    cloud.sim.set_faults(aliyun_sim::Faults::default());
+    // Everything asked of the region during the outage failed; retry each.
+    for retry in c
+        .find_all(Locator::Css("[data-test=\"lookup-retry\"]"))
+        .await
+        .unwrap()
+    {
+        retry.click().await.unwrap();
+    }
+    choose(&c, "template-zone", "cn-hangzhou-h").await;
+    choose_first(&c, "template-vpc").await;
+    choose_first(&c, "template-subnet").await;
+    choose_first(&c, "template-security-group").await;
+    choose(&c, "template-instance-type", "ecs.g6.large").await;
+    choose_first(&c, "template-image").await;
+    choose(&c, "template-system-disk-category", "cloud_efficiency").await;
+    fill(&c, "#template-quota-hours", "10").await;
+    click(&c, "#template-save").await;
+    let row = text_of(&c, "tr[data-name=\"web-small\"]").await;
+    assert!(
+        row.contains("cn-hangzhou-h") && row.contains("ecs.g6.large"),
+        "{row}"
+    );
+
+    // Two machines through the dialog; both reach `ready` in the list.
+    click(&c, "nav a[href=\"/machines\"]").await;
+    click(&c, "#create-machines").await;
+    choose(&c, "create-template", "web-small").await;
+    let credit = text_of(&c, "[data-test=\"create-credit\"]").await;
+    assert!(credit.contains("10"), "{credit}");
+    fill(&c, "#create-count", "2").await;
+    click(&c, "#create-submit").await;
+    text_of(&c, "[data-test=\"machines-notice\"]").await;
+    let ready =
+        "//tr[@data-test='machine-row'][.//*[@data-test='machine-state'][contains(., 'ready')]]";
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while c.find_all(Locator::XPath(ready)).await.unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "two machines never got ready");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    text_of(&c, "[data-test=\"fleet-chart\"]").await;
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-machines.png"), shot);
+
+    // The machine page: its address on the simulator's loopback range, the
+    // timeline through every state, the init output in its log, its key.
+    click(&c, "[data-test=\"machine-link\"]").await;
+    until(&c, "//*[@id='machine-state'][@data-state='ready']", WAIT).await;
+    let address = text_of(&c, "[data-test=\"machine-address\"]").await;
+    assert!(address.contains("@127.21."), "{address}");
+    let timeline = text_of(&c, "[data-test=\"machine-timeline\"]").await;
+    for state in ["creating", "starting", "initializing", "ready"] {
+        assert!(timeline.contains(state), "{state} missing from {timeline}");
+    }
+    until(
+        &c,
+        "//*[@id='machine-log'][contains(., 'create-instances')]",
+        WAIT,
+    )
+    .await;
+    let href = c
+        .find(Locator::Css("[data-test=\"download-key\"]"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap()
+        .unwrap();
+    let key = cloud
+        .api
+        .http
+        .get(server.url(&href))
+        .bearer_auth(&cloud.api.token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(key.contains("PRIVATE KEY"), "{key}");
+
+    // Release it: the cloud instance goes and an hour is charged.
+    click(&c, "#delete-machine").await;
+    click(&c, "#confirm-delete").await;
+    until(
+        &c,
+        "//*[@id='machine-state'][@data-state='deleted']",
+        Duration::from_secs(30),
+    )
+    .await;
+    click(&c, "nav a[href=\"/quotas\"]").await;
+    until(
+        &c,
+        "//tr[@data-template='web-small']/td[@data-test='quota-used'][. = '1']",
+        WAIT,
+    )
+    .await;
+
+    // Out of credit: the dialog says so and creating is refused.
+    click(
+        &c,
+        "tr[data-template=\"web-small\"] [data-test=\"set-quota\"]",
+    )
+    .await;
+    fill(&c, "[data-test=\"quota-input\"]", "1").await;
+    click(&c, "[data-test=\"quota-save\"]").await;
+    text_of(
+        &c,
+        "tr[data-template=\"web-small\"] [data-test=\"quota-exhausted\"]",
+    )
+    .await;
+    click(&c, "nav a[href=\"/machines\"]").await;
+    click(&c, "#create-machines").await;
+    choose(&c, "create-template", "web-small").await;
+    until(
+        &c,
+        "//*[@data-test='create-credit'][contains(@class, 'error-text')]",
+        WAIT,
+    )
+    .await;
+    c.close().await.unwrap();
+}
