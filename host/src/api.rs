@@ -17,6 +17,7 @@ mod plugins;
 mod services;
 mod session;
 mod system;
+mod tasks;
 mod tokens;
 
 use std::sync::Arc;
@@ -118,6 +119,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(executions::router())
         .merge(machines::router())
         .merge(services::router())
+        .merge(tasks::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))

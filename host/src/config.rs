@@ -60,6 +60,9 @@ pub struct Config {
     pub machine_poll_ms: u64,
     /// Seconds an instance may take to run (or to stop before deletion).
     pub machine_start_timeout_secs: u64,
+    /// Seconds a process's claim on a task lasts without a heartbeat: how
+    /// soon another replica (or the next start) takes over a dead one's tasks.
+    pub task_lease_secs: u64,
 }
 
 /// How log lines are written.
@@ -94,6 +97,7 @@ impl Default for Config {
             default_init_group: None,
             machine_poll_ms: 2000,
             machine_start_timeout_secs: 600,
+            task_lease_secs: 15,
         }
     }
 }
@@ -130,6 +134,7 @@ impl fmt::Debug for Config {
                 "machine_start_timeout_secs",
                 &self.machine_start_timeout_secs,
             )
+            .field("task_lease_secs", &self.task_lease_secs)
             .finish()
     }
 }
@@ -155,6 +160,7 @@ const ENV_KEYS: &[&str] = &[
     "default_init_group",
     "machine_poll_ms",
     "machine_start_timeout_secs",
+    "task_lease_secs",
 ];
 
 impl Config {

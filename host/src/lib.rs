@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod machines;
 pub mod orchestration;
 pub mod plugins;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub remote: Arc<remote::Remote>,
     /// Cloud accounts, machine templates, quotas and machines.
     pub machines: Arc<machines::Machines>,
+    /// Task templates and the durable task engine.
+    pub engine: Arc<engine::Engine>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
 }
@@ -139,12 +142,22 @@ impl AppState {
         .await
         .context("resuming machine work")?;
         machines.track_fleet();
+        let engine = engine::Engine::start(
+            store.clone(),
+            machines.clone(),
+            remote.clone(),
+            engine::Settings {
+                lease: Duration::from_secs(config.task_lease_secs.max(1)),
+                ..engine::Settings::default()
+            },
+        );
         Ok(Self {
             store,
             auth,
             plugins,
             remote,
             machines,
+            engine,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
         })
@@ -189,6 +202,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let remote = Arc::clone(&state.remote);
     let stop = Arc::clone(&remote);
     let machines = Arc::clone(&state.machines);
+    let engine = Arc::clone(&state.engine);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -196,6 +210,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             // start); running executions end (cancelled, remote processes
             // killed), so their event streams close and HTTP can drain.
             machines.stop();
+            engine.stop();
             stop.stop();
         })
         .await

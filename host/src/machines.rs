@@ -630,6 +630,30 @@ impl Machines {
         Ok(earlier.into_iter().map(machine_to_api).collect())
     }
 
+    /// Runs a machine's init again after it failed or timed out (the
+    /// retry of a task step that made it); a machine that is ready or still
+    /// initialising is left as it is.
+    pub async fn reinit(self: &Arc<Self>, id: i64) -> Result<Machine, Error> {
+        let machine = self.store.machine(id).await?;
+        let failed = [MachineState::InitFailed, MachineState::InitTimeout];
+        if failed.contains(&machine.state)
+            && let Some(m) = self
+                .store
+                .transition_machine(
+                    id,
+                    &failed,
+                    MachineState::Initializing,
+                    "init retried",
+                    &store::MachineUpdate::default(),
+                )
+                .await?
+        {
+            self.spawn(id);
+            return Ok(machine_to_api(m));
+        }
+        Ok(machine_to_api(machine))
+    }
+
     /// Releases a machine: force-stops and deletes its instance, then
     /// charges its template. Refused while it is being created.
     pub async fn delete(self: &Arc<Self>, id: i64) -> Result<Machine, Error> {

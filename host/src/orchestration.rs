@@ -179,6 +179,9 @@ pub fn pool_change(input: PoolInput) -> Result<PoolChange, Invalid> {
         name: input.name,
         description: input.description,
         template_id: input.template_id,
+        expand_template_id: input.expand_template_id,
+        shrink_template_id: input.shrink_template_id,
+        deploy_template_id: input.deploy_template_id,
     })
 }
 

@@ -16,6 +16,7 @@ mod host_keys;
 mod machines;
 mod plugins;
 mod services;
+mod tasks;
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -35,7 +36,12 @@ pub use self::{
     host_keys::HostKeyRecord,
     machines::{MachineEventRecord, MachineRecord, MachineUpdate, NewMachine},
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
-    services::{NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord},
+    services::{
+        NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord, TaskTemplates,
+    },
+    tasks::{
+        NewTask, TaskNodeRecord, TaskRecord, TaskStepRecord, TaskTemplateChange, TaskTemplateRecord,
+    },
 };
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -44,6 +44,11 @@ impl Cloud {
     /// polls it every 200 ms, uploads and activates the aliyun plugin
     /// granted the simulator's origins, and adds the demo account.
     pub async fn start(delays: Delays) -> Self {
+        Self::start_with(delays, Vec::new()).await
+    }
+
+    /// [`Cloud::start`] with more environment for `dcp` (e.g. a short task lease).
+    pub async fn start_with(delays: Delays, env: Vec<(String, String)>) -> Self {
         std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd (run as root)");
         let dir = tempfile::tempdir().unwrap();
         let sim = Simulator::start(Options {
@@ -56,10 +61,13 @@ impl Cloud {
         .await
         .expect("starting the Aliyun simulator");
         let api = Api::start_with(&ServerOptions {
-            env: vec![
+            env: [
                 ("DCP_MACHINE_POLL_MS".into(), "200".into()),
                 ("DCP_MACHINE_START_TIMEOUT_SECS".into(), "60".into()),
-            ],
+            ]
+            .into_iter()
+            .chain(env)
+            .collect(),
             ..ServerOptions::default()
         })
         .await;

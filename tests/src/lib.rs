@@ -14,6 +14,7 @@
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod cloud;
+pub mod docker;
 pub mod fleet;
 
 use std::{

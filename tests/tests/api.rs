@@ -766,3 +766,239 @@ async fn services_pools_and_nodes_keep_their_tree_whole() {
         );
     }
 }
+
+#[tokio::test]
+async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_time() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(method, &path, &token, body).await }
+    };
+    let refused = |reply: &Reply, field: &str, words: &str| {
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.error().1.as_deref(), Some(field), "{}", reply.body);
+        let message = reply.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{message}");
+    };
+    let template = |purpose: &str, steps: Value| json!({"name": format!("t-{purpose}"), "purpose": purpose, "steps": steps});
+    let post = |body: Value| call(Method::POST, "/api/v1/task-templates".into(), Some(body));
+
+    // Each of the manual's rules, with the step and the rule named.
+    for (body, field, words) in [
+        (
+            template(
+                "expand",
+                json!([{"name": "start_service"}, {"name": "create_vm"}]),
+            ),
+            "steps[0].name",
+            "must start with create_vm",
+        ),
+        (
+            template("expand", json!([{"name": "create_vm"}])),
+            "steps",
+            "must have a start_service step",
+        ),
+        (
+            template(
+                "shrink",
+                json!([{"name": "return_vm"}, {"name": "stop_service"}]),
+            ),
+            "steps[1].name",
+            "must end with return_vm",
+        ),
+        (
+            template("deploy", json!([{"name": "stop_service"}])),
+            "steps",
+            "must have a start_service step",
+        ),
+        (
+            template("adhoc", json!([{"name": "reboot"}])),
+            "steps[0].name",
+            "not a built-in step",
+        ),
+        (
+            template("adhoc", json!([{"name": "check", "group_id": 4242}])),
+            "steps[0].group_id",
+            "no command group with id 4242",
+        ),
+        (
+            template("deploy", json!([{"name": "start_service", "retries": 11}])),
+            "steps[0].retries",
+            "at most 10",
+        ),
+    ] {
+        refused(&post(body).await, field, words);
+    }
+    let seeded = call(Method::GET, "/api/v1/task-templates".into(), None).await;
+    let names: Vec<&str> = seeded
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["expand", "shrink", "upgrade"]);
+
+    // A template with register needs a pool with a load-balancer binding.
+    let with_lb = post(template(
+        "expand",
+        json!([{"name": "create_vm"}, {"name": "start_service_web"}, {"name": "register"}]),
+    ))
+    .await;
+    assert_eq!(with_lb.status, StatusCode::CREATED, "{}", with_lb.body);
+    let cluster = call(
+        Method::POST,
+        "/api/v1/clusters".into(),
+        Some(json!({"name": "shop"})),
+    )
+    .await;
+    let service = call(
+        Method::POST,
+        "/api/v1/services".into(),
+        Some(json!({"cluster_id": cluster.body["id"], "name": "web", "image": "shop/web:1"})),
+    )
+    .await;
+    let pool_body = json!({"service_id": service.body["id"], "name": "web-a",
+                           "expand_template_id": with_lb.body["id"]});
+    let bound = call(Method::POST, "/api/v1/pools".into(), Some(pool_body)).await;
+    refused(&bound, "expand_template_id", "no service-discovery binding");
+    let shrink_id = seeded.body[1]["id"].clone();
+    let wrong = call(
+        Method::POST,
+        "/api/v1/pools".into(),
+        Some(json!({"service_id": service.body["id"], "name": "web-a", "expand_template_id": shrink_id})),
+    )
+    .await;
+    refused(
+        &wrong,
+        "expand_template_id",
+        "is for shrink, not for expand",
+    );
+    let pool = call(
+        Method::POST,
+        "/api/v1/pools".into(),
+        Some(json!({"service_id": service.body["id"], "name": "web-a"})),
+    )
+    .await;
+    assert_eq!(pool.status, StatusCode::CREATED, "{}", pool.body);
+    assert_eq!(pool.body["expand_template_id"], seeded.body[0]["id"]);
+    let pool = pool.body["id"].as_i64().unwrap();
+
+    // Tasks: what each kind needs.
+    let task = |body: Value| call(Method::POST, "/api/v1/tasks".into(), Some(body));
+    refused(
+        &task(json!({"kind": "expand", "pool_id": pool, "count": 2})).await,
+        "pool_id",
+        "no machine template",
+    );
+    refused(
+        &task(json!({"kind": "expand", "pool_id": pool})).await,
+        "count",
+        "how many",
+    );
+    refused(
+        &task(json!({"kind": "deploy", "pool_id": pool})).await,
+        "tag",
+        "image tag",
+    );
+    refused(
+        &task(json!({"kind": "shrink", "pool_id": pool, "addresses": ["127.20.9.9"]})).await,
+        "addresses[0]",
+        "not a node of pool web-a",
+    );
+
+    // A task that keeps retrying (its node does not answer) holds the pool:
+    // a second one is refused, or queued behind it when asked.
+    let added = call(
+        Method::POST,
+        format!("/api/v1/pools/{pool}/nodes"),
+        Some(json!({"addresses": [{"address": "127.20.9.1", "port": 1}]})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    let slow = post(json!({"name": "stop-slowly", "purpose": "adhoc",
+        "steps": [{"name": "stop_service", "retries": 10, "retry_delay_secs": 3600}]}))
+    .await;
+    let adhoc = json!({"kind": "adhoc", "pool_id": pool, "template_id": slow.body["id"]});
+    let first = task(adhoc.clone()).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+    let first = first.body["id"].as_i64().unwrap();
+    let busy = task(adhoc.clone()).await;
+    assert_eq!(busy.status, StatusCode::CONFLICT, "{}", busy.body);
+    let message = busy.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("busy with task {first} (adhoc")),
+        "{message}"
+    );
+    let mut queued = adhoc.clone();
+    queued["queue"] = json!(true);
+    let second = task(queued).await;
+    assert_eq!(second.status, StatusCode::ACCEPTED, "{}", second.body);
+    let second = second.body["id"].as_i64().unwrap();
+
+    let state_of = |id: i64, want: &'static str| {
+        let call = &call;
+        async move {
+            for _ in 0..100 {
+                let t = call(Method::GET, format!("/api/v1/tasks/{id}"), None).await;
+                if t.body["task"]["state"] == want && t.body["task"]["command"].is_null() {
+                    return t.body;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("task {id} never became {want}");
+        }
+    };
+    // The first waits an hour before its next attempt; pause, resume, cancel.
+    let waiting = state_of(first, "running").await;
+    assert_eq!(waiting["nodes"][0]["steps"][0]["state"], "pending");
+    assert_eq!(waiting["nodes"][0]["steps"][0]["attempts"], 1);
+    assert!(
+        !waiting["nodes"][0]["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{waiting}"
+    );
+    assert_eq!(
+        state_of(second, "pending").await["task"]["state"],
+        "pending"
+    );
+    for (action, want) in [
+        ("pause", "paused"),
+        ("resume", "running"),
+        ("cancel", "cancelled"),
+    ] {
+        let asked = call(
+            Method::POST,
+            format!("/api/v1/tasks/{first}/{action}"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            asked.status,
+            StatusCode::ACCEPTED,
+            "{action}: {}",
+            asked.body
+        );
+        state_of(first, want).await;
+    }
+    let again = call(Method::POST, format!("/api/v1/tasks/{first}/resume"), None).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    // Its turn: the queued task starts.
+    state_of(second, "running").await;
+    let listed = call(Method::GET, format!("/api/v1/tasks?pool_id={pool}"), None).await;
+    assert_eq!(listed.body["total"], 2);
+    assert_eq!(
+        listed.body["items"][1]["counts"]["skipped"], 1,
+        "{}",
+        listed.body
+    );
+}

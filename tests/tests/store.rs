@@ -708,9 +708,21 @@ async fn machines_in_pools_are_named_and_kept(backend: Backend) {
             name: "web-a".into(),
             description: String::new(),
             template_id: Some(template),
+            expand_template_id: None,
+            shrink_template_id: None,
+            deploy_template_id: None,
         })
         .await
         .unwrap();
+    // A pool that names no task templates runs the seeded ones.
+    for (purpose, bound) in [
+        ("expand", pool.task_templates.expand),
+        ("shrink", pool.task_templates.shrink),
+        ("deploy", pool.task_templates.deploy),
+    ] {
+        let seeded = store.seeded_template(purpose).await.unwrap();
+        assert_eq!(Some(bound), seeded, "{purpose}");
+    }
     let nodes = store
         .add_nodes(
             pool.id,

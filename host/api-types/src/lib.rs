@@ -6,12 +6,14 @@
 mod machines;
 mod orchestration;
 mod remote;
+mod tasks;
 
 use serde::{Deserialize, Serialize};
 
 pub use machines::*;
 pub use orchestration::*;
 pub use remote::*;
+pub use tasks::*;
 
 #[cfg(feature = "openapi")]
 use utoipa::{IntoParams, ToSchema};

@@ -168,6 +168,12 @@ pub struct Pool {
     pub description: String,
     /// The machine template new nodes are made from.
     pub template_id: Option<i64>,
+    /// The task template an expand runs.
+    pub expand_template_id: i64,
+    /// The task template a shrink runs.
+    pub shrink_template_id: i64,
+    /// The task template a deploy runs.
+    pub deploy_template_id: i64,
     /// Its nodes.
     pub nodes: u64,
     /// When it was created (RFC 3339).
@@ -191,6 +197,15 @@ pub struct PoolInput {
     /// The machine template new nodes are made from.
     #[serde(default)]
     pub template_id: Option<i64>,
+    /// The task template an expand runs; DCP's seeded `expand` when absent.
+    #[serde(default)]
+    pub expand_template_id: Option<i64>,
+    /// The task template a shrink runs; DCP's seeded `shrink` when absent.
+    #[serde(default)]
+    pub shrink_template_id: Option<i64>,
+    /// The task template a deploy runs; DCP's seeded `upgrade` when absent.
+    #[serde(default)]
+    pub deploy_template_id: Option<i64>,
 }
 
 /// Filters of `GET /pools`.

@@ -10,7 +10,7 @@ use axum::{
 };
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
 
-use crate::{auth, machines, plugins::registry, remote, store, telemetry::RequestIds};
+use crate::{auth, engine, machines, plugins::registry, remote, store, telemetry::RequestIds};
 
 /// The result type of handlers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,6 +64,9 @@ pub enum Error {
     /// The machines module refused, or the cloud failed.
     #[error(transparent)]
     Machines(#[from] machines::Error),
+    /// The task engine refused.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
 }
 
 impl Error {
@@ -132,6 +135,13 @@ impl Error {
                 machines::Error::Cloud(_) => (ErrorCode::Upstream, None),
                 machines::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
                 machines::Error::Vault(_) => (ErrorCode::Internal, None),
+            },
+            Self::Engine(e) => match e {
+                engine::Error::Invalid(invalid) => {
+                    (ErrorCode::ValidationFailed, Some(invalid.field.to_string()))
+                }
+                engine::Error::Store(e) => return store_detail(e),
+                engine::Error::Conflict(_) => (ErrorCode::Conflict, None),
             },
         };
         ErrorDetail {

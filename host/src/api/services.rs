@@ -4,7 +4,7 @@
 use axum::{extract::State, http::StatusCode};
 use dcp_api_types::{
     AddNodes, ErrorBody, MachineState, Node, Page, PageQuery, Pool, PoolFilter, PoolInput, Service,
-    ServiceFilter, ServiceInput,
+    ServiceFilter, ServiceInput, TemplatePurpose,
 };
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -56,6 +56,9 @@ fn pool_to_api(p: PoolRecord) -> Pool {
         name: p.name,
         description: p.description,
         template_id: p.template_id,
+        expand_template_id: p.task_templates.expand,
+        shrink_template_id: p.task_templates.shrink,
+        deploy_template_id: p.task_templates.deploy,
         nodes: p.nodes,
         created_at: rfc3339(p.created_at),
         updated_at: rfc3339(p.updated_at),
@@ -111,6 +114,29 @@ async fn checked_pool(state: &AppState, input: PoolInput) -> Result<store::PoolC
     if let Some(template) = change.template_id {
         exists("template_id", template, state.store.template(template)).await?;
     }
+    state
+        .engine
+        .check_pool_templates(
+            &change.name,
+            [
+                (
+                    "expand_template_id",
+                    TemplatePurpose::Expand,
+                    change.expand_template_id,
+                ),
+                (
+                    "shrink_template_id",
+                    TemplatePurpose::Shrink,
+                    change.shrink_template_id,
+                ),
+                (
+                    "deploy_template_id",
+                    TemplatePurpose::Deploy,
+                    change.deploy_template_id,
+                ),
+            ],
+        )
+        .await?;
     Ok(change)
 }
 

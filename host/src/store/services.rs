@@ -75,6 +75,9 @@ pub struct PoolRecord {
     pub description: String,
     /// The machine template of new nodes.
     pub template_id: Option<i64>,
+    /// The task templates of expand, shrink and deploy (the seeded ones
+    /// where the pool names none).
+    pub task_templates: TaskTemplates,
     /// Its nodes.
     pub nodes: u64,
     /// Creation time.
@@ -94,6 +97,23 @@ pub struct PoolChange {
     pub description: String,
     /// The machine template of new nodes.
     pub template_id: Option<i64>,
+    /// Task templates chosen for expand, shrink and deploy (none: seeded).
+    pub expand_template_id: Option<i64>,
+    /// See `expand_template_id`.
+    pub shrink_template_id: Option<i64>,
+    /// See `expand_template_id`.
+    pub deploy_template_id: Option<i64>,
+}
+
+/// A pool's task templates, in effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskTemplates {
+    /// Expand.
+    pub expand: i64,
+    /// Shrink.
+    pub shrink: i64,
+    /// Deploy.
+    pub deploy: i64,
 }
 
 /// A stored node.
@@ -172,6 +192,9 @@ struct PoolRow {
     name: String,
     description: String,
     template_id: Option<i64>,
+    expand_template_id: i64,
+    shrink_template_id: i64,
+    deploy_template_id: i64,
     nodes: i64,
     created_at: i64,
     updated_at: i64,
@@ -185,6 +208,11 @@ impl From<PoolRow> for PoolRecord {
             name: r.name,
             description: r.description,
             template_id: r.template_id,
+            task_templates: TaskTemplates {
+                expand: r.expand_template_id,
+                shrink: r.shrink_template_id,
+                deploy: r.deploy_template_id,
+            },
             nodes: u64::try_from(r.nodes).unwrap_or_default(),
             created_at: datetime(r.created_at),
             updated_at: datetime(r.updated_at),
@@ -193,6 +221,9 @@ impl From<PoolRow> for PoolRecord {
 }
 
 const POOL_SELECT: &str = "select p.id, p.service_id, p.name, p.description, p.template_id, \
+     coalesce(p.expand_template_id, (select min(id) from task_templates where seeded = 1 and purpose = 'expand'), 0) as expand_template_id, \
+     coalesce(p.shrink_template_id, (select min(id) from task_templates where seeded = 1 and purpose = 'shrink'), 0) as shrink_template_id, \
+     coalesce(p.deploy_template_id, (select min(id) from task_templates where seeded = 1 and purpose = 'deploy'), 0) as deploy_template_id, \
      (select count(*) from nodes n where n.pool_id = p.id) as nodes, p.created_at, p.updated_at \
      from pools p";
 
@@ -336,13 +367,17 @@ impl Store {
     pub async fn create_pool(&self, change: &PoolChange) -> Result<PoolRecord> {
         let now = now_millis();
         let (id,): (i64,) = sqlx::query_as(
-            "insert into pools (service_id, name, description, template_id, created_at, \
-             updated_at) values ($1, $2, $3, $4, $5, $5) returning id",
+            "insert into pools (service_id, name, description, template_id, expand_template_id, \
+             shrink_template_id, deploy_template_id, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning id",
         )
         .bind(change.service_id)
         .bind(&change.name)
         .bind(&change.description)
         .bind(change.template_id)
+        .bind(change.expand_template_id)
+        .bind(change.shrink_template_id)
+        .bind(change.deploy_template_id)
         .bind(now)
         .fetch_one(&self.pool)
         .await
@@ -388,12 +423,16 @@ impl Store {
     pub async fn update_pool(&self, id: i64, change: &PoolChange) -> Result<PoolRecord> {
         let done = sqlx::query(
             "update pools set service_id = $1, name = $2, description = $3, template_id = $4, \
-             updated_at = $5 where id = $6",
+             expand_template_id = $5, shrink_template_id = $6, deploy_template_id = $7, \
+             updated_at = $8 where id = $9",
         )
         .bind(change.service_id)
         .bind(&change.name)
         .bind(&change.description)
         .bind(change.template_id)
+        .bind(change.expand_template_id)
+        .bind(change.shrink_template_id)
+        .bind(change.deploy_template_id)
         .bind(now_millis())
         .bind(id)
         .execute(&self.pool)

@@ -1,0 +1,250 @@
+//! `/api/v1/task-templates` and `/api/v1/tasks`: what expand, shrink and
+//! deploy do, and the tasks that do it, with a live event stream per task.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Extension,
+    extract::State,
+    http::StatusCode,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use dcp_api_types::{
+    ErrorBody, Page, PageQuery, Task, TaskDetail, TaskFilter, TaskInput, TaskTemplate,
+    TaskTemplateInput,
+};
+use futures_util::{Stream, stream};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{
+    AppState, Result,
+    extract::{Id, Json, Path, Query, page, window},
+};
+use crate::auth::Principal;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_templates, create_template))
+        .routes(routes!(get_template, update_template, delete_template))
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(get_task))
+        .routes(routes!(control_task))
+        .routes(routes!(task_events))
+}
+
+/// List task templates, by name.
+#[utoipa::path(
+    get, path = "/task-templates", tag = "tasks",
+    responses((status = 200, description = "Every task template", body = Vec<TaskTemplate>))
+)]
+async fn list_templates(State(state): State<AppState>) -> Result<Json<Vec<TaskTemplate>>> {
+    Ok(Json(state.engine.templates().await?))
+}
+
+/// Create a task template; the manual's rules for its purpose are checked.
+#[utoipa::path(
+    post, path = "/task-templates", tag = "tasks",
+    request_body = TaskTemplateInput,
+    responses(
+        (status = 201, description = "Created", body = TaskTemplate),
+        (status = 409, description = "The name is taken", body = ErrorBody),
+        (status = 422, description = "A step or rule is broken; the field says which", body = ErrorBody),
+    )
+)]
+async fn create_template(
+    State(state): State<AppState>,
+    Json(input): Json<TaskTemplateInput>,
+) -> Result<(StatusCode, Json<TaskTemplate>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.engine.create_template(input).await?),
+    ))
+}
+
+/// Get one task template.
+#[utoipa::path(
+    get, path = "/task-templates/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task template id")),
+    responses(
+        (status = 200, description = "The template", body = TaskTemplate),
+        (status = 404, description = "No such template", body = ErrorBody),
+    )
+)]
+async fn get_template(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<TaskTemplate>> {
+    Ok(Json(state.engine.template(id).await?))
+}
+
+/// Replace a task template. Tasks already made keep the steps they had.
+#[utoipa::path(
+    put, path = "/task-templates/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task template id")),
+    request_body = TaskTemplateInput,
+    responses(
+        (status = 200, description = "The updated template", body = TaskTemplate),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 422, description = "A rule is broken, also for a pool it is bound to", body = ErrorBody),
+    )
+)]
+async fn update_template(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Json(input): Json<TaskTemplateInput>,
+) -> Result<Json<TaskTemplate>> {
+    Ok(Json(state.engine.update_template(id, input).await?))
+}
+
+/// Delete a task template; refused while a pool or a task uses it.
+#[utoipa::path(
+    delete, path = "/task-templates/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task template id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such template", body = ErrorBody),
+        (status = 409, description = "A pool or task uses it", body = ErrorBody),
+    )
+)]
+async fn delete_template(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<StatusCode> {
+    state.engine.delete_template(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List tasks, newest first.
+#[utoipa::path(
+    get, path = "/tasks", tag = "tasks",
+    params(PageQuery, TaskFilter),
+    responses(
+        (status = 200, description = "One page of tasks", body = Page<Task>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
+)]
+async fn list_tasks(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+    Query(filter): Query<TaskFilter>,
+) -> Result<Json<Page<Task>>> {
+    let (items, total) = state.engine.tasks(filter.pool_id, window(paging)?).await?;
+    Ok(Json(page(items, total, paging)))
+}
+
+/// Start a task: expand (count), shrink (addresses), deploy (tag,
+/// batch_size) or ad-hoc (template_id, addresses). A pool runs one task at
+/// a time: another is refused (409) unless `queue` is set.
+#[utoipa::path(
+    post, path = "/tasks", tag = "tasks",
+    request_body = TaskInput,
+    responses(
+        (status = 202, description = "Accepted; it runs in the background", body = Task),
+        (status = 409, description = "The pool is busy with another task", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    )
+)]
+async fn create_task(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Json(input): Json<TaskInput>,
+) -> Result<(StatusCode, Json<Task>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.engine.create_task(input, &me.user.username).await?),
+    ))
+}
+
+/// Get a task with every node × step.
+#[utoipa::path(
+    get, path = "/tasks/{id}", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = TaskDetail),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+async fn get_task(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<TaskDetail>> {
+    Ok(Json(state.engine.detail(id).await?))
+}
+
+/// What to do with a task.
+#[derive(Debug, Deserialize, IntoParams)]
+struct Control {
+    /// The task.
+    id: i64,
+    /// `pause`, `resume`, `retry` (the failed nodes) or `cancel`.
+    action: String,
+}
+
+/// Pause (at the next step boundary), resume, retry the failed nodes, or
+/// cancel a task. The process driving the task carries it out within a
+/// moment; follow the task's events to see it.
+#[utoipa::path(
+    post, path = "/tasks/{id}/{action}", tag = "tasks",
+    params(Control),
+    responses(
+        (status = 202, description = "Asked", body = Task),
+        (status = 404, description = "No such task or action", body = ErrorBody),
+        (status = 409, description = "Not possible in the task's state", body = ErrorBody),
+    )
+)]
+async fn control_task(
+    State(state): State<AppState>,
+    Path(Control { id, action }): Path<Control>,
+) -> Result<(StatusCode, Json<Task>)> {
+    if !matches!(action.as_str(), "pause" | "resume" | "retry" | "cancel") {
+        return Err(super::Error::NotFound(format!(
+            "no task action {action:?}: pause, resume, retry or cancel"
+        )));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(state.engine.command(id, &action).await?),
+    ))
+}
+
+/// Follow a task: a `task` event with the whole task (every node × step)
+/// now and whenever it changes, until it ends. Works on any
+/// replica: changes are read from the store.
+#[utoipa::path(
+    get, path = "/tasks/{id}/events", tag = "tasks",
+    params(("id" = i64, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "An event stream (text/event-stream)", content_type = "text/event-stream", body = TaskDetail),
+        (status = 404, description = "No such task", body = ErrorBody),
+    )
+)]
+async fn task_events(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    // A missing task is a 404 now, not an empty stream.
+    state.engine.detail(id).await?;
+    let stream = stream::unfold(
+        (state, None::<TaskDetail>, false),
+        move |(state, last, ended)| async move {
+            if ended {
+                return None;
+            }
+            loop {
+                let detail = state.engine.detail(id).await.ok()?;
+                if last.as_ref() != Some(&detail) {
+                    // A final snapshot ends the stream (retry opens a new one).
+                    let ended = detail.task.state.is_final();
+                    let event = Event::default()
+                        .event("task")
+                        .data(serde_json::to_string(&detail).unwrap_or_default());
+                    return Some((Ok(event), (state, Some(detail), ended)));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

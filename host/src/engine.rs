@@ -1,0 +1,852 @@
+//! The durable task engine (OpenDCP's orion flows, without their flaws):
+//! expand, shrink, deploy and ad-hoc tasks over a pool's nodes.
+//!
+//! `transition` is the pure core (state + event → state + effects); this
+//! module is the effect runner. Every process runs a claimer that leases
+//! tasks needing a driver (`FOR UPDATE SKIP LOCKED` on PostgreSQL, a
+//! compare-and-set on SQLite) and renews the lease while it drives them; a
+//! task whose driver died is claimed again once its lease expires, and its
+//! interrupted steps run again under the same idempotency keys — derived
+//! from (task, node, step) — so a replay never makes a second VM or
+//! container. Pause, resume, retry and cancel are commands stored on the
+//! task and carried out by whichever process holds its lease.
+
+pub mod rules;
+mod steps;
+pub mod transition;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use dcp_api_types::{
+    NodeCounts, StepSpec, StepState, Task, TaskDetail, TaskInput, TaskKind, TaskNode,
+    TaskOverrides, TaskState, TaskStep, TaskTemplate, TaskTemplateInput, TemplatePurpose,
+};
+use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+pub use self::rules::{DEFAULT_TIMEOUT_SECS, template_change};
+use self::transition::{Effect, Event, NodeRun, Plan, StepRule, StepRun, transition};
+use crate::{
+    api::rfc3339,
+    machines::{self, Machines},
+    remote::Remote,
+    store::{
+        self, NewTask, PoolRecord, Store, TaskNodeRecord, TaskRecord, TaskStepRecord,
+        TaskTemplateRecord,
+    },
+    validate::Invalid,
+};
+
+/// Most nodes one task works on.
+pub const MAX_NODES: u32 = 1000;
+
+/// Why an engine operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The operation does not fit the task's state, or the pool is busy.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// How the engine runs; from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// How long a claimed task stays leased without a heartbeat.
+    pub lease: Duration,
+    /// How often a process looks for tasks to claim.
+    pub claim_every: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(15),
+            claim_every: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The task engine of one DCP process.
+#[derive(Debug)]
+pub struct Engine {
+    store: Store,
+    machines: Arc<Machines>,
+    remote: Arc<Remote>,
+    settings: Settings,
+    /// This process, as the holder of leases.
+    owner: String,
+    /// Wakes the claimer (a task was made or asked to change).
+    wake: Notify,
+    stop: CancellationToken,
+    driving: Mutex<HashSet<i64>>,
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
+}
+
+fn ms_time(ms: i64) -> String {
+    rfc3339(
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
+fn corrupt(column: &'static str, value: &str) -> store::Error {
+    store::Error::Corrupt {
+        column,
+        value: value.chars().take(200).collect(),
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(column: &'static str, value: &str) -> Result<T, Error> {
+    serde_json::from_str(value).map_err(|_| corrupt(column, value).into())
+}
+
+fn name<T: serde::de::DeserializeOwned>(column: &'static str, value: &str) -> Result<T, Error> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned()))
+        .map_err(|_| corrupt(column, value).into())
+}
+
+fn template_to_api(t: TaskTemplateRecord) -> Result<TaskTemplate, Error> {
+    Ok(TaskTemplate {
+        id: t.id,
+        purpose: name("task_templates.purpose", &t.purpose)?,
+        steps: parse("task_templates.steps", &t.steps)?,
+        name: t.name,
+        description: t.description,
+        seeded: t.seeded,
+        created_at: rfc3339(t.created_at),
+        updated_at: rfc3339(t.updated_at),
+    })
+}
+
+impl Engine {
+    /// Starts the engine: its claimer picks up every task that needs a
+    /// driver, including the ones a killed process was running.
+    pub fn start(
+        store: Store,
+        machines: Arc<Machines>,
+        remote: Arc<Remote>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        let engine = Arc::new(Self {
+            store,
+            machines,
+            remote,
+            settings,
+            owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            wake: Notify::new(),
+            stop: CancellationToken::new(),
+            driving: Mutex::new(HashSet::new()),
+        });
+        tokio::spawn(claimer(Arc::downgrade(&engine), engine.stop.clone()));
+        engine
+    }
+
+    /// Stops claiming and driving (the leases expire; another process or
+    /// the next start resumes the tasks).
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    // ---- templates ----
+
+    /// Every task template.
+    pub async fn templates(&self) -> Result<Vec<TaskTemplate>, Error> {
+        self.store
+            .task_templates()
+            .await?
+            .into_iter()
+            .map(template_to_api)
+            .collect()
+    }
+
+    /// One task template.
+    pub async fn template(&self, id: i64) -> Result<TaskTemplate, Error> {
+        template_to_api(self.store.task_template(id).await?)
+    }
+
+    async fn checked_template(
+        &self,
+        input: TaskTemplateInput,
+    ) -> Result<store::TaskTemplateChange, Error> {
+        for (i, step) in input.steps.iter().enumerate() {
+            if let Some(group) = step.group_id {
+                match self.store.group(group).await {
+                    Ok(_) => {}
+                    Err(store::Error::NotFound { .. }) => {
+                        return Err(Invalid::new(
+                            format!("steps[{i}].group_id"),
+                            format!("no command group with id {group}"),
+                        )
+                        .into());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(rules::template_change(input)?)
+    }
+
+    /// Creates a task template.
+    pub async fn create_template(&self, input: TaskTemplateInput) -> Result<TaskTemplate, Error> {
+        let change = self.checked_template(input).await?;
+        template_to_api(self.store.create_task_template(&change).await?)
+    }
+
+    /// Replaces a task template; the pools bound to it must still accept it.
+    pub async fn update_template(
+        &self,
+        id: i64,
+        input: TaskTemplateInput,
+    ) -> Result<TaskTemplate, Error> {
+        let (purpose, steps) = (input.purpose, input.steps.clone());
+        let change = self.checked_template(input).await?;
+        for pool in self.store.pools_bound_to(id).await? {
+            let pool = self.store.pool_record(pool).await?;
+            let expected = if pool.task_templates.expand == id {
+                TemplatePurpose::Expand
+            } else if pool.task_templates.shrink == id {
+                TemplatePurpose::Shrink
+            } else {
+                TemplatePurpose::Deploy
+            };
+            rules::binding(
+                "purpose",
+                expected,
+                &change.name,
+                purpose,
+                &steps,
+                &pool.name,
+                false,
+            )?;
+        }
+        template_to_api(self.store.update_task_template(id, &change).await?)
+    }
+
+    /// Deletes a task template no pool or task uses.
+    pub async fn delete_template(&self, id: i64) -> Result<(), Error> {
+        Ok(self.store.delete_task_template(id).await?)
+    }
+
+    /// Checks the templates a pool is to be bound to (`field` names them).
+    pub async fn check_pool_templates(
+        &self,
+        pool: &str,
+        bindings: [(&str, TemplatePurpose, Option<i64>); 3],
+    ) -> Result<(), Error> {
+        for (field, purpose, id) in bindings {
+            let Some(id) = id else { continue };
+            let template = match self.store.task_template(id).await {
+                Ok(t) => template_to_api(t)?,
+                Err(store::Error::NotFound { .. }) => {
+                    return Err(Invalid::new(
+                        field.to_owned(),
+                        format!("no task template with id {id}"),
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            rules::binding(
+                field,
+                purpose,
+                &template.name,
+                template.purpose,
+                &template.steps,
+                pool,
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    // ---- tasks ----
+
+    /// Records a task after checking it; it starts as soon as a process
+    /// claims it (or, with `queue`, once the pool's current task ends).
+    pub async fn create_task(&self, input: TaskInput, user: &str) -> Result<Task, Error> {
+        let pool = match self.store.pool_record(input.pool_id).await {
+            Ok(p) => p,
+            Err(store::Error::NotFound { .. }) => {
+                return Err(
+                    Invalid::new("pool_id", format!("no pool with id {}", input.pool_id)).into(),
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (purpose, bound) = match input.kind {
+            TaskKind::Expand => (TemplatePurpose::Expand, Some(pool.task_templates.expand)),
+            TaskKind::Shrink => (TemplatePurpose::Shrink, Some(pool.task_templates.shrink)),
+            TaskKind::Deploy => (TemplatePurpose::Deploy, Some(pool.task_templates.deploy)),
+            TaskKind::Adhoc => (TemplatePurpose::Adhoc, None),
+        };
+        let template_id = input
+            .template_id
+            .or(bound)
+            .ok_or_else(|| Invalid::new("template_id", "an ad-hoc task names its task template"))?;
+        let template = match self.store.task_template(template_id).await {
+            Ok(t) => template_to_api(t)?,
+            Err(store::Error::NotFound { .. }) => {
+                return Err(Invalid::new(
+                    "template_id",
+                    format!("no task template with id {template_id}"),
+                )
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rules::binding(
+            "template_id",
+            purpose,
+            &template.name,
+            template.purpose,
+            &template.steps,
+            &pool.name,
+            false,
+        )?;
+        let tag = match (input.kind, &input.tag) {
+            (TaskKind::Deploy, Some(tag)) => {
+                steps::check_tag(tag)?;
+                Some(tag.clone())
+            }
+            (TaskKind::Deploy, None) => {
+                return Err(Invalid::new("tag", "a deploy names the image tag to roll out").into());
+            }
+            (_, Some(_)) => {
+                return Err(Invalid::new("tag", "only a deploy takes an image tag").into());
+            }
+            (_, None) => None,
+        };
+        let nodes = self.task_nodes(&input, &pool).await?;
+        let batch = match (input.batch_size, input.kind) {
+            (Some(b), _) if b == 0 || b > MAX_NODES => {
+                return Err(Invalid::new(
+                    "batch_size",
+                    format!("must be between 1 and {MAX_NODES}"),
+                )
+                .into());
+            }
+            (Some(b), _) => b,
+            (None, TaskKind::Deploy) => 1,
+            (None, _) => u32::try_from(nodes.len()).unwrap_or(MAX_NODES).max(1),
+        };
+        let overrides = TaskOverrides {
+            template_id: input.template_id,
+            tag,
+            discovery_id: None,
+        };
+        let id = self
+            .store
+            .create_task(&NewTask {
+                kind: input.kind.as_str().to_owned(),
+                pool_id: pool.id,
+                template_id,
+                steps: serde_json::to_string(&template.steps).unwrap_or_default(),
+                step_count: template.steps.len(),
+                overrides: serde_json::to_string(&overrides).unwrap_or_default(),
+                batch_size: batch,
+                created_by: user.to_owned(),
+                nodes,
+                exclusive: !input.queue,
+            })
+            .await
+            .map_err(|e| match e {
+                store::Error::InUse { by, .. } => Error::Conflict(format!(
+                    "pool {} is busy with {}; ask again with \"queue\": true to run after it",
+                    pool.name,
+                    by.join(", ")
+                )),
+                other => other.into(),
+            })?;
+        self.wake.notify_one();
+        self.task(id).await
+    }
+
+    /// The nodes a task will work on: (node, machine, address).
+    async fn task_nodes(
+        &self,
+        input: &TaskInput,
+        pool: &PoolRecord,
+    ) -> Result<Vec<(Option<i64>, Option<i64>, String)>, Error> {
+        if input.kind == TaskKind::Expand {
+            let count = input
+                .count
+                .ok_or_else(|| Invalid::new("count", "an expand says how many nodes to add"))?;
+            if count == 0 || count > MAX_NODES {
+                return Err(
+                    Invalid::new("count", format!("must be between 1 and {MAX_NODES}")).into(),
+                );
+            }
+            if pool.template_id.is_none() {
+                return Err(Invalid::new(
+                    "pool_id",
+                    format!(
+                        "pool {} has no machine template to make nodes from",
+                        pool.name
+                    ),
+                )
+                .into());
+            }
+            return Ok((0..count).map(|_| (None, None, String::new())).collect());
+        }
+        if input.count.is_some() {
+            return Err(Invalid::new("count", "only an expand takes a count").into());
+        }
+        let all = self.store.pool_nodes(pool.id).await?;
+        let chosen: Vec<_> = if input.addresses.is_empty() {
+            if input.kind == TaskKind::Shrink {
+                return Err(Invalid::new(
+                    "addresses",
+                    "a shrink names the nodes to remove, by address",
+                )
+                .into());
+            }
+            all
+        } else {
+            let mut chosen = Vec::new();
+            for (i, address) in input.addresses.iter().enumerate() {
+                let node = all.iter().find(|n| &n.address == address).ok_or_else(|| {
+                    Invalid::new(
+                        format!("addresses[{i}]"),
+                        format!("{address} is not a node of pool {}", pool.name),
+                    )
+                })?;
+                if chosen.iter().any(|n: &store::NodeRecord| n.id == node.id) {
+                    return Err(Invalid::new(
+                        format!("addresses[{i}]"),
+                        format!("{address} is named twice"),
+                    )
+                    .into());
+                }
+                chosen.push(node.clone());
+            }
+            chosen
+        };
+        if chosen.is_empty() {
+            return Err(Invalid::new(
+                "pool_id",
+                format!("pool {} has no nodes to work on", pool.name),
+            )
+            .into());
+        }
+        Ok(chosen
+            .into_iter()
+            .map(|n| (Some(n.id), n.machine_id, n.address))
+            .collect())
+    }
+
+    /// One task as listed.
+    pub async fn task(&self, id: i64) -> Result<Task, Error> {
+        let record = self.store.task(id).await?;
+        let counts = self.store.task_node_counts(&[id]).await?;
+        task_to_api(record, &counts)
+    }
+
+    /// A page of tasks, newest first.
+    pub async fn tasks(
+        &self,
+        pool_id: Option<i64>,
+        window: store::Window,
+    ) -> Result<(Vec<Task>, u64), Error> {
+        let (records, total) = self.store.list_tasks(pool_id, window).await?;
+        let ids: Vec<i64> = records.iter().map(|t| t.id).collect();
+        let counts = self.store.task_node_counts(&ids).await?;
+        let tasks = records
+            .into_iter()
+            .map(|t| task_to_api(t, &counts))
+            .collect::<Result<_, _>>()?;
+        Ok((tasks, total))
+    }
+
+    /// A task with every node × step.
+    pub async fn detail(&self, id: i64) -> Result<TaskDetail, Error> {
+        let task = self.task(id).await?;
+        let record = self.store.task(id).await?;
+        let steps: Vec<StepSpec> = parse("tasks.steps", &record.steps)?;
+        let rows = self.store.task_steps(id).await?;
+        let nodes = self
+            .store
+            .task_nodes(id)
+            .await?
+            .into_iter()
+            .map(|n| {
+                let steps = rows
+                    .iter()
+                    .filter(|s| s.node_idx == n.idx)
+                    .map(|s| {
+                        Ok(TaskStep {
+                            state: name("task_steps.state", &s.state)?,
+                            attempts: u32::try_from(s.attempts).unwrap_or_default(),
+                            started_at: s.started_at.map(ms_time),
+                            finished_at: s.finished_at.map(ms_time),
+                            output: s.output.clone(),
+                            error: s.error.clone(),
+                        })
+                    })
+                    .collect::<Result<_, Error>>()?;
+                Ok(TaskNode {
+                    index: u32::try_from(n.idx).unwrap_or_default(),
+                    node_id: n.node_id,
+                    machine_id: n.machine_id,
+                    address: n.address,
+                    state: name("task_nodes.state", &n.state)?,
+                    steps,
+                })
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(TaskDetail { task, steps, nodes })
+    }
+
+    /// Asks for `command` (pause, resume, retry, cancel) if it fits the
+    /// task's state; the process driving the task carries it out.
+    pub async fn command(&self, id: i64, command: &str) -> Result<Task, Error> {
+        let task = self.task(id).await?;
+        let fits = match command {
+            "pause" => matches!(task.state, TaskState::Pending | TaskState::Running),
+            "resume" => task.state == TaskState::Paused || task.command.as_deref() == Some("pause"),
+            "retry" => matches!(task.state, TaskState::PartiallyFailed | TaskState::Failed),
+            "cancel" => !task.state.is_final(),
+            _ => false,
+        };
+        if !fits {
+            return Err(Error::Conflict(format!(
+                "task {id} is {}; it cannot be {}",
+                task.state.as_str(),
+                match command {
+                    "pause" => "paused",
+                    "resume" => "resumed",
+                    "retry" => "retried",
+                    _ => "cancelled",
+                }
+            )));
+        }
+        if command == "retry"
+            && let Some((other, kind, state)) = self.store.active_task(task.pool_id).await?
+            && other != id
+        {
+            return Err(Error::Conflict(format!(
+                "pool {} is busy with task {other} ({kind}, {state}); retry once it ends",
+                task.pool_name
+            )));
+        }
+        self.store.set_task_command(id, command).await?;
+        self.wake.notify_one();
+        self.task(id).await
+    }
+}
+
+fn task_to_api(t: TaskRecord, counts: &[(i64, String, i64)]) -> Result<Task, Error> {
+    let mut c = NodeCounts::default();
+    for (_, state, n) in counts.iter().filter(|(task, ..)| *task == t.id) {
+        let n = u32::try_from(*n).unwrap_or_default();
+        match name::<StepState>("task_nodes.state", state)? {
+            StepState::Pending => c.pending += n,
+            StepState::Running => c.running += n,
+            StepState::Succeeded => c.succeeded += n,
+            StepState::Failed => c.failed += n,
+            StepState::Skipped => c.skipped += n,
+        }
+    }
+    Ok(Task {
+        id: t.id,
+        kind: name("tasks.kind", &t.kind)?,
+        pool_id: t.pool_id,
+        pool_name: t.pool_name,
+        template_id: t.template_id,
+        overrides: parse("tasks.overrides", &t.overrides)?,
+        batch_size: u32::try_from(t.batch_size).unwrap_or(1),
+        state: name("tasks.state", &t.state)?,
+        reason: t.reason,
+        command: t.command,
+        counts: c,
+        created_by: t.created_by,
+        created_at: ms_time(t.created_at),
+        started_at: t.started_at.map(ms_time),
+        finished_at: t.finished_at.map(ms_time),
+    })
+}
+
+/// Claims tasks that need a driver until the engine stops.
+async fn claimer(engine: std::sync::Weak<Engine>, stop: CancellationToken) {
+    loop {
+        let Some(this) = engine.upgrade() else { return };
+        let lease = i64::try_from(this.settings.lease.as_millis()).unwrap_or(i64::MAX);
+        match this.store.claim_tasks(&this.owner, lease, 16).await {
+            Ok(ids) => {
+                for id in ids {
+                    if this
+                        .driving
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id)
+                    {
+                        let engine = Arc::clone(&this);
+                        tokio::spawn(async move {
+                            if let Err(e) = drive(&engine, id).await {
+                                tracing::error!(task = id, "driving the task failed: {e}");
+                            }
+                            engine
+                                .driving
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .remove(&id);
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("claiming tasks failed: {e}"),
+        }
+        let every = this.settings.claim_every;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+            () = this.wake.notified() => {}
+        }
+    }
+}
+
+/// What a driver keeps about its task.
+struct Driven {
+    plan: Plan,
+    nodes: Vec<TaskNodeRecord>,
+}
+
+fn load_plan(
+    task: &TaskRecord,
+    specs: &[StepSpec],
+    nodes: &[TaskNodeRecord],
+    rows: &[TaskStepRecord],
+) -> Result<Plan, Error> {
+    let rules = specs
+        .iter()
+        .map(|s| StepRule {
+            retries: s.retries,
+            retry_delay_ms: i64::from(s.retry_delay_secs) * 1000,
+            ignore_error: s.ignore_error,
+        })
+        .collect();
+    let mut runs = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        let mut steps = vec![StepRun::default(); specs.len()];
+        for row in rows.iter().filter(|r| r.node_idx == node.idx) {
+            let Some(step) = usize::try_from(row.step_idx)
+                .ok()
+                .and_then(|i| steps.get_mut(i))
+            else {
+                continue;
+            };
+            *step = StepRun {
+                state: name("task_steps.state", &row.state)?,
+                attempts: u32::try_from(row.attempts).unwrap_or_default(),
+                not_before: row.not_before,
+                started_at: row.started_at,
+                finished_at: row.finished_at,
+                output: row.output.clone(),
+                error: row.error.clone(),
+            };
+        }
+        runs.push(NodeRun {
+            state: name("task_nodes.state", &node.state)?,
+            steps,
+        });
+    }
+    Ok(Plan {
+        state: name("tasks.state", &task.state)?,
+        reason: task.reason.clone(),
+        batch: usize::try_from(task.batch_size).unwrap_or(1).max(1),
+        rules,
+        nodes: runs,
+        pausing: false,
+        cancelling: false,
+    })
+}
+
+/// Drives one claimed task until it pauses, ends, or the lease is lost.
+async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
+    let store = &engine.store;
+    let task = store.task(id).await?;
+    let specs: Vec<StepSpec> = parse("tasks.steps", &task.steps)?;
+    let nodes = store.task_nodes(id).await?;
+    let rows = store.task_steps(id).await?;
+    let plan = load_plan(&task, &specs, &nodes, &rows)?;
+    let context = Arc::new(steps::Context::load(engine, &task, specs).await?);
+    let mut driven = Driven { plan, nodes };
+    let abort = engine.stop.child_token();
+    let mut in_flight: JoinSet<(usize, usize, steps::Done)> = JoinSet::new();
+    let lease = i64::try_from(engine.settings.lease.as_millis()).unwrap_or(i64::MAX);
+    let beat =
+        (engine.settings.lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
+    let mut wake_at: Option<i64> = None;
+
+    // A command asked while no one drove the task comes first (a paused
+    // task is claimed only to be resumed, retried or cancelled).
+    let mut pending = vec![Event::Claimed { now: now_ms() }];
+    let mut carried = store.task_command(id, &engine.owner).await?;
+    pending.extend(carried.as_deref().and_then(command_event));
+    loop {
+        for event in pending.drain(..) {
+            let effects = transition(&mut driven.plan, event);
+            for effect in effects {
+                match effect {
+                    Effect::Start { node, step, .. } => {
+                        let rerun = !driven.plan.nodes[node].steps[step].error.is_empty();
+                        let context = Arc::clone(&context);
+                        let record = driven.nodes[node].clone();
+                        let abort = abort.child_token();
+                        in_flight.spawn(async move {
+                            let done = context.run(&record, step, rerun, &abort).await;
+                            (node, step, done)
+                        });
+                    }
+                    Effect::SaveNode(n) => save_node(store, id, &driven, n).await?,
+                    Effect::SaveTask => {
+                        let plan = &driven.plan;
+                        let held = store
+                            .save_task_state(
+                                id,
+                                &engine.owner,
+                                plan.state.as_str(),
+                                &plan.reason,
+                                true,
+                                plan.state.is_final(),
+                            )
+                            .await?;
+                        if !held {
+                            abort.cancel();
+                            return Ok(());
+                        }
+                        if plan.state == TaskState::Succeeded
+                            && let Some((service, image)) = context.deployed_image()
+                        {
+                            // Later expands run what was rolled out.
+                            store.set_service_image(service, image).await?;
+                        }
+                    }
+                    Effect::AbortAll => abort.cancel(),
+                    Effect::WakeAt(at) => wake_at = Some(wake_at.map_or(at, |w| w.min(at))),
+                    // Acted on below, once nothing is in flight.
+                    Effect::Release => {}
+                }
+            }
+        }
+        // Cleared only once its effects are stored: a reader never sees
+        // the command gone and the task not yet changed.
+        if let Some(command) = carried.take() {
+            store.clear_task_command(id, &command).await?;
+        }
+        if driven.plan.state != TaskState::Running && in_flight.is_empty() {
+            // Paused or ended (or claimed only for a command that did not
+            // apply): the task needs no driver until its next command.
+            store.release_lease(id, &engine.owner).await?;
+            engine.wake.notify_one();
+            return Ok(());
+        }
+        let sleep = wake_at.map_or(beat, |at| {
+            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)).min(beat)
+        });
+        tokio::select! {
+            Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
+                let (node, step, done) = match joined {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(task = id, "a step panicked: {e}");
+                        continue;
+                    }
+                };
+                if let Some(facts) = done.node {
+                    let n = &mut driven.nodes[node];
+                    n.node_id = Some(facts.node_id);
+                    n.machine_id = facts.machine_id;
+                    n.address = facts.address;
+                }
+                pending.push(Event::StepEnded {
+                    node,
+                    step,
+                    ok: done.ok,
+                    output: done.output,
+                    error: done.error,
+                    now: now_ms(),
+                });
+            }
+            () = tokio::time::sleep(sleep) => {
+                if !store.renew_lease(id, &engine.owner, lease).await? {
+                    tracing::warn!(task = id, "lease lost; another process drives the task");
+                    abort.cancel();
+                    return Ok(());
+                }
+                carried = store.task_command(id, &engine.owner).await?;
+                pending.extend(carried.as_deref().and_then(command_event));
+                if wake_at.is_some_and(|at| at <= now_ms()) {
+                    wake_at = None;
+                }
+                pending.push(Event::Tick { now: now_ms() });
+            }
+            () = engine.stop.cancelled() => {
+                // Shutting down: in-flight steps are cut; the lease runs out
+                // and the next process runs them again.
+                abort.cancel();
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn command_event(command: &str) -> Option<Event> {
+    let now = now_ms();
+    match command {
+        "pause" => Some(Event::Pause),
+        "resume" => Some(Event::Resume { now }),
+        "retry" => Some(Event::RetryFailed { now }),
+        "cancel" => Some(Event::Cancel { now }),
+        _ => None,
+    }
+}
+
+async fn save_node(store: &Store, task: i64, driven: &Driven, n: usize) -> Result<(), Error> {
+    let run = &driven.plan.nodes[n];
+    let mut record = driven.nodes[n].clone();
+    record.state = run.state.as_str().to_owned();
+    store.save_task_node(task, &record).await?;
+    for (i, step) in run.steps.iter().enumerate() {
+        store
+            .save_task_step(
+                task,
+                &TaskStepRecord {
+                    node_idx: record.idx,
+                    step_idx: i64::try_from(i).unwrap_or_default(),
+                    state: step.state.as_str().to_owned(),
+                    attempts: i64::from(step.attempts),
+                    not_before: step.not_before,
+                    started_at: step.started_at,
+                    finished_at: step.finished_at,
+                    output: step.output.clone(),
+                    error: step.error.clone(),
+                },
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+impl From<machines::Error> for Error {
+    fn from(e: machines::Error) -> Self {
+        match e {
+            machines::Error::Invalid(i) => Self::Invalid(i),
+            machines::Error::Store(s) => Self::Store(s),
+            other => Self::Conflict(other.to_string()),
+        }
+    }
+}

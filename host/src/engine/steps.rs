@@ -1,0 +1,655 @@
+//! The effect runner's steps: what `create_vm`, `start_service…`,
+//! `stop_service`, `return_vm` and command-group steps do to one node.
+//! Each is idempotent under its key (task, node, step): a replay after a
+//! crash finds the machine, container or removal it made the first time.
+
+use std::{
+    fmt::Write as _,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use dcp_api_types::{
+    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HostInput, InlineCommand,
+    MachineState, NodeState, PortProtocol, RestartPolicy, StepSpec, TaskKind, TaskOverrides,
+    builtin,
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{DEFAULT_TIMEOUT_SECS, Engine, Error, parse};
+use crate::{
+    machines,
+    remote::shell_quote,
+    store::{self, NewNode, NodeRecord, PoolRecord, ServiceRecord, TaskNodeRecord, TaskRecord},
+    validate::Invalid,
+};
+
+/// The most output kept per step.
+const OUTPUT_MAX: usize = 16 << 10;
+
+/// Checks a Docker image tag.
+pub(super) fn check_tag(tag: &str) -> Result<(), Invalid> {
+    let ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            "tag",
+            "must be 1–128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",
+        ))
+    }
+}
+
+/// `image` with its tag replaced by `tag` (a digest is dropped).
+pub(super) fn with_tag(image: &str, tag: &str) -> String {
+    let image = image.split('@').next().unwrap_or(image);
+    let slash = image.rfind('/').map_or(0, |i| i + 1);
+    let repository = match image[slash..].rfind(':') {
+        Some(colon) => &image[..slash + colon],
+        None => image,
+    };
+    format!("{repository}:{tag}")
+}
+
+/// What a node became known as (expand: once its machine is made).
+#[derive(Debug, Clone)]
+pub(super) struct NodeFacts {
+    pub node_id: i64,
+    pub machine_id: Option<i64>,
+    pub address: String,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Done {
+    pub ok: bool,
+    pub output: String,
+    pub error: String,
+    pub node: Option<NodeFacts>,
+}
+
+impl Done {
+    fn ok(output: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            output: output.into(),
+            ..Self::default()
+        }
+    }
+
+    fn failed(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// What every step of one task needs.
+#[derive(Debug)]
+pub(super) struct Context {
+    engine: Arc<Engine>,
+    task: i64,
+    kind: TaskKind,
+    specs: Vec<StepSpec>,
+    pool: PoolRecord,
+    service: ServiceRecord,
+    container: ContainerSpec,
+    /// The image to run (a deploy's tag applied).
+    image: String,
+}
+
+impl Context {
+    pub(super) async fn load(
+        engine: &Arc<Engine>,
+        task: &TaskRecord,
+        specs: Vec<StepSpec>,
+    ) -> Result<Self, Error> {
+        let pool = engine.store.pool_record(task.pool_id).await?;
+        let service = engine.store.service(pool.service_id).await?;
+        let container: ContainerSpec = parse("services.container", &service.container)?;
+        let overrides: TaskOverrides = parse("tasks.overrides", &task.overrides)?;
+        let image = overrides.tag.as_deref().map_or_else(
+            || service.image.clone(),
+            |tag| with_tag(&service.image, tag),
+        );
+        Ok(Self {
+            engine: Arc::clone(engine),
+            task: task.id,
+            kind: super::name("tasks.kind", &task.kind)?,
+            specs,
+            pool,
+            service,
+            container,
+            image,
+        })
+    }
+
+    /// The image this task runs (a deploy records it on the service).
+    pub(super) fn deployed_image(&self) -> Option<(i64, &str)> {
+        (self.kind == TaskKind::Deploy).then_some((self.service.id, self.image.as_str()))
+    }
+
+    /// Runs an attempt of `step` on `node`, bounded by the step's timeout
+    /// and `abort`; `rerun` when an earlier attempt of it failed.
+    pub(super) async fn run(
+        &self,
+        node: &TaskNodeRecord,
+        step: usize,
+        rerun: bool,
+        abort: &CancellationToken,
+    ) -> Done {
+        let spec = &self.specs[step];
+        let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+        let deadline = Instant::now() + Duration::from_secs(secs.into());
+        let key = format!("task{}-node{}-step{step}", self.task, node.idx);
+        let work = async {
+            if let Some(group) = spec.group_id {
+                return self.group(node, group, spec, deadline, abort).await;
+            }
+            match spec.name.as_str() {
+                builtin::CREATE_VM => self.create_vm(&key, rerun, deadline, abort).await,
+                builtin::RETURN_VM => self.return_vm(node, deadline, abort).await,
+                builtin::STOP_SERVICE => self.stop_service(node, deadline, abort).await,
+                builtin::REGISTER | builtin::UNREGISTER => Ok(Done::failed(format!(
+                    "pool {} has no service-discovery binding",
+                    self.pool.name
+                ))),
+                name if name.starts_with(builtin::START_SERVICE) => {
+                    self.start_service(node, deadline, abort).await
+                }
+                other => Ok(Done::failed(format!("unknown step {other}"))),
+            }
+        };
+        let done = tokio::select! {
+            done = work => done.unwrap_or_else(|e| Done::failed(e.to_string())),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                Done::failed(format!("did not finish within {secs} s"))
+            }
+            () = abort.cancelled() => Done::failed("cancelled"),
+        };
+        if let Some(node_id) = done.node.as_ref().map(|f| f.node_id).or(node.node_id) {
+            let state = match (done.ok, spec.name.as_str()) {
+                (false, _) => Some(NodeState::Failed),
+                (true, n) if spec.group_id.is_none() && n.starts_with(builtin::START_SERVICE) => {
+                    Some(NodeState::Running)
+                }
+                (true, builtin::STOP_SERVICE) => Some(NodeState::Pending),
+                _ => None,
+            };
+            if let Some(state) = state {
+                // The node may be gone already (return_vm).
+                let _ = self
+                    .engine
+                    .store
+                    .set_node_state(node_id, node_state(state))
+                    .await;
+            }
+        }
+        done
+    }
+
+    async fn node(&self, node: &TaskNodeRecord) -> Result<NodeRecord, Error> {
+        let id = node
+            .node_id
+            .ok_or_else(|| Error::Conflict("the node has no machine yet".to_owned()))?;
+        self.engine
+            .store
+            .pool_nodes(self.pool.id)
+            .await?
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| Error::Conflict(format!("node {} left the pool", node.address)))
+    }
+
+    /// Makes the node's machine (once per key), waits until it is ready
+    /// (initialised), and adds it to the pool.
+    async fn create_vm(
+        &self,
+        key: &str,
+        rerun: bool,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        let machines = &self.engine.machines;
+        let template_id = self.pool.template_id.ok_or_else(|| {
+            Error::Conflict(format!("pool {} has no machine template", self.pool.name))
+        })?;
+        let made = machines
+            .create(CreateMachines {
+                template_id,
+                count: 1,
+                idempotency_key: Some(key.to_owned()),
+            })
+            .await
+            .map_err(|e| Error::Conflict(e.to_string()))?;
+        let machine = made
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Conflict("no machine was made".to_owned()))?;
+        // When an earlier attempt failed, a machine whose init failed gets
+        // its init run again (once) rather than another machine being made.
+        let mut retried = !rerun;
+        loop {
+            let m = self.engine.store.machine(machine.id).await?;
+            match m.state {
+                MachineState::Ready => {
+                    let address = m.address.clone().unwrap_or_default();
+                    let node_id = match self.engine.store.node_of_machine(m.id).await? {
+                        Some(id) => id,
+                        None => {
+                            let added = self
+                                .engine
+                                .store
+                                .add_nodes(
+                                    self.pool.id,
+                                    &[NewNode {
+                                        machine_id: Some(m.id),
+                                        address: address.clone(),
+                                        port: m.port,
+                                        user: m.user.clone(),
+                                    }],
+                                )
+                                .await?;
+                            added
+                                .first()
+                                .map(|n| n.id)
+                                .ok_or_else(|| Error::Conflict("the node was not added".into()))?
+                        }
+                    };
+                    return Ok(Done {
+                        ok: true,
+                        output: format!("machine {} ready at {address}", m.name),
+                        error: String::new(),
+                        node: Some(NodeFacts {
+                            node_id,
+                            machine_id: Some(m.id),
+                            address,
+                        }),
+                    });
+                }
+                MachineState::InitFailed | MachineState::InitTimeout if !retried => {
+                    retried = true;
+                    machines
+                        .reinit(m.id)
+                        .await
+                        .map_err(|e| Error::Conflict(e.to_string()))?;
+                }
+                MachineState::InitFailed
+                | MachineState::InitTimeout
+                | MachineState::Error
+                | MachineState::Deleting
+                | MachineState::Deleted => {
+                    let mut done = Done::failed(format!("machine {}: {}", m.name, m.reason));
+                    done.output = format!("machine {} is {}", m.name, m.state.as_str());
+                    done.node = None;
+                    return Ok(done);
+                }
+                MachineState::Creating | MachineState::Starting | MachineState::Initializing => {}
+            }
+            pause(deadline, abort).await?;
+        }
+    }
+
+    /// Takes the node out of the pool and releases its machine.
+    async fn return_vm(
+        &self,
+        node: &TaskNodeRecord,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        if let Some(node_id) = node.node_id {
+            match self.engine.store.remove_node(self.pool.id, node_id).await {
+                Ok(()) | Err(store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let Some(machine_id) = node.machine_id else {
+            return Ok(Done::ok(format!("{} left the pool", node.address)));
+        };
+        match self.engine.machines.delete(machine_id).await {
+            Ok(_) | Err(machines::Error::Conflict(_)) => {}
+            Err(e) => return Err(Error::Conflict(e.to_string())),
+        }
+        loop {
+            let m = self.engine.store.machine(machine_id).await?;
+            if m.state == MachineState::Deleted {
+                return Ok(Done::ok(format!(
+                    "{} left the pool; machine {} released",
+                    node.address, m.name
+                )));
+            }
+            if m.state != MachineState::Deleting {
+                // Refused (e.g. still creating): try to delete again.
+                match self.engine.machines.delete(machine_id).await {
+                    Ok(_) | Err(machines::Error::Conflict(_)) => {}
+                    Err(e) => return Err(Error::Conflict(e.to_string())),
+                }
+            }
+            pause(deadline, abort).await?;
+        }
+    }
+
+    fn container_name(&self, node_id: i64) -> String {
+        format!("dcp-{}-{node_id}", self.service.name)
+    }
+
+    /// Runs the service's image on the node: the same container (by name
+    /// and spec label) is left alone, anything else there is replaced.
+    async fn start_service(
+        &self,
+        node: &TaskNodeRecord,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        let record = self.node(node).await?;
+        let script = run_script(
+            &self.container_name(record.id),
+            &self.image,
+            &self.container,
+            &record.address,
+            &[
+                ("dcp.service", self.service.name.as_str()),
+                ("dcp.pool", self.pool.name.as_str()),
+                ("dcp.node", &record.id.to_string()),
+            ],
+        );
+        self.shell(&record, script, deadline, abort).await
+    }
+
+    async fn stop_service(
+        &self,
+        node: &TaskNodeRecord,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        let record = self.node(node).await?;
+        let name = shell_quote(&self.container_name(record.id));
+        let script = format!(
+            "if docker inspect {name} >/dev/null 2>&1; then docker rm -f {name} >/dev/null && \
+             echo \"stopped and removed {name}\"; else echo \"{name} is not there\"; fi"
+        );
+        self.shell(&record, script, deadline, abort).await
+    }
+
+    async fn group(
+        &self,
+        node: &TaskNodeRecord,
+        group: i64,
+        spec: &StepSpec,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        let record = self.node(node).await?;
+        let input = ExecutionInput {
+            group_id: Some(group),
+            params: spec.params.clone(),
+            ..target(&record)
+        };
+        self.execute(input, deadline, abort).await
+    }
+
+    async fn shell(
+        &self,
+        node: &NodeRecord,
+        script: String,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        let input = ExecutionInput {
+            command: Some(InlineCommand {
+                mode: CommandMode::Longscript,
+                script,
+            }),
+            ..target(node)
+        };
+        self.execute(input, deadline, abort).await
+    }
+
+    /// Runs an execution on one node and waits for it; its output becomes
+    /// the step's.
+    async fn execute(
+        &self,
+        mut input: ExecutionInput,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Done, Error> {
+        let left = deadline.saturating_duration_since(Instant::now()).as_secs();
+        input.timeout_secs = Some(u32::try_from(left.max(1)).unwrap_or(u32::MAX));
+        let remote = &self.engine.remote;
+        let execution = remote
+            .start(input, &format!("task {}", self.task))
+            .await
+            .map_err(|e| Error::Conflict(e.to_string()))?;
+        let store = &self.engine.store;
+        loop {
+            let record = store.execution(execution).await?;
+            if record.state.is_final() {
+                break;
+            }
+            if let Err(e) = pause(deadline, abort).await {
+                let _ = remote.cancel(execution).await;
+                return Err(e);
+            }
+        }
+        let record = store.execution(execution).await?;
+        let host = store.execution_hosts(execution).await?.into_iter().next();
+        let Some(host) = host else {
+            return Ok(Done::failed(format!(
+                "execution {execution} ran on no host"
+            )));
+        };
+        let report = host.report;
+        let mut output = String::new();
+        let _ = write!(output, "{}", tail(&report.stdout));
+        if !report.stderr.is_empty() {
+            let _ = write!(output, "\n--- stderr ---\n{}", tail(&report.stderr));
+        }
+        if record.state == dcp_api_types::ExecutionState::Succeeded {
+            return Ok(Done::ok(output));
+        }
+        let why = report
+            .stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| report.message.clone());
+        let code = report
+            .exit_code
+            .map_or_else(|| "no exit code".to_owned(), |c| format!("exit code {c}"));
+        Ok(Done {
+            ok: false,
+            output,
+            error: format!("{why} ({code}, execution {execution})"),
+            node: None,
+        })
+    }
+}
+
+fn node_state(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Pending => "pending",
+        NodeState::Running => "running",
+        NodeState::Failed => "failed",
+    }
+}
+
+/// An execution target for one node: its machine, or its address with
+/// DCP's default key.
+fn target(node: &NodeRecord) -> ExecutionInput {
+    match node.machine_id {
+        Some(machine) => ExecutionInput {
+            machine_ids: Some(vec![machine]),
+            ..ExecutionInput::default()
+        },
+        None => ExecutionInput {
+            hosts: Some(vec![HostInput {
+                address: node.address.clone(),
+                port: Some(node.port),
+                user: Some(node.user.clone()),
+                private_key: None,
+                password: None,
+            }]),
+            ..ExecutionInput::default()
+        },
+    }
+}
+
+/// Waits a little, or fails at the deadline or on abort.
+async fn pause(deadline: Instant, abort: &CancellationToken) -> Result<(), Error> {
+    if Instant::now() >= deadline {
+        return Err(Error::Conflict("the step's time ran out".to_owned()));
+    }
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(200)) => Ok(()),
+        () = abort.cancelled() => Err(Error::Conflict("cancelled".to_owned())),
+    }
+}
+
+fn tail(text: &str) -> &str {
+    if text.len() <= OUTPUT_MAX {
+        return text;
+    }
+    let mut start = text.len() - OUTPUT_MAX;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// The shell script that makes sure container `name` runs `image` with
+/// `spec`, its ports published on `address`. A container already running
+/// this exact spec (label `dcp.spec`) is left alone: a replay is a no-op.
+fn run_script(
+    name: &str,
+    image: &str,
+    spec: &ContainerSpec,
+    address: &str,
+    labels: &[(&str, &str)],
+) -> String {
+    let fingerprint = crate::sha256_hex(
+        format!(
+            "{image}\n{address}\n{}",
+            serde_json::to_string(spec).unwrap_or_default()
+        )
+        .as_bytes(),
+    );
+    let fingerprint = &fingerprint[..16];
+    let q = |s: &str| shell_quote(s);
+    let mut run = vec![
+        "docker run -d".to_owned(),
+        format!("--name {}", q(name)),
+        format!("--label dcp.spec={fingerprint}"),
+        format!(
+            "--restart {}",
+            match spec.restart_policy {
+                RestartPolicy::No => "no",
+                RestartPolicy::Always => "always",
+                RestartPolicy::UnlessStopped => "unless-stopped",
+                RestartPolicy::OnFailure => "on-failure",
+            }
+        ),
+    ];
+    for (k, v) in labels {
+        run.push(format!("--label {}", q(&format!("{k}={v}"))));
+    }
+    for p in &spec.ports {
+        let proto = match p.protocol {
+            PortProtocol::Tcp => "tcp",
+            PortProtocol::Udp => "udp",
+        };
+        run.push(format!(
+            "-p {}",
+            q(&format!(
+                "{address}:{}:{}/{proto}",
+                p.host_port.unwrap_or(p.container_port),
+                p.container_port
+            ))
+        ));
+    }
+    for (k, v) in &spec.env {
+        run.push(format!("-e {}", q(&format!("{k}={v}"))));
+    }
+    for v in &spec.volumes {
+        let ro = if v.read_only { ":ro" } else { "" };
+        run.push(format!(
+            "-v {}",
+            q(&format!("{}:{}{ro}", v.host_path, v.container_path))
+        ));
+    }
+    if let Some(cpus) = spec.cpu_limit {
+        run.push(format!("--cpus {cpus}"));
+    }
+    if let Some(mb) = spec.memory_limit_mb {
+        run.push(format!("--memory {mb}m"));
+    }
+    if let Some(entrypoint) = spec.command.first() {
+        run.push(format!("--entrypoint {}", q(entrypoint)));
+    }
+    run.push(q(image));
+    run.extend(spec.command.iter().skip(1).map(|a| q(a)));
+    run.extend(spec.args.iter().map(|a| q(a)));
+    let name = q(name);
+    let image_q = q(image);
+    format!(
+        "set -e\n\
+         if [ -n \"$(docker ps -q --filter name=^/{bare}$ --filter label=dcp.spec={fingerprint} --filter status=running)\" ]; then\n\
+         \x20 echo \"{bare} already runs {bare_image}\"; exit 0\n\
+         fi\n\
+         docker image inspect {image_q} >/dev/null 2>&1 || docker pull {image_q}\n\
+         docker rm -f {name} >/dev/null 2>&1 || true\n\
+         {}\n\
+         echo \"started {bare} from {bare_image}\"\n",
+        run.join(" "),
+        bare = name.trim_matches('\''),
+        bare_image = image_q.trim_matches('\''),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_replace_the_images_tag() {
+        assert_eq!(with_tag("web", "2"), "web:2");
+        assert_eq!(with_tag("shop/web:1", "2"), "shop/web:2");
+        assert_eq!(
+            with_tag("registry.local:5000/shop/web:1", "2"),
+            "registry.local:5000/shop/web:2"
+        );
+        assert_eq!(
+            with_tag("registry.local:5000/web@sha256:ab", "3"),
+            "registry.local:5000/web:3"
+        );
+        assert!(check_tag("1.4.2-rc_1").is_ok());
+        assert!(check_tag("-x").is_err() && check_tag("a b").is_err() && check_tag("").is_err());
+    }
+
+    #[test]
+    fn the_container_is_published_on_the_nodes_address_only() {
+        let spec = ContainerSpec {
+            ports: vec![dcp_api_types::PortMapping {
+                container_port: 80,
+                host_port: Some(8080),
+                protocol: PortProtocol::Tcp,
+            }],
+            env: [("GREETING".to_owned(), "it's me".to_owned())].into(),
+            ..ContainerSpec::default()
+        };
+        let script = run_script("dcp-web-3", "shop/web:2", &spec, "127.21.0.5", &[]);
+        assert!(script.contains("-p '127.21.0.5:8080:80/tcp'"), "{script}");
+        assert!(script.contains("-e 'GREETING=it'\\''s me'"), "{script}");
+        assert!(script.contains("--name 'dcp-web-3'"), "{script}");
+        assert!(!script.contains("{{"), "no placeholders: {script}");
+    }
+}

@@ -1,0 +1,100 @@
+//! Docker for orchestration tests: a tiny web image built locally (nothing
+//! can be pulled here) and the containers DCP ran, found by label.
+
+use std::{path::Path, process::Command, sync::Mutex};
+
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// Builds `dcp-test/web:<tag>`: Debian's static busybox serving
+/// `/www/index.html`, which says `web <tag>`, on port 80.
+///
+/// # Panics
+/// When Docker or busybox-static (scripts/setup test installs both) is missing.
+#[must_use]
+pub fn web_image(tag: &str) -> String {
+    let image = format!("dcp-test/web:{tag}");
+    // Built every time (Docker's cache makes it quick), so an image of that
+    // name left by something else is replaced.
+    let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let busybox = Path::new("/bin/busybox");
+    assert!(
+        busybox.is_file(),
+        "no /bin/busybox: scripts/setup test installs busybox-static"
+    );
+    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), format!("web {tag}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\n\
+         ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+    )
+    .unwrap();
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        &image,
+        &dir.path().display().to_string(),
+    ])
+    .unwrap_or_else(|e| panic!("building {image}: {e}"));
+    image
+}
+
+/// Names of the containers (running or not) labelled `dcp.service=<service>`.
+#[must_use]
+pub fn containers_of(service: &str) -> Vec<String> {
+    docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=dcp.service={service}"),
+        "--format",
+        "{{.Names}}",
+    ])
+    .unwrap_or_else(|e| panic!("docker ps: {e}"))
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Removes the containers of `service` (when dropped, too).
+pub struct Cleanup(pub String);
+
+impl Cleanup {
+    /// Removes what an earlier run may have left, then guards `service`.
+    #[must_use]
+    pub fn new(service: &str) -> Self {
+        let cleanup = Self(service.to_owned());
+        cleanup.remove();
+        cleanup
+    }
+
+    fn remove(&self) {
+        let names = containers_of(&self.0);
+        if !names.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(names.iter().map(String::as_str));
+            let _ = docker(&args);
+        }
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .map_err(|e| format!("running docker (scripts/docker start): {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}

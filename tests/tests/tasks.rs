@@ -1,0 +1,326 @@
+//! Orchestration end to end: a real `dcp`, the Aliyun simulator in fleet
+//! mode (every machine a real `sshd` on its own 127.21.x.y), and real
+//! containers on dockerd, published on the nodes' loopback addresses.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use dcp_tests::{
+    cloud::{Cloud, quick_delays},
+    docker::{Cleanup, containers_of, web_image},
+};
+use serde_json::{Value, json};
+
+/// A cluster, a service running `dcp-test/web:1` on port 8080, a machine
+/// template initialised by `init_group`, and a pool growing from it.
+async fn pool(cloud: &Cloud, service: &str, init_group: Option<i64>) -> i64 {
+    let api = &cloud.api;
+    let template = cloud
+        .template(&format!("{service}-vm"), init_group, json!({}))
+        .await;
+    let (status, cluster) = api
+        .post(
+            "/api/v1/clusters",
+            &json!({"name": format!("{service}-cluster")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{cluster}");
+    let (status, created) = api
+        .post(
+            "/api/v1/services",
+            &json!({
+                "cluster_id": cluster["id"], "name": service, "image": web_image("1"),
+                "container": {"ports": [{"container_port": 80, "host_port": 8080}],
+                              "env": {"MODE": "test"}},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, pool) = api
+        .post(
+            "/api/v1/pools",
+            &json!({"service_id": created["id"], "name": format!("{service}-a"), "template_id": template}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pool}");
+    pool["id"].as_i64().unwrap()
+}
+
+/// Starts a task and waits until it is no longer pending or running.
+async fn run(cloud: &Cloud, body: Value, within: Duration) -> Value {
+    let (status, task) = cloud.api.post("/api/v1/tasks", &body).await;
+    assert_eq!(status, 202, "{task}");
+    settle(cloud, task["id"].as_i64().unwrap(), within).await
+}
+
+async fn settle(cloud: &Cloud, id: i64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let detail = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+        let state = detail["task"]["state"].as_str().unwrap_or_default();
+        if !matches!(state, "pending" | "running") && detail["task"]["command"].is_null() {
+            return detail;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} still {state} after {within:?}: {detail:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn addresses(detail: &Value) -> Vec<String> {
+    detail["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What the node's published port answers.
+async fn page(address: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let reply = client
+        .get(format!("http://{address}:8080/"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    reply.text().await.map_err(|e| e.to_string())
+}
+
+fn millis(at: &Value) -> i128 {
+    let at = time::OffsetDateTime::parse(
+        at.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    at.unix_timestamp_nanos() / 1_000_000
+}
+
+#[tokio::test]
+async fn expand_shrink_and_deploy_run_real_containers_on_fleet_nodes() {
+    let _containers = Cleanup::new("web-esd");
+    let _ = web_image("2");
+    let cloud = Cloud::start(quick_delays()).await;
+    let pool = pool(&cloud, "web-esd", None).await;
+
+    // Expand by 5: five machines made and initialised, the service's
+    // container on each, answering on the node's own address.
+    let expand = run(
+        &cloud,
+        json!({"kind": "expand", "pool_id": pool, "count": 5}),
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
+    assert_eq!(expand["task"]["counts"]["succeeded"], 5);
+    let nodes = addresses(&expand);
+    for address in &nodes {
+        assert!(address.starts_with("127.21."), "{address}");
+        assert_eq!(page(address).await.unwrap(), "web 1\n", "{address}");
+    }
+    assert_eq!(containers_of("web-esd").len(), 5);
+    let listed = cloud.api.get(&format!("/api/v1/pools/{pool}/nodes")).await;
+    assert_eq!(listed.as_array().unwrap().len(), 5, "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "running"),
+        "{listed}"
+    );
+
+    // Shrink 2 by address: containers gone, machines returned, quota charged.
+    let (gone, kept) = nodes.split_at(2);
+    let shrink = run(
+        &cloud,
+        json!({"kind": "shrink", "pool_id": pool, "addresses": gone}),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(shrink["task"]["state"], "succeeded", "{shrink:#}");
+    assert_eq!(containers_of("web-esd").len(), 3);
+    for address in gone {
+        assert!(page(address).await.is_err(), "{address} still answers");
+    }
+    for node in shrink["nodes"].as_array().unwrap() {
+        let machine = cloud
+            .api
+            .get(&format!("/api/v1/machines/{}", node["machine_id"]))
+            .await;
+        assert_eq!(machine["machine"]["state"], "deleted", "{machine}");
+        assert_eq!(machine["machine"]["charged_hours"], 1, "{machine}");
+    }
+    let live = cloud.sim.instances();
+    assert_eq!(live.len(), 3, "{live:?}");
+
+    // Deploy tag 2 in batches of 2: never more than 2 nodes in
+    // start_service at once (from the recorded timings); all on the new tag.
+    let deploy = run(
+        &cloud,
+        json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 2}),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
+    let spans: Vec<(i128, i128)> = deploy["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let step = &n["steps"][0];
+            (millis(&step["started_at"]), millis(&step["finished_at"]))
+        })
+        .collect();
+    for (start, _) in &spans {
+        let at_once = spans
+            .iter()
+            .filter(|(s, f)| s <= start && start < f)
+            .count();
+        assert!(
+            at_once <= 2,
+            "{at_once} nodes in start_service at once: {spans:?}"
+        );
+    }
+    for address in kept {
+        assert_eq!(page(address).await.unwrap(), "web 2\n", "{address}");
+    }
+    let service = cloud.api.get("/api/v1/services").await;
+    assert_eq!(service["items"][0]["image"], "dcp-test/web:2", "{service}");
+    assert_eq!(containers_of("web-esd").len(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_init_fails_only_its_node_and_retry_failed_finishes_the_task() {
+    let _containers = Cleanup::new("web-retry");
+    let cloud = Cloud::start(quick_delays()).await;
+    let marker = tempfile::tempdir().unwrap();
+    // The first machine to initialise finds its disk "missing".
+    let script = format!(
+        "mkdir {}/first 2>/dev/null && {{ echo 'disk /data is missing' >&2; exit 3; }}; echo disk ok",
+        marker.path().display()
+    );
+    let group = cloud.group("disk-check", &script).await;
+    let pool = pool(&cloud, "web-retry", Some(group)).await;
+    let expand = run(
+        &cloud,
+        json!({"kind": "expand", "pool_id": pool, "count": 3}),
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(expand["task"]["state"], "partially_failed", "{expand:#}");
+    let counts = &expand["task"]["counts"];
+    assert_eq!(
+        (counts["succeeded"].as_u64(), counts["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    let failed = expand["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["state"] == "failed")
+        .unwrap();
+    assert_eq!(failed["steps"][0]["state"], "failed");
+    assert!(
+        failed["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("disk /data is missing"),
+        "{failed:#}"
+    );
+    assert_eq!(failed["steps"][1]["state"], "skipped");
+    assert_eq!(containers_of("web-retry").len(), 2);
+
+    // Fix the command, retry the failed node: the task succeeds.
+    let commands = cloud.api.get("/api/v1/commands").await;
+    let command = commands["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "disk-check")
+        .unwrap()
+        .clone();
+    let (status, body) = cloud
+        .api
+        .put(
+            &format!("/api/v1/commands/{}", command["id"]),
+            &json!({"name": "disk-check", "mode": "shell", "script": "echo disk ok"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = expand["task"]["id"].as_i64().unwrap();
+    let (status, body) = cloud
+        .api
+        .post(&format!("/api/v1/tasks/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let retried = settle(&cloud, id, Duration::from_secs(120)).await;
+    assert_eq!(retried["task"]["state"], "succeeded", "{retried:#}");
+    assert_eq!(containers_of("web-retry").len(), 3);
+    // The retry reused the node's machine: still three instances.
+    let live = cloud.sim.instances().len();
+    assert_eq!(live, 3);
+    // Retrying a succeeded task is refused, saying why.
+    let (status, body) = cloud
+        .api
+        .post(&format!("/api/v1/tasks/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_killed_mid_expand_finishes_it_after_restart_without_duplicates() {
+    let _containers = Cleanup::new("web-kill");
+    let mut cloud = Cloud::start_with(
+        quick_delays(),
+        vec![("DCP_TASK_LEASE_SECS".into(), "2".into())],
+    )
+    .await;
+    let pool = pool(&cloud, "web-kill", None).await;
+    let (status, task) = cloud
+        .api
+        .post(
+            "/api/v1/tasks",
+            &json!({"kind": "expand", "pool_id": pool, "count": 20, "batch_size": 20}),
+        )
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    // Kill it once work is under way on every front: some nodes done, others not.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let t = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+        let done = t["task"]["counts"]["succeeded"].as_u64().unwrap_or(0);
+        if done >= 3 {
+            assert!(done < 20, "the task finished before the kill: {t:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {t:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cloud.api.server.kill();
+    cloud.api.server.restart();
+    // Pooled connections went down with the old process.
+    cloud.api.http = reqwest::Client::new();
+    let done = settle(&cloud, id, Duration::from_secs(240)).await;
+    assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
+    let live = cloud.sim.instances().len();
+    assert_eq!(live, 20, "exactly 20 instances");
+    assert_eq!(containers_of("web-kill").len(), 20, "exactly 20 containers");
+    for address in addresses(&done) {
+        assert_eq!(page(&address).await.unwrap(), "web 1\n", "{address}");
+    }
+}
