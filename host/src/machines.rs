@@ -630,6 +630,23 @@ impl Machines {
         Ok(earlier.into_iter().map(machine_to_api).collect())
     }
 
+    /// Drives a machine's unfinished work (creating, starting,
+    /// initialising, deleting) in this process: a task taken over from a
+    /// replica that died waits on machines that process was driving.
+    pub async fn take_over(self: &Arc<Self>, id: i64) -> Result<(), Error> {
+        let machine = self.store.machine(id).await?;
+        if matches!(
+            machine.state,
+            MachineState::Creating
+                | MachineState::Starting
+                | MachineState::Initializing
+                | MachineState::Deleting
+        ) {
+            self.spawn(id);
+        }
+        Ok(())
+    }
+
     /// Runs a machine's init again after it failed or timed out (the
     /// retry of a task step that made it); a machine that is ready or still
     /// initialising is left as it is.

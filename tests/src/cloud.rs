@@ -49,6 +49,19 @@ impl Cloud {
 
     /// [`Cloud::start`] with more environment for `dcp` (e.g. a short task lease).
     pub async fn start_with(delays: Delays, env: Vec<(String, String)>) -> Self {
+        Self::start_on(
+            delays,
+            ServerOptions {
+                env,
+                ..ServerOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`Cloud::start`] with a `dcp` started with `options` (its database,
+    /// more environment).
+    pub async fn start_on(delays: Delays, options: ServerOptions) -> Self {
         std::fs::create_dir_all("/run/sshd").expect("creating /run/sshd (run as root)");
         let dir = tempfile::tempdir().unwrap();
         let sim = Simulator::start(Options {
@@ -61,14 +74,8 @@ impl Cloud {
         .await
         .expect("starting the Aliyun simulator");
         let api = Api::start_with(&ServerOptions {
-            env: [
-                ("DCP_MACHINE_POLL_MS".into(), "200".into()),
-                ("DCP_MACHINE_START_TIMEOUT_SECS".into(), "60".into()),
-            ]
-            .into_iter()
-            .chain(env)
-            .collect(),
-            ..ServerOptions::default()
+            env: machine_env().into_iter().chain(options.env).collect(),
+            ..options
         })
         .await;
         let plugin_id = upload_for(&api, &sim).await;
@@ -244,6 +251,15 @@ impl Cloud {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// What every `dcp` wired to the simulator runs with: quick polling.
+#[must_use]
+pub fn machine_env() -> Vec<(String, String)> {
+    vec![
+        ("DCP_MACHINE_POLL_MS".into(), "200".into()),
+        ("DCP_MACHINE_START_TIMEOUT_SECS".into(), "60".into()),
+    ]
 }
 
 /// The account config pointing the plugin at the simulator.

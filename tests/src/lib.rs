@@ -313,6 +313,9 @@ pub struct ServerOptions {
     pub admin_password: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Another server's data directory, shared like a volume between
+    /// replicas (plugin artifacts, the secret key); its own when `None`.
+    pub shared_data_dir: Option<PathBuf>,
 }
 
 impl Server {
@@ -320,7 +323,11 @@ impl Server {
     pub fn start(options: &ServerOptions) -> Self {
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let (child, output) = launch(options, data_dir.path(), port);
+        let dir = options
+            .shared_data_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.path().to_path_buf());
+        let (child, output) = launch(options, &dir, port);
         let mut server = Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -340,6 +347,12 @@ impl Server {
         server
     }
 
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -350,7 +363,12 @@ impl Server {
     /// Starts the server again on the same port, data directory and options
     /// (after [`Server::kill`] or [`Server::terminate`]).
     pub fn restart(&mut self) {
-        let (child, output) = launch(&self.options, self.data_dir.path(), self.port);
+        let dir = self
+            .options
+            .shared_data_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.path().to_path_buf());
+        let (child, output) = launch(&self.options, &dir, self.port);
         self.child = child;
         self.output = output;
         self.wait_healthy();

@@ -7,10 +7,12 @@
 use std::time::{Duration, Instant};
 
 use dcp_tests::{
-    cloud::{Cloud, quick_delays},
+    Server, ServerOptions,
+    cloud::{Cloud, machine_env, quick_delays},
     docker::{Cleanup, containers_of, web_image},
 };
 use serde_json::{Value, json};
+use sqlx::Connection as _;
 
 /// A cluster, a service running `dcp-test/web:1` on port 8080, a machine
 /// template initialised by `init_group`, and a pool growing from it.
@@ -320,6 +322,101 @@ async fn a_host_killed_mid_expand_finishes_it_after_restart_without_duplicates()
     let live = cloud.sim.instances().len();
     assert_eq!(live, 20, "exactly 20 instances");
     assert_eq!(containers_of("web-kill").len(), 20, "exactly 20 containers");
+    for address in addresses(&done) {
+        assert_eq!(page(&address).await.unwrap(), "web 1\n", "{address}");
+    }
+}
+
+#[tokio::test]
+async fn replicas_on_postgresql_share_a_task_and_one_finishes_what_a_killed_one_began() {
+    let _containers = Cleanup::new("web-replicas");
+    let db = dcp_tests::Backend::Postgres.database().await;
+    let lease = ("DCP_TASK_LEASE_SECS".to_owned(), "2".to_owned());
+    let mut cloud = Cloud::start_on(
+        quick_delays(),
+        ServerOptions {
+            database_url: Some(db.url.clone()),
+            env: vec![lease.clone()],
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    // The second replica: same database, same data volume.
+    let mut second = Server::start(&ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: machine_env().into_iter().chain([lease]).collect(),
+        shared_data_dir: Some(cloud.api.server.data_dir.path().to_path_buf()),
+        ..ServerOptions::default()
+    });
+    let pool = pool(&cloud, "web-replicas", None).await;
+    let (status, task) = cloud
+        .api
+        .post(
+            "/api/v1/tasks",
+            &json!({"kind": "expand", "pool_id": pool, "count": 8}),
+        )
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+
+    // Once it is under way, kill whichever replica drives it.
+    let mut pg = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let owner = loop {
+        let t = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+        let (owner,): (Option<String>,) =
+            sqlx::query_as("select lease_owner from tasks where id = $1")
+                .bind(id)
+                .fetch_one(&mut pg)
+                .await
+                .unwrap();
+        if t["task"]["counts"]["succeeded"].as_u64().unwrap_or(0) >= 2 {
+            assert!(
+                t["task"]["state"] == "running",
+                "done before the kill: {t:#}"
+            );
+            break owner.unwrap();
+        }
+        assert!(Instant::now() < deadline, "no progress: {t:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pid = |server: &Server| format!("{}-", server.pid());
+    let survivor = if owner.starts_with(&pid(&cloud.api.server)) {
+        cloud.api.server.kill();
+        second.base_url.clone()
+    } else {
+        assert!(owner.starts_with(&pid(&second)), "{owner}");
+        second.kill();
+        cloud.api.server.base_url.clone()
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let done = loop {
+        let t: Value = http
+            .get(format!("{survivor}/api/v1/tasks/{id}"))
+            .bearer_auth(&cloud.api.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if t["task"]["state"] != "running" {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "not finished: {t:#}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
+    let (owner,): (Option<String>,) = sqlx::query_as("select lease_owner from tasks where id = $1")
+        .bind(id)
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!(owner, None, "the survivor let go of the finished task");
+    // Exactly once: eight machines, eight containers, every node answering.
+    assert_eq!(cloud.sim.instances().len(), 8);
+    assert_eq!(containers_of("web-replicas").len(), 8);
     for address in addresses(&done) {
         assert_eq!(page(&address).await.unwrap(), "web 1\n", "{address}");
     }

@@ -238,6 +238,10 @@ impl Context {
         // When an earlier attempt failed, a machine whose init failed gets
         // its init run again (once) rather than another machine being made.
         let mut retried = !rerun;
+        machines
+            .take_over(machine.id)
+            .await
+            .map_err(|e| Error::Conflict(e.to_string()))?;
         loop {
             let m = self.engine.store.machine(machine.id).await?;
             match m.state {
@@ -319,6 +323,11 @@ impl Context {
             Ok(_) | Err(machines::Error::Conflict(_)) => {}
             Err(e) => return Err(Error::Conflict(e.to_string())),
         }
+        self.engine
+            .machines
+            .take_over(machine_id)
+            .await
+            .map_err(|e| Error::Conflict(e.to_string()))?;
         loop {
             let m = self.engine.store.machine(machine_id).await?;
             if m.state == MachineState::Deleted {
