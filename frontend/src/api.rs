@@ -1,12 +1,14 @@
 //! Calls to DCP's REST API: the UI can do nothing the API cannot.
 
 use dcp_api_types::{
-    Account, AccountInput, AdoptMachine, Choice, Cluster, ClusterInput, Command, CommandGroup,
-    CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode, ErrorDetail,
-    Execution, ExecutionCreated, ExecutionInput, ExecutionSummary, FleetPoint, HostKey,
-    LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState, MachineTemplate,
-    ModuleEntry, Page, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
-    PluginVersion, QuotaInput, QuotaUsage, Session, TemplateInput, Token, TokenInput,
+    Account, AccountInput, AddNodes, AdoptMachine, Choice, Cluster, ClusterInput, Command,
+    CommandGroup, CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode,
+    ErrorDetail, Execution, ExecutionCreated, ExecutionInput, ExecutionSummary, FleetPoint,
+    HostKey, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState,
+    MachineTemplate, ModuleEntry, Node, Page, PageQuery, PluginLimits, PluginTestRequest,
+    PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage,
+    Service, ServiceInput, Session, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
+    TemplateInput, Token, TokenInput,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -568,4 +570,123 @@ pub(crate) async fn fleet_history(hours: u32) -> Result<Vec<FleetPoint>, ApiErro
         .await?,
     )
     .await
+}
+
+/// Services (of one cluster), by name.
+pub(crate) async fn services(cluster_id: Option<i64>) -> Result<Page<Service>, ApiError> {
+    let mut url = format!("/api/v1/services?per_page={}", PageQuery::MAX_PER_PAGE);
+    if let Some(id) = cluster_id {
+        url.push_str(&format!("&cluster_id={id}"));
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Creates or replaces a service.
+pub(crate) async fn save_service(
+    id: Option<i64>,
+    input: &ServiceInput,
+) -> Result<Service, ApiError> {
+    save("services", id, input).await
+}
+
+/// Deletes a service.
+pub(crate) async fn delete_service(id: i64) -> Result<(), ApiError> {
+    remove("services", id).await
+}
+
+/// Pools (of one service), by name.
+pub(crate) async fn pools(service_id: Option<i64>) -> Result<Page<Pool>, ApiError> {
+    let mut url = format!("/api/v1/pools?per_page={}", PageQuery::MAX_PER_PAGE);
+    if let Some(id) = service_id {
+        url.push_str(&format!("&service_id={id}"));
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// One pool.
+pub(crate) async fn pool(id: i64) -> Result<Pool, ApiError> {
+    read(send(Request::get(&format!("/api/v1/pools/{id}"))).await?).await
+}
+
+/// Creates or replaces a pool.
+pub(crate) async fn save_pool(id: Option<i64>, input: &PoolInput) -> Result<Pool, ApiError> {
+    save("pools", id, input).await
+}
+
+/// Deletes a pool.
+pub(crate) async fn delete_pool(id: i64) -> Result<(), ApiError> {
+    remove("pools", id).await
+}
+
+/// A pool's nodes.
+pub(crate) async fn pool_nodes(pool_id: i64) -> Result<Vec<Node>, ApiError> {
+    read(send(Request::get(&format!("/api/v1/pools/{pool_id}/nodes"))).await?).await
+}
+
+/// Adds servers or machines to a pool.
+pub(crate) async fn add_nodes(pool_id: i64, input: &AddNodes) -> Result<Vec<Node>, ApiError> {
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/pools/{pool_id}/nodes")),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Takes a node out of its pool (the machine stays).
+pub(crate) async fn remove_node(pool_id: i64, node_id: i64) -> Result<(), ApiError> {
+    no_content(
+        send(Request::delete(&format!(
+            "/api/v1/pools/{pool_id}/nodes/{node_id}"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Every task template.
+pub(crate) async fn task_templates() -> Result<Vec<TaskTemplate>, ApiError> {
+    read(send(Request::get("/api/v1/task-templates")).await?).await
+}
+
+/// Creates or replaces a task template.
+pub(crate) async fn save_task_template(
+    id: Option<i64>,
+    input: &TaskTemplateInput,
+) -> Result<TaskTemplate, ApiError> {
+    save("task-templates", id, input).await
+}
+
+/// Deletes a task template.
+pub(crate) async fn delete_task_template(id: i64) -> Result<(), ApiError> {
+    remove("task-templates", id).await
+}
+
+/// One page of tasks (of one pool), newest first.
+pub(crate) async fn tasks(page: u32, pool_id: Option<i64>) -> Result<Page<Task>, ApiError> {
+    let mut url = format!(
+        "/api/v1/tasks?page={page}&per_page={}",
+        PageQuery::DEFAULT_PER_PAGE
+    );
+    if let Some(id) = pool_id {
+        url.push_str(&format!("&pool_id={id}"));
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// One task with every node × step.
+pub(crate) async fn task(id: i64) -> Result<TaskDetail, ApiError> {
+    read(send(Request::get(&format!("/api/v1/tasks/{id}"))).await?).await
+}
+
+/// Starts a task.
+pub(crate) async fn start_task(input: &TaskInput) -> Result<Task, ApiError> {
+    read(send_json(Request::post("/api/v1/tasks"), input).await?).await
+}
+
+/// Pauses, resumes, retries (the failed nodes) or cancels a task.
+pub(crate) async fn task_action(id: i64, action: &str) -> Result<Task, ApiError> {
+    read(send(Request::post(&format!("/api/v1/tasks/{id}/{action}"))).await?).await
 }

@@ -33,7 +33,7 @@ fn counts_text(c: &HostCounts) -> String {
 }
 
 /// Seconds between two RFC 3339 timestamps, as "1.2 s".
-fn duration(from: Option<&str>, to: Option<&str>) -> String {
+pub(crate) fn duration(from: Option<&str>, to: Option<&str>) -> String {
     match (from, to) {
         (Some(from), Some(to)) => {
             let ms = js_sys::Date::parse(to) - js_sys::Date::parse(from);

@@ -15,7 +15,10 @@ mod host_keys;
 mod login;
 mod machines;
 mod plugins;
+mod pools;
 mod quotas;
+mod services;
+mod tasks;
 mod templates;
 mod tokens;
 
@@ -52,6 +55,11 @@ fn App() -> impl IntoView {
                     <Route path=path!("machine-templates") view=templates::TemplatesPage/>
                     <Route path=path!("quotas") view=quotas::QuotasPage/>
                     <Route path=path!("accounts") view=accounts::AccountsPage/>
+                    <Route path=path!("services") view=services::ServicesPage/>
+                    <Route path=path!("pools/:id") view=pools::PoolPage/>
+                    <Route path=path!("tasks") view=tasks::TasksPage/>
+                    <Route path=path!("tasks/:id") view=tasks::TaskPage/>
+                    <Route path=path!("task-templates") view=tasks::TaskTemplatesPage/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -82,7 +90,12 @@ fn Shell() -> impl IntoView {
                 <header class="topbar">
                     <a class="brand" href="/clusters">"DCP"</a>
                     <nav class="nav">
-                        <A href="/clusters">"Clusters"</A>
+                        <div class="nav-group" role="group" aria-label="Orchestration">
+                            <A href="/clusters">"Clusters"</A>
+                            <A href="/services">"Services"</A>
+                            <A href="/tasks">"Tasks"</A>
+                            <A href="/task-templates">"Task templates"</A>
+                        </div>
                         <div class="nav-group" role="group" aria-label="Machines">
                             <A href="/machines">"Machines"</A>
                             <A href="/machine-templates">"Templates"</A>

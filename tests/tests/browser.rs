@@ -682,3 +682,114 @@ async fn machines_are_templated_created_initialised_and_released_in_the_ui() {
     .await;
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
+    let _containers = dcp_tests::docker::Cleanup::new("web-ui");
+    let image = dcp_tests::docker::web_image("1");
+    let cloud = dcp_tests::cloud::Cloud::start(dcp_tests::cloud::quick_delays()).await;
+    cloud.template("web-vm", None, json!({})).await;
+    let (status, cluster) = cloud
+        .api
+        .post("/api/v1/clusters", &json!({"name": "shop"}))
+        .await;
+    assert_eq!(status, 201, "{cluster}");
+    let server = &cloud.api.server;
+    let password = server.printed_password.clone().unwrap();
+    let (c, _driver) = browser().await;
+    c.goto(&server.url("/login")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", &password).await;
+    click(&c, "#login-submit").await;
+
+    // A service with its image and port, then a pool growing from the template.
+    click(&c, "nav a[href=\"/services\"]").await;
+    click(&c, "#new-service").await;
+    choose(&c, "service-cluster", "shop").await;
+    fill(&c, "#service-name", "web-ui").await;
+    fill(&c, "#service-image", &image).await;
+    fill(&c, "#service-ports", "8080:http").await;
+    click(&c, "#service-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"container.ports\"]").await;
+    assert!(error.contains("8080:http"), "{error}");
+    fill(&c, "#service-ports", "8080:80").await;
+    click(&c, "#service-save").await;
+    let row = text_of(&c, "tr[data-name=\"web-ui\"]").await;
+    assert!(row.contains("8080:80") && row.contains("dcp-test/web:1"), "{row}");
+    click(&c, "tr[data-name=\"web-ui\"] [data-test=\"new-pool\"]").await;
+    fill(&c, "#pool-name", "web-ui-a").await;
+    choose(&c, "pool-template", "web-vm").await;
+    click(&c, "#pool-save").await;
+    click(&c, "[data-test=\"pool-link\"][data-name=\"web-ui-a\"]").await;
+
+    // Expand by 2: the task page follows every node through its steps.
+    click(&c, "#expand-pool").await;
+    fill(&c, "#task-count", "2").await;
+    click(&c, "#task-start").await;
+    until(
+        &c,
+        "//*[@id='task-state']/span[@data-state='succeeded']",
+        Duration::from_secs(120),
+    )
+    .await;
+    let cells = c
+        .find_all(Locator::Css("[data-test=\"task-cell\"][data-state=\"succeeded\"]"))
+        .await
+        .unwrap();
+    assert_eq!(cells.len(), 4, "2 nodes × create_vm, start_service");
+    assert!(text_of(&c, "#task-counts").await.contains("2 ok"));
+    click(&c, "[data-test=\"task-cell\"][data-node=\"0\"][data-step=\"1\"]").await;
+    let output = text_of(&c, "#step-output").await;
+    assert!(output.contains("started dcp-web-ui-"), "{output}");
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-task.png"), shot);
+
+    // The pool lists both nodes running; their pages answer.
+    click(&c, "h1 a").await;
+    let deadline = Instant::now() + WAIT;
+    let rows = loop {
+        let rows = c
+            .find_all(Locator::Css("[data-test=\"node-row\"][data-state=\"running\"]"))
+            .await
+            .unwrap();
+        if rows.len() == 2 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rows.len(), 2);
+    let address = rows[0].attr("data-address").await.unwrap().unwrap();
+    let page = reqwest::get(format!("http://{address}:8080/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page, "web 1\n");
+
+    // Shrink that node: picked in the table, gone after the task.
+    click(&c, &format!("tr[data-address=\"{address}\"] .node-pick")).await;
+    click(&c, "#shrink-pool").await;
+    assert!(text_of(&c, "#shrink-list").await.contains(&address));
+    click(&c, "#task-start").await;
+    until(
+        &c,
+        "//*[@id='task-state']/span[@data-state='succeeded']",
+        Duration::from_secs(60),
+    )
+    .await;
+    click(&c, "h1 a").await;
+    gone(&c, &format!("tr[data-address=\"{address}\"]")).await;
+    assert_eq!(dcp_tests::docker::containers_of("web-ui").len(), 1);
+
+    // A template breaking the manual's rules: the step and the rule are named.
+    click(&c, "nav a[href=\"/task-templates\"]").await;
+    text_of(&c, "tr[data-name=\"upgrade\"]").await;
+    click(&c, "#new-task-template").await;
+    fill(&c, "#task-template-name", "grow").await;
+    choose(&c, "task-template-purpose", "expand").await;
+    click(&c, "#task-template-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"steps[0]\"]").await;
+    assert!(error.contains("must start with create_vm"), "{error}");
+    c.close().await.unwrap();
+}

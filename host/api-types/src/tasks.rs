@@ -294,7 +294,7 @@ pub struct TaskOverrides {
 }
 
 /// Nodes of a task per state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct NodeCounts {
     /// Not started.

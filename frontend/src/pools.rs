@@ -1,0 +1,265 @@
+//! A pool's page: its nodes, expand / shrink / deploy dialogs, adding a
+//! server by address, and the pool's tasks.
+
+use std::collections::BTreeSet;
+
+use dcp_api_types::{AddNodes, Node, NodeAddress, TaskInput, TaskKind};
+use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
+use leptos_router::{
+    components::A,
+    hooks::{use_navigate, use_params_map},
+};
+
+use crate::{
+    api::{self, ApiError},
+    components::{ErrorBanner, Modal, short_time},
+    tasks::TaskTable,
+    templates::Labelled,
+};
+
+/// Which dialog is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialog {
+    Expand,
+    Shrink,
+    Deploy,
+    AddServer,
+}
+
+/// One pool.
+#[component]
+pub(crate) fn PoolPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let reload = RwSignal::new(0_u32);
+    let loaded = LocalResource::new(move || {
+        reload.track();
+        let id = id();
+        async move {
+            let id = id.ok_or_else(|| ApiError::local("no such pool"))?;
+            let pool = api::pool(id).await?;
+            let nodes = api::pool_nodes(id).await?;
+            let tasks = api::tasks(1, Some(id)).await?;
+            let templates = api::task_templates().await?;
+            Ok::<_, ApiError>((pool, nodes, tasks.items, templates))
+        }
+    });
+    let error = RwSignal::new(None::<ApiError>);
+    Effect::new(move || {
+        error.set(match loaded.get() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        });
+    });
+    let data = move || loaded.get().and_then(Result::ok);
+    let chosen = RwSignal::new(BTreeSet::<String>::new());
+    let dialog = RwSignal::new(None::<Dialog>);
+    let count = RwSignal::new("1".to_owned());
+    let batch = RwSignal::new(String::new());
+    let tag = RwSignal::new(String::new());
+    let queue = RwSignal::new(false);
+    let address = RwSignal::new(String::new());
+    let port = RwSignal::new("22".to_owned());
+    let user = RwSignal::new("root".to_owned());
+    let form_error = RwSignal::new(None::<ApiError>);
+    // Kept in the reactive arena so the submit handler stays `Copy`.
+    let navigate = StoredValue::new_local(use_navigate());
+    let open = move |d: Dialog| {
+        form_error.set(None);
+        dialog.set(Some(d));
+    };
+
+    let start = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let (Some(kind), Some(pool_id)) = (dialog.get_untracked(), id()) else {
+            return;
+        };
+        let whole = |field: &str, text: String| -> Result<Option<u32>, ApiError> {
+            let text = text.trim().to_owned();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse()
+                .map(Some)
+                .map_err(|_| ApiError::invalid(field, "must be a whole number"))
+        };
+        if kind == Dialog::AddServer {
+            let Ok(port) = port.get_untracked().trim().parse::<u16>() else {
+                return form_error.set(Some(ApiError::invalid("port", "must be 1–65535")));
+            };
+            let input = AddNodes {
+                machine_ids: Vec::new(),
+                addresses: vec![NodeAddress {
+                    address: address.get_untracked().trim().to_owned(),
+                    port: Some(port),
+                    user: Some(user.get_untracked().trim().to_owned()),
+                }],
+            };
+            spawn_local(async move {
+                match api::add_nodes(pool_id, &input).await {
+                    Ok(_) => {
+                        dialog.set(None);
+                        reload.update(|n| *n += 1);
+                    }
+                    Err(e) => form_error.set(Some(e)),
+                }
+            });
+            return;
+        }
+        let input = (|| {
+            Ok::<_, ApiError>(TaskInput {
+                kind: match kind {
+                    Dialog::Expand => TaskKind::Expand,
+                    Dialog::Shrink => TaskKind::Shrink,
+                    Dialog::Deploy | Dialog::AddServer => TaskKind::Deploy,
+                },
+                pool_id,
+                count: if kind == Dialog::Expand {
+                    whole("count", count.get_untracked())?
+                } else {
+                    None
+                },
+                addresses: if kind == Dialog::Shrink {
+                    chosen.get_untracked().into_iter().collect()
+                } else {
+                    Vec::new()
+                },
+                tag: (kind == Dialog::Deploy).then(|| tag.get_untracked().trim().to_owned()),
+                batch_size: whole("batch_size", batch.get_untracked())?,
+                template_id: None,
+                queue: queue.get_untracked(),
+            })
+        })();
+        let input = match input {
+            Ok(input) => input,
+            Err(e) => return form_error.set(Some(e)),
+        };
+        spawn_local(async move {
+            match api::start_task(&input).await {
+                Ok(task) => {
+                    dialog.set(None);
+                    navigate
+                        .with_value(|go| go(&format!("/tasks/{}", task.id), Default::default()));
+                }
+                Err(e) => form_error.set(Some(e)),
+            }
+        });
+    };
+    let remove = move |node: Node| {
+        spawn_local(async move {
+            match api::remove_node(node.pool_id, node.id).await {
+                Ok(()) => reload.update(|n| *n += 1),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+
+    view! {
+        <ErrorBanner error all=true/>
+        {move || data().map(|(pool, _, _, templates)| {
+            let name_of = |id: i64| templates.iter().find(|t| t.id == id).map(|t| t.name.clone()).unwrap_or_else(|| format!("#{id}"));
+            view! {
+                <div class="page-head">
+                    <h1 id="pool-name">{pool.name.clone()}</h1>
+                    <p class="subtitle">
+                        <A href="/services">"Services"</A>
+                        {format!(" · {} nodes · expand runs {} · shrink runs {} · deploy runs {}",
+                            pool.nodes, name_of(pool.expand_template_id), name_of(pool.shrink_template_id), name_of(pool.deploy_template_id))}
+                        {pool.template_id.map(|t| view! { " · " <A href=format!("/machines?template_id={t}")>"its machines"</A> })}
+                    </p>
+                </div>
+            }
+        })}
+        <div class="toolbar">
+            <button id="expand-pool" class="primary" on:click=move |_| open(Dialog::Expand)>"Expand"</button>
+            <button id="shrink-pool" disabled=move || chosen.get().is_empty() on:click=move |_| open(Dialog::Shrink)>
+                {move || format!("Shrink ({})", chosen.get().len())}
+            </button>
+            <button id="deploy-pool" on:click=move |_| open(Dialog::Deploy)>"Deploy"</button>
+            <button id="add-server" class="ghost" on:click=move |_| open(Dialog::AddServer)>"Add server"</button>
+        </div>
+        <table id="nodes-table" class="table">
+            <thead><tr><th></th><th>"Address"</th><th>"State"</th><th>"Machine"</th><th>"Joined (UTC)"</th><th class="actions"></th></tr></thead>
+            <tbody>
+                {move || data().map(|(_, nodes, _, _)| nodes.into_iter().map(|n| {
+                    let address = n.address.clone();
+                    let picked = address.clone();
+                    let doomed = n.clone();
+                    view! {
+                        <tr data-test="node-row" data-address=n.address.clone() data-state=format!("{:?}", n.state).to_lowercase()>
+                            <td><input type="checkbox" class="node-pick" prop:checked=move || chosen.get().contains(&picked)
+                                on:change=move |_| {
+                                    let a = address.clone();
+                                    chosen.update(|set| if !set.remove(&a) { set.insert(a); });
+                                }/></td>
+                            <td class="name"><code>{format!("{}@{}:{}", n.user, n.address, n.port)}</code></td>
+                            <td><span class="badge">{format!("{:?}", n.state).to_lowercase()}</span></td>
+                            <td>{n.machine_id.map(|m| view! { <A href=format!("/machines/{m}")>{format!("#{m}")}</A> })}</td>
+                            <td>{short_time(&n.created_at)}</td>
+                            <td class="actions"><button class="ghost danger remove-node" on:click=move |_| remove(doomed.clone())>"Remove"</button></td>
+                        </tr>
+                    }
+                }).collect_view())}
+            </tbody>
+        </table>
+        <Show when=move || data().is_some_and(|d| d.1.is_empty())>
+            <p class="empty">"No nodes yet. Expand the pool, or add a server by address."</p>
+        </Show>
+        <h2>"Tasks"</h2>
+        <TaskTable tasks=Signal::derive(move || data().map(|d| d.2).unwrap_or_default())/>
+
+        {move || dialog.get().map(|d| {
+            let title = Signal::derive(move || match d {
+                Dialog::Expand => "Expand the pool".to_owned(),
+                Dialog::Shrink => format!("Shrink: remove {} nodes", chosen.get().len()),
+                Dialog::Deploy => "Deploy a new tag".to_owned(),
+                Dialog::AddServer => "Add a server".to_owned(),
+            });
+            view! {
+                <Modal title on_close=Callback::new(move |()| dialog.set(None))>
+                    <form id="task-form" novalidate on:submit=start>
+                        <ErrorBanner error=form_error all=true shown=vec!["count".into(), "tag".into(), "batch_size".into(), "address".into(), "addresses[0].address".into()]/>
+                        {(d == Dialog::Expand).then(|| view! {
+                            <Labelled field="count" id="task-count" label="New nodes" error=form_error hint="1–1000">
+                                <input id="task-count" type="number" min="1" max="1000" bind:value=count/>
+                            </Labelled>
+                        })}
+                        {(d == Dialog::Shrink).then(|| view! {
+                            <p id="shrink-list">{move || chosen.get().into_iter().collect::<Vec<_>>().join(", ")}</p>
+                        })}
+                        {(d == Dialog::Deploy).then(|| view! {
+                            <Labelled field="tag" id="task-tag" label="Image tag" error=form_error>
+                                <input id="task-tag" type="text" autocomplete="off" bind:value=tag/>
+                            </Labelled>
+                        })}
+                        {(d == Dialog::AddServer).then(|| view! {
+                            <Labelled field="addresses[0].address" id="server-address" label="Address" error=form_error>
+                                <input id="server-address" type="text" autocomplete="off" bind:value=address/>
+                            </Labelled>
+                            <Labelled field="port" id="server-port" label="SSH port" error=form_error>
+                                <input id="server-port" type="number" bind:value=port/>
+                            </Labelled>
+                            <Labelled field="user" id="server-user" label="User" error=form_error>
+                                <input id="server-user" type="text" bind:value=user/>
+                            </Labelled>
+                        })}
+                        {(d != Dialog::AddServer).then(|| view! {
+                            <Labelled field="batch_size" id="task-batch" label="Nodes at once" error=form_error
+                                hint="deploy: 1 when empty; expand and shrink: all">
+                                <input id="task-batch" type="number" min="1" max="1000" bind:value=batch/>
+                            </Labelled>
+                            <label class="check"><input id="task-queue" type="checkbox" bind:checked=queue/>
+                                " Queue behind the pool's current task"</label>
+                        })}
+                        <div class="buttons">
+                            <button type="button" class="ghost cancel" on:click=move |_| dialog.set(None)>"Cancel"</button>
+                            <button id="task-start" type="submit" class="primary">
+                                {if d == Dialog::AddServer { "Add" } else { "Start" }}
+                            </button>
+                        </div>
+                    </form>
+                </Modal>
+            }
+        })}
+    }
+}

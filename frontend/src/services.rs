@@ -1,0 +1,498 @@
+//! The services page: services with their pools, and the dialogs that make
+//! them (a service's image and container spec; a pool's machine template
+//! and task templates).
+
+use std::collections::BTreeMap;
+
+use dcp_api_types::{
+    Cluster, ContainerSpec, MachineTemplate, PageQuery, Pool, PoolInput, PortMapping, PortProtocol,
+    RestartPolicy, Service, ServiceInput, TaskTemplate, TemplatePurpose,
+};
+use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
+use leptos_router::components::A;
+
+use crate::{
+    api::{self, ApiError},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal},
+    templates::Labelled,
+};
+
+/// `8080:80, 5353:53/udp` as port mappings.
+fn parse_ports(text: &str) -> Result<Vec<PortMapping>, ApiError> {
+    let bad = |p: &str| {
+        ApiError::invalid(
+            "container.ports",
+            format!("{p:?} is not host:container[/udp], e.g. 8080:80"),
+        )
+    };
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (ports, protocol) = match p.split_once('/') {
+                None => (p, PortProtocol::Tcp),
+                Some((ports, "tcp")) => (ports, PortProtocol::Tcp),
+                Some((ports, "udp")) => (ports, PortProtocol::Udp),
+                Some(_) => return Err(bad(p)),
+            };
+            let (host, container) = match ports.split_once(':') {
+                Some((h, c)) => (Some(h.parse().map_err(|_| bad(p))?), c),
+                None => (None, ports),
+            };
+            Ok(PortMapping {
+                container_port: container.parse().map_err(|_| bad(p))?,
+                host_port: host,
+                protocol,
+            })
+        })
+        .collect()
+}
+
+fn ports_text(ports: &[PortMapping]) -> String {
+    ports
+        .iter()
+        .map(|p| {
+            let udp = if p.protocol == PortProtocol::Udp {
+                "/udp"
+            } else {
+                ""
+            };
+            match p.host_port {
+                Some(h) => format!("{h}:{}{udp}", p.container_port),
+                None => format!("{}{udp}", p.container_port),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `KEY=value` lines.
+fn parse_env(text: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    ApiError::invalid("container.env", format!("{l:?} is not KEY=value"))
+                })
+        })
+        .collect()
+}
+
+fn restart_name(p: RestartPolicy) -> &'static str {
+    match p {
+        RestartPolicy::No => "no",
+        RestartPolicy::Always => "always",
+        RestartPolicy::UnlessStopped => "unless-stopped",
+        RestartPolicy::OnFailure => "on-failure",
+    }
+}
+
+/// The service being created (`id: None`) or edited.
+#[derive(Debug, Clone, Copy)]
+struct ServiceEditor {
+    id: Option<i64>,
+    cluster: RwSignal<String>,
+    name: RwSignal<String>,
+    description: RwSignal<String>,
+    service_type: RwSignal<String>,
+    image: RwSignal<String>,
+    ports: RwSignal<String>,
+    env: RwSignal<String>,
+    restart: RwSignal<String>,
+    cpu: RwSignal<String>,
+    memory: RwSignal<String>,
+    command: RwSignal<String>,
+    args: RwSignal<String>,
+    error: RwSignal<Option<ApiError>>,
+}
+
+impl ServiceEditor {
+    fn new(service: Option<&Service>) -> Self {
+        let text = |f: fn(&Service) -> String| RwSignal::new(service.map(f).unwrap_or_default());
+        Self {
+            id: service.map(|s| s.id),
+            cluster: text(|s| s.cluster_id.to_string()),
+            name: text(|s| s.name.clone()),
+            description: text(|s| s.description.clone()),
+            service_type: text(|s| s.service_type.clone()),
+            image: text(|s| s.image.clone()),
+            ports: text(|s| ports_text(&s.container.ports)),
+            env: text(|s| {
+                s.container
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect()
+            }),
+            restart: RwSignal::new(
+                restart_name(
+                    service
+                        .map(|s| s.container.restart_policy)
+                        .unwrap_or_default(),
+                )
+                .to_owned(),
+            ),
+            cpu: text(|s| {
+                s.container
+                    .cpu_limit
+                    .map(|c| c.to_string())
+                    .unwrap_or_default()
+            }),
+            memory: text(|s| {
+                s.container
+                    .memory_limit_mb
+                    .map(|m| m.to_string())
+                    .unwrap_or_default()
+            }),
+            command: text(|s| s.container.command.join(" ")),
+            args: text(|s| s.container.args.join(" ")),
+            error: RwSignal::new(None),
+        }
+    }
+
+    fn input(&self) -> Result<ServiceInput, ApiError> {
+        let given = |s: RwSignal<String>| {
+            let text = s.get_untracked().trim().to_owned();
+            (!text.is_empty()).then_some(text)
+        };
+        let cpu = given(self.cpu)
+            .map(|c| {
+                c.parse::<f64>().map_err(|_| {
+                    ApiError::invalid("container.cpu_limit", "must be a number of cores, e.g. 0.5")
+                })
+            })
+            .transpose()?;
+        let memory = given(self.memory)
+            .map(|m| {
+                m.parse::<u64>().map_err(|_| {
+                    ApiError::invalid("container.memory_limit_mb", "must be whole MiB")
+                })
+            })
+            .transpose()?;
+        let words = |s: String| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        Ok(ServiceInput {
+            cluster_id: self
+                .cluster
+                .get_untracked()
+                .parse()
+                .map_err(|_| ApiError::invalid("cluster_id", "choose a cluster"))?,
+            name: self.name.get_untracked().trim().to_owned(),
+            description: self.description.get_untracked(),
+            service_type: self.service_type.get_untracked().trim().to_owned(),
+            image: self.image.get_untracked().trim().to_owned(),
+            container: ContainerSpec {
+                ports: parse_ports(&self.ports.get_untracked())?,
+                env: parse_env(&self.env.get_untracked())?,
+                volumes: Vec::new(),
+                restart_policy: serde_json::from_value(serde_json::Value::String(
+                    self.restart.get_untracked(),
+                ))
+                .unwrap_or_default(),
+                cpu_limit: cpu,
+                memory_limit_mb: memory,
+                command: words(self.command.get_untracked()),
+                args: words(self.args.get_untracked()),
+            },
+        })
+    }
+}
+
+/// The pool being created or edited.
+#[derive(Debug, Clone, Copy)]
+struct PoolEditor {
+    id: Option<i64>,
+    service_id: i64,
+    name: RwSignal<String>,
+    description: RwSignal<String>,
+    template: RwSignal<String>,
+    expand: RwSignal<String>,
+    shrink: RwSignal<String>,
+    deploy: RwSignal<String>,
+    error: RwSignal<Option<ApiError>>,
+}
+
+impl PoolEditor {
+    fn new(service_id: i64, pool: Option<&Pool>) -> Self {
+        let text = |f: fn(&Pool) -> String| RwSignal::new(pool.map(f).unwrap_or_default());
+        Self {
+            id: pool.map(|p| p.id),
+            service_id,
+            name: text(|p| p.name.clone()),
+            description: text(|p| p.description.clone()),
+            template: text(|p| p.template_id.map(|t| t.to_string()).unwrap_or_default()),
+            expand: text(|p| p.expand_template_id.to_string()),
+            shrink: text(|p| p.shrink_template_id.to_string()),
+            deploy: text(|p| p.deploy_template_id.to_string()),
+            error: RwSignal::new(None),
+        }
+    }
+
+    fn input(&self) -> PoolInput {
+        let id = |s: RwSignal<String>| s.get_untracked().parse().ok();
+        PoolInput {
+            service_id: self.service_id,
+            name: self.name.get_untracked().trim().to_owned(),
+            description: self.description.get_untracked(),
+            template_id: id(self.template),
+            expand_template_id: id(self.expand),
+            shrink_template_id: id(self.shrink),
+            deploy_template_id: id(self.deploy),
+        }
+    }
+}
+
+/// A select of the task templates for `purpose`; "" = DCP's seeded default.
+#[component]
+fn TaskTemplateSelect(
+    field: &'static str,
+    label: &'static str,
+    purpose: TemplatePurpose,
+    value: RwSignal<String>,
+    templates: Signal<Vec<TaskTemplate>>,
+    error: RwSignal<Option<ApiError>>,
+) -> impl IntoView {
+    let id = match purpose {
+        TemplatePurpose::Expand => "pool-expand-template",
+        TemplatePurpose::Shrink => "pool-shrink-template",
+        TemplatePurpose::Deploy | TemplatePurpose::Adhoc => "pool-deploy-template",
+    };
+    view! {
+        <Labelled field id label error>
+            <select id=id data-test=id on:change=move |ev| value.set(event_target_value(&ev))>
+                <option value="" selected=move || value.get().is_empty()>"Seeded default"</option>
+                {move || templates.get().into_iter().filter(|t| t.purpose == purpose).map(|t| {
+                    let picked = t.id.to_string();
+                    view! { <option value=t.id.to_string() selected=move || value.get() == picked>{t.name.clone()}</option> }
+                }).collect_view()}
+            </select>
+        </Labelled>
+    }
+}
+
+/// Services and their pools.
+#[component]
+pub(crate) fn ServicesPage() -> impl IntoView {
+    let reload = RwSignal::new(0_u32);
+    let load_error = RwSignal::new(None::<ApiError>);
+    let listing = LocalResource::new(move || {
+        reload.track();
+        async move {
+            let services = api::services(None).await?;
+            let pools = api::pools(None).await?;
+            let clusters = api::clusters(1, PageQuery::MAX_PER_PAGE, "").await?;
+            Ok::<_, ApiError>((services.items, pools.items, clusters.items))
+        }
+    });
+    let machine_templates = LocalResource::new(api::templates);
+    let task_templates = LocalResource::new(api::task_templates);
+    let task_list = Signal::derive(move || {
+        task_templates
+            .get()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    });
+    Effect::new(move || {
+        load_error.set(match listing.get() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        });
+    });
+    let data = move || listing.get().and_then(Result::ok);
+    let clusters = Signal::derive(move || data().map(|d| d.2).unwrap_or_default());
+    let service_editor = RwSignal::new(None::<ServiceEditor>);
+    let pool_editor = RwSignal::new(None::<PoolEditor>);
+    let deleting_service = RwSignal::new(None::<Doomed>);
+    let deleting_pool = RwSignal::new(None::<Doomed>);
+    let bump = move || reload.update(|n| *n += 1);
+
+    let save_service = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let Some(ed) = service_editor.get_untracked() else {
+            return;
+        };
+        let input = match ed.input() {
+            Ok(input) => input,
+            Err(e) => return ed.error.set(Some(e)),
+        };
+        spawn_local(async move {
+            match api::save_service(ed.id, &input).await {
+                Ok(_) => {
+                    service_editor.set(None);
+                    bump();
+                }
+                Err(e) => ed.error.set(Some(e)),
+            }
+        });
+    };
+    let save_pool = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let Some(ed) = pool_editor.get_untracked() else {
+            return;
+        };
+        spawn_local(async move {
+            match api::save_pool(ed.id, &ed.input()).await {
+                Ok(_) => {
+                    pool_editor.set(None);
+                    bump();
+                }
+                Err(e) => ed.error.set(Some(e)),
+            }
+        });
+    };
+
+    view! {
+        <div class="page-head">
+            <h1>"Services"</h1>
+            <p class="subtitle">"A service is an image with its container spec; its pools are the servers that run it."</p>
+        </div>
+        <div class="toolbar">
+            <button id="new-service" class="primary" on:click=move |_| service_editor.set(Some(ServiceEditor::new(None)))>
+                "New service"
+            </button>
+            <A href="/tasks">"Tasks"</A>
+            <A href="/task-templates">"Task templates"</A>
+        </div>
+        <ErrorBanner error=load_error all=true/>
+        <table id="services-table" class="table">
+            <thead><tr><th>"Service"</th><th>"Cluster"</th><th>"Image"</th><th>"Ports"</th><th>"Pools"</th><th class="actions"></th></tr></thead>
+            <tbody>
+                {move || data().map(|(services, pools, clusters)| services.into_iter().map(|s| {
+                    let cluster = clusters.iter().find(|c| c.id == s.cluster_id).map(|c| c.name.clone()).unwrap_or_default();
+                    let mine: Vec<Pool> = pools.iter().filter(|p| p.service_id == s.id).cloned().collect();
+                    let (for_edit, for_delete, sid) = (s.clone(), s.clone(), s.id);
+                    view! {
+                        <tr data-name=s.name data-test="service-row">
+                            <td class="name">{s.name.clone()}<div class="muted">{s.description.clone()}</div></td>
+                            <td>{cluster}</td>
+                            <td><code>{s.image.clone()}</code></td>
+                            <td>{ports_text(&s.container.ports)}</td>
+                            <td class="pools">
+                                {mine.into_iter().map(|p| view! {
+                                    <A href=format!("/pools/{}", p.id) attr:data-test="pool-link" attr:data-name=p.name>
+                                        {format!("{} ({} nodes)", p.name, p.nodes)}
+                                    </A>
+                                    " "
+                                }).collect_view()}
+                            </td>
+                            <td class="actions">
+                                <button class="ghost new-pool" data-test="new-pool"
+                                    on:click=move |_| pool_editor.set(Some(PoolEditor::new(sid, None)))>"New pool"</button>
+                                <button class="ghost edit" on:click=move |_| service_editor.set(Some(ServiceEditor::new(Some(&for_edit))))>"Edit"</button>
+                                <button class="ghost danger delete" on:click=move |_| {
+                                    deleting_service.set(Some(Doomed { id: for_delete.id, name: for_delete.name.clone() }));
+                                }>"Delete"</button>
+                            </td>
+                        </tr>
+                    }
+                }).collect_view())}
+            </tbody>
+        </table>
+        <Show when=move || data().is_some_and(|d| d.0.is_empty())>
+            <p class="empty">"No services yet. Make a cluster first, then a service in it."</p>
+        </Show>
+
+        {move || service_editor.get().map(|ed| {
+            let title = Signal::derive(move || if ed.id.is_some() { "Edit service".to_owned() } else { "New service".to_owned() });
+            view! {
+                <Modal title on_close=Callback::new(move |()| service_editor.set(None))>
+                    <form id="service-form" class="wide" novalidate on:submit=save_service>
+                        <ErrorBanner error=ed.error all=true shown=vec!["cluster_id".into(), "name".into(), "image".into(), "description".into(), "service_type".into(), "container.ports".into(), "container.env".into()]/>
+                        <Labelled field="cluster_id" id="service-cluster" label="Cluster" error=ed.error>
+                            <select id="service-cluster" on:change=move |ev| ed.cluster.set(event_target_value(&ev))>
+                                <option value="" selected=move || ed.cluster.get().is_empty()>"Choose…"</option>
+                                {move || clusters.get().into_iter().map(|c: Cluster| {
+                                    let picked = c.id.to_string();
+                                    view! { <option value=c.id.to_string() selected=move || ed.cluster.get() == picked>{c.name.clone()}</option> }
+                                }).collect_view()}
+                            </select>
+                        </Labelled>
+                        <Field field="name" id_prefix="service" label="Name" value=ed.name error=ed.error hint="a-z, 0-9, - and _"/>
+                        <Field field="image" id_prefix="service" label="Image" value=ed.image error=ed.error hint="registry/repository:tag"/>
+                        <Field field="service_type" id_prefix="service" label="Type" value=ed.service_type error=ed.error hint="e.g. web, worker"/>
+                        <Field field="description" id_prefix="service" label="Description" value=ed.description error=ed.error/>
+                        <Labelled field="container.ports" id="service-ports" label="Ports" error=ed.error hint="host:container, comma-separated; /udp for UDP">
+                            <input id="service-ports" type="text" autocomplete="off" bind:value=ed.ports/>
+                        </Labelled>
+                        <Labelled field="container.env" id="service-env" label="Environment" error=ed.error hint="KEY=value, one per line">
+                            <textarea id="service-env" class="code" rows="3" bind:value=ed.env></textarea>
+                        </Labelled>
+                        <Labelled field="container.restart_policy" id="service-restart" label="Restart" error=ed.error>
+                            <select id="service-restart" on:change=move |ev| ed.restart.set(event_target_value(&ev))>
+                                {["unless-stopped", "always", "on-failure", "no"].into_iter().map(|p| view! {
+                                    <option value=p selected=move || ed.restart.get() == p>{p}</option>
+                                }).collect_view()}
+                            </select>
+                        </Labelled>
+                        <Labelled field="container.cpu_limit" id="service-cpu" label="CPU cores" error=ed.error>
+                            <input id="service-cpu" type="text" inputmode="decimal" bind:value=ed.cpu/>
+                        </Labelled>
+                        <Labelled field="container.memory_limit_mb" id="service-memory" label="Memory (MiB)" error=ed.error>
+                            <input id="service-memory" type="number" min="6" bind:value=ed.memory/>
+                        </Labelled>
+                        <Labelled field="container.command" id="service-command" label="Command" error=ed.error hint="replaces the entrypoint; split on spaces">
+                            <input id="service-command" type="text" autocomplete="off" bind:value=ed.command/>
+                        </Labelled>
+                        <Labelled field="container.args" id="service-args" label="Arguments" error=ed.error hint="split on spaces">
+                            <input id="service-args" type="text" autocomplete="off" bind:value=ed.args/>
+                        </Labelled>
+                        <div class="buttons">
+                            <button type="button" class="ghost cancel" on:click=move |_| service_editor.set(None)>"Cancel"</button>
+                            <button id="service-save" type="submit" class="primary">"Save"</button>
+                        </div>
+                    </form>
+                </Modal>
+            }
+        })}
+
+        {move || pool_editor.get().map(|ed| {
+            let title = Signal::derive(move || if ed.id.is_some() { "Edit pool".to_owned() } else { "New pool".to_owned() });
+            view! {
+                <Modal title on_close=Callback::new(move |()| pool_editor.set(None))>
+                    <form id="pool-form" novalidate on:submit=save_pool>
+                        <ErrorBanner error=ed.error all=true shown=vec!["name".into(), "template_id".into(), "expand_template_id".into(), "shrink_template_id".into(), "deploy_template_id".into()]/>
+                        <Field field="name" id_prefix="pool" label="Name" value=ed.name error=ed.error/>
+                        <Field field="description" id_prefix="pool" label="Description" value=ed.description error=ed.error/>
+                        <Labelled field="template_id" id="pool-template" label="Machine template" error=ed.error hint="what expand makes new nodes from">
+                            <select id="pool-template" on:change=move |ev| ed.template.set(event_target_value(&ev))>
+                                <option value="" selected=move || ed.template.get().is_empty()>"None (nodes added by address)"</option>
+                                {move || machine_templates.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|t: MachineTemplate| {
+                                    let picked = t.id.to_string();
+                                    view! { <option value=t.id.to_string() selected=move || ed.template.get() == picked>{t.name.clone()}</option> }
+                                }).collect_view()}
+                            </select>
+                        </Labelled>
+                        <TaskTemplateSelect field="expand_template_id" label="Expand runs" purpose=TemplatePurpose::Expand value=ed.expand templates=task_list error=ed.error/>
+                        <TaskTemplateSelect field="shrink_template_id" label="Shrink runs" purpose=TemplatePurpose::Shrink value=ed.shrink templates=task_list error=ed.error/>
+                        <TaskTemplateSelect field="deploy_template_id" label="Deploy runs" purpose=TemplatePurpose::Deploy value=ed.deploy templates=task_list error=ed.error/>
+                        <div class="buttons">
+                            <button type="button" class="ghost cancel" on:click=move |_| pool_editor.set(None)>"Cancel"</button>
+                            <button id="pool-save" type="submit" class="primary">"Save"</button>
+                        </div>
+                    </form>
+                </Modal>
+            }
+        })}
+
+        <ConfirmDelete noun="service" target=deleting_service delete=api::delete_service
+            on_deleted=Callback::new(move |()| bump())/>
+        <ConfirmDelete noun="pool" target=deleting_pool delete=api::delete_pool
+            on_deleted=Callback::new(move |()| bump())/>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_read_and_print_alike() {
+        let ports = parse_ports("8080:80, 53/udp").unwrap();
+        assert_eq!(ports[0].host_port, Some(8080));
+        assert_eq!(ports[1].protocol, PortProtocol::Udp);
+        assert_eq!(ports_text(&ports), "8080:80, 53/udp");
+        assert!(parse_ports("http").is_err());
+    }
+}
