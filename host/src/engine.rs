@@ -15,6 +15,8 @@ pub mod rules;
 mod steps;
 pub mod transition;
 
+pub use self::steps::Builtins;
+
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
@@ -32,8 +34,7 @@ pub use self::rules::{DEFAULT_TIMEOUT_SECS, template_change};
 use self::transition::{Effect, Event, NodeRun, Plan, StepRule, StepRun, transition};
 use crate::{
     api::rfc3339,
-    machines::{self, Machines},
-    remote::Remote,
+    machines,
     store::{
         self, NewTask, PoolRecord, Store, TaskNodeRecord, TaskRecord, TaskStepRecord,
         TaskTemplateRecord,
@@ -76,12 +77,84 @@ impl Default for Settings {
     }
 }
 
+/// What a node became known as (expand: once its machine is made).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// The pool node.
+    pub node_id: i64,
+    /// Its machine.
+    pub machine_id: Option<i64>,
+    /// Its address.
+    pub address: String,
+}
+
+/// How an attempt of a step ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// It succeeded.
+    pub ok: bool,
+    /// What it printed or did.
+    pub output: String,
+    /// Why it failed.
+    pub error: String,
+    /// What the node became known as.
+    pub node: Option<NodeFacts>,
+}
+
+impl StepOutcome {
+    /// A success with `output`.
+    pub fn ok(output: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            output: output.into(),
+            ..Self::default()
+        }
+    }
+
+    /// A failure saying `error`.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// The effect runner's hands: what carries out steps. DCP's are
+/// [`Builtins`]; the engine's benchmark uses no-op steps to measure the
+/// engine alone.
+#[async_trait::async_trait]
+pub trait Steps: Send + Sync + std::fmt::Debug {
+    /// Prepares the steps of one task (its pool, service, image).
+    async fn for_task(
+        self: Arc<Self>,
+        task: &TaskRecord,
+        specs: Vec<StepSpec>,
+    ) -> Result<Arc<dyn TaskSteps>, Error>;
+}
+
+/// The steps of one task.
+#[async_trait::async_trait]
+pub trait TaskSteps: Send + Sync {
+    /// Runs an attempt of `step` on `node` (`rerun`: an earlier attempt
+    /// failed), stopping when `abort` fires. Idempotent per (task, node, step).
+    async fn run(
+        &self,
+        node: &TaskNodeRecord,
+        step: usize,
+        rerun: bool,
+        abort: &CancellationToken,
+    ) -> StepOutcome;
+
+    /// The service and image a succeeded deploy records as the service's.
+    fn deployed_image(&self) -> Option<(i64, String)>;
+}
+
 /// The task engine of one DCP process.
 #[derive(Debug)]
 pub struct Engine {
     store: Store,
-    machines: Arc<Machines>,
-    remote: Arc<Remote>,
+    steps: Arc<dyn Steps>,
     settings: Settings,
     /// This process, as the holder of leases.
     owner: String,
@@ -135,16 +208,10 @@ fn template_to_api(t: TaskTemplateRecord) -> Result<TaskTemplate, Error> {
 impl Engine {
     /// Starts the engine: its claimer picks up every task that needs a
     /// driver, including the ones a killed process was running.
-    pub fn start(
-        store: Store,
-        machines: Arc<Machines>,
-        remote: Arc<Remote>,
-        settings: Settings,
-    ) -> Arc<Self> {
+    pub fn start(store: Store, steps: Arc<dyn Steps>, settings: Settings) -> Arc<Self> {
         let engine = Arc::new(Self {
             store,
-            machines,
-            remote,
+            steps,
             settings,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()),
             wake: Notify::new(),
@@ -682,10 +749,10 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
     let nodes = store.task_nodes(id).await?;
     let rows = store.task_steps(id).await?;
     let plan = load_plan(&task, &specs, &nodes, &rows)?;
-    let context = Arc::new(steps::Context::load(engine, &task, specs).await?);
+    let context = Arc::clone(&engine.steps).for_task(&task, specs).await?;
     let mut driven = Driven { plan, nodes };
     let abort = engine.stop.child_token();
-    let mut in_flight: JoinSet<(usize, usize, steps::Done)> = JoinSet::new();
+    let mut in_flight: JoinSet<(usize, usize, StepOutcome)> = JoinSet::new();
     let lease = i64::try_from(engine.settings.lease.as_millis()).unwrap_or(i64::MAX);
     let beat =
         (engine.settings.lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
@@ -732,7 +799,7 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                             && let Some((service, image)) = context.deployed_image()
                         {
                             // Later expands run what was rolled out.
-                            store.set_service_image(service, image).await?;
+                            store.set_service_image(service, &image).await?;
                         }
                     }
                     Effect::AbortAll => abort.cancel(),

@@ -144,8 +144,7 @@ impl AppState {
         machines.track_fleet();
         let engine = engine::Engine::start(
             store.clone(),
-            machines.clone(),
-            remote.clone(),
+            engine::Builtins::new(store.clone(), machines.clone(), remote.clone()),
             engine::Settings {
                 lease: Duration::from_secs(config.task_lease_secs.max(1)),
                 ..engine::Settings::default()

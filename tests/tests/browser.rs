@@ -715,7 +715,10 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     fill(&c, "#service-ports", "8080:80").await;
     click(&c, "#service-save").await;
     let row = text_of(&c, "tr[data-name=\"web-ui\"]").await;
-    assert!(row.contains("8080:80") && row.contains("dcp-test/web:1"), "{row}");
+    assert!(
+        row.contains("8080:80") && row.contains("dcp-test/web:1"),
+        "{row}"
+    );
     click(&c, "tr[data-name=\"web-ui\"] [data-test=\"new-pool\"]").await;
     fill(&c, "#pool-name", "web-ui-a").await;
     choose(&c, "pool-template", "web-vm").await;
@@ -733,12 +736,18 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     )
     .await;
     let cells = c
-        .find_all(Locator::Css("[data-test=\"task-cell\"][data-state=\"succeeded\"]"))
+        .find_all(Locator::Css(
+            "[data-test=\"task-cell\"][data-state=\"succeeded\"]",
+        ))
         .await
         .unwrap();
     assert_eq!(cells.len(), 4, "2 nodes × create_vm, start_service");
     assert!(text_of(&c, "#task-counts").await.contains("2 ok"));
-    click(&c, "[data-test=\"task-cell\"][data-node=\"0\"][data-step=\"1\"]").await;
+    click(
+        &c,
+        "[data-test=\"task-cell\"][data-node=\"0\"][data-step=\"1\"]",
+    )
+    .await;
     let output = text_of(&c, "#step-output").await;
     assert!(output.contains("started dcp-web-ui-"), "{output}");
     let shot = c.screenshot().await.unwrap();
@@ -749,7 +758,9 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     let deadline = Instant::now() + WAIT;
     let rows = loop {
         let rows = c
-            .find_all(Locator::Css("[data-test=\"node-row\"][data-state=\"running\"]"))
+            .find_all(Locator::Css(
+                "[data-test=\"node-row\"][data-state=\"running\"]",
+            ))
             .await
             .unwrap();
         if rows.len() == 2 || Instant::now() > deadline {

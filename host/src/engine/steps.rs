@@ -16,11 +16,13 @@ use dcp_api_types::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{DEFAULT_TIMEOUT_SECS, Engine, Error, parse};
+use super::{DEFAULT_TIMEOUT_SECS, Error, NodeFacts, StepOutcome as Done, Steps, TaskSteps, parse};
 use crate::{
-    machines,
-    remote::shell_quote,
-    store::{self, NewNode, NodeRecord, PoolRecord, ServiceRecord, TaskNodeRecord, TaskRecord},
+    machines::{self, Machines},
+    remote::{Remote, shell_quote},
+    store::{
+        self, NewNode, NodeRecord, PoolRecord, ServiceRecord, Store, TaskNodeRecord, TaskRecord,
+    },
     validate::Invalid,
 };
 
@@ -59,44 +61,58 @@ pub(super) fn with_tag(image: &str, tag: &str) -> String {
     format!("{repository}:{tag}")
 }
 
-/// What a node became known as (expand: once its machine is made).
-#[derive(Debug, Clone)]
-pub(super) struct NodeFacts {
-    pub node_id: i64,
-    pub machine_id: Option<i64>,
-    pub address: String,
+/// DCP's built-in steps, over the machines and remote-commands services.
+#[derive(Debug)]
+pub struct Builtins {
+    store: Store,
+    machines: Arc<Machines>,
+    remote: Arc<Remote>,
 }
 
-/// How an attempt ended.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Done {
-    pub ok: bool,
-    pub output: String,
-    pub error: String,
-    pub node: Option<NodeFacts>,
+impl Builtins {
+    /// The built-in steps over these services.
+    #[must_use]
+    pub fn new(store: Store, machines: Arc<Machines>, remote: Arc<Remote>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            machines,
+            remote,
+        })
+    }
 }
 
-impl Done {
-    fn ok(output: impl Into<String>) -> Self {
-        Self {
-            ok: true,
-            output: output.into(),
-            ..Self::default()
-        }
+#[async_trait::async_trait]
+impl Steps for Builtins {
+    async fn for_task(
+        self: Arc<Self>,
+        task: &TaskRecord,
+        specs: Vec<StepSpec>,
+    ) -> Result<Arc<dyn TaskSteps>, Error> {
+        Ok(Arc::new(Context::load(self, task, specs).await?))
+    }
+}
+
+#[async_trait::async_trait]
+impl TaskSteps for Context {
+    async fn run(
+        &self,
+        node: &TaskNodeRecord,
+        step: usize,
+        rerun: bool,
+        abort: &CancellationToken,
+    ) -> Done {
+        Context::run(self, node, step, rerun, abort).await
     }
 
-    fn failed(error: impl Into<String>) -> Self {
-        Self {
-            error: error.into(),
-            ..Self::default()
-        }
+    fn deployed_image(&self) -> Option<(i64, String)> {
+        (self.kind == TaskKind::Deploy).then(|| (self.service.id, self.image.clone()))
     }
 }
 
 /// What every step of one task needs.
 #[derive(Debug)]
-pub(super) struct Context {
-    engine: Arc<Engine>,
+struct Context {
+    engine: Arc<Builtins>,
     task: i64,
     kind: TaskKind,
     specs: Vec<StepSpec>,
@@ -108,8 +124,8 @@ pub(super) struct Context {
 }
 
 impl Context {
-    pub(super) async fn load(
-        engine: &Arc<Engine>,
+    async fn load(
+        engine: Arc<Builtins>,
         task: &TaskRecord,
         specs: Vec<StepSpec>,
     ) -> Result<Self, Error> {
@@ -122,7 +138,7 @@ impl Context {
             |tag| with_tag(&service.image, tag),
         );
         Ok(Self {
-            engine: Arc::clone(engine),
+            engine,
             task: task.id,
             kind: super::name("tasks.kind", &task.kind)?,
             specs,
@@ -133,14 +149,9 @@ impl Context {
         })
     }
 
-    /// The image this task runs (a deploy records it on the service).
-    pub(super) fn deployed_image(&self) -> Option<(i64, &str)> {
-        (self.kind == TaskKind::Deploy).then_some((self.service.id, self.image.as_str()))
-    }
-
     /// Runs an attempt of `step` on `node`, bounded by the step's timeout
     /// and `abort`; `rerun` when an earlier attempt of it failed.
-    pub(super) async fn run(
+    async fn run(
         &self,
         node: &TaskNodeRecord,
         step: usize,
