@@ -760,7 +760,11 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
 
     // A command asked while no one drove the task comes first (a paused
     // task is claimed only to be resumed, retried or cancelled).
-    let mut pending = vec![Event::Claimed { now: now_ms() }];
+    // A queued task is claimed only for its command; it starts in its turn.
+    let mut pending = Vec::new();
+    if !(driven.plan.state == TaskState::Pending && store.is_queued(id).await?) {
+        pending.push(Event::Claimed { now: now_ms() });
+    }
     let mut carried = store.task_command(id, &engine.owner).await?;
     pending.extend(carried.as_deref().and_then(command_event));
     loop {
@@ -787,7 +791,7 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                                 &engine.owner,
                                 plan.state.as_str(),
                                 &plan.reason,
-                                true,
+                                plan.state == TaskState::Running,
                                 plan.state.is_final(),
                             )
                             .await?;

@@ -1001,4 +1001,16 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         "{}",
         listed.body
     );
+    // A task still queued can be cancelled without ever starting.
+    let mut queued = adhoc.clone();
+    queued["queue"] = json!(true);
+    let third = task(queued).await.body["id"].as_i64().unwrap();
+    let asked = call(Method::POST, format!("/api/v1/tasks/{third}/cancel"), None).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED, "{}", asked.body);
+    let cancelled = state_of(third, "cancelled").await;
+    assert!(cancelled["task"]["started_at"].is_null(), "{cancelled}");
+    assert_eq!(
+        state_of(second, "running").await["task"]["state"],
+        "running"
+    );
 }

@@ -65,6 +65,16 @@ async fn browser() -> (Client, Driver) {
     (client, driver)
 }
 
+/// A browser logged in to `server` as admin.
+async fn logged_in(server: &Server, password: &str) -> (Client, Driver) {
+    let (c, driver) = browser().await;
+    c.goto(&server.url("/login")).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    fill(&c, "#login-password", password).await;
+    click(&c, "#login-submit").await;
+    (c, driver)
+}
+
 async fn fill(c: &Client, css: &str, text: &str) {
     let field = c
         .wait()
@@ -252,11 +262,7 @@ async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
         admin_password: Some("ui-plugins-pw".into()),
         ..ServerOptions::default()
     });
-    let (c, _driver) = browser().await;
-    c.goto(&server.url("/login")).await.unwrap();
-    fill(&c, "#login-username", "admin").await;
-    fill(&c, "#login-password", "ui-plugins-pw").await;
-    click(&c, "#login-submit").await;
+    let (c, _driver) = logged_in(&server, "ui-plugins-pw").await;
     click(&c, "nav a[href=\"/plugins\"]").await;
 
     // Upload: the result names the version and waits for approval.
@@ -334,11 +340,7 @@ async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
         )],
         ..ServerOptions::default()
     });
-    let (c, _driver) = browser().await;
-    c.goto(&server.url("/login")).await.unwrap();
-    fill(&c, "#login-username", "admin").await;
-    fill(&c, "#login-password", "ui-remote-pw").await;
-    click(&c, "#login-submit").await;
+    let (c, _driver) = logged_in(&server, "ui-remote-pw").await;
     click(&c, "nav a[href=\"/commands\"]").await;
 
     // A command with a placeholder nobody defined: the server's 422 shows
@@ -436,11 +438,7 @@ async fn a_command_is_defined_in_the_dialog_and_run_errors_land_on_their_inputs(
         admin_password: Some("ui-commands-pw".into()),
         ..ServerOptions::default()
     });
-    let (c, _driver) = browser().await;
-    c.goto(&server.url("/login")).await.unwrap();
-    fill(&c, "#login-username", "admin").await;
-    fill(&c, "#login-password", "ui-commands-pw").await;
-    click(&c, "#login-submit").await;
+    let (c, _driver) = logged_in(&server, "ui-commands-pw").await;
     click(&c, "nav a[href=\"/commands\"]").await;
 
     // The server names a bad parameter by position; the message lands in
@@ -525,11 +523,7 @@ async fn machines_are_templated_created_initialised_and_released_in_the_ui() {
     let cloud = dcp_tests::cloud::Cloud::start(dcp_tests::cloud::quick_delays()).await;
     let server = &cloud.api.server;
     let password = server.printed_password.clone().unwrap();
-    let (c, _driver) = browser().await;
-    c.goto(&server.url("/login")).await.unwrap();
-    fill(&c, "#login-username", "admin").await;
-    fill(&c, "#login-password", &password).await;
-    click(&c, "#login-submit").await;
+    let (c, _driver) = logged_in(server, &password).await;
 
     // The account made through the API answers a real signed call.
     click(&c, "nav a[href=\"/accounts\"]").await;
@@ -696,11 +690,7 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     assert_eq!(status, 201, "{cluster}");
     let server = &cloud.api.server;
     let password = server.printed_password.clone().unwrap();
-    let (c, _driver) = browser().await;
-    c.goto(&server.url("/login")).await.unwrap();
-    fill(&c, "#login-username", "admin").await;
-    fill(&c, "#login-password", &password).await;
-    click(&c, "#login-submit").await;
+    let (c, _driver) = logged_in(server, &password).await;
 
     // A service with its image and port, then a pool growing from the template.
     click(&c, "nav a[href=\"/services\"]").await;

@@ -476,13 +476,7 @@ impl Context {
         if record.state == dcp_api_types::ExecutionState::Succeeded {
             return Ok(Done::ok(output));
         }
-        let why = report
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(str::to_owned)
-            .unwrap_or_else(|| report.message.clone());
+        let why = report.failure();
         let code = report
             .exit_code
             .map_or_else(|| "no exit code".to_owned(), |c| format!("exit code {c}"));

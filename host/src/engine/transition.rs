@@ -206,7 +206,6 @@ pub fn transition(plan: &mut Plan, event: Event) -> Vec<Effect> {
         }
         Event::Cancel { now } => {
             if !plan.state.is_final() && !plan.cancelling {
-                plan.cancelling = true;
                 plan.pausing = false;
                 for (n, node) in plan.nodes.iter_mut().enumerate() {
                     if matches!(node.state, StepState::Pending | StepState::Running) {
@@ -223,7 +222,16 @@ pub fn transition(plan: &mut Plan, event: Event) -> Vec<Effect> {
                         effects.push(Effect::SaveNode(n));
                     }
                 }
-                effects.push(Effect::AbortAll);
+                if plan.state == TaskState::Running {
+                    // Cancelled once the work in flight has stopped.
+                    plan.cancelling = true;
+                    effects.push(Effect::AbortAll);
+                } else {
+                    // Waiting or paused: nothing is in flight.
+                    plan.state = TaskState::Cancelled;
+                    plan.reason = "cancelled".to_owned();
+                    effects.extend([Effect::SaveTask, Effect::Release]);
+                }
             }
             now
         }
@@ -540,6 +548,22 @@ mod tests {
         assert!(starts(&e).is_empty());
         assert_eq!(p.state, TaskState::Cancelled);
         assert_eq!(p.nodes[0].steps[1].state, StepState::Skipped);
+    }
+
+    #[test]
+    fn paused_and_waiting_tasks_cancel_at_once() {
+        let mut p = plan(2, 1, 1);
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        let _ = transition(&mut p, Event::Pause);
+        let _ = end(&mut p, 0, 0, true, 1);
+        assert_eq!(p.state, TaskState::Paused);
+        let e = transition(&mut p, Event::Cancel { now: 2 });
+        assert_eq!(p.state, TaskState::Cancelled);
+        assert!(e.contains(&Effect::Release) && !e.contains(&Effect::AbortAll));
+        assert_eq!(p.nodes[1].state, StepState::Skipped);
+        let mut waiting = plan(1, 1, 1);
+        let _ = transition(&mut waiting, Event::Cancel { now: 0 });
+        assert_eq!(waiting.state, TaskState::Cancelled);
     }
 
     #[test]

@@ -496,14 +496,7 @@ async fn init(
             format!("init did not finish within {timeout_secs} s (execution {execution})"),
         )),
         _ => {
-            let why = report
-                .stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .filter(|_| !report.message.is_empty() || report.exit_code.is_some())
-                .unwrap_or_else(|| report.message.clone());
+            let why = report.failure();
             Err(Stop::Failed(
                 MachineState::InitFailed,
                 format!("init failed with {ended}: {why} (execution {execution})"),

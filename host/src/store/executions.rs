@@ -127,6 +127,17 @@ impl HostReport {
             finished_at: None,
         }
     }
+
+    /// Why the host failed, in one line: the last line it wrote to stderr
+    /// (what a failing command usually says), else DCP's message.
+    #[must_use]
+    pub fn failure(&self) -> String {
+        self.stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map_or_else(|| self.message.clone(), str::to_owned)
+    }
 }
 
 #[derive(FromRow)]

@@ -23,6 +23,10 @@ const TEMPLATE_DEPENDENTS: &[Dependent] = &[
 /// Task states that hold their pool: a later task waits or is refused.
 const ACTIVE: &str = "('pending', 'running', 'paused')";
 
+/// Selects the tasks ahead of `t` on its pool (non-empty: `t` waits).
+const QUEUED: &str = "select 1 from tasks o where o.pool_id = t.pool_id and o.id < t.id \
+     and o.state in ('pending', 'running', 'paused')";
+
 /// A stored task template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskTemplateRecord {
@@ -448,6 +452,17 @@ impl Store {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
+    /// Whether a task waits behind an earlier one on its pool.
+    pub async fn is_queued(&self, id: i64) -> Result<bool> {
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "select t.id from tasks t where t.id = $1 and exists ({QUEUED})"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// The task holding a pool (running, paused or first in line), if any.
     pub async fn active_task(&self, pool_id: i64) -> Result<Option<(i64, String, String)>> {
         Ok(sqlx::query_as(&format!(
@@ -480,11 +495,12 @@ impl Store {
     /// replicas never claim the same task.
     pub async fn claim_tasks(&self, owner: &str, ttl_ms: i64, limit: u32) -> Result<Vec<i64>> {
         let now = now_millis();
+        // A queued task (an earlier one holds its pool) is claimed only to
+        // carry out a command (pause, cancel); it does not start.
         let wanted = format!(
-            "(t.state in ('pending', 'running') or t.command is not null) \
-             and (t.lease_until is null or t.lease_until < $1) \
-             and not exists (select 1 from tasks o where o.pool_id = t.pool_id and o.id < t.id \
-                             and o.state in {ACTIVE})"
+            "((t.state in ('pending', 'running') and not exists ({QUEUED})) \
+              or t.command is not null) \
+             and (t.lease_until is null or t.lease_until < $1)"
         );
         let mut tx = self.pool.begin().await?;
         let lock = if self.backend == Backend::Postgres {
