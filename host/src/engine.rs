@@ -19,9 +19,12 @@ pub use self::steps::Builtins;
 
 use std::{
     collections::HashSet,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
 };
+
+use futures_util::FutureExt as _;
 
 use dcp_api_types::{
     NodeCounts, StepSpec, StepState, Task, TaskDetail, TaskInput, TaskKind, TaskNode,
@@ -758,9 +761,9 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
         (engine.settings.lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
     let mut wake_at: Option<i64> = None;
 
-    // A command asked while no one drove the task comes first (a paused
-    // task is claimed only to be resumed, retried or cancelled).
-    // A queued task is claimed only for its command; it starts in its turn.
+    // A queued task is claimed only for its command (pause, cancel); it
+    // starts in its turn. A paused or ended one is claimed only for its
+    // command (resume, retry, cancel), which then applies.
     let mut pending = Vec::new();
     if !(driven.plan.state == TaskState::Pending && store.is_queued(id).await?) {
         pending.push(Event::Claimed { now: now_ms() });
@@ -778,7 +781,15 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                         let record = driven.nodes[node].clone();
                         let abort = abort.child_token();
                         in_flight.spawn(async move {
-                            let done = context.run(&record, step, rerun, &abort).await;
+                            // A panicking step fails its node, not the task.
+                            let done = AssertUnwindSafe(context.run(&record, step, rerun, &abort))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| {
+                                    StepOutcome::failed(
+                                        "the step panicked (a DCP bug; see the server log)",
+                                    )
+                                });
                             (node, step, done)
                         });
                     }
@@ -830,13 +841,9 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
         });
         tokio::select! {
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
-                let (node, step, done) = match joined {
-                    Ok(v) => v,
-                    Err(e) => {
-                        tracing::error!(task = id, "a step panicked: {e}");
-                        continue;
-                    }
-                };
+                // Steps are never aborted through the set and catch their
+                // panics, so a join error cannot happen.
+                let Ok((node, step, done)) = joined else { continue };
                 if let Some(facts) = done.node {
                     let n = &mut driven.nodes[node];
                     n.node_id = Some(facts.node_id);

@@ -331,3 +331,34 @@ fn components_outside_the_contract_are_refused_by_name() {
         "{garbage}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_instance_slots_waits_instead_of_failing() {
+    // 300 calls at once, each parked 300 ms in a host HTTP call: more than
+    // the 128 pooled instances, as a 1000-node expand makes.
+    let web = web_server("127.20.0.3", Duration::from_millis(300)).await;
+    let grant = OriginGrant::parse(&format!("{web}#private")).unwrap();
+    let calls: Vec<_> = (0..300)
+        .map(|_| {
+            let plugin = provider(
+                &serde_json::json!({"mode": "slow-host", "url": web}),
+                Grants {
+                    origins: vec![grant.clone()],
+                    limits: limits(Duration::from_secs(5)),
+                    ..Grants::default()
+                },
+            );
+            tokio::spawn(async move { plugin.list_regions().await })
+        })
+        .collect();
+    let started = Instant::now();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // Three waves of at most 128, not one.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -27,11 +27,21 @@ use super::{
 /// least this often.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Component instances the pooling allocator keeps slots for: also how many
+/// plugin calls run at once (more wait for a slot).
+const POOL_INSTANCES: u32 = 128;
+
+/// Calls at once with the on-demand allocator (each maps its own memory).
+const ON_DEMAND_CALLS: usize = 512;
+
 /// Compiles and runs plugins. One per process; cheap to share.
 pub struct Runtime {
     engine: Engine,
     linkers: HashMap<World, Linker<HostState>>,
     pooling: bool,
+    /// One permit per call in flight. Without it, a burst beyond the pool's
+    /// slots (a 1000-node expand) would fail to instantiate instead of waiting.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -93,10 +103,16 @@ impl Runtime {
                 linker(&engine, world).map_err(|e| anyhow::anyhow!("{e}"))?,
             );
         }
+        let slots = if pooling {
+            POOL_INSTANCES as usize
+        } else {
+            ON_DEMAND_CALLS
+        };
         Ok(Arc::new(Self {
             engine,
             linkers,
             pooling,
+            slots: Arc::new(tokio::sync::Semaphore::new(slots)),
         }))
     }
 
@@ -188,7 +204,7 @@ fn config(pooling: bool) -> Config {
         // Each slot reserves address space (not memory) for a whole linear
         // memory; these sizes keep one engine under a terabyte of it.
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(128)
+        pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(1024)
             .total_memories(192)
             .total_tables(256)
@@ -385,6 +401,11 @@ impl Plugin {
         body: impl FnOnce(Store<HostState>, Instance) -> GuestFuture<T> + Send + 'static,
     ) -> Result<T, Error> {
         let limits = grants.limits;
+        // Waiting for a slot does not count against the call's own time limit.
+        let _slot = Arc::clone(&self.runtime.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| self.error(call, Failure::Timeout(limits.timeout)))?;
         let info = CallInfo {
             plugin: format!("{}@{}", self.name, self.version),
             call,
