@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use dcp_api_types::{
     Cluster, ContainerSpec, MachineTemplate, PageQuery, Pool, PoolInput, PortMapping, PortProtocol,
-    RestartPolicy, Service, ServiceInput, TaskTemplate, TemplatePurpose,
+    RestartPolicy, Service, ServiceInput, TaskTemplate, TemplatePurpose, VolumeMount,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::components::A;
@@ -66,6 +66,43 @@ fn ports_text(ports: &[PortMapping]) -> String {
         .join(", ")
 }
 
+/// `/host/path:/container/path[:ro]` lines.
+fn parse_volumes(text: &str) -> Result<Vec<VolumeMount>, ApiError> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (paths, read_only) = match l.strip_suffix(":ro") {
+                Some(paths) => (paths, true),
+                None => (l, false),
+            };
+            paths
+                .split_once(':')
+                .map(|(host, container)| VolumeMount {
+                    host_path: host.to_owned(),
+                    container_path: container.to_owned(),
+                    read_only,
+                })
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "container.volumes",
+                        format!("{l:?} is not /host/path:/container/path[:ro]"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn volumes_text(volumes: &[VolumeMount]) -> String {
+    volumes
+        .iter()
+        .map(|v| {
+            let ro = if v.read_only { ":ro" } else { "" };
+            format!("{}:{}{ro}\n", v.host_path, v.container_path)
+        })
+        .collect()
+}
+
 /// `KEY=value` lines.
 fn parse_env(text: &str) -> Result<BTreeMap<String, String>, ApiError> {
     text.lines()
@@ -101,6 +138,7 @@ struct ServiceEditor {
     image: RwSignal<String>,
     ports: RwSignal<String>,
     env: RwSignal<String>,
+    volumes: RwSignal<String>,
     restart: RwSignal<String>,
     cpu: RwSignal<String>,
     memory: RwSignal<String>,
@@ -120,6 +158,7 @@ impl ServiceEditor {
             service_type: text(|s| s.service_type.clone()),
             image: text(|s| s.image.clone()),
             ports: text(|s| ports_text(&s.container.ports)),
+            volumes: text(|s| volumes_text(&s.container.volumes)),
             env: text(|s| {
                 s.container
                     .env
@@ -186,7 +225,7 @@ impl ServiceEditor {
             container: ContainerSpec {
                 ports: parse_ports(&self.ports.get_untracked())?,
                 env: parse_env(&self.env.get_untracked())?,
-                volumes: Vec::new(),
+                volumes: parse_volumes(&self.volumes.get_untracked())?,
                 restart_policy: serde_json::from_value(serde_json::Value::String(
                     self.restart.get_untracked(),
                 ))
@@ -399,7 +438,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
             view! {
                 <Modal title on_close=Callback::new(move |()| service_editor.set(None))>
                     <form id="service-form" class="wide" novalidate on:submit=save_service>
-                        <ErrorBanner error=ed.error all=true shown=vec!["cluster_id".into(), "name".into(), "image".into(), "description".into(), "service_type".into(), "container.ports".into(), "container.env".into()]/>
+                        <ErrorBanner error=ed.error all=true shown=vec!["cluster_id".into(), "name".into(), "image".into(), "description".into(), "service_type".into(), "container.ports".into(), "container.env".into(), "container.volumes".into()]/>
                         <Labelled field="cluster_id" id="service-cluster" label="Cluster" error=ed.error>
                             <select id="service-cluster" on:change=move |ev| ed.cluster.set(event_target_value(&ev))>
                                 <option value="" selected=move || ed.cluster.get().is_empty()>"Choose…"</option>
@@ -418,6 +457,9 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                         </Labelled>
                         <Labelled field="container.env" id="service-env" label="Environment" error=ed.error hint="KEY=value, one per line">
                             <textarea id="service-env" class="code" rows="3" bind:value=ed.env></textarea>
+                        </Labelled>
+                        <Labelled field="container.volumes" id="service-volumes" label="Volumes" error=ed.error hint="/host/path:/container/path, :ro for read-only; one per line">
+                            <textarea id="service-volumes" class="code" rows="2" bind:value=ed.volumes></textarea>
                         </Labelled>
                         <Labelled field="container.restart_policy" id="service-restart" label="Restart" error=ed.error>
                             <select id="service-restart" on:change=move |ev| ed.restart.set(event_target_value(&ev))>
@@ -494,5 +536,16 @@ mod tests {
         assert_eq!(ports[1].protocol, PortProtocol::Udp);
         assert_eq!(ports_text(&ports), "8080:80, 53/udp");
         assert!(parse_ports("http").is_err());
+    }
+
+    #[test]
+    fn volumes_read_and_print_alike() {
+        let volumes = parse_volumes("/srv/data:/data\n/etc/app:/etc/app:ro\n").unwrap();
+        assert!(!volumes[0].read_only && volumes[1].read_only);
+        assert_eq!(
+            volumes_text(&volumes),
+            "/srv/data:/data\n/etc/app:/etc/app:ro\n"
+        );
+        assert!(parse_volumes("/only-one").is_err());
     }
 }

@@ -825,8 +825,12 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
             }
         }
         // Cleared only once its effects are stored: a reader never sees
-        // the command gone and the task not yet changed.
-        if let Some(command) = carried.take() {
+        // the command gone and the task not yet changed. A pause stays until
+        // the task is paused, so a process dying at the step boundary does
+        // not lose it.
+        if let Some(command) = carried.take()
+            && !(command == "pause" && driven.plan.state == TaskState::Running)
+        {
             store.clear_task_command(id, &command).await?;
         }
         if driven.plan.state != TaskState::Running && in_flight.is_empty() {

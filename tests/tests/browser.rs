@@ -703,11 +703,18 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     let error = text_of(&c, ".field-error[data-field=\"container.ports\"]").await;
     assert!(error.contains("8080:http"), "{error}");
     fill(&c, "#service-ports", "8080:80").await;
+    fill(&c, "#service-volumes", "/tmp/dcp-web-ui:/www-extra:ro").await;
     click(&c, "#service-save").await;
     let row = text_of(&c, "tr[data-name=\"web-ui\"]").await;
     assert!(
         row.contains("8080:80") && row.contains("dcp-test/web:1"),
         "{row}"
+    );
+    let saved = cloud.api.get("/api/v1/services").await;
+    assert_eq!(
+        saved["items"][0]["container"]["volumes"],
+        json!([{"host_path": "/tmp/dcp-web-ui", "container_path": "/www-extra", "read_only": true}]),
+        "{saved}"
     );
     click(&c, "tr[data-name=\"web-ui\"] [data-test=\"new-pool\"]").await;
     fill(&c, "#pool-name", "web-ui-a").await;
