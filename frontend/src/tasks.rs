@@ -161,8 +161,14 @@ pub(crate) fn TaskPage() -> impl IntoView {
                 match api::task_action(id, action).await {
                     Ok(_) => {
                         error.set(None);
-                        // A stream that ended with the task starts again.
-                        follow(id, detail);
+                        // The stream ended with the task (retry reopens it);
+                        // otherwise it is still open and shows the change.
+                        if detail
+                            .get_untracked()
+                            .is_some_and(|d| d.task.state.is_final())
+                        {
+                            follow(id, detail);
+                        }
                     }
                     Err(e) => error.set(Some(e)),
                 }
