@@ -79,6 +79,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
         (name = "executions", description = "Run commands on many hosts over SSH; trusted host keys"),
         (name = "orchestration", description = "Services, their pools and the pools' nodes"),
         (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
+        (name = "tasks", description = "Task templates and tasks: expand, shrink, deploy and ad-hoc work on pools, followed live"),
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))

@@ -40,7 +40,7 @@ use crate::{
     machines,
     store::{
         self, NewTask, PoolRecord, Store, TaskNodeRecord, TaskRecord, TaskStepRecord,
-        TaskTemplateRecord,
+        TaskTemplateRecord, now_millis as now_ms,
     },
     validate::Invalid,
 };
@@ -167,16 +167,8 @@ pub struct Engine {
     driving: Mutex<HashSet<i64>>,
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
-        .unwrap_or(i64::MAX)
-}
-
 fn ms_time(ms: i64) -> String {
-    rfc3339(
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-    )
+    rfc3339(store::datetime(ms))
 }
 
 fn corrupt(column: &'static str, value: &str) -> store::Error {
@@ -191,8 +183,7 @@ fn parse<T: serde::de::DeserializeOwned>(column: &'static str, value: &str) -> R
 }
 
 fn name<T: serde::de::DeserializeOwned>(column: &'static str, value: &str) -> Result<T, Error> {
-    serde_json::from_value(serde_json::Value::String(value.to_owned()))
-        .map_err(|_| corrupt(column, value).into())
+    Ok(store::parse_name(column, value)?)
 }
 
 fn template_to_api(t: TaskTemplateRecord) -> Result<TaskTemplate, Error> {
@@ -543,9 +534,9 @@ impl Engine {
 
     /// A task with every node × step.
     pub async fn detail(&self, id: i64) -> Result<TaskDetail, Error> {
-        let task = self.task(id).await?;
         let record = self.store.task(id).await?;
         let steps: Vec<StepSpec> = parse("tasks.steps", &record.steps)?;
+        let task = task_to_api(record, &self.store.task_node_counts(&[id]).await?)?;
         let rows = self.store.task_steps(id).await?;
         let nodes = self
             .store

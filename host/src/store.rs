@@ -322,7 +322,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
 }
 
 /// The current time in the store's representation: milliseconds since the epoch.
-fn now_millis() -> i64 {
+pub(crate) fn now_millis() -> i64 {
     millis(OffsetDateTime::now_utc())
 }
 
@@ -331,13 +331,16 @@ fn millis(at: OffsetDateTime) -> i64 {
 }
 
 /// A stored timestamp as a date-time; out-of-range values clamp to the epoch.
-fn datetime(millis: i64) -> OffsetDateTime {
+pub(crate) fn datetime(millis: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// A stored enum name (e.g. a state) as its type.
-fn parse_name<T: serde::de::DeserializeOwned>(column: &'static str, value: &str) -> Result<T> {
+pub(crate) fn parse_name<T: serde::de::DeserializeOwned>(
+    column: &'static str,
+    value: &str,
+) -> Result<T> {
     serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|_| {
         Error::Corrupt {
             column,

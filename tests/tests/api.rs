@@ -141,7 +141,14 @@ async fn every_api_route_but_login_requires_credentials() {
         .await;
     assert_eq!(doc.status, StatusCode::OK);
     let paths = doc.body["paths"].as_object().unwrap();
-    assert!(paths.contains_key("/api/v1/clusters"), "{paths:?}");
+    for path in [
+        "/api/v1/clusters",
+        "/api/v1/task-templates",
+        "/api/v1/tasks/{id}/{action}",
+        "/api/v1/tasks/{id}/events",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing: {paths:?}");
+    }
     let mut checked = 0;
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
