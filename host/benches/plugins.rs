@@ -111,8 +111,9 @@ fn main() {
 async fn run() {
     let runtime = Runtime::new().unwrap();
     println!(
-        "# plugin benchmark (pooling allocator: {})",
-        runtime.pooling()
+        "# plugin benchmark (pooling allocator: {}, slots reset page by page: {})",
+        runtime.pooling(),
+        runtime.resets_by_page()
     );
 
     println!("\n## compile (Component::new + checks + InstancePre), median of 5");

@@ -362,3 +362,35 @@ async fn a_burst_beyond_the_instance_slots_waits_instead_of_failing() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_call_sees_what_an_earlier_call_left_in_memory() {
+    // Pooled slots keep the pages a call wrote mapped and rewrite them in
+    // place (where the kernel has PAGEMAP_SCAN); every call must still start
+    // from the plugin's initial memory. The guest reads all of its memory
+    // for the counter and marks the calls before it left.
+    let plugin = provider(&serde_json::json!({"mode": "remember"}), Grants::default());
+    let fresh = ["calls-before=0", "marks-seen=0"];
+    // One after another, as a slot is reused by the next call...
+    for _ in 0..5 {
+        let seen = plugin.list_regions().await.unwrap();
+        assert_eq!(
+            seen.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            fresh
+        );
+    }
+    // ...and many at once, across slots.
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let plugin = plugin.clone();
+            tokio::spawn(async move { plugin.list_regions().await })
+        })
+        .collect();
+    for call in calls {
+        let seen = call.await.unwrap().unwrap();
+        assert_eq!(
+            seen.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+            fresh
+        );
+    }
+}
