@@ -5,6 +5,12 @@
 //! `sshd` on its own 127.21.x.y, a no-op init (`true`) over SSH, and the
 //! service's container started on the local dockerd with its port published
 //! on the node's address. Prints the wall time and where it went, per step.
+//!
+//! Before it, the floor no orchestrator can go below on this machine: the
+//! same number of containers started by `docker run` alone (same image, a
+//! port published on its own loopback address each), 8 at a time, no SSH,
+//! no DCP; they are removed again before DCP's run. `DCP_BENCH_FLOOR=0`
+//! skips it.
 
 #![allow(
     missing_docs,
@@ -46,8 +52,14 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
-    let _containers = Cleanup::new("bench-web");
     let image = web_image("1");
+    // First, on the same empty daemon DCP then gets: `docker run` slows as
+    // containers pile up, so the order of the two runs matters less than
+    // that both start from none.
+    if std::env::var("DCP_BENCH_FLOOR").as_deref() != Ok("0") {
+        docker_floor(nodes, &image).await;
+    }
+    let _containers = Cleanup::new("bench-web");
     let cloud = Cloud::start_on(
         Delays {
             pending: Duration::ZERO,
@@ -127,9 +139,93 @@ async fn main() {
             percentile(&took, 1.0)
         );
     }
+    // The containers' phase as a whole, comparable with the floor below.
+    let services = detail["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["steps"][1]);
+    let first = services
+        .clone()
+        .filter(|s| !s["started_at"].is_null())
+        .map(|s| millis(&s["started_at"]))
+        .fold(f64::INFINITY, f64::min);
+    let mut done: Vec<f64> = services
+        .filter(|s| !s["finished_at"].is_null())
+        .map(|s| (millis(&s["finished_at"]) - first) / 1000.0)
+        .collect();
+    done.sort_by(f64::total_cmp);
+    println!(
+        "  containers from the first docker run: half done at {:.1} s, all at {:.1} s",
+        percentile(&done, 0.5),
+        percentile(&done, 1.0)
+    );
+    // Why nodes failed, most common first: a benchmark that hides its
+    // failures measures nothing.
+    let mut reasons = std::collections::BTreeMap::<String, u32>::new();
+    for node in detail["nodes"].as_array().unwrap() {
+        for step in node["steps"].as_array().unwrap() {
+            if step["state"] == "failed" {
+                let error = step["error"].as_str().unwrap_or_default();
+                // docker's own words, not its "See 'docker run --help'".
+                let line = error
+                    .lines()
+                    .find(|line| line.contains("Error"))
+                    .or_else(|| error.lines().next())
+                    .unwrap_or_default();
+                *reasons.entry(line.chars().take(200).collect()).or_default() += 1;
+            }
+        }
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    for (reason, count) in reasons.iter().take(5) {
+        println!("  failed x{count}: {reason}");
+    }
     println!(
         "  simulator instances: {}, containers: {}",
         cloud.sim.instances().len(),
         containers_of("bench-web").len()
+    );
+}
+
+/// `nodes` containers by `docker run` alone, `CONCURRENCY` at a time.
+async fn docker_floor(nodes: u32, image: &str) {
+    const CONCURRENCY: usize = 8;
+    let _containers = Cleanup::new("bench-floor");
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let started = Instant::now();
+    let runs: Vec<_> = (0..nodes)
+        .map(|i| {
+            let slots = std::sync::Arc::clone(&slots);
+            let image = image.to_owned();
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await.unwrap();
+                let status = tokio::process::Command::new("docker")
+                    .args(["run", "-d", "--name", &format!("bench-floor-{i}")])
+                    .args(["--label", "dcp.service=bench-floor", "-p"])
+                    .arg(format!("127.22.{}.{}:8080:80", i / 250, i % 250 + 1))
+                    .arg(&image)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .await
+                    .unwrap();
+                assert!(status.success(), "docker run {i}: {status}");
+                started.elapsed()
+            })
+        })
+        .collect();
+    let mut done = Vec::with_capacity(runs.len());
+    for run in runs {
+        done.push(run.await.unwrap().as_secs_f64());
+    }
+    done.sort_by(f64::total_cmp);
+    let half = percentile(&done, 0.5);
+    let all = percentile(&done, 1.0);
+    // Printed before the guard removes the containers, which takes a while.
+    println!(
+        "floor: {nodes} containers by `docker run` alone, {CONCURRENCY} at a time: {all:.1} s \
+         (first half {half:.1} s, second half {:.1} s)",
+        all - half
     );
 }
