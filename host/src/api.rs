@@ -13,6 +13,7 @@ pub mod error;
 mod executions;
 pub mod extract;
 mod machines;
+mod openapi;
 mod plugins;
 mod services;
 mod session;
@@ -122,9 +123,11 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(services::router())
         .merge(tasks::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))
-        .split_for_parts()
+        .split_for_parts();
+    openapi::complete(&mut doc);
+    (routes, doc)
 }
 
 /// The whole HTTP application: API, docs, health, metrics and the web UI.

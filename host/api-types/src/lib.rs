@@ -47,8 +47,10 @@ impl<T> Page<T> {
 #[serde(default)]
 pub struct PageQuery {
     /// 1-based page number.
+    #[cfg_attr(feature = "openapi", param(minimum = 1, default = 1))]
     pub page: u32,
     /// Items per page, 1 to [`PageQuery::MAX_PER_PAGE`].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200, default = 20))]
     pub per_page: u32,
 }
 
@@ -171,12 +173,15 @@ pub struct Cluster {
 pub struct ClusterInput {
     /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
     pub name: String,
     /// Free text, at most 1024 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// The business line that owns the cluster, at most 64 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub business_line: String,
 }
 
@@ -234,6 +239,7 @@ pub struct User {
 pub struct TokenInput {
     /// A label to recognise the token by, 1–64 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "\\S"))]
     pub name: String,
 }
 
@@ -349,8 +355,9 @@ pub struct CapabilityDiff {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct PluginTestRequest {
-    /// The plugin instance configuration to check and use (a JSON object).
-    #[serde(default)]
+    /// The plugin instance configuration to check and use (a JSON object;
+    /// absent means `{}`).
+    #[serde(default = "machines::empty_object")]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: serde_json::Value,
 }

@@ -37,6 +37,7 @@ pub struct Account {
 #[serde(deny_unknown_fields)]
 pub struct AccountInput {
     /// Unique name: 1–64 characters.
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "\\S"))]
     pub name: String,
     /// The cloud-provider plugin; it must be active.
     pub provider: String,
@@ -45,13 +46,14 @@ pub struct AccountInput {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     /// The public half of the key.
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 256, pattern = "\\S"))]
     pub key_id: String,
     /// The secret half: required when creating; omit on update to keep it.
     #[serde(default)]
     pub secret: Option<String>,
 }
 
-fn empty_object() -> Value {
+pub(crate) fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
@@ -243,9 +245,11 @@ pub struct MachineTemplate {
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
     /// Unique name: 1–64 characters.
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "\\S"))]
     pub name: String,
     /// What it is for.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// The cloud account.
     pub account_id: i64,

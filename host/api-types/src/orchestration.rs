@@ -131,12 +131,15 @@ pub struct ServiceInput {
     /// The cluster.
     pub cluster_id: i64,
     /// Unique name.
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
     pub name: String,
     /// Free text.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// A label.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub service_type: String,
     /// The image with its tag.
     pub image: String,
@@ -190,9 +193,11 @@ pub struct PoolInput {
     /// The service.
     pub service_id: i64,
     /// Unique name.
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
     pub name: String,
     /// Free text.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// The machine template new nodes are made from.
     #[serde(default)]

@@ -102,9 +102,11 @@ pub struct ParamDef {
 pub struct CommandInput {
     /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
     pub name: String,
     /// Free text, at most 1024 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// How the command runs.
     #[serde(default)]
@@ -155,9 +157,11 @@ pub struct NameFilter {
 pub struct CommandGroupInput {
     /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
     pub name: String,
     /// Free text, at most 1024 characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// The commands to run, in order (a command may appear more than once).
     #[serde(default)]
@@ -516,10 +520,11 @@ pub struct ExecutionFilter {
 }
 
 /// An event of `GET /api/v1/executions/{id}/events` (server-sent events).
-/// The SSE `event:` field is the variant's name.
+/// The SSE `event:` field names the variant (`snapshot`, `host`,
+/// `execution`); its `data:` is the variant's value alone, untagged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+#[serde(untagged)]
 pub enum ExecutionEvent {
     /// The whole execution, sent first on every connection.
     Snapshot(Execution),

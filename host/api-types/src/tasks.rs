@@ -132,9 +132,11 @@ pub struct TaskTemplate {
 #[serde(deny_unknown_fields)]
 pub struct TaskTemplateInput {
     /// Unique name.
+    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
     pub name: String,
     /// Free text.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1024))]
     pub description: String,
     /// Which rules apply.
     pub purpose: TemplatePurpose,

@@ -138,7 +138,7 @@ struct LookupPath {
     get, path = "/accounts/{id}/lookups/{kind}", tag = "machines",
     params(
         ("id" = i64, Path, description = "Account id"),
-        ("kind" = LookupKind, Path, description = "What to look up"),
+        ("kind" = inline(LookupKind), Path, description = "What to look up"),
         LookupQuery,
     ),
     responses(
@@ -418,6 +418,7 @@ async fn machine_key(
 struct FleetQuery {
     /// Hours to cover, 1–720 (default 48).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 720)]
     hours: Option<u32>,
 }
 

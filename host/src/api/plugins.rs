@@ -293,7 +293,7 @@ async fn set_plugin_limits(
     responses(
         (status = 200, description = "What the plugin answered", body = PluginTestResult),
         (status = 409, description = "Not approved yet", body = ErrorBody),
-        (status = 422, description = "The plugin failed to describe itself", body = ErrorBody),
+        (status = 422, description = "`config` is not an object, or the plugin failed to describe itself", body = ErrorBody),
     )
 )]
 async fn test_plugin(
@@ -301,6 +301,11 @@ async fn test_plugin(
     Path(Id { id }): Path<Id>,
     Json(request): Json<PluginTestRequest>,
 ) -> Result<Json<PluginTestResult>> {
+    // The document promises an object; a plugin handed `[]` or `5` would
+    // only refuse it later, less clearly.
+    if !request.config.is_object() {
+        return Err(Error::validation("config", "must be a JSON object"));
+    }
     let record = state.store.plugin_version(id).await?;
     let probe = state
         .plugins

@@ -179,6 +179,7 @@ struct Control {
     /// The task.
     id: i64,
     /// `pause`, `resume`, `retry` (the failed nodes) or `cancel`.
+    #[param(pattern = "^(pause|resume|retry|cancel)$")]
     action: String,
 }
 
