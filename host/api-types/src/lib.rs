@@ -173,7 +173,15 @@ pub struct Cluster {
 pub struct ClusterInput {
     /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z0-9_-]+$"
+        )
+    )]
     pub name: String,
     /// Free text, at most 1024 characters.
     #[serde(default)]
@@ -239,7 +247,10 @@ pub struct User {
 pub struct TokenInput {
     /// A label to recognise the token by, 1–64 characters.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, max_length = 64, pattern = "\\S")
+    )]
     pub name: String,
 }
 
@@ -401,15 +412,21 @@ pub struct PluginWorlds {
 #[serde(default, deny_unknown_fields)]
 pub struct PluginLimits {
     /// Wall-clock time per call, guest and host work together (1–600 s; default 30).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 600))]
     pub timeout_secs: Option<u64>,
     /// Linear memory per call (1–1024 MiB; default 64).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub memory_mib: Option<u64>,
     /// Log lines kept per call (default 1,000).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 100_000))]
     pub log_lines: Option<u64>,
     /// Log bytes kept per call, in KiB (default 1,024).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 65_536))]
     pub log_kib: Option<u64>,
     /// Largest HTTP response a call may receive, in MiB (default 16).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 256))]
     pub http_response_mib: Option<u64>,
     /// Output kept per SSH command and stream, in KiB (default 1,024).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65_536))]
     pub ssh_output_kib: Option<u64>,
 }

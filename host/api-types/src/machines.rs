@@ -37,7 +37,10 @@ pub struct Account {
 #[serde(deny_unknown_fields)]
 pub struct AccountInput {
     /// Unique name: 1–64 characters.
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, max_length = 64, pattern = "\\S")
+    )]
     pub name: String,
     /// The cloud-provider plugin; it must be active.
     pub provider: String,
@@ -46,7 +49,10 @@ pub struct AccountInput {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub config: Value,
     /// The public half of the key.
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 256, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, max_length = 256, pattern = "\\S")
+    )]
     pub key_id: String,
     /// The secret half: required when creating; omit on update to keep it.
     #[serde(default)]
@@ -245,7 +251,10 @@ pub struct MachineTemplate {
 #[serde(deny_unknown_fields)]
 pub struct TemplateInput {
     /// Unique name: 1–64 characters.
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "\\S"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, max_length = 64, pattern = "\\S")
+    )]
     pub name: String,
     /// What it is for.
     #[serde(default)]

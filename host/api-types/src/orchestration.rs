@@ -85,9 +85,11 @@ pub struct ContainerSpec {
     pub restart_policy: RestartPolicy,
     /// CPU cores the container may use (e.g. 0.5).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 256))]
     pub cpu_limit: Option<f64>,
     /// Memory the container may use, in MiB.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 6, maximum = 4_194_304))]
     pub memory_limit_mb: Option<u64>,
     /// Replaces the image's entrypoint.
     #[serde(default)]
@@ -131,7 +133,15 @@ pub struct ServiceInput {
     /// The cluster.
     pub cluster_id: i64,
     /// Unique name.
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z0-9_-]+$"
+        )
+    )]
     pub name: String,
     /// Free text.
     #[serde(default)]
@@ -142,6 +152,7 @@ pub struct ServiceInput {
     #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub service_type: String,
     /// The image with its tag.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub image: String,
     /// How the container runs.
     #[serde(default)]
@@ -193,7 +204,15 @@ pub struct PoolInput {
     /// The service.
     pub service_id: i64,
     /// Unique name.
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z0-9_-]+$"
+        )
+    )]
     pub name: String,
     /// Free text.
     #[serde(default)]

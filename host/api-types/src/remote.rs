@@ -78,6 +78,15 @@ impl ParamType {
 pub struct ParamDef {
     /// 1–64 characters of `a-z`, `0-9` and `_`, starting with a letter.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z][a-z0-9_]*$"
+        )
+    )]
     pub name: String,
     /// The value's type.
     #[serde(rename = "type", default)]
@@ -102,7 +111,15 @@ pub struct ParamDef {
 pub struct CommandInput {
     /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z0-9_-]+$"
+        )
+    )]
     pub name: String,
     /// Free text, at most 1024 characters.
     #[serde(default)]
@@ -114,6 +131,10 @@ pub struct CommandInput {
     /// The command line (`shell`), the script (`longscript`) or the module
     /// call as JSON (`expert`); `{{param}}` placeholders are filled at run time.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(required = true, min_length = 1, pattern = "\\S")
+    )]
     pub script: String,
     /// The parameters its placeholders use.
     #[serde(default)]
@@ -157,7 +178,15 @@ pub struct NameFilter {
 pub struct CommandGroupInput {
     /// Unique name: 1–64 characters of `a-z`, `0-9`, `-` and `_`.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z0-9_-]+$"
+        )
+    )]
     pub name: String,
     /// Free text, at most 1024 characters.
     #[serde(default)]

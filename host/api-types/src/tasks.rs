@@ -70,15 +70,18 @@ pub struct StepSpec {
     pub params: BTreeMap<String, Value>,
     /// How many times a failed attempt is tried again (0–10).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 10))]
     pub retries: u32,
     /// Seconds between attempts (0–3600).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 3600))]
     pub retry_delay_secs: u32,
     /// A failure does not stop the node's pipeline.
     #[serde(default)]
     pub ignore_error: bool,
     /// Seconds one attempt may take (1–86400); 600 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     pub timeout_secs: Option<u32>,
 }
 
@@ -132,7 +135,15 @@ pub struct TaskTemplate {
 #[serde(deny_unknown_fields)]
 pub struct TaskTemplateInput {
     /// Unique name.
-    #[cfg_attr(feature = "openapi", schema(required = true, min_length = 1, max_length = 64, pattern = "^[a-z0-9_-]+$"))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            required = true,
+            min_length = 1,
+            max_length = 64,
+            pattern = "^[a-z0-9_-]+$"
+        )
+    )]
     pub name: String,
     /// Free text.
     #[serde(default)]
@@ -141,6 +152,7 @@ pub struct TaskTemplateInput {
     /// Which rules apply.
     pub purpose: TemplatePurpose,
     /// The steps, in order (1–50).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 50))]
     pub steps: Vec<StepSpec>,
 }
 
