@@ -551,10 +551,11 @@ impl Walker {
     /// A value the schema accepts, at `edge`.
     fn valid(&mut self, op: &Operation, schema: &Value, name: &str, edge: Edge) -> Value {
         let schema = self.resolve(schema).clone();
-        if let Some(example) = schema.get("example") {
-            if edge == Edge::Any && self.accepts(&schema, example) {
-                return example.clone();
-            }
+        if let Some(example) = schema.get("example")
+            && edge == Edge::Any
+            && self.accepts(&schema, example)
+        {
+            return example.clone();
         }
         if let Some(value) = schema.get("const") {
             return value.clone();
@@ -855,10 +856,9 @@ impl Walker {
             .listed_in(&SIDE_EFFECTS)
             .or_else(|| op.listed_in(&NO_VALID_INPUT));
         let mut base_params = self.valid_params(op, Edge::Low);
-        let base_body = match &body {
-            Some((_, schema)) => Some(self.valid(op, schema, "body", Edge::Low)),
-            None => None,
-        };
+        let base_body = body
+            .as_ref()
+            .map(|(_, schema)| self.valid(op, schema, "body", Edge::Low));
         let json_body = body
             .as_ref()
             .is_some_and(|(ct, _)| ct == "application/json");
@@ -873,10 +873,9 @@ impl Walker {
         if skip_valid.is_none() && (json_body || body.is_none()) {
             for edge in [Edge::Low, Edge::High, Edge::Any] {
                 let params = self.valid_params(op, edge);
-                let body = match &body {
-                    Some((_, schema)) => Some(self.valid(op, schema, "body", edge)),
-                    None => None,
-                };
+                let body = body
+                    .as_ref()
+                    .map(|(_, schema)| self.valid(op, schema, "body", edge));
                 let call = make(&params, body.as_ref());
                 let label = format!("valid input ({edge:?} edge)");
                 self.judge(op, &label, Intent::Valid, &call).await;
@@ -1034,7 +1033,7 @@ impl Walker {
                     .json()
                     .and_then(|v| v["error"]["field"].as_str().map(str::to_owned));
                 if let Some(field) = field
-                    && let Some(problem) = self.refused_valid(op, call, &field)
+                    && let Some(problem) = Self::refused_valid(op, call, &field)
                 {
                     problems.push(problem);
                 }
@@ -1059,7 +1058,7 @@ impl Walker {
     /// missing from the document, if it does. A parameter's schema says all
     /// it takes; so does a body field's, but for references to other
     /// objects (`…_id`) and the rules in [`RULES_NO_SCHEMA_SAYS`].
-    fn refused_valid(&self, op: &Operation, call: &Call, field: &str) -> Option<String> {
+    fn refused_valid(op: &Operation, call: &Call, field: &str) -> Option<String> {
         if op.parameters().iter().any(|p| p["name"] == field) {
             return Some(format!(
                 "the documented parameter `{field}` allows the value sent, yet the server \
