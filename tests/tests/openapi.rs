@@ -1240,3 +1240,63 @@ fn encode(text: &str) -> String {
     }
     out
 }
+
+/// What the walker cannot reach without a plugin or a running execution.
+#[tokio::test]
+async fn plugin_configs_are_objects_and_execution_events_are_untagged() {
+    let (state, _db) = Backend::Sqlite.state().await;
+    let admin = state
+        .store
+        .user_credentials("admin")
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    let token = state.auth.create_token(admin.id, "t").await.unwrap().1;
+    let app = dcp::app(state);
+    let send = |req: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let res = app.oneshot(req).await.unwrap();
+            let status = res.status();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&body).unwrap())
+        }
+    };
+    // The schema says `config` is an object; an array is refused naming it
+    // (before any plugin is looked up).
+    let (status, body) = send(
+        Request::post("/api/v1/plugins/1/test")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"config": []}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["field"], "config", "{body}");
+
+    // An event's data is the variant's value alone (the SSE event name
+    // says which), and so is the documented schema.
+    let (_, doc) = send(
+        Request::get("/api/v1/openapi.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let schema = &doc["components"]["schemas"]["ExecutionEvent"];
+    let variants: Vec<&str> = schema["oneOf"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ExecutionEvent: {schema}"))
+        .iter()
+        .map(|v| v["$ref"].as_str().unwrap_or_else(|| panic!("tagged: {v}")))
+        .collect();
+    assert_eq!(
+        variants,
+        [
+            "#/components/schemas/Execution",
+            "#/components/schemas/ExecutionHost",
+            "#/components/schemas/ExecutionSummary"
+        ]
+    );
+}
