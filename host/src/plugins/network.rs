@@ -148,10 +148,7 @@ fn non_public_v6(ip: Ipv6Addr) -> Option<&'static str> {
     // IPv4 address is the last 32 bits.
     if matches!(
         seg[..6],
-        [0, 0, 0, 0, 0, 0]
-            | [0, 0, 0, 0, 0, 0xffff]
-            | [0, 0, 0, 0, 0xffff, 0]
-            | [0x64, 0xff9b, 0, 0, 0, 0]
+        [0, 0, 0, 0, 0, 0 | 0xffff] | [0, 0, 0, 0, 0xffff, 0] | [0x64, 0xff9b, 0, 0, 0, 0]
     ) {
         return non_public_v4(v4_at(12, 0));
     }
