@@ -13,6 +13,7 @@ mod balancer;
 mod bindings;
 mod cloud;
 mod command;
+mod footprint;
 mod imports;
 pub mod manifest;
 pub mod network;
@@ -140,7 +141,7 @@ impl fmt::Display for World {
 /// raised or lowered them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Linear memory per call.
+    /// Memory per call: all linear memories and tables of its instances together.
     pub memory_bytes: usize,
     /// Wall-clock time per call, guest code and host imports together.
     pub timeout: Duration,

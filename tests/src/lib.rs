@@ -168,6 +168,20 @@ pub fn fixture_plugin(name: &str) -> Vec<u8> {
     })
 }
 
+/// A remote-command component with two linear memories, in two core
+/// instances, and `extra_memories` more, each in an instance of its own
+/// (`tests/fixtures/memory-hog.wat`): `plan(_, "N")` grows the two by N MiB
+/// each. Rust guests cannot be made to have several memories; this is
+/// written in WebAssembly text instead.
+#[must_use]
+pub fn memory_hog(extra_memories: usize) -> Vec<u8> {
+    let text = include_str!("../fixtures/memory-hog.wat").replace(
+        ";; EXTRA INSTANCES",
+        &"(core instance (instantiate $Hog))\n".repeat(extra_memories),
+    );
+    wat::parse_str(text).expect("tests/fixtures/memory-hog.wat is valid")
+}
+
 /// A built plugin: its component and its manifest.
 type Built = (Vec<u8>, String);
 

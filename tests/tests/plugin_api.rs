@@ -5,10 +5,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use axum::{Json, Router, routing::get};
-use dcp_tests::{Api, fixture_plugin, out_of_tree_plugin};
+use axum::{Json, Router, http::StatusCode, routing::get};
+use dcp_tests::{Api, ServerOptions, fixture_plugin, memory_hog, out_of_tree_plugin};
 use serde_json::{Value, json};
 
 /// An inventory endpoint on a loopback address of its own, answering after `delay`.
@@ -371,4 +377,96 @@ async fn operators_override_per_call_limits() {
 
     let (_, restored) = put(json!({})).await;
     assert_eq!(restored["limits"]["timeout_secs"], 30);
+}
+
+#[tokio::test]
+async fn components_with_many_memories_are_refused_at_upload() {
+    let api = Api::start().await;
+    let manifest = "name = \"hog\"\nversion = \"1.0.0\"\nworld = \"remote-command\"\n";
+    // 2 memories of its own and 15 more, each in an instance.
+    let (status, refused) = api.upload(&memory_hog(15), manifest).await;
+    assert_eq!(
+        (status, refused["error"]["field"].as_str()),
+        (422, Some("component")),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("17 linear memories") && message.contains("at most 4"),
+        "{message}"
+    );
+    // Within the limit it is accepted.
+    let (status, accepted) = api.upload(&memory_hog(2), manifest).await;
+    assert_eq!(status, 201, "{accepted}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_http_goes_direct_whatever_the_proxy_environment_says() {
+    // A proxy would resolve names itself, past the address policy: plugin
+    // requests must never use one, even when dcp's environment names one.
+    let proxied = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&proxied);
+    let proxy_app = Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { (StatusCode::BAD_GATEWAY, "proxied") }
+    });
+    let listener = tokio::net::TcpListener::bind(("127.20.1.21", 0))
+        .await
+        .unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, proxy_app).await });
+    let env = [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ]
+    .map(|k| (k.to_owned(), proxy.clone()))
+    .to_vec();
+    let api = Api::start_with(&ServerOptions {
+        env,
+        ..ServerOptions::default()
+    })
+    .await;
+
+    let allowed = inventory("127.20.1.22", Duration::ZERO).await;
+    let loopback = inventory("127.20.1.23", Duration::ZERO).await;
+    let (wasm, manifest) = out_of_tree_plugin("static-hosts");
+    let manifest =
+        manifest + &format!("\n[capabilities]\nhttp = [\"{allowed}#private\", \"{loopback}\"]\n");
+    let (status, upload) = api.upload(&wasm, &manifest).await;
+    assert_eq!(status, 201, "{upload}");
+    let id = upload["plugin"]["id"].as_i64().unwrap();
+    api.post(&format!("/api/v1/plugins/{id}/approve"), &json!({}))
+        .await;
+    let try_url = |url: String| {
+        let api = &api;
+        async move {
+            api.post(
+                &format!("/api/v1/plugins/{id}/test"),
+                &json!({"config": {"inventory_url": url}}),
+            )
+            .await
+            .1
+        }
+    };
+
+    let tried = try_url(format!("{allowed}/hosts")).await;
+    assert_eq!(tried["sample"], json!(["inv-1", "inv-2"]), "{tried}");
+    // A loopback origin granted without `#private` is still refused.
+    let denied = try_url(format!("{loopback}/hosts")).await;
+    let message = denied["sample_error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{denied}"));
+    assert!(
+        message.contains("capability denied") && message.contains("loopback"),
+        "{message}"
+    );
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "requests went through the proxy"
+    );
 }

@@ -10,10 +10,11 @@ use std::{
 };
 
 use axum::{Router, routing::get};
+use dcp::plugins::RemoteCommand;
 use dcp::plugins::{
     CloudProvider, Failure, Grants, Limits, OriginGrant, Plugin, Runtime, Secret, WasmPlugin,
 };
-use dcp_tests::fixture_plugin;
+use dcp_tests::{fixture_plugin, memory_hog};
 use hmac::{Hmac, Mac};
 
 static RUNTIME: LazyLock<Arc<Runtime>> = LazyLock::new(|| Runtime::new().unwrap());
@@ -24,6 +25,10 @@ static CHAOS: LazyLock<Arc<Plugin>> = LazyLock::new(|| {
             .unwrap(),
     )
 });
+
+/// Two linear memories, in two core instances (see [`memory_hog`]).
+static HOG: LazyLock<Arc<Plugin>> =
+    LazyLock::new(|| Arc::new(RUNTIME.load("hog", "1.0.0", &memory_hog(0)).unwrap()));
 
 const SECRET: &str = "s3cr3t-never-in-the-guest";
 
@@ -117,6 +122,48 @@ async fn allocating_past_the_cap_is_out_of_memory() {
     );
     assert_eq!(failure, Failure::OutOfMemory { limit: 64 << 20 });
     still_serving().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_memories_share_its_memory_limit() {
+    let hog = WasmPlugin::new(
+        Arc::clone(&HOG),
+        Grants {
+            limits: Limits {
+                memory_bytes: 32 << 20,
+                ..Limits::default()
+            },
+            ..Grants::default()
+        },
+    );
+    // 20 MiB each: either memory alone is within 32 MiB, the two are not.
+    // Another plugin's call at the same time is served.
+    let (grown, ()) = tokio::join!(hog.plan("grow", "20"), still_serving());
+    let err = grown.unwrap_err();
+    assert_eq!(
+        (err.call, err.failure),
+        ("plan", Failure::OutOfMemory { limit: 32 << 20 })
+    );
+    // 15 MiB each fits.
+    assert_eq!(hog.plan("grow", "15").await.unwrap(), "ok");
+    still_serving().await;
+}
+
+#[test]
+fn components_with_many_memories_are_refused_at_load() {
+    // Two memories of its own and 15 more, each in an instance: each call
+    // would take 17 of the pool's memory slots.
+    let refused = RUNTIME.load("hog", "2.0.0", &memory_hog(15)).unwrap_err();
+    assert!(
+        matches!(refused.failure, Failure::Incompatible(_)),
+        "{refused}"
+    );
+    let text = refused.to_string();
+    assert!(
+        text.contains("17 linear memories") && text.contains("at most 4"),
+        "{text}"
+    );
+    RUNTIME.load("hog", "2.0.0", &memory_hog(2)).unwrap();
 }
 
 #[tokio::test]

@@ -414,7 +414,7 @@ pub struct PluginLimits {
     /// Wall-clock time per call, guest and host work together (1–600 s; default 30).
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 600))]
     pub timeout_secs: Option<u64>,
-    /// Linear memory per call (1–1024 MiB; default 64).
+    /// Memory per call: all its linear memories and tables together (1–1024 MiB; default 64).
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub memory_mib: Option<u64>,
     /// Log lines kept per call (default 1,000).

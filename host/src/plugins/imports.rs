@@ -18,6 +18,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView, cli::IsTerminal, cli::Stdout
 use super::{
     Grants, Limits,
     bindings::dcp::plugin::{context, http, log, secrets, ssh, types},
+    footprint::{MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES},
     network::non_public,
 };
 use crate::plugins::{ErrorKind, PluginError};
@@ -111,47 +112,84 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps linear memory and remembers whether the cap was hit, so a failed
-/// call can be reported as out-of-memory rather than as a crash.
+/// Caps the memory of a call — all linear memories and tables of all its
+/// instances together, not each alone — and the number of instances,
+/// memories and tables it creates; remembers whether the cap was hit, so a
+/// failed call can be reported as out-of-memory rather than as a crash.
 pub(crate) struct Meter {
     limit: usize,
+    /// Bytes granted so far. A growth granted here that the memory itself
+    /// then refuses (past its declared maximum) still counts: wasmtime does
+    /// not say which growth failed, and erring this way never lets a call
+    /// past its cap.
+    used: usize,
     pub(crate) hit: bool,
 }
 
 impl Meter {
     fn new(limit: usize) -> Self {
-        Self { limit, hit: false }
+        Self {
+            limit,
+            used: 0,
+            hit: false,
+        }
     }
 
     pub(crate) fn limit(&self) -> usize {
         self.limit
+    }
+
+    /// Grants `bytes` more, or fails the call (a trap, not a failed
+    /// `memory.grow`: a guest allocator would only abort less clearly).
+    fn grow(&mut self, what: &str, bytes: usize) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_add(bytes);
+        if total > self.limit {
+            self.hit = true;
+            return Err(wasmtime::format_err!(
+                "memory limit: growing a {what} would bring the call's memories and tables to {total} bytes, the limit is {}",
+                self.limit
+            ));
+        }
+        self.used = total;
+        Ok(true)
     }
 }
 
 impl wasmtime::ResourceLimiter for Meter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.hit = true;
-            return Err(wasmtime::format_err!(
-                "memory limit: the plugin asked for {desired} bytes, the limit is {}",
-                self.limit
-            ));
-        }
-        Ok(true)
+        // A new memory arrives here too, growing from 0 to its initial size.
+        self.grow("linear memory", desired.saturating_sub(current))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        // Each table element takes a pointer's worth of host memory.
+        let elements = desired.saturating_sub(current);
+        self.grow(
+            "table",
+            elements.saturating_mul(std::mem::size_of::<usize>()),
+        )
+    }
+
+    fn instances(&self) -> usize {
+        MAX_CORE_INSTANCES as usize
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES as usize
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES as usize
     }
 }
 
@@ -333,7 +371,10 @@ impl http::Host for HostState {
         let timeout = request.timeout_ms.map_or(past_deadline, |ms| {
             Duration::from_millis(u64::from(ms)).min(past_deadline)
         });
+        // No proxy, whatever HTTP(S)_PROXY say: a proxy would resolve the
+        // name itself and reach whatever it points to there, past the check.
         let client = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .resolve_to_addrs(&host, &addrs)
             .timeout(timeout)

@@ -20,6 +20,7 @@ use super::{
         dcp::plugin::{context, http, log, secrets, ssh, types},
         exports::dcp::plugin::{balancer, cloud, command},
     },
+    footprint::{Footprint, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES},
     imports::{CallInfo, HostState, unix_ms_after},
 };
 
@@ -30,6 +31,12 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Component instances the pooling allocator keeps slots for: also how many
 /// plugin calls run at once (more wait for a slot).
 const POOL_INSTANCES: u32 = 128;
+
+/// Linear memories the pooling allocator keeps slots for. Each slot reserves
+/// address space for a whole memory, so there are fewer than
+/// `POOL_INSTANCES * MAX_MEMORIES`: a call also waits for as many of these
+/// as its component has memories, so no mix of components can drain them.
+const POOL_MEMORIES: u32 = 192;
 
 /// Calls at once with the on-demand allocator (each maps its own memory).
 const ON_DEMAND_CALLS: usize = 512;
@@ -60,6 +67,9 @@ pub struct Runtime {
     /// One permit per call in flight. Without it, a burst beyond the pool's
     /// slots (a 1000-node expand) would fail to instantiate instead of waiting.
     slots: Arc<tokio::sync::Semaphore>,
+    /// One permit per pooled memory slot; a call holds one per memory of its
+    /// component. `None` with the on-demand allocator.
+    memory_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -131,6 +141,8 @@ impl Runtime {
             linkers,
             pooling,
             slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            memory_slots: pooling
+                .then(|| Arc::new(tokio::sync::Semaphore::new(POOL_MEMORIES as usize))),
         }))
     }
 
@@ -148,7 +160,8 @@ impl Runtime {
     }
 
     /// Compiles `wasm` and checks it is a component of one of DCP's worlds
-    /// that imports nothing beyond it.
+    /// that imports nothing beyond it and creates no more instances,
+    /// memories and tables than a plugin may.
     pub fn load(self: &Arc<Self>, name: &str, version: &str, wasm: &[u8]) -> Result<Plugin, Error> {
         let incompatible = |message: String| Error {
             plugin: name.into(),
@@ -162,6 +175,10 @@ impl Runtime {
                     .into(),
             ));
         }
+        // Counted before compiling: cheap, and the same with either allocator.
+        let footprint = Footprint::of(wasm)
+            .and_then(Footprint::check)
+            .map_err(incompatible)?;
         let component = Component::new(&self.engine, wasm)
             .map_err(|e| incompatible(format!("not a valid component: {e}")))?;
         let ty = component.component_type();
@@ -217,6 +234,7 @@ impl Runtime {
             world,
             pre,
             exports,
+            memories: u32::try_from(footprint.memories).unwrap_or(MAX_MEMORIES),
             stats: Arc::default(),
         })
     }
@@ -226,14 +244,22 @@ fn config(pooling: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
     if pooling {
-        // Each slot reserves address space (not memory) for a whole linear
-        // memory; these sizes keep one engine under a terabyte of it.
+        // Each memory slot reserves address space (not memory) for a whole
+        // linear memory; these sizes keep one engine under a terabyte of it.
+        // Core instances and tables are cheap: there are enough for every
+        // call to use its component's whole share; memories are gated by
+        // `Runtime::memory_slots` instead.
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
-            .total_core_instances(1024)
-            .total_memories(192)
-            .total_tables(256)
-            .total_stacks(128)
+            .total_core_instances(POOL_INSTANCES * MAX_CORE_INSTANCES)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES)
+            .total_memories(POOL_MEMORIES)
+            .max_memories_per_component(MAX_MEMORIES)
+            .max_memories_per_module(MAX_MEMORIES)
+            .total_tables(POOL_INSTANCES * MAX_TABLES)
+            .max_tables_per_component(MAX_TABLES)
+            .max_tables_per_module(MAX_TABLES)
+            .total_stacks(POOL_INSTANCES)
             .max_memory_size(1 << 30);
         if reset_by_page() {
             pool.pagemap_scan(Enabled::Yes)
@@ -282,6 +308,8 @@ pub struct Plugin {
     pub world: World,
     pre: InstancePre<HostState>,
     exports: Exports,
+    /// Linear memories one instance of it creates (pooled slots it takes).
+    memories: u32,
     stats: Arc<Mutex<Stats>>,
 }
 
@@ -436,6 +464,15 @@ impl Plugin {
             .acquire_owned()
             .await
             .map_err(|_| self.error(call, Failure::Timeout(limits.timeout)))?;
+        let _memory_slots = match &self.runtime.memory_slots {
+            Some(memory_slots) => Some(
+                Arc::clone(memory_slots)
+                    .acquire_many_owned(self.memories)
+                    .await
+                    .map_err(|_| self.error(call, Failure::Timeout(limits.timeout)))?,
+            ),
+            None => None,
+        };
         let info = CallInfo {
             plugin: format!("{}@{}", self.name, self.version),
             call,
