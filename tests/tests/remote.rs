@@ -932,3 +932,60 @@ async fn a_command_that_leaves_a_job_in_the_background_ends_when_it_exits() {
     assert!(running(&fleet, 0, "sleep 3031"));
     let _ = fleet.ssh(0, "pkill -f '^sleep 3031$'");
 }
+
+/// Waits until machine `id` is released; panics after ten seconds.
+async fn released(api: &Api, id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let detail = api.get(&format!("/api/v1/machines/{id}")).await;
+        if detail["machine"]["state"] == "deleted" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not released: {detail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_machines_host_key_is_forgotten_unless_a_live_machine_shares_its_address() {
+    let mut fleet = Fleet::start(2);
+    let api = Api::start().await;
+    let adopt = |name: &str, host: std::net::Ipv4Addr| {
+        json!({"name": name, "address": host.to_string(), "user": "root",
+               "private_key": fleet.private_key})
+    };
+    let (first, second) = (fleet.hosts[0].ip(), fleet.hosts[1].ip());
+    let mut ids = Vec::new();
+    for (name, host) in [
+        ("old-vm", first),
+        ("shared-a", second),
+        ("shared-b", second),
+    ] {
+        let (status, machine) = api.post("/api/v1/machines/adopt", &adopt(name, host)).await;
+        assert_eq!(status, 201, "{machine}");
+        ids.push(machine["id"].as_i64().unwrap());
+    }
+    let adopt_again = adopt("new-vm", first);
+
+    // The machine goes; a new server (new host key) gets its address.
+    let (status, _) = api.delete(&format!("/api/v1/machines/{}", ids[0])).await;
+    assert_eq!(status, 202);
+    released(&api, ids[0]).await;
+    fleet.rekey(0);
+    let (status, machine) = api.post("/api/v1/machines/adopt", &adopt_again).await;
+    assert_eq!(status, 201, "the new server was refused: {machine}");
+
+    // Two machines share an address; one goes, the other still checks the key.
+    let (status, _) = api.delete(&format!("/api/v1/machines/{}", ids[1])).await;
+    assert_eq!(status, 202);
+    released(&api, ids[1]).await;
+    fleet.rekey(1);
+    let run = json!({"command": {"script": "echo hi"}, "machine_ids": [ids[2]]});
+    let done = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let message = done["hosts"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("host key") && message.contains(&second.to_string()),
+        "{message}"
+    );
+}
