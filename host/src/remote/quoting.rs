@@ -43,6 +43,13 @@ pub(crate) struct Refused {
 }
 
 impl Refused {
+    fn new(name: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
     /// The sentence the API shows.
     pub(crate) fn message(&self) -> String {
         format!(
@@ -91,9 +98,12 @@ pub(crate) fn render(
     Ok(out)
 }
 
+/// A placeholder's place, parameter and context.
+pub(crate) type Placed<'s> = (Range<usize>, &'s str, Context);
+
 /// Every placeholder of `script` with its context, in order; the first one
 /// whose context is not certain is refused.
-pub(crate) fn contexts(script: &str) -> Result<Vec<(Range<usize>, &str, Context)>, Refused> {
+pub(crate) fn contexts(script: &str) -> Result<Vec<Placed<'_>>, Refused> {
     let found = placeholders(script);
     if found.is_empty() {
         return Ok(Vec::new());
@@ -184,7 +194,7 @@ struct Lexer<'s, 'f> {
     found: &'f [(Range<usize>, &'s str)],
     /// The first placeholder not yet reached.
     next: usize,
-    out: Vec<(Range<usize>, &'s str, Context)>,
+    out: Vec<Placed<'s>>,
     stack: Vec<Frame>,
     /// Whether a `#` here would start a comment.
     word_start: bool,
@@ -237,13 +247,6 @@ impl<'s> Lexer<'s, '_> {
         self.found.get(self.next).filter(|(r, _)| r.start == at)
     }
 
-    fn refuse(&self, name: &str, reason: impl Into<String>) -> Refused {
-        Refused {
-            name: name.to_owned(),
-            reason: reason.into(),
-        }
-    }
-
     /// Names the last placeholder seen (or the first) for a problem found
     /// after all of them.
     fn refuse_last(&self, reason: String) -> Refused {
@@ -251,14 +254,14 @@ impl<'s> Lexer<'s, '_> {
             .found
             .get(self.next.saturating_sub(1))
             .map_or("", |(_, n)| n);
-        self.refuse(name, reason)
+        Refused::new(name, reason)
     }
 
     /// Stops following the script: the rest cannot be read with
     /// certainty, so a placeholder in it is refused.
     fn give_up(&self, what: &str) -> Result<Flow, Refused> {
         match self.found.get(self.next) {
-            Some((_, name)) => Err(self.refuse(
+            Some((_, name)) => Err(Refused::new(
                 name,
                 format!("comes after {what}, where DCP cannot follow the quoting"),
             )),
@@ -274,7 +277,7 @@ impl<'s> Lexer<'s, '_> {
             && range.start > self.i
             && range.start < end
         {
-            return Err(self.refuse(name, why.to_owned()));
+            return Err(Refused::new(name, why.to_owned()));
         }
         self.i = end;
         Ok(Flow::Go)
@@ -294,7 +297,7 @@ impl<'s> Lexer<'s, '_> {
     fn step(&mut self) -> Result<Flow, Refused> {
         if let Some((range, name)) = self.placeholder_at(self.i).cloned() {
             self.next += 1;
-            let context = self.context().map_err(|why| self.refuse(name, why))?;
+            let context = self.context().map_err(|why| Refused::new(name, why))?;
             self.out.push((range.clone(), name, context));
             self.word_start = false;
             self.i = range.end;
@@ -380,7 +383,7 @@ impl<'s> Lexer<'s, '_> {
     /// A `$` in commands (`commands`) or in "…", `${…}` and arithmetic.
     fn dollar(&mut self, commands: bool) -> Result<Flow, Refused> {
         if let Some((_, name)) = self.placeholder_at(self.i + 1) {
-            return Err(self.refuse(name, "is right after a $"));
+            return Err(Refused::new(name, "is right after a $"));
         }
         match (self.at(1), self.at(2)) {
             (Some(b'('), Some(b'(')) => self.push(Frame::Arith { parens: 0 }, 3),
@@ -489,7 +492,7 @@ impl<'s> Lexer<'s, '_> {
         let mut delimiter = Vec::new();
         while let Some(c) = self.at(0) {
             if let Some((_, name)) = self.placeholder_at(self.i) {
-                return Err(self.refuse(name, "is in a here-document's delimiter"));
+                return Err(Refused::new(name, "is in a here-document's delimiter"));
             }
             match c {
                 b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'(' | b')' | b'<' | b'>' => break,
@@ -541,7 +544,10 @@ impl<'s> Lexer<'s, '_> {
         if let Some((range, name)) = self.found.get(self.next)
             && range.start < self.i + len
         {
-            return Err(self.refuse(name, Frame::Heredoc(doc.clone()).refusal().unwrap_or("")));
+            return Err(Refused::new(
+                name,
+                Frame::Heredoc(doc.clone()).refusal().unwrap_or(""),
+            ));
         }
         self.i = (self.i + len + 1).min(self.s.len());
         if is_end {
