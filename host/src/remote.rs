@@ -2,10 +2,12 @@
 //! command groups, and executions that fan a command out over SSH.
 //!
 //! The rules live here, between the API and the store: what a valid
-//! command is, how `{{param}}` values are checked and shell-quoted, and how
+//! command is, how `{{param}}` values are checked and handed to the shell
+//! (as variables, never as script text: see `quoting`), and how
 //! a command becomes steps run by remote-command plugins. `ssh` is the
 //! transport, `runner` fans an execution out under a fork limit.
 
+mod quoting;
 mod runner;
 pub mod ssh;
 mod template;
@@ -487,9 +489,14 @@ impl Remote {
         };
         let defs = union_params(&commands)?;
         let values = param_values(&defs, &input.params)?;
+        let field = if input.command_id.is_some() {
+            "command_id"
+        } else {
+            "group_id"
+        };
         let mut steps = Vec::with_capacity(commands.len());
         for command in &commands {
-            steps.push(self.step(command, &values).await?);
+            steps.push(self.step(field, command, &values).await?);
         }
         Ok((title, steps, values))
     }
@@ -497,15 +504,21 @@ impl Remote {
     /// One command as a plugin call, placeholders filled.
     async fn step(
         &self,
+        field: &'static str,
         command: &CommandRecord,
         values: &BTreeMap<String, Value>,
     ) -> Result<Step, Error> {
         let (plugin, module, args) = match command.mode {
             CommandMode::Shell | CommandMode::Longscript => {
                 self.ensure_plugin(SHELL_PLUGIN)?;
-                let script = template::render(&command.script, |name| {
-                    template::shell_quote(&values.get(name).map(text_of).unwrap_or_default())
-                });
+                // Checked when saved; checked again for commands saved
+                // before the check existed.
+                let script = quoting::render(&command.script, |name| {
+                    values.get(name).map(text_of).unwrap_or_default()
+                })
+                .map_err(|r| {
+                    Invalid::new(field, format!("command {}: {}", command.name, r.message()))
+                })?;
                 (
                     SHELL_PLUGIN.to_owned(),
                     command.mode.as_str().to_owned(),
@@ -811,6 +824,9 @@ fn check_script(mode: CommandMode, script: &str, params: &[ParamDef]) -> Result<
                 format!("unknown placeholder {{{{{name}}}}}: define a parameter {name:?}"),
             ));
         }
+    }
+    if mode != CommandMode::Expert {
+        quoting::contexts(script).map_err(|r| Invalid::new("script", r.message()))?;
     }
     Ok(())
 }

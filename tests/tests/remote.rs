@@ -235,6 +235,168 @@ async fn hostile_parameter_values_stay_literal_and_template_errors_name_the_para
     }
 }
 
+/// Every quoting context a placeholder may sit in, as one `shell` line and
+/// one `longscript`; each context prints `<name>=<value>` and a record
+/// separator (0x1e), so the expected output is built from the values.
+const SHELL_CONTEXTS: &str = concat!(
+    r#"printf 'u=%s\036' {{v}}; printf 's=%s\036' '{{v}}'; printf 'd=%s\036' "{{v}}"; "#,
+    r#"printf 'mix=%s\036' pre'{{v}}'mid"{{v}}"{{v}}post; printf 'two=%s|%s\036' "{{v}}" '{{w}}'; "#,
+    r#"printf 'sub=%s\036' "$(printf %s '{{v}}')"; printf 'pipe=%s\036' "$(printf %s "{{w}}" | cat)""#,
+);
+const SCRIPT_CONTEXTS: &str = r#"x={{v}}
+printf 'assign=%s\036' "$x"
+y="{{v}}{{w}}"'{{v}}'
+printf 'concat=%s\036' "$y"
+for a in {{v}}; do printf 'for=%s\036' "$a"; done
+case {{w}} in *) printf 'case=%s\036' '{{w}}' ;; esac
+f() { printf 'fn=%s\036' "$1"; }
+f {{v}} # {{w}} in a comment
+printf 'end\036'
+"#;
+
+/// What [`SHELL_CONTEXTS`] and [`SCRIPT_CONTEXTS`] print for `v` and `w`.
+fn expected_contexts(v: &str, w: &str) -> (String, String) {
+    // Command substitution drops trailing newlines: the shell's rule, not DCP's.
+    let sub = |s: &str| s.trim_end_matches('\n').to_owned();
+    let shell = format!(
+        "u={v}\x1es={v}\x1ed={v}\x1emix=pre{v}mid{v}{v}post\x1etwo={v}|{w}\x1esub={}\x1epipe={}\x1e",
+        sub(v),
+        sub(w)
+    );
+    let script =
+        format!("assign={v}\x1econcat={v}{w}{v}\x1efor={v}\x1ecase={w}\x1efn={v}\x1eend\x1e");
+    (shell, script)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_values_reach_the_command_byte_for_byte_in_every_quoting_context() {
+    let fleet = Fleet::start(1);
+    let api = Api::start().await;
+    let canary = format!("/tmp/dcp-canary-quoting-{}", std::process::id());
+    let touch = format!("touch {canary}");
+    let params = json!([{"name": "v", "type": "string", "required": true},
+                        {"name": "w", "type": "string", "required": true}]);
+    let mut commands = Vec::new();
+    for (name, mode, script) in [
+        ("contexts-line", "shell", SHELL_CONTEXTS),
+        ("contexts-script", "longscript", SCRIPT_CONTEXTS),
+    ] {
+        let (status, command) = api
+            .post(
+                "/api/v1/commands",
+                &json!({"name": name, "mode": mode, "script": script, "params": params}),
+            )
+            .await;
+        assert_eq!(status, 201, "{command}");
+        commands.push(command["id"].as_i64().unwrap());
+    }
+    let hostile: Vec<String> = vec![
+        "'".into(),
+        "\"".into(),
+        "\\".into(),
+        "\\'".into(),
+        "'\"'\"'".into(),
+        format!("a; {touch}; #"),
+        format!("'; {touch}; echo '"),
+        format!("\"; {touch}; echo \""),
+        format!("'\"$({touch})\"'"),
+        format!("$({touch})"),
+        format!("`{touch}`"),
+        format!("\\`{touch}\\`"),
+        format!("${{IFS}}{touch}"),
+        format!("$'\\x27; {touch}; #'"),
+        format!("x\n{touch}\n"),
+        format!("&& {touch} ||"),
+        format!("> {canary}"),
+        format!(") ; {touch} ; ("),
+        "*".into(),
+        "/*".into(),
+        "--".into(),
+        "-n".into(),
+        "-e \\x41 %s %d".into(),
+        "$HOME ${HOME} $1 $@ $$".into(),
+        "{{v}} {{w}}".into(),
+        "  spaced  out  ".into(),
+        "\n\n".into(),
+        String::new(),
+        "ünïcødé ✓ 日本語 🦀 \u{202e}rtl".into(),
+        "-".repeat(3) + &"'\"$`\\".repeat(2000),
+    ];
+    for (i, v) in hostile.iter().enumerate() {
+        let w = &hostile[(i + 1) % hostile.len()];
+        let (shell, script) = expected_contexts(v, w);
+        for (command, expected) in commands.iter().zip([shell, script]) {
+            let id = start(
+                &api,
+                &json!({"command_id": command, "params": {"v": v, "w": w},
+                        "hosts": [host(fleet.hosts[0].ip(), &fleet.private_key)]}),
+            )
+            .await;
+            let execution = finished(&api, id, Duration::from_secs(30)).await;
+            let host = &execution["hosts"][0];
+            assert_eq!(host["state"], "ok", "v={v:?} w={w:?}: {host}");
+            assert_eq!(
+                host["stdout"].as_str().unwrap(),
+                expected,
+                "v={v:?} w={w:?}: {host}"
+            );
+            assert!(
+                !std::path::Path::new(&canary).exists(),
+                "v={v:?} w={w:?} ran on the host"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholders_where_quoting_cannot_be_followed_are_refused_when_saved() {
+    let api = Api::start().await;
+    let params = json!([{"name": "v", "type": "string"}]);
+    for (mode, script, reason) in [
+        ("shell", "echo `echo {{v}}`", "backquoted"),
+        ("shell", "echo \"`echo '{{v}}'`\"", "backquoted"),
+        ("shell", "echo $'{{v}}'", "$'"),
+        ("shell", "echo $((1 + {{v}}))", "arithmetic"),
+        ("shell", "echo ${HOME:-{{v}}}", "${"),
+        ("shell", "echo \"{{v}}", "unterminated"),
+        ("longscript", "cat <<EOF\n{{v}}\nEOF", "here-document"),
+        ("longscript", "cat <<'EOF'\n'{{v}}'\nEOF", "here-document"),
+        (
+            "longscript",
+            "echo $(case a in a) echo ;; esac) {{v}}",
+            "case",
+        ),
+    ] {
+        let (status, err) = api
+            .post(
+                "/api/v1/commands",
+                &json!({"name": "unsafe", "mode": mode, "script": script, "params": params}),
+            )
+            .await;
+        assert_eq!(
+            (status, err["error"]["field"].as_str()),
+            (422, Some("script")),
+            "{script:?}: {err}"
+        );
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("{{v}}") && message.contains(reason),
+            "{script:?}: {message}"
+        );
+    }
+    // The same placeholders are fine where the quoting is known, and a
+    // script with a here-document or backquotes but no placeholder in
+    // them is kept as written.
+    let (status, saved) = api
+        .post(
+            "/api/v1/commands",
+            &json!({"name": "safe", "mode": "longscript", "params": params,
+                    "script": "cat <<EOF\n$HOME `date`\nEOF\necho '{{v}}' \"{{v}}\" {{v}}"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{saved}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn groups_run_in_order_and_expert_commands_run_uploaded_modules() {
     let fleet = Fleet::start(2);
@@ -769,4 +931,61 @@ async fn a_command_that_leaves_a_job_in_the_background_ends_when_it_exits() {
     // What it started deliberately keeps running.
     assert!(running(&fleet, 0, "sleep 3031"));
     let _ = fleet.ssh(0, "pkill -f '^sleep 3031$'");
+}
+
+/// Waits until machine `id` is released; panics after ten seconds.
+async fn released(api: &Api, id: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let detail = api.get(&format!("/api/v1/machines/{id}")).await;
+        if detail["machine"]["state"] == "deleted" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not released: {detail}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_machines_host_key_is_forgotten_unless_a_live_machine_shares_its_address() {
+    let mut fleet = Fleet::start(2);
+    let api = Api::start().await;
+    let adopt = |name: &str, host: std::net::Ipv4Addr| {
+        json!({"name": name, "address": host.to_string(), "user": "root",
+               "private_key": fleet.private_key})
+    };
+    let (first, second) = (fleet.hosts[0].ip(), fleet.hosts[1].ip());
+    let mut ids = Vec::new();
+    for (name, host) in [
+        ("old-vm", first),
+        ("shared-a", second),
+        ("shared-b", second),
+    ] {
+        let (status, machine) = api.post("/api/v1/machines/adopt", &adopt(name, host)).await;
+        assert_eq!(status, 201, "{machine}");
+        ids.push(machine["id"].as_i64().unwrap());
+    }
+    let adopt_again = adopt("new-vm", first);
+
+    // The machine goes; a new server (new host key) gets its address.
+    let (status, _) = api.delete(&format!("/api/v1/machines/{}", ids[0])).await;
+    assert_eq!(status, 202);
+    released(&api, ids[0]).await;
+    fleet.rekey(0);
+    let (status, machine) = api.post("/api/v1/machines/adopt", &adopt_again).await;
+    assert_eq!(status, 201, "the new server was refused: {machine}");
+
+    // Two machines share an address; one goes, the other still checks the key.
+    let (status, _) = api.delete(&format!("/api/v1/machines/{}", ids[1])).await;
+    assert_eq!(status, 202);
+    released(&api, ids[1]).await;
+    fleet.rekey(1);
+    let run = json!({"command": {"script": "echo hi"}, "machine_ids": [ids[2]]});
+    let done = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(done["state"], "failed", "{done}");
+    let message = done["hosts"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("host key") && message.contains(&second.to_string()),
+        "{message}"
+    );
 }

@@ -17,6 +17,7 @@ use crate::{
     plugins::{
         self, CloudProvider, Disk, ErrorKind, Failure, InstanceSpec, InstanceState, Internet,
     },
+    remote::ssh,
     store::{self, MachineRecord, MachineUpdate},
 };
 
@@ -535,6 +536,9 @@ async fn release(
     cancel: &CancellationToken,
 ) -> Result<(), Stop> {
     let done = |hours: i64, why: String| async move {
+        // Before the state moves, so a release replayed after a crash
+        // forgets it too.
+        forget_host_key(machines, machine).await?;
         log(
             machines,
             machine.id,
@@ -636,6 +640,35 @@ async fn release(
     .await?;
     let hours = super::billable_hours(machine.created_at, time::OffsetDateTime::now_utc());
     done(hours, format!("instance {instance} deleted")).await
+}
+
+/// Forgets the host key trusted for a machine being released: its address
+/// may go to another server (a cloud reuses addresses), whose new key would
+/// otherwise be refused as a changed one. Kept while a machine not released
+/// shares the address.
+async fn forget_host_key(machines: &Machines, machine: &MachineRecord) -> Result<(), Stop> {
+    let Some(address) = &machine.address else {
+        return Ok(());
+    };
+    let host = ssh::Endpoint {
+        address: address.clone(),
+        port: machine.port,
+        user: machine.user.clone(),
+    }
+    .host();
+    let forgot = machines
+        .store
+        .forget_released_host_key(&host, address, machine.port, machine.id)
+        .await?;
+    if forgot {
+        log(
+            machines,
+            machine.id,
+            format!("forgot the SSH host key of {host}"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Polls an instance until `reached` holds or it is gone, while releasing

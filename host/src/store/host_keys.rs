@@ -92,6 +92,32 @@ impl Store {
         ))
     }
 
+    /// Forgets the key filed for `host` (`address:port`) as machine
+    /// `released` goes, unless another machine not released uses that
+    /// address and port — an adopted server or a newer machine may share
+    /// it, and its key must still be checked. Answers whether a key was
+    /// forgotten; forgetting twice is harmless, so a replayed release may.
+    pub async fn forget_released_host_key(
+        &self,
+        host: &str,
+        address: &str,
+        port: u16,
+        released: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "delete from ssh_host_keys where host = $1 and not exists (select 1 from machines \
+             where address = $2 and port = $3 and id <> $4 and state <> $5)",
+        )
+        .bind(host)
+        .bind(address)
+        .bind(i64::from(port))
+        .bind(released)
+        .bind(dcp_api_types::MachineState::Deleted.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Forgets a host's key, so the next connection trusts what it presents
     /// (after a host was rebuilt).
     pub async fn forget_host_key(&self, host: &str) -> Result<()> {
