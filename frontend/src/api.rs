@@ -8,7 +8,7 @@ use dcp_api_types::{
     MachineTemplate, ModuleEntry, Node, Page, PageQuery, PluginLimits, PluginTestRequest,
     PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage,
     Service, ServiceInput, Session, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
-    TemplateInput, Token, TokenInput,
+    TemplateInput, Token, TokenInput, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -227,6 +227,22 @@ pub(crate) async fn create_token(name: String) -> Result<CreatedToken, ApiError>
 /// Revokes an API token.
 pub(crate) async fn revoke_token(id: i64) -> Result<(), ApiError> {
     no_content(send(Request::delete(&format!("/api/v1/tokens/{id}"))).await?).await
+}
+
+/// One page of users with their login lock-outs (administrators).
+pub(crate) async fn users(page: u32) -> Result<Page<UserStatus>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/users?page={page}&per_page=50"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Lifts a user's login lock-out.
+pub(crate) async fn unlock_user(id: i64) -> Result<UserStatus, ApiError> {
+    read(send(Request::delete(&format!("/api/v1/users/{id}/lock"))).await?).await
 }
 
 /// One page of plugin versions.

@@ -21,6 +21,7 @@ mod services;
 mod tasks;
 mod templates;
 mod tokens;
+mod users;
 
 use dcp_api_types::User;
 use leptos::{prelude::*, task::spawn_local};
@@ -44,6 +45,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("") view=|| view! { <Redirect path="/clusters"/> }/>
                     <Route path=path!("clusters") view=clusters::ClustersPage/>
                     <Route path=path!("tokens") view=tokens::TokensPage/>
+                    <Route path=path!("users") view=users::UsersPage/>
                     <Route path=path!("plugins") view=plugins::PluginsPage/>
                     <Route path=path!("commands") view=commands::CommandsPage/>
                     <Route path=path!("command-groups") view=groups::GroupsPage/>
@@ -119,6 +121,7 @@ fn Shell() -> impl IntoView {
                         <Show when=move || menu_open.get()>
                             <div class="menu" on:click=move |_| menu_open.set(false)>
                                 <A href="/tokens">"API tokens"</A>
+                                <A href="/users">"Users"</A>
                                 <a href="/api/docs" target="_blank">"API docs"</a>
                                 <button id="logout" class="ghost" on:click=logout>"Log out"</button>
                             </div>

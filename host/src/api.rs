@@ -20,8 +20,9 @@ mod session;
 mod system;
 mod tasks;
 mod tokens;
+mod users;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -63,8 +64,10 @@ OPTIONS) must echo the `dcp_csrf` cookie — also returned as `csrf_token` by \
 ## Errors\n\
 Every failure answers `{\"error\": {\"code\", \"message\", \"field\"?, \"request_id\"?}}`: \
 400 `malformed_json` / `invalid_parameter`, 401 `unauthorized`, 403 `forbidden`, \
-404 `not_found`, 405, 409 `conflict`, 413 `payload_too_large`, 415, \
-422 `validation_failed` (with the `field`), 502 `upstream` (a cloud call failed; the \
+404 `not_found`, 405, 408 `request_timeout` (the body did not arrive in time), \
+409 `conflict`, 413 `payload_too_large`, 415, \
+422 `validation_failed` (with the `field`), 429 `too_many_requests` (with \
+`Retry-After`), 502 `upstream` (a cloud call failed; the \
 message names the provider's code and request id), 5xx `internal` / `unavailable` \
 (details only in the server log, under the `X-Request-Id`).\n\n\
 ## Lists\n\
@@ -74,6 +77,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
     tags(
         (name = "session", description = "Log in and out"),
         (name = "tokens", description = "Personal API tokens"),
+        (name = "users", description = "Users and their login lock-outs (administrators)"),
         (name = "clusters", description = "Clusters: the top of cluster → service → pool → node"),
         (name = "plugins", description = "WebAssembly plugins: clouds, load balancers, remote-command modules"),
         (name = "commands", description = "Commands with typed parameters, and command groups"),
@@ -122,6 +126,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(machines::router())
         .merge(services::router())
         .merge(tasks::router())
+        .merge(users::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))
@@ -150,6 +155,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn(telemetry::tag_route))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::new())
+        .layer(from_fn_with_state(
+            Duration::from_secs(state.config.body_timeout_secs.max(1)),
+            crate::server::body_deadline,
+        ))
         .layer(from_fn(error::normalize))
         .layer(from_fn_with_state(
             Arc::clone(&state.metrics),

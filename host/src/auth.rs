@@ -6,8 +6,14 @@
 //!   on their own, a cookie-authenticated write must also carry the session's
 //!   CSRF token in `X-CSRF-Token` (the double-submit pattern: the token is
 //!   also in the readable `dcp_csrf` cookie, which other origins cannot read).
+//!
+//! Logins are throttled (see [`throttle`]): growing lock-outs per user name
+//! and per client address, and a bound on the argon2 hashes running or
+//! waiting, so a flood of guesses costs bounded memory and CPU.
 
-use std::time::Duration;
+pub mod throttle;
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
@@ -17,9 +23,10 @@ use rand::{Rng, distributions::Alphanumeric};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
+use self::throttle::{LockState, Policy, Refusal, Throttle};
 use crate::{
     sha256_hex,
-    store::{self, SessionRecord, Store, TokenRecord, UserRecord},
+    store::{self, SessionRecord, Store, TokenRecord, UserRecord, Window},
 };
 
 /// The session cookie (HTTP-only).
@@ -53,6 +60,21 @@ pub enum Error {
     /// Wrong user name or password (deliberately not saying which).
     #[error("wrong user name or password")]
     BadLogin,
+    /// Too many failed logins for this user name or from this address.
+    #[error("too many failed logins; try again in {} s", .retry_after.as_secs().max(1))]
+    LockedOut {
+        /// How long the lock-out lasts.
+        retry_after: Duration,
+    },
+    /// Every password-hashing slot and queue place is taken.
+    #[error("too many logins in progress; try again shortly")]
+    Busy,
+    /// The caller may not do this (not an administrator).
+    #[error("only administrators may {0}")]
+    Forbidden(&'static str),
+    /// No such user.
+    #[error("no such user")]
+    NoSuchUser,
     /// Hashing failed or the store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -101,11 +123,24 @@ pub struct NewSession {
     pub ttl: Duration,
 }
 
+impl From<Refusal> for Error {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::Locked(retry_after) => Self::LockedOut { retry_after },
+            Refusal::Busy => Self::Busy,
+        }
+    }
+}
+
+/// The role that may manage users.
+pub const ADMIN_ROLE: &str = "admin";
+
 /// Password, session and token logic over the store.
 #[derive(Clone)]
 pub struct Auth {
     store: Store,
     session_ttl: Duration,
+    throttle: Arc<Throttle>,
     /// Verified against when the user name is unknown, so a failed login takes
     /// as long whether or not the user exists.
     decoy_hash: String,
@@ -120,12 +155,15 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Auth over `store`, with sessions lasting `session_ttl`.
-    pub async fn new(store: Store, session_ttl: Duration) -> Result<Self, Error> {
-        let decoy_hash = hash_password(random_secret(24)).await?;
+    /// Auth over `store`, with sessions lasting `session_ttl` and logins
+    /// throttled by `policy`.
+    pub async fn new(store: Store, session_ttl: Duration, policy: Policy) -> Result<Self, Error> {
+        let throttle = Arc::new(Throttle::new(policy));
+        let decoy_hash = hash_password(&throttle, random_secret(24)).await?;
         Ok(Self {
             store,
             session_ttl,
+            throttle,
             decoy_hash,
         })
     }
@@ -139,7 +177,7 @@ impl Auth {
         let generated = password.is_none().then(|| random_secret(20));
         let password =
             password.map_or_else(|| generated.clone().unwrap_or_default(), str::to_owned);
-        let hash = hash_password(password).await?;
+        let hash = hash_password(&self.throttle, password).await?;
         match self.store.create_user("admin", &hash, "admin").await {
             // Another replica won the race to create it; theirs stands.
             Err(store::Error::Conflict { .. }) => Ok(None),
@@ -148,18 +186,34 @@ impl Auth {
         }
     }
 
-    /// Checks a user name and password and opens a session.
-    pub async fn login(&self, username: &str, password: &str) -> Result<NewSession, Error> {
+    /// Checks a user name and password from client address `addr` (when
+    /// known) and opens a session. Locked-out names and addresses, and
+    /// logins beyond the hashing queue, are refused before any hashing.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        addr: Option<IpAddr>,
+    ) -> Result<NewSession, Error> {
+        let _admission = self.throttle.admit(username, addr)?;
+        // The row is read (and its connection returned to the pool) before
+        // hashing: a queue of slow hashes must not hold the database.
         let found = self.store.user_credentials(username).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
             None => (None, self.decoy_hash.clone()),
         };
-        let ok = verify_password(password.to_owned(), hash).await?;
+        let ok = verify_password(&self.throttle, password.to_owned(), hash).await?;
         let user = match user {
             Some(user) if ok => user,
-            _ => return Err(Error::BadLogin),
+            _ => {
+                // Unknown names count too, so a lock-out does not tell
+                // which names exist.
+                self.throttle.failed(username, addr);
+                return Err(Error::BadLogin);
+            }
         };
+        self.throttle.succeeded(username, addr)?;
         let secret = random_secret(32);
         let csrf_token = random_secret(32);
         let expires_at = OffsetDateTime::now_utc() + self.session_ttl;
@@ -243,6 +297,55 @@ impl Auth {
     }
 }
 
+/// A user and their lock-out state, as administrators see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStatus {
+    /// The user.
+    pub user: UserRecord,
+    /// Their failed logins and lock-out.
+    pub lock: LockState,
+}
+
+impl Auth {
+    fn require_admin(caller: &UserRecord, what: &'static str) -> Result<(), Error> {
+        if caller.role == ADMIN_ROLE {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(what))
+        }
+    }
+
+    /// One window of the users, with their lock-out state (administrators only).
+    pub async fn users(
+        &self,
+        caller: &UserRecord,
+        window: Window,
+    ) -> Result<(Vec<UserStatus>, u64), Error> {
+        Self::require_admin(caller, "list users")?;
+        let (users, total) = self.store.list_users(window).await?;
+        let users = users
+            .into_iter()
+            .map(|user| UserStatus {
+                lock: self.throttle.state(&user.username),
+                user,
+            })
+            .collect();
+        Ok((users, total))
+    }
+
+    /// Forgets a user's failed logins and ends their lock-out (administrators only).
+    pub async fn unlock(&self, caller: &UserRecord, user_id: i64) -> Result<UserStatus, Error> {
+        Self::require_admin(caller, "unlock users")?;
+        let user = self.store.user(user_id).await?.ok_or(Error::NoSuchUser)?;
+        self.throttle.unlock(&user.username);
+        tracing::info!(user = %user.username, by = %caller.username, "login lock-out lifted");
+        Ok(UserStatus {
+            lock: self.throttle.state(&user.username),
+            user,
+        })
+    }
+}
+
 /// A random alphanumeric string: `len` characters of 62 symbols each
 /// (32 characters ≈ 190 bits).
 fn random_secret(len: usize) -> String {
@@ -253,9 +356,16 @@ fn random_secret(len: usize) -> String {
         .collect()
 }
 
-/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async threads.
-async fn hash_password(password: String) -> Result<String, Error> {
+/// Argon2id with the crate's defaults (19 MiB, 2 passes), off the async
+/// threads and within the throttle's hashing slots: memory in use for
+/// hashing stays under 19 MiB × `login_concurrency`.
+async fn hash_password(throttle: &Throttle, password: String) -> Result<String, Error> {
+    let slot = throttle
+        .hashing_slot()
+        .await
+        .ok_or_else(|| Error::Hash("no hashing slots".into()))?;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
@@ -266,8 +376,17 @@ async fn hash_password(password: String) -> Result<String, Error> {
     .map_err(|e| Error::Hash(e.to_string()))?
 }
 
-async fn verify_password(password: String, hash: String) -> Result<bool, Error> {
+async fn verify_password(
+    throttle: &Throttle,
+    password: String,
+    hash: String,
+) -> Result<bool, Error> {
+    let slot = throttle
+        .hashing_slot()
+        .await
+        .ok_or_else(|| Error::Hash("no hashing slots".into()))?;
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hash(e.to_string()))?;
         Ok(Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
@@ -283,14 +402,21 @@ mod tests {
 
     #[tokio::test]
     async fn passwords_verify_only_against_their_hash() {
-        let hash = hash_password("correct horse".into()).await.unwrap();
+        let throttle = Throttle::new(Policy::default());
+        let hash = hash_password(&throttle, "correct horse".into())
+            .await
+            .unwrap();
         assert!(hash.starts_with("$argon2id$"));
         assert!(
-            verify_password("correct horse".into(), hash.clone())
+            verify_password(&throttle, "correct horse".into(), hash.clone())
                 .await
                 .unwrap()
         );
-        assert!(!verify_password("Correct horse".into(), hash).await.unwrap());
+        assert!(
+            !verify_password(&throttle, "Correct horse".into(), hash)
+                .await
+                .unwrap()
+        );
     }
 
     #[test]

@@ -39,6 +39,29 @@ pub struct Config {
     pub secure_cookies: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Connections served at once; further clients wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, counted from when
+    /// the connection is ready for one: also how long an idle keep-alive
+    /// connection is kept.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body (408 past it).
+    pub body_timeout_secs: u64,
+    /// Password hashes computed at once; 0 means one per CPU core.
+    pub login_concurrency: usize,
+    /// Logins that may wait for a hashing slot; more are refused with 429.
+    pub login_queue: usize,
+    /// Failed logins a user name gets before it is locked out.
+    pub login_user_free_failures: u32,
+    /// Failed logins a client address gets before it is locked out.
+    pub login_address_free_failures: u32,
+    /// Seconds of the first lock-out; each further failure doubles it.
+    pub login_lockout_secs: u64,
+    /// Seconds of the longest lock-out.
+    pub login_max_lockout_secs: u64,
+    /// User names and addresses tracked for throttling, each.
+    pub login_throttle_entries: usize,
     /// DCP's SSH private key, used for hosts given without a key or password.
     pub ssh_key_file: Option<PathBuf>,
     /// Seconds to open an SSH connection (TCP, handshake, login).
@@ -88,6 +111,16 @@ impl Default for Config {
             session_ttl_secs: 12 * 60 * 60,
             secure_cookies: false,
             max_body_bytes: 1 << 20,
+            max_connections: 4096,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            login_concurrency: 0,
+            login_queue: 32,
+            login_user_free_failures: 5,
+            login_address_free_failures: 20,
+            login_lockout_secs: 1,
+            login_max_lockout_secs: 900,
+            login_throttle_entries: 10_000,
             ssh_key_file: None,
             ssh_connect_timeout_secs: 10,
             ssh_idle_secs: 60,
@@ -122,6 +155,19 @@ impl fmt::Debug for Config {
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("secure_cookies", &self.secure_cookies)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout_secs", &self.header_timeout_secs)
+            .field("body_timeout_secs", &self.body_timeout_secs)
+            .field("login_concurrency", &self.login_concurrency)
+            .field("login_queue", &self.login_queue)
+            .field("login_user_free_failures", &self.login_user_free_failures)
+            .field(
+                "login_address_free_failures",
+                &self.login_address_free_failures,
+            )
+            .field("login_lockout_secs", &self.login_lockout_secs)
+            .field("login_max_lockout_secs", &self.login_max_lockout_secs)
+            .field("login_throttle_entries", &self.login_throttle_entries)
             .field("ssh_key_file", &self.ssh_key_file)
             .field("ssh_connect_timeout_secs", &self.ssh_connect_timeout_secs)
             .field("ssh_idle_secs", &self.ssh_idle_secs)
@@ -151,6 +197,16 @@ const ENV_KEYS: &[&str] = &[
     "session_ttl_secs",
     "secure_cookies",
     "max_body_bytes",
+    "max_connections",
+    "header_timeout_secs",
+    "body_timeout_secs",
+    "login_concurrency",
+    "login_queue",
+    "login_user_free_failures",
+    "login_address_free_failures",
+    "login_lockout_secs",
+    "login_max_lockout_secs",
+    "login_throttle_entries",
     "ssh_key_file",
     "ssh_connect_timeout_secs",
     "ssh_idle_secs",
@@ -193,6 +249,28 @@ impl Config {
         self.secret_key_file
             .clone()
             .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
+
+    /// How logins are throttled and password hashing bounded.
+    #[must_use]
+    pub fn login_policy(&self) -> crate::auth::throttle::Policy {
+        let defaults = crate::auth::throttle::Policy::default();
+        crate::auth::throttle::Policy {
+            concurrency: match self.login_concurrency {
+                0 => defaults.concurrency,
+                n => n,
+            },
+            queue: self.login_queue,
+            user_free_failures: self.login_user_free_failures,
+            address_free_failures: self.login_address_free_failures,
+            lockout: std::time::Duration::from_secs(self.login_lockout_secs.max(1)),
+            max_lockout: std::time::Duration::from_secs(
+                self.login_max_lockout_secs
+                    .max(self.login_lockout_secs)
+                    .max(1),
+            ),
+            max_entries: self.login_throttle_entries.max(1),
+        }
     }
 
     /// The directory to serve the web UI from, if one can be found.

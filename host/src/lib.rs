@@ -14,6 +14,7 @@ pub mod machines;
 pub mod orchestration;
 pub mod plugins;
 pub mod remote;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
@@ -76,9 +77,13 @@ impl AppState {
         config: Config,
         runtime: Arc<plugins::Runtime>,
     ) -> anyhow::Result<Self> {
-        let auth = auth::Auth::new(store.clone(), Duration::from_secs(config.session_ttl_secs))
-            .await
-            .context("setting up authentication")?;
+        let auth = auth::Auth::new(
+            store.clone(),
+            Duration::from_secs(config.session_ttl_secs),
+            config.login_policy(),
+        )
+        .await
+        .context("setting up authentication")?;
         // Uploads are compiled by `dcp check-plugin` first when this is `dcp`
         // (tests embedding the app have no such binary).
         let checker = std::env::current_exe()
@@ -202,18 +207,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let stop = Arc::clone(&remote);
     let machines = Arc::clone(&state.machines);
     let engine = Arc::clone(&state.engine);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Machine work stops where it is (it resumes on the next
-            // start); running executions end (cancelled, remote processes
-            // killed), so their event streams close and HTTP can drain.
-            machines.stop();
-            engine.stop();
-            stop.stop();
-        })
-        .await
-        .context("serving HTTP")?;
+    let limits = server::Limits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+    };
+    server::run(listener, app(state), limits, async move {
+        shutdown_signal().await;
+        // Machine work stops where it is (it resumes on the next
+        // start); running executions end (cancelled, remote processes
+        // killed), so their event streams close and HTTP can drain.
+        machines.stop();
+        engine.stop();
+        stop.stop();
+    })
+    .await;
     remote.drain(Duration::from_secs(10)).await;
     store.close().await;
     tracing::info!("DCP stopped");

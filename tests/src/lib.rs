@@ -112,13 +112,19 @@ impl Backend {
 
     /// App state over a fresh store, with the admin user created.
     pub async fn state(self) -> (AppState, TestDb) {
+        self.state_with(|_| {}).await
+    }
+
+    /// [`Backend::state`] with the configuration changed by `tune`.
+    pub async fn state_with(self, tune: impl FnOnce(&mut Config)) -> (AppState, TestDb) {
         let (store, db) = self.store().await;
-        let config = Config {
+        let mut config = Config {
             database_url: Some(db.url.clone()),
             data_dir: db.dir.path().to_owned(),
             plugin_dir: Some(db.dir.path().join("no-bundled-plugins")),
             ..Config::default()
         };
+        tune(&mut config);
         let state = AppState::with_runtime(store, config, Arc::clone(&RUNTIME))
             .await
             .unwrap();

@@ -1021,3 +1021,269 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         "running"
     );
 }
+
+/// A login as `username` with `password` from client address `from`.
+fn login_request(username: &str, password: &str, from: Option<[u8; 4]>) -> Request<Body> {
+    let mut req = Request::post("/api/v1/session")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"username": username, "password": password}).to_string(),
+        ))
+        .unwrap();
+    if let Some(ip) = from {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40000,
+            ))));
+    }
+    req
+}
+
+/// A 429 in the error shape, with the `Retry-After` seconds it names.
+fn retry_after(reply: &Reply) -> u64 {
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.error().0, "too_many_requests");
+    reply
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("a 429 says when to retry")
+}
+
+impl Api {
+    async fn tuned(tune: impl FnOnce(&mut dcp::Config)) -> Self {
+        let (state, db) = Backend::Sqlite.state_with(tune).await;
+        Self {
+            app: dcp::app(state.clone()),
+            state,
+            _db: db,
+        }
+    }
+
+    /// Adds a user with the admin's password and `role`; returns its id.
+    async fn add_user(&self, username: &str, role: &str) -> i64 {
+        let (_, hash) = self
+            .state
+            .store
+            .user_credentials("admin")
+            .await
+            .unwrap()
+            .unwrap();
+        self.state
+            .store
+            .create_user(username, &hash, role)
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// The admin's view of `username` in the users list.
+    async fn user_status(&self, token: &str, username: &str) -> Value {
+        let list = self
+            .call(Method::GET, "/api/v1/users?per_page=200", token, None)
+            .await;
+        assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+        list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == username)
+            .cloned()
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn thirty_wrong_passwords_lock_the_name_even_against_the_right_one() {
+    let api = Api::tuned(|c| c.login_lockout_secs = 3).await;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let reply = api.send(login_request("admin", "guess", None)).await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            let wait = retry_after(&reply);
+            assert!((1..=900).contains(&wait), "{wait}");
+        } else {
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+        }
+        statuses.push(reply.status.as_u16());
+    }
+    // Five free failures, the sixth locks; (nearly) all the rest are refused
+    // without a password check.
+    assert_eq!(statuses[..6], [401; 6], "{statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 20,
+        "{statuses:?}"
+    );
+
+    // The right password is refused too while the lock-out lasts…
+    let refused = api.send(login_request("admin", ADMIN_PASSWORD, None)).await;
+    retry_after(&refused);
+    // …and works once it is over.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let reply = api.send(login_request("admin", ADMIN_PASSWORD, None)).await;
+        if reply.status == StatusCode::OK {
+            break;
+        }
+        retry_after(&reply);
+        assert!(std::time::Instant::now() < deadline, "still locked out");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // A successful login forgets the name's failures.
+    let token = api.token().await;
+    let admin = api.user_status(&token, "admin").await;
+    assert_eq!(admin["failed_logins"], 0, "{admin}");
+    assert!(admin.get("locked_until").is_none(), "{admin}");
+}
+
+#[tokio::test]
+async fn one_address_flooding_locks_out_itself_not_others() {
+    let api = Api::tuned(|c| {
+        c.login_address_free_failures = 10;
+        c.login_lockout_secs = 60;
+    })
+    .await;
+    api.add_user("bob", "admin").await;
+    let attacker = Some([127, 0, 0, 9]);
+    // Spraying names from one address: each name fails once only, but the
+    // address runs out of free failures.
+    for n in 0..11 {
+        let reply = api
+            .send(login_request(&format!("user{n}"), "guess", attacker))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{n}: {}",
+            reply.body
+        );
+    }
+    let refused = api
+        .send(login_request("admin", ADMIN_PASSWORD, attacker))
+        .await;
+    assert!(retry_after(&refused) > 1);
+    // Everyone else logs in, as the names sprayed were each tried once.
+    let neighbour = api
+        .send(login_request(
+            "admin",
+            ADMIN_PASSWORD,
+            Some([127, 0, 0, 10]),
+        ))
+        .await;
+    assert_eq!(neighbour.status, StatusCode::OK, "{}", neighbour.body);
+
+    // Guessing one name from many addresses locks the name, not the others.
+    for n in 0..6 {
+        let reply = api
+            .send(login_request("bob", "guess", Some([127, 0, 1, n])))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{n}: {}",
+            reply.body
+        );
+    }
+    let bob = api
+        .send(login_request("bob", ADMIN_PASSWORD, Some([127, 0, 2, 1])))
+        .await;
+    retry_after(&bob);
+    let admin = api
+        .send(login_request("admin", ADMIN_PASSWORD, Some([127, 0, 2, 2])))
+        .await;
+    assert_eq!(admin.status, StatusCode::OK, "{}", admin.body);
+}
+
+#[tokio::test]
+async fn a_login_flood_is_refused_at_once_and_signed_in_users_stay_served() {
+    let api = Api::tuned(|c| {
+        c.login_concurrency = 1;
+        c.login_queue = 2;
+    })
+    .await;
+    let token = api.token().await;
+    let floods: Vec<_> = (0..60)
+        .map(|n| {
+            let app = api.app.clone();
+            tokio::spawn(async move {
+                let res = app
+                    .oneshot(login_request(&format!("user{n}"), "guess", None))
+                    .await
+                    .unwrap();
+                (
+                    res.status(),
+                    res.headers().contains_key(header::RETRY_AFTER),
+                )
+            })
+        })
+        .collect();
+    for _ in 0..20 {
+        let listed = api
+            .call(Method::GET, "/api/v1/clusters", &token, None)
+            .await;
+        assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    }
+    let mut busy = 0;
+    for flood in floods {
+        let (status, has_retry_after) = flood.await.unwrap();
+        assert!(
+            status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+            "{status}"
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(has_retry_after);
+            busy += 1;
+        }
+    }
+    // One hashing, two waiting: most of the 60 were turned away without
+    // queueing for a hash.
+    assert!(busy >= 30, "only {busy} of 60 refused at once");
+}
+
+#[tokio::test]
+async fn administrators_see_a_locked_user_and_unlock_them() {
+    let api = Api::tuned(|c| c.login_lockout_secs = 600).await;
+    let bob = api.add_user("bob", "admin").await;
+    let carol = api.add_user("carol", "viewer").await;
+    let token = api.token().await;
+    for _ in 0..6 {
+        let reply = api.send(login_request("bob", "guess", None)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    }
+    retry_after(&api.send(login_request("bob", ADMIN_PASSWORD, None)).await);
+
+    let seen = api.user_status(&token, "bob").await;
+    assert_eq!(seen["failed_logins"], 6, "{seen}");
+    let until = time::OffsetDateTime::parse(
+        seen["locked_until"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(until > time::OffsetDateTime::now_utc() + time::Duration::minutes(5));
+    assert_eq!(api.user_status(&token, "admin").await["failed_logins"], 0);
+
+    // Only administrators may list or unlock.
+    let carols = api.state.auth.create_token(carol, "t").await.unwrap().1;
+    let denied = api.call(Method::GET, "/api/v1/users", &carols, None).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert_eq!(denied.error().0, "forbidden");
+    let path = format!("/api/v1/users/{bob}/lock");
+    let denied = api.call(Method::DELETE, &path, &carols, None).await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    let missing = api
+        .call(Method::DELETE, "/api/v1/users/9999/lock", &token, None)
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let unlocked = api.call(Method::DELETE, &path, &token, None).await;
+    assert_eq!(unlocked.status, StatusCode::OK, "{}", unlocked.body);
+    assert_eq!(unlocked.body["failed_logins"], 0);
+    assert!(unlocked.body.get("locked_until").is_none());
+    let back = api.send(login_request("bob", ADMIN_PASSWORD, None)).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+}

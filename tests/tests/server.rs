@@ -179,3 +179,106 @@ fn cli_migrates_and_reports_its_version() {
         "{stderr}"
     );
 }
+
+/// A server that gives slow clients little time.
+fn impatient_server(extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![
+        ("DCP_HEADER_TIMEOUT_SECS".to_owned(), "2".to_owned()),
+        ("DCP_BODY_TIMEOUT_SECS".to_owned(), "2".to_owned()),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Server::start(&ServerOptions {
+        admin_password: Some("pw-for-slow-clients".into()),
+        env,
+        ..ServerOptions::default()
+    })
+}
+
+/// Sends `head` at once, then `drip` one byte every 250 ms, until the server
+/// closes the connection (returning everything it answered) or `within` passes.
+async fn drip(server: &Server, head: &str, drip: &[u8], within: Duration) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(server.base_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let deadline = std::time::Instant::now() + within;
+    let mut answer = Vec::new();
+    let mut next = drip.iter().cycle();
+    let mut buf = [0_u8; 4096];
+    while std::time::Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(250), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(String::from_utf8_lossy(&answer).into_owned()),
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {
+                // Still open: one more byte. A write after the server has
+                // closed may fail; the next read says so.
+                let _ = stream.write_all(&[*next.next().unwrap()]).await;
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_client_dripping_its_headers_is_disconnected() {
+    let server = impatient_server(&[]);
+    let closed = drip(
+        &server,
+        "GET /healthz HTTP/1.1\r\nHost: dcp\r\n",
+        b"X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the server closes a connection whose headers never end");
+    // Closed without serving the request.
+    assert!(!closed.contains("200 OK"), "{closed}");
+}
+
+#[tokio::test]
+async fn a_client_dripping_its_body_gets_408_and_is_disconnected() {
+    let server = impatient_server(&[]);
+    let closed = drip(
+        &server,
+        "POST /api/v1/session HTTP/1.1\r\nHost: dcp\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000\r\n\r\n{\"username\": \"",
+        b"a",
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the server closes a connection whose body never ends");
+    assert!(closed.starts_with("HTTP/1.1 408"), "{closed}");
+    assert!(closed.contains("request_timeout"), "{closed}");
+}
+
+#[tokio::test]
+async fn idle_connections_are_reaped_so_new_clients_get_their_slot() {
+    use std::io::Read as _;
+    let server = impatient_server(&[("DCP_MAX_CONNECTIONS", "4")]);
+    let addr = server.base_url.trim_start_matches("http://").to_owned();
+    // Four connections that never send a byte take every slot.
+    let idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream.set_nonblocking(true).unwrap();
+            stream
+        })
+        .collect();
+    let reply = reqwest::Client::new()
+        .get(server.url("/healthz"))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("a well-behaved client is served once an idle slot is freed");
+    assert_eq!(reply.status(), 200);
+    // It was served because idle ones were closed, not beside them.
+    let closed = idle
+        .into_iter()
+        .filter(|mut stream| matches!(stream.read(&mut [0_u8; 64]), Ok(0)))
+        .count();
+    assert!(closed >= 1, "no idle connection was closed");
+}

@@ -111,6 +111,8 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the route exists, but not with this method.
     MethodNotAllowed,
+    /// 408: the request body did not arrive in time; the connection is closed.
+    RequestTimeout,
     /// 409: the request conflicts with existing state (a duplicate name, a resource in use).
     Conflict,
     /// 413: the body is larger than the server accepts.
@@ -119,6 +121,9 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 422: the request is well-formed but a field breaks a rule.
     ValidationFailed,
+    /// 429: too many failed logins for the user name or from the address,
+    /// or too many logins at once; retry after `Retry-After` seconds.
+    TooManyRequests,
     /// 500: the server failed; the log has the details under the request id.
     Internal,
     /// 502: a cloud or plugin call failed; the message names the provider's
@@ -138,10 +143,12 @@ impl ErrorCode {
             Self::Forbidden => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::ValidationFailed => 422,
+            Self::TooManyRequests => 429,
             Self::Internal => 500,
             Self::Upstream => 502,
             Self::Unavailable => 503,
@@ -239,6 +246,25 @@ pub struct User {
     pub username: String,
     /// The user's role. Today every user is an `admin`; finer roles come with RBAC.
     pub role: String,
+}
+
+/// A user as administrators see them, with their login lock-out:
+/// `GET /api/v1/users`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserStatus {
+    /// Server-assigned id.
+    pub id: i64,
+    /// The login name.
+    pub username: String,
+    /// The user's role.
+    pub role: String,
+    /// Failed logins counted against the name (forgotten after a successful
+    /// login, an unlock, or a long quiet spell).
+    pub failed_logins: u32,
+    /// Until when logins as this user are refused (RFC 3339), if they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<String>,
 }
 
 /// `POST /api/v1/tokens`: create a personal API token.

@@ -4,7 +4,7 @@
 use axum::{
     Json,
     extract::{Request, multipart::MultipartError, rejection::PathRejection},
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -43,6 +43,10 @@ pub enum Error {
     /// The body is larger than the configured limit (413).
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
+    /// The body did not arrive within the body timeout (408; the
+    /// connection is closed).
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
@@ -98,6 +102,7 @@ impl Error {
             }
             Self::UnsupportedMediaType => (ErrorCode::UnsupportedMediaType, None),
             Self::PayloadTooLarge => (ErrorCode::PayloadTooLarge, None),
+            Self::BodyTimeout(_) => (ErrorCode::RequestTimeout, None),
             Self::NotFound(_) => (ErrorCode::NotFound, None),
             Self::Unavailable(_) => (ErrorCode::Unavailable, None),
             Self::Auth(e) => match e {
@@ -105,7 +110,13 @@ impl Error {
                 | auth::Error::InvalidToken
                 | auth::Error::SessionExpired
                 | auth::Error::BadLogin => (ErrorCode::Unauthorized, None),
-                auth::Error::CsrfMismatch => (ErrorCode::Forbidden, None),
+                auth::Error::CsrfMismatch | auth::Error::Forbidden(_) => {
+                    (ErrorCode::Forbidden, None)
+                }
+                auth::Error::LockedOut { .. } | auth::Error::Busy => {
+                    (ErrorCode::TooManyRequests, None)
+                }
+                auth::Error::NoSuchUser => (ErrorCode::NotFound, None),
                 auth::Error::Store(e) => return store_detail(e),
                 auth::Error::Hash(_) => (ErrorCode::Internal, None),
             },
@@ -186,7 +197,28 @@ impl IntoResponse for Error {
                 }
             };
         }
-        error_response(detail)
+        let mut res = error_response(detail);
+        match &self {
+            Self::Auth(auth::Error::LockedOut { retry_after }) => {
+                // Whole seconds, rounded up, so a client waiting that long
+                // finds the lock-out over.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            Self::Auth(auth::Error::Busy) => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // The rest of the body may still be dripping in; the
+            // connection cannot be reused.
+            Self::BodyTimeout(_) => {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        res
     }
 }
 

@@ -134,6 +134,25 @@ pub struct Id {
     pub id: i64,
 }
 
+/// The client's address, from the connection (`None` when the app is
+/// driven without a socket, as tests do). Forwarded-for headers are not
+/// believed: any client can send them.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
+
 /// Checks paging parameters and turns them into a store window.
 pub(crate) fn window(query: PageQuery) -> Result<Window, Error> {
     if query.page == 0 {

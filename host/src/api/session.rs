@@ -10,7 +10,10 @@ use axum::{
 use dcp_api_types::{ErrorBody, LoginRequest, Session, User};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{AppState, Error, Result, extract::Json};
+use super::{
+    AppState, Error, Result,
+    extract::{ClientAddr, Json},
+};
 use crate::auth::{self, CSRF_COOKIE, CSRF_HEADER, Credentials, Principal, SESSION_COOKIE};
 
 pub(super) fn public_router() -> OpenApiRouter<AppState> {
@@ -95,13 +98,19 @@ fn set_cookie(name: &str, value: &str, max_age: u64, http_only: bool, secure: bo
     responses(
         (status = 200, description = "Logged in; cookies set", body = Session),
         (status = 401, description = "Wrong user name or password", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this user name or from this \
+            address (each further one doubles the lock-out; a right password is refused too \
+            until it ends), or too many logins at once",
+            body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds until a login may succeed"))),
     )
 )]
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Json(req): Json<LoginRequest>,
 ) -> Result<impl IntoResponse> {
-    let session = state.auth.login(&req.username, &req.password).await?;
+    let session = state.auth.login(&req.username, &req.password, addr).await?;
     let secure = state.config.secure_cookies;
     let ttl = session.ttl.as_secs();
     let mut headers = HeaderMap::new();

@@ -98,6 +98,30 @@ impl Store {
         .map_err(conflict_on("username", username))
     }
 
+    /// One window of the users, by id, and how many there are.
+    pub async fn list_users(&self, window: Window) -> Result<(Vec<UserRecord>, u64)> {
+        let (total,): (i64,) = sqlx::query_as("select count(*) from users")
+            .fetch_one(&self.pool)
+            .await?;
+        let users =
+            sqlx::query_as("select id, username, role from users order by id limit $1 offset $2")
+                .bind(window.limit())
+                .bind(window.offset())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok((users, u64::try_from(total).unwrap_or_default()))
+    }
+
+    /// The user with this id.
+    pub async fn user(&self, id: i64) -> Result<Option<UserRecord>> {
+        Ok(
+            sqlx::query_as("select id, username, role from users where id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
     /// The user with this name and their password hash.
     pub async fn user_credentials(&self, username: &str) -> Result<Option<(UserRecord, String)>> {
         let row: Option<(i64, String, String, String)> = sqlx::query_as(
