@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(CatchPanicLayer::new())
         .layer(from_fn(error::normalize))
+        .layer(from_fn(system::security_headers))
         .layer(from_fn_with_state(
             Arc::clone(&state.metrics),
             telemetry::record_metrics,

@@ -1185,3 +1185,41 @@ async fn a_legacy_machine_with_a_control_character_in_its_name_still_gives_its_k
          filename*=UTF-8''old%0D%0Abox%20%E2%80%AE%22%E6%9D%B1%22.pem"
     );
 }
+
+#[tokio::test]
+async fn browser_hardening_headers_are_on_ui_api_and_docs() {
+    let api = Api::new().await;
+    for path in [
+        "/",
+        "/clusters",
+        "/api/v1/clusters",
+        "/api/v1/openapi.json",
+        "/api/docs",
+        "/nope/x",
+    ] {
+        let reply = api
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+        };
+        let csp = header("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        if path == "/api/docs" {
+            assert!(csp.contains("'unsafe-inline'"), "{csp}");
+        } else {
+            assert!(
+                csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+                "{path}: {csp}"
+            );
+        }
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert!(!header("referrer-policy").is_empty());
+    }
+}
