@@ -160,6 +160,7 @@ pub fn router(state: AppState) -> Router {
             crate::server::body_deadline,
         ))
         .layer(from_fn(error::normalize))
+        .layer(from_fn(system::security_headers))
         .layer(from_fn_with_state(
             Arc::clone(&state.metrics),
             telemetry::record_metrics,

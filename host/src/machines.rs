@@ -227,7 +227,7 @@ impl Machines {
         input: &AccountInput,
         secret: Option<&str>,
     ) -> Result<AccountChange, Error> {
-        validate::required("name", &input.name, 64)?;
+        validate::name("name", &input.name, 64)?;
         validate::required("key_id", &input.key_id, 256)?;
         if !input.config.is_object() {
             return Err(Invalid::new("config", "must be a JSON object").into());
@@ -414,7 +414,7 @@ impl Machines {
     }
 
     async fn template_change(&self, input: TemplateInput) -> Result<TemplateChange, Error> {
-        validate::required("name", &input.name, 64)?;
+        validate::name("name", &input.name, 64)?;
         validate::max_chars("description", &input.description, 1024)?;
         rules::check_spec(&input.spec)?;
         if input.quota_hours < 0 {
@@ -755,7 +755,7 @@ impl Machines {
     /// credentials, installs a key DCP generates when given a password
     /// (which is then forgotten), and records the machine `ready`.
     pub async fn adopt(&self, input: AdoptMachine) -> Result<Machine, Error> {
-        validate::required("address", &input.address, 255)?;
+        validate::address("address", input.address.trim())?;
         let port = input.port.unwrap_or(22);
         if port == 0 {
             return Err(Invalid::new("port", "must be between 1 and 65535").into());
@@ -763,7 +763,7 @@ impl Machines {
         let user = input.user.clone().unwrap_or_else(|| "root".to_owned());
         validate::identifier("user", &user, 32)?;
         let name = input.name.clone().unwrap_or_else(|| input.address.clone());
-        validate::required("name", &name, 64)?;
+        validate::name("name", &name, 64)?;
         let endpoint = ssh::Endpoint {
             address: input.address.trim().to_owned(),
             port,

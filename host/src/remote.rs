@@ -695,16 +695,7 @@ fn exactly_one(field: &'static str, choices: [(&str, bool); 3]) -> Result<(), In
 fn host_target(i: usize, host: &HostInput) -> Result<ssh::Target, Error> {
     let field = |name: &str| format!("hosts[{i}].{name}");
     let address = host.address.trim();
-    if address.is_empty() {
-        return Err(Invalid::new(field("address"), "is required").into());
-    }
-    if address.len() > 253
-        || !address
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
-    {
-        return Err(Invalid::new(field("address"), "is not an IP address or host name").into());
-    }
+    validate::address(field("address"), address)?;
     let port = host.port.unwrap_or(22);
     if port == 0 {
         return Err(Invalid::new(field("port"), "must be between 1 and 65535").into());

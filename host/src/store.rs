@@ -151,17 +151,38 @@ impl Backend {
     }
 }
 
-/// A database URL with any password replaced, fit for errors and logs.
+/// A database URL with any password replaced, fit for errors and logs:
+/// the one in the user info and any credential in the query
+/// (`?password=`, `sslpassword=`, `sslkey=`…).
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+            let userinfo = &base[scheme_end + 3..at];
             let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}://{user}:***{}", &url[..scheme_end], &url[at..])
+            format!("{}://{user}:***{}", &base[..scheme_end], &base[at..])
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if query.is_empty() {
+        return base;
     }
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let key = pair.split('=').next().unwrap_or_default();
+            let secret = ["password", "pass", "pwd", "secret", "token", "key"]
+                .iter()
+                .any(|word| key.to_ascii_lowercase().contains(word));
+            if secret && pair.contains('=') {
+                format!("{key}=***")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 /// One page of rows to fetch.
@@ -382,6 +403,14 @@ mod tests {
             "postgres://dcp:***@db:5432/dcp"
         );
         assert_eq!(redact_url("sqlite://data/dcp.db"), "sqlite://data/dcp.db");
+        assert_eq!(
+            redact_url("postgres://db/dcp?user=dcp&password=s3cret&sslmode=require&sslpassword=x"),
+            "postgres://db/dcp?user=dcp&password=***&sslmode=require&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://dcp:pw@db/dcp?password=s3cret"),
+            "postgres://dcp:***@db/dcp?password=***"
+        );
     }
 
     #[test]

@@ -1287,3 +1287,205 @@ async fn administrators_see_a_locked_user_and_unlock_them() {
     let back = api.send(login_request("bob", ADMIN_PASSWORD, None)).await;
     assert_eq!(back.status, StatusCode::OK, "{}", back.body);
 }
+
+/// Asserts `reply` is a 422 naming `field`.
+fn refused(reply: &Reply, field: &str, what: &str) {
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{what}: {}",
+        reply.body
+    );
+    assert_eq!(
+        reply.error(),
+        ("validation_failed".to_owned(), Some(field.to_owned())),
+        "{what}"
+    );
+}
+
+#[tokio::test]
+async fn names_addresses_and_filters_with_hidden_characters_are_refused() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    let post = |path: &'static str, body: Value| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(Method::POST, path, &token, Some(body)).await }
+    };
+    for bad in [
+        "ci\u{0}",
+        "ci\nx",
+        "evil\u{202E}gnp.exe",
+        "a\u{2066}b",
+        "a\u{200F}",
+    ] {
+        let reply = post("/api/v1/tokens", json!({ "name": bad })).await;
+        refused(&reply, "name", &format!("token {bad:?}"));
+        let reply = post(
+            "/api/v1/accounts",
+            json!({"name": bad, "provider": "aliyun", "key_id": "k", "secret": "s"}),
+        )
+        .await;
+        refused(&reply, "name", &format!("account {bad:?}"));
+        let reply = post(
+            "/api/v1/machines/adopt",
+            json!({"name": bad, "address": "127.0.0.1", "password": "pw"}),
+        )
+        .await;
+        refused(&reply, "name", &format!("adopted machine {bad:?}"));
+        let reply = post(
+            "/api/v1/clusters",
+            json!({"name": "shop", "description": bad}),
+        )
+        .await;
+        if bad.contains('\n') {
+            // Free text may span lines.
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+            let id = reply.body["id"].as_i64().unwrap();
+            api.call(
+                Method::DELETE,
+                &format!("/api/v1/clusters/{id}"),
+                &token,
+                None,
+            )
+            .await;
+        } else {
+            refused(&reply, "description", &format!("description {bad:?}"));
+        }
+    }
+    // One address rule for adopted machines, nodes and execution hosts.
+    let cluster = post("/api/v1/clusters", json!({"name": "shop"})).await;
+    let service = post(
+        "/api/v1/services",
+        json!({"cluster_id": cluster.body["id"], "name": "web", "image": "nginx:1"}),
+    )
+    .await;
+    assert_eq!(service.status, StatusCode::CREATED, "{}", service.body);
+    let pool = post(
+        "/api/v1/pools",
+        json!({"service_id": service.body["id"], "name": "web-a"}),
+    )
+    .await;
+    let nodes = format!("/api/v1/pools/{}/nodes", pool.body["id"]);
+    for bad in [
+        "a;b",
+        "x$(id)",
+        "web_01",
+        "-web",
+        "a..b",
+        "999.1.1.1",
+        "h\u{0}",
+    ] {
+        let reply = post(
+            "/api/v1/machines/adopt",
+            json!({"address": bad, "password": "pw"}),
+        )
+        .await;
+        refused(&reply, "address", &format!("adopt address {bad:?}"));
+        let reply = api
+            .call(
+                Method::POST,
+                &nodes,
+                &token,
+                Some(json!({"addresses": [{"address": bad}]})),
+            )
+            .await;
+        refused(
+            &reply,
+            "addresses[0].address",
+            &format!("node address {bad:?}"),
+        );
+    }
+    // A NUL in a filter would match every row.
+    for path in [
+        "/api/v1/clusters?name=%00",
+        "/api/v1/commands?name=%00",
+        "/api/v1/command-groups?name=a%0Ab",
+        "/api/v1/plugins?name=%E2%80%AE",
+    ] {
+        let reply = api.call(Method::GET, path, &token, None).await;
+        refused(&reply, "name", path);
+    }
+}
+
+#[tokio::test]
+async fn a_legacy_machine_with_a_control_character_in_its_name_still_gives_its_key() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    let vault = dcp::vault::Vault::from_file(&api.state.config.secret_key_file()).unwrap();
+    let name = "old\r\nbox \u{202E}\"東\"";
+    let machine = api
+        .state
+        .store
+        .create_machines(&[dcp::store::NewMachine {
+            name: name.to_owned(),
+            template_id: None,
+            provider: "adopted".into(),
+            region: String::new(),
+            request_key: None,
+            address: Some("127.0.0.1".into()),
+            port: 22,
+            user: "root".into(),
+            private_key_sealed: Some(vault.seal("machine-key", b"-----KEY-----\n")),
+            public_key: None,
+            state: dcp_api_types::MachineState::Ready,
+            reason: "adopted before names were checked".into(),
+        }])
+        .await
+        .unwrap()
+        .remove(0);
+    let reply = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/machines/{}/key.pem", machine.id),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "-----KEY-----\n");
+    let disposition = reply.headers[header::CONTENT_DISPOSITION].to_str().unwrap();
+    assert_eq!(
+        disposition,
+        "attachment; filename=\"old__box ____.pem\"; \
+         filename*=UTF-8''old%0D%0Abox%20%E2%80%AE%22%E6%9D%B1%22.pem"
+    );
+}
+
+#[tokio::test]
+async fn browser_hardening_headers_are_on_ui_api_and_docs() {
+    let api = Api::new().await;
+    for path in [
+        "/",
+        "/clusters",
+        "/api/v1/clusters",
+        "/api/v1/openapi.json",
+        "/api/docs",
+        "/nope/x",
+    ] {
+        let reply = api
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        let header = |name: &str| {
+            reply
+                .headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+        };
+        let csp = header("content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        if path == "/api/docs" {
+            assert!(csp.contains("'unsafe-inline'"), "{csp}");
+        } else {
+            assert!(
+                csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+                "{path}: {csp}"
+            );
+        }
+        assert_eq!(header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
+        assert!(!header("referrer-policy").is_empty());
+    }
+}

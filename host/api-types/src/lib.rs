@@ -211,8 +211,8 @@ pub struct ClusterFilter {
     pub business_line: Option<String>,
 }
 
-/// `POST /api/v1/session`: log in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /api/v1/session`: log in. `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LoginRequest {
     /// The user name.
@@ -455,4 +455,50 @@ pub struct PluginLimits {
     /// Output kept per SSH command and stream, in KiB (default 1,024).
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65_536))]
     pub ssh_output_kib: Option<u64>,
+}
+
+/// Shown instead of a secret by the hand-written `Debug`s, so a request
+/// logged or put in a panic message never carries a password or key.
+pub(crate) fn redacted(secret: Option<&String>) -> Option<&'static str> {
+    secret.map(|_| "***")
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &redacted(Some(&self.password)))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let login = LoginRequest {
+            username: "admin".into(),
+            password: "hunter2".into(),
+        };
+        let account = machines::AccountInput {
+            name: "a".into(),
+            provider: "aliyun".into(),
+            config: serde_json::json!({}),
+            key_id: "LTAI".into(),
+            secret: Some("hunter3".into()),
+        };
+        let adopt = machines::AdoptMachine {
+            name: None,
+            address: "127.0.0.1".into(),
+            port: None,
+            user: None,
+            password: Some("hunter4".into()),
+            private_key: Some("-----BEGIN hunter5".into()),
+        };
+        let shown = format!("{login:?} {account:?} {adopt:?}");
+        assert!(shown.contains("admin") && shown.contains("LTAI"), "{shown}");
+        assert!(!shown.contains("hunter"), "{shown}");
+    }
 }

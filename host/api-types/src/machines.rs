@@ -31,8 +31,8 @@ pub struct Account {
     pub updated_at: String,
 }
 
-/// What creates or changes an account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What creates or changes an account. `Debug` hides the secret.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AccountInput {
@@ -457,7 +457,8 @@ pub struct CreateMachines {
 }
 
 /// Adopts an existing server (a private cloud's, or a physical one).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` hides the password and the private key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AdoptMachine {
@@ -502,4 +503,29 @@ pub struct FleetPoint {
     pub provider: String,
     /// Machines not released at the end of that hour (or now, for the current hour).
     pub machines: u64,
+}
+
+impl std::fmt::Debug for AccountInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountInput")
+            .field("name", &self.name)
+            .field("provider", &self.provider)
+            .field("config", &self.config)
+            .field("key_id", &self.key_id)
+            .field("secret", &crate::redacted(self.secret.as_ref()))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AdoptMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdoptMachine")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &crate::redacted(self.password.as_ref()))
+            .field("private_key", &crate::redacted(self.private_key.as_ref()))
+            .finish()
+    }
 }

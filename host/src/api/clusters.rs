@@ -9,7 +9,7 @@ use super::{
     extract::{Id, Json, Path, Query, page, window},
     rfc3339,
 };
-use crate::{orchestration, store};
+use crate::{orchestration, store, validate};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -35,7 +35,7 @@ fn to_api(c: store::Cluster) -> Cluster {
     responses(
         (status = 200, description = "One page of clusters", body = Page<Cluster>),
         (status = 400, description = "A parameter is not of its type", body = ErrorBody),
-        (status = 422, description = "Paging out of range", body = ErrorBody),
+        (status = 422, description = "Paging out of range, or a control character in a filter", body = ErrorBody),
     )
 )]
 async fn list_clusters(
@@ -44,6 +44,14 @@ async fn list_clusters(
     Query(filter): Query<ClusterFilter>,
 ) -> Result<Json<Page<Cluster>>> {
     let window = window(paging)?;
+    for (field, value) in [
+        ("name", &filter.name),
+        ("business_line", &filter.business_line),
+    ] {
+        if let Some(value) = value {
+            validate::filter(field, value)?;
+        }
+    }
     let query = store::ClusterQuery {
         name_contains: filter
             .name

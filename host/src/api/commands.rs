@@ -16,6 +16,7 @@ use super::{
 use crate::{
     remote,
     store::{CommandRecord, GroupRecord},
+    validate,
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -62,11 +63,14 @@ fn group_to_api(g: GroupRecord) -> CommandGroup {
     }
 }
 
-fn name_filter(filter: NameFilter) -> Option<String> {
-    filter
+fn name_filter(filter: NameFilter) -> Result<Option<String>> {
+    if let Some(name) = &filter.name {
+        validate::filter("name", name)?;
+    }
+    Ok(filter
         .name
         .filter(|n| !n.is_empty())
-        .map(|n| n.to_lowercase())
+        .map(|n| n.to_lowercase()))
 }
 
 /// List commands, ordered by name.
@@ -75,7 +79,7 @@ fn name_filter(filter: NameFilter) -> Option<String> {
     params(PageQuery, NameFilter),
     responses(
         (status = 200, description = "One page of commands", body = Page<Command>),
-        (status = 422, description = "Paging out of range", body = ErrorBody),
+        (status = 422, description = "Paging out of range, or a control character in the name filter", body = ErrorBody),
     )
 )]
 async fn list_commands(
@@ -85,7 +89,7 @@ async fn list_commands(
 ) -> Result<Json<Page<Command>>> {
     let (items, total) = state
         .store
-        .list_commands(name_filter(filter).as_deref(), window(paging)?)
+        .list_commands(name_filter(filter)?.as_deref(), window(paging)?)
         .await?;
     Ok(Json(page(
         items.into_iter().map(command_to_api).collect(),
@@ -176,7 +180,7 @@ async fn delete_command(
     params(PageQuery, NameFilter),
     responses(
         (status = 200, description = "One page of command groups", body = Page<CommandGroup>),
-        (status = 422, description = "Paging out of range", body = ErrorBody),
+        (status = 422, description = "Paging out of range, or a control character in the name filter", body = ErrorBody),
     )
 )]
 async fn list_groups(
@@ -186,7 +190,7 @@ async fn list_groups(
 ) -> Result<Json<Page<CommandGroup>>> {
     let (items, total) = state
         .store
-        .list_groups(name_filter(filter).as_deref(), window(paging)?)
+        .list_groups(name_filter(filter)?.as_deref(), window(paging)?)
         .await?;
     Ok(Json(page(
         items.into_iter().map(group_to_api).collect(),

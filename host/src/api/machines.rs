@@ -4,7 +4,7 @@
 use axum::{
     Extension,
     extract::State,
-    http::{StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use dcp_api_types::{
@@ -391,26 +391,58 @@ async fn machine_key(
     Path(Id { id }): Path<Id>,
 ) -> Result<Response> {
     let (machine, key) = state.machines.private_key(id).await?;
+    let response = (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                attachment(&format!("{}.pem", machine.name)),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        key,
+    )
+        .into_response();
+    // Recorded only once the answer exists: a download that failed is not one.
     tracing::info!(
         target: "audit",
         user = %me.user.username,
         machine = machine.id,
-        name = %machine.name,
+        name = %machine.name.escape_debug(),
         "machine private key downloaded"
     );
-    let file = format!(
-        "attachment; filename=\"{}.pem\"",
-        machine.name.replace(['"', '\\', '/'], "_")
-    );
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-pem-file".to_owned()),
-            (header::CONTENT_DISPOSITION, file),
-            (header::CACHE_CONTROL, "no-store".to_owned()),
-        ],
-        key,
-    )
-        .into_response())
+    Ok(response)
+}
+
+/// A `Content-Disposition: attachment` naming `file` (RFC 6266): an ASCII
+/// `filename` for old clients, and the exact name as `filename*=UTF-8''…`.
+/// Built from the name whatever it holds (names made before names were
+/// checked may hold control characters), so it is always a valid header.
+fn attachment(file: &str) -> HeaderValue {
+    use std::fmt::Write as _;
+    let fallback: String = file
+        .chars()
+        .map(|c| match c {
+            ' ' | '!' | '#'..='[' | ']'..='~' if c != '/' => c,
+            _ => '_',
+        })
+        .collect();
+    let mut encoded = String::with_capacity(file.len() * 3);
+    for byte in file.bytes() {
+        // RFC 8187 attr-char; everything else percent-encoded.
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            let _ = write!(encoded, "%{byte:02X}");
+        }
+    }
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
 }
 
 /// How far back the fleet chart goes.
@@ -443,4 +475,22 @@ async fn fleet_history(
         ));
     }
     Ok(Json(state.machines.fleet_history(hours).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attachment_names_survive_any_characters() {
+        assert_eq!(
+            attachment("web 01.pem"),
+            "attachment; filename=\"web 01.pem\"; filename*=UTF-8''web%2001.pem"
+        );
+        assert_eq!(
+            attachment("a\"\\/\n\u{202E}東.pem"),
+            "attachment; filename=\"a______.pem\"; \
+             filename*=UTF-8''a%22%5C%2F%0A%E2%80%AE%E6%9D%B1.pem"
+        );
+    }
 }

@@ -26,6 +26,7 @@ use crate::{
         registry::{self, MAX_COMPONENT_BYTES},
     },
     store::PluginVersionRecord,
+    validate,
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -95,13 +96,19 @@ struct PluginFilter {
 #[utoipa::path(
     get, path = "/plugins", tag = "plugins",
     params(PageQuery, PluginFilter),
-    responses((status = 200, description = "One page of plugin versions", body = Page<PluginVersion>))
+    responses(
+        (status = 200, description = "One page of plugin versions", body = Page<PluginVersion>),
+        (status = 422, description = "Paging out of range, or a control character in the name filter", body = ErrorBody),
+    )
 )]
 async fn list_plugins(
     State(state): State<AppState>,
     Query(paging): Query<PageQuery>,
     Query(filter): Query<PluginFilter>,
 ) -> Result<Json<Page<PluginVersion>>> {
+    if let Some(name) = &filter.name {
+        validate::filter("name", name)?;
+    }
     let name = filter.name.filter(|n| !n.is_empty());
     let (items, total) = state
         .store

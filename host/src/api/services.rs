@@ -419,11 +419,7 @@ async fn add_nodes(
     }
     for (i, address) in input.addresses.iter().enumerate() {
         let field = |part: &str| format!("addresses[{i}].{part}");
-        if address.address.trim().is_empty() || address.address.contains(char::is_whitespace) {
-            return Err(
-                Invalid::new(field("address"), "must be an IP address or host name").into(),
-            );
-        }
+        validate::address(field("address"), address.address.trim())?;
         let user = address.user.clone().unwrap_or_else(|| "root".to_owned());
         validate::identifier("user", &user, 32)
             .map_err(|e| Invalid::new(field("user"), e.message))?;

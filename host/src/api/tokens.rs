@@ -61,7 +61,7 @@ async fn create_token(
     Json(input): Json<TokenInput>,
 ) -> Result<(StatusCode, Json<CreatedToken>)> {
     let name = input.name.trim();
-    validate::required("name", name, 64)?;
+    validate::name("name", name, 64)?;
     let (record, token) = state.auth.create_token(me.user.id, name).await?;
     tracing::info!(user = %me.user.username, token_id = record.id, "API token created");
     Ok((
