@@ -14,6 +14,7 @@ pub mod machines;
 pub mod orchestration;
 pub mod plugins;
 pub mod remote;
+pub mod retention;
 pub mod store;
 pub mod telemetry;
 pub mod ui;
@@ -24,6 +25,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::{config::Config, store::Store};
 
@@ -59,6 +61,9 @@ pub struct AppState {
     pub engine: Arc<engine::Engine>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
+    /// Cancelled when the process starts shutting down: long-lived
+    /// responses (event streams) end so the server can drain.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -127,6 +132,7 @@ impl AppState {
             transport,
             Arc::new(machines::Keyring::new(store.clone(), vault.clone())),
             config.max_forks.max(1),
+            usize::try_from(config.max_execution_output_bytes).unwrap_or(usize::MAX),
         );
         let machines = machines::Machines::start(
             store.clone(),
@@ -150,6 +156,12 @@ impl AppState {
                 ..engine::Settings::default()
             },
         );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(retention::sweep(
+            store.clone(),
+            retention::Settings::from_config(&config),
+            shutdown.clone(),
+        ));
         Ok(Self {
             store,
             auth,
@@ -159,6 +171,7 @@ impl AppState {
             engine,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
+            shutdown,
         })
     }
 }
@@ -202,9 +215,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let stop = Arc::clone(&remote);
     let machines = Arc::clone(&state.machines);
     let engine = Arc::clone(&state.engine);
+    let streams = state.shutdown.clone();
     axum::serve(listener, app(state))
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
+            streams.cancel();
             // Machine work stops where it is (it resumes on the next
             // start); running executions end (cancelled, remote processes
             // killed), so their event streams close and HTTP can drain.
