@@ -697,7 +697,9 @@ pub fn output_piece(
             "falls inside a character; use a next_offset from an earlier read",
         ));
     }
-    let mut end = start.saturating_add(usize::try_from(limit).unwrap_or(usize::MAX)).min(text.len());
+    let mut end = start
+        .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
+        .min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }

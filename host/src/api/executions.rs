@@ -175,14 +175,10 @@ async fn execution_host_output(
         ));
     }
     let stored = state.store.host_output(id, index, query.stream).await?;
-    Ok(Json(remote::output_piece(
-        index,
-        query.stream,
-        &stored,
-        query.offset,
-        query.limit,
-    )
-    .map_err(remote::Error::from)?))
+    Ok(Json(
+        remote::output_piece(index, query.stream, &stored, query.offset, query.limit)
+            .map_err(remote::Error::from)?,
+    ))
 }
 
 /// Cancel a running execution: hosts not done end `cancelled`, their
@@ -289,7 +285,9 @@ impl Follow {
             () = self.state.shutdown.cancelled() => return None,
         };
         let more_output = match &event {
-            ExecutionEvent::Host(host) => self.output.as_ref().is_some_and(|c| c.index == host.index),
+            ExecutionEvent::Host(host) => {
+                self.output.as_ref().is_some_and(|c| c.index == host.index)
+            }
             ExecutionEvent::Snapshot(_) => true,
             ExecutionEvent::Execution(summary) => {
                 if summary.state.is_final() {
@@ -316,7 +314,11 @@ impl Follow {
             .into_iter()
             .enumerate()
         {
-            let Ok(stored) = self.state.store.host_output(self.id, cursor.index, stream).await
+            let Ok(stored) = self
+                .state
+                .store
+                .host_output(self.id, cursor.index, stream)
+                .await
             else {
                 continue;
             };
