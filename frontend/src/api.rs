@@ -3,12 +3,12 @@
 use dcp_api_types::{
     Account, AccountInput, AddNodes, AdoptMachine, Choice, Cluster, ClusterInput, Command,
     CommandGroup, CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode,
-    ErrorDetail, Execution, ExecutionCreated, ExecutionInput, ExecutionSummary, FleetPoint,
-    HostKey, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState,
-    MachineTemplate, ModuleEntry, Node, Page, PageQuery, PluginLimits, PluginTestRequest,
-    PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage,
-    Service, ServiceInput, Session, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
-    TemplateInput, Token, TokenInput, UserStatus,
+    ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
+    FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
+    MachineState, MachineTemplate, ModuleEntry, Node, Page, PageQuery, PluginLimits,
+    PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput,
+    QuotaUsage, Service, ServiceInput, Session, Task, TaskDetail, TaskInput, TaskTemplate,
+    TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -420,6 +420,37 @@ pub(crate) async fn executions(
 /// One execution with its hosts.
 pub(crate) async fn execution(id: i64) -> Result<Execution, ApiError> {
     read(send(Request::get(&format!("/api/v1/executions/{id}"))).await?).await
+}
+
+/// One page of an execution's hosts (without their output).
+pub(crate) async fn execution_hosts(
+    id: i64,
+    page: u32,
+    per_page: u32,
+) -> Result<Page<ExecutionHost>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/executions/{id}/hosts?page={page}&per_page={per_page}"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// A piece of one host's output (`stream` is `stdout` or `stderr`) from `offset`.
+pub(crate) async fn host_output(
+    id: i64,
+    index: u32,
+    stream: &str,
+    offset: u64,
+) -> Result<HostOutput, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/executions/{id}/hosts/{index}/output?stream={stream}&offset={offset}&limit=1048576"
+        )))
+        .await?,
+    )
+    .await
 }
 
 /// Cancels a running execution.

@@ -113,9 +113,9 @@ pub(crate) fn ExecutionsPage() -> impl IntoView {
 
 /// Follows `/api/v1/executions/{id}/events` into `execution`; on a broken
 /// stream, polls instead until the execution ends.
-fn follow(id: i64, execution: RwSignal<Option<Execution>>) {
+fn follow(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<ExecutionHost>>) {
     let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/executions/{id}/events")) else {
-        poll(id, execution);
+        poll(id, execution, hosts);
         return;
     };
     let on = |name: &str, handle: Box<dyn Fn(&str)>| {
@@ -135,6 +135,7 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>) {
         Box::new(move |data| {
             if let Ok(snapshot) = serde_json::from_str::<Execution>(data) {
                 execution.set(Some(snapshot));
+                load_hosts(id, hosts);
             }
         }),
     );
@@ -142,11 +143,8 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>) {
         "host",
         Box::new(move |data| {
             if let Ok(host) = serde_json::from_str::<ExecutionHost>(data) {
-                execution.update(|e| {
-                    if let Some(slot) = e
-                        .as_mut()
-                        .and_then(|e| e.hosts.get_mut(host.index as usize))
-                    {
+                hosts.update(|list| {
+                    if let Some(slot) = list.iter_mut().find(|h| h.index == host.index) {
                         *slot = host;
                     }
                 });
@@ -178,7 +176,7 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>) {
             .get_untracked()
             .is_some_and(|e| e.summary.state.is_final())
         {
-            poll(id, execution);
+            poll(id, execution, hosts);
         }
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -186,18 +184,31 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>) {
     on_cleanup(move || source.close());
 }
 
+/// The first hosts of an execution (the page shows at most this many).
+const HOSTS_SHOWN: u32 = 200;
+
+/// Loads the execution's first page of hosts.
+fn load_hosts(id: i64, hosts: RwSignal<Vec<ExecutionHost>>) {
+    spawn_local(async move {
+        if let Ok(page) = api::execution_hosts(id, 1, HOSTS_SHOWN).await {
+            hosts.set(page.items);
+        }
+    });
+}
+
 /// Reloads the execution every 2 s until it ends.
-fn poll(id: i64, execution: RwSignal<Option<Execution>>) {
+fn poll(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<ExecutionHost>>) {
     spawn_local(async move {
         if let Ok(fresh) = api::execution(id).await {
             let done = fresh.summary.state.is_final();
             execution.set(Some(fresh));
+            load_hosts(id, hosts);
             if done {
                 return;
             }
         }
         set_timeout(
-            move || poll(id, execution),
+            move || poll(id, execution, hosts),
             std::time::Duration::from_secs(2),
         );
     });
@@ -211,9 +222,10 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
     let execution = RwSignal::new(None::<Execution>);
     let error = RwSignal::new(None::<ApiError>);
     let expanded = RwSignal::new(BTreeSet::<u32>::new());
+    let hosts = RwSignal::new(Vec::<ExecutionHost>::new());
     Effect::new(move || {
         if let Some(id) = id() {
-            follow(id, execution);
+            follow(id, execution, hosts);
         } else {
             error.set(Some(ApiError::local("no such execution")));
         }
@@ -255,8 +267,8 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
             <thead><tr><th>"Host"</th><th>"State"</th><th>"Exit"</th><th>"Took"</th><th>"Message"</th><th></th></tr></thead>
             <tbody>
                 <For
-                    each=move || execution.get().map(|e| e.hosts).unwrap_or_default()
-                    key=|h| (h.index, h.state, h.finished_at.clone())
+                    each=move || hosts.get()
+                    key=|h| (h.index, h.state, h.finished_at.clone(), h.stdout_bytes, h.stderr_bytes)
                     children=move |h: ExecutionHost| {
                         let index = h.index;
                         let open = move || expanded.get().contains(&index);
@@ -265,7 +277,8 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                                 set.insert(index);
                             }
                         });
-                        let (stdout, stderr, truncated) = (h.stdout.clone(), h.stderr.clone(), h.truncated);
+                        let truncated = h.truncated;
+                        let execution_id = id().unwrap_or_default();
                         view! {
                             <tr class="host-row" data-address=h.address.clone() data-state=h.state.as_str()>
                                 <td class="name">{format!("{}@{}:{}", h.user, h.address, h.port)}</td>
@@ -291,10 +304,7 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                                         <Show when=move || truncated>
                                             <p class="hint">"Output was cut at the limit."</p>
                                         </Show>
-                                        <h4>"stdout"</h4>
-                                        <pre class="code stdout">{stdout.clone()}</pre>
-                                        <h4>"stderr"</h4>
-                                        <pre class="code stderr">{stderr.clone()}</pre>
+                                        <HostOutputView id=execution_id index=index/>
                                     </td>
                                 </tr>
                             </Show>
@@ -303,5 +313,42 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                 />
             </tbody>
         </table>
+    }
+}
+
+/// Reads a whole output stream of one host, piece by piece from offset 0.
+async fn read_stream(id: i64, index: u32, stream: &'static str) -> Result<String, ApiError> {
+    let mut text = String::new();
+    let mut offset = 0;
+    loop {
+        let piece = api::host_output(id, index, stream, offset).await?;
+        text.push_str(&piece.data);
+        if piece.next_offset >= piece.total_bytes {
+            return Ok(text);
+        }
+        offset = piece.next_offset;
+    }
+}
+
+/// One host's stdout and stderr, fetched when shown (the row is redrawn,
+/// and so re-read, when the host reports more output).
+#[component]
+fn HostOutputView(id: i64, index: u32) -> impl IntoView {
+    let output = LocalResource::new(move || async move {
+        let stdout = read_stream(id, index, "stdout").await?;
+        let stderr = read_stream(id, index, "stderr").await?;
+        Ok::<_, ApiError>((stdout, stderr))
+    });
+    view! {
+        {move || match output.get() {
+            Some(Ok((stdout, stderr))) => view! {
+                <h4>"stdout"</h4>
+                <pre class="code stdout">{stdout}</pre>
+                <h4>"stderr"</h4>
+                <pre class="code stderr">{stderr}</pre>
+            }.into_any(),
+            Some(Err(e)) => view! { <p class="hint">{e.0.message}</p> }.into_any(),
+            None => view! { <p class="hint">"Loading output…"</p> }.into_any(),
+        }}
     }
 }

@@ -86,6 +86,13 @@ pub struct Config {
     /// Seconds a process's claim on a task lasts without a heartbeat: how
     /// soon another replica (or the next start) takes over a dead one's tasks.
     pub task_lease_secs: u64,
+    /// The most output bytes one execution keeps, all hosts together (each
+    /// host is also capped per step); hosts cut by it are marked `truncated`.
+    pub max_execution_output_bytes: u64,
+    /// Days a finished execution (with its output) is kept; 0 keeps forever.
+    pub execution_retention_days: u32,
+    /// Days the step logs of a finished task are kept; 0 keeps forever.
+    pub task_log_retention_days: u32,
 }
 
 /// How log lines are written.
@@ -131,6 +138,9 @@ impl Default for Config {
             machine_poll_ms: 2000,
             machine_start_timeout_secs: 600,
             task_lease_secs: 15,
+            max_execution_output_bytes: 64 << 20,
+            execution_retention_days: 90,
+            task_log_retention_days: 90,
         }
     }
 }
@@ -181,6 +191,12 @@ impl fmt::Debug for Config {
                 &self.machine_start_timeout_secs,
             )
             .field("task_lease_secs", &self.task_lease_secs)
+            .field(
+                "max_execution_output_bytes",
+                &self.max_execution_output_bytes,
+            )
+            .field("execution_retention_days", &self.execution_retention_days)
+            .field("task_log_retention_days", &self.task_log_retention_days)
             .finish()
     }
 }
@@ -217,6 +233,9 @@ const ENV_KEYS: &[&str] = &[
     "machine_poll_ms",
     "machine_start_timeout_secs",
     "task_lease_secs",
+    "max_execution_output_bytes",
+    "execution_retention_days",
+    "task_log_retention_days",
 ];
 
 impl Config {

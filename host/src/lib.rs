@@ -14,6 +14,7 @@ pub mod machines;
 pub mod orchestration;
 pub mod plugins;
 pub mod remote;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;
@@ -25,6 +26,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 
 pub use crate::{config::Config, store::Store};
 
@@ -60,6 +62,9 @@ pub struct AppState {
     pub engine: Arc<engine::Engine>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
+    /// Cancelled when the process starts shutting down: long-lived
+    /// responses (event streams) end so the server can drain.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -132,6 +137,7 @@ impl AppState {
             transport,
             Arc::new(machines::Keyring::new(store.clone(), vault.clone())),
             config.max_forks.max(1),
+            usize::try_from(config.max_execution_output_bytes).unwrap_or(usize::MAX),
         );
         let machines = machines::Machines::start(
             store.clone(),
@@ -155,6 +161,12 @@ impl AppState {
                 ..engine::Settings::default()
             },
         );
+        let shutdown = CancellationToken::new();
+        tokio::spawn(retention::sweep(
+            store.clone(),
+            retention::Settings::from_config(&config),
+            shutdown.clone(),
+        ));
         Ok(Self {
             store,
             auth,
@@ -164,6 +176,7 @@ impl AppState {
             engine,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
+            shutdown,
         })
     }
 }
@@ -211,8 +224,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         max_connections: config.max_connections,
         header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
     };
+    let streams = state.shutdown.clone();
     server::run(listener, app(state), limits, async move {
         shutdown_signal().await;
+        streams.cancel();
         // Machine work stops where it is (it resumes on the next
         // start); running executions end (cancelled, remote processes
         // killed), so their event streams close and HTTP can drain.

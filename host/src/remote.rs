@@ -25,7 +25,8 @@ use std::{
 
 use dcp_api_types::{
     CommandGroupInput, CommandInput, CommandMode, Execution, ExecutionEvent, ExecutionHost,
-    ExecutionInput, ExecutionStep, ExecutionSummary, HostInput, ModuleEntry, ParamDef, ParamType,
+    ExecutionInput, ExecutionStep, ExecutionSummary, HostInput, HostOutput, ModuleEntry,
+    OutputStream, ParamDef, ParamType,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -37,7 +38,7 @@ use crate::{
     plugins::{Registry, RemoteCommand as _, WasmPlugin, World},
     store::{
         self, CommandChange, CommandRecord, ExecutionRecord, GroupChange, GroupRecord, HostRecord,
-        NewExecution, NewHost, Store,
+        NewExecution, NewHost, Store, StoredOutput,
     },
     validate::{self, Invalid},
 };
@@ -106,6 +107,8 @@ pub struct Remote {
     /// This process, as the owner of the executions it runs.
     owner: String,
     max_forks: u32,
+    /// The most output bytes one execution keeps, all hosts together.
+    max_execution_output: usize,
     live: Mutex<HashMap<i64, Live>>,
     /// Set when the process shuts down: cancels say why.
     stopping: AtomicBool,
@@ -139,6 +142,7 @@ impl Remote {
         transport: Arc<ssh::Transport>,
         inventory: Arc<dyn Inventory>,
         max_forks: u32,
+        max_execution_output: usize,
     ) -> Arc<Self> {
         let remote = Arc::new(Self {
             store,
@@ -147,6 +151,7 @@ impl Remote {
             inventory,
             owner: uuid::Uuid::now_v7().to_string(),
             max_forks,
+            max_execution_output,
             live: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         });
@@ -380,6 +385,9 @@ impl Remote {
             timeout: Duration::from_secs(u64::from(timeout_secs)),
             cancel: live.cancel,
             events: live.events,
+            output_budget: Arc::new(std::sync::atomic::AtomicUsize::new(
+                self.max_execution_output,
+            )),
         };
         tokio::spawn(runner::run(self.clone(), run));
         Ok(id)
@@ -640,9 +648,9 @@ pub fn summary_to_api(e: ExecutionRecord) -> ExecutionSummary {
     }
 }
 
-/// An execution with its hosts as the API shows it.
+/// An execution as the API shows it (its hosts are paged separately).
 #[must_use]
-pub fn execution_to_api(e: ExecutionRecord, hosts: Vec<HostRecord>) -> Execution {
+pub fn execution_to_api(e: ExecutionRecord) -> Execution {
     let steps: Vec<Step> = serde_json::from_str(&e.steps).unwrap_or_default();
     let params = serde_json::from_str(&e.params).unwrap_or_default();
     Execution {
@@ -655,7 +663,6 @@ pub fn execution_to_api(e: ExecutionRecord, hosts: Vec<HostRecord>) -> Execution
             })
             .collect(),
         params,
-        hosts: hosts.into_iter().map(host_to_api).collect(),
         summary: summary_to_api(e),
     }
 }
@@ -670,13 +677,59 @@ pub fn host_to_api(h: HostRecord) -> ExecutionHost {
         user: h.user,
         state: h.report.state,
         exit_code: h.report.exit_code,
-        stdout: h.report.stdout,
-        stderr: h.report.stderr,
+        stdout_bytes: h.stdout_bytes,
+        stderr_bytes: h.stderr_bytes,
         truncated: h.report.truncated,
         message: h.report.message,
         started_at: h.report.started_at.map(rfc3339),
         finished_at: h.report.finished_at.map(rfc3339),
     }
+}
+
+/// The piece of a host's stored output stream that starts at `offset` and
+/// holds at most `limit` bytes, never splitting a UTF-8 character; an
+/// offset inside a character or past the end is refused on `offset`.
+pub fn output_piece(
+    index: u32,
+    stream: OutputStream,
+    stored: &StoredOutput,
+    offset: u64,
+    limit: u32,
+) -> Result<HostOutput, Invalid> {
+    let text = stored.text.as_str();
+    let start = usize::try_from(offset).unwrap_or(usize::MAX);
+    if start > text.len() {
+        return Err(Invalid::new(
+            "offset",
+            format!("is past the end of the output ({} bytes)", text.len()),
+        ));
+    }
+    if !text.is_char_boundary(start) {
+        return Err(Invalid::new(
+            "offset",
+            "falls inside a character; use a next_offset from an earlier read",
+        ));
+    }
+    let mut end = start
+        .saturating_add(usize::try_from(limit).unwrap_or(usize::MAX))
+        .min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    // A limit smaller than the character at `start` still makes progress.
+    if end == start && start < text.len() {
+        end = start + text[start..].chars().next().map_or(0, char::len_utf8);
+    }
+    Ok(HostOutput {
+        index,
+        stream,
+        offset,
+        data: text[start..end].to_owned(),
+        next_offset: end as u64,
+        total_bytes: text.len() as u64,
+        complete: stored.done && end == text.len(),
+        truncated: stored.truncated,
+    })
 }
 
 /// Refuses, on `field`, anything but exactly one of `choices` given.

@@ -32,7 +32,9 @@ pub use self::{
     clouds::{AccountChange, AccountRecord, TemplateChange, TemplateRecord},
     clusters::{Cluster, ClusterChange, ClusterQuery},
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
-    executions::{ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, overall_state},
+    executions::{
+        ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, StoredOutput, overall_state,
+    },
     host_keys::HostKeyRecord,
     machines::{MachineEventRecord, MachineRecord, MachineUpdate, NewMachine},
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},

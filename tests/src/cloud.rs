@@ -220,7 +220,7 @@ impl Cloud {
         loop {
             let e = self.api.get(&format!("/api/v1/executions/{id}")).await;
             if !matches!(e["state"].as_str(), Some("pending" | "running")) {
-                return e;
+                return self.api.execution_with_output(id).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

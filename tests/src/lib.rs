@@ -593,6 +593,58 @@ impl Api {
         body
     }
 
+    /// `GET path`, answering the status and body whatever the status.
+    pub async fn get_status(&self, path: &str) -> (u16, Value) {
+        Self::answer(
+            self.http
+                .get(self.server.url(path))
+                .bearer_auth(&self.token),
+        )
+        .await
+    }
+
+    /// An execution's detail with every host (paged) and each host's whole
+    /// `stdout`/`stderr` (read by offset), as one value.
+    pub async fn execution_with_output(&self, id: i64) -> Value {
+        let mut execution = self.get(&format!("/api/v1/executions/{id}")).await;
+        let mut hosts = Vec::new();
+        for page in 1.. {
+            let listed = self
+                .get(&format!(
+                    "/api/v1/executions/{id}/hosts?page={page}&per_page=200"
+                ))
+                .await;
+            let items = listed["items"].as_array().unwrap().clone();
+            let done = items.len() < 200;
+            hosts.extend(items);
+            if done {
+                break;
+            }
+        }
+        for host in &mut hosts {
+            let index = host["index"].as_u64().unwrap();
+            for stream in ["stdout", "stderr"] {
+                let mut text = String::new();
+                let mut offset = 0;
+                loop {
+                    let piece = self
+                        .get(&format!(
+                            "/api/v1/executions/{id}/hosts/{index}/output?stream={stream}&offset={offset}&limit=65536"
+                        ))
+                        .await;
+                    text.push_str(piece["data"].as_str().unwrap());
+                    offset = piece["next_offset"].as_u64().unwrap();
+                    if offset >= piece["total_bytes"].as_u64().unwrap() {
+                        break;
+                    }
+                }
+                host[stream] = Value::String(text);
+            }
+        }
+        execution["hosts"] = Value::Array(hosts);
+        execution
+    }
+
     async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
         let reply = request.send().await.unwrap();
         (

@@ -15,7 +15,7 @@ async fn finished(api: &Api, id: i64, limit: Duration) -> Value {
         let execution = api.get(&format!("/api/v1/executions/{id}")).await;
         let state = execution["state"].as_str().unwrap().to_owned();
         if !matches!(state.as_str(), "pending" | "running") {
-            return execution;
+            return api.execution_with_output(id).await;
         }
         assert!(
             Instant::now() < deadline,
@@ -566,7 +566,7 @@ async fn forks_limit_parallelism_output_is_capped_and_the_default_key_logs_in() 
         "succeeded"
     );
 
-    let execution = api.get(&format!("/api/v1/executions/{id}")).await;
+    let execution = api.execution_with_output(id).await;
     let hosts = execution["hosts"].as_array().unwrap();
     for h in hosts {
         assert_eq!(h["state"], "ok", "{h}");
@@ -988,4 +988,69 @@ async fn a_released_machines_host_key_is_forgotten_unless_a_live_machine_shares_
         message.contains("host key") && message.contains(&second.to_string()),
         "{message}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_hosts_printing_lots_keep_the_detail_small_page_their_hosts_and_cap_the_total() {
+    let fleet = Fleet::start(60);
+    let cap: u64 = 5 << 20;
+    let api = Api::start_with(&dcp_tests::ServerOptions {
+        env: vec![("DCP_MAX_EXECUTION_OUTPUT_BYTES".into(), cap.to_string())],
+        ..Default::default()
+    })
+    .await;
+    // Each host prints ~230 KB: 60 of them are ~14 MB, well past the cap.
+    let id = start(
+        &api,
+        &json!({"command": {"mode": "shell", "script": "seq 1 40000; echo done >&2"},
+                "hosts": hosts(&fleet), "forks": 60}),
+    )
+    .await;
+    let _ = finished(&api, id, Duration::from_secs(120)).await;
+
+    // The detail carries no output: it stays small.
+    let detail = api.get(&format!("/api/v1/executions/{id}")).await;
+    let size = detail.to_string().len();
+    assert!(size < 64 << 10, "the detail is {size} bytes");
+    assert_eq!(detail["counts"]["total"], 60);
+
+    // Hosts page in order.
+    let second = api
+        .get(&format!("/api/v1/executions/{id}/hosts?page=2&per_page=25"))
+        .await;
+    assert_eq!(second["total"], 60);
+    let items = second["items"].as_array().unwrap();
+    assert_eq!(items.len(), 25);
+    assert_eq!(items[0]["index"], 25);
+    assert_eq!(items[24]["index"], 49);
+    assert!(second.to_string().len() < 64 << 10);
+
+    // Output read by offset reassembles what a host printed; the total
+    // kept stays under the cap, and the hosts cut say so.
+    let expected: String = (1..=40000).map(|n| format!("{n}\n")).collect();
+    let all = api.execution_with_output(id).await;
+    let hosts = all["hosts"].as_array().unwrap();
+    let kept: usize = hosts
+        .iter()
+        .map(|h| h["stdout"].as_str().unwrap().len() + h["stderr"].as_str().unwrap().len())
+        .sum();
+    assert!(kept as u64 <= cap, "{kept} bytes kept");
+    let whole = hosts
+        .iter()
+        .filter(|h| h["truncated"] == false)
+        .collect::<Vec<_>>();
+    assert!(!whole.is_empty());
+    for h in &whole {
+        assert_eq!(h["stdout"].as_str().unwrap(), expected);
+        assert_eq!(h["stdout_bytes"].as_u64().unwrap(), expected.len() as u64);
+    }
+    let cut = hosts.iter().filter(|h| h["truncated"] == true).count();
+    assert!(cut > 0, "no host marked truncated");
+    // An offset past the end is refused, naming the field.
+    let (status, body) = api
+        .get_status(&format!(
+            "/api/v1/executions/{id}/hosts/0/output?offset=99999999"
+        ))
+        .await;
+    assert_eq!(status, 422, "{body}");
 }

@@ -37,6 +37,7 @@ on_both_backends!(
     groups_keep_their_commands_in_order_and_from_deletion,
     executions_count_their_hosts_and_page_newest_first,
     abandoned_executions_end_failed_not_lost,
+    retention_deletes_old_finished_executions_only,
     host_keys_are_trusted_once,
     machines_move_only_from_the_state_they_are_in,
     released_machines_charge_their_template,
@@ -442,6 +443,47 @@ async fn abandoned_executions_end_failed_not_lost(backend: Backend) {
     assert_eq!(
         (hosts[1].report.state, hosts[1].report.message.as_str()),
         (HostState::Failed, "gone")
+    );
+}
+
+async fn retention_deletes_old_finished_executions_only(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    let old = store.create_execution(&execution(1)).await.unwrap();
+    store
+        .report_host(old, 0, &report(HostState::Ok, "out"))
+        .await
+        .unwrap();
+    store
+        .set_execution_state(old, ExecutionState::Succeeded)
+        .await
+        .unwrap();
+    let running = store.create_execution(&execution(1)).await.unwrap();
+    store
+        .set_execution_state(running, ExecutionState::Running)
+        .await
+        .unwrap();
+    let settings = dcp::retention::Settings {
+        executions: Some(std::time::Duration::from_secs(30 * 86_400)),
+        task_logs: None,
+    };
+    // Today, the finished one is recent: kept.
+    let now = OffsetDateTime::now_utc();
+    let (deleted, _) = dcp::retention::sweep_once(&store, settings, now)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 0);
+    assert!(store.execution(old).await.is_ok());
+    // 31 days on, it is deleted with its hosts; the running one stays.
+    let later = now + Duration::days(31);
+    let (deleted, _) = dcp::retention::sweep_once(&store, settings, later)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert!(store.execution(old).await.is_err());
+    assert!(store.execution_hosts(old).await.unwrap().is_empty());
+    assert_eq!(
+        store.execution(running).await.unwrap().state,
+        ExecutionState::Running
     );
 }
 

@@ -432,11 +432,13 @@ pub struct ExecutionHost {
     /// The exit code of the last step run; absent before the end or when
     /// no command ran (or it was killed by a signal).
     pub exit_code: Option<i32>,
-    /// Standard output of the steps, up to the cap.
-    pub stdout: String,
-    /// Standard error of the steps, up to the cap.
-    pub stderr: String,
-    /// Whether output was cut at the cap.
+    /// Bytes of standard output kept so far; read them with
+    /// `GET /executions/{id}/hosts/{index}/output`.
+    pub stdout_bytes: u64,
+    /// Bytes of standard error kept so far.
+    pub stderr_bytes: u64,
+    /// Whether output was cut: at the per-host cap, or because the whole
+    /// execution reached its output cap (`max_execution_output_bytes`).
     pub truncated: bool,
     /// Why the host did not end `ok`, for humans.
     pub message: String,
@@ -535,8 +537,104 @@ pub struct Execution {
     pub steps: Vec<ExecutionStep>,
     /// The parameter values used.
     pub params: BTreeMap<String, Value>,
-    /// The hosts, in target order.
-    pub hosts: Vec<ExecutionHost>,
+}
+
+/// Filters for `GET /api/v1/executions/{id}/hosts`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(default)]
+pub struct ExecutionHostFilter {
+    /// Only hosts in this state.
+    pub state: Option<HostState>,
+}
+
+/// Options of `GET /api/v1/executions/{id}/events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(default)]
+pub struct ExecutionEventsQuery {
+    /// The index of a host whose output to stream as `output` events (all
+    /// of it first, then what is new); without it no output is sent.
+    pub output: Option<u32>,
+}
+
+/// Which output stream of a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    /// Standard output.
+    #[default]
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl OutputStream {
+    /// The stream's wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+        }
+    }
+}
+
+/// Which part of a host's output `GET /api/v1/executions/{id}/hosts/{index}/output` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+#[serde(default)]
+pub struct OutputQuery {
+    /// `stdout` or `stderr`.
+    #[cfg_attr(feature = "openapi", param(inline))]
+    pub stream: OutputStream,
+    /// Byte offset to read from (a `next_offset` from an earlier read).
+    pub offset: u64,
+    /// Most bytes to return, 1 to [`OutputQuery::MAX_LIMIT`].
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1_048_576))]
+    pub limit: u32,
+}
+
+impl OutputQuery {
+    /// The most bytes one read returns.
+    pub const MAX_LIMIT: u32 = 1 << 20;
+    /// Bytes returned when no limit is given.
+    pub const DEFAULT_LIMIT: u32 = 64 << 10;
+}
+
+impl Default for OutputQuery {
+    fn default() -> Self {
+        Self {
+            stream: OutputStream::Stdout,
+            offset: 0,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+}
+
+/// A piece of one host's output: the answer of
+/// `GET /api/v1/executions/{id}/hosts/{index}/output` and the `output`
+/// event of the execution's event stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct HostOutput {
+    /// The host's position.
+    pub index: u32,
+    /// Which stream.
+    pub stream: OutputStream,
+    /// Byte offset of `data` in the stream.
+    pub offset: u64,
+    /// The bytes (never splits a UTF-8 character).
+    pub data: String,
+    /// Where the next read starts.
+    pub next_offset: u64,
+    /// Bytes of the stream kept so far.
+    pub total_bytes: u64,
+    /// The host has ended and `next_offset` reached the end: nothing more will come.
+    pub complete: bool,
+    /// The stream was cut at the per-host or per-execution cap.
+    pub truncated: bool,
 }
 
 /// Filters for `GET /api/v1/executions`.
@@ -555,10 +653,14 @@ pub struct ExecutionFilter {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(untagged)]
 pub enum ExecutionEvent {
-    /// The whole execution, sent first on every connection.
+    /// The execution without its hosts, sent first on every connection
+    /// (and again after the stream fell behind: reload the hosts then).
     Snapshot(Execution),
-    /// A host changed state.
+    /// A host changed state or has more output (its byte counts).
     Host(ExecutionHost),
+    /// New output of the host named by the stream's `output` parameter:
+    /// only the bytes not sent before, at most 64 KiB per event.
+    Output(HostOutput),
     /// The execution's state or counts changed; after a final state the
     /// stream ends.
     Execution(ExecutionSummary),
@@ -571,6 +673,7 @@ impl ExecutionEvent {
         match self {
             Self::Snapshot(_) => "snapshot",
             Self::Host(_) => "host",
+            Self::Output(_) => "output",
             Self::Execution(_) => "execution",
         }
     }

@@ -2,7 +2,7 @@
 //! live, cancel it, and page through the history; `/api/v1/ssh/host-keys`:
 //! the host keys DCP trusts.
 
-use std::convert::Infallible;
+use std::{collections::VecDeque, convert::Infallible};
 
 use axum::{
     Extension,
@@ -11,8 +11,9 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use dcp_api_types::{
-    ErrorBody, Execution, ExecutionCreated, ExecutionEvent, ExecutionFilter, ExecutionInput,
-    ExecutionSummary, HostKey, Page, PageQuery,
+    ErrorBody, Execution, ExecutionCreated, ExecutionEvent, ExecutionEventsQuery, ExecutionFilter,
+    ExecutionHost, ExecutionHostFilter, ExecutionInput, ExecutionSummary, HostKey, HostOutput,
+    OutputQuery, OutputStream, Page, PageQuery,
 };
 use futures_util::{Stream, stream};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
@@ -29,6 +30,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_executions, start_execution))
         .routes(routes!(get_execution))
+        .routes(routes!(list_execution_hosts))
+        .routes(routes!(execution_host_output))
         .routes(routes!(cancel_execution))
         .routes(routes!(execution_events))
         .routes(routes!(list_host_keys))
@@ -36,10 +39,11 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 async fn load(state: &AppState, id: i64) -> Result<Execution> {
-    let execution = state.store.execution(id).await?;
-    let hosts = state.store.execution_hosts(id).await?;
-    Ok(remote::execution_to_api(execution, hosts))
+    Ok(remote::execution_to_api(state.store.execution(id).await?))
 }
+
+/// The most output bytes one `output` event carries.
+const OUTPUT_EVENT_MAX: u32 = 64 << 10;
 
 /// List executions, newest first.
 #[utoipa::path(
@@ -86,7 +90,10 @@ async fn start_execution(
     Ok((StatusCode::CREATED, Json(ExecutionCreated { id })))
 }
 
-/// Get an execution with every host's state and output.
+/// Get an execution: its state, host counts, steps and parameters. Its
+/// hosts are paged at `/executions/{id}/hosts`, their output read at
+/// `/executions/{id}/hosts/{index}/output`, so the answer stays small
+/// however many hosts ran and whatever they printed.
 #[utoipa::path(
     get, path = "/executions/{id}", tag = "executions",
     params(("id" = i64, Path, description = "Execution id")),
@@ -100,6 +107,78 @@ async fn get_execution(
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<Execution>> {
     Ok(Json(load(&state, id).await?))
+}
+
+/// The `{id}` and `{index}` of a host path.
+#[derive(Debug, serde::Deserialize)]
+struct HostPath {
+    id: i64,
+    index: u32,
+}
+
+/// List an execution's hosts in target order, optionally only those in a
+/// state, with their byte counts but not their output.
+#[utoipa::path(
+    get, path = "/executions/{id}/hosts", tag = "executions",
+    params(("id" = i64, Path, description = "Execution id"), PageQuery, ExecutionHostFilter),
+    responses(
+        (status = 200, description = "One page of hosts", body = Page<ExecutionHost>),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
+)]
+async fn list_execution_hosts(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+    Query(paging): Query<PageQuery>,
+    Query(filter): Query<ExecutionHostFilter>,
+) -> Result<Json<Page<ExecutionHost>>> {
+    let window = window(paging)?;
+    // An unknown execution is a 404, not an empty page.
+    state.store.execution(id).await?;
+    let (items, total) = state
+        .store
+        .execution_host_page(id, filter.state, window)
+        .await?;
+    Ok(Json(page(
+        items.into_iter().map(remote::host_to_api).collect(),
+        total,
+        paging,
+    )))
+}
+
+/// Read a host's output from a byte offset: at most `limit` bytes, where
+/// the next read starts, and whether the output is complete. Read again
+/// from `next_offset` to follow a running host.
+#[utoipa::path(
+    get, path = "/executions/{id}/hosts/{index}/output", tag = "executions",
+    params(
+        ("id" = i64, Path, description = "Execution id"),
+        ("index" = u32, Path, description = "The host's 0-based position"),
+        OutputQuery,
+    ),
+    responses(
+        (status = 200, description = "A piece of the output", body = HostOutput),
+        (status = 404, description = "No such execution or host", body = ErrorBody),
+        (status = 422, description = "`offset` past the end or inside a character, or `limit` out of range", body = ErrorBody),
+    )
+)]
+async fn execution_host_output(
+    State(state): State<AppState>,
+    Path(HostPath { id, index }): Path<HostPath>,
+    Query(query): Query<OutputQuery>,
+) -> Result<Json<HostOutput>> {
+    if !(1..=OutputQuery::MAX_LIMIT).contains(&query.limit) {
+        return Err(super::Error::validation(
+            "limit",
+            format!("must be between 1 and {}", OutputQuery::MAX_LIMIT),
+        ));
+    }
+    let stored = state.store.host_output(id, index, query.stream).await?;
+    Ok(Json(
+        remote::output_piece(index, query.stream, &stored, query.offset, query.limit)
+            .map_err(remote::Error::from)?,
+    ))
 }
 
 /// Cancel a running execution: hosts not done end `cancelled`, their
@@ -121,12 +200,14 @@ async fn cancel_execution(
     Ok((StatusCode::ACCEPTED, Json(load(&state, id).await?)))
 }
 
-/// Follow an execution as server-sent events: `snapshot` (the whole
-/// execution) first, then `host` for each host change and `execution` for
-/// state and counts; the stream ends after the final `execution` event.
+/// Follow an execution as server-sent events: `snapshot` (the execution
+/// without its hosts) first, then `host` for each host change and
+/// `execution` for state and counts; with `output`, that host's output as
+/// `output` events, what it has first and then only what is new. The
+/// stream ends after the final `execution` event, or when DCP shuts down.
 #[utoipa::path(
     get, path = "/executions/{id}/events", tag = "executions",
-    params(("id" = i64, Path, description = "Execution id")),
+    params(("id" = i64, Path, description = "Execution id"), ExecutionEventsQuery),
     responses(
         (status = 200, description = "An event stream (text/event-stream)", content_type = "text/event-stream", body = ExecutionEvent),
         (status = 404, description = "No such execution", body = ErrorBody),
@@ -135,51 +216,126 @@ async fn cancel_execution(
 async fn execution_events(
     State(state): State<AppState>,
     Path(Id { id }): Path<Id>,
+    Query(query): Query<ExecutionEventsQuery>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     // Subscribe before the snapshot, so no change falls between the two.
     let events = state.remote.subscribe(id);
     let snapshot = load(&state, id).await?;
+    let output = match query.output {
+        Some(index) => {
+            state.store.execution_host(id, index).await?;
+            Some(Cursor {
+                index,
+                sent: [0, 0],
+            })
+        }
+        None => None,
+    };
     let follow = if snapshot.summary.state.is_final() {
         None
     } else {
         events
     };
-    let first = stream::once(async move { sse(&ExecutionEvent::Snapshot(snapshot)) });
-    let rest = stream::unfold(
-        Follow {
-            state,
-            id,
-            events: follow,
-        },
-        Follow::next,
-    );
-    Ok(Sse::new(futures_util::StreamExt::chain(first, rest)).keep_alive(KeepAlive::default()))
+    let mut first = Follow {
+        state,
+        id,
+        events: follow,
+        output,
+        pending: VecDeque::from([ExecutionEvent::Snapshot(snapshot)]),
+    };
+    first.catch_up().await;
+    Ok(Sse::new(stream::unfold(first, Follow::next)).keep_alive(KeepAlive::default()))
 }
 
-/// The live part of an event stream.
+/// The host whose output a stream follows, and how much of each stream it sent.
+struct Cursor {
+    index: u32,
+    sent: [u64; 2],
+}
+
+/// An event stream: what is queued to send, then what the execution's
+/// runner announces.
 struct Follow {
     state: AppState,
     id: i64,
     events: Option<Receiver<ExecutionEvent>>,
+    output: Option<Cursor>,
+    pending: VecDeque<ExecutionEvent>,
 }
 
 impl Follow {
     async fn next(mut self) -> Option<(std::result::Result<Event, Infallible>, Self)> {
-        let events = self.events.as_mut()?;
-        let event = match events.recv().await {
-            Ok(event) => event,
-            // A slow reader missed events: a fresh snapshot replaces them.
-            Err(RecvError::Lagged(_)) => {
-                ExecutionEvent::Snapshot(load(&self.state, self.id).await.ok()?)
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        if let ExecutionEvent::Execution(summary) = &event
-            && summary.state.is_final()
-        {
-            self.events = None;
+        if self.state.shutdown.is_cancelled() {
+            return None;
         }
-        Some((sse(&event), self))
+        if let Some(event) = self.pending.pop_front() {
+            return Some((sse(&event), self));
+        }
+        let events = self.events.as_mut()?;
+        let event = tokio::select! {
+            received = events.recv() => match received {
+                Ok(event) => event,
+                // A slow reader missed events: a fresh snapshot replaces
+                // them (the client reloads its hosts); output resumes where it was.
+                Err(RecvError::Lagged(_)) => {
+                    ExecutionEvent::Snapshot(load(&self.state, self.id).await.ok()?)
+                }
+                Err(RecvError::Closed) => return None,
+            },
+            () = self.state.shutdown.cancelled() => return None,
+        };
+        let more_output = match &event {
+            ExecutionEvent::Host(host) => {
+                self.output.as_ref().is_some_and(|c| c.index == host.index)
+            }
+            ExecutionEvent::Snapshot(_) => true,
+            ExecutionEvent::Execution(summary) => {
+                if summary.state.is_final() {
+                    self.events = None;
+                }
+                false
+            }
+            ExecutionEvent::Output(_) => false,
+        };
+        let sent = sse(&event);
+        if more_output {
+            self.catch_up().await;
+        }
+        Some((sent, self))
+    }
+
+    /// Queues what the followed host printed since the last `output` event,
+    /// in pieces of at most [`OUTPUT_EVENT_MAX`] bytes.
+    async fn catch_up(&mut self) {
+        let Some(cursor) = self.output.as_mut() else {
+            return;
+        };
+        for (n, stream) in [OutputStream::Stdout, OutputStream::Stderr]
+            .into_iter()
+            .enumerate()
+        {
+            let Ok(stored) = self
+                .state
+                .store
+                .host_output(self.id, cursor.index, stream)
+                .await
+            else {
+                continue;
+            };
+            while cursor.sent[n] < stored.text.len() as u64 {
+                let Ok(piece) = remote::output_piece(
+                    cursor.index,
+                    stream,
+                    &stored,
+                    cursor.sent[n],
+                    OUTPUT_EVENT_MAX,
+                ) else {
+                    break;
+                };
+                cursor.sent[n] = piece.next_offset;
+                self.pending.push_back(ExecutionEvent::Output(piece));
+            }
+        }
     }
 }
 
@@ -188,6 +344,7 @@ fn sse(event: &ExecutionEvent) -> std::result::Result<Event, Infallible> {
         ExecutionEvent::Snapshot(e) => serde_json::to_string(e),
         ExecutionEvent::Host(h) => serde_json::to_string(h),
         ExecutionEvent::Execution(s) => serde_json::to_string(s),
+        ExecutionEvent::Output(o) => serde_json::to_string(o),
     };
     Ok(Event::default()
         .event(event.name())

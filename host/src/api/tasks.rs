@@ -234,6 +234,10 @@ async fn task_events(
                 return None;
             }
             loop {
+                if state.shutdown.is_cancelled() {
+                    // DCP is stopping: end the stream so the server drains.
+                    return None;
+                }
                 let detail = state.engine.detail(id).await.ok()?;
                 if last.as_ref() != Some(&detail) {
                     // A final snapshot ends the stream (retry opens a new one).
@@ -243,7 +247,10 @@ async fn task_events(
                         .data(serde_json::to_string(&detail).unwrap_or_default());
                     return Some((Ok(event), (state, Some(detail), ended)));
                 }
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    () = state.shutdown.cancelled() => return None,
+                }
             }
         },
     );

@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc, Mutex, Weak,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -45,6 +45,8 @@ pub(super) struct Run {
     pub(super) timeout: Duration,
     pub(super) cancel: CancellationToken,
     pub(super) events: broadcast::Sender<ExecutionEvent>,
+    /// Output bytes the execution may still keep, all hosts together.
+    pub(super) output_budget: Arc<AtomicUsize>,
 }
 
 /// Runs `run` to its end and records everything on the way.
@@ -71,6 +73,7 @@ pub(super) async fn run(remote: Arc<Remote>, run: Run) {
             timeout: run.timeout,
             cancel: run.cancel.clone(),
             events: run.events.clone(),
+            output_budget: run.output_budget.clone(),
         };
         let forks = forks.clone();
         hosts.spawn(async move {
@@ -134,6 +137,7 @@ struct Host {
     timeout: Duration,
     cancel: CancellationToken,
     events: broadcast::Sender<ExecutionEvent>,
+    output_budget: Arc<AtomicUsize>,
 }
 
 impl Host {
@@ -165,8 +169,8 @@ impl Host {
                 message
             };
             if let Ok(out) = &result {
-                report.stdout.push_str(&out.stdout);
-                report.stderr.push_str(&out.stderr);
+                report.truncated |= keep(&self.output_budget, &mut report.stdout, &out.stdout);
+                report.truncated |= keep(&self.output_budget, &mut report.stderr, &out.stderr);
                 report.exit_code = Some(out.exit_code);
             }
             report.truncated |= channel.truncated();
@@ -179,6 +183,10 @@ impl Host {
                 };
                 report.finished_at = Some(OffsetDateTime::now_utc());
                 return report;
+            }
+            if n + 1 < self.steps.len() {
+                // Watchers see each step's output as it ends.
+                self.record(&report).await;
             }
         }
         report.state = HostState::Ok;
@@ -257,12 +265,30 @@ impl Host {
             address: self.target.endpoint.address.clone(),
             port: self.target.endpoint.port,
             user: self.target.endpoint.user.clone(),
+            stdout_bytes: report.stdout.len() as u64,
+            stderr_bytes: report.stderr.len() as u64,
             report: report.clone(),
         };
         let _ = self
             .events
             .send(ExecutionEvent::Host(super::host_to_api(record)));
     }
+}
+
+/// Appends to `kept` as much of `new` as the execution's output budget
+/// still allows (whole characters only); returns whether some was cut.
+fn keep(budget: &AtomicUsize, kept: &mut String, new: &str) -> bool {
+    let mut granted = 0;
+    let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+        let mut take = left.min(new.len());
+        while !new.is_char_boundary(take) {
+            take -= 1;
+        }
+        granted = take;
+        Some(left - take)
+    });
+    kept.push_str(&new[..granted]);
+    granted < new.len()
 }
 
 /// The id a plugin call knows its host by.

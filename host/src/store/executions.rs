@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use dcp_api_types::{ExecutionState, HostCounts, HostState};
+use dcp_api_types::{ExecutionState, HostCounts, HostState, OutputStream};
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
@@ -87,8 +87,23 @@ pub struct HostRecord {
     pub port: u16,
     /// Login user.
     pub user: String,
-    /// What happened so far.
+    /// What happened so far (a page of hosts leaves the output empty).
     pub report: HostReport,
+    /// Bytes of standard output stored.
+    pub stdout_bytes: u64,
+    /// Bytes of standard error stored.
+    pub stderr_bytes: u64,
+}
+
+/// One host's whole stored output stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOutput {
+    /// The bytes.
+    pub text: String,
+    /// Whether output was cut.
+    pub truncated: bool,
+    /// Whether the host has ended (no more output will come).
+    pub done: bool,
 }
 
 /// The changing part of an execution host.
@@ -170,6 +185,8 @@ struct HostRow {
     message: String,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    stdout_bytes: i64,
+    stderr_bytes: i64,
 }
 
 impl TryFrom<HostRow> for HostRecord {
@@ -181,6 +198,8 @@ impl TryFrom<HostRow> for HostRecord {
             address: row.address,
             port: u16::try_from(row.port).unwrap_or(22),
             user: row.login,
+            stdout_bytes: u64::try_from(row.stdout_bytes).unwrap_or_default(),
+            stderr_bytes: u64::try_from(row.stderr_bytes).unwrap_or_default(),
             report: HostReport {
                 state: parse_name("execution_hosts.state", &row.state)?,
                 exit_code: row.exit_code.and_then(|c| i32::try_from(c).ok()),
@@ -198,7 +217,14 @@ impl TryFrom<HostRow> for HostRecord {
 const EXECUTION_COLUMNS: &str = "id, title, state, command_id, group_id, steps, params, forks, \
                                  timeout_secs, created_by, created_at, finished_at";
 const HOST_COLUMNS: &str = "position, address, port, login, state, exit_code, \
-                            stdout, stderr, truncated, message, started_at, finished_at";
+                            stdout, stderr, truncated, message, started_at, finished_at, \
+                            cast(octet_length(stdout) as bigint) as stdout_bytes, cast(octet_length(stderr) as bigint) as stderr_bytes";
+/// The host columns without the output itself: a page of 200 hosts stays
+/// small however much they printed.
+const HOST_LINE_COLUMNS: &str = "position, address, port, login, state, exit_code, \
+                                 '' as stdout, '' as stderr, truncated, message, started_at, \
+                                 finished_at, cast(octet_length(stdout) as bigint) as stdout_bytes, \
+                                 cast(octet_length(stderr) as bigint) as stderr_bytes";
 const NOT_FINAL: &str = "('pending', 'running')";
 
 impl Store {
@@ -261,6 +287,109 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(HostRecord::try_from).collect()
+    }
+
+    /// One window of an execution's hosts in order, optionally only those
+    /// in `state`, without their output; and how many match in all.
+    pub async fn execution_host_page(
+        &self,
+        id: i64,
+        state: Option<HostState>,
+        window: Window,
+    ) -> Result<(Vec<HostRecord>, u64)> {
+        const FILTER: &str = "execution_id = $1 and ($2 is null or state = $2)";
+        let state = state.map(HostState::as_str);
+        let (total,): (i64,) = sqlx::query_as(&format!(
+            "select count(*) from execution_hosts where {FILTER}"
+        ))
+        .bind(id)
+        .bind(state)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows: Vec<HostRow> = sqlx::query_as(&format!(
+            "select {HOST_LINE_COLUMNS} from execution_hosts where {FILTER} \
+             order by position limit $3 offset $4"
+        ))
+        .bind(id)
+        .bind(state)
+        .bind(window.limit())
+        .bind(window.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((
+            rows.into_iter()
+                .map(HostRecord::try_from)
+                .collect::<Result<_>>()?,
+            u64::try_from(total).unwrap_or_default(),
+        ))
+    }
+
+    /// One host of an execution without its output.
+    pub async fn execution_host(&self, id: i64, position: u32) -> Result<HostRecord> {
+        let row: Option<HostRow> = sqlx::query_as(&format!(
+            "select {HOST_LINE_COLUMNS} from execution_hosts \
+             where execution_id = $1 and position = $2"
+        ))
+        .bind(id)
+        .bind(i64::from(position))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.ok_or(Error::NotFound {
+            what: "execution host",
+        })?
+        .try_into()
+    }
+
+    /// One output stream of one host of an execution, whole (the per-host
+    /// cap bounds it).
+    pub async fn host_output(
+        &self,
+        id: i64,
+        position: u32,
+        stream: OutputStream,
+    ) -> Result<StoredOutput> {
+        let column = match stream {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        };
+        let row: Option<(String, i64, String)> = sqlx::query_as(&format!(
+            "select {column}, truncated, state from execution_hosts \
+             where execution_id = $1 and position = $2"
+        ))
+        .bind(id)
+        .bind(i64::from(position))
+        .fetch_optional(&self.pool)
+        .await?;
+        let (text, truncated, state) = row.ok_or(Error::NotFound {
+            what: "execution host",
+        })?;
+        let state: HostState = parse_name("execution_hosts.state", &state)?;
+        Ok(StoredOutput {
+            text,
+            truncated: truncated != 0,
+            done: state.is_final(),
+        })
+    }
+
+    /// Deletes the executions that ended before `cutoff`, with their hosts
+    /// and output; running ones are never touched. Safe to run on several
+    /// replicas at once. Returns how many were deleted.
+    pub async fn delete_executions_ended_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        const OLD: &str = "select id from executions where state not in ('pending', 'running') \
+                           and finished_at is not null and finished_at < $1";
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "delete from execution_hosts where execution_id in ({OLD})"
+        ))
+        .bind(millis(cutoff))
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(&format!("delete from executions where id in ({OLD})"))
+            .bind(millis(cutoff))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// One window of executions, newest first, and how many match in all.

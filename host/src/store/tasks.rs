@@ -657,6 +657,27 @@ impl Store {
         Ok(())
     }
 
+    /// Clears the step logs of tasks that ended before `cutoff` (the task
+    /// and its steps' states stay); running tasks are never touched.
+    /// Returns how many tasks lost logs.
+    pub async fn clear_task_logs_ended_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        let (tasks,): (i64,) = sqlx::query_as(
+            "select count(distinct task_id) from task_steps where output <> '' and task_id in \
+             (select id from tasks where finished_at is not null and finished_at < $1)",
+        )
+        .bind(super::millis(cutoff))
+        .fetch_one(&self.pool)
+        .await?;
+        sqlx::query(
+            "update task_steps set output = '' where output <> '' and task_id in \
+             (select id from tasks where finished_at is not null and finished_at < $1)",
+        )
+        .bind(super::millis(cutoff))
+        .execute(&self.pool)
+        .await?;
+        Ok(u64::try_from(tasks).unwrap_or_default())
+    }
+
     /// A node of a pool by machine (the expand step's replay check).
     pub async fn node_of_machine(&self, machine_id: i64) -> Result<Option<i64>> {
         let row: Option<(i64,)> = sqlx::query_as("select id from nodes where machine_id = $1")
