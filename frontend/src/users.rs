@@ -62,7 +62,7 @@ pub(crate) fn UsersPage() -> impl IntoView {
                                     {u.locked_until.as_deref().map_or_else(|| "not locked".to_owned(), short_time)}
                                 </td>
                                 <td class="actions">
-                                    <Show when=move || locked || failed > 0>
+                                    <Show when=move || { locked || failed > 0 }>
                                         <button class="ghost unlock" on:click=move |_| unlock(id)>"Unlock"</button>
                                     </Show>
                                 </td>
