@@ -53,10 +53,11 @@ pub(crate) fn UsersPage() -> impl IntoView {
                         let id = u.id;
                         let locked = u.locked_until.is_some();
                         let failed = u.failed_logins;
+                        let name = u.username;
                         view! {
-                            <tr data-name=u.username.clone() class:locked=locked>
-                                <td class="name">{u.username.clone()}</td>
-                                <td>{u.role.clone()}</td>
+                            <tr data-name=name class:locked=locked>
+                                <td class="name">{name.clone()}</td>
+                                <td>{u.role}</td>
                                 <td class="failed-logins">{failed}</td>
                                 <td class="locked-until">
                                     {u.locked_until.as_deref().map_or_else(|| "not locked".to_owned(), short_time)}
