@@ -61,11 +61,16 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 8] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 9] = [
     (
         "/api/v1/commands",
         "script",
         "its form depends on `mode`: an expert command's script is a JSON module call",
+    ),
+    (
+        "/api/v1/commands",
+        "params[].choices",
+        "only enum parameters have choices: it depends on the parameter's `type`",
     ),
     (
         "/api/v1/task-templates",
@@ -894,7 +899,11 @@ impl Walker {
             if place == "path" {
                 if type_of(self.resolve(&p["schema"])).as_deref() == Some("integer") {
                     variants.push(("an id beyond 64 bits".into(), json!("99999999999999999999")));
-                    variants.push(("an id no object has".into(), json!(i64::MAX)));
+                    // The largest id the schema allows: no object has it.
+                    let most = self.resolve(&p["schema"])["maximum"]
+                        .as_i64()
+                        .unwrap_or(i64::MAX);
+                    variants.push(("an id no object has".into(), json!(most)));
                 } else {
                     variants.push(("bytes that are not UTF-8".into(), json!("%FF%FE")));
                 }
@@ -1296,6 +1305,7 @@ async fn plugin_configs_are_objects_and_execution_events_are_untagged() {
         [
             "#/components/schemas/Execution",
             "#/components/schemas/ExecutionHost",
+            "#/components/schemas/HostOutput",
             "#/components/schemas/ExecutionSummary"
         ]
     );

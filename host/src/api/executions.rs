@@ -154,7 +154,7 @@ async fn list_execution_hosts(
     get, path = "/executions/{id}/hosts/{index}/output", tag = "executions",
     params(
         ("id" = i64, Path, description = "Execution id"),
-        ("index" = u32, Path, description = "The host's 0-based position"),
+        ("index" = u32, Path, minimum = 0, maximum = 4_294_967_295.0, description = "The host's 0-based position"),
         OutputQuery,
     ),
     responses(
