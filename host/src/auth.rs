@@ -16,14 +16,14 @@ pub mod throttle;
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::{SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, Salt, SaltString, rand_core::OsRng},
 };
 use rand::{Rng, distributions::Alphanumeric};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 
-use self::throttle::{LockState, Policy, Refusal, Throttle};
+use self::throttle::{HashingSlot, LockState, Policy, Refusal, Throttle};
 use crate::{
     sha256_hex,
     store::{self, SessionRecord, Store, TokenRecord, UserRecord, Window},
@@ -360,17 +360,24 @@ fn random_secret(len: usize) -> String {
 /// threads and within the throttle's hashing slots: memory in use for
 /// hashing stays under 19 MiB × `login_concurrency`.
 async fn hash_password(throttle: &Throttle, password: String) -> Result<String, Error> {
-    let slot = throttle
+    let mut slot = throttle
         .hashing_slot()
         .await
         .ok_or_else(|| Error::Hash("no hashing slots".into()))?;
     tokio::task::spawn_blocking(move || {
-        let _slot = slot;
         let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Hash(e.to_string()))
+        let argon = Argon2::default();
+        let params = argon.params().clone();
+        let len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+        let output = argon2_output(&argon, &mut slot, password.as_bytes(), salt.as_salt(), len)?;
+        let hash = PasswordHash {
+            algorithm: Algorithm::Argon2id.ident(),
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params).map_err(hash_error)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(output),
+        };
+        Ok(hash.to_string())
     })
     .await
     .map_err(|e| Error::Hash(e.to_string()))?
@@ -381,19 +388,54 @@ async fn verify_password(
     password: String,
     hash: String,
 ) -> Result<bool, Error> {
-    let slot = throttle
+    let mut slot = throttle
         .hashing_slot()
         .await
         .ok_or_else(|| Error::Hash("no hashing slots".into()))?;
     tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        let parsed = PasswordHash::new(&hash).map_err(|e| Error::Hash(e.to_string()))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
+        let parsed = PasswordHash::new(&hash).map_err(hash_error)?;
+        let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+            return Err(Error::Hash("a stored hash without salt or output".into()));
+        };
+        let algorithm = Algorithm::try_from(parsed.algorithm).map_err(hash_error)?;
+        let version = parsed
+            .version
+            .map(Version::try_from)
+            .transpose()
+            .map_err(hash_error)?
+            .unwrap_or_default();
+        let params = Params::try_from(&parsed).map_err(hash_error)?;
+        let argon = Argon2::new(algorithm, version, params);
+        let output = argon2_output(&argon, &mut slot, password.as_bytes(), salt, expected.len())?;
+        // `Output`'s equality is constant-time.
+        Ok(output == expected)
     })
     .await
     .map_err(|e| Error::Hash(e.to_string()))?
+}
+
+/// `len` bytes of `argon`'s hash of `password` with `salt`, worked out in
+/// the slot's own memory: the 19 MiB working area is allocated once per
+/// slot and reused, where a fresh one per login left every blocking
+/// thread's allocator arena holding its own (hundreds of MiB under a flood).
+fn argon2_output(
+    argon: &Argon2<'_>,
+    slot: &mut HashingSlot,
+    password: &[u8],
+    salt: Salt<'_>,
+    len: usize,
+) -> Result<Output, Error> {
+    let mut salt_bytes = [0_u8; Salt::MAX_LENGTH];
+    let salt = salt.decode_b64(&mut salt_bytes).map_err(hash_error)?;
+    let memory = slot.memory(argon.params().block_count());
+    Output::init_with(len, |out| {
+        Ok(argon.hash_password_into_with_memory(password, salt, out, &mut *memory)?)
+    })
+    .map_err(hash_error)
+}
+
+fn hash_error(e: impl std::fmt::Display) -> Error {
+    Error::Hash(e.to_string())
 }
 
 #[cfg(test)]

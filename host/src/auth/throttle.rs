@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use argon2::Block;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// How logins are throttled and hashing is bounded.
@@ -173,6 +174,39 @@ pub struct Throttle {
     admitted: Arc<Semaphore>,
     /// Slots for hashing itself.
     hashing: Arc<Semaphore>,
+    /// The hashing slots' working memory, kept between hashes.
+    memory: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+/// A hashing slot: hash while holding it, in its memory.
+#[derive(Debug)]
+pub struct HashingSlot {
+    _permit: OwnedSemaphorePermit,
+    memory: Vec<Block>,
+    pool: Arc<Mutex<Vec<Vec<Block>>>>,
+}
+
+impl HashingSlot {
+    /// At least `blocks` blocks of working memory, allocated on the slot's
+    /// first hash and reused by the next ones. Argon2's first pass writes
+    /// every block before reading it, so what an earlier hash left is
+    /// never read.
+    pub fn memory(&mut self, blocks: usize) -> &mut [Block] {
+        if self.memory.len() < blocks {
+            self.memory = vec![Block::default(); blocks];
+        }
+        &mut self.memory[..blocks]
+    }
+}
+
+impl Drop for HashingSlot {
+    fn drop(&mut self) {
+        // At most one buffer per slot comes back: the pool stays bounded.
+        let memory = std::mem::take(&mut self.memory);
+        if !memory.is_empty() {
+            lock(&self.pool).push(memory);
+        }
+    }
 }
 
 /// A login's place in line; hold it until its password is checked.
@@ -190,6 +224,7 @@ impl Throttle {
             names: RandomState::new(),
             admitted: Arc::new(Semaphore::new(concurrency + policy.queue)),
             hashing: Arc::new(Semaphore::new(concurrency)),
+            memory: Arc::default(),
             policy,
         }
     }
@@ -213,10 +248,15 @@ impl Throttle {
             .map_err(|_| Refusal::Busy)
     }
 
-    /// Waits for a hashing slot; hashing happens while the permit is held.
+    /// Waits for a hashing slot; hashing happens while it is held.
     /// `None` only if the slots were closed, which nothing does.
-    pub async fn hashing_slot(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.hashing).acquire_owned().await.ok()
+    pub async fn hashing_slot(&self) -> Option<HashingSlot> {
+        let permit = Arc::clone(&self.hashing).acquire_owned().await.ok()?;
+        Some(HashingSlot {
+            _permit: permit,
+            memory: lock(&self.memory).pop().unwrap_or_default(),
+            pool: Arc::clone(&self.memory),
+        })
     }
 
     /// Counts a wrong password against `username` and `addr`.
