@@ -626,7 +626,7 @@ mod tests {
         let events = TaskEvent::changes(&old, &new);
         let names: Vec<_> = events.iter().map(TaskEvent::name).collect();
         assert_eq!(names, ["step", "node", "task"]);
-        let mut held = Some(old.clone());
+        let mut held = Some(old);
         for event in events {
             event.apply(&mut held);
         }
