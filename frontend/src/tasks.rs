@@ -2,8 +2,8 @@
 //! follows the server live, and the task templates behind them.
 
 use dcp_api_types::{
-    NodeCounts, PageQuery, StepSpec, StepState, Task, TaskDetail, TaskState, TaskTemplate,
-    TaskTemplateInput, TemplatePurpose, builtin,
+    NodeCounts, PageQuery, StepSpec, StepState, Task, TaskDetail, TaskEvent, TaskState,
+    TaskTemplate, TaskTemplateInput, TemplatePurpose, builtin,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{components::A, hooks::use_params_map};
@@ -90,29 +90,46 @@ pub(crate) fn TaskTable(tasks: Signal<Vec<Task>>) -> impl IntoView {
     }
 }
 
-/// Follows `/api/v1/tasks/{id}/events` into `detail`; polls when the
-/// stream breaks before the task ends.
+/// Follows `/api/v1/tasks/{id}/events` into `detail`: the snapshot, then
+/// each change applied to it; polls when the stream breaks before the task
+/// ends.
 fn follow(id: i64, detail: RwSignal<Option<TaskDetail>>) {
     let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/tasks/{id}/events")) else {
         poll(id, detail);
         return;
     };
-    let closer = source.clone();
-    let listener =
-        Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
-            if let Some(fresh) = ev
-                .data()
-                .as_string()
-                .and_then(|data| serde_json::from_str::<TaskDetail>(&data).ok())
-            {
-                if fresh.task.state.is_final() {
+    let on = |name: &'static str, parse: fn(&str) -> Option<TaskEvent>| {
+        let closer = source.clone();
+        let listener =
+            Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+                let Some(event) = ev.data().as_string().and_then(|data| parse(&data)) else {
+                    return;
+                };
+                detail.update(|held| event.apply(held));
+                if detail
+                    .get_untracked()
+                    .is_some_and(|d| d.task.state.is_final())
+                {
                     closer.close();
                 }
-                detail.set(Some(fresh));
-            }
-        });
-    let _ = source.add_event_listener_with_callback("task", listener.as_ref().unchecked_ref());
-    listener.forget();
+            });
+        let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+        // The listener lives as long as the page's event source; the page
+        // closes the source when it goes away.
+        listener.forget();
+    };
+    on("snapshot", |d| {
+        serde_json::from_str(d).ok().map(TaskEvent::Snapshot)
+    });
+    on("task", |d| {
+        serde_json::from_str(d).ok().map(TaskEvent::Task)
+    });
+    on("node", |d| {
+        serde_json::from_str(d).ok().map(TaskEvent::Node)
+    });
+    on("step", |d| {
+        serde_json::from_str(d).ok().map(TaskEvent::Step)
+    });
     let broken = source.clone();
     let on_error = Closure::<dyn Fn()>::new(move || {
         broken.close();

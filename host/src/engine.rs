@@ -30,7 +30,10 @@ use dcp_api_types::{
     NodeCounts, StepSpec, StepState, Task, TaskDetail, TaskInput, TaskKind, TaskNode,
     TaskOverrides, TaskState, TaskStep, TaskTemplate, TaskTemplateInput, TemplatePurpose,
 };
-use tokio::{sync::Notify, task::JoinSet};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 pub use self::rules::{DEFAULT_TIMEOUT_SECS, template_change};
@@ -163,6 +166,9 @@ pub struct Engine {
     owner: String,
     /// Wakes the claimer (a task was made or asked to change).
     wake: Notify,
+    /// Moves whenever this process changes a task, so event streams look at
+    /// their task's version at once instead of waiting for their next poll.
+    changed: watch::Sender<u64>,
     stop: CancellationToken,
     driving: Mutex<HashSet<i64>>,
 }
@@ -209,6 +215,7 @@ impl Engine {
             settings,
             owner: format!("{}-{}", std::process::id(), uuid::Uuid::now_v7()),
             wake: Notify::new(),
+            changed: watch::Sender::new(0),
             stop: CancellationToken::new(),
             driving: Mutex::new(HashSet::new()),
         });
@@ -571,6 +578,24 @@ impl Engine {
         Ok(TaskDetail { task, steps, nodes })
     }
 
+    /// A task's version, which moves whenever [`Engine::detail`] would
+    /// answer something else (see [`Store::task_version`]).
+    pub async fn version(&self, id: i64) -> Result<i64, Error> {
+        Ok(self.store.task_version(id).await?)
+    }
+
+    /// Fires whenever this process changed some task; changes made by other
+    /// replicas show only in [`Engine::version`].
+    #[must_use]
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Tells [`Engine::changes`] subscribers that a task changed.
+    fn touched(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Asks for `command` (pause, resume, retry, cancel) if it fits the
     /// task's state; the process driving the task carries it out.
     pub async fn command(&self, id: i64, command: &str) -> Result<Task, Error> {
@@ -604,6 +629,7 @@ impl Engine {
             )));
         }
         self.store.set_task_command(id, command).await?;
+        self.touched();
         self.wake.notify_one();
         self.task(id).await
     }
@@ -784,7 +810,10 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                             (node, step, done)
                         });
                     }
-                    Effect::SaveNode(n) => save_node(store, id, &driven, n).await?,
+                    Effect::SaveNode(n) => {
+                        save_node(store, id, &driven, n).await?;
+                        engine.touched();
+                    }
                     Effect::SaveTask => {
                         let plan = &driven.plan;
                         let held = store
@@ -801,6 +830,7 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                             abort.cancel();
                             return Ok(());
                         }
+                        engine.touched();
                         if plan.state == TaskState::Succeeded
                             && let Some((service, image)) = context.deployed_image()
                         {
@@ -823,6 +853,7 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
             && !(command == "pause" && driven.plan.state == TaskState::Running)
         {
             store.clear_task_command(id, &command).await?;
+            engine.touched();
         }
         if driven.plan.state != TaskState::Running && in_flight.is_empty() {
             // Paused or ended (or claimed only for a command that did not
@@ -892,25 +923,23 @@ async fn save_node(store: &Store, task: i64, driven: &Driven, n: usize) -> Resul
     let run = &driven.plan.nodes[n];
     let mut record = driven.nodes[n].clone();
     record.state = run.state.as_str().to_owned();
-    store.save_task_node(task, &record).await?;
-    for (i, step) in run.steps.iter().enumerate() {
-        store
-            .save_task_step(
-                task,
-                &TaskStepRecord {
-                    node_idx: record.idx,
-                    step_idx: i64::try_from(i).unwrap_or_default(),
-                    state: step.state.as_str().to_owned(),
-                    attempts: i64::from(step.attempts),
-                    not_before: step.not_before,
-                    started_at: step.started_at,
-                    finished_at: step.finished_at,
-                    output: step.output.clone(),
-                    error: step.error.clone(),
-                },
-            )
-            .await?;
-    }
+    let steps: Vec<TaskStepRecord> = run
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, step)| TaskStepRecord {
+            node_idx: record.idx,
+            step_idx: i64::try_from(i).unwrap_or_default(),
+            state: step.state.as_str().to_owned(),
+            attempts: i64::from(step.attempts),
+            not_before: step.not_before,
+            started_at: step.started_at,
+            finished_at: step.finished_at,
+            output: step.output.clone(),
+            error: step.error.clone(),
+        })
+        .collect();
+    store.save_task_node(task, &record, &steps).await?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use aliyun_sim::Delays;
 use dcp_tests::{
     Server, ServerOptions,
     cloud::{Cloud, machine_env, quick_delays},
@@ -419,5 +420,221 @@ async fn replicas_on_postgresql_share_a_task_and_one_finishes_what_a_killed_one_
     assert_eq!(containers_of("web-replicas").len(), 8);
     for address in addresses(&done) {
         assert_eq!(page(&address).await.unwrap(), "web 1\n", "{address}");
+    }
+}
+
+/// A task's event stream as a client reads it.
+struct Events {
+    reply: reqwest::Response,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(base_url: &str, token: &str, id: i64) -> Self {
+        let reply = reqwest::Client::new()
+            .get(format!("{base_url}/api/v1/tasks/{id}/events"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        assert_eq!(reply.headers()["content-type"], "text/event-stream");
+        Self {
+            reply,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event's name and data; `None` when the stream ended cleanly.
+    async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let name = block.lines().find_map(|l| l.strip_prefix("event: "));
+                let data: String = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data: "))
+                    .collect();
+                // Blocks without a name are keep-alive comments.
+                if let Some(name) = name {
+                    return Some((name.to_owned(), serde_json::from_str(&data).unwrap()));
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.reply.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no event within {within:?}"))
+                .expect("the stream ends cleanly, not cut");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => return None,
+            }
+        }
+    }
+}
+
+/// Applies a task event to what a client holds, as the API document says:
+/// a snapshot replaces it, the others replace their part.
+fn apply(held: &mut Value, name: &str, data: Value) {
+    let node = |held: &mut Value, index: &Value| -> usize {
+        held["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|n| n["index"] == *index)
+            .unwrap_or_else(|| panic!("no node {index} in {held}"))
+    };
+    match name {
+        "snapshot" => *held = data,
+        "task" => held["task"] = data,
+        "node" => {
+            let n = node(held, &data["index"]);
+            for (field, value) in data.as_object().unwrap() {
+                held["nodes"][n][field] = value.clone();
+            }
+        }
+        "step" => {
+            let n = node(held, &data["node"]);
+            let i = usize::try_from(data["index"].as_u64().unwrap()).unwrap();
+            assert!(
+                i < held["nodes"][n]["steps"].as_array().unwrap().len(),
+                "{data}"
+            );
+            held["nodes"][n]["steps"][i] = data["step"].clone();
+        }
+        other => panic!("unexpected event {other}: {data}"),
+    }
+}
+
+#[tokio::test]
+async fn a_watched_idle_task_sends_nothing_until_it_changes_and_sigterm_ends_its_stream() {
+    // Machines stay pending for an hour: the task runs, idle, in create_vm.
+    let mut cloud = Cloud::start(Delays {
+        pending: Duration::from_secs(3600),
+        ..quick_delays()
+    })
+    .await;
+    let pool = pool(&cloud, "web-watched", None).await;
+    let (status, task) = cloud
+        .api
+        .post(
+            "/api/v1/tasks",
+            &json!({"kind": "expand", "pool_id": pool, "count": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+        if t["nodes"][0]["steps"][0]["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create_vm never started: {t:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let base = cloud.api.server.base_url.clone();
+    let mut events = Events::open(&base, &cloud.api.token, id).await;
+    let (name, snapshot) = events.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(name, "snapshot", "{snapshot}");
+    assert_eq!(snapshot["task"]["state"], "running", "{snapshot}");
+    assert_eq!(snapshot["nodes"][0]["steps"][0]["state"], "running");
+
+    // Nothing changes while the machine is pending, so the next event is
+    // the pause asked for now: just the task's fields, not the task again.
+    let (status, body) = cloud
+        .api
+        .post(&format!("/api/v1/tasks/{id}/pause"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (name, changed) = events.next(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(name, "task", "{changed}");
+    assert_eq!(changed["command"], "pause", "{changed}");
+    assert!(changed.get("nodes").is_none(), "{changed}");
+
+    // The open stream does not hold the shutdown up, and ends cleanly.
+    let status = cloud.api.server.terminate(Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let mut rest = Vec::new();
+    while let Some(event) = events.next(Duration::from_secs(10)).await {
+        rest.push(event);
+    }
+    assert!(rest.iter().all(|(name, _)| name != "snapshot"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn task_events_on_every_replica_add_up_to_the_task() {
+    let db = dcp_tests::Backend::Postgres.database().await;
+    let cloud = Cloud::start_on(
+        quick_delays(),
+        ServerOptions {
+            database_url: Some(db.url.clone()),
+            ..ServerOptions::default()
+        },
+    )
+    .await;
+    // A second replica: whichever one drives the task, the other learns
+    // of its changes only through the database.
+    let second = Server::start(&ServerOptions {
+        database_url: Some(db.url.clone()),
+        env: machine_env(),
+        shared_data_dir: Some(cloud.api.server.data_dir.path().to_path_buf()),
+        ..ServerOptions::default()
+    });
+    let group = cloud
+        .group(
+            "no-disk",
+            "echo checking; echo 'disk /data is missing' >&2; exit 3",
+        )
+        .await;
+    let pool = pool(&cloud, "web-events", Some(group)).await;
+    let (status, task) = cloud
+        .api
+        .post(
+            "/api/v1/tasks",
+            &json!({"kind": "expand", "pool_id": pool, "count": 3, "batch_size": 1}),
+        )
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let token = cloud.api.token.clone();
+    let follow = |base: String, token: String| async move {
+        let mut events = Events::open(&base, &token, id).await;
+        let mut seen = Vec::new();
+        let mut held = Value::Null;
+        while let Some((name, data)) = events.next(Duration::from_secs(120)).await {
+            let before = held.clone();
+            apply(&mut held, &name, data.clone());
+            // Every event changes something: nothing is sent twice.
+            assert_ne!(before, held, "{name} changed nothing: {data}");
+            seen.push(name);
+        }
+        (seen, held)
+    };
+    let (first, second_seen) = tokio::join!(
+        follow(cloud.api.server.base_url.clone(), token.clone()),
+        follow(second.base_url.clone(), token),
+    );
+    let detail = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+    assert_eq!(detail["task"]["state"], "failed", "{detail:#}");
+    for (seen, held) in [first, second_seen] {
+        // One snapshot, then changes only: the steps and nodes as they
+        // went, and the task's state.
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("snapshot"),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.iter().filter(|n| *n == "snapshot").count(),
+            1,
+            "{seen:?}"
+        );
+        for kind in ["step", "node", "task"] {
+            assert!(seen.iter().any(|n| n == kind), "no {kind} event: {seen:?}");
+        }
+        assert_eq!(held, detail, "{seen:?}");
     }
 }

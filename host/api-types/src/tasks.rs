@@ -415,3 +415,229 @@ pub struct TaskFilter {
     #[serde(default)]
     pub pool_id: Option<i64>,
 }
+
+/// A task node's own fields, without its steps: a `node` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TaskNodeChange {
+    /// Position in the task.
+    pub index: u32,
+    /// The pool node (expand: once its machine is made).
+    pub node_id: Option<i64>,
+    /// The machine.
+    pub machine_id: Option<i64>,
+    /// The node's address (expand: once known).
+    pub address: String,
+    /// The node's pipeline as a whole.
+    pub state: StepState,
+}
+
+/// One step on one node, as it is now: a `step` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TaskStepChange {
+    /// The node's position in the task.
+    pub node: u32,
+    /// The step's position in the task's steps.
+    pub index: u32,
+    /// The step, whole (its output and error included).
+    pub step: TaskStep,
+}
+
+/// What `GET /api/v1/tasks/{id}/events` sends; the SSE event name says
+/// which. A client keeps the `snapshot` and replaces in it what each later
+/// event carries; that gives what `GET /api/v1/tasks/{id}` answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(untagged)]
+pub enum TaskEvent {
+    /// The whole task, sent first on every connection.
+    Snapshot(TaskDetail),
+    /// The task's own fields (state, reason, command, counts, times)
+    /// changed; after a final state with no command waiting the stream ends.
+    Task(Task),
+    /// A node's own fields changed (its steps come as `step` events).
+    Node(TaskNodeChange),
+    /// A step on a node changed.
+    Step(TaskStepChange),
+}
+
+impl TaskEvent {
+    /// The SSE event name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Snapshot(_) => "snapshot",
+            Self::Task(_) => "task",
+            Self::Node(_) => "node",
+            Self::Step(_) => "step",
+        }
+    }
+
+    /// What a client holding `old` needs to hold `new`: the changed steps
+    /// and nodes, then the task (so its final state comes last); a snapshot
+    /// when the shape differs.
+    #[must_use]
+    pub fn changes(old: &TaskDetail, new: &TaskDetail) -> Vec<Self> {
+        let same_shape = old.steps == new.steps
+            && old.nodes.len() == new.nodes.len()
+            && old
+                .nodes
+                .iter()
+                .zip(&new.nodes)
+                .all(|(a, b)| a.index == b.index && a.steps.len() == b.steps.len());
+        if !same_shape {
+            return vec![Self::Snapshot(new.clone())];
+        }
+        let mut events = Vec::new();
+        for (before, after) in old.nodes.iter().zip(&new.nodes) {
+            for (i, (a, b)) in before.steps.iter().zip(&after.steps).enumerate() {
+                if a != b {
+                    events.push(Self::Step(TaskStepChange {
+                        node: after.index,
+                        index: u32::try_from(i).unwrap_or(u32::MAX),
+                        step: b.clone(),
+                    }));
+                }
+            }
+            let change = TaskNodeChange::of(after);
+            if TaskNodeChange::of(before) != change {
+                events.push(Self::Node(change));
+            }
+        }
+        if old.task != new.task {
+            events.push(Self::Task(new.task.clone()));
+        }
+        events
+    }
+
+    /// Applies this event to what a client holds; a delta for a node or
+    /// step it does not have is ignored (it came before a snapshot).
+    pub fn apply(self, detail: &mut Option<TaskDetail>) {
+        match self {
+            Self::Snapshot(fresh) => *detail = Some(fresh),
+            Self::Task(task) => {
+                if let Some(d) = detail {
+                    d.task = task;
+                }
+            }
+            Self::Node(change) => {
+                if let Some(node) = detail
+                    .as_mut()
+                    .and_then(|d| d.nodes.iter_mut().find(|n| n.index == change.index))
+                {
+                    node.node_id = change.node_id;
+                    node.machine_id = change.machine_id;
+                    node.address = change.address;
+                    node.state = change.state;
+                }
+            }
+            Self::Step(change) => {
+                if let Some(step) = detail
+                    .as_mut()
+                    .and_then(|d| d.nodes.iter_mut().find(|n| n.index == change.node))
+                    .and_then(|n| n.steps.get_mut(change.index as usize))
+                {
+                    *step = change.step;
+                }
+            }
+        }
+    }
+}
+
+impl TaskNodeChange {
+    /// The node's own fields.
+    #[must_use]
+    pub fn of(node: &TaskNode) -> Self {
+        Self {
+            index: node.index,
+            node_id: node.node_id,
+            machine_id: node.machine_id,
+            address: node.address.clone(),
+            state: node.state,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(state: StepState, output: &str) -> TaskStep {
+        TaskStep {
+            state,
+            attempts: 1,
+            started_at: None,
+            finished_at: None,
+            output: output.to_owned(),
+            error: String::new(),
+        }
+    }
+
+    fn detail(state: TaskState, nodes: Vec<(StepState, Vec<TaskStep>)>) -> TaskDetail {
+        TaskDetail {
+            task: Task {
+                id: 1,
+                kind: TaskKind::Adhoc,
+                pool_id: 1,
+                pool_name: "p".into(),
+                template_id: 1,
+                overrides: TaskOverrides::default(),
+                batch_size: 1,
+                state,
+                reason: String::new(),
+                command: None,
+                counts: NodeCounts::default(),
+                created_by: "admin".into(),
+                created_at: "2026-01-01T00:00:00Z".into(),
+                started_at: None,
+                finished_at: None,
+            },
+            steps: vec![StepSpec::builtin("a"), StepSpec::builtin("b")],
+            nodes: nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, (state, steps))| TaskNode {
+                    index: u32::try_from(i).unwrap_or_default(),
+                    node_id: None,
+                    machine_id: None,
+                    address: format!("127.0.0.{i}"),
+                    state,
+                    steps,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn changes_carry_only_what_changed_and_applying_them_gives_the_new_task() {
+        let pending = || step(StepState::Pending, "");
+        let old = detail(
+            TaskState::Running,
+            vec![
+                (StepState::Running, vec![pending(), pending()]),
+                (StepState::Pending, vec![pending(), pending()]),
+            ],
+        );
+        let mut new = old.clone();
+        new.nodes[1].state = StepState::Succeeded;
+        new.nodes[1].steps[0] = step(StepState::Succeeded, "done\n");
+        new.task.state = TaskState::PartiallyFailed;
+        let events = TaskEvent::changes(&old, &new);
+        let names: Vec<_> = events.iter().map(TaskEvent::name).collect();
+        assert_eq!(names, ["step", "node", "task"]);
+        let mut held = Some(old);
+        for event in events {
+            event.apply(&mut held);
+        }
+        assert_eq!(held, Some(new.clone()));
+        assert!(TaskEvent::changes(&new, &new).is_empty());
+        // Another shape (cannot happen today) falls back to a snapshot.
+        let mut other = new.clone();
+        other.nodes.pop();
+        assert_eq!(
+            TaskEvent::changes(&new, &other),
+            [TaskEvent::Snapshot(other)]
+        );
+    }
+}

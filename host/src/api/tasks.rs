@@ -1,7 +1,7 @@
 //! `/api/v1/task-templates` and `/api/v1/tasks`: what expand, shrink and
 //! deploy do, and the tasks that do it, with a live event stream per task.
 
-use std::{convert::Infallible, time::Duration};
+use std::{collections::VecDeque, convert::Infallible, time::Duration};
 
 use axum::{
     Extension,
@@ -10,11 +10,12 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use dcp_api_types::{
-    ErrorBody, Page, PageQuery, Task, TaskDetail, TaskFilter, TaskInput, TaskTemplate,
+    ErrorBody, Page, PageQuery, Task, TaskDetail, TaskEvent, TaskFilter, TaskInput, TaskTemplate,
     TaskTemplateInput,
 };
 use futures_util::{Stream, stream};
 use serde::Deserialize;
+use tokio::sync::watch;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -210,14 +211,22 @@ async fn control_task(
     ))
 }
 
-/// Follow a task: a `task` event with the whole task (every node × step)
-/// now and whenever it changes, until it ends. Works on any
-/// replica: changes are read from the store.
+/// How often a stream looks at its task's version for changes another
+/// replica made; this process's own changes wake it at once.
+const REPLICA_POLL: Duration = Duration::from_secs(1);
+
+/// Follow a task as server-sent events: `snapshot` (the whole task, every
+/// node × step) first, then only what changes: `step` for a step on a node,
+/// `node` for a node's own fields, `task` for the task's state, command,
+/// counts and times. Replacing those parts of the snapshot gives what
+/// `GET /tasks/{id}` answers. The stream ends after a `task` event with a
+/// final state and no command waiting, or when DCP shuts down. Works on
+/// any replica: changes are found through the task's version in the store.
 #[utoipa::path(
     get, path = "/tasks/{id}/events", tag = "tasks",
     params(("id" = i64, Path, description = "Task id")),
     responses(
-        (status = 200, description = "An event stream (text/event-stream)", content_type = "text/event-stream", body = TaskDetail),
+        (status = 200, description = "An event stream (text/event-stream); the event name (snapshot, task, node, step) says which shape the data has", content_type = "text/event-stream", body = TaskEvent),
         (status = 404, description = "No such task", body = ErrorBody),
     )
 )]
@@ -225,34 +234,77 @@ async fn task_events(
     State(state): State<AppState>,
     Path(Id { id }): Path<Id>,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
-    // A missing task is a 404 now, not an empty stream.
-    state.engine.detail(id).await?;
-    let stream = stream::unfold(
-        (state, None::<TaskDetail>, false),
-        move |(state, last, ended)| async move {
-            if ended {
+    // Subscribe and read the version before the snapshot, so no change
+    // falls between them. A missing task is a 404 now, not an empty stream.
+    let changes = state.engine.changes();
+    let version = state.engine.version(id).await?;
+    let detail = state.engine.detail(id).await?;
+    let follow = Follow {
+        state,
+        id,
+        changes,
+        version,
+        ended: settled(&detail),
+        pending: VecDeque::from([TaskEvent::Snapshot(detail.clone())]),
+        held: detail,
+    };
+    Ok(Sse::new(stream::unfold(follow, Follow::next)).keep_alive(KeepAlive::default()))
+}
+
+/// Whether a stream can end: the task is final and no command waits (one
+/// that ended by a cancel still clears it, a retry reopens it).
+fn settled(detail: &TaskDetail) -> bool {
+    detail.task.state.is_final() && detail.task.command.is_none()
+}
+
+/// A task's event stream: what is queued to send, and the task as the
+/// client holds it once everything queued is applied.
+struct Follow {
+    state: AppState,
+    id: i64,
+    changes: watch::Receiver<u64>,
+    version: i64,
+    held: TaskDetail,
+    ended: bool,
+    pending: VecDeque<TaskEvent>,
+}
+
+impl Follow {
+    async fn next(mut self) -> Option<(std::result::Result<Event, Infallible>, Self)> {
+        loop {
+            if self.state.shutdown.is_cancelled() {
+                // DCP is stopping: end the stream so the server drains.
                 return None;
             }
-            loop {
-                if state.shutdown.is_cancelled() {
-                    // DCP is stopping: end the stream so the server drains.
-                    return None;
-                }
-                let detail = state.engine.detail(id).await.ok()?;
-                if last.as_ref() != Some(&detail) {
-                    // A final snapshot ends the stream (retry opens a new one).
-                    let ended = detail.task.state.is_final();
-                    let event = Event::default()
-                        .event("task")
-                        .data(serde_json::to_string(&detail).unwrap_or_default());
-                    return Some((Ok(event), (state, Some(detail), ended)));
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(300)) => {}
-                    () = state.shutdown.cancelled() => return None,
-                }
+            if let Some(event) = self.pending.pop_front() {
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                return Some((Ok(Event::default().event(event.name()).data(data)), self));
             }
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+            if self.ended {
+                // The task ended (a retry opens a new stream).
+                return None;
+            }
+            tokio::select! {
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        // The engine is gone: DCP is stopping.
+                        return None;
+                    }
+                }
+                () = tokio::time::sleep(REPLICA_POLL) => {}
+                () = self.state.shutdown.cancelled() => return None,
+            }
+            // One small read tells whether anything changed; the task is
+            // read whole only when it did.
+            let version = self.state.engine.version(self.id).await.ok()?;
+            if version == self.version {
+                continue;
+            }
+            let detail = self.state.engine.detail(self.id).await.ok()?;
+            self.version = version;
+            self.ended = settled(&detail);
+            self.pending.extend(TaskEvent::changes(&self.held, &detail));
+            self.held = detail;
+        }
+    }
 }

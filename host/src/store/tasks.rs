@@ -476,12 +476,14 @@ impl Store {
 
     /// Asks the process driving a task to pause, resume, retry or cancel it.
     pub async fn set_task_command(&self, id: i64, command: &str) -> Result<()> {
-        let done = sqlx::query("update tasks set command = $1, updated_at = $2 where id = $3")
-            .bind(command)
-            .bind(now_millis())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "update tasks set command = $1, updated_at = $2, version = version + 1 where id = $3",
+        )
+        .bind(command)
+        .bind(now_millis())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound { what: "task" });
         }
@@ -575,11 +577,13 @@ impl Store {
 
     /// Marks `command` carried out (a newer one stays).
     pub async fn clear_task_command(&self, id: i64, command: &str) -> Result<()> {
-        sqlx::query("update tasks set command = null where id = $1 and command = $2")
-            .bind(id)
-            .bind(command)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "update tasks set command = null, version = version + 1 where id = $1 and command = $2",
+        )
+        .bind(id)
+        .bind(command)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -595,7 +599,7 @@ impl Store {
     ) -> Result<bool> {
         let now = now_millis();
         let done = sqlx::query(
-            "update tasks set state = $1, reason = $2, updated_at = $3, \
+            "update tasks set state = $1, reason = $2, updated_at = $3, version = version + 1, \
              started_at = case when $4 = 1 and started_at is null then $3 else started_at end, \
              finished_at = case when $5 = 1 then $3 else null end \
              where id = $6 and lease_owner = $7",
@@ -612,8 +616,16 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Writes a task node's fields.
-    pub async fn save_task_node(&self, task_id: i64, node: &TaskNodeRecord) -> Result<()> {
+    /// Writes a task node's fields and its steps in one transaction, then
+    /// moves the task's version: a reader that sees the new version sees
+    /// the whole node.
+    pub async fn save_task_node(
+        &self,
+        task_id: i64,
+        node: &TaskNodeRecord,
+        steps: &[TaskStepRecord],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "update task_nodes set node_id = $1, machine_id = $2, address = $3, state = $4 \
              where task_id = $5 and idx = $6",
@@ -624,37 +636,44 @@ impl Store {
         .bind(&node.state)
         .bind(task_id)
         .bind(node.idx)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        sqlx::query("update tasks set updated_at = $1 where id = $2")
+        for step in steps {
+            sqlx::query(
+                "update task_steps set state = $1, attempts = $2, not_before = $3, \
+                 started_at = $4, finished_at = $5, output = $6, error = $7 \
+                 where task_id = $8 and node_idx = $9 and step_idx = $10",
+            )
+            .bind(&step.state)
+            .bind(step.attempts)
+            .bind(step.not_before)
+            .bind(step.started_at)
+            .bind(step.finished_at)
+            .bind(&step.output)
+            .bind(&step.error)
+            .bind(task_id)
+            .bind(step.node_idx)
+            .bind(step.step_idx)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("update tasks set updated_at = $1, version = version + 1 where id = $2")
             .bind(now_millis())
             .bind(task_id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
-    /// Writes one node × step (after [`Store::save_task_node`], which marks
-    /// the task changed).
-    pub async fn save_task_step(&self, task_id: i64, step: &TaskStepRecord) -> Result<()> {
-        sqlx::query(
-            "update task_steps set state = $1, attempts = $2, not_before = $3, started_at = $4, \
-             finished_at = $5, output = $6, error = $7 \
-             where task_id = $8 and node_idx = $9 and step_idx = $10",
-        )
-        .bind(&step.state)
-        .bind(step.attempts)
-        .bind(step.not_before)
-        .bind(step.started_at)
-        .bind(step.finished_at)
-        .bind(&step.output)
-        .bind(&step.error)
-        .bind(task_id)
-        .bind(step.node_idx)
-        .bind(step.step_idx)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// A task's version: it moves whenever what [`Store::task`],
+    /// [`Store::task_nodes`] or [`Store::task_steps`] read changes.
+    pub async fn task_version(&self, id: i64) -> Result<i64> {
+        let row: Option<(i64,)> = sqlx::query_as("select version from tasks where id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(v,)| v).ok_or(Error::NotFound { what: "task" })
     }
 
     /// Clears the step logs of tasks that ended before `cutoff` (the task
@@ -668,13 +687,23 @@ impl Store {
         .bind(super::millis(cutoff))
         .fetch_one(&self.pool)
         .await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "update tasks set version = version + 1 where id in (select task_id from task_steps \
+             where output <> '' and task_id in \
+             (select id from tasks where finished_at is not null and finished_at < $1))",
+        )
+        .bind(super::millis(cutoff))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "update task_steps set output = '' where output <> '' and task_id in \
              (select id from tasks where finished_at is not null and finished_at < $1)",
         )
         .bind(super::millis(cutoff))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(u64::try_from(tasks).unwrap_or_default())
     }
 
