@@ -4,7 +4,7 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -35,8 +35,17 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How long a browser session lasts, in seconds.
     pub session_ttl_secs: u64,
-    /// Mark cookies `Secure`; turn on when DCP is served over HTTPS.
+    /// Mark cookies `Secure` always; turn on when DCP is only served over HTTPS.
     pub secure_cookies: bool,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-Proto:
+    /// https` is believed: their requests get `Secure` cookies.
+    pub trusted_proxies: Vec<IpRange>,
+    /// A separate address for `/metrics`; when set, the main listener does
+    /// not serve it.
+    pub metrics_bind: Option<SocketAddr>,
+    /// A bearer token `/metrics` requires; unset, it is open to whoever
+    /// reaches its address.
+    pub metrics_token: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Connections served at once; further clients wait in the listen
@@ -95,6 +104,43 @@ pub struct Config {
     pub task_log_retention_days: u32,
 }
 
+/// An address or a CIDR range (`10.0.0.0/8`, `::1`), as written in the
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpRange(ipnet::IpNet);
+
+impl IpRange {
+    /// Whether `addr` is in the range. An IPv4 address a dual-stack socket
+    /// reports as `::ffff:a.b.c.d` matches an IPv4 range.
+    #[must_use]
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        self.0.contains(&addr)
+    }
+}
+
+impl TryFrom<String> for IpRange {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))
+    }
+}
+
+impl From<IpRange> for String {
+    fn from(range: IpRange) -> Self {
+        range.0.to_string()
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +163,9 @@ impl Default for Config {
             admin_password: None,
             session_ttl_secs: 12 * 60 * 60,
             secure_cookies: false,
+            trusted_proxies: Vec::new(),
+            metrics_bind: None,
+            metrics_token: None,
             max_body_bytes: 1 << 20,
             max_connections: 4096,
             header_timeout_secs: 10,
@@ -164,6 +213,9 @@ impl fmt::Debug for Config {
             )
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("secure_cookies", &self.secure_cookies)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("metrics_bind", &self.metrics_bind)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
             .field("header_timeout_secs", &self.header_timeout_secs)
@@ -212,6 +264,9 @@ const ENV_KEYS: &[&str] = &[
     "admin_password",
     "session_ttl_secs",
     "secure_cookies",
+    "trusted_proxies",
+    "metrics_bind",
+    "metrics_token",
     "max_body_bytes",
     "max_connections",
     "header_timeout_secs",
