@@ -431,6 +431,33 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "DCP_TRUSTED_PROXIES",
+                r#"["127.0.0.1", "10.1.0.0/16", "::1"]"#,
+            );
+            jail.set_env("DCP_METRICS_BIND", "127.0.0.1:9464");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| *e)?;
+            let trusted = |ip: &str| {
+                let ip: IpAddr = ip.parse().unwrap();
+                config.trusted_proxies.iter().any(|r| r.contains(ip))
+            };
+            assert!(trusted("127.0.0.1") && trusted("::ffff:127.0.0.1") && trusted("::1"));
+            assert!(trusted("10.1.200.3") && !trusted("10.2.0.1") && !trusted("127.0.0.2"));
+            assert_eq!(config.metrics_bind, Some("127.0.0.1:9464".parse().unwrap()));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("dcp.toml", r#"trusted_proxies = ["10.0.0.0/33"]"#)?;
+            let err = Config::load(Some(Path::new("dcp.toml")), &Overrides::default())
+                .expect_err("a bad range must not be ignored");
+            assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("dcp.toml", "bnid = \"127.0.0.1:9000\"")?;
@@ -459,12 +486,16 @@ mod tests {
         let config = Config {
             admin_password: Some("hunter2".into()),
             secret_key: Some("c2VjcmV0LWtleQ==".into()),
+            metrics_token: Some("scrape-token".into()),
             database_url: Some("postgres://dcp:pw@db/dcp".into()),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains(":pw@") && !shown.contains("c2VjcmV0"),
+            !shown.contains("hunter2")
+                && !shown.contains(":pw@")
+                && !shown.contains("c2VjcmV0")
+                && !shown.contains("scrape-token"),
             "{shown}"
         );
     }
