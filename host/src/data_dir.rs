@@ -108,7 +108,8 @@ pub fn exposed_mode(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 

@@ -614,7 +614,8 @@ pub fn world(record: &PluginVersionRecord) -> Option<World> {
     World::from_name(&record.world)
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
