@@ -183,6 +183,7 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(system::metrics))
         .fallback(error::no_route)
         .layer(from_fn(error::normalize))
+        .layer(from_fn(system::security_headers))
         .layer(from_fn(telemetry::request_ids))
         .with_state(state)
 }
