@@ -139,7 +139,15 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = v1(&state);
     let openapi = Arc::new(openapi);
+    // With an address of its own, /metrics is not on the public listener
+    // (404 there, rather than the web UI's fallback page).
+    let metrics = if state.config.metrics_bind.is_none() {
+        get(system::metrics)
+    } else {
+        any(error::no_route)
+    };
     Router::new()
+        .route("/metrics", metrics)
         .merge(api)
         .route(
             "/api/v1/openapi.json",
@@ -150,7 +158,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{*rest}", any(error::no_route))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
-        .route("/metrics", get(system::metrics))
         .merge(crate::ui::routes(state.config.ui_dir()))
         .route_layer(from_fn(telemetry::tag_route))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -165,6 +172,18 @@ pub fn router(state: AppState) -> Router {
             Arc::clone(&state.metrics),
             telemetry::record_metrics,
         ))
+        .layer(from_fn(telemetry::request_ids))
+        .with_state(state)
+}
+
+/// The application for `metrics_bind`: `/metrics` (behind `metrics_token`
+/// if set) and nothing else.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(system::metrics))
+        .fallback(error::no_route)
+        .layer(from_fn(error::normalize))
+        .layer(from_fn(system::security_headers))
         .layer(from_fn(telemetry::request_ids))
         .with_state(state)
 }

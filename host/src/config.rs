@@ -4,7 +4,7 @@
 
 use std::{
     fmt,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -35,8 +35,17 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// How long a browser session lasts, in seconds.
     pub session_ttl_secs: u64,
-    /// Mark cookies `Secure`; turn on when DCP is served over HTTPS.
+    /// Mark cookies `Secure` always; turn on when DCP is only served over HTTPS.
     pub secure_cookies: bool,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-Proto:
+    /// https` is believed: their requests get `Secure` cookies.
+    pub trusted_proxies: Vec<IpRange>,
+    /// A separate address for `/metrics`; when set, the main listener does
+    /// not serve it.
+    pub metrics_bind: Option<SocketAddr>,
+    /// A bearer token `/metrics` requires; unset, it is open to whoever
+    /// reaches its address.
+    pub metrics_token: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Connections served at once; further clients wait in the listen
@@ -95,6 +104,43 @@ pub struct Config {
     pub task_log_retention_days: u32,
 }
 
+/// An address or a CIDR range (`10.0.0.0/8`, `::1`), as written in the
+/// configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IpRange(ipnet::IpNet);
+
+impl IpRange {
+    /// Whether `addr` is in the range. An IPv4 address a dual-stack socket
+    /// reports as `::ffff:a.b.c.d` matches an IPv4 range.
+    #[must_use]
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        self.0.contains(&addr)
+    }
+}
+
+impl TryFrom<String> for IpRange {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let text = text.trim();
+        text.parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map(Self)
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR range"))
+    }
+}
+
+impl From<IpRange> for String {
+    fn from(range: IpRange) -> Self {
+        range.0.to_string()
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -117,6 +163,9 @@ impl Default for Config {
             admin_password: None,
             session_ttl_secs: 12 * 60 * 60,
             secure_cookies: false,
+            trusted_proxies: Vec::new(),
+            metrics_bind: None,
+            metrics_token: None,
             max_body_bytes: 1 << 20,
             max_connections: 4096,
             header_timeout_secs: 10,
@@ -164,6 +213,9 @@ impl fmt::Debug for Config {
             )
             .field("session_ttl_secs", &self.session_ttl_secs)
             .field("secure_cookies", &self.secure_cookies)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("metrics_bind", &self.metrics_bind)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_connections", &self.max_connections)
             .field("header_timeout_secs", &self.header_timeout_secs)
@@ -212,6 +264,9 @@ const ENV_KEYS: &[&str] = &[
     "admin_password",
     "session_ttl_secs",
     "secure_cookies",
+    "trusted_proxies",
+    "metrics_bind",
+    "metrics_token",
     "max_body_bytes",
     "max_connections",
     "header_timeout_secs",
@@ -376,6 +431,33 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_are_addresses_or_ranges() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "DCP_TRUSTED_PROXIES",
+                r#"["127.0.0.1", "10.1.0.0/16", "::1"]"#,
+            );
+            jail.set_env("DCP_METRICS_BIND", "127.0.0.1:9464");
+            let config = Config::load(None, &Overrides::default()).map_err(|e| *e)?;
+            let trusted = |ip: &str| {
+                let ip: IpAddr = ip.parse().unwrap();
+                config.trusted_proxies.iter().any(|r| r.contains(ip))
+            };
+            assert!(trusted("127.0.0.1") && trusted("::ffff:127.0.0.1") && trusted("::1"));
+            assert!(trusted("10.1.200.3") && !trusted("10.2.0.1") && !trusted("127.0.0.2"));
+            assert_eq!(config.metrics_bind, Some("127.0.0.1:9464".parse().unwrap()));
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("dcp.toml", r#"trusted_proxies = ["10.0.0.0/33"]"#)?;
+            let err = Config::load(Some(Path::new("dcp.toml")), &Overrides::default())
+                .expect_err("a bad range must not be ignored");
+            assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_file_keys_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("dcp.toml", "bnid = \"127.0.0.1:9000\"")?;
@@ -404,12 +486,16 @@ mod tests {
         let config = Config {
             admin_password: Some("hunter2".into()),
             secret_key: Some("c2VjcmV0LWtleQ==".into()),
+            metrics_token: Some("scrape-token".into()),
             database_url: Some("postgres://dcp:pw@db/dcp".into()),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("hunter2") && !shown.contains(":pw@") && !shown.contains("c2VjcmV0"),
+            !shown.contains("hunter2")
+                && !shown.contains(":pw@")
+                && !shown.contains("c2VjcmV0")
+                && !shown.contains("scrape-token"),
             "{shown}"
         );
     }

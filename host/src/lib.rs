@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod data_dir;
 pub mod engine;
 pub mod machines;
 pub mod orchestration;
@@ -189,6 +190,8 @@ pub fn app(state: AppState) -> Router {
 /// Opens the store, creates the first admin if needed, and serves HTTP on
 /// `config.bind` until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    data_dir::create_private_dir(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let url = config.database_url();
     let store = Store::open(&url)
         .await
@@ -211,6 +214,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.bind))?;
     let addr = listener.local_addr()?;
+    let limits = server::Limits {
+        max_connections: config.max_connections,
+        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
+    };
+    let streams = state.shutdown.clone();
+    let metrics_server = match config.metrics_bind {
+        Some(bind) => {
+            let listener = tokio::net::TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding metrics_bind {bind}"))?;
+            tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+            Some(tokio::spawn(server::run(
+                listener,
+                api::metrics_router(state.clone()),
+                limits,
+                streams.clone().cancelled_owned(),
+            )))
+        }
+        None => None,
+    };
     match config.ui_dir() {
         Some(dir) => tracing::info!(ui = %dir.display(), "serving the web UI"),
         None => tracing::warn!("web UI not found; run scripts/build-ui or pass --ui-dir"),
@@ -220,11 +243,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let stop = Arc::clone(&remote);
     let machines = Arc::clone(&state.machines);
     let engine = Arc::clone(&state.engine);
-    let limits = server::Limits {
-        max_connections: config.max_connections,
-        header_timeout: Duration::from_secs(config.header_timeout_secs.max(1)),
-    };
-    let streams = state.shutdown.clone();
     server::run(listener, app(state), limits, async move {
         shutdown_signal().await;
         streams.cancel();
@@ -236,6 +254,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         stop.stop();
     })
     .await;
+    if let Some(metrics_server) = metrics_server {
+        let _ = metrics_server.await;
+    }
     remote.drain(Duration::from_secs(10)).await;
     store.close().await;
     tracing::info!("DCP stopped");

@@ -333,7 +333,14 @@ fn prepare_sqlite_url(url: &str) -> Result<String> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
     {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Unavailable(sqlx::Error::Io(e)))?;
+        crate::data_dir::ensure_dir(dir).map_err(|e| Error::Unavailable(sqlx::Error::Io(e)))?;
+    }
+    let creates = !url.contains("mode=") || url.contains("mode=rwc");
+    if creates {
+        // Created here rather than by SQLite so that it, its journal and
+        // its WAL are private (0600) from the first byte.
+        crate::data_dir::touch_private(Path::new(path))
+            .map_err(|e| Error::Unavailable(sqlx::Error::Io(e)))?;
     }
     Ok(if url.contains("mode=") {
         url.to_owned()
@@ -422,14 +429,21 @@ mod tests {
 
     #[test]
     fn sqlite_urls_create_missing_files() {
-        assert_eq!(
-            prepare_sqlite_url("sqlite://x.db").unwrap(),
-            "sqlite://x.db?mode=rwc"
-        );
-        assert_eq!(
-            prepare_sqlite_url("sqlite://x.db?mode=ro").unwrap(),
-            "sqlite://x.db?mode=ro"
-        );
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data/x.db");
+        let url = format!("sqlite://{}", db.display());
+        assert_eq!(prepare_sqlite_url(&url).unwrap(), format!("{url}?mode=rwc"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&db), 0o600, "the database is private from the start");
+            assert_eq!(mode(db.parent().unwrap()), 0o700);
+        }
+        let read_only = dir.path().join("y.db");
+        let url = format!("sqlite://{}?mode=ro", read_only.display());
+        assert_eq!(prepare_sqlite_url(&url).unwrap(), url);
+        assert!(!read_only.exists(), "a read-only URL creates nothing");
     }
 
     #[test]

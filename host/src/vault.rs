@@ -25,6 +25,17 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The key file can be read or written by other users than DCP's.
+    #[error(
+        "secret key file {path} is readable by other users (mode {mode:o}); \
+         run `chmod 600 {path}` (and check who read it) before starting DCP"
+    )]
+    KeyFileExposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A sealed value did not open: another key sealed it, or it was altered.
     #[error("a sealed {0} cannot be opened with this server's secret key")]
     Open(&'static str),
@@ -55,20 +66,30 @@ impl Vault {
     }
 
     /// A vault over the key in `path`, creating the file (mode 0600) with a
-    /// random key when it does not exist.
+    /// random key when it does not exist. An existing file that group or
+    /// others may read is refused ([`Error::KeyFileExposed`]), as OpenSSH
+    /// refuses such a private key: the key opens every sealed secret.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
         let io = |source| Error::KeyFile {
             path: path.display().to_string(),
             source,
         };
         match std::fs::read_to_string(path) {
-            Ok(key) => Self::from_base64(&key),
+            Ok(key) => {
+                if let Some(mode) = crate::data_dir::exposed_mode(path).map_err(io)? {
+                    return Err(Error::KeyFileExposed {
+                        path: path.display().to_string(),
+                        mode,
+                    });
+                }
+                Self::from_base64(&key)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(io)?;
+                    crate::data_dir::ensure_dir(dir).map_err(io)?;
                 }
                 let key = BASE64.encode(XChaCha20Poly1305::generate_key(&mut OsRng));
-                write_private(path, &key).map_err(io)?;
+                crate::data_dir::create_private(path, key.as_bytes()).map_err(io)?;
                 tracing::info!(file = %path.display(), "created the secret key that seals account secrets and machine keys; back it up with the database");
                 Self::from_base64(&key)
             }
@@ -122,22 +143,6 @@ impl Vault {
     }
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(text.as_bytes())
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +172,24 @@ mod tests {
             Err(Error::Open(_))
         ));
         assert!(Vault::from_base64("c2hvcnQ=").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        Vault::from_file(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "created private");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Vault::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("chmod 600"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Vault::from_file(&path).unwrap();
     }
 }

@@ -1489,3 +1489,201 @@ async fn browser_hardening_headers_are_on_ui_api_and_docs() {
         assert!(!header("referrer-policy").is_empty());
     }
 }
+
+/// The `dcp_http_requests_total` series of a scrape.
+fn request_series(scrape: &str) -> Vec<&str> {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with("dcp_http_requests_total{"))
+        .collect()
+}
+
+#[tokio::test]
+async fn made_up_paths_and_methods_do_not_grow_the_metrics() {
+    let api = Api::new().await;
+    let scrape = || async {
+        let reply = api
+            .send(Request::get("/metrics").body(Body::empty()).unwrap())
+            .await;
+        reply.body.as_str().unwrap().to_owned()
+    };
+    let send = |method: String, path: String| {
+        api.send(
+            Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(path)
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    // Warm up every label combination the probes below can produce.
+    for i in 0..2 {
+        send(format!("PROBE{i}"), format!("/scan-{i}/x")).await;
+        send("GET".into(), format!("/api/v1/scan-{i}")).await;
+        send("GET".into(), format!("/scan-{i}")).await;
+    }
+    let before = request_series(&scrape().await).len();
+    for i in 2..200 {
+        send(format!("PROBE{i}"), format!("/scan-{i}/x")).await;
+        send("GET".into(), format!("/api/v1/scan-{i}")).await;
+        send("GET".into(), format!("/scan-{i}")).await;
+    }
+    let after = scrape().await;
+    let series = request_series(&after);
+    // The scrapes themselves add one series.
+    assert!(series.len() <= before + 1, "{after}");
+    assert!(
+        !after.contains("scan-") && !after.contains("PROBE"),
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_token_is_required_when_configured() {
+    let (state, _db) = Backend::Sqlite
+        .state_with(|c| c.metrics_token = Some("scrape-s3cret".into()))
+        .await;
+    let app = dcp::app(state);
+    let scrape = |auth: Option<&str>| {
+        let mut req = Request::get("/metrics");
+        if let Some(auth) = auth {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    for auth in [None, Some("Bearer wrong"), Some("Bearer scrape-s3cre")] {
+        let res = scrape(auth).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    }
+    let res = scrape(Some("Bearer scrape-s3cret")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("dcp_http_requests_total"));
+}
+
+#[tokio::test]
+async fn metrics_on_their_own_address_leave_the_main_app() {
+    let (state, _db) = Backend::Sqlite
+        .state_with(|c| c.metrics_bind = Some("127.0.0.1:9464".parse().unwrap()))
+        .await;
+    let main = dcp::app(state.clone())
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(main.status(), StatusCode::NOT_FOUND);
+    let own = dcp::api::metrics_router(state)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn plugin_json_endpoints_take_the_usual_body_limit() {
+    let api = Api::new().await;
+    let token = api.token().await;
+    // Over the 1 MiB default, far under the upload's limit.
+    let big = json!({ "input": "x".repeat(2 << 20) });
+    for (method, path) in [
+        (Method::POST, "/api/v1/plugins/1/test"),
+        (Method::PUT, "/api/v1/plugins/1/limits"),
+    ] {
+        let reply = api.call(method, path, &token, Some(big.clone())).await;
+        assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(reply.error().0, "payload_too_large", "{path}");
+    }
+    // The upload still takes a component bigger than that (and says what
+    // is wrong with it, rather than that it is too large).
+    let boundary = "dcp-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"c.wasm\"\r\n\
+         Content-Type: application/wasm\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend(std::iter::repeat_n(b'x', 2 << 20));
+    form.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+    let reply = api
+        .raw(
+            Method::POST,
+            "/api/v1/plugins",
+            &token,
+            &format!("multipart/form-data; boundary={boundary}"),
+            form,
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+}
+
+/// Logs in over a connection from `peer` with `headers`; the session
+/// cookie's attributes.
+async fn session_cookie(app: &Router, peer: Option<&str>, proto: Option<&str>) -> String {
+    let mut req = Request::post("/api/v1/session").header(header::CONTENT_TYPE, "application/json");
+    if let Some(proto) = proto {
+        req = req.header("x-forwarded-proto", proto);
+    }
+    let mut req = req
+        .body(Body::from(
+            json!({"username": "admin", "password": ADMIN_PASSWORD}).to_string(),
+        ))
+        .unwrap();
+    if let Some(peer) = peer {
+        let addr: std::net::SocketAddr = peer.parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+    }
+    let res = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("dcp_session="))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_a_trusted_tls_proxy_only() {
+    let (state, _db) = Backend::Sqlite
+        .state_with(|c| {
+            c.trusted_proxies = vec![
+                "127.0.0.1".to_owned().try_into().unwrap(),
+                "127.9.0.0/16".to_owned().try_into().unwrap(),
+            ];
+        })
+        .await;
+    let app = dcp::app(state);
+    let secure = |cookie: &str| cookie.split(';').any(|a| a.trim() == "Secure");
+    // A trusted proxy that terminated TLS.
+    for (peer, proto) in [
+        ("127.0.0.1:40000", "https"),
+        ("127.9.3.4:40000", "HTTPS"),
+        ("[::ffff:127.0.0.1]:40000", "https, http"),
+    ] {
+        let cookie = session_cookie(&app, Some(peer), Some(proto)).await;
+        assert!(secure(&cookie), "{peer} {proto}: {cookie}");
+    }
+    // A trusted proxy serving plain HTTP, no proxy, or anyone else's word.
+    for (peer, proto) in [
+        (Some("127.0.0.1:40000"), Some("http")),
+        (Some("127.0.0.1:40000"), None),
+        (Some("127.0.0.2:40000"), Some("https")),
+        (None, Some("https")),
+    ] {
+        let cookie = session_cookie(&app, peer, proto).await;
+        assert!(!secure(&cookie), "{peer:?} {proto:?}: {cookie}");
+    }
+    // secure_cookies forces it.
+    let (state, _db) = Backend::Sqlite
+        .state_with(|c| c.secure_cookies = true)
+        .await;
+    let cookie = session_cookie(&dcp::app(state), None, None).await;
+    assert!(secure(&cookie), "{cookie}");
+}

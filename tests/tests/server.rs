@@ -282,3 +282,109 @@ async fn idle_connections_are_reaped_so_new_clients_get_their_slot() {
         .count();
     assert!(closed >= 1, "no idle connection was closed");
 }
+
+#[tokio::test]
+async fn metrics_can_have_their_own_address_and_token() {
+    let port = dcp_tests::free_port();
+    let server = Server::start(&ServerOptions {
+        admin_password: Some("pw-for-metrics".into()),
+        env: vec![
+            ("DCP_METRICS_BIND".into(), format!("127.0.0.1:{port}")),
+            ("DCP_METRICS_TOKEN".into(), "scrape-s3cret".into()),
+        ],
+        ..ServerOptions::default()
+    });
+    let http = reqwest::Client::new();
+    let main = http.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(main.status(), 404, "not on the public listener");
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let anonymous = http.get(&metrics).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let scrape = http
+        .get(&metrics)
+        .bearer_auth("scrape-s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 200);
+    let text = scrape.text().await.unwrap();
+    assert!(
+        text.contains("dcp_http_requests_total{") && text.contains("route=\"/metrics\""),
+        "the main listener's requests are counted: {text}"
+    );
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// Every directory and file under `dir` with a mode other users could use.
+#[cfg(unix)]
+fn exposed(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        if mode(&path) != want {
+            found.push(format!("{} {:o}", path.display(), mode(&path)));
+        }
+        if path.is_dir() {
+            found.extend(exposed(&path));
+        }
+    }
+    found
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_is_private_and_an_exposed_key_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    // A directory DCP creates, not the test's (tempdirs are 0700 already).
+    let data = root.path().join("data");
+    let mut server = Server::start(&ServerOptions {
+        admin_password: Some("pw-for-modes".into()),
+        shared_data_dir: Some(data.clone()),
+        ..ServerOptions::default()
+    });
+    assert_eq!(mode(&data), 0o700);
+    for file in ["dcp.db", "dcp.db-wal", "secret.key"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+    assert_eq!(exposed(&data), Vec::<String>::new());
+    server
+        .terminate(Duration::from_secs(10))
+        .expect("dcp stops");
+
+    let key = data.join("secret.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut child = Command::new(dcp_bin())
+        .arg("serve")
+        .arg("--bind")
+        .arg(format!("127.0.0.1:{}", dcp_tests::free_port()))
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("DATABASE_URL")
+        .env_remove("DCP_SECRET_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "dcp started anyway");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&key.display().to_string()) && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}

@@ -30,8 +30,13 @@ use crate::{
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
+    // Components are bigger than the API's usual bodies; only the upload
+    // takes them, so only it gets the larger limit.
+    let (schemas, paths, upload) = routes!(upload_plugin);
+    let upload = upload.layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20)));
     OpenApiRouter::new()
-        .routes(routes!(list_plugins, upload_plugin))
+        .routes(routes!(list_plugins))
+        .routes((schemas, paths, upload))
         .routes(routes!(plugin_worlds))
         .routes(routes!(get_plugin, delete_plugin))
         .routes(routes!(approve_plugin))
@@ -39,8 +44,6 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(rollback_plugin))
         .routes(routes!(test_plugin))
         .routes(routes!(set_plugin_limits))
-        // Components are bigger than the API's usual bodies.
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES + (1 << 20)))
 }
 
 fn capabilities(c: &Capabilities) -> PluginCapabilities {

@@ -1,6 +1,8 @@
 //! `/api/v1/session` (log in, who am I, log out) and the authentication
 //! middleware guarding every other `/api/v1` route.
 
+use std::net::IpAddr;
+
 use axum::{
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
@@ -14,7 +16,10 @@ use super::{
     AppState, Error, Result,
     extract::{ClientAddr, Json},
 };
-use crate::auth::{self, CSRF_COOKIE, CSRF_HEADER, Credentials, Principal, SESSION_COOKIE};
+use crate::{
+    auth::{self, CSRF_COOKIE, CSRF_HEADER, Credentials, Principal, SESSION_COOKIE},
+    config::Config,
+};
 
 pub(super) fn public_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(login, current_session, logout))
@@ -42,16 +47,21 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .find_map(|(k, v)| (k == name).then_some(v))
 }
 
-fn credentials<'a>(headers: &'a HeaderMap, method: &Method) -> Credentials<'a> {
-    let bearer = headers
+/// The token of an `Authorization: Bearer <token>` header, if sent.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
-        });
-    if let Some(token) = bearer {
-        return Credentials::Bearer(token.trim());
+        })
+        .map(str::trim)
+}
+
+fn credentials<'a>(headers: &'a HeaderMap, method: &Method) -> Credentials<'a> {
+    if let Some(token) = bearer(headers) {
+        return Credentials::Bearer(token);
     }
     match cookie(headers, SESSION_COOKIE) {
         Some(secret) if !secret.is_empty() => Credentials::Session {
@@ -77,6 +87,24 @@ pub(super) async fn require_auth(
     tracing::debug!(user = %principal.user.username, "authenticated");
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// Whether the session cookies get `Secure`: always with `secure_cookies`;
+/// otherwise when the connection comes from one of `trusted_proxies` and
+/// it says the client used HTTPS (`X-Forwarded-Proto: https`). Any client
+/// can send that header, so from anyone else it is ignored.
+fn secure_cookies(config: &Config, peer: Option<IpAddr>, headers: &HeaderMap) -> bool {
+    if config.secure_cookies {
+        return true;
+    }
+    let trusted = peer.is_some_and(|ip| config.trusted_proxies.iter().any(|r| r.contains(ip)));
+    // A chain of proxies appends; the first value is the client's own scheme.
+    trusted
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 fn set_cookie(name: &str, value: &str, max_age: u64, http_only: bool, secure: bool) -> HeaderValue {
@@ -108,10 +136,11 @@ fn set_cookie(name: &str, value: &str, max_age: u64, http_only: bool, secure: bo
 async fn login(
     State(state): State<AppState>,
     ClientAddr(addr): ClientAddr,
+    request_headers: HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> Result<impl IntoResponse> {
     let session = state.auth.login(&req.username, &req.password, addr).await?;
-    let secure = state.config.secure_cookies;
+    let secure = secure_cookies(&state.config, addr, &request_headers);
     let ttl = session.ttl.as_secs();
     let mut headers = HeaderMap::new();
     headers.append(
@@ -163,7 +192,11 @@ async fn current_session(
         (status = 403, description = "Live session, but no matching X-CSRF-Token", body = ErrorBody),
     )
 )]
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse> {
+async fn logout(
+    State(state): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
     if let creds @ Credentials::Session { secret, .. } = credentials(&headers, &Method::DELETE) {
         match state.auth.authenticate(creds).await {
             Ok(_) => state.auth.logout(secret).await?,
@@ -172,7 +205,7 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<imp
             Err(e) => return Err(Error::from(e)),
         }
     }
-    let secure = state.config.secure_cookies;
+    let secure = secure_cookies(&state.config, addr, &headers);
     let mut out = HeaderMap::new();
     out.append(
         header::SET_COOKIE,

@@ -5,13 +5,15 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json,
     extract::{Request, State},
-    http::{HeaderValue, header},
+    http::{HeaderMap, HeaderValue, header},
     middleware::Next,
     response::{Html, IntoResponse, Response},
 };
 use serde_json::json;
+use subtle::ConstantTimeEq as _;
 
 use super::{AppState, Error, Result};
+use crate::auth;
 
 /// The process is up.
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -63,15 +65,30 @@ pub(super) async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
-/// Prometheus metrics in the text exposition format.
-pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+/// Prometheus metrics in the text exposition format; with `metrics_token`
+/// set, only for `Authorization: Bearer <metrics_token>`.
+pub(super) async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse> {
+    if let Some(expected) = &state.config.metrics_token {
+        let given = super::session::bearer(&headers).ok_or(auth::Error::Missing)?;
+        // Digests have one length, so the comparison's time tells nothing
+        // about the token, not even its length.
+        let matches = crate::sha256_hex(given.as_bytes())
+            .as_bytes()
+            .ct_eq(crate::sha256_hex(expected.as_bytes()).as_bytes());
+        if !bool::from(matches) {
+            return Err(auth::Error::InvalidToken.into());
+        }
+    }
+    Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         state.metrics.render(),
-    )
+    ))
 }
 
 /// The OpenAPI 3 document, generated from the handlers.

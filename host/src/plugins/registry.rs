@@ -107,7 +107,7 @@ impl Registry {
         artifacts: PathBuf,
         checker: Option<PathBuf>,
     ) -> Result<Self, Error> {
-        std::fs::create_dir_all(&artifacts)?;
+        crate::data_dir::create_private_dir(&artifacts)?;
         let registry = Self {
             runtime,
             store,
@@ -470,26 +470,9 @@ impl Registry {
             return Ok(());
         };
         let path = self.artifacts.join(format!("{digest}.check"));
-        std::fs::write(&path, wasm)?;
-        let limited = std::path::Path::new("/usr/bin/prlimit").is_file();
-        let mut command = if limited {
-            let mut c = tokio::process::Command::new("/usr/bin/prlimit");
-            c.arg(format!("--as={CHECK_MEMORY}"))
-                .arg(format!("--cpu={}", COMPILE_TIMEOUT.as_secs()))
-                .arg("--")
-                .arg(checker);
-            c
-        } else {
-            tokio::process::Command::new(checker)
-        };
-        command
-            .arg("check-plugin")
-            .arg(&path)
-            .env("RUST_LOG", "error")
-            .env("RUST_BACKTRACE", "0")
-            .env("RUST_LIB_BACKTRACE", "0")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
+        crate::data_dir::write_private(&path, wasm)?;
+        let limited = std::path::Path::new(PRLIMIT).is_file();
+        let mut command = check_command(checker, &path, limited);
         let outcome = tokio::time::timeout(COMPILE_TIMEOUT, command.output()).await;
         let _ = std::fs::remove_file(&path);
         let output = match outcome {
@@ -538,9 +521,42 @@ impl Registry {
             return Ok(());
         }
         let tmp = path.with_extension("wasm.tmp");
-        std::fs::write(&tmp, wasm)?;
+        crate::data_dir::write_private(&tmp, wasm)?;
         std::fs::rename(tmp, path)
     }
+}
+
+const PRLIMIT: &str = "/usr/bin/prlimit";
+
+/// `dcp check-plugin <component>`, under `prlimit` when `limited`. The
+/// child gets an empty environment but for its log settings: it must not
+/// see the secret key, the database URL or anything else the server was
+/// given, and needs none of it (both programs are named by full path).
+fn check_command(
+    checker: &std::path::Path,
+    component: &std::path::Path,
+    limited: bool,
+) -> tokio::process::Command {
+    let mut command = if limited {
+        let mut c = tokio::process::Command::new(PRLIMIT);
+        c.arg(format!("--as={CHECK_MEMORY}"))
+            .arg(format!("--cpu={}", COMPILE_TIMEOUT.as_secs()))
+            .arg("--")
+            .arg(checker);
+        c
+    } else {
+        tokio::process::Command::new(checker)
+    };
+    command
+        .arg("check-plugin")
+        .arg(component)
+        .env_clear()
+        .env("RUST_LOG", "error")
+        .env("RUST_BACKTRACE", "0")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    command
 }
 
 /// The capabilities a record was granted (none if not approved).
@@ -596,4 +612,53 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 #[must_use]
 pub fn world(record: &PluginVersionRecord) -> Option<World> {
     World::from_name(&record.world)
+}
+
+#[cfg(test)]
+#[cfg(unix)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    /// The checker sees none of the server's environment (the secret key,
+    /// the database URL): only its log settings.
+    #[tokio::test]
+    async fn the_checker_inherits_no_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("env");
+        let checker = dir.path().join("checker");
+        std::fs::write(
+            &checker,
+            format!("#!/bin/sh\n/usr/bin/env > '{}'\n", seen.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&checker, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // `cargo test` runs with CARGO_*, HOME and PATH set: all must stay behind.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let limits = [false, std::path::Path::new(PRLIMIT).is_file()];
+        for limited in limits
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            let status = check_command(&checker, &dir.path().join("c.check"), limited)
+                .status()
+                .await
+                .unwrap();
+            assert!(status.success());
+            let env = std::fs::read_to_string(&seen).unwrap();
+            let mut names: Vec<&str> = env
+                .lines()
+                .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+                // The shell running the script sets its own PWD.
+                .filter(|k| *k != "PWD")
+                .collect();
+            names.sort_unstable();
+            assert_eq!(
+                names,
+                ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE", "RUST_LOG"],
+                "limited: {limited}\n{env}"
+            );
+        }
+    }
 }
