@@ -422,19 +422,19 @@ pub(crate) async fn execution(id: i64) -> Result<Execution, ApiError> {
     read(send(Request::get(&format!("/api/v1/executions/{id}"))).await?).await
 }
 
-/// One page of an execution's hosts (without their output).
+/// One page of an execution's hosts (without their output), only those in
+/// `state` unless it is empty.
 pub(crate) async fn execution_hosts(
     id: i64,
     page: u32,
     per_page: u32,
+    state: &str,
 ) -> Result<Page<ExecutionHost>, ApiError> {
-    read(
-        send(Request::get(&format!(
-            "/api/v1/executions/{id}/hosts?page={page}&per_page={per_page}"
-        )))
-        .await?,
-    )
-    .await
+    let mut url = format!("/api/v1/executions/{id}/hosts?page={page}&per_page={per_page}");
+    if !state.is_empty() {
+        url.push_str(&format!("&state={}", encode(state)));
+    }
+    read(send(Request::get(&url)).await?).await
 }
 
 /// A piece of one host's output (`stream` is `stdout` or `stderr`) from `offset`.

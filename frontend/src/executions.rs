@@ -3,9 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use dcp_api_types::{Execution, ExecutionHost, ExecutionState, ExecutionSummary, HostCounts};
+use dcp_api_types::{
+    Execution, ExecutionHost, ExecutionState, ExecutionSummary, HostCounts, HostState, PageQuery,
+};
 use leptos::{prelude::*, task::spawn_local};
-use leptos_router::{components::A, hooks::use_params_map};
+use leptos_router::{
+    components::A,
+    hooks::{use_params_map, use_query_map},
+};
 use wasm_bindgen::{JsCast as _, closure::Closure};
 
 use crate::{
@@ -111,11 +116,84 @@ pub(crate) fn ExecutionsPage() -> impl IntoView {
     }
 }
 
-/// Follows `/api/v1/executions/{id}/events` into `execution`; on a broken
-/// stream, polls instead until the execution ends.
-fn follow(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<ExecutionHost>>) {
+/// The page of hosts on show and what keeps it current: host events
+/// change it in place, and it is read again when they may have moved hosts
+/// onto or off it.
+#[derive(Clone, Copy)]
+struct HostsShown {
+    /// The hosts on the page, as last read and since changed by events.
+    hosts: RwSignal<Vec<ExecutionHost>>,
+    /// Only hosts in this state; empty for all.
+    state: RwSignal<String>,
+    /// Bumped to read the page again.
+    reload: RwSignal<u32>,
+    /// Host events received, so a read that raced one is done again.
+    events: StoredValue<u64>,
+    /// Whether a read is already scheduled by [`HostsShown::reload_soon`].
+    due: StoredValue<bool>,
+}
+
+impl HostsShown {
+    fn new() -> Self {
+        Self {
+            hosts: RwSignal::new(Vec::new()),
+            state: RwSignal::new(String::new()),
+            reload: RwSignal::new(0),
+            events: StoredValue::new(0),
+            due: StoredValue::new(false),
+        }
+    }
+
+    /// Reads the page again now.
+    fn reload(self) {
+        self.reload.try_update(|n| *n += 1);
+    }
+
+    /// Reads the page again in a second, once however many hosts change
+    /// meanwhile: thousands of hosts finishing must not mean thousands of reads.
+    fn reload_soon(self) {
+        if self.due.try_get_value().unwrap_or(true) {
+            return;
+        }
+        self.due.set_value(true);
+        set_timeout(
+            move || {
+                self.due.try_set_value(false);
+                self.reload();
+            },
+            std::time::Duration::from_secs(1),
+        );
+    }
+
+    /// Shows a host's change: in its row if it is on the page; with a state
+    /// filter, a host that entered or left the state moves rows and counts,
+    /// so the page is read again.
+    fn apply(self, host: ExecutionHost) {
+        self.events.try_update_value(|n| *n += 1);
+        let wanted = self.state.get_untracked();
+        let matches = wanted.is_empty() || host.state.as_str() == wanted;
+        let index = host.index;
+        let on_page = self
+            .hosts
+            .try_update(|list| match list.iter_mut().find(|h| h.index == index) {
+                Some(slot) => {
+                    *slot = host;
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false);
+        if on_page != matches {
+            self.reload_soon();
+        }
+    }
+}
+
+/// Follows `/api/v1/executions/{id}/events` into `execution` and the hosts
+/// shown; on a broken stream, polls instead until the execution ends.
+fn follow(id: i64, execution: RwSignal<Option<Execution>>, shown: HostsShown) {
     let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/executions/{id}/events")) else {
-        poll(id, execution, hosts);
+        poll(id, execution, shown);
         return;
     };
     let on = |name: &str, handle: Box<dyn Fn(&str)>| {
@@ -135,7 +213,8 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<E
         Box::new(move |data| {
             if let Ok(snapshot) = serde_json::from_str::<Execution>(data) {
                 execution.set(Some(snapshot));
-                load_hosts(id, hosts);
+                // Hosts may have changed before the stream (re)started.
+                shown.reload();
             }
         }),
     );
@@ -143,11 +222,7 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<E
         "host",
         Box::new(move |data| {
             if let Ok(host) = serde_json::from_str::<ExecutionHost>(data) {
-                hosts.update(|list| {
-                    if let Some(slot) = list.iter_mut().find(|h| h.index == host.index) {
-                        *slot = host;
-                    }
-                });
+                shown.apply(host);
             }
         }),
     );
@@ -176,7 +251,7 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<E
             .get_untracked()
             .is_some_and(|e| e.summary.state.is_final())
         {
-            poll(id, execution, hosts);
+            poll(id, execution, shown);
         }
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -184,48 +259,78 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<E
     on_cleanup(move || source.close());
 }
 
-/// The first hosts of an execution (the page shows at most this many).
-const HOSTS_SHOWN: u32 = 200;
-
-/// Loads the execution's first page of hosts.
-fn load_hosts(id: i64, hosts: RwSignal<Vec<ExecutionHost>>) {
-    spawn_local(async move {
-        if let Ok(page) = api::execution_hosts(id, 1, HOSTS_SHOWN).await {
-            hosts.set(page.items);
-        }
-    });
-}
-
-/// Reloads the execution every 2 s until it ends.
-fn poll(id: i64, execution: RwSignal<Option<Execution>>, hosts: RwSignal<Vec<ExecutionHost>>) {
+/// Reloads the execution and its page of hosts every 2 s until it ends.
+fn poll(id: i64, execution: RwSignal<Option<Execution>>, shown: HostsShown) {
     spawn_local(async move {
         if let Ok(fresh) = api::execution(id).await {
             let done = fresh.summary.state.is_final();
-            execution.set(Some(fresh));
-            load_hosts(id, hosts);
+            if execution.try_set(Some(fresh)).is_some() {
+                // The page went away.
+                return;
+            }
+            shown.reload();
             if done {
                 return;
             }
         }
         set_timeout(
-            move || poll(id, execution, hosts),
+            move || poll(id, execution, shown),
             std::time::Duration::from_secs(2),
         );
     });
 }
 
-/// One execution: state, counts, cancel, and every host live.
+/// Hosts per page, unless the address asks for another size
+/// (`/executions/7?per_page=25`, up to [`PageQuery::MAX_PER_PAGE`]).
+const HOSTS_PER_PAGE: u32 = 50;
+
+/// One execution: state, counts, cancel, and its hosts page by page (all or
+/// those in one state), live.
 #[component]
 pub(crate) fn ExecutionPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let per_page = use_query_map()
+        .with_untracked(|q| q.get("per_page"))
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| (1..=PageQuery::MAX_PER_PAGE).contains(n))
+        .unwrap_or(HOSTS_PER_PAGE);
     let execution = RwSignal::new(None::<Execution>);
     let error = RwSignal::new(None::<ApiError>);
     let expanded = RwSignal::new(BTreeSet::<u32>::new());
-    let hosts = RwSignal::new(Vec::<ExecutionHost>::new());
+    let page = RwSignal::new(1_u32);
+    let shown = HostsShown::new();
+    let listing = LocalResource::new(move || {
+        let (id, page, state, reload) = (id(), page.get(), shown.state.get(), shown.reload.get());
+        let before = shown.events.get_value();
+        async move {
+            // Nothing before the event stream's snapshot: its reload reads
+            // the hosts once the stream misses no change.
+            let (Some(id), 1..) = (id, reload) else {
+                return None;
+            };
+            let listing = api::execution_hosts(id, page, per_page, &state).await;
+            if shown.events.try_get_value().is_some_and(|n| n != before) {
+                // A host changed while this was read: its event went to
+                // the old rows, and this answer may predate it.
+                shown.reload_soon();
+            }
+            Some(listing)
+        }
+    });
+    let current = Signal::derive(move || listing.get().flatten().and_then(Result::ok));
+    let load_error = RwSignal::new(None::<ApiError>);
+    Effect::new(move || match listing.get().flatten() {
+        Some(Ok(p)) => {
+            load_error.set(None);
+            shown.hosts.set(p.items);
+        }
+        Some(Err(e)) => load_error.set(Some(e)),
+        None => {}
+    });
     Effect::new(move || {
         if let Some(id) = id() {
-            follow(id, execution, hosts);
+            follow(id, execution, shown);
         } else {
             error.set(Some(ApiError::local("no such execution")));
         }
@@ -239,6 +344,8 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
             }
         });
     };
+    let running =
+        move || execution.with(|e| e.as_ref().is_some_and(|e| !e.summary.state.is_final()));
     view! {
         <ErrorBanner error all=true/>
         {move || execution.get().map(|e| {
@@ -256,18 +363,23 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                         {e.steps.iter().map(|st| format!("{} ({}/{})", st.name, st.plugin, st.module)).collect::<Vec<_>>().join(" → ")}
                     </p>
                 </div>
-                <Show when=move || !state.is_final()>
-                    <div class="toolbar">
-                        <button id="cancel-execution" class="danger" on:click=cancel>"Cancel"</button>
-                    </div>
-                </Show>
             }
         })}
+        <div class="toolbar">
+            <select id="host-state" on:change=move |ev| { shown.state.set(event_target_value(&ev)); page.set(1); }>
+                <option value="">"Any state"</option>
+                {HostState::ALL.into_iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
+            </select>
+            <Show when=running>
+                <button id="cancel-execution" class="danger" on:click=cancel>"Cancel"</button>
+            </Show>
+        </div>
+        <ErrorBanner error=load_error all=true/>
         <table id="hosts-table" class="table">
             <thead><tr><th>"Host"</th><th>"State"</th><th>"Exit"</th><th>"Took"</th><th>"Message"</th><th></th></tr></thead>
             <tbody>
                 <For
-                    each=move || hosts.get()
+                    each=move || shown.hosts.get()
                     key=|h| (h.index, h.state, h.finished_at.clone(), h.stdout_bytes, h.stderr_bytes)
                     children=move |h: ExecutionHost| {
                         let index = h.index;
@@ -280,7 +392,7 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                         let truncated = h.truncated;
                         let execution_id = id().unwrap_or_default();
                         view! {
-                            <tr class="host-row" data-address=h.address.clone() data-state=h.state.as_str()>
+                            <tr class="host-row" data-index=index.to_string() data-address=h.address.clone() data-state=h.state.as_str()>
                                 <td class="name">{format!("{}@{}:{}", h.user, h.address, h.port)}</td>
                                 <td><span class=format!("badge host-{}", h.state.as_str())>{h.state.as_str()}</span></td>
                                 <td>{h.exit_code.map(|c| c.to_string()).unwrap_or_default()}</td>
@@ -313,6 +425,10 @@ pub(crate) fn ExecutionPage() -> impl IntoView {
                 />
             </tbody>
         </table>
+        <Show when=move || current.get().is_some_and(|p| p.items.is_empty())>
+            <p class="empty">{move || format!("No {} hosts.", shown.state.get())}</p>
+        </Show>
+        <Pager page=current current=page noun=("host", "hosts")/>
     }
 }
 

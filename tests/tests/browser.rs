@@ -801,3 +801,114 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     assert!(error.contains("must start with create_vm"), "{error}");
     c.close().await.unwrap();
 }
+
+/// The addresses of the execution page's host rows, in order, once `what`
+/// (an XPath predicate on `#hosts-table`) holds.
+async fn host_rows(c: &Client, what: &str) -> Vec<String> {
+    until(
+        c,
+        &format!("//table[@id='hosts-table'][{what}]"),
+        Duration::from_secs(30),
+    )
+    .await;
+    let mut addresses = Vec::new();
+    for row in c.find_all(Locator::Css("tr.host-row")).await.unwrap() {
+        addresses.push(row.attr("data-address").await.unwrap().unwrap_or_default());
+    }
+    addresses
+}
+
+#[tokio::test]
+async fn an_execution_pages_and_filters_its_hosts_while_they_change_live() {
+    // 30 targets: 27 addresses where nothing listens (unreachable at once),
+    // then 3 real hosts that each wait for their own go-ahead file, so the
+    // test decides when each one finishes; the second one fails.
+    let fleet = dcp_tests::fleet::Fleet::start(3);
+    let server = Server::start(&ServerOptions {
+        admin_password: Some("ui-pages-pw".into()),
+        env: vec![(
+            "DCP_SSH_KEY_FILE".into(),
+            fleet.key_path().display().to_string(),
+        )],
+        ..ServerOptions::default()
+    });
+    let real: Vec<String> = fleet.hosts.iter().map(|h| h.ip().to_string()).collect();
+    let [a, b, c3, _] = fleet.hosts[0].ip().octets();
+    let vacant: Vec<String> = (101..=127_u8)
+        .map(|d| std::net::Ipv4Addr::new(a, b, c3, d).to_string())
+        .collect();
+    let gates = tempfile::tempdir().unwrap();
+    let gate = |ip: &str| gates.path().join(format!("go-{ip}"));
+    let script = format!(
+        "ip=$(echo \"$SSH_CONNECTION\" | cut -d' ' -f3)\n\
+         n=0; while [ ! -e {dir}/go-$ip ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done\n\
+         if [ \"$ip\" = {failing} ]; then echo broken >&2; exit 4; fi\n\
+         echo fine",
+        dir = gates.path().display(),
+        failing = real[1],
+    );
+
+    let (c, _driver) = logged_in(&server, "ui-pages-pw").await;
+    click(&c, "nav a[href=\"/executions\"]").await;
+    click(&c, "#new-run").await;
+    fill(&c, "[id='run-command.script']", &script).await;
+    let targets: Vec<String> = vacant.iter().chain(&real).cloned().collect();
+    fill(&c, "#run-hosts", &targets.join("\n")).await;
+    fill(&c, "#run-timeout-secs", "120").await;
+    click(&c, "#run-start").await;
+    until(&c, "//span[@id='execution-state']", WAIT).await;
+    let url = c.current_url().await.unwrap();
+    assert!(url.path().starts_with("/executions/"), "{url}");
+
+    // 25 hosts a page: the first page has the first 25 targets in order.
+    c.goto(&format!("{url}?per_page=25")).await.unwrap();
+    let rows = host_rows(&c, "count(.//tr[@class='host-row']) = 25").await;
+    assert_eq!(rows, targets[..25]);
+    assert!(text_of(&c, ".pager").await.contains("Page 1 of 2"));
+    until(
+        &c,
+        "//span[@id='execution-counts'][contains(., '27 unreachable')]",
+        Duration::from_secs(30),
+    )
+    .await;
+
+    // Page 2: the last five, the real hosts still running; one finishing
+    // changes its row in place.
+    click(&c, ".pager button:last-of-type").await;
+    let rows = host_rows(&c, "count(.//tr[@class='host-row']) = 5").await;
+    assert_eq!(rows, targets[25..]);
+    assert!(text_of(&c, ".pager").await.contains("Page 2 of 2"));
+    let row = |ip: &str, state: &str| format!(".//tr[@data-address='{ip}'][@data-state='{state}']");
+    host_rows(&c, &row(&real[0], "running")).await;
+    std::fs::write(gate(&real[0]), "").unwrap();
+    host_rows(&c, &row(&real[0], "ok")).await;
+
+    // Only failed hosts: none yet; the one that fails shows up on its own.
+    choose(&c, "host-state", "failed").await;
+    until(
+        &c,
+        "//p[@class='empty'][contains(., 'No failed hosts')]",
+        WAIT,
+    )
+    .await;
+    assert!(text_of(&c, ".pager").await.contains("Page 1 of 1"));
+    std::fs::write(gate(&real[1]), "").unwrap();
+    let rows = host_rows(&c, &row(&real[1], "failed")).await;
+    assert_eq!(rows, [real[1].clone()]);
+    assert_eq!(text_of(&c, ".pager .count").await, "1 host");
+    click(&c, "tr.host-row button.logs").await;
+    assert_eq!(text_of(&c, "pre.stderr").await.trim(), "broken");
+
+    // Unreachable ones span both pages; the execution ends partially failed.
+    std::fs::write(gate(&real[2]), "").unwrap();
+    choose(&c, "host-state", "unreachable").await;
+    let rows = host_rows(&c, "count(.//tr[@class='host-row']) = 25").await;
+    assert_eq!(rows, vacant[..25]);
+    assert_eq!(text_of(&c, ".pager .count").await, "27 hosts");
+    until(
+        &c,
+        "//span[@id='execution-state'][contains(., 'partially_failed')]",
+        Duration::from_secs(30),
+    )
+    .await;
+}
