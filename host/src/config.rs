@@ -37,8 +37,10 @@ pub struct Config {
     pub session_ttl_secs: u64,
     /// Mark cookies `Secure` always; turn on when DCP is only served over HTTPS.
     pub secure_cookies: bool,
-    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-Proto:
-    /// https` is believed: their requests get `Secure` cookies.
+    /// Reverse proxies (addresses or CIDR ranges) whose forwarding headers
+    /// are believed: `X-Forwarded-Proto: https` gets their requests `Secure`
+    /// cookies, and `X-Forwarded-For` names the client that login
+    /// throttling counts against (not the proxy every client shares).
     pub trusted_proxies: Vec<IpRange>,
     /// A separate address for `/metrics`; when set, the main listener does
     /// not serve it.
@@ -294,6 +296,12 @@ const ENV_KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// Whether `addr` is one of `trusted_proxies`.
+    #[must_use]
+    pub fn trusts(&self, addr: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|r| r.contains(addr))
+    }
+
     /// Loads the configuration from `file` (if given), the environment and
     /// `overrides` (typically command-line flags), in that order of precedence.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Box<figment::Error>> {

@@ -1200,6 +1200,59 @@ async fn one_address_flooding_locks_out_itself_not_others() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_each_client_is_throttled_by_its_own_address() {
+    let api = Api::tuned(|c| {
+        c.login_address_free_failures = 3;
+        c.login_lockout_secs = 60;
+        c.trusted_proxies = vec!["127.0.0.1".to_owned().try_into().unwrap()];
+    })
+    .await;
+    let proxy = Some([127, 0, 0, 1]);
+    let via = |name: &str, password: &str, forwarded: &str| {
+        let mut req = login_request(name, password, proxy);
+        req.headers_mut()
+            .insert("x-forwarded-for", forwarded.parse().unwrap());
+        req
+    };
+    // One client behind the proxy sprays names, prefixing made-up hops
+    // that a proxy appending its peer cannot vouch for.
+    for n in 0..4 {
+        let forged = format!("127.0.5.{n}, 127.0.3.3");
+        let reply = api.send(via(&format!("user{n}"), "guess", &forged)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{n}: {}",
+            reply.body
+        );
+    }
+    let attacker = api
+        .send(via("admin", ADMIN_PASSWORD, "127.0.5.9, 127.0.3.3"))
+        .await;
+    assert!(retry_after(&attacker) > 1);
+    // Another client behind the same proxy is not locked out with it.
+    let neighbour = api.send(via("admin", ADMIN_PASSWORD, "127.0.3.4")).await;
+    assert_eq!(neighbour.status, StatusCode::OK, "{}", neighbour.body);
+    // From an untrusted peer the header is ignored: the peer is counted.
+    for n in 0..4 {
+        let mut req = login_request(&format!("other{n}"), "guess", Some([127, 0, 0, 7]));
+        req.headers_mut()
+            .insert("x-forwarded-for", format!("127.0.6.{n}").parse().unwrap());
+        let reply = api.send(req).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{n}: {}",
+            reply.body
+        );
+    }
+    let peer = api
+        .send(login_request("admin", ADMIN_PASSWORD, Some([127, 0, 0, 7])))
+        .await;
+    assert!(retry_after(&peer) > 1);
+}
+
+#[tokio::test]
 async fn a_login_flood_is_refused_at_once_and_signed_in_users_stay_served() {
     let api = Api::tuned(|c| {
         c.login_concurrency = 1;

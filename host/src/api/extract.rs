@@ -1,17 +1,19 @@
 //! Extractors whose rejections are [`Error`]s, so a bad body, query or path
 //! gets the same JSON error shape as every other failure — naming the field.
 
+use std::net::IpAddr;
+
 use axum::{
     extract::{FromRequest, FromRequestParts, Request},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
 use dcp_api_types::{Page, PageQuery};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::error::Error;
-use crate::store::Window;
+use super::{AppState, error::Error};
+use crate::{config::Config, store::Window};
 
 /// A JSON body. Not JSON → 415; too large → 413; not well-formed → 400;
 /// a field missing or of the wrong type → 422 naming the field.
@@ -134,23 +136,59 @@ pub struct Id {
     pub id: i64,
 }
 
-/// The client's address, from the connection (`None` when the app is
-/// driven without a socket, as tests do). Forwarded-for headers are not
-/// believed: any client can send them.
+/// Who is on the other end: the connection's `peer` and the `client`
+/// behind it (`None` when the app is driven without a socket, as tests do).
+/// They differ only when the peer is one of `trusted_proxies`: then the
+/// client is the nearest address in `X-Forwarded-For` that is not a trusted
+/// proxy. Each proxy appends the address it saw, so entries left of that
+/// one may be made up by the client and are not believed.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub Option<std::net::IpAddr>);
+pub struct ClientAddr {
+    /// The address the connection comes from.
+    pub peer: Option<IpAddr>,
+    /// The client's own address, as far as trusted proxies vouch for it.
+    pub client: Option<IpAddr>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        let client = peer.map(|peer| forwarded_client(peer, &parts.headers, &state.config));
+        Ok(Self { peer, client })
     }
+}
+
+/// The client behind `peer` by `X-Forwarded-For`, read from the right while
+/// the hops are trusted proxies. A value that is not an address stops the
+/// walk at the last trusted hop: the clients behind it share its address.
+fn forwarded_client(peer: IpAddr, headers: &HeaderMap, config: &Config) -> IpAddr {
+    let mut client = peer;
+    if !config.trusts(peer) {
+        return client;
+    }
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("?").rsplit(','));
+    for hop in hops {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+            return client;
+        };
+        client = ip;
+        if !config.trusts(ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// Checks paging parameters and turns them into a store window.

@@ -97,7 +97,7 @@ fn secure_cookies(config: &Config, peer: Option<IpAddr>, headers: &HeaderMap) ->
     if config.secure_cookies {
         return true;
     }
-    let trusted = peer.is_some_and(|ip| config.trusted_proxies.iter().any(|r| r.contains(ip)));
+    let trusted = peer.is_some_and(|ip| config.trusts(ip));
     // A chain of proxies appends; the first value is the client's own scheme.
     trusted
         && headers
@@ -135,12 +135,15 @@ fn set_cookie(name: &str, value: &str, max_age: u64, http_only: bool, secure: bo
 )]
 async fn login(
     State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
+    addr: ClientAddr,
     request_headers: HeaderMap,
     Json(req): Json<LoginRequest>,
 ) -> Result<impl IntoResponse> {
-    let session = state.auth.login(&req.username, &req.password, addr).await?;
-    let secure = secure_cookies(&state.config, addr, &request_headers);
+    let session = state
+        .auth
+        .login(&req.username, &req.password, addr.client)
+        .await?;
+    let secure = secure_cookies(&state.config, addr.peer, &request_headers);
     let ttl = session.ttl.as_secs();
     let mut headers = HeaderMap::new();
     headers.append(
@@ -194,7 +197,7 @@ async fn current_session(
 )]
 async fn logout(
     State(state): State<AppState>,
-    ClientAddr(addr): ClientAddr,
+    addr: ClientAddr,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse> {
     if let creds @ Credentials::Session { secret, .. } = credentials(&headers, &Method::DELETE) {
@@ -205,7 +208,7 @@ async fn logout(
             Err(e) => return Err(Error::from(e)),
         }
     }
-    let secure = secure_cookies(&state.config, addr, &headers);
+    let secure = secure_cookies(&state.config, addr.peer, &headers);
     let mut out = HeaderMap::new();
     out.append(
         header::SET_COOKIE,
