@@ -380,7 +380,7 @@ async fn hash_password(throttle: &Throttle, password: String) -> Result<String, 
         Ok(hash.to_string())
     })
     .await
-    .map_err(|e| Error::Hash(e.to_string()))?
+    .map_err(hash_error)?
 }
 
 async fn verify_password(
@@ -411,7 +411,7 @@ async fn verify_password(
         Ok(output == expected)
     })
     .await
-    .map_err(|e| Error::Hash(e.to_string()))?
+    .map_err(hash_error)?
 }
 
 /// `len` bytes of `argon`'s hash of `password` with `salt`, worked out in
