@@ -45,7 +45,7 @@ use crate::{
         self, NewTask, PoolRecord, Store, TaskNodeRecord, TaskRecord, TaskStepRecord,
         TaskTemplateRecord, now_millis as now_ms,
     },
-    validate::Invalid,
+    validate::{self, Invalid},
 };
 
 /// Most nodes one task works on.
@@ -387,7 +387,7 @@ impl Engine {
         )?;
         let tag = match (input.kind, &input.tag) {
             (TaskKind::Deploy, Some(tag)) => {
-                steps::check_tag(tag)?;
+                validate::image_tag("tag", tag)?;
                 Some(tag.clone())
             }
             (TaskKind::Deploy, None) => {

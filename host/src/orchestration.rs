@@ -39,60 +39,16 @@ pub fn service_change(input: ServiceInput) -> Result<ServiceChange, Invalid> {
     validate::identifier("name", &input.name, NAME_MAX)?;
     validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
     validate::max_chars("service_type", &input.service_type, 64)?;
-    image_reference("image", &input.image)?;
+    validate::image_reference("image", &input.image)?;
     container_spec(&input.container)?;
     Ok(ServiceChange {
         cluster_id: input.cluster_id,
         name: input.name,
         description: input.description,
         service_type: input.service_type.trim().to_owned(),
-        image: input.image.trim().to_owned(),
+        image: input.image,
         container: serde_json::to_string(&input.container).unwrap_or_default(),
     })
-}
-
-/// A Docker image reference: `[registry/]repository[:tag][@digest]`, lowercase
-/// repository, no spaces.
-pub fn image_reference(field: &'static str, image: &str) -> Result<(), Invalid> {
-    let image = image.trim();
-    if image.is_empty() {
-        return Err(Invalid::new(field, "is required"));
-    }
-    if image.len() > 255 {
-        return Err(Invalid::new(field, "must be at most 255 characters"));
-    }
-    if let Some(bad) = image
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "./:_-@".contains(*c)))
-    {
-        return Err(Invalid::new(
-            field,
-            format!("{bad:?} cannot appear in an image reference like registry.local/shop/web:1.4"),
-        ));
-    }
-    let name = image.split('@').next().unwrap_or_default();
-    // The repository is everything before a tag's colon (a registry's port colon comes before a slash).
-    let repository = match name.rfind(':') {
-        Some(colon) if !name[colon..].contains('/') => &name[..colon],
-        _ => name,
-    };
-    if repository.is_empty() || repository.starts_with(['.', '-', '/']) || repository.ends_with('/')
-    {
-        return Err(Invalid::new(field, "has no repository name"));
-    }
-    let path = repository
-        .split_once('/')
-        .map_or(repository, |(host, rest)| {
-            if host.contains(['.', ':']) || host == "localhost" {
-                rest
-            } else {
-                repository
-            }
-        });
-    if path.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(Invalid::new(field, "repository names are lowercase"));
-    }
-    Ok(())
 }
 
 fn container_spec(spec: &ContainerSpec) -> Result<(), Invalid> {
@@ -190,29 +146,6 @@ mod tests {
     use dcp_api_types::{PortMapping, PortProtocol, VolumeMount};
 
     use super::*;
-
-    #[test]
-    fn image_references() {
-        for ok in [
-            "nginx",
-            "nginx:1.25",
-            "registry.local:5000/shop/web:1.4",
-            "localhost/app@sha256:abc",
-            "127.0.0.1:5000/x/y",
-        ] {
-            assert!(image_reference("image", ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "ng inx",
-            "Shop/Web",
-            ":1.0",
-            "registry.local/",
-            "a;rm -rf",
-        ] {
-            assert!(image_reference("image", bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn container_specs() {

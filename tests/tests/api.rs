@@ -665,6 +665,20 @@ async fn services_pools_and_nodes_keep_their_tree_whole() {
     });
     for (pointer, value, field) in [
         ("/image", json!("Shop/Web"), "image"),
+        // Docker's reference grammar: no empty tag, no URL, only well-formed digests.
+        ("/image", json!("walk/web:"), "image"),
+        ("/image", json!("http://x/y"), "image"),
+        ("/image", json!("web@sha256:abc"), "image"),
+        (
+            "/image",
+            json!(format!("web@sha256:{}", "A".repeat(64))),
+            "image",
+        ),
+        (
+            "/image",
+            json!("web@md5:0123456789abcdef0123456789abcdef"),
+            "image",
+        ),
         ("/cluster_id", json!(999), "cluster_id"),
         (
             "/container/ports/0/container_port",
@@ -686,6 +700,18 @@ async fn services_pools_and_nodes_keep_their_tree_whole() {
             reply.error(),
             ("validation_failed".to_owned(), Some(field.to_owned()))
         );
+    }
+    // The reason is in the message, after the field.
+    for (image, reason) in [
+        ("walk/web:", "empty tag"),
+        ("http://x/y", "not a URL"),
+        ("web@sha256:abc", "64 hex digits"),
+    ] {
+        let mut body = service.clone();
+        body["image"] = json!(image);
+        let reply = call(Method::POST, "/api/v1/services".into(), Some(body)).await;
+        let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(reason), "{image}: {}", reply.body);
     }
     let created = call(Method::POST, "/api/v1/services".into(), Some(service)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
@@ -914,6 +940,11 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         &task(json!({"kind": "deploy", "pool_id": pool})).await,
         "tag",
         "image tag",
+    );
+    refused(
+        &task(json!({"kind": "deploy", "pool_id": pool, "tag": "-1"})).await,
+        "tag",
+        "not starting with '.' or '-'",
     );
     refused(
         &task(json!({"kind": "shrink", "pool_id": pool, "addresses": ["127.20.9.9"]})).await,

@@ -151,8 +151,20 @@ pub struct ServiceInput {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(max_length = 64))]
     pub service_type: String,
-    /// The image with its tag.
-    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    /// The image reference, by Docker's grammar:
+    /// `[registry[:port]/]path[:tag][@digest]`, e.g.
+    /// `registry.local:5000/shop/web:1.4`. The path is lowercase; the name
+    /// (registry and path) is at most 255 characters; the tag is 1–128 of
+    /// `[A-Za-z0-9_.-]`, not starting with `.` or `-`; a digest is
+    /// `sha256:` (or `sha384:`, `sha512:`) and its lowercase hex digits.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 520,
+            pattern = r"^(?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128}))?$"
+        )
+    )]
     pub image: String,
     /// How the container runs.
     #[serde(default)]

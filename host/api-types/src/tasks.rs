@@ -278,8 +278,17 @@ pub struct TaskInput {
     /// shrink / adhoc: the nodes, by address (adhoc: every node when absent).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
-    /// deploy: the image tag to roll out.
+    /// deploy: the image tag to roll out: 1–128 of `[A-Za-z0-9_.-]`, not
+    /// starting with `.` or `-`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+        )
+    )]
     pub tag: Option<String>,
     /// How many nodes work at once (1–1000); deploy: 1 when absent, others: all.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -23,42 +23,15 @@ use crate::{
     store::{
         self, NewNode, NodeRecord, PoolRecord, ServiceRecord, Store, TaskNodeRecord, TaskRecord,
     },
-    validate::Invalid,
+    validate,
 };
 
 /// The most output kept per step.
 const OUTPUT_MAX: usize = 16 << 10;
 
-/// Checks a Docker image tag.
-pub(super) fn check_tag(tag: &str) -> Result<(), Invalid> {
-    let ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Invalid::new(
-            "tag",
-            "must be 1–128 characters of letters, digits, '_', '.' and '-', not starting with '.' or '-'",
-        ))
-    }
-}
-
 /// `image` with its tag replaced by `tag` (a digest is dropped).
 pub(super) fn with_tag(image: &str, tag: &str) -> String {
-    let image = image.split('@').next().unwrap_or(image);
-    let slash = image.rfind('/').map_or(0, |i| i + 1);
-    let repository = match image[slash..].rfind(':') {
-        Some(colon) => &image[..slash + colon],
-        None => image,
-    };
-    format!("{repository}:{tag}")
+    format!("{}:{tag}", validate::image_name(image))
 }
 
 /// DCP's built-in steps, over the machines and remote-commands services.
@@ -645,8 +618,6 @@ mod tests {
             with_tag("registry.local:5000/web@sha256:ab", "3"),
             "registry.local:5000/web:3"
         );
-        assert!(check_tag("1.4.2-rc_1").is_ok());
-        assert!(check_tag("-x").is_err() && check_tag("a b").is_err() && check_tag("").is_err());
     }
 
     #[test]
