@@ -1,13 +1,13 @@
 //! Cloud accounts: which cloud-provider plugin, its settings and its key.
 //! The secret is write-only: typed in, never shown again.
 
-use dcp_api_types::{Account, AccountInput, LookupKind, LookupQuery};
+use dcp_api_types::{Account, AccountInput, LookupKind, LookupQuery, PageQuery};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use serde_json::Value;
 
 use crate::{
     api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, short_time},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
     templates::Labelled,
 };
 
@@ -78,11 +78,13 @@ impl Editor {
 #[component]
 pub(crate) fn AccountsPage() -> impl IntoView {
     let reload = RwSignal::new(0_u32);
+    let page = RwSignal::new(1_u32);
     let listing = LocalResource::new(move || {
         reload.track();
-        api::accounts()
+        api::accounts_page(page.get(), PageQuery::DEFAULT_PER_PAGE)
     });
-    let rows = move || listing.get().and_then(Result::ok).unwrap_or_default();
+    let current = Signal::derive(move || listing.get().and_then(Result::ok));
+    let rows = move || current.get().map(|p| p.items).unwrap_or_default();
     let load_error = RwSignal::new(None::<ApiError>);
     Effect::new(move || load_error.set(listing.get().and_then(Result::err)));
     // The active cloud-provider plugins an account can use.
@@ -195,9 +197,10 @@ pub(crate) fn AccountsPage() -> impl IntoView {
                 />
             </tbody>
         </table>
-        <Show when=move || listing.get().and_then(Result::ok).is_some_and(|a| a.is_empty())>
+        <Show when=move || current.get().is_some_and(|p| p.total == 0)>
             <p class="empty">"No cloud accounts yet. Add one to create machine templates."</p>
         </Show>
+        <Pager page=current current=page noun=("account", "accounts")/>
 
         {move || editor.get().map(|ed| {
             let editing = ed.id.is_some();

@@ -332,6 +332,35 @@ async fn named_page<T: DeserializeOwned>(
     read(send(Request::get(&url)).await?).await
 }
 
+/// One page of a list at `url` (which may hold filters already).
+async fn page_of<T: DeserializeOwned>(
+    url: &str,
+    page: u32,
+    per_page: u32,
+) -> Result<Page<T>, ApiError> {
+    let join = if url.contains('?') { '&' } else { '?' };
+    let url = format!("{url}{join}page={page}&per_page={per_page}");
+    read(send(Request::get(&url)).await?).await
+}
+
+/// The most pages [`every`] reads: 10 000 items.
+const EVERY_MAX_PAGES: u32 = 50;
+
+/// Every item of a list at `url`, page by page: for a form's choices and a
+/// chart, which need the whole list rather than a page of it.
+async fn every<T: DeserializeOwned>(url: &str) -> Result<Vec<T>, ApiError> {
+    let mut items = Vec::new();
+    for page in 1..=EVERY_MAX_PAGES {
+        let got: Page<T> = page_of(url, page, PageQuery::MAX_PER_PAGE).await?;
+        let last = got.items.is_empty() || u64::from(page) >= got.page_count();
+        items.extend(got.items);
+        if last {
+            break;
+        }
+    }
+    Ok(items)
+}
+
 /// Creates (`id: None`) or replaces a resource of a collection.
 async fn save<B: Serialize, T: DeserializeOwned>(
     resource: &str,
@@ -396,7 +425,7 @@ pub(crate) async fn delete_group(id: i64) -> Result<(), ApiError> {
 
 /// The modules `expert` commands can name.
 pub(crate) async fn modules() -> Result<Vec<ModuleEntry>, ApiError> {
-    read(send(Request::get("/api/v1/modules")).await?).await
+    every("/api/v1/modules").await
 }
 
 /// Starts an execution.
@@ -481,9 +510,14 @@ pub(crate) async fn forget_host_key(host: &str) -> Result<(), ApiError> {
     .await
 }
 
-/// Every cloud account.
+/// Every cloud account, by name (a form's choices).
 pub(crate) async fn accounts() -> Result<Vec<Account>, ApiError> {
-    read(send(Request::get("/api/v1/accounts")).await?).await
+    every("/api/v1/accounts").await
+}
+
+/// One page of cloud accounts, by name.
+pub(crate) async fn accounts_page(page: u32, per_page: u32) -> Result<Page<Account>, ApiError> {
+    page_of("/api/v1/accounts", page, per_page).await
 }
 
 /// Creates or replaces a cloud account (no secret: keep the stored one).
@@ -522,9 +556,17 @@ pub(crate) async fn lookup(
     read(send(Request::get(&url)).await?).await
 }
 
-/// Every machine template, with its quota usage.
+/// Every machine template, with its quota usage (a form's choices).
 pub(crate) async fn templates() -> Result<Vec<MachineTemplate>, ApiError> {
-    read(send(Request::get("/api/v1/machine-templates")).await?).await
+    every("/api/v1/machine-templates").await
+}
+
+/// One page of machine templates, by name.
+pub(crate) async fn templates_page(
+    page: u32,
+    per_page: u32,
+) -> Result<Page<MachineTemplate>, ApiError> {
+    page_of("/api/v1/machine-templates", page, per_page).await
 }
 
 /// One machine template.
@@ -545,9 +587,9 @@ pub(crate) async fn delete_template(id: i64) -> Result<(), ApiError> {
     remove("machine-templates", id).await
 }
 
-/// Every template's quota and usage.
-pub(crate) async fn quotas() -> Result<Vec<QuotaUsage>, ApiError> {
-    read(send(Request::get("/api/v1/quotas")).await?).await
+/// One page of templates' quotas and usage, by template name.
+pub(crate) async fn quotas(page: u32, per_page: u32) -> Result<Page<QuotaUsage>, ApiError> {
+    page_of("/api/v1/quotas", page, per_page).await
 }
 
 /// Sets a template's quota.
@@ -610,13 +652,7 @@ pub(crate) fn machine_key_url(id: i64) -> String {
 
 /// Live machines per provider, hour by hour, over the last `hours`.
 pub(crate) async fn fleet_history(hours: u32) -> Result<Vec<FleetPoint>, ApiError> {
-    read(
-        send(Request::get(&format!(
-            "/api/v1/fleet-history?hours={hours}"
-        )))
-        .await?,
-    )
-    .await
+    every(&format!("/api/v1/fleet-history?hours={hours}")).await
 }
 
 /// Services (of one cluster), by name.
@@ -665,9 +701,13 @@ pub(crate) async fn delete_pool(id: i64) -> Result<(), ApiError> {
     remove("pools", id).await
 }
 
-/// A pool's nodes.
-pub(crate) async fn pool_nodes(pool_id: i64) -> Result<Vec<Node>, ApiError> {
-    read(send(Request::get(&format!("/api/v1/pools/{pool_id}/nodes"))).await?).await
+/// One page of a pool's nodes, oldest first.
+pub(crate) async fn pool_nodes(
+    pool_id: i64,
+    page: u32,
+    per_page: u32,
+) -> Result<Page<Node>, ApiError> {
+    page_of(&format!("/api/v1/pools/{pool_id}/nodes"), page, per_page).await
 }
 
 /// Adds servers or machines to a pool.
@@ -693,9 +733,17 @@ pub(crate) async fn remove_node(pool_id: i64, node_id: i64) -> Result<(), ApiErr
     .await
 }
 
-/// Every task template.
+/// Every task template, by name (a form's choices).
 pub(crate) async fn task_templates() -> Result<Vec<TaskTemplate>, ApiError> {
-    read(send(Request::get("/api/v1/task-templates")).await?).await
+    every("/api/v1/task-templates").await
+}
+
+/// One page of task templates, by name.
+pub(crate) async fn task_templates_page(
+    page: u32,
+    per_page: u32,
+) -> Result<Page<TaskTemplate>, ApiError> {
+    page_of("/api/v1/task-templates", page, per_page).await
 }
 
 /// Creates or replaces a task template.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use dcp_api_types::{AddNodes, Node, NodeAddress, TaskInput, TaskKind};
+use dcp_api_types::{AddNodes, Node, NodeAddress, PageQuery, TaskInput, TaskKind};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{
     components::A,
@@ -12,7 +12,7 @@ use leptos_router::{
 
 use crate::{
     api::{self, ApiError},
-    components::{ErrorBanner, Modal, short_time},
+    components::{ErrorBanner, Modal, Pager, short_time},
     tasks::TaskTable,
     templates::Labelled,
 };
@@ -32,13 +32,14 @@ pub(crate) fn PoolPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
     let reload = RwSignal::new(0_u32);
+    let node_page = RwSignal::new(1_u32);
     let loaded = LocalResource::new(move || {
         reload.track();
-        let id = id();
+        let (id, node_page) = (id(), node_page.get());
         async move {
             let id = id.ok_or_else(|| ApiError::local("no such pool"))?;
             let pool = api::pool(id).await?;
-            let nodes = api::pool_nodes(id).await?;
+            let nodes = api::pool_nodes(id, node_page, PageQuery::DEFAULT_PER_PAGE).await?;
             let tasks = api::tasks(1, Some(id)).await?;
             let templates = api::task_templates().await?;
             Ok::<_, ApiError>((pool, nodes, tasks.items, templates))
@@ -181,7 +182,7 @@ pub(crate) fn PoolPage() -> impl IntoView {
         <table id="nodes-table" class="table">
             <thead><tr><th></th><th>"Address"</th><th>"State"</th><th>"Machine"</th><th>"Joined (UTC)"</th><th class="actions"></th></tr></thead>
             <tbody>
-                {move || data().map(|(_, nodes, _, _)| nodes.into_iter().map(|n| {
+                {move || data().map(|(_, nodes, _, _)| nodes.items.into_iter().map(|n| {
                     let address = n.address.clone();
                     let picked = address.clone();
                     let doomed = n.clone();
@@ -202,9 +203,10 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 }).collect_view())}
             </tbody>
         </table>
-        <Show when=move || data().is_some_and(|d| d.1.is_empty())>
+        <Show when=move || data().is_some_and(|d| d.1.total == 0)>
             <p class="empty">"No nodes yet. Expand the pool, or add a server by address."</p>
         </Show>
+        <Pager page=Signal::derive(move || data().map(|d| d.1)) current=node_page noun=("node", "nodes")/>
         <h2>"Tasks"</h2>
         <TaskTable tasks=Signal::derive(move || data().map(|d| d.2).unwrap_or_default())/>
 

@@ -1,11 +1,11 @@
 //! Quotas: each template's instance-hours granted, used and left, with an
 //! inline editor for the grant.
 
-use dcp_api_types::{QuotaInput, QuotaUsage};
+use dcp_api_types::{PageQuery, QuotaInput, QuotaUsage};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 
 use crate::api::{self, ApiError};
-use crate::components::ErrorBanner;
+use crate::components::{ErrorBanner, Pager};
 
 /// The quota being set: which template, the number typed, the last error.
 #[derive(Debug, Clone, Copy)]
@@ -19,11 +19,13 @@ struct Setting {
 #[component]
 pub(crate) fn QuotasPage() -> impl IntoView {
     let reload = RwSignal::new(0_u32);
+    let page = RwSignal::new(1_u32);
     let listing = LocalResource::new(move || {
         reload.track();
-        api::quotas()
+        api::quotas(page.get(), PageQuery::DEFAULT_PER_PAGE)
     });
-    let rows = move || listing.get().and_then(Result::ok).unwrap_or_default();
+    let current = Signal::derive(move || listing.get().and_then(Result::ok));
+    let rows = move || current.get().map(|p| p.items).unwrap_or_default();
     let load_error = RwSignal::new(None::<ApiError>);
     Effect::new(move || load_error.set(listing.get().and_then(Result::err)));
     let setting = RwSignal::new(None::<Setting>);
@@ -120,8 +122,9 @@ pub(crate) fn QuotasPage() -> impl IntoView {
                 />
             </tbody>
         </table>
-        <Show when=move || listing.get().and_then(Result::ok).is_some_and(|q| q.is_empty())>
+        <Show when=move || current.get().is_some_and(|p| p.total == 0)>
             <p class="empty">"No templates yet: each machine template has a quota."</p>
         </Show>
+        <Pager page=current current=page noun=("template", "templates")/>
     }
 }

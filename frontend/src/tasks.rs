@@ -439,10 +439,12 @@ const KINDS: &[(&str, &str)] = &[
 #[component]
 pub(crate) fn TaskTemplatesPage() -> impl IntoView {
     let reload = RwSignal::new(0_u32);
+    let page = RwSignal::new(1_u32);
     let listing = LocalResource::new(move || {
         reload.track();
-        api::task_templates()
+        api::task_templates_page(page.get(), PageQuery::DEFAULT_PER_PAGE)
     });
+    let current = Signal::derive(move || listing.get().and_then(Result::ok));
     let groups = LocalResource::new(|| async {
         api::groups(1, PageQuery::MAX_PER_PAGE, "")
             .await
@@ -488,7 +490,7 @@ pub(crate) fn TaskTemplatesPage() -> impl IntoView {
         <table id="task-templates-table" class="table">
             <thead><tr><th>"Name"</th><th>"For"</th><th>"Steps"</th><th class="actions"></th></tr></thead>
             <tbody>
-                <For each=move || listing.get().and_then(Result::ok).unwrap_or_default() key=|t| (t.id, t.updated_at.clone())
+                <For each=move || current.get().map(|p| p.items).unwrap_or_default() key=|t| (t.id, t.updated_at.clone())
                     children=move |t: TaskTemplate| {
                         let (for_edit, for_delete) = (t.clone(), t.clone());
                         view! {
@@ -506,6 +508,7 @@ pub(crate) fn TaskTemplatesPage() -> impl IntoView {
                     }/>
             </tbody>
         </table>
+        <Pager page=current current=page noun=("task template", "task templates")/>
         {move || editor.get().map(|ed| {
             let title = Signal::derive({
                 let id = ed.id;

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::{
     api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, short_time},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
 };
 
 /// A labelled control (`children`) with the server's error for `field`
@@ -558,11 +558,13 @@ fn quota_text(t: &MachineTemplate) -> String {
 #[component]
 pub(crate) fn TemplatesPage() -> impl IntoView {
     let reload = RwSignal::new(0_u32);
+    let page = RwSignal::new(1_u32);
     let listing = LocalResource::new(move || {
         reload.track();
-        api::templates()
+        api::templates_page(page.get(), PageQuery::DEFAULT_PER_PAGE)
     });
-    let rows = move || listing.get().and_then(Result::ok).unwrap_or_default();
+    let current = Signal::derive(move || listing.get().and_then(Result::ok));
+    let rows = move || current.get().map(|p| p.items).unwrap_or_default();
     let load_error = RwSignal::new(None::<ApiError>);
     Effect::new(move || load_error.set(listing.get().and_then(Result::err)));
 
@@ -624,9 +626,10 @@ pub(crate) fn TemplatesPage() -> impl IntoView {
                 />
             </tbody>
         </table>
-        <Show when=move || listing.get().and_then(Result::ok).is_some_and(|t| t.is_empty())>
+        <Show when=move || current.get().is_some_and(|p| p.total == 0)>
             <p class="empty">"No machine templates yet. Create one from a cloud account."</p>
         </Show>
+        <Pager page=current current=page noun=("template", "templates")/>
 
         {move || editor.get().map(|ed| {
             let title = Signal::derive(move || {

@@ -231,14 +231,17 @@ impl Engine {
 
     // ---- templates ----
 
-    /// Every task template.
-    pub async fn templates(&self) -> Result<Vec<TaskTemplate>, Error> {
-        self.store
-            .task_templates()
-            .await?
+    /// A window of the task templates, by name, and how many there are.
+    pub async fn templates(
+        &self,
+        window: store::Window,
+    ) -> Result<(Vec<TaskTemplate>, u64), Error> {
+        let (templates, total) = self.store.task_templates(window).await?;
+        let templates = templates
             .into_iter()
             .map(template_to_api)
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((templates, total))
     }
 
     /// One task template.

@@ -172,15 +172,10 @@ impl Machines {
 
     // ---- accounts ----
 
-    /// Every account.
-    pub async fn accounts(&self) -> Result<Vec<Account>, Error> {
-        Ok(self
-            .store
-            .accounts()
-            .await?
-            .into_iter()
-            .map(account_to_api)
-            .collect())
+    /// A window of the accounts, by name, and how many there are.
+    pub async fn accounts(&self, window: store::Window) -> Result<(Vec<Account>, u64), Error> {
+        let (accounts, total) = self.store.accounts(window).await?;
+        Ok((accounts.into_iter().map(account_to_api).collect(), total))
     }
 
     /// One account.
@@ -376,14 +371,17 @@ impl Machines {
 
     // ---- templates and quotas ----
 
-    /// Every template.
-    pub async fn templates(&self) -> Result<Vec<MachineTemplate>, Error> {
-        self.store
-            .templates()
-            .await?
+    /// A window of the templates, by name, and how many there are.
+    pub async fn templates(
+        &self,
+        window: store::Window,
+    ) -> Result<(Vec<MachineTemplate>, u64), Error> {
+        let (templates, total) = self.store.templates(window).await?;
+        let templates = templates
             .into_iter()
             .map(template_to_api)
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((templates, total))
     }
 
     /// One template.
@@ -469,15 +467,10 @@ impl Machines {
         })
     }
 
-    /// Every template's quota and usage.
-    pub async fn quotas(&self) -> Result<Vec<QuotaUsage>, Error> {
-        Ok(self
-            .store
-            .templates()
-            .await?
-            .into_iter()
-            .map(|t| quota_to_api(&t))
-            .collect())
+    /// A window of the templates' quotas and usage, by name, and how many there are.
+    pub async fn quotas(&self, window: store::Window) -> Result<(Vec<QuotaUsage>, u64), Error> {
+        let (templates, total) = self.store.templates(window).await?;
+        Ok((templates.iter().map(quota_to_api).collect(), total))
     }
 
     /// Sets a template's granted instance-hours.

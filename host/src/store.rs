@@ -280,6 +280,29 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// A window of every row of `table`, as `select` reads them in `order`
+    /// (stable: it ends on a unique column), and how many rows there are.
+    async fn page<R>(
+        &self,
+        select: &str,
+        table: &str,
+        order: &str,
+        window: Window,
+    ) -> Result<(Vec<R>, u64)>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+    {
+        let (total,): (i64,) = sqlx::query_as(&format!("select count(*) from {table}"))
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query_as(&format!("{select} order by {order} limit $1 offset $2"))
+            .bind(window.limit())
+            .bind(window.offset())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok((rows, u64::try_from(total).unwrap_or_default()))
+    }
+
     /// Refuses with [`Error::InUse`] when any of `dependents` references `id`.
     async fn ensure_unreferenced(
         &self,

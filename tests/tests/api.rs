@@ -870,8 +870,7 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         refused(&post(body).await, field, words);
     }
     let seeded = call(Method::GET, "/api/v1/task-templates".into(), None).await;
-    let names: Vec<&str> = seeded
-        .body
+    let names: Vec<&str> = seeded.body["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -902,7 +901,7 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
                            "expand_template_id": with_lb.body["id"]});
     let bound = call(Method::POST, "/api/v1/pools".into(), Some(pool_body)).await;
     refused(&bound, "expand_template_id", "no service-discovery binding");
-    let shrink_id = seeded.body[1]["id"].clone();
+    let shrink_id = seeded.body["items"][1]["id"].clone();
     let wrong = call(
         Method::POST,
         "/api/v1/pools".into(),
@@ -921,7 +920,10 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
     )
     .await;
     assert_eq!(pool.status, StatusCode::CREATED, "{}", pool.body);
-    assert_eq!(pool.body["expand_template_id"], seeded.body[0]["id"]);
+    assert_eq!(
+        pool.body["expand_template_id"],
+        seeded.body["items"][0]["id"]
+    );
     let pool = pool.body["id"].as_i64().unwrap();
 
     // Tasks: what each kind needs.
@@ -1770,4 +1772,179 @@ async fn cookies_are_secure_behind_a_trusted_tls_proxy_only() {
         .await;
     let cookie = session_cookie(&dcp::app(state), None, None).await;
     assert!(secure(&cookie), "{cookie}");
+}
+
+/// Every list of the API answers one shape, `{items, total, page, per_page}`,
+/// takes `page` and `per_page` and refuses them out of range naming the
+/// parameter. The lists are found in the OpenAPI document (every GET that
+/// answers a list), so a new one cannot slip by with another shape.
+async fn every_list_answers_one_page_shape(backend: Backend) {
+    let api = Api::on(backend).await;
+    let token = api.token().await;
+    let call = |path: String| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(Method::GET, &path, &token, None).await }
+    };
+    let post = |path: &'static str, body: Value| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(Method::POST, path, &token, Some(body)).await }
+    };
+    let cluster = post("/api/v1/clusters", json!({"name": "shop"})).await;
+    let service = post(
+        "/api/v1/services",
+        json!({"cluster_id": cluster.body["id"], "name": "web", "image": "nginx:1"}),
+    )
+    .await;
+    let pool = post(
+        "/api/v1/pools",
+        json!({"service_id": service.body["id"], "name": "web-a"}),
+    )
+    .await;
+    let pool = pool.body["id"].as_i64().unwrap();
+    let added = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/pools/{pool}/nodes"),
+            &token,
+            Some(json!({"addresses": [
+                {"address": "127.20.9.1"}, {"address": "127.20.9.2"}, {"address": "127.20.9.3"}
+            ]})),
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    let execution = api
+        .state
+        .store
+        .create_execution(&dcp::store::NewExecution {
+            title: "listed".into(),
+            command_id: None,
+            group_id: None,
+            steps: "[]".into(),
+            params: "{}".into(),
+            forks: 1,
+            timeout_secs: 60,
+            created_by: "admin".into(),
+            owner: "elsewhere".into(),
+            hosts: vec![dcp::store::NewHost {
+                address: "127.20.9.1".into(),
+                port: 22,
+                user: "root".into(),
+            }],
+        })
+        .await
+        .unwrap();
+
+    let doc = call("/api/v1/openapi.json".into()).await.body;
+    let resolve = |schema: &Value| match schema["$ref"].as_str() {
+        Some(r) => doc["components"]["schemas"][r.rsplit('/').next().unwrap()].clone(),
+        None => schema.clone(),
+    };
+    // The cloud's choices for one field of a template form are a look-up,
+    // not a collection: the cloud answers them whole, in its own order.
+    let not_collections = ["/api/v1/accounts/{id}/lookups/{kind}"];
+    let mut lists = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let path = if path.starts_with("/api/v1") {
+            path.clone()
+        } else {
+            format!("/api/v1{path}")
+        };
+        let schema =
+            resolve(&item["get"]["responses"]["200"]["content"]["application/json"]["schema"]);
+        let bare = schema["type"] == "array";
+        let paged = schema["properties"]["items"]["type"] == "array";
+        if (bare || paged) && !not_collections.contains(&path.as_str()) {
+            assert!(!bare, "{path} answers a bare array, not a page");
+            lists.push(path);
+        }
+    }
+    for converted in [
+        "/api/v1/accounts",
+        "/api/v1/machine-templates",
+        "/api/v1/quotas",
+        "/api/v1/task-templates",
+        "/api/v1/modules",
+        "/api/v1/pools/{id}/nodes",
+        "/api/v1/fleet-history",
+        "/api/v1/machines",
+        "/api/v1/tasks",
+    ] {
+        assert!(
+            lists.iter().any(|l| l == converted),
+            "{converted}: {lists:?}"
+        );
+    }
+    for path in &lists {
+        let url = path
+            .replace("/pools/{id}", &format!("/pools/{pool}"))
+            .replace("/executions/{id}", &format!("/executions/{execution}"));
+        assert!(!url.contains('{'), "no fixture for {path}");
+        let reply = call(format!("{url}?page=1&per_page=1")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+        let mut keys: Vec<&str> = reply
+            .body
+            .as_object()
+            .unwrap_or_else(|| panic!("{path}: {}", reply.body))
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["items", "page", "per_page", "total"], "{path}");
+        assert_eq!(
+            (reply.body["page"].as_u64(), reply.body["per_page"].as_u64()),
+            (Some(1), Some(1)),
+            "{path}"
+        );
+        let items = reply.body["items"].as_array().unwrap().len();
+        assert!(items <= 1, "{path}: {items} items on a page of 1");
+        for (query, field) in [
+            ("page=0", "page"),
+            ("per_page=0", "per_page"),
+            ("per_page=201", "per_page"),
+        ] {
+            let refused = call(format!("{url}?{query}")).await;
+            assert_eq!(
+                refused.status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{path}?{query}: {}",
+                refused.body
+            );
+            assert_eq!(refused.error().1.as_deref(), Some(field), "{path}?{query}");
+        }
+    }
+
+    // Paging is the store's: disjoint pages in a stable order, the total on each.
+    let nodes = |page: u32| call(format!("/api/v1/pools/{pool}/nodes?page={page}&per_page=2"));
+    let addresses = |reply: &Reply| -> Vec<String> {
+        assert_eq!(reply.body["total"], 3, "{}", reply.body);
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["address"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(addresses(&nodes(1).await), ["127.20.9.1", "127.20.9.2"]);
+    assert_eq!(addresses(&nodes(2).await), ["127.20.9.3"]);
+    assert!(addresses(&nodes(3).await).is_empty());
+    let templates = call("/api/v1/task-templates?page=2&per_page=2".into()).await;
+    assert_eq!(templates.body["total"], 3, "{}", templates.body);
+    assert_eq!(
+        templates.body["items"][0]["name"], "upgrade",
+        "{}",
+        templates.body
+    );
+    assert_eq!(templates.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_list_answers_one_page_shape_on_sqlite() {
+    every_list_answers_one_page_shape(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn every_list_answers_one_page_shape_on_postgres() {
+    every_list_answers_one_page_shape(Backend::Postgres).await;
 }

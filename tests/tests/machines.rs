@@ -216,7 +216,7 @@ async fn five_machines_are_created_initialised_used_and_released() {
         cloud.sim.instances()
     );
     let quotas = cloud.api.get("/api/v1/quotas").await;
-    let web = &quotas.as_array().unwrap()[0];
+    let web = &quotas["items"][0];
     assert_eq!(web["used_hours"], 5, "{quotas}");
     assert_eq!(web["credit_hours"], 5);
     assert_eq!(web["released_machines"], 5);
@@ -225,7 +225,7 @@ async fn five_machines_are_created_initialised_used_and_released() {
     assert_eq!(released["total"], 5);
     let fleet = cloud.api.get("/api/v1/fleet-history?hours=2").await;
     assert!(
-        fleet
+        fleet["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -236,7 +236,7 @@ async fn five_machines_are_created_initialised_used_and_released() {
     // The account secret is in no response and no log line.
     let accounts = cloud.api.get("/api/v1/accounts").await;
     assert!(!accounts.to_string().contains(aliyun_sim::DEMO_SECRET));
-    assert_eq!(accounts[0]["key_id"], aliyun_sim::DEMO_KEY_ID);
+    assert_eq!(accounts["items"][0]["key_id"], aliyun_sim::DEMO_KEY_ID);
     let lines = cloud.api.server.drain_output().join("\n");
     assert!(
         lines.contains("machine private key downloaded"),
@@ -589,7 +589,7 @@ async fn template_rules_and_quotas_are_enforced() {
         released[0]
     );
     let quota = cloud.api.get("/api/v1/quotas").await;
-    let metered = quota
+    let metered = quota["items"]
         .as_array()
         .unwrap()
         .iter()

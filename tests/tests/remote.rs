@@ -439,7 +439,7 @@ async fn groups_run_in_order_and_expert_commands_run_uploaded_modules() {
     }
     let modules = api.get("/api/v1/modules").await;
     assert!(
-        modules
+        modules["items"]
             .as_array()
             .unwrap()
             .iter()

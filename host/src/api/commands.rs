@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     AppState, Result,
-    extract::{Id, Json, Path, Query, page, window},
+    extract::{Id, Json, Path, Query, page, page_of, window},
     rfc3339,
 };
 use crate::{
@@ -276,11 +276,19 @@ async fn delete_group(
 }
 
 /// The modules of the active remote-command plugins: what an `expert`
-/// command can name.
+/// command can name, by plugin name, then in the plugin's order. The list is what the active
+/// plugins declare, held in memory and small, so it is paged there.
 #[utoipa::path(
     get, path = "/modules", tag = "commands",
-    responses((status = 200, description = "Every module", body = Vec<ModuleEntry>))
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of modules", body = Page<ModuleEntry>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
 )]
-async fn list_modules(State(state): State<AppState>) -> Json<Vec<ModuleEntry>> {
-    Json(state.remote.modules().await)
+async fn list_modules(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<ModuleEntry>>> {
+    Ok(Json(page_of(state.remote.modules().await, paging)?))
 }

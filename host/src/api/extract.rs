@@ -218,6 +218,20 @@ pub(crate) fn page<T>(items: Vec<T>, total: u64, query: PageQuery) -> Page<T> {
     }
 }
 
+/// One page of a list that is small and bounded by nature, so it is held
+/// whole in memory rather than read from the store by window; cut exactly
+/// as the store cuts a window.
+pub(crate) fn page_of<T>(all: Vec<T>, query: PageQuery) -> Result<Page<T>, Error> {
+    let window = window(query)?;
+    let total = u64::try_from(all.len()).unwrap_or(u64::MAX);
+    let items = all
+        .into_iter()
+        .skip(usize::try_from(window.offset).unwrap_or(usize::MAX))
+        .take(usize::try_from(window.limit).unwrap_or(usize::MAX))
+        .collect();
+    Ok(page(items, total, query))
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
@@ -269,5 +283,16 @@ mod tests {
             matches!(q(1, 100_000), Err(Error::Validation { field, .. }) if field == "per_page")
         );
         assert!(matches!(q(1, 0), Err(Error::Validation { field, .. }) if field == "per_page"));
+    }
+
+    #[test]
+    fn bounded_lists_are_cut_like_store_windows() {
+        let q = |page, per_page| PageQuery { page, per_page };
+        let cut = page_of((1..=5).collect(), q(2, 2)).unwrap();
+        assert_eq!((cut.items, cut.total, cut.page), (vec![3, 4], 5, 2));
+        assert!(page_of(vec![1], q(9, 2)).unwrap().items.is_empty());
+        assert!(
+            matches!(page_of(vec![1], q(0, 2)), Err(Error::Validation { field, .. }) if field == "page")
+        );
     }
 }

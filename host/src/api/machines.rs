@@ -17,7 +17,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     AppState, Result,
-    extract::{Id, Json, Path, Query, page, window},
+    extract::{Id, Json, Path, Query, page, page_of, window},
 };
 use crate::auth::Principal;
 
@@ -37,13 +37,21 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(fleet_history))
 }
 
-/// List cloud accounts. Secrets are never returned.
+/// List cloud accounts, by name. Secrets are never returned.
 #[utoipa::path(
     get, path = "/accounts", tag = "machines",
-    responses((status = 200, description = "Every account, by name", body = Vec<Account>))
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of accounts", body = Page<Account>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
 )]
-async fn list_accounts(State(state): State<AppState>) -> Result<Json<Vec<Account>>> {
-    Ok(Json(state.machines.accounts().await?))
+async fn list_accounts(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<Account>>> {
+    let (items, total) = state.machines.accounts(window(paging)?).await?;
+    Ok(Json(page(items, total, paging)))
 }
 
 /// Create a cloud account. Its plugin checks the settings and key with a
@@ -155,13 +163,21 @@ async fn lookup(
     Ok(Json(state.machines.lookup(id, kind, &query).await?))
 }
 
-/// List machine templates with their quota usage.
+/// List machine templates with their quota usage, by name.
 #[utoipa::path(
     get, path = "/machine-templates", tag = "machines",
-    responses((status = 200, description = "Every template, by name", body = Vec<MachineTemplate>))
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of templates", body = Page<MachineTemplate>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
 )]
-async fn list_templates(State(state): State<AppState>) -> Result<Json<Vec<MachineTemplate>>> {
-    Ok(Json(state.machines.templates().await?))
+async fn list_templates(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<MachineTemplate>>> {
+    let (items, total) = state.machines.templates(window(paging)?).await?;
+    Ok(Json(page(items, total, paging)))
 }
 
 /// Create a machine template. OpenDCP's rules apply (data disks 0–4 and
@@ -241,14 +257,23 @@ async fn delete_template(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Instance-hour quota and usage per template. Usage is charged when a
-/// machine is released, by its real lifetime rounded up to whole hours.
+/// Instance-hour quota and usage per template, by template name. Usage is
+/// charged when a machine is released, by its real lifetime rounded up to
+/// whole hours.
 #[utoipa::path(
     get, path = "/quotas", tag = "machines",
-    responses((status = 200, description = "Every template's quota", body = Vec<QuotaUsage>))
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of templates' quotas", body = Page<QuotaUsage>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
 )]
-async fn list_quotas(State(state): State<AppState>) -> Result<Json<Vec<QuotaUsage>>> {
-    Ok(Json(state.machines.quotas().await?))
+async fn list_quotas(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<QuotaUsage>>> {
+    let (items, total) = state.machines.quotas(window(paging)?).await?;
+    Ok(Json(page(items, total, paging)))
 }
 
 /// Set a template's granted instance-hours.
@@ -454,19 +479,23 @@ struct FleetQuery {
     hours: Option<u32>,
 }
 
-/// Live machines per provider, hour by hour.
+/// Live machines per provider, hour by hour: one point per hour and
+/// provider, oldest hour first, providers by name. The series is at most
+/// 720 hours times the providers, made whole in memory (hours without a
+/// recorded size carry the last one), so it is paged there.
 #[utoipa::path(
     get, path = "/fleet-history", tag = "machines",
-    params(FleetQuery),
+    params(FleetQuery, PageQuery),
     responses(
-        (status = 200, description = "One point per hour and provider", body = Vec<FleetPoint>),
-        (status = 422, description = "Hours out of range", body = ErrorBody),
+        (status = 200, description = "One page of points", body = Page<FleetPoint>),
+        (status = 422, description = "Hours or paging out of range", body = ErrorBody),
     )
 )]
 async fn fleet_history(
     State(state): State<AppState>,
     Query(query): Query<FleetQuery>,
-) -> Result<Json<Vec<FleetPoint>>> {
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<FleetPoint>>> {
     let hours = query.hours.unwrap_or(48);
     if !(1..=720).contains(&hours) {
         return Err(super::Error::validation(
@@ -474,7 +503,8 @@ async fn fleet_history(
             "must be between 1 and 720",
         ));
     }
-    Ok(Json(state.machines.fleet_history(hours).await?))
+    let points = state.machines.fleet_history(hours).await?;
+    Ok(Json(page_of(points, paging)?))
 }
 
 #[cfg(test)]

@@ -344,19 +344,26 @@ async fn delete_pool(
 /// A pool's nodes, oldest first.
 #[utoipa::path(
     get, path = "/pools/{id}/nodes", tag = "orchestration",
-    params(("id" = i64, Path, description = "Pool id")),
+    params(("id" = i64, Path, description = "Pool id"), PageQuery),
     responses(
-        (status = 200, description = "The nodes", body = Vec<Node>),
+        (status = 200, description = "One page of nodes", body = Page<Node>),
         (status = 404, description = "No such pool", body = ErrorBody),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
     )
 )]
 async fn list_nodes(
     State(state): State<AppState>,
     Path(Id { id }): Path<Id>,
-) -> Result<Json<Vec<Node>>> {
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<Node>>> {
+    let window = window(paging)?;
     state.store.pool_record(id).await?;
-    let nodes = state.store.pool_nodes(id).await?;
-    Ok(Json(nodes.into_iter().map(node_to_api).collect()))
+    let (nodes, total) = state.store.list_nodes(id, window).await?;
+    Ok(Json(page(
+        nodes.into_iter().map(node_to_api).collect(),
+        total,
+        paging,
+    )))
 }
 
 /// Add nodes to a pool: ready machines, and servers by address (logged in

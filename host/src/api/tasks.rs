@@ -38,10 +38,18 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 /// List task templates, by name.
 #[utoipa::path(
     get, path = "/task-templates", tag = "tasks",
-    responses((status = 200, description = "Every task template", body = Vec<TaskTemplate>))
+    params(PageQuery),
+    responses(
+        (status = 200, description = "One page of task templates", body = Page<TaskTemplate>),
+        (status = 422, description = "Paging out of range", body = ErrorBody),
+    )
 )]
-async fn list_templates(State(state): State<AppState>) -> Result<Json<Vec<TaskTemplate>>> {
-    Ok(Json(state.engine.templates().await?))
+async fn list_templates(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<TaskTemplate>>> {
+    let (items, total) = state.engine.templates(window(paging)?).await?;
+    Ok(Json(page(items, total, paging)))
 }
 
 /// Create a task template; the manual's rules for its purpose are checked.

@@ -3,7 +3,7 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::{Dependent, Error, Result, Store, conflict_on, datetime, now_millis};
+use super::{Dependent, Error, Result, Store, Window, conflict_on, datetime, now_millis};
 
 /// Tables that reference an account.
 const ACCOUNT_DEPENDENTS: &[Dependent] = &[Dependent {
@@ -270,12 +270,12 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
-    /// Every account, by name.
-    pub async fn accounts(&self) -> Result<Vec<AccountRecord>> {
-        let rows: Vec<AccountRow> = sqlx::query_as(&format!("{ACCOUNT_SELECT} order by a.name"))
-            .fetch_all(&self.pool)
+    /// A window of the accounts, by name, and how many there are.
+    pub async fn accounts(&self, window: Window) -> Result<(Vec<AccountRecord>, u64)> {
+        let (rows, total) = self
+            .page::<AccountRow>(ACCOUNT_SELECT, "cloud_accounts", "a.name, a.id", window)
             .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     /// Deletes an account no template uses.
@@ -377,12 +377,12 @@ impl Store {
         })
     }
 
-    /// Every template with its usage, by name.
-    pub async fn templates(&self) -> Result<Vec<TemplateRecord>> {
-        let rows: Vec<TemplateRow> = sqlx::query_as(&format!("{TEMPLATE_SELECT} order by t.name"))
-            .fetch_all(&self.pool)
+    /// A window of the templates with their usage, by name, and how many there are.
+    pub async fn templates(&self, window: Window) -> Result<(Vec<TemplateRecord>, u64)> {
+        let (rows, total) = self
+            .page::<TemplateRow>(TEMPLATE_SELECT, "machine_templates", "t.name, t.id", window)
             .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+        Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     /// Deletes a template no live machine uses; released machines keep

@@ -504,6 +504,27 @@ impl Store {
         rows.into_iter().map(NodeRecord::try_from).collect()
     }
 
+    /// A window of a pool's nodes, oldest first, and how many it has.
+    pub async fn list_nodes(&self, pool_id: i64, window: Window) -> Result<(Vec<NodeRecord>, u64)> {
+        let (total,): (i64,) = sqlx::query_as("select count(*) from nodes where pool_id = $1")
+            .bind(pool_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let rows: Vec<NodeRow> = sqlx::query_as(&format!(
+            "select {NODE_COLUMNS} from nodes where pool_id = $1 order by id limit $2 offset $3"
+        ))
+        .bind(pool_id)
+        .bind(window.limit())
+        .bind(window.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        let nodes = rows
+            .into_iter()
+            .map(NodeRecord::try_from)
+            .collect::<Result<_>>()?;
+        Ok((nodes, u64::try_from(total).unwrap_or_default()))
+    }
+
     /// Removes a node from its pool (the machine stays).
     pub async fn remove_node(&self, pool_id: i64, node_id: i64) -> Result<()> {
         let done = sqlx::query("delete from nodes where id = $1 and pool_id = $2")

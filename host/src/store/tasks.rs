@@ -230,14 +230,13 @@ impl Store {
         })
     }
 
-    /// Every task template, by name.
-    pub async fn task_templates(&self) -> Result<Vec<TaskTemplateRecord>> {
-        let rows: Vec<TemplateRow> = sqlx::query_as(&format!(
-            "select {TEMPLATE_COLUMNS} from task_templates order by name"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Into::into).collect())
+    /// A window of the task templates, by name, and how many there are.
+    pub async fn task_templates(&self, window: Window) -> Result<(Vec<TaskTemplateRecord>, u64)> {
+        let select = format!("select {TEMPLATE_COLUMNS} from task_templates");
+        let (rows, total) = self
+            .page::<TemplateRow>(&select, "task_templates", "name, id", window)
+            .await?;
+        Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     /// Replaces a task template's fields.
