@@ -206,7 +206,9 @@ pub(crate) fn PoolPage() -> impl IntoView {
         <Show when=move || data().is_some_and(|d| d.1.total == 0)>
             <p class="empty">"No nodes yet. Expand the pool, or add a server by address."</p>
         </Show>
-        <Pager page=Signal::derive(move || data().map(|d| d.1)) current=node_page noun=("node", "nodes")/>
+        <div id="nodes-pager">
+            <Pager page=Signal::derive(move || data().map(|d| d.1)) current=node_page noun=("node", "nodes")/>
+        </div>
         <h2>"Tasks"</h2>
         <TaskTable tasks=Signal::derive(move || data().map(|d| d.2).unwrap_or_default())/>
 

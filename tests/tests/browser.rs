@@ -789,10 +789,13 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     click(&c, "h1 a").await;
     gone(&c, &format!("tr[data-address=\"{address}\"]")).await;
     assert_eq!(dcp_tests::docker::containers_of("web-ui").len(), 1);
+    // The nodes are a page of the pool's nodes, with the pager's count.
+    assert_eq!(text_of(&c, "#nodes-pager .count").await, "1 node");
 
     // A template breaking the manual's rules: the step and the rule are named.
     click(&c, "nav a[href=\"/task-templates\"]").await;
     text_of(&c, "tr[data-name=\"upgrade\"]").await;
+    assert_eq!(text_of(&c, ".pager .count").await, "3 task templates");
     click(&c, "#new-task-template").await;
     fill(&c, "#task-template-name", "grow").await;
     choose(&c, "task-template-purpose", "expand").await;
