@@ -1345,6 +1345,17 @@ async fn image_references_are_refused_as_the_document_says() {
     let (_, doc) = send(Method::GET, "/api/v1/openapi.json", None).await;
     let mut schema = doc["components"]["schemas"]["ServiceInput"]["properties"]["image"].clone();
     assert!(schema.get("pattern").is_some(), "{schema}");
+    assert_eq!(
+        schema["maxLength"].as_u64(),
+        u64::try_from(dcp::validate::IMAGE_REFERENCE_MAX).ok(),
+        "the longest reference: a name, a tag and a sha512 digest"
+    );
+    let tag = &doc["components"]["schemas"]["TaskInput"]["properties"]["tag"];
+    assert_eq!(
+        tag["maxLength"].as_u64(),
+        u64::try_from(dcp::validate::IMAGE_TAG_MAX).ok(),
+        "{tag}"
+    );
     schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
     let documented = jsonschema::draft202012::new(&schema).unwrap();
     let (status, cluster) = send(
