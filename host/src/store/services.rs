@@ -256,7 +256,14 @@ impl TryFrom<NodeRow> for NodeRecord {
     }
 }
 
-const NODE_COLUMNS: &str = "id, pool_id, machine_id, address, port, login_user, state, created_at";
+/// A node's state is `removing` while an unfinished shrink works on it:
+/// read from the task, not stored, so a task cancelled or failed leaves
+/// no node marked for ever.
+const NODE_COLUMNS: &str = "id, pool_id, machine_id, address, port, login_user, \
+     case when exists (select 1 from tasks t join task_nodes tn on tn.task_id = t.id \
+     where t.pool_id = nodes.pool_id and t.state in ('pending', 'running', 'paused') \
+     and t.kind = 'shrink' and tn.node_id = nodes.id) then 'removing' else state end as state, \
+     created_at";
 
 /// Turns a foreign-key failure on `field` into a clear "no such" error.
 fn missing(field: &'static str) -> impl Fn(Error) -> Error {
