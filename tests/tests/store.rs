@@ -5,7 +5,7 @@
 
 use dcp::store::{
     self, AccountChange, ClusterChange, ClusterQuery, CommandChange, GroupChange, HostKeyRecord,
-    HostReport, MachineUpdate, NewExecution, NewHost, NewMachine, NewNode, PoolChange,
+    HostReport, MachineUpdate, NewExecution, NewHost, NewMachine, NewNode, NewTask, PoolChange,
     ServiceChange, Store, TemplateChange, Window,
 };
 use dcp_api_types::{CommandMode, ExecutionState, HostState, MachineState};
@@ -791,7 +791,36 @@ async fn machines_in_pools_are_named_and_kept(backend: Backend) {
     ));
     store.remove_node(pool.id, nodes[0].id).await.unwrap();
     assert_eq!(store.pool_of_machine(made[0].id).await.unwrap(), None);
+    // An unfinished task holds the pool; a finished one goes with it.
+    let task = store
+        .create_task(&NewTask {
+            kind: "shrink".into(),
+            pool_id: pool.id,
+            template_id: pool.task_templates.shrink,
+            steps: "[]".into(),
+            step_count: 0,
+            overrides: "{}".into(),
+            batch_size: 1,
+            created_by: "ann".into(),
+            nodes: Vec::new(),
+            exclusive: true,
+        })
+        .await
+        .unwrap();
+    let held = store.delete_pool(pool.id).await.unwrap_err();
+    assert!(held.to_string().contains(&format!("task {task}")), "{held}");
+    assert_eq!(store.claim_tasks("me", 60_000, 10).await.unwrap(), [task]);
+    assert!(
+        store
+            .save_task_state(task, "me", "succeeded", "", true, true)
+            .await
+            .unwrap()
+    );
     store.delete_pool(pool.id).await.unwrap();
+    assert!(matches!(
+        store.task(task).await,
+        Err(store::Error::NotFound { .. })
+    ));
     store.delete_service(service.id).await.unwrap();
     store.delete_cluster(cluster.id).await.unwrap();
 }

@@ -329,14 +329,15 @@ async fn update_pool(
     )))
 }
 
-/// Delete a pool; refused while it has nodes.
+/// Delete a pool, with its finished tasks; refused while it has nodes or
+/// an unfinished task.
 #[utoipa::path(
     delete, path = "/pools/{id}", tag = "orchestration",
     params(("id" = i64, Path, description = "Pool id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "It has nodes", body = ErrorBody),
+        (status = 409, description = "It has nodes, or a task on it is unfinished", body = ErrorBody),
     )
 )]
 async fn delete_pool(

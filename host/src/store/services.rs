@@ -15,10 +15,18 @@ const SERVICE_DEPENDENTS: &[Dependent] = &[Dependent {
 }];
 
 /// Tables that reference a pool.
-const POOL_DEPENDENTS: &[Dependent] = &[Dependent {
-    kind: "node",
-    names_sql: "select address from nodes where pool_id = $1 order by id limit 5",
-}];
+const POOL_DEPENDENTS: &[Dependent] = &[
+    Dependent {
+        kind: "node",
+        names_sql: "select address from nodes where pool_id = $1 order by id limit 5",
+    },
+    // Finished tasks go with their pool; unfinished ones hold it.
+    Dependent {
+        kind: "task",
+        names_sql: "select cast(id as text) from tasks where pool_id = $1 \
+                    and state in ('pending', 'running', 'paused') order by id limit 5",
+    },
+];
 
 /// A stored service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -451,17 +459,27 @@ impl Store {
         self.pool_record(id).await
     }
 
-    /// Deletes a pool without nodes.
+    /// Deletes a pool without nodes or unfinished tasks, and its finished
+    /// tasks with it (their history is the pool's).
     pub async fn delete_pool(&self, id: i64) -> Result<()> {
         self.ensure_unreferenced("pool", POOL_DEPENDENTS, id)
             .await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "delete from tasks where pool_id = $1 \
+             and state not in ('pending', 'running', 'paused')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("delete from pools where id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound { what: "pool" });
         }
+        tx.commit().await?;
         Ok(())
     }
 
