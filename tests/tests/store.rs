@@ -1046,6 +1046,11 @@ async fn an_upgrade_keeps_machines_that_already_share_a_server(backend: Backend)
             .await
             .unwrap()
     );
+    // The duplicate left still holds the server.
+    assert_eq!(
+        claimed_by(store.address_free("127.20.0.9", 22).await),
+        Some(2)
+    );
     // With both gone the server may be adopted again.
     release(&store, 2, MachineState::Ready).await;
     assert!(

@@ -345,7 +345,9 @@ impl Store {
         except: Option<i64>,
     ) -> Result<Option<i64>> {
         let row: Option<(i64,)> = sqlx::query_as(
-            "select id from machines where identity = $1 and port = $2 and state <> 'deleted' \
+            // A duplicate kept by the upgrade (no identity) still has its address.
+            "select id from machines where (identity = $1 or identity is null and \
+             lower(address) = $1) and port = $2 and state <> 'deleted' \
              and ($3 is null or id <> $3) order by id limit 1",
         )
         .bind(identity)
