@@ -722,15 +722,23 @@ pub(crate) async fn add_nodes(pool_id: i64, input: &AddNodes) -> Result<Vec<Node
     .await
 }
 
-/// Takes a node out of its pool (the machine stays).
-pub(crate) async fn remove_node(pool_id: i64, node_id: i64) -> Result<(), ApiError> {
-    no_content(
-        send(Request::delete(&format!(
-            "/api/v1/pools/{pool_id}/nodes/{node_id}"
-        )))
-        .await?,
-    )
-    .await
+/// Takes a node out of its pool: the removal task (its container stopped,
+/// its machine released or kept), or `None` when `force` removed the row
+/// at once.
+pub(crate) async fn remove_node(
+    pool_id: i64,
+    node_id: i64,
+    release_machine: bool,
+    force: bool,
+) -> Result<Option<Task>, ApiError> {
+    let url = format!(
+        "/api/v1/pools/{pool_id}/nodes/{node_id}?release_machine={release_machine}&force={force}"
+    );
+    let res = send(Request::delete(&url)).await?;
+    if force {
+        return no_content(res).await.map(|()| None);
+    }
+    read(res).await.map(Some)
 }
 
 /// Every task template, by name (a form's choices).

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use dcp_api_types::{AddNodes, Node, NodeAddress, PageQuery, TaskInput, TaskKind};
+use dcp_api_types::{AddNodes, Node, NodeAddress, NodeState, PageQuery, TaskInput, TaskKind};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{
     components::A,
@@ -146,11 +146,45 @@ pub(crate) fn PoolPage() -> impl IntoView {
             }
         });
     };
-    let remove = move |node: Node| {
+    // Removing a node asks first, saying what will happen to its container
+    // and machine; a DCP-made machine is released by default, an adopted
+    // server kept (as the API does when not told).
+    let removing = RwSignal::new(None::<Node>);
+    let release = RwSignal::new(false);
+    let force = RwSignal::new(false);
+    let remove_error = RwSignal::new(None::<ApiError>);
+    let ask_remove = move |node: Node| {
+        remove_error.set(None);
+        force.set(false);
+        release.set(false);
+        if let Some(machine) = node.machine_id {
+            spawn_local(async move {
+                match api::machine(machine).await {
+                    Ok(detail) => release.set(detail.machine.template_id.is_some()),
+                    Err(e) => remove_error.set(Some(e)),
+                }
+            });
+        }
+        removing.set(Some(node));
+    };
+    let confirm_remove = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let Some(node) = removing.get_untracked() else {
+            return;
+        };
+        let (release, force) = (release.get_untracked(), force.get_untracked());
         spawn_local(async move {
-            match api::remove_node(node.pool_id, node.id).await {
-                Ok(()) => reload.update(|n| *n += 1),
-                Err(e) => error.set(Some(e)),
+            match api::remove_node(node.pool_id, node.id, release, force).await {
+                Ok(Some(task)) => {
+                    removing.set(None);
+                    navigate
+                        .with_value(|go| go(&format!("/tasks/{}", task.id), Default::default()));
+                }
+                Ok(None) => {
+                    removing.set(None);
+                    reload.update(|n| *n += 1);
+                }
+                Err(e) => remove_error.set(Some(e)),
             }
         });
     };
@@ -197,7 +231,9 @@ pub(crate) fn PoolPage() -> impl IntoView {
                             <td><span class="badge">{format!("{:?}", n.state).to_lowercase()}</span></td>
                             <td>{n.machine_id.map(|m| view! { <A href=format!("/machines/{m}")>{format!("#{m}")}</A> })}</td>
                             <td>{short_time(&n.created_at)}</td>
-                            <td class="actions"><button class="ghost danger remove-node" on:click=move |_| remove(doomed.clone())>"Remove"</button></td>
+                            <td class="actions"><button class="ghost danger remove-node"
+                                disabled=n.state == NodeState::Removing
+                                on:click=move |_| ask_remove(doomed.clone())>"Remove"</button></td>
                         </tr>
                     }
                 }).collect_view())}
@@ -211,6 +247,47 @@ pub(crate) fn PoolPage() -> impl IntoView {
         </div>
         <h2>"Tasks"</h2>
         <TaskTable tasks=Signal::derive(move || data().map(|d| d.2).unwrap_or_default())/>
+
+        {move || removing.get().map(|node| {
+            let target = format!("{}@{}:{}", node.user, node.address, node.port);
+            let machine = node.machine_id;
+            view! {
+                <Modal title=Signal::derive(move || "Remove a node".to_owned()) on_close=Callback::new(move |()| removing.set(None))>
+                    <form id="remove-node-form" novalidate on:submit=confirm_remove>
+                        <ErrorBanner error=remove_error all=true/>
+                        <p id="remove-node-what">
+                            {move || if force.get() {
+                                format!("{target} leaves the pool at once. Nothing runs on it: a container it still runs stays there.")
+                            } else {
+                                format!("A shrink task stops and removes the service's container on {target}, then takes the node out of the pool.")
+                            }}
+                        </p>
+                        {match machine {
+                            Some(m) => view! {
+                                <label class="check"><input id="remove-node-release" type="checkbox" bind:checked=release prop:disabled=move || force.get()/>
+                                    {format!(" Release machine #{m}")}</label>
+                                <p id="remove-node-machine" class="hint">{move || if force.get() {
+                                    format!("Machine #{m} stays as it is.")
+                                } else if release.get() {
+                                    format!("Machine #{m} is released: a cloud instance is deleted, an adopted server forgotten.")
+                                } else {
+                                    format!("Machine #{m} stays ready, outside the pool.")
+                                }}</p>
+                            }.into_any(),
+                            None => view! {
+                                <p id="remove-node-machine" class="hint">"The server itself stays (DCP does not manage it as a machine)."</p>
+                            }.into_any(),
+                        }}
+                        <label class="check"><input id="remove-node-force" type="checkbox" bind:checked=force/>
+                            " The server is gone: remove the node without running anything"</label>
+                        <div class="buttons">
+                            <button type="button" class="ghost cancel" on:click=move |_| removing.set(None)>"Cancel"</button>
+                            <button id="remove-node-confirm" type="submit" class="primary danger">"Remove"</button>
+                        </div>
+                    </form>
+                </Modal>
+            }
+        })}
 
         {move || dialog.get().map(|d| {
             let title = Signal::derive(move || match d {

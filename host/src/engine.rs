@@ -27,7 +27,7 @@ use std::{
 use futures_util::FutureExt as _;
 
 use dcp_api_types::{
-    NodeCounts, StepSpec, StepState, Task, TaskDetail, TaskInput, TaskKind, TaskNode,
+    NodeCounts, RemoveNode, StepSpec, StepState, Task, TaskDetail, TaskInput, TaskKind, TaskNode,
     TaskOverrides, TaskState, TaskStep, TaskTemplate, TaskTemplateInput, TemplatePurpose,
 };
 use tokio::{
@@ -417,31 +417,90 @@ impl Engine {
         let overrides = TaskOverrides {
             template_id: input.template_id,
             tag,
-            discovery_id: None,
+            ..TaskOverrides::default()
         };
-        let id = self
+        let task = NewTask {
+            kind: input.kind.as_str().to_owned(),
+            pool_id: pool.id,
+            template_id,
+            steps: serde_json::to_string(&template.steps).unwrap_or_default(),
+            step_count: template.steps.len(),
+            overrides: serde_json::to_string(&overrides).unwrap_or_default(),
+            batch_size: batch,
+            created_by: user.to_owned(),
+            nodes,
+            exclusive: !input.queue,
+        };
+        self.record_task(&pool, &task).await
+    }
+
+    /// Takes a node out of its pool as a shrink task on it alone (the
+    /// pool's shrink template: stop its container, then return its machine
+    /// — released or kept by `release_machine`, see [`RemoveNode`]). While
+    /// that task is unfinished, asking again answers it rather than
+    /// starting another.
+    pub async fn remove_node(
+        &self,
+        pool_id: i64,
+        node_id: i64,
+        how: &RemoveNode,
+        user: &str,
+    ) -> Result<Task, Error> {
+        let pool = self.store.pool_record(pool_id).await?;
+        if let Some(id) = self.store.removal_of_node(pool.id, node_id).await? {
+            return self.task(id).await;
+        }
+        let node = self
             .store
-            .create_task(&NewTask {
-                kind: input.kind.as_str().to_owned(),
-                pool_id: pool.id,
-                template_id,
-                steps: serde_json::to_string(&template.steps).unwrap_or_default(),
-                step_count: template.steps.len(),
-                overrides: serde_json::to_string(&overrides).unwrap_or_default(),
-                batch_size: batch,
-                created_by: user.to_owned(),
-                nodes,
-                exclusive: !input.queue,
-            })
-            .await
-            .map_err(|e| match e {
-                store::Error::InUse { by, .. } => Error::Conflict(format!(
-                    "pool {} is busy with {}; ask again with \"queue\": true to run after it",
-                    pool.name,
-                    by.join(", ")
-                )),
-                other => other.into(),
-            })?;
+            .pool_nodes(pool.id)
+            .await?
+            .into_iter()
+            .find(|n| n.id == node_id)
+            .ok_or(store::Error::NotFound { what: "node" })?;
+        let release = match (how.release_machine, node.machine_id) {
+            (Some(release), _) => release,
+            (None, Some(machine)) => self.store.machine(machine).await?.template_id.is_some(),
+            (None, None) => false,
+        };
+        let template =
+            template_to_api(self.store.task_template(pool.task_templates.shrink).await?)?;
+        let overrides = TaskOverrides {
+            release_machines: Some(release),
+            ..TaskOverrides::default()
+        };
+        let task = NewTask {
+            kind: TaskKind::Shrink.as_str().to_owned(),
+            pool_id: pool.id,
+            template_id: template.id,
+            steps: serde_json::to_string(&template.steps).unwrap_or_default(),
+            step_count: template.steps.len(),
+            overrides: serde_json::to_string(&overrides).unwrap_or_default(),
+            batch_size: 1,
+            created_by: user.to_owned(),
+            nodes: vec![(Some(node.id), node.machine_id, node.address)],
+            exclusive: !how.queue,
+        };
+        match self.record_task(&pool, &task).await {
+            // A removal of the same node asked for at the same time won.
+            Err(Error::Conflict(busy)) => match self.store.removal_of_node(pool.id, node_id).await?
+            {
+                Some(id) => self.task(id).await,
+                None => Err(Error::Conflict(busy)),
+            },
+            done => done,
+        }
+    }
+
+    /// Records a checked task and wakes the claimer; a busy pool is a conflict.
+    async fn record_task(&self, pool: &PoolRecord, task: &NewTask) -> Result<Task, Error> {
+        let id = self.store.create_task(task).await.map_err(|e| match e {
+            store::Error::InUse { by, .. } => Error::Conflict(format!(
+                "pool {} is busy with {}; ask again with \"queue\": true to run after it",
+                pool.name,
+                by.join(", ")
+            )),
+            other => other.into(),
+        })?;
         self.wake.notify_one();
         self.task(id).await
     }

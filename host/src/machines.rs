@@ -757,6 +757,9 @@ impl Machines {
         validate::identifier("user", &user, 32)?;
         let name = input.name.clone().unwrap_or_else(|| input.address.clone());
         validate::name("name", &name, 64)?;
+        // Refused before connecting, so a second adoption installs no key;
+        // the store's index refuses the one that races past this check.
+        self.store.address_free(&input.address, port).await?;
         let endpoint = ssh::Endpoint {
             address: input.address.trim().to_owned(),
             port,

@@ -69,6 +69,17 @@ pub enum Error {
         /// The value that is taken.
         value: String,
     },
+    /// A unique field has this value in another row, named so the caller
+    /// can go to it (one server is one machine).
+    #[error("{field} {value} is already machine {}", .machine.map_or_else(|| "(released since)".to_owned(), |id| id.to_string()))]
+    Claimed {
+        /// The field that must be unique.
+        field: &'static str,
+        /// The value, as compared.
+        value: String,
+        /// The row that has it; `None` when it went before it could be read.
+        machine: Option<i64>,
+    },
     /// The row is still referenced by others, so it may not be deleted.
     #[error("{what} is still used by {}", .by.join(", "))]
     InUse {
@@ -118,6 +129,11 @@ impl From<sqlx::Error> for Error {
 /// intervention, e.g. the database was dropped or the server shuts down).
 fn is_connection_lost(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "3D000")
+}
+
+/// Whether the database refused a write for a unique index.
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
 /// Maps a unique violation to [`Error::Conflict`] on `field`; other errors pass through.

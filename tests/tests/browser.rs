@@ -792,6 +792,47 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     // The nodes are a page of the pool's nodes, with the pager's count.
     assert_eq!(text_of(&c, "#nodes-pager .count").await, "1 node");
 
+    // Remove the other node: the dialog says what happens to its container
+    // and machine (a DCP-made machine is released unless unticked) first.
+    let other = rows_address(&c).await;
+    click(&c, &format!("tr[data-address=\"{other}\"] .remove-node")).await;
+    let what = text_of(&c, "#remove-node-what").await;
+    assert!(
+        what.contains("stops and removes the service's container"),
+        "{what}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while !text_of(&c, "#remove-node-machine")
+        .await
+        .contains("is released")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the machine's default never showed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    click(&c, "#remove-node-release").await;
+    let machine = text_of(&c, "#remove-node-machine").await;
+    assert!(machine.contains("stays ready"), "{machine}");
+    assert_eq!(
+        dcp_tests::docker::containers_of("web-ui").len(),
+        1,
+        "nothing ran before confirming"
+    );
+    click(&c, "#remove-node-confirm").await;
+    until(
+        &c,
+        "//*[@id='task-state']/span[@data-state='succeeded']",
+        Duration::from_secs(60),
+    )
+    .await;
+    click(&c, "h1 a").await;
+    gone(&c, &format!("tr[data-address=\"{other}\"]")).await;
+    assert!(dcp_tests::docker::containers_of("web-ui").is_empty());
+    let machines = cloud.api.get("/api/v1/machines?state=ready").await;
+    assert_eq!(machines["total"], 1, "the machine was kept: {machines}");
+
     // A template breaking the manual's rules: the step and the rule are named.
     click(&c, "nav a[href=\"/task-templates\"]").await;
     text_of(&c, "tr[data-name=\"upgrade\"]").await;
@@ -803,6 +844,19 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     let error = text_of(&c, ".field-error[data-field=\"steps[0]\"]").await;
     assert!(error.contains("must start with create_vm"), "{error}");
     c.close().await.unwrap();
+}
+
+/// The address of the pool page's first node row.
+async fn rows_address(c: &Client) -> String {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("[data-test=\"node-row\"]"))
+        .await
+        .unwrap()
+        .attr("data-address")
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// The addresses of the execution page's host rows, in order, once `what`

@@ -197,11 +197,27 @@ async fn five_machines_are_created_initialised_used_and_released() {
             .contains("pool web-pool"),
         "{body}"
     );
-    let (status, _) = cloud
+    // Out of the pool (a task: its container stopped, the machine kept).
+    let (status, task) = cloud
         .api
-        .delete(&format!("/api/v1/pools/{pool_id}/nodes/{}", nodes[0]["id"]))
+        .delete(&format!(
+            "/api/v1/pools/{pool_id}/nodes/{}?release_machine=false",
+            nodes[0]["id"]
+        ))
         .await;
-    assert_eq!(status, 204);
+    assert_eq!(status, 202, "{task}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let task = cloud
+            .api
+            .get(&format!("/api/v1/tasks/{}", task["id"]))
+            .await;
+        if task["task"]["state"] == "succeeded" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{task:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Release: gone from the cloud, quota charged an hour each.
     for id in &machines {

@@ -5,7 +5,7 @@
 
 use dcp::store::{
     self, AccountChange, ClusterChange, ClusterQuery, CommandChange, GroupChange, HostKeyRecord,
-    HostReport, MachineUpdate, NewExecution, NewHost, NewMachine, NewNode, PoolChange,
+    HostReport, MachineUpdate, NewExecution, NewHost, NewMachine, NewNode, NewTask, PoolChange,
     ServiceChange, Store, TemplateChange, Window,
 };
 use dcp_api_types::{CommandMode, ExecutionState, HostState, MachineState};
@@ -42,6 +42,8 @@ on_both_backends!(
     machines_move_only_from_the_state_they_are_in,
     released_machines_charge_their_template,
     machines_in_pools_are_named_and_kept,
+    one_server_is_one_live_machine,
+    an_upgrade_keeps_machines_that_already_share_a_server,
 );
 
 fn change(name: &str, business_line: &str) -> ClusterChange {
@@ -789,7 +791,276 @@ async fn machines_in_pools_are_named_and_kept(backend: Backend) {
     ));
     store.remove_node(pool.id, nodes[0].id).await.unwrap();
     assert_eq!(store.pool_of_machine(made[0].id).await.unwrap(), None);
+    // An unfinished task holds the pool; a finished one goes with it.
+    let task = store
+        .create_task(&NewTask {
+            kind: "shrink".into(),
+            pool_id: pool.id,
+            template_id: pool.task_templates.shrink,
+            steps: "[]".into(),
+            step_count: 0,
+            overrides: "{}".into(),
+            batch_size: 1,
+            created_by: "ann".into(),
+            nodes: Vec::new(),
+            exclusive: true,
+        })
+        .await
+        .unwrap();
+    let held = store.delete_pool(pool.id).await.unwrap_err();
+    assert!(held.to_string().contains(&format!("task {task}")), "{held}");
+    assert_eq!(store.claim_tasks("me", 60_000, 10).await.unwrap(), [task]);
+    assert!(
+        store
+            .save_task_state(task, "me", "succeeded", "", true, true)
+            .await
+            .unwrap()
+    );
     store.delete_pool(pool.id).await.unwrap();
+    assert!(matches!(
+        store.task(task).await,
+        Err(store::Error::NotFound { .. })
+    ));
     store.delete_service(service.id).await.unwrap();
     store.delete_cluster(cluster.id).await.unwrap();
+}
+
+fn adopted(address: &str) -> NewMachine {
+    NewMachine {
+        name: "old-db".into(),
+        template_id: None,
+        provider: "adopted".into(),
+        region: String::new(),
+        request_key: None,
+        address: Some(address.into()),
+        port: 22,
+        user: "root".into(),
+        private_key_sealed: None,
+        public_key: None,
+        state: MachineState::Ready,
+        reason: "adopted".into(),
+    }
+}
+
+fn claimed_by(result: store::Result<impl std::fmt::Debug>) -> Option<i64> {
+    match result {
+        Err(store::Error::Claimed {
+            field: "address",
+            machine,
+            ..
+        }) => machine,
+        other => panic!("expected the address to be refused, got {other:?}"),
+    }
+}
+
+async fn release(store: &Store, id: i64, from: MachineState) {
+    store
+        .transition_machine(
+            id,
+            &[from],
+            MachineState::Deleted,
+            "released",
+            &MachineUpdate::default(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+async fn one_server_is_one_live_machine(backend: Backend) {
+    let (store, _db) = backend.store().await;
+    // Two adoptions at once: the index lets exactly one win.
+    let (first, second) = ([adopted("127.20.0.7")], [adopted("127.20.0.7")]);
+    let (a, b) = tokio::join!(
+        store.create_machines(&first),
+        store.create_machines(&second)
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(won), lost) | (lost, Ok(won)) => (won[0].id, lost),
+        (a, b) => panic!("neither adoption won: {a:?} / {b:?}"),
+    };
+    assert_eq!(claimed_by(lost), Some(won));
+    assert_eq!(
+        claimed_by(store.address_free("::FFFF:127.20.0.7", 22).await),
+        Some(won)
+    );
+    assert_eq!(
+        claimed_by(store.create_machines(&[adopted("::ffff:127.20.0.7")]).await),
+        Some(won)
+    );
+    store.address_free("127.20.0.7", 2222).await.unwrap();
+
+    // A cloud handing out an address DCP reaches another machine on.
+    let template = template(&store, "web").await;
+    let cloud = store
+        .create_machines(&[machine(template, Some("k#1"))])
+        .await
+        .unwrap()[0]
+        .id;
+    let given = MachineUpdate {
+        address: Some("127.20.0.7".into()),
+        ..MachineUpdate::default()
+    };
+    let moved = store
+        .transition_machine(
+            cloud,
+            &[MachineState::Creating],
+            MachineState::Initializing,
+            "running",
+            &given,
+        )
+        .await;
+    assert_eq!(claimed_by(moved), Some(won));
+    assert_eq!(
+        store.machine(cloud).await.unwrap().state,
+        MachineState::Creating
+    );
+
+    // Released, the server is free again.
+    release(&store, won, MachineState::Ready).await;
+    store
+        .transition_machine(
+            cloud,
+            &[MachineState::Creating],
+            MachineState::Initializing,
+            "running",
+            &given,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    release(&store, cloud, MachineState::Initializing).await;
+    store
+        .create_machines(&[adopted("127.20.0.7")])
+        .await
+        .unwrap();
+}
+
+/// The migrations before the one that made a live machine's address
+/// unique, from the sources (the same files, so the same checksums).
+async fn migrate_before_identity(backend: Backend, url: &str) -> sqlx::AnyPool {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host/migrations")
+        .join(match backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        });
+    let older = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0009" {
+            std::fs::copy(&path, older.path().join(name)).unwrap();
+        }
+    }
+    sqlx::any::install_default_drivers();
+    let url = match backend {
+        Backend::Sqlite => format!("{url}?mode=rwc"),
+        Backend::Postgres => url.to_owned(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    sqlx::migrate::Migrator::new(older.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    pool
+}
+
+async fn an_upgrade_keeps_machines_that_already_share_a_server(backend: Backend) {
+    let db = backend.database().await;
+    let old = migrate_before_identity(backend, &db.url).await;
+    // Written by a version that let one server be adopted twice.
+    for (address, port, state) in [
+        ("127.20.0.9", 22, "ready"),
+        ("127.20.0.9", 22, "ready"),
+        ("127.20.0.9", 22, "deleted"),
+        ("127.20.0.9", 2222, "ready"),
+        ("Db.Example.com", 22, "ready"),
+        ("db.example.com", 22, "error"),
+    ] {
+        sqlx::query(&format!(
+            "insert into machines (name, provider, address, port, login_user, state, \
+             created_at, updated_at) values ('old', 'adopted', '{address}', {port}, 'root', \
+             '{state}', 0, 0)"
+        ))
+        .execute(&old)
+        .await
+        .unwrap();
+    }
+    old.close().await;
+
+    // The upgrade neither fails nor touches a machine; the later duplicates
+    // say which machine they duplicate.
+    let store = Store::open(&db.url).await.unwrap();
+    let (live, _) = store.list_machines(None, None, ALL).await.unwrap();
+    assert_eq!(live.len(), 5);
+    assert!(
+        live.iter()
+            .all(|m| m.state != MachineState::Deleted || m.id == 3)
+    );
+    let log = |id| {
+        let store = &store;
+        async move {
+            store
+                .machine_log(id, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, line)| line)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert!(log(1).await.is_empty());
+    assert!(
+        log(2).await[0].contains("as machine 1"),
+        "{:?}",
+        log(2).await
+    );
+    assert!(log(4).await.is_empty());
+    assert!(
+        log(6).await[0].contains("as machine 5"),
+        "{:?}",
+        log(6).await
+    );
+    // A new one is refused on the oldest's identity.
+    assert_eq!(
+        claimed_by(store.create_machines(&[adopted("127.20.0.9")]).await),
+        Some(1)
+    );
+    // The duplicate keeps the host key when the oldest goes.
+    let key = HostKeyRecord {
+        host: "127.20.0.9:22".into(),
+        algorithm: "ssh-ed25519".into(),
+        fingerprint: "SHA256:one".into(),
+        public_key: "ssh-ed25519 one".into(),
+        first_seen_at: OffsetDateTime::UNIX_EPOCH,
+        last_seen_at: OffsetDateTime::UNIX_EPOCH,
+    };
+    store.trust_host_key(&key).await.unwrap();
+    release(&store, 1, MachineState::Ready).await;
+    assert!(
+        !store
+            .forget_released_host_key(&key.host, "127.20.0.9", 22, 1)
+            .await
+            .unwrap()
+    );
+    // The duplicate left still holds the server.
+    assert_eq!(
+        claimed_by(store.address_free("127.20.0.9", 22).await),
+        Some(2)
+    );
+    // With both gone the server may be adopted again.
+    release(&store, 2, MachineState::Ready).await;
+    assert!(
+        store
+            .forget_released_host_key(&key.host, "127.20.0.9", 22, 2)
+            .await
+            .unwrap()
+    );
+    store
+        .create_machines(&[adopted("127.20.0.9")])
+        .await
+        .unwrap();
 }

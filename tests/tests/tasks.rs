@@ -284,6 +284,146 @@ async fn a_failed_init_fails_only_its_node_and_retry_failed_finishes_the_task() 
     );
 }
 
+/// A pool's nodes (a bare list or a page of them).
+async fn pool_nodes(cloud: &Cloud, pool: i64) -> Vec<Value> {
+    let listed = cloud.api.get(&format!("/api/v1/pools/{pool}/nodes")).await;
+    listed
+        .as_array()
+        .or_else(|| listed["items"].as_array())
+        .unwrap_or_else(|| panic!("{listed}"))
+        .clone()
+}
+
+async fn machine_state(cloud: &Cloud, id: &Value) -> String {
+    let detail = cloud.api.get(&format!("/api/v1/machines/{id}")).await;
+    detail["machine"]["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_frees_its_port() {
+    let _containers = Cleanup::new("web-rm");
+    let cloud = Cloud::start(quick_delays()).await;
+    let pool = pool(&cloud, "web-rm", None).await;
+    let expand = run(
+        &cloud,
+        json!({"kind": "expand", "pool_id": pool, "count": 2}),
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
+    let nodes = pool_nodes(&cloud, pool).await;
+    let (kept, released) = (nodes[0].clone(), nodes[1].clone());
+    let kept_address = kept["address"].as_str().unwrap().to_owned();
+
+    // Remove one, keeping its machine: a task, and the node reads
+    // "removing" until it succeeds; asking again answers the same task.
+    let path = format!(
+        "/api/v1/pools/{pool}/nodes/{}?release_machine=false",
+        kept["id"]
+    );
+    let (status, task) = cloud.api.delete(&path).await;
+    assert_eq!(
+        (status, task["kind"].as_str()),
+        (202, Some("shrink")),
+        "{task}"
+    );
+    let listed = pool_nodes(&cloud, pool).await;
+    let node = listed.iter().find(|n| n["id"] == kept["id"]).unwrap();
+    assert_eq!(node["state"], "removing", "{listed:?}");
+    let (status, again) = cloud.api.delete(&path).await;
+    assert_eq!((status, &again["id"]), (202, &task["id"]), "{again}");
+    let done = settle(
+        &cloud,
+        task["id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
+    assert_eq!(containers_of("web-rm").len(), 1);
+    assert!(
+        page(&kept_address).await.is_err(),
+        "its container still answers"
+    );
+    assert_eq!(pool_nodes(&cloud, pool).await.len(), 1);
+    assert_eq!(machine_state(&cloud, &kept["machine_id"]).await, "ready");
+    let (status, body) = cloud.api.delete(&path).await;
+    assert_eq!(status, 404, "{body}");
+
+    // Remove the other, releasing its machine.
+    let (status, task) = cloud
+        .api
+        .delete(&format!(
+            "/api/v1/pools/{pool}/nodes/{}?release_machine=true",
+            released["id"]
+        ))
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let done = settle(
+        &cloud,
+        task["id"].as_i64().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
+    assert_eq!(
+        machine_state(&cloud, &released["machine_id"]).await,
+        "deleted"
+    );
+    assert!(containers_of("web-rm").is_empty());
+    assert_eq!(cloud.sim.instances().len(), 1, "only the kept machine runs");
+
+    // The kept machine joins again; something else holds its port: the
+    // deploy says what docker said, not docker's usage hint.
+    let (status, body) = cloud
+        .api
+        .post(
+            &format!("/api/v1/pools/{pool}/nodes"),
+            &json!({"machine_ids": [kept["machine_id"]]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let squatter = std::process::Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            "web-rm-squatter",
+            "--label",
+            "dcp.service=web-rm",
+        ])
+        .args(["-p", &format!("{kept_address}:8080:80"), &web_image("1")])
+        .output()
+        .unwrap();
+    assert!(squatter.status.success(), "{squatter:?}");
+    let deploy = run(
+        &cloud,
+        json!({"kind": "deploy", "pool_id": pool, "tag": "1"}),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(deploy["task"]["state"], "failed", "{deploy:#}");
+    let error = deploy["nodes"][0]["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("port is already allocated") && !error.contains("--help"),
+        "{error}"
+    );
+    // With the port free, the same deploy succeeds on retry.
+    let gone = std::process::Command::new("docker")
+        .args(["rm", "-f", "web-rm-squatter"])
+        .output()
+        .unwrap();
+    assert!(gone.status.success(), "{gone:?}");
+    let id = deploy["task"]["id"].as_i64().unwrap();
+    let (status, body) = cloud
+        .api
+        .post(&format!("/api/v1/tasks/{id}/retry"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let retried = settle(&cloud, id, Duration::from_secs(60)).await;
+    assert_eq!(retried["task"]["state"], "succeeded", "{retried:#}");
+    assert_eq!(page(&kept_address).await.unwrap(), "web 1\n");
+}
+
 #[tokio::test]
 async fn a_host_killed_mid_expand_finishes_it_after_restart_without_duplicates() {
     let _containers = Cleanup::new("web-kill");

@@ -253,6 +253,25 @@ pub struct PoolFilter {
     pub service_id: Option<i64>,
 }
 
+/// How `DELETE /pools/{id}/nodes/{node_id}` removes a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+pub struct RemoveNode {
+    /// Release the node's machine once its container is stopped. Absent:
+    /// a machine DCP created from a template is released (it was made for
+    /// the pool and costs money), an adopted server is kept (it predates
+    /// DCP; releasing it would only make DCP forget it).
+    #[serde(default)]
+    pub release_machine: Option<bool>,
+    /// Wait behind the pool's current task instead of being refused (409).
+    #[serde(default)]
+    pub queue: bool,
+    /// Take the node out of the pool at once (204), running nothing on it:
+    /// for a server that is gone. A container it still runs is left there.
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// Where a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -264,6 +283,9 @@ pub enum NodeState {
     Running,
     /// The last step on it failed.
     Failed,
+    /// A task is taking it out of the pool (stopping its container,
+    /// returning or keeping its machine); the row goes when it succeeds.
+    Removing,
 }
 
 /// A server of a pool.

@@ -314,6 +314,10 @@ pub struct TaskOverrides {
     /// The service-discovery binding chosen instead of the pool's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery_id: Option<i64>,
+    /// shrink: whether `return_vm` releases the nodes' machines (`false`:
+    /// they leave the pool and stay ready); absent: it releases them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_machines: Option<bool>,
 }
 
 /// Nodes of a task per state.

@@ -167,7 +167,9 @@ impl Error {
 fn store_detail(err: &store::Error) -> ErrorDetail {
     let (code, field) = match err {
         store::Error::NotFound { .. } => (ErrorCode::NotFound, None),
-        store::Error::Conflict { field, .. } => (ErrorCode::Conflict, Some((*field).to_owned())),
+        store::Error::Conflict { field, .. } | store::Error::Claimed { field, .. } => {
+            (ErrorCode::Conflict, Some((*field).to_owned()))
+        }
         store::Error::InUse { .. } => (ErrorCode::Conflict, None),
         store::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
         store::Error::UnsupportedUrl(_)

@@ -350,6 +350,7 @@ async fn create_machines(
     request_body = AdoptMachine,
     responses(
         (status = 201, description = "The machine, ready", body = Machine),
+        (status = 409, description = "A live machine has this address and port (however the address is written); the error names `address` and that machine's id", body = ErrorBody),
         (status = 422, description = "A field breaks a rule, or connecting failed", body = ErrorBody),
     )
 )]

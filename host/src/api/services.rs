@@ -1,10 +1,15 @@
 //! `/api/v1/services`, `/api/v1/pools` and `/api/v1/pools/{id}/nodes`: the
 //! orchestration tree below clusters.
 
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    Extension,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use dcp_api_types::{
-    AddNodes, ErrorBody, MachineState, Node, Page, PageQuery, Pool, PoolFilter, PoolInput, Service,
-    ServiceFilter, ServiceInput, TemplatePurpose,
+    AddNodes, ErrorBody, MachineState, Node, Page, PageQuery, Pool, PoolFilter, PoolInput,
+    RemoveNode, Service, ServiceFilter, ServiceInput, Task, TemplatePurpose,
 };
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -15,6 +20,7 @@ use super::{
     rfc3339,
 };
 use crate::{
+    auth::Principal,
     orchestration,
     store::{self, NewNode, NodeRecord, PoolRecord, ServiceRecord},
     validate::{self, Invalid},
@@ -323,14 +329,15 @@ async fn update_pool(
     )))
 }
 
-/// Delete a pool; refused while it has nodes.
+/// Delete a pool, with its finished tasks; refused while it has nodes or
+/// an unfinished task.
 #[utoipa::path(
     delete, path = "/pools/{id}", tag = "orchestration",
     params(("id" = i64, Path, description = "Pool id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "It has nodes", body = ErrorBody),
+        (status = 409, description = "It has nodes, or a task on it is unfinished", body = ErrorBody),
     )
 )]
 async fn delete_pool(
@@ -453,22 +460,40 @@ struct NodePath {
     node_id: i64,
 }
 
-/// Remove a node from its pool; a machine stays (release it separately).
+/// Remove a node from its pool, as a task: the pool's shrink template runs
+/// on it (the seeded one stops its container, then returns its machine —
+/// released or kept, see `release_machine`). The node reads `removing`
+/// until the task succeeds, then it is gone; asking again meanwhile
+/// answers the same task. With `force` the row goes at once and nothing
+/// runs on the server (it is gone).
 #[utoipa::path(
     delete, path = "/pools/{id}/nodes/{node_id}", tag = "orchestration",
     params(
         ("id" = i64, Path, description = "Pool id"),
         ("node_id" = i64, Path, description = "Node id"),
+        RemoveNode,
     ),
     responses(
-        (status = 204, description = "Removed"),
-        (status = 404, description = "No such node in the pool", body = ErrorBody),
+        (status = 202, description = "The removal task (a shrink of this node); it runs in the background", body = Task),
+        (status = 204, description = "Removed at once (`force`)"),
+        (status = 404, description = "No such pool, or no such node in it", body = ErrorBody),
+        (status = 409, description = "The pool is busy with another task (ask again with `queue=true` to run after it)", body = ErrorBody),
     )
 )]
 async fn remove_node(
     State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
     Path(NodePath { id, node_id }): Path<NodePath>,
-) -> Result<StatusCode> {
-    state.store.remove_node(id, node_id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Query(how): Query<RemoveNode>,
+) -> Result<Response> {
+    if how.force {
+        state.store.remove_node(id, node_id).await?;
+        tracing::info!(user = %me.user.username, pool = id, node = node_id, "node removed by force");
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let task = state
+        .engine
+        .remove_node(id, node_id, &how, &me.user.username)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
 }

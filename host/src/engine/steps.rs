@@ -94,6 +94,8 @@ struct Context {
     container: ContainerSpec,
     /// The image to run (a deploy's tag applied).
     image: String,
+    /// Whether `return_vm` releases machines or only takes them out of the pool.
+    release_machines: bool,
 }
 
 impl Context {
@@ -119,6 +121,7 @@ impl Context {
             service,
             container,
             image,
+            release_machines: overrides.release_machines.unwrap_or(true),
         })
     }
 
@@ -287,7 +290,8 @@ impl Context {
         }
     }
 
-    /// Takes the node out of the pool and releases its machine.
+    /// Takes the node out of the pool and releases its machine (unless the
+    /// task keeps machines).
     async fn return_vm(
         &self,
         node: &TaskNodeRecord,
@@ -303,6 +307,12 @@ impl Context {
         let Some(machine_id) = node.machine_id else {
             return Ok(Done::ok(format!("{} left the pool", node.address)));
         };
+        if !self.release_machines {
+            return Ok(Done::ok(format!(
+                "{} left the pool; machine {machine_id} kept",
+                node.address
+            )));
+        }
         match self.engine.machines.delete(machine_id).await {
             Ok(_) | Err(machines::Error::Conflict(_)) => {}
             Err(e) => return Err(Error::Conflict(e.to_string())),
@@ -467,6 +477,7 @@ fn node_state(state: NodeState) -> &'static str {
         NodeState::Pending => "pending",
         NodeState::Running => "running",
         NodeState::Failed => "failed",
+        NodeState::Removing => "removing",
     }
 }
 

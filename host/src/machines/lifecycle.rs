@@ -117,10 +117,18 @@ async fn advance(
     match machines
         .store
         .transition_machine(machine.id, &[machine.state], to, reason, update)
-        .await?
+        .await
     {
-        Some(_) => Ok(()),
-        None => Err(Stop::Cancelled),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Stop::Cancelled),
+        // The cloud gave it an address DCP already reaches another machine
+        // on: commands for either would land on one server, so this one is
+        // not used (its instance stays for the user to release).
+        Err(e @ store::Error::Claimed { .. }) => Err(Stop::Failed(
+            MachineState::Error,
+            format!("{e}; a server is one machine"),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

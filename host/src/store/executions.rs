@@ -144,15 +144,29 @@ impl HostReport {
     }
 
     /// Why the host failed, in one line: the last line it wrote to stderr
-    /// (what a failing command usually says), else DCP's message.
+    /// that says something (see [`meaningful_line`]), else DCP's message.
     #[must_use]
     pub fn failure(&self) -> String {
-        self.stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map_or_else(|| self.message.clone(), str::to_owned)
+        meaningful_line(&self.stderr).map_or_else(|| self.message.clone(), str::to_owned)
     }
+}
+
+/// The line of a failed command's stderr that says what went wrong: the
+/// last non-blank one (a failing script stops at its error), passing over
+/// the usage hints command-line tools print after it — Docker ends every
+/// error with "Run 'docker run --help' for more information" (older:
+/// "See 'docker run --help'.") and, for a bad flag, a "Usage:" line.
+#[must_use]
+fn meaningful_line(stderr: &str) -> Option<&str> {
+    let hint = |line: &str| {
+        line.starts_with("Usage:")
+            || ((line.starts_with("Run '") || line.starts_with("See '")) && line.contains("--help"))
+    };
+    stderr
+        .lines()
+        .map(str::trim)
+        .rev()
+        .find(|line| !line.is_empty() && !hint(line))
 }
 
 #[derive(FromRow)]
@@ -560,5 +574,50 @@ pub fn overall_state(counts: &HostCounts, cancelled: bool) -> ExecutionState {
         ExecutionState::Failed
     } else {
         ExecutionState::PartiallyFailed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::meaningful_line;
+
+    #[test]
+    fn dockers_error_line_is_chosen_over_its_usage_hints() {
+        // Real stderr of Docker 28 (client) on 20.10 (daemon), and of older clients.
+        let port_taken = "docker: Error response from daemon: driver failed programming external \
+            connectivity on endpoint dcp-web-3 (62e06ad8818d): Bind for 127.0.0.1:18999 failed: \
+            port is already allocated\n\nRun 'docker run --help' for more information\n";
+        assert!(
+            meaningful_line(port_taken)
+                .unwrap()
+                .ends_with("port is already allocated")
+        );
+        let bad_flag = "invalid argument \"abc\" for \"--cpus\" flag: failed to parse abc as a \
+            rational number\n\nUsage:  docker run [OPTIONS] IMAGE [COMMAND] [ARG...]\n\n\
+            Run 'docker run --help' for more information\n";
+        assert!(
+            meaningful_line(bad_flag)
+                .unwrap()
+                .starts_with("invalid argument \"abc\" for \"--cpus\"")
+        );
+        let name_taken = "docker: Error response from daemon: Conflict. The container name \
+            \"/dcp-web-3\" is already in use by container \"37ca7e15f1ba\".\n\
+            See 'docker run --help'.\n";
+        assert!(
+            meaningful_line(name_taken)
+                .unwrap()
+                .starts_with("docker: Error response from daemon: Conflict.")
+        );
+        let gone = "Error response from daemon: No such container: dcp-web-3\n";
+        assert_eq!(
+            meaningful_line(gone),
+            Some("Error response from daemon: No such container: dcp-web-3")
+        );
+        // Anything else: its last line.
+        assert_eq!(
+            meaningful_line("warning: low disk\ndisk /data is missing\n\n"),
+            Some("disk /data is missing")
+        );
+        assert_eq!(meaningful_line(" \n"), None);
     }
 }

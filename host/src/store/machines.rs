@@ -4,7 +4,10 @@ use dcp_api_types::MachineState;
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
-use super::{Error, Result, Store, Window, datetime, millis, now_millis, parse_name, placeholders};
+use super::{
+    Error, Result, Store, Window, datetime, is_unique_violation, millis, now_millis, parse_name,
+    placeholders,
+};
 
 /// A stored machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +158,28 @@ fn records(rows: Vec<Row>) -> Result<Vec<MachineRecord>> {
     rows.into_iter().map(MachineRecord::try_from).collect()
 }
 
+/// The form of an address two machines on one server share: an IP address
+/// as Rust prints it (IPv6 compressed and in lower case, an IPv4-mapped IPv6
+/// address as IPv4), a host name in lower case without a trailing dot.
+/// Names that resolve to one server are not followed: which server a name
+/// means can change, and the address DCP connects to is the one it records.
+#[must_use]
+fn identity(address: &str) -> String {
+    let address = address.trim();
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_canonical().to_string(),
+        Err(_) => address.trim_end_matches('.').to_ascii_lowercase(),
+    }
+}
+
+fn claimed(identity: &str, port: u16, machine: Option<i64>) -> Error {
+    Error::Claimed {
+        field: "address",
+        value: format!("{identity} port {port}"),
+        machine,
+    }
+}
+
 /// The start of the hour `at` falls in, in store milliseconds.
 fn hour_of(at: i64) -> i64 {
     at - at.rem_euclid(3_600_000)
@@ -162,17 +187,19 @@ fn hour_of(at: i64) -> i64 {
 
 impl Store {
     /// Records machines and their first event, all or none. A request key
-    /// already recorded is [`Error::Conflict`] on `idempotency_key`.
+    /// already recorded is [`Error::Conflict`] on `idempotency_key`; an
+    /// address and port a live machine has is [`Error::Claimed`] on `address`.
     pub async fn create_machines(&self, machines: &[NewMachine]) -> Result<Vec<MachineRecord>> {
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let mut ids = Vec::with_capacity(machines.len());
         for m in machines {
-            let (id,): (i64,) = sqlx::query_as(
+            let identity = m.address.as_deref().map(identity);
+            let inserted: std::result::Result<(i64,), sqlx::Error> = sqlx::query_as(
                 "insert into machines (name, template_id, provider, region, request_key, address, \
                  port, login_user, private_key_sealed, public_key, state, reason, created_at, \
-                 ready_at, updated_at) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, \
-                 $13, $14, $13) returning id",
+                 ready_at, updated_at, identity) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $13, $15) returning id",
             )
             .bind(&m.name)
             .bind(m.template_id)
@@ -188,12 +215,19 @@ impl Store {
             .bind(&m.reason)
             .bind(now)
             .bind((m.state == MachineState::Ready).then_some(now))
+            .bind(identity.as_deref())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(super::conflict_on(
-                "idempotency_key",
-                m.request_key.as_deref().unwrap_or_default(),
-            ))?;
+            .await;
+            let (id,) = match (inserted, &identity) {
+                (Err(e), Some(identity)) if is_unique_violation(&e) => {
+                    drop(tx);
+                    return Err(self.refused_claim(identity, m.port, None).await);
+                }
+                (inserted, _) => inserted.map_err(super::conflict_on(
+                    "idempotency_key",
+                    m.request_key.as_deref().unwrap_or_default(),
+                ))?,
+            };
             sqlx::query(
                 "insert into machine_events (machine_id, at, state, reason) values ($1, $2, $3, $4)",
             )
@@ -294,9 +328,50 @@ impl Store {
         records(query.fetch_all(&self.pool).await?)
     }
 
+    /// Refuses, as [`Error::Claimed`], an address and port a live machine
+    /// has (to refuse a second machine before connecting to the server).
+    pub async fn address_free(&self, address: &str, port: u16) -> Result<()> {
+        let identity = identity(address);
+        match self.live_machine_on(&identity, port, None).await? {
+            None => Ok(()),
+            Some(machine) => Err(claimed(&identity, port, Some(machine))),
+        }
+    }
+
+    async fn live_machine_on(
+        &self,
+        identity: &str,
+        port: u16,
+        except: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            // A duplicate kept by the upgrade (no identity) still has its address.
+            "select id from machines where (identity = $1 or identity is null and \
+             lower(address) = $1) and port = $2 and state <> 'deleted' \
+             and ($3 is null or id <> $3) order by id limit 1",
+        )
+        .bind(identity)
+        .bind(i64::from(port))
+        .bind(except)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// The error for a write the live-identity index refused, naming the
+    /// machine that holds the address (read after the refusal: the writer
+    /// that won may have committed only just now).
+    async fn refused_claim(&self, identity: &str, port: u16, except: Option<i64>) -> Error {
+        match self.live_machine_on(identity, port, except).await {
+            Ok(machine) => claimed(identity, port, machine),
+            Err(e) => e,
+        }
+    }
+
     /// Moves a machine to `to` if it is in one of `from`, recording the
     /// event; answers the machine after, or `None` when it was not in `from`
-    /// (someone else moved it first).
+    /// (someone else moved it first). A new address a live machine has
+    /// already is [`Error::Claimed`].
     pub async fn transition_machine(
         &self,
         id: i64,
@@ -312,10 +387,12 @@ impl Store {
              instance_id = coalesce($4, instance_id), address = coalesce($5, address), \
              charged_hours = coalesce($6, charged_hours), \
              ready_at = case when $1 = 'ready' then $3 else ready_at end, \
-             released_at = case when $1 = 'deleted' then $3 else released_at end \
+             released_at = case when $1 = 'deleted' then $3 else released_at end, \
+             identity = coalesce($8, identity) \
              where id = $7 and state in ({})",
-            placeholders(8, from.len())
+            placeholders(9, from.len())
         );
+        let identity = update.address.as_deref().map(identity);
         let mut query = sqlx::query(&sql)
             .bind(to.as_str())
             .bind(reason)
@@ -323,11 +400,20 @@ impl Store {
             .bind(update.instance_id.as_deref())
             .bind(update.address.as_deref())
             .bind(update.charged_hours)
-            .bind(id);
+            .bind(id)
+            .bind(identity.as_deref());
         for state in from {
             query = query.bind(state.as_str());
         }
-        if query.execute(&mut *tx).await?.rows_affected() == 0 {
+        let updated = match (query.execute(&mut *tx).await, &identity) {
+            (Err(e), Some(identity)) if is_unique_violation(&e) => {
+                drop(tx);
+                let port = self.machine(id).await?.port;
+                return Err(self.refused_claim(identity, port, Some(id)).await);
+            }
+            (updated, _) => updated?,
+        };
+        if updated.rows_affected() == 0 {
             return Ok(None);
         }
         sqlx::query(
@@ -469,7 +555,21 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::hour_of;
+    use super::{hour_of, identity};
+
+    #[test]
+    fn one_server_has_one_identity_however_its_address_is_written() {
+        for (a, b) in [
+            ("::1", "0:0:0:0:0:0:0:1"),
+            ("2001:DB8::1", "2001:db8:0:0::1"),
+            ("::ffff:127.0.0.1", "127.0.0.1"),
+            ("Web-01.Example.com", "web-01.example.com."),
+            (" 10.0.0.1", "10.0.0.1"),
+        ] {
+            assert_eq!(identity(a), identity(b), "{a} vs {b}");
+        }
+        assert_ne!(identity("127.0.0.1"), identity("127.0.0.2"));
+    }
 
     #[test]
     fn hours_start_on_the_hour() {

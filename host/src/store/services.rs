@@ -15,10 +15,18 @@ const SERVICE_DEPENDENTS: &[Dependent] = &[Dependent {
 }];
 
 /// Tables that reference a pool.
-const POOL_DEPENDENTS: &[Dependent] = &[Dependent {
-    kind: "node",
-    names_sql: "select address from nodes where pool_id = $1 order by id limit 5",
-}];
+const POOL_DEPENDENTS: &[Dependent] = &[
+    Dependent {
+        kind: "node",
+        names_sql: "select address from nodes where pool_id = $1 order by id limit 5",
+    },
+    // Finished tasks go with their pool; unfinished ones hold it.
+    Dependent {
+        kind: "task",
+        names_sql: "select cast(id as text) from tasks where pool_id = $1 \
+                    and state in ('pending', 'running', 'paused') order by id limit 5",
+    },
+];
 
 /// A stored service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -256,7 +264,14 @@ impl TryFrom<NodeRow> for NodeRecord {
     }
 }
 
-const NODE_COLUMNS: &str = "id, pool_id, machine_id, address, port, login_user, state, created_at";
+/// A node's state is `removing` while an unfinished shrink works on it:
+/// read from the task, not stored, so a task cancelled or failed leaves
+/// no node marked for ever.
+const NODE_COLUMNS: &str = "id, pool_id, machine_id, address, port, login_user, \
+     case when exists (select 1 from tasks t join task_nodes tn on tn.task_id = t.id \
+     where t.pool_id = nodes.pool_id and t.state in ('pending', 'running', 'paused') \
+     and t.kind = 'shrink' and tn.node_id = nodes.id) then 'removing' else state end as state, \
+     created_at";
 
 /// Turns a foreign-key failure on `field` into a clear "no such" error.
 fn missing(field: &'static str) -> impl Fn(Error) -> Error {
@@ -444,17 +459,27 @@ impl Store {
         self.pool_record(id).await
     }
 
-    /// Deletes a pool without nodes.
+    /// Deletes a pool without nodes or unfinished tasks, and its finished
+    /// tasks with it (their history is the pool's).
     pub async fn delete_pool(&self, id: i64) -> Result<()> {
         self.ensure_unreferenced("pool", POOL_DEPENDENTS, id)
             .await?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "delete from tasks where pool_id = $1 \
+             and state not in ('pending', 'running', 'paused')",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         let done = sqlx::query("delete from pools where id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound { what: "pool" });
         }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -706,6 +706,21 @@ impl Store {
         Ok(u64::try_from(tasks).unwrap_or_default())
     }
 
+    /// The unfinished shrink of `pool_id` that removes `node_id`, if any
+    /// (so asking again answers the same task).
+    pub async fn removal_of_node(&self, pool_id: i64, node_id: i64) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "select t.id from tasks t join task_nodes n on n.task_id = t.id \
+             where t.pool_id = $1 and n.node_id = $2 and t.kind = 'shrink' \
+             and t.state in {ACTIVE} order by t.id limit 1"
+        ))
+        .bind(pool_id)
+        .bind(node_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
     /// A node of a pool by machine (the expand step's replay check).
     pub async fn node_of_machine(&self, machine_id: i64) -> Result<Option<i64>> {
         let row: Option<(i64,)> = sqlx::query_as("select id from nodes where machine_id = $1")
