@@ -2,8 +2,8 @@
 //! follows the server live, and the task templates behind them.
 
 use dcp_api_types::{
-    NodeCounts, PageQuery, StepSpec, StepState, Task, TaskDetail, TaskEvent, TaskState,
-    TaskTemplate, TaskTemplateInput, TemplatePurpose, builtin,
+    LeftoverMachines, NodeCounts, PageQuery, StepSpec, StepState, Task, TaskDetail, TaskEvent,
+    TaskState, TaskTemplate, TaskTemplateInput, TemplatePurpose, builtin,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{components::A, hooks::use_params_map};
@@ -255,6 +255,10 @@ pub(crate) fn TaskPage() -> impl IntoView {
                                             StepState::Skipped => "cancelled",
                                         })>{step.state.as_str()}</span>
                                         <span class="muted">{format!(" {took}{attempts}")}</span>
+                                        {step.compensation.as_ref().map(|c| view! {
+                                            <span class=format!("badge compensation state-{}", c.state.as_str()) data-test="task-compensation"
+                                                title="What became of the machines this step made">{compensation_text(c.state)}</span>
+                                        })}
                                     </td>
                                 }
                             }).collect_view()}
@@ -274,9 +278,23 @@ pub(crate) fn TaskPage() -> impl IntoView {
                         <button class="ghost" on:click=move |_| open.set(None)>"Close"</button></h3>
                     {(!step.error.is_empty()).then(|| view! { <p class="error-text" id="step-error">{step.error.clone()}</p> })}
                     <pre class="code" id="step-output">{if step.output.is_empty() { "(no output)".to_owned() } else { step.output.clone() }}</pre>
+                    {step.compensation.clone().map(|c| view! {
+                        <h4>{format!("Its machines: {}", compensation_text(c.state))}</h4>
+                        <pre class="code" id="step-compensation">{if c.output.is_empty() { "(nothing yet)".to_owned() } else { c.output }}</pre>
+                    })}
                 </div>
             })
         })}
+    }
+}
+
+/// How the undoing of a step's leftovers reads.
+fn compensation_text(state: StepState) -> &'static str {
+    match state {
+        StepState::Pending | StepState::Running => "releasing machines…",
+        StepState::Succeeded => "machines cleaned up",
+        StepState::Failed => "machines not released",
+        StepState::Skipped => "machines left",
     }
 }
 
@@ -301,6 +319,8 @@ struct StepRow {
     delay: RwSignal<String>,
     timeout: RwSignal<String>,
     ignore: RwSignal<bool>,
+    /// create_vm: what becomes of its machines if it does not finish.
+    leftover: RwSignal<String>,
 }
 
 impl StepRow {
@@ -321,6 +341,11 @@ impl StepRow {
                     .unwrap_or_default(),
             ),
             ignore: RwSignal::new(step.is_some_and(|s| s.ignore_error)),
+            leftover: RwSignal::new(
+                step.map_or(LeftoverMachines::Release, |s| s.leftover_machines)
+                    .as_str()
+                    .to_owned(),
+            ),
         }
     }
 
@@ -363,6 +388,13 @@ impl StepRow {
                 None
             } else {
                 Some(number("timeout_secs", timeout)?)
+            },
+            leftover_machines: if kind == builtin::CREATE_VM
+                && self.leftover.get_untracked() == LeftoverMachines::HandToPool.as_str()
+            {
+                LeftoverMachines::HandToPool
+            } else {
+                LeftoverMachines::Release
             },
         })
     }
@@ -547,7 +579,19 @@ pub(crate) fn TaskTemplatesPage() -> impl IntoView {
                                             </td>
                                             <td>
                                                 <Show when=move || row.kind.get() == "group"
-                                                    fallback=move || view! { <input class="step-name" type="text" placeholder="start_service_…" bind:value=row.name/> }>
+                                                    fallback=move || view! {
+                                                        <Show when=move || row.kind.get() == builtin::CREATE_VM
+                                                            fallback=move || view! { <input class="step-name" type="text" placeholder="start_service_…" bind:value=row.name/> }>
+                                                            <label class="muted">"If cancelled or failed, its machines are "
+                                                                <select class="step-leftover" title="What becomes of the machines of a create_vm that does not finish"
+                                                                    on:change=move |ev| row.leftover.set(event_target_value(&ev))>
+                                                                    {[(LeftoverMachines::Release, "released"), (LeftoverMachines::HandToPool, "handed to the pool")].into_iter().map(|(choice, label)| view! {
+                                                                        <option value=choice.as_str() selected=move || row.leftover.get() == choice.as_str()>{label}</option>
+                                                                    }).collect_view()}
+                                                                </select>
+                                                            </label>
+                                                        </Show>
+                                                    }>
                                                     <select class="step-group" on:change=move |ev| row.group.set(event_target_value(&ev))>
                                                         <option value="" selected=move || row.group.get().is_empty()>"Choose…"</option>
                                                         {move || groups.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|g| {

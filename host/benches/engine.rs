@@ -58,6 +58,16 @@ impl TaskSteps for NoopTask {
         done
     }
 
+    async fn compensate(
+        &self,
+        _node: &TaskNodeRecord,
+        _step: usize,
+        _stop: &CancellationToken,
+    ) -> StepOutcome {
+        // Every step succeeds here, so nothing is ever left to undo.
+        StepOutcome::ok("nothing to undo")
+    }
+
     fn deployed_image(&self) -> Option<(i64, String)> {
         None
     }

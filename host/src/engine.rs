@@ -27,8 +27,9 @@ use std::{
 use futures_util::FutureExt as _;
 
 use dcp_api_types::{
-    NodeCounts, RemoveNode, StepSpec, StepState, Task, TaskDetail, TaskInput, TaskKind, TaskNode,
-    TaskOverrides, TaskState, TaskStep, TaskTemplate, TaskTemplateInput, TemplatePurpose,
+    Compensation, NodeCounts, RemoveNode, StepSpec, StepState, Task, TaskDetail, TaskInput,
+    TaskKind, TaskNode, TaskOverrides, TaskState, TaskStep, TaskTemplate, TaskTemplateInput,
+    TemplatePurpose,
 };
 use tokio::{
     sync::{Notify, watch},
@@ -150,6 +151,16 @@ pub trait TaskSteps: Send + Sync {
         step: usize,
         rerun: bool,
         abort: &CancellationToken,
+    ) -> StepOutcome;
+
+    /// Undoes what the attempts of `step` on `node` left behind (the
+    /// machines of a `create_vm` that did not finish), stopping only when
+    /// `stop` fires. Idempotent: a second run finds what is left to undo.
+    async fn compensate(
+        &self,
+        node: &TaskNodeRecord,
+        step: usize,
+        stop: &CancellationToken,
     ) -> StepOutcome;
 
     /// The service and image a succeeded deploy records as the service's.
@@ -624,6 +635,16 @@ impl Engine {
                             finished_at: s.finished_at.map(ms_time),
                             output: s.output.clone(),
                             error: s.error.clone(),
+                            compensation: s
+                                .compensation
+                                .as_deref()
+                                .map(|state| {
+                                    Ok::<_, Error>(Compensation {
+                                        state: name("task_steps.compensation", state)?,
+                                        output: s.compensation_output.clone(),
+                                    })
+                                })
+                                .transpose()?,
                         })
                     })
                     .collect::<Result<_, Error>>()?;
@@ -669,16 +690,26 @@ impl Engine {
             "cancel" => !task.state.is_final(),
             _ => false,
         };
+        let verb = match command {
+            "pause" => "paused",
+            "resume" => "resumed",
+            "retry" => "retried",
+            _ => "cancelled",
+        };
         if !fits {
             return Err(Error::Conflict(format!(
-                "task {id} is {}; it cannot be {}",
+                "task {id} is {}; it cannot be {verb}",
                 task.state.as_str(),
-                match command {
-                    "pause" => "paused",
-                    "resume" => "resumed",
-                    "retry" => "retried",
-                    _ => "cancelled",
-                }
+            )));
+        }
+        if task.command.as_deref() == Some("cancel") {
+            // The cancel stays until the task's leftovers are undone; no
+            // other command may take its place, and asking again is a no-op.
+            if command == "cancel" {
+                return Ok(task);
+            }
+            return Err(Error::Conflict(format!(
+                "task {id} is being cancelled; it cannot be {verb}"
             )));
         }
         if command == "retry"
@@ -767,6 +798,12 @@ async fn claimer(engine: std::sync::Weak<Engine>, stop: CancellationToken) {
     }
 }
 
+/// What ended in a driver: an attempt of a step, or the undoing of one.
+enum Ended {
+    Step(usize, usize, StepOutcome),
+    Compensation(usize, usize, StepOutcome),
+}
+
 /// What a driver keeps about its task.
 struct Driven {
     plan: Plan,
@@ -785,6 +822,7 @@ fn load_plan(
             retries: s.retries,
             retry_delay_ms: i64::from(s.retry_delay_secs) * 1000,
             ignore_error: s.ignore_error,
+            compensate: s.group_id.is_none() && s.name == dcp_api_types::builtin::CREATE_VM,
         })
         .collect();
     let mut runs = Vec::with_capacity(nodes.len());
@@ -805,6 +843,12 @@ fn load_plan(
                 finished_at: row.finished_at,
                 output: row.output.clone(),
                 error: row.error.clone(),
+                compensation: row
+                    .compensation
+                    .as_deref()
+                    .map(|c| name("task_steps.compensation", c))
+                    .transpose()?,
+                compensation_output: row.compensation_output.clone(),
             };
         }
         runs.push(NodeRun {
@@ -834,7 +878,7 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
     let context = Arc::clone(&engine.steps).for_task(&task, specs).await?;
     let mut driven = Driven { plan, nodes };
     let abort = engine.stop.child_token();
-    let mut in_flight: JoinSet<(usize, usize, StepOutcome)> = JoinSet::new();
+    let mut in_flight: JoinSet<Ended> = JoinSet::new();
     let lease = i64::try_from(engine.settings.lease.as_millis()).unwrap_or(i64::MAX);
     let beat =
         (engine.settings.lease / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
@@ -869,7 +913,25 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                                         "the step panicked (a DCP bug; see the server log)",
                                     )
                                 });
-                            (node, step, done)
+                            Ended::Step(node, step, done)
+                        });
+                    }
+                    Effect::Compensate { node, step } => {
+                        let context = Arc::clone(&context);
+                        let record = driven.nodes[node].clone();
+                        // Only a shutdown stops it (the lease then runs out
+                        // and the next driver undoes what is left).
+                        let stop = engine.stop.child_token();
+                        in_flight.spawn(async move {
+                            let done = AssertUnwindSafe(context.compensate(&record, step, &stop))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| {
+                                    StepOutcome::failed(
+                                        "undoing the step panicked (a DCP bug; see the server log)",
+                                    )
+                                });
+                            Ended::Compensation(node, step, done)
                         });
                     }
                     Effect::SaveNode(n) => {
@@ -909,10 +971,11 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
         }
         // Cleared only once its effects are stored: a reader never sees
         // the command gone and the task not yet changed. A pause stays until
-        // the task is paused, so a process dying at the step boundary does
-        // not lose it.
+        // the task is paused, and a cancel until it is cancelled (its
+        // leftovers undone), so a process dying meanwhile does not lose it.
         if let Some(command) = carried.take()
-            && !(command == "pause" && driven.plan.state == TaskState::Running)
+            && !(matches!(command.as_str(), "pause" | "cancel")
+                && driven.plan.state == TaskState::Running)
         {
             store.clear_task_command(id, &command).await?;
             engine.touched();
@@ -931,20 +994,36 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => {
                 // Steps are never aborted through the set and catch their
                 // panics, so a join error cannot happen.
-                let Ok((node, step, done)) = joined else { continue };
-                if let Some(facts) = done.node {
-                    let n = &mut driven.nodes[node];
+                let Ok(ended) = joined else { continue };
+                let (Ended::Step(node, _, done) | Ended::Compensation(node, _, done)) =
+                    &ended;
+                if let Some(facts) = &done.node {
+                    let n = &mut driven.nodes[*node];
                     n.node_id = Some(facts.node_id);
                     n.machine_id = facts.machine_id;
-                    n.address = facts.address;
+                    n.address.clone_from(&facts.address);
                 }
-                pending.push(Event::StepEnded {
-                    node,
-                    step,
-                    ok: done.ok,
-                    output: done.output,
-                    error: done.error,
-                    now: now_ms(),
+                pending.push(match ended {
+                    Ended::Step(node, step, done) => Event::StepEnded {
+                        node,
+                        step,
+                        ok: done.ok,
+                        output: done.output,
+                        error: done.error,
+                        now: now_ms(),
+                    },
+                    Ended::Compensation(node, step, done) => Event::Compensated {
+                        node,
+                        step,
+                        ok: done.ok,
+                        output: [done.output.trim_end(), done.error.as_str()]
+                            .iter()
+                            .filter(|part| !part.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                        now: now_ms(),
+                    },
                 });
             }
             () = tokio::time::sleep(sleep) => {
@@ -999,6 +1078,8 @@ async fn save_node(store: &Store, task: i64, driven: &Driven, n: usize) -> Resul
             finished_at: step.finished_at,
             output: step.output.clone(),
             error: step.error.clone(),
+            compensation: step.compensation.map(|c| c.as_str().to_owned()),
+            compensation_output: step.compensation_output.clone(),
         })
         .collect();
     store.save_task_node(task, &record, &steps).await?;

@@ -239,6 +239,15 @@ async fn a_failed_init_fails_only_its_node_and_retry_failed_finishes_the_task() 
     );
     assert_eq!(failed["steps"][1]["state"], "skipped");
     assert_eq!(containers_of("web-retry").len(), 2);
+    // The failed machine is in no pool: it was released before the task
+    // ended, and the task says so.
+    let undone = &failed["steps"][0]["compensation"];
+    assert_eq!(undone["state"], "succeeded", "{failed:#}");
+    assert!(
+        undone["output"].as_str().unwrap().ends_with(" released"),
+        "{failed:#}"
+    );
+    assert_eq!(cloud.sim.instances().len(), 2);
 
     // Fix the command, retry the failed node: the task succeeds.
     let commands = cloud.api.get("/api/v1/commands").await;
@@ -266,9 +275,11 @@ async fn a_failed_init_fails_only_its_node_and_retry_failed_finishes_the_task() 
     let retried = settle(&cloud, id, Duration::from_secs(120)).await;
     assert_eq!(retried["task"]["state"], "succeeded", "{retried:#}");
     assert_eq!(containers_of("web-retry").len(), 3);
-    // The retry reused the node's machine: still three instances.
+    // The retry made a machine in place of the released one: three instances.
     let live = cloud.sim.instances().len();
     assert_eq!(live, 3);
+    let released = cloud.api.get("/api/v1/machines?state=deleted").await;
+    assert_eq!(released["total"], 1, "{released:#}");
     // Retrying a succeeded task is refused, saying why.
     let (status, body) = cloud
         .api
@@ -646,6 +657,150 @@ fn apply(held: &mut Value, name: &str, data: Value) {
         }
         other => panic!("unexpected event {other}: {data}"),
     }
+}
+
+/// Starts an expand of one node on `pool` (with task template `template`,
+/// or the pool's) while the cloud holds new instances pending, and cancels
+/// it once the cloud has accepted the instance but not made it; answers
+/// the task's id.
+async fn cancel_while_pending(cloud: &Cloud, pool: i64, template: Option<i64>) -> i64 {
+    cloud.sim.hold_pending(true);
+    let (status, task) = cloud
+        .api
+        .post(
+            "/api/v1/tasks",
+            &json!({"kind": "expand", "pool_id": pool, "count": 1, "template_id": template}),
+        )
+        .await;
+    assert_eq!(status, 202, "{task}");
+    let id = task["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cloud
+        .sim
+        .instances()
+        .iter()
+        .any(|i| i.status == aliyun_sim::InstanceStatus::Pending)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no instance was asked for: {:#}",
+            cloud.api.get(&format!("/api/v1/tasks/{id}")).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = cloud
+        .api
+        .post(&format!("/api/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // The cloud makes the instance only after the cancel.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+        if t["nodes"][0]["steps"][0]["state"] != "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "create_vm was not cut: {t:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cloud.sim.hold_pending(false);
+    id
+}
+
+#[tokio::test]
+async fn a_cancelled_expand_releases_the_machine_the_cloud_made_after_the_cancel() {
+    let cloud = Cloud::start(quick_delays()).await;
+    let pool = pool(&cloud, "web-cancel", None).await;
+    let id = cancel_while_pending(&cloud, pool, None).await;
+    // The instance runs, and is then released: gone from the cloud, the
+    // machine released, the task cancelled saying so.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (task, machine) = loop {
+        let task = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
+        let released = cloud.api.get("/api/v1/machines?state=deleted").await;
+        let instances = cloud.sim.instances();
+        if task["task"]["state"] == "cancelled"
+            && task["task"]["command"].is_null()
+            && released["total"] == 1
+            && instances.is_empty()
+        {
+            break (task, released["items"][0].clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the machine was not released: {task:#}\n{:#}\n{instances:?}",
+            cloud.api.get("/api/v1/machines").await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let step = &task["nodes"][0]["steps"][0];
+    assert_eq!(step["state"], "failed", "{task:#}");
+    assert_eq!(step["compensation"]["state"], "succeeded", "{task:#}");
+    let name = machine["name"].as_str().unwrap();
+    assert_eq!(
+        step["compensation"]["output"],
+        format!("machine {name} released"),
+        "{task:#}"
+    );
+    assert!(task["nodes"][0]["node_id"].is_null(), "{task:#}");
+    // It had run: the cloud made it after the cancel, and it was still released.
+    let detail = cloud
+        .api
+        .get(&format!("/api/v1/machines/{}", machine["id"]))
+        .await;
+    let log: Vec<&str> = detail["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap())
+        .collect();
+    assert!(log.iter().any(|l| l.contains("is running at")), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.starts_with("released: instance")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_expand_whose_template_keeps_machines_hands_them_to_the_pool() {
+    let cloud = Cloud::start(quick_delays()).await;
+    let pool = pool(&cloud, "web-keep", None).await;
+    let (status, template) = cloud
+        .api
+        .post(
+            "/api/v1/task-templates",
+            &json!({"name": "expand-keep", "purpose": "expand", "steps": [
+                {"name": "create_vm", "leftover_machines": "hand_to_pool"},
+                {"name": "start_service"},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    assert_eq!(template["steps"][0]["leftover_machines"], "hand_to_pool");
+    let id = cancel_while_pending(&cloud, pool, template["id"].as_i64()).await;
+    let task = settle(&cloud, id, Duration::from_secs(120)).await;
+    assert_eq!(task["task"]["state"], "cancelled", "{task:#}");
+    let node = &task["nodes"][0];
+    let undone = &node["steps"][0]["compensation"];
+    assert_eq!(undone["state"], "succeeded", "{task:#}");
+    let address = node["address"].as_str().unwrap();
+    assert!(
+        undone["output"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("handed to pool web-keep-a as node {address}")),
+        "{task:#}"
+    );
+    // The machine is ready and a node of the pool; its instance runs.
+    assert!(node["node_id"].is_i64(), "{task:#}");
+    let machine = cloud
+        .api
+        .get(&format!("/api/v1/machines/{}", node["machine_id"]))
+        .await;
+    assert_eq!(machine["machine"]["state"], "ready", "{machine:#}");
+    let instances = cloud.sim.instances();
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0].status, aliyun_sim::InstanceStatus::Running);
 }
 
 #[tokio::test]

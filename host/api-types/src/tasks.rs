@@ -53,6 +53,37 @@ impl TemplatePurpose {
     }
 }
 
+/// What becomes of the machines a `create_vm` step made when the step does
+/// not finish (the task is cancelled, or the step fails for good): they are
+/// never left running outside every pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LeftoverMachines {
+    /// Released: the instance is deleted (once the cloud has made it) and
+    /// the machine's template charged.
+    #[default]
+    Release,
+    /// Added to the pool as nodes once ready (their service is not started);
+    /// a machine that cannot become ready is released.
+    HandToPool,
+}
+
+impl LeftoverMachines {
+    /// The name used in the API.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::HandToPool => "hand_to_pool",
+        }
+    }
+
+    fn is_release(&self) -> bool {
+        *self == Self::Release
+    }
+}
+
 /// One step of a task template.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -83,6 +114,10 @@ pub struct StepSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86_400))]
     pub timeout_secs: Option<u32>,
+    /// `create_vm` only: what becomes of its machines when it does not
+    /// finish (cancelled, or failed for good); `release` when absent.
+    #[serde(default, skip_serializing_if = "LeftoverMachines::is_release")]
+    pub leftover_machines: LeftoverMachines,
 }
 
 impl StepSpec {
@@ -97,6 +132,7 @@ impl StepSpec {
             retry_delay_secs: 0,
             ignore_error: false,
             timeout_secs: None,
+            leftover_machines: LeftoverMachines::Release,
         }
     }
 
@@ -388,6 +424,22 @@ pub struct TaskStep {
     pub output: String,
     /// Why it failed.
     pub error: String,
+    /// What was done about the machines of a `create_vm` step that did not
+    /// finish; absent when nothing was left to undo.
+    #[serde(default)]
+    pub compensation: Option<Compensation>,
+}
+
+/// The undoing of a `create_vm` step that did not finish: each machine it
+/// made is released or handed to the pool (the step's `leftover_machines`),
+/// before the task ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Compensation {
+    /// pending, running, then succeeded or failed.
+    pub state: StepState,
+    /// What became of each machine, one line each.
+    pub output: String,
 }
 
 /// A node of a task with its steps.
@@ -584,6 +636,7 @@ mod tests {
             finished_at: None,
             output: output.to_owned(),
             error: String::new(),
+            compensation: None,
         }
     }
 

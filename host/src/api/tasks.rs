@@ -194,7 +194,10 @@ struct Control {
 
 /// Pause (at the next step boundary), resume, retry the failed nodes, or
 /// cancel a task. The process driving the task carries it out within a
-/// moment; follow the task's events to see it.
+/// moment; follow the task's events to see it. A cancel stays asked for
+/// (and no other command is taken) until the machines of every unfinished
+/// `create_vm` are released or handed to the pool, as each step's
+/// `compensation` shows; asking to cancel again meanwhile changes nothing.
 #[utoipa::path(
     post, path = "/tasks/{id}/{action}", tag = "tasks",
     params(Control),

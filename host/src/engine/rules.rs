@@ -2,7 +2,7 @@
 //! expand, shrink and deploy templates must contain — checked on save and
 //! again when a template is bound to a pool or run on one.
 
-use dcp_api_types::{StepSpec, TaskTemplateInput, TemplatePurpose, builtin};
+use dcp_api_types::{LeftoverMachines, StepSpec, TaskTemplateInput, TemplatePurpose, builtin};
 
 use crate::{
     store::TaskTemplateChange,
@@ -79,6 +79,12 @@ fn check_step(i: usize, step: &StepSpec) -> Result<(), Invalid> {
         return Err(Invalid::new(
             field("params"),
             "only command-group steps take parameters",
+        ));
+    }
+    if step.leftover_machines != LeftoverMachines::Release && !is(step, builtin::CREATE_VM) {
+        return Err(Invalid::new(
+            field("leftover_machines"),
+            "only a create_vm step makes machines to release or hand to the pool",
         ));
     }
     if step.retries > RETRIES_MAX {
@@ -284,5 +290,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("is for expand, not for shrink"), "{e:?}");
+    }
+
+    #[test]
+    fn only_create_vm_chooses_what_becomes_of_its_machines() {
+        let mut steps = input(TemplatePurpose::Expand, &["create_vm", "start_service"]);
+        steps.steps[0].leftover_machines = LeftoverMachines::HandToPool;
+        assert!(template_change(steps.clone()).is_ok());
+        steps.steps[1].leftover_machines = LeftoverMachines::HandToPool;
+        let e = template_change(steps).unwrap_err();
+        assert_eq!(e.field.to_string(), "steps[1].leftover_machines");
+        assert!(e.message.contains("only a create_vm step"), "{e:?}");
     }
 }

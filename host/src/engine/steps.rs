@@ -11,8 +11,8 @@ use std::{
 
 use dcp_api_types::{
     CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HostInput, InlineCommand,
-    MachineState, NodeState, PortProtocol, RestartPolicy, StepSpec, TaskKind, TaskOverrides,
-    builtin,
+    LeftoverMachines, MachineState, NodeState, PortProtocol, RestartPolicy, StepSpec, TaskKind,
+    TaskOverrides, builtin,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,10 @@ use crate::{
 
 /// The most output kept per step.
 const OUTPUT_MAX: usize = 16 << 10;
+/// How long undoing a step may wait for its machines: the machines service
+/// ends their creation within its start timeout and their init within the
+/// template's, so this is reached only when something is stuck.
+const COMPENSATION_TIME: Duration = Duration::from_secs(2 * 3600);
 
 /// `image` with its tag replaced by `tag` (a digest is dropped).
 pub(super) fn with_tag(image: &str, tag: &str) -> String {
@@ -75,6 +79,30 @@ impl TaskSteps for Context {
         abort: &CancellationToken,
     ) -> Done {
         Context::run(self, node, step, rerun, abort).await
+    }
+
+    async fn compensate(
+        &self,
+        node: &TaskNodeRecord,
+        step: usize,
+        stop: &CancellationToken,
+    ) -> Done {
+        let deadline = Instant::now() + COMPENSATION_TIME;
+        let mut log = Vec::new();
+        let result = self.leftovers(node, step, deadline, stop, &mut log).await;
+        let mut done = match result {
+            Ok(facts) => Done {
+                ok: true,
+                node: facts,
+                ..Done::default()
+            },
+            Err(e) => Done::failed(e.to_string()),
+        };
+        if log.is_empty() && done.ok {
+            log.push("no machine was made".to_owned());
+        }
+        done.output = log.join("\n");
+        done
     }
 
     fn deployed_image(&self) -> Option<(i64, String)> {
@@ -137,13 +165,15 @@ impl Context {
         let spec = &self.specs[step];
         let secs = spec.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
         let deadline = Instant::now() + Duration::from_secs(secs.into());
-        let key = format!("task{}-node{}-step{step}", self.task, node.idx);
         let work = async {
             if let Some(group) = spec.group_id {
                 return self.group(node, group, spec, deadline, abort).await;
             }
             match spec.name.as_str() {
-                builtin::CREATE_VM => self.create_vm(&key, rerun, deadline, abort).await,
+                builtin::CREATE_VM => {
+                    let key = self.live_key(node, step).await?;
+                    self.create_vm(&key, rerun, deadline, abort).await
+                }
                 builtin::RETURN_VM => self.return_vm(node, deadline, abort).await,
                 builtin::STOP_SERVICE => self.stop_service(node, deadline, abort).await,
                 builtin::REGISTER | builtin::UNREGISTER => Ok(Done::failed(format!(
@@ -233,38 +263,12 @@ impl Context {
             let m = self.engine.store.machine(machine.id).await?;
             match m.state {
                 MachineState::Ready => {
-                    let address = m.address.clone().unwrap_or_default();
-                    let node_id = match self.engine.store.node_of_machine(m.id).await? {
-                        Some(id) => id,
-                        None => {
-                            let added = self
-                                .engine
-                                .store
-                                .add_nodes(
-                                    self.pool.id,
-                                    &[NewNode {
-                                        machine_id: Some(m.id),
-                                        address: address.clone(),
-                                        port: m.port,
-                                        user: m.user.clone(),
-                                    }],
-                                )
-                                .await?;
-                            added
-                                .first()
-                                .map(|n| n.id)
-                                .ok_or_else(|| Error::Conflict("the node was not added".into()))?
-                        }
-                    };
+                    let facts = self.join_pool(&m).await?;
                     return Ok(Done {
                         ok: true,
-                        output: format!("machine {} ready at {address}", m.name),
+                        output: format!("machine {} ready at {}", m.name, facts.address),
                         error: String::new(),
-                        node: Some(NodeFacts {
-                            node_id,
-                            machine_id: Some(m.id),
-                            address,
-                        }),
+                        node: Some(facts),
                     });
                 }
                 MachineState::InitFailed | MachineState::InitTimeout if !retried => {
@@ -313,31 +317,212 @@ impl Context {
                 node.address
             )));
         }
-        match self.engine.machines.delete(machine_id).await {
-            Ok(_) | Err(machines::Error::Conflict(_)) => {}
-            Err(e) => return Err(Error::Conflict(e.to_string())),
-        }
-        self.engine
-            .machines
-            .take_over(machine_id)
-            .await
-            .map_err(|e| Error::Conflict(e.to_string()))?;
+        let m = self.release(machine_id, deadline, abort).await?;
+        Ok(Done::ok(format!(
+            "{} left the pool; machine {} released",
+            node.address, m.name
+        )))
+    }
+
+    /// Releases a machine that is in no pool and waits until its instance
+    /// is gone; a machine still being created is released once the cloud
+    /// has made it (a pending instance cannot be deleted).
+    async fn release(
+        &self,
+        machine_id: i64,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<store::MachineRecord, Error> {
+        let machines = &self.engine.machines;
+        let mut asked = false;
         loop {
             let m = self.engine.store.machine(machine_id).await?;
-            if m.state == MachineState::Deleted {
-                return Ok(Done::ok(format!(
-                    "{} left the pool; machine {} released",
-                    node.address, m.name
-                )));
-            }
-            if m.state != MachineState::Deleting {
-                // Refused (e.g. still creating): try to delete again.
-                match self.engine.machines.delete(machine_id).await {
-                    Ok(_) | Err(machines::Error::Conflict(_)) => {}
+            match m.state {
+                MachineState::Deleted => return Ok(m),
+                MachineState::Deleting if asked => {}
+                // Refused while it is being created: asked again each time.
+                _ => match machines.delete(machine_id).await {
+                    Ok(_) => asked = true,
+                    Err(machines::Error::Conflict(_)) => {}
                     Err(e) => return Err(Error::Conflict(e.to_string())),
-                }
+                },
             }
+            // This process drives the machine's work if its own driver died.
+            machines
+                .take_over(machine_id)
+                .await
+                .map_err(|e| Error::Conflict(e.to_string()))?;
             pause(deadline, abort).await?;
+        }
+    }
+
+    /// Adds a ready machine to the pool as a node, unless it is one already.
+    async fn join_pool(&self, m: &store::MachineRecord) -> Result<NodeFacts, Error> {
+        let address = m.address.clone().unwrap_or_default();
+        let node_id = match self.engine.store.node_of_machine(m.id).await? {
+            Some(id) => id,
+            None => {
+                let added = self
+                    .engine
+                    .store
+                    .add_nodes(
+                        self.pool.id,
+                        &[NewNode {
+                            machine_id: Some(m.id),
+                            address: address.clone(),
+                            port: m.port,
+                            user: m.user.clone(),
+                        }],
+                    )
+                    .await?;
+                added
+                    .first()
+                    .map(|n| n.id)
+                    .ok_or_else(|| Error::Conflict("the node was not added".into()))?
+            }
+        };
+        Ok(NodeFacts {
+            node_id,
+            machine_id: Some(m.id),
+            address,
+        })
+    }
+
+    /// The idempotency key `create_vm` makes the machines of `step` on
+    /// `node` under: generation 0 first; once its machines were released
+    /// (the step was undone, then retried) the next generation, so a retry
+    /// makes a new machine instead of finding the released one.
+    async fn live_key(&self, node: &TaskNodeRecord, step: usize) -> Result<String, Error> {
+        for generation in 0.. {
+            let key = step_key(self.task, node.idx, step, generation);
+            let made = self.engine.store.machines_of_request(&key).await?;
+            let released = |m: &store::MachineRecord| {
+                matches!(m.state, MachineState::Deleting | MachineState::Deleted)
+            };
+            if made.is_empty() || !made.iter().all(released) {
+                return Ok(key);
+            }
+        }
+        unreachable!("generations are unbounded")
+    }
+
+    /// Undoes what `create_vm` left behind on `node`: every machine made
+    /// under the step's keys is released or, by the step's choice, handed
+    /// to the pool once ready. `log` gets a line per machine. Answers the
+    /// node a machine became, if any.
+    async fn leftovers(
+        &self,
+        node: &TaskNodeRecord,
+        step: usize,
+        deadline: Instant,
+        stop: &CancellationToken,
+        log: &mut Vec<String>,
+    ) -> Result<Option<NodeFacts>, Error> {
+        let choice = self.specs[step].leftover_machines;
+        let mut facts = None;
+        for generation in 0.. {
+            let made = self
+                .engine
+                .store
+                .machines_of_request(&step_key(self.task, node.idx, step, generation))
+                .await?;
+            if made.is_empty() {
+                break;
+            }
+            for m in made {
+                let (line, joined) = self.leftover(m, choice, deadline, stop).await?;
+                log.push(line);
+                facts = facts.or(joined);
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Releases one machine a step left behind, or hands it to the pool.
+    async fn leftover(
+        &self,
+        m: store::MachineRecord,
+        choice: LeftoverMachines,
+        deadline: Instant,
+        stop: &CancellationToken,
+    ) -> Result<(String, Option<NodeFacts>), Error> {
+        let store = &self.engine.store;
+        let mut m = m;
+        // Wait until the machine comes to rest: the cloud has made it (or
+        // failed to), and with hand_to_pool, it is initialised.
+        loop {
+            let busy = match m.state {
+                MachineState::Creating | MachineState::Starting => true,
+                MachineState::Initializing => choice == LeftoverMachines::HandToPool,
+                _ => false,
+            };
+            if !busy {
+                break;
+            }
+            self.engine
+                .machines
+                .take_over(m.id)
+                .await
+                .map_err(|e| Error::Conflict(e.to_string()))?;
+            pause(deadline, stop).await.map_err(|_| {
+                Error::Conflict(format!(
+                    "machine {} is still {}; release it from the machines page",
+                    m.name,
+                    m.state.as_str()
+                ))
+            })?;
+            m = store.machine(m.id).await?;
+        }
+        let node = store
+            .pool_nodes(self.pool.id)
+            .await?
+            .into_iter()
+            .find(|n| n.machine_id == Some(m.id));
+        match (choice, m.state) {
+            (_, MachineState::Deleted | MachineState::Deleting) if node.is_none() => {
+                let m = self.release(m.id, deadline, stop).await?;
+                Ok((format!("machine {} released", m.name), None))
+            }
+            (LeftoverMachines::HandToPool, MachineState::Ready) => {
+                let facts = self.join_pool(&m).await?;
+                Ok((
+                    format!(
+                        "machine {} handed to pool {} as node {}",
+                        m.name, self.pool.name, facts.address
+                    ),
+                    Some(facts),
+                ))
+            }
+            (choice, state) => {
+                if let Some(other) = store.pool_of_machine(m.id).await?
+                    && node.is_none()
+                {
+                    // Added to another pool by hand meanwhile: it is in use.
+                    return Ok((
+                        format!(
+                            "machine {} is a node of pool {other}; left as it is",
+                            m.name
+                        ),
+                        None,
+                    ));
+                }
+                if let Some(node) = node {
+                    match store.remove_node(self.pool.id, node.id).await {
+                        Ok(()) | Err(store::Error::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                let m = self.release(m.id, deadline, stop).await?;
+                let why = if choice == LeftoverMachines::HandToPool {
+                    format!(
+                        " (it was {}; a pool takes only ready machines)",
+                        state.as_str()
+                    )
+                } else {
+                    String::new()
+                };
+                Ok((format!("machine {} released{why}", m.name), None))
+            }
         }
     }
 
@@ -469,6 +654,16 @@ impl Context {
             error: format!("{why} ({code}, execution {execution})"),
             node: None,
         })
+    }
+}
+
+/// The idempotency key of the machines `create_vm` makes for `step` on
+/// node `idx` of `task`, in generation `generation` (see
+/// [`Context::live_key`]).
+fn step_key(task: i64, idx: i64, step: usize, generation: u32) -> String {
+    match generation {
+        0 => format!("task{task}-node{idx}-step{step}"),
+        g => format!("task{task}-node{idx}-step{step}.{g}"),
     }
 }
 

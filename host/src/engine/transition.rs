@@ -14,6 +14,9 @@ pub struct StepRule {
     pub retry_delay_ms: i64,
     /// A failure does not stop the node.
     pub ignore_error: bool,
+    /// What an attempt leaves behind (`create_vm`'s machines) must be
+    /// undone when the step does not finish.
+    pub compensate: bool,
 }
 
 /// One step on one node.
@@ -33,6 +36,11 @@ pub struct StepRun {
     pub output: String,
     /// Why the last attempt failed.
     pub error: String,
+    /// The undoing of what its attempts left behind: `None` while there is
+    /// nothing to undo, then pending, running, succeeded or failed.
+    pub compensation: Option<StepState>,
+    /// What the undoing did.
+    pub compensation_output: String,
 }
 
 /// One node's pipeline.
@@ -105,8 +113,22 @@ pub enum Event {
         /// Now (ms).
         now: i64,
     },
-    /// Stop: in-flight work is aborted, nothing new starts.
+    /// Stop: in-flight work is aborted, nothing new starts; what
+    /// unfinished steps left behind is undone before the task ends.
     Cancel {
+        /// Now (ms).
+        now: i64,
+    },
+    /// The undoing of a step ended.
+    Compensated {
+        /// The node.
+        node: usize,
+        /// The step.
+        step: usize,
+        /// Whether everything was undone.
+        ok: bool,
+        /// What it did.
+        output: String,
         /// Now (ms).
         now: i64,
     },
@@ -128,7 +150,15 @@ pub enum Effect {
     SaveNode(usize),
     /// Write the task's state.
     SaveTask,
-    /// Abort every attempt in flight.
+    /// Undo what the attempts of `step` on `node` left behind. Never
+    /// aborted by a cancel (it is what a cancel needs); idempotent.
+    Compensate {
+        /// The node.
+        node: usize,
+        /// The step.
+        step: usize,
+    },
+    /// Abort every attempt in flight (not the undoing).
     AbortAll,
     /// Look again at this time (ms): a retry delay ends.
     WakeAt(i64),
@@ -153,6 +183,11 @@ pub fn transition(plan: &mut Plan, event: Event) -> Vec<Effect> {
                         // Attempted again under the same idempotency key.
                         step.state = StepState::Pending;
                         step.attempts = step.attempts.saturating_sub(1);
+                        changed = true;
+                    }
+                    if step.compensation == Some(StepState::Running) {
+                        // Undone again: it finds what is left to undo.
+                        step.compensation = Some(StepState::Pending);
                         changed = true;
                     }
                 }
@@ -222,8 +257,14 @@ pub fn transition(plan: &mut Plan, event: Event) -> Vec<Effect> {
                         effects.push(Effect::SaveNode(n));
                     }
                 }
-                if plan.state == TaskState::Running {
-                    // Cancelled once the work in flight has stopped.
+                let undo = mark_compensations(plan, &mut effects);
+                if plan.state == TaskState::Running || undo {
+                    // Cancelled once the work in flight has stopped and
+                    // what it left behind is undone.
+                    if plan.state != TaskState::Running {
+                        plan.state = TaskState::Running;
+                        effects.push(Effect::SaveTask);
+                    }
                     plan.cancelling = true;
                     effects.push(Effect::AbortAll);
                 } else {
@@ -235,8 +276,68 @@ pub fn transition(plan: &mut Plan, event: Event) -> Vec<Effect> {
             }
             now
         }
+        Event::Compensated {
+            node,
+            step,
+            ok,
+            output,
+            now,
+        } => {
+            let s = &mut plan.nodes[node].steps[step];
+            s.compensation = Some(if ok {
+                StepState::Succeeded
+            } else {
+                StepState::Failed
+            });
+            s.compensation_output = output;
+            effects.push(Effect::SaveNode(node));
+            now
+        }
     };
     settle(plan, effects, Some(now))
+}
+
+/// Marks the steps whose attempts left something to undo: a compensated
+/// step that ran (now or before a crash) and ended without succeeding.
+/// Answers whether any undoing is due or under way.
+fn mark_compensations(plan: &mut Plan, effects: &mut Vec<Effect>) -> bool {
+    let mut open = false;
+    for (n, node) in plan.nodes.iter_mut().enumerate() {
+        let mut changed = false;
+        for (step, rule) in node.steps.iter_mut().zip(&plan.rules) {
+            if rule.compensate
+                && step.compensation.is_none()
+                && step.started_at.is_some()
+                && matches!(step.state, StepState::Failed | StepState::Skipped)
+            {
+                step.compensation = Some(StepState::Pending);
+                changed = true;
+            }
+            open |= matches!(
+                step.compensation,
+                Some(StepState::Pending | StepState::Running)
+            );
+        }
+        if changed {
+            effects.push(Effect::SaveNode(n));
+        }
+    }
+    open
+}
+
+/// Starts every due undoing: not bounded by the batch, and not held back by
+/// a pause or cancel (they wait for it instead).
+fn start_compensations(plan: &mut Plan, effects: &mut Vec<Effect>) {
+    mark_compensations(plan, effects);
+    for (n, node) in plan.nodes.iter_mut().enumerate() {
+        for (i, step) in node.steps.iter_mut().enumerate() {
+            if step.compensation == Some(StepState::Pending) {
+                step.compensation = Some(StepState::Running);
+                effects.push(Effect::SaveNode(n));
+                effects.push(Effect::Compensate { node: n, step: i });
+            }
+        }
+    }
 }
 
 /// Records an attempt's end: success moves on, failure retries, is
@@ -308,6 +409,9 @@ fn reopen_failed(plan: &mut Plan, effects: &mut Vec<Effect>) {
                 step.state = StepState::Pending;
                 step.attempts = 0;
                 step.not_before = None;
+                // Undone already: the step starts afresh.
+                step.compensation = None;
+                step.compensation_output.clear();
             }
         }
         node.state = if first == 0 {
@@ -325,18 +429,19 @@ fn settle(plan: &mut Plan, mut effects: Vec<Effect>, now: Option<i64>) -> Vec<Ef
     if plan.state != TaskState::Running {
         return effects;
     }
+    start_compensations(plan, &mut effects);
     let in_flight = |plan: &Plan| {
         plan.nodes
             .iter()
             .flat_map(|n| &n.steps)
-            .any(|s| s.state == StepState::Running)
+            .any(|s| s.state == StepState::Running || s.compensation == Some(StepState::Running))
     };
     if plan.cancelling || plan.pausing {
         if !in_flight(plan) {
             if plan.cancelling {
                 plan.cancelling = false;
                 plan.state = TaskState::Cancelled;
-                plan.reason = "cancelled".to_owned();
+                plan.reason = with_undo_failures(plan, "cancelled".to_owned());
             } else {
                 plan.pausing = false;
                 plan.state = TaskState::Paused;
@@ -398,13 +503,13 @@ fn settle(plan: &mut Plan, mut effects: Vec<Effect>, now: Option<i64>) -> Vec<Ef
         .nodes
         .iter()
         .any(|n| matches!(n.state, StepState::Pending | StepState::Running));
-    if !open {
+    if !open && !in_flight(plan) {
         let failed = plan
             .nodes
             .iter()
             .filter(|n| n.state == StepState::Failed)
             .count();
-        (plan.state, plan.reason) = match failed {
+        let (state, reason) = match failed {
             0 => (TaskState::Succeeded, String::new()),
             f if f == plan.nodes.len() => (TaskState::Failed, format!("all {f} nodes failed")),
             f => (
@@ -412,9 +517,29 @@ fn settle(plan: &mut Plan, mut effects: Vec<Effect>, now: Option<i64>) -> Vec<Ef
                 format!("{f} of {} nodes failed", plan.nodes.len()),
             ),
         };
+        plan.state = state;
+        plan.reason = with_undo_failures(plan, reason);
         effects.extend([Effect::SaveTask, Effect::Release]);
     }
     effects
+}
+
+/// `reason`, saying how many nodes' leftovers could not be undone.
+fn with_undo_failures(plan: &Plan, reason: String) -> String {
+    let failed = plan
+        .nodes
+        .iter()
+        .filter(|n| {
+            n.steps
+                .iter()
+                .any(|s| s.compensation == Some(StepState::Failed))
+        })
+        .count();
+    match (failed, reason.is_empty()) {
+        (0, _) => reason,
+        (f, true) => format!("the machines of {f} node(s) could not be released"),
+        (f, false) => format!("{reason}; the machines of {f} node(s) could not be released"),
+    }
 }
 
 #[cfg(test)]
@@ -431,6 +556,7 @@ mod tests {
                     retries: 0,
                     retry_delay_ms: 0,
                     ignore_error: false,
+                    compensate: false,
                 };
                 steps
             ],
@@ -507,6 +633,7 @@ mod tests {
             retries: 1,
             retry_delay_ms: 500,
             ignore_error: true,
+            compensate: false,
         };
         let _ = transition(&mut p, Event::Claimed { now: 0 });
         let e = end(&mut p, 0, 0, false, 10);
@@ -574,5 +701,160 @@ mod tests {
         let e = transition(&mut p, Event::Claimed { now: 10 });
         assert_eq!(starts(&e), [(0, 0), (1, 0)]);
         assert_eq!(p.nodes[0].steps[0].attempts, 1, "a replay is not a retry");
+    }
+
+    /// An expand-like plan: step 0 makes machines (and is undone).
+    fn expand(nodes: usize, steps: usize) -> Plan {
+        let mut p = plan(nodes, steps, nodes);
+        p.rules[0].compensate = true;
+        p
+    }
+
+    fn compensations(effects: &[Effect]) -> Vec<(usize, usize)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Compensate { node, step } => Some((*node, *step)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn compensated(plan: &mut Plan, node: usize, ok: bool, now: i64) -> Vec<Effect> {
+        transition(
+            plan,
+            Event::Compensated {
+                node,
+                step: 0,
+                ok,
+                output: "machine m-001 released".into(),
+                now,
+            },
+        )
+    }
+
+    #[test]
+    fn a_cancelled_create_vm_is_undone_before_the_task_reads_cancelled() {
+        let mut p = expand(2, 2);
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        // Node 1 made its machine; node 0 is still waiting for its own.
+        let _ = end(&mut p, 1, 0, true, 1);
+        let e = transition(&mut p, Event::Cancel { now: 2 });
+        assert!(e.contains(&Effect::AbortAll));
+        let e = end(&mut p, 1, 1, false, 3);
+        assert!(compensations(&e).is_empty(), "node 1's machine is a node");
+        // The aborted create_vm ends: its machine is to be released, and
+        // the task waits for that, whatever the cancel said.
+        let e = end(&mut p, 0, 0, false, 4);
+        assert_eq!(compensations(&e), [(0, 0)]);
+        assert_eq!(p.state, TaskState::Running);
+        assert_eq!(p.nodes[0].steps[0].compensation, Some(StepState::Running));
+        assert!(!e.contains(&Effect::Release));
+        let e = compensated(&mut p, 0, true, 5);
+        assert_eq!(p.state, TaskState::Cancelled);
+        assert_eq!(p.reason, "cancelled");
+        assert!(e.contains(&Effect::SaveTask) && e.contains(&Effect::Release));
+        assert_eq!(p.nodes[0].steps[0].compensation, Some(StepState::Succeeded));
+        assert_eq!(
+            p.nodes[0].steps[0].compensation_output,
+            "machine m-001 released"
+        );
+        assert_eq!(p.nodes[1].steps[0].compensation, None);
+    }
+
+    #[test]
+    fn a_create_vm_failed_for_good_is_undone_but_not_between_its_retries() {
+        let mut p = expand(1, 2);
+        p.rules[0].retries = 1;
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        // A retry reuses the machine: nothing is undone yet.
+        let e = end(&mut p, 0, 0, false, 1);
+        assert!(compensations(&e).is_empty());
+        assert_eq!(starts(&e), [(0, 0)]);
+        let e = end(&mut p, 0, 0, false, 2);
+        assert_eq!(compensations(&e), [(0, 0)]);
+        assert_eq!(p.state, TaskState::Running, "not failed while undoing");
+        let _ = compensated(&mut p, 0, true, 3);
+        assert_eq!(p.state, TaskState::Failed);
+        // Retry-failed starts the step afresh, and a new failure is undone
+        // again.
+        let e = transition(&mut p, Event::RetryFailed { now: 4 });
+        assert_eq!(starts(&e), [(0, 0)]);
+        assert_eq!(p.nodes[0].steps[0].compensation, None);
+        assert!(p.nodes[0].steps[0].compensation_output.is_empty());
+        let e = end(&mut p, 0, 0, false, 5);
+        assert!(compensations(&e).is_empty(), "its one retry first");
+        let e = end(&mut p, 0, 0, false, 6);
+        assert_eq!(compensations(&e), [(0, 0)]);
+    }
+
+    #[test]
+    fn undoing_interrupted_by_a_crash_runs_again_on_the_next_claim() {
+        let mut p = expand(1, 1);
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        let _ = transition(&mut p, Event::Cancel { now: 1 });
+        let _ = end(&mut p, 0, 0, false, 2);
+        assert_eq!(p.nodes[0].steps[0].compensation, Some(StepState::Running));
+        // The driver dies; the next one holds the stored plan (the cancel
+        // is still asked for: it is cleared only once the task is cancelled).
+        let mut next = p.clone();
+        next.cancelling = false;
+        let e = transition(&mut next, Event::Claimed { now: 10 });
+        assert_eq!(compensations(&e), [(0, 0)]);
+        assert!(starts(&e).is_empty(), "the step itself is not run again");
+        let _ = transition(&mut next, Event::Cancel { now: 10 });
+        let _ = compensated(&mut next, 0, true, 11);
+        assert_eq!(next.state, TaskState::Cancelled);
+    }
+
+    #[test]
+    fn a_paused_task_cancelled_undoes_a_create_vm_that_had_started() {
+        let mut p = expand(1, 2);
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        let _ = transition(&mut p, Event::Pause);
+        // The driver died mid-create_vm; the next claim made it pending again.
+        let _ = transition(&mut p, Event::Claimed { now: 5 });
+        assert_eq!(p.nodes[0].steps[0].state, StepState::Pending);
+        let mut paused = p.clone();
+        paused.state = TaskState::Paused;
+        paused.pausing = false;
+        let e = transition(&mut paused, Event::Cancel { now: 6 });
+        assert_eq!(paused.state, TaskState::Running);
+        assert_eq!(compensations(&e), [(0, 0)]);
+        assert!(!e.contains(&Effect::Release));
+        let _ = compensated(&mut paused, 0, true, 7);
+        assert_eq!(paused.state, TaskState::Cancelled);
+        // A task whose create_vm never started has nothing to undo.
+        let mut waiting = expand(1, 2);
+        let e = transition(&mut waiting, Event::Cancel { now: 0 });
+        assert!(compensations(&e).is_empty());
+        assert_eq!(waiting.state, TaskState::Cancelled);
+    }
+
+    #[test]
+    fn undoing_that_fails_says_so_in_the_tasks_reason() {
+        let mut p = expand(2, 1);
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        let _ = end(&mut p, 0, 0, true, 1);
+        let _ = end(&mut p, 1, 0, false, 2);
+        let _ = compensated(&mut p, 1, false, 3);
+        assert_eq!(p.state, TaskState::PartiallyFailed);
+        assert_eq!(
+            p.reason,
+            "1 of 2 nodes failed; the machines of 1 node(s) could not be released"
+        );
+        assert_eq!(p.nodes[1].steps[0].compensation, Some(StepState::Failed));
+    }
+
+    #[test]
+    fn a_pause_waits_for_the_undoing_in_flight() {
+        let mut p = expand(1, 1);
+        let _ = transition(&mut p, Event::Claimed { now: 0 });
+        let _ = end(&mut p, 0, 0, false, 1);
+        let e = transition(&mut p, Event::Pause);
+        assert!(!e.contains(&Effect::Release));
+        assert_eq!(p.state, TaskState::Running);
+        let _ = compensated(&mut p, 0, true, 2);
+        assert_eq!(p.state, TaskState::Paused);
     }
 }

@@ -168,6 +168,10 @@ pub struct TaskStepRecord {
     pub output: String,
     /// Why it failed.
     pub error: String,
+    /// The undoing of what it left behind (a step state), if any is due.
+    pub compensation: Option<String>,
+    /// What the undoing did.
+    pub compensation_output: String,
 }
 
 /// A task to record.
@@ -426,7 +430,8 @@ impl Store {
     pub async fn task_steps(&self, task_id: i64) -> Result<Vec<TaskStepRecord>> {
         Ok(sqlx::query_as(
             "select node_idx, step_idx, state, attempts, not_before, started_at, finished_at, \
-             output, error from task_steps where task_id = $1 order by node_idx, step_idx",
+             output, error, compensation, compensation_output from task_steps \
+             where task_id = $1 order by node_idx, step_idx",
         )
         .bind(task_id)
         .fetch_all(&self.pool)
@@ -640,8 +645,9 @@ impl Store {
         for step in steps {
             sqlx::query(
                 "update task_steps set state = $1, attempts = $2, not_before = $3, \
-                 started_at = $4, finished_at = $5, output = $6, error = $7 \
-                 where task_id = $8 and node_idx = $9 and step_idx = $10",
+                 started_at = $4, finished_at = $5, output = $6, error = $7, \
+                 compensation = $8, compensation_output = $9 \
+                 where task_id = $10 and node_idx = $11 and step_idx = $12",
             )
             .bind(&step.state)
             .bind(step.attempts)
@@ -650,6 +656,8 @@ impl Store {
             .bind(step.finished_at)
             .bind(&step.output)
             .bind(&step.error)
+            .bind(&step.compensation)
+            .bind(&step.compensation_output)
             .bind(task_id)
             .bind(step.node_idx)
             .bind(step.step_idx)

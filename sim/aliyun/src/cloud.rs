@@ -33,6 +33,9 @@ pub(crate) struct Cloud {
     pub(crate) quirks: Mutex<Quirks>,
     pub(crate) calls: Mutex<HashMap<String, usize>>,
     pub(crate) delays: Delays,
+    /// While true, new instances stay `Pending` past their pending delay
+    /// (a zone short of capacity keeps them there for minutes).
+    pub(crate) hold_pending: tokio::sync::watch::Sender<bool>,
     pub(crate) fleet: Option<Fleet>,
     /// Cancelled at shutdown: pending transitions stop where they are.
     pub(crate) closing: CancellationToken,

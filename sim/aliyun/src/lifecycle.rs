@@ -1,7 +1,7 @@
 //! The asynchronous instance state machine (reference §5.5), on real time:
 //!
 //! ```text
-//! RunInstances   Pending ─pending→ Starting ─starting→ Running
+//! RunInstances   Pending ─pending (+ hold)→ Starting ─starting→ Running
 //! StopInstance   Running → Stopping ─stopping→ Stopped
 //! StartInstance  Stopped → Starting ─starting→ Running
 //! DeleteInstance Stopped (or Running with Force) ─deleting→ gone
@@ -101,7 +101,7 @@ impl Cloud {
 
     async fn boot(self: Arc<Self>, id: String, generation: u64, pending: bool) {
         if pending {
-            if !self.sleep(self.delays.pending).await {
+            if !self.sleep(self.delays.pending).await || !self.held_pending().await {
                 return;
             }
             if !self.step(
@@ -182,6 +182,15 @@ impl Cloud {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Waits while new instances are held `Pending`; false on shutdown.
+    async fn held_pending(&self) -> bool {
+        let mut hold = self.hold_pending.subscribe();
+        tokio::select! {
+            () = self.closing.cancelled() => false,
+            released = hold.wait_for(|held| !held) => released.is_ok(),
         }
     }
 

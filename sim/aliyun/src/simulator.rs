@@ -63,6 +63,7 @@ impl Simulator {
             quirks: Mutex::new(Quirks::new(options.quirks, options.seed)),
             calls: Mutex::new(HashMap::new()),
             delays: options.delays,
+            hold_pending: tokio::sync::watch::Sender::new(false),
             fleet,
             closing: CancellationToken::new(),
             ecs_host: ecs_addr.to_string(),
@@ -128,6 +129,13 @@ impl Simulator {
     /// judges request `Timestamp`s and stamps creation times with it).
     pub fn set_clock_offset(&self, secs: i64) {
         self.cloud.clock.set_offset(secs);
+    }
+
+    /// Keeps new instances `Pending` (`true`) past their pending delay until
+    /// released (`false`), when they go on booting: the window in which a
+    /// caller has asked for an instance the cloud has not made yet.
+    pub fn hold_pending(&self, hold: bool) {
+        self.cloud.hold_pending.send_replace(hold);
     }
 
     /// Every instance the API still reports, in creation order. One being
