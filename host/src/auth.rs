@@ -195,7 +195,20 @@ impl Auth {
         password: &str,
         addr: Option<IpAddr>,
     ) -> Result<NewSession, Error> {
-        let _admission = self.throttle.admit(username, addr)?;
+        let _admission = match self.throttle.admit(username, addr) {
+            Ok(admission) => admission,
+            // Refused slowly: a flood from a locked-out client then holds a
+            // sleeping request per connection rather than a share of the CPU
+            // every signed-in user needs.
+            Err(Refusal::Locked(left)) => {
+                let hold = self.throttle.tarpit(left);
+                tokio::time::sleep(hold).await;
+                return Err(Error::LockedOut {
+                    retry_after: left.saturating_sub(hold),
+                });
+            }
+            Err(refusal) => return Err(refusal.into()),
+        };
         // The row is read (and its connection returned to the pool) before
         // hashing: a queue of slow hashes must not hold the database.
         let found = self.store.user_credentials(username).await?;

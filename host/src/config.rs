@@ -73,6 +73,10 @@ pub struct Config {
     pub login_max_lockout_secs: u64,
     /// User names and addresses tracked for throttling, each.
     pub login_throttle_entries: usize,
+    /// Milliseconds a locked-out login's 429 is held at most before it is
+    /// sent, so clients ignoring `Retry-After` slow themselves; 0 answers
+    /// at once.
+    pub login_tarpit_ms: u64,
     /// DCP's SSH private key, used for hosts given without a key or password.
     pub ssh_key_file: Option<PathBuf>,
     /// Seconds to open an SSH connection (TCP, handshake, login).
@@ -179,6 +183,7 @@ impl Default for Config {
             login_lockout_secs: 1,
             login_max_lockout_secs: 900,
             login_throttle_entries: 10_000,
+            login_tarpit_ms: 1000,
             ssh_key_file: None,
             ssh_connect_timeout_secs: 10,
             ssh_idle_secs: 60,
@@ -232,6 +237,7 @@ impl fmt::Debug for Config {
             .field("login_lockout_secs", &self.login_lockout_secs)
             .field("login_max_lockout_secs", &self.login_max_lockout_secs)
             .field("login_throttle_entries", &self.login_throttle_entries)
+            .field("login_tarpit_ms", &self.login_tarpit_ms)
             .field("ssh_key_file", &self.ssh_key_file)
             .field("ssh_connect_timeout_secs", &self.ssh_connect_timeout_secs)
             .field("ssh_idle_secs", &self.ssh_idle_secs)
@@ -280,6 +286,7 @@ const ENV_KEYS: &[&str] = &[
     "login_lockout_secs",
     "login_max_lockout_secs",
     "login_throttle_entries",
+    "login_tarpit_ms",
     "ssh_key_file",
     "ssh_connect_timeout_secs",
     "ssh_idle_secs",
@@ -352,6 +359,7 @@ impl Config {
                     .max(1),
             ),
             max_entries: self.login_throttle_entries.max(1),
+            tarpit: std::time::Duration::from_millis(self.login_tarpit_ms),
         }
     }
 

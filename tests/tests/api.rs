@@ -1134,7 +1134,12 @@ impl Api {
 
 #[tokio::test]
 async fn thirty_wrong_passwords_lock_the_name_even_against_the_right_one() {
-    let api = Api::tuned(|c| c.login_lockout_secs = 3).await;
+    // Refusals answered at once here; holding them is tested on its own.
+    let api = Api::tuned(|c| {
+        c.login_lockout_secs = 3;
+        c.login_tarpit_ms = 0;
+    })
+    .await;
     let mut statuses = Vec::new();
     for _ in 0..30 {
         let reply = api.send(login_request("admin", "guess", None)).await;
@@ -1173,6 +1178,30 @@ async fn thirty_wrong_passwords_lock_the_name_even_against_the_right_one() {
     let admin = api.user_status(&token, "admin").await;
     assert_eq!(admin["failed_logins"], 0, "{admin}");
     assert!(admin.get("locked_until").is_none(), "{admin}");
+}
+
+#[tokio::test]
+async fn a_locked_out_client_that_keeps_asking_is_answered_slowly() {
+    let api = Api::tuned(|c| {
+        c.login_user_free_failures = 1;
+        c.login_lockout_secs = 60;
+        c.login_tarpit_ms = 1500;
+    })
+    .await;
+    for _ in 0..2 {
+        let reply = api.send(login_request("admin", "guess", None)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    }
+    let asked = std::time::Instant::now();
+    let refused = api.send(login_request("admin", "guess", None)).await;
+    let held = asked.elapsed();
+    // Held for the tarpit, and the hold counts against the lock-out.
+    let wait = retry_after(&refused);
+    assert!(
+        held >= std::time::Duration::from_millis(1500),
+        "answered after {held:?}"
+    );
+    assert!((1..=59).contains(&wait), "{wait}");
 }
 
 #[tokio::test]

@@ -35,6 +35,10 @@ pub struct Policy {
     pub max_lockout: Duration,
     /// Entries kept per table (user names, addresses).
     pub max_entries: usize,
+    /// The longest a locked-out login's refusal is held before it is
+    /// answered: a client that ignores `Retry-After` then asks about once
+    /// per tarpit per connection instead of as fast as it can.
+    pub tarpit: Duration,
 }
 
 impl Default for Policy {
@@ -47,6 +51,7 @@ impl Default for Policy {
             lockout: Duration::from_secs(1),
             max_lockout: Duration::from_secs(15 * 60),
             max_entries: 10_000,
+            tarpit: Duration::from_secs(1),
         }
     }
 }
@@ -248,6 +253,11 @@ impl Throttle {
             .map_err(|_| Refusal::Busy)
     }
 
+    /// How long to hold a refusal for a lock-out that has `left` to run.
+    pub fn tarpit(&self, left: Duration) -> Duration {
+        left.min(self.policy.tarpit)
+    }
+
     /// Waits for a hashing slot; hashing happens while it is held.
     /// `None` only if the slots were closed, which nothing does.
     pub async fn hashing_slot(&self) -> Option<HashingSlot> {
@@ -334,6 +344,7 @@ mod tests {
             lockout: Duration::from_secs(10),
             max_lockout: Duration::from_secs(60),
             max_entries: 3,
+            tarpit: Duration::ZERO,
         }
     }
 
