@@ -328,6 +328,17 @@ impl Remote {
     /// Starts an execution; the work runs in the background. Answers the
     /// execution's id once every input is checked and the hosts are recorded.
     pub async fn start(self: &Arc<Self>, input: ExecutionInput, user: &str) -> Result<i64, Error> {
+        self.start_titled(input, user, None).await
+    }
+
+    /// [`Remote::start`] for DCP's own runs (a machine's init, a task's
+    /// step), titled by what they are for, then by what they run.
+    pub async fn start_titled(
+        self: &Arc<Self>,
+        input: ExecutionInput,
+        user: &str,
+        purpose: Option<&str>,
+    ) -> Result<i64, Error> {
         if self.stopping() {
             return Err(Error::Unavailable("DCP is shutting down".to_owned()));
         }
@@ -351,6 +362,10 @@ impl Remote {
             .into());
         }
         let (title, steps, params) = self.plan(&input).await?;
+        let title = match purpose {
+            Some(purpose) => format!("{purpose}: {title}"),
+            None => title,
+        };
         let targets = self.targets(&input).await?;
         let new = NewExecution {
             title,

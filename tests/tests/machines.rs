@@ -96,6 +96,24 @@ async fn five_machines_are_created_initialised_used_and_released() {
     }
     let live = cloud.sim.instances();
     assert_eq!(live.len(), 5, "exactly one instance per machine: {live:?}");
+    // Each init run is titled by the machine it prepared, then its group.
+    let runs = cloud.api.get("/api/v1/executions?per_page=50").await;
+    let mut titles: Vec<&str> = runs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    let mut expected: Vec<String> = details
+        .iter()
+        .map(|d| {
+            let name = d["machine"]["name"].as_str().unwrap();
+            format!("init of machine {name}: init-check")
+        })
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(titles, expected);
 
     // The key downloads, and logs in to the machine.
     let id = machines[0];

@@ -61,7 +61,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 9] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 11] = [
     (
         "/api/v1/commands",
         "script",
@@ -86,6 +86,16 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 9] = [
         "/api/v1/services",
         "container.ports[].host_port",
         "a host port is published once across the list",
+    ),
+    (
+        "/api/v1/services",
+        "container.volumes[].container_path",
+        "a container path is mounted once across the list",
+    ),
+    (
+        "/api/v1/task-templates",
+        "steps[].leftover_machines",
+        "only a create_vm step makes machines: it depends on the step's `name`",
     ),
     (
         "/api/v1/machine-templates",
@@ -696,6 +706,8 @@ impl Walker {
             "127.0.0.1:22".into(),
             "walk-1".into(),
             format!("a{}", "1".repeat(len.saturating_sub(1))),
+            // Absolute paths (volume mounts).
+            format!("/{}", "a".repeat(len.saturating_sub(1))),
         ];
         candidates
             .into_iter()

@@ -61,7 +61,7 @@ async fn a_fan_out_reports_each_host_and_takes_the_timeout_not_the_sum() {
     targets.push(host(fleet.vacant_address(), &fleet.private_key));
     // sshd tells the command which address it was reached on.
     let script = format!(
-        "set -- $SSH_CONNECTION; if [ \"$3\" = {sleeper} ]; then sleep 6007; else echo \"hello from $3\"; fi"
+        "set -- $SSH_CONNECTION; if [ \"$3\" = {sleeper} ]; then echo sleeping; sleep 6007; else echo \"hello from $3\"; fi"
     );
     let began = Instant::now();
     let id = start(
@@ -91,6 +91,8 @@ async fn a_fan_out_reports_each_host_and_takes_the_timeout_not_the_sum() {
         hosts[17]
     );
     assert_eq!(hosts[18]["state"], "timed_out", "{}", hosts[18]);
+    // What it printed before the timeout is kept.
+    assert_eq!(hosts[18]["stdout"], "sleeping\n", "{}", hosts[18]);
     assert_eq!(hosts[19]["state"], "unreachable", "{}", hosts[19]);
     let counts = &execution["counts"];
     assert_eq!(
@@ -118,13 +120,24 @@ async fn cancel_kills_every_remote_process_within_two_seconds() {
                 "hosts": hosts(&fleet), "timeout_secs": 60}),
     )
     .await;
-    // Wait until every host runs the script.
+    // Wait until every host runs the script, and shows what it printed
+    // while it runs.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !(0..fleet.hosts.len()).all(|i| running(&fleet, i, "sleep 3011")) {
         assert!(
             Instant::now() < deadline,
             "the script did not start everywhere"
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let live = api.execution_with_output(id).await;
+        let hosts = live["hosts"].as_array().unwrap();
+        assert!(hosts.iter().all(|h| h["state"] == "running"), "{live}");
+        if hosts.iter().all(|h| h["stdout"] == "started\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live output: {live}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let cancelled_at = Instant::now();
@@ -141,6 +154,8 @@ async fn cancel_kills_every_remote_process_within_two_seconds() {
     assert_eq!(execution["state"], "cancelled");
     for h in execution["hosts"].as_array().unwrap() {
         assert_eq!(h["state"], "cancelled", "{h}");
+        // What it printed before the cancel is kept.
+        assert_eq!(h["stdout"], "started\n", "{h}");
     }
     for i in 0..fleet.hosts.len() {
         assert!(

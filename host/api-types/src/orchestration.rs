@@ -42,8 +42,10 @@ pub enum PortProtocol {
 #[serde(deny_unknown_fields)]
 pub struct VolumeMount {
     /// An absolute path on the node.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^/[^\n\u0000,]*$"))]
     pub host_path: String,
-    /// An absolute path in the container.
+    /// An absolute path in the container, mounted once per container.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^/[^\n\u0000,]*$"))]
     pub container_path: String,
     /// Mount read-only.
     #[serde(default)]

@@ -550,7 +550,8 @@ impl Context {
                 ("dcp.node", &record.id.to_string()),
             ],
         );
-        self.shell(&record, script, deadline, abort).await
+        self.shell(&record, script, builtin::START_SERVICE, deadline, abort)
+            .await
     }
 
     async fn stop_service(
@@ -565,7 +566,8 @@ impl Context {
             "if docker inspect {name} >/dev/null 2>&1; then docker rm -f {name} >/dev/null && \
              echo \"stopped and removed {name}\"; else echo \"{name} is not there\"; fi"
         );
-        self.shell(&record, script, deadline, abort).await
+        self.shell(&record, script, builtin::STOP_SERVICE, deadline, abort)
+            .await
     }
 
     async fn group(
@@ -582,13 +584,15 @@ impl Context {
             params: spec.params.clone(),
             ..target(&record)
         };
-        self.execute(input, deadline, abort).await
+        self.execute(input, &spec.name, &record, deadline, abort)
+            .await
     }
 
     async fn shell(
         &self,
         node: &NodeRecord,
         script: String,
+        step: &str,
         deadline: Instant,
         abort: &CancellationToken,
     ) -> Result<Done, Error> {
@@ -599,14 +603,16 @@ impl Context {
             }),
             ..target(node)
         };
-        self.execute(input, deadline, abort).await
+        self.execute(input, step, node, deadline, abort).await
     }
 
-    /// Runs an execution on one node and waits for it; its output becomes
-    /// the step's.
+    /// Runs step `step`'s execution on `node` and waits for it; its output
+    /// becomes the step's.
     async fn execute(
         &self,
         mut input: ExecutionInput,
+        step: &str,
+        node: &NodeRecord,
         deadline: Instant,
         abort: &CancellationToken,
     ) -> Result<Done, Error> {
@@ -614,7 +620,16 @@ impl Context {
         input.timeout_secs = Some(u32::try_from(left.max(1)).unwrap_or(u32::MAX));
         let remote = &self.engine.remote;
         let execution = remote
-            .start(input, &format!("task {}", self.task))
+            .start_titled(
+                input,
+                &format!("task {}", self.task),
+                Some(&format!(
+                    "task {} ({}) {step} on {}",
+                    self.task,
+                    self.kind.as_str(),
+                    node.address
+                )),
+            )
             .await
             .map_err(|e| Error::Conflict(e.to_string()))?;
         let store = &self.engine.store;

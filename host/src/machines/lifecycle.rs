@@ -422,7 +422,11 @@ async fn init(
     };
     let execution = machines
         .remote
-        .start(input, "dcp (machine init)")
+        .start_titled(
+            input,
+            "dcp (machine init)",
+            Some(&format!("init of machine {}", machine.name)),
+        )
         .await
         .map_err(|e| {
             Stop::Failed(

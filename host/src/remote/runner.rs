@@ -35,6 +35,13 @@ const ABANDONED_AFTER: Duration = Duration::from_secs(60);
 /// How long a cancelled or timed-out plugin call has to wind down (its
 /// kill takes the transport's grace) before it is dropped.
 const WIND_DOWN: Duration = Duration::from_secs(5);
+/// How often a running host's new output is first stored and sent.
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// Kept output after which a host's flushes slow down by one more
+/// `FLUSH_EVERY`: each store rewrites the host's row, output included.
+const FLUSH_SLOWER_PER: usize = 64 << 10;
+/// The slowest flush is this many `FLUSH_EVERY`s apart.
+const FLUSH_SLOWEST: u32 = 20;
 
 /// One execution to run.
 pub(super) struct Run {
@@ -159,9 +166,16 @@ impl Host {
             cancel: self.cancel.clone(),
             failure: Mutex::new(None),
             truncated: AtomicBool::new(false),
+            live: Mutex::new(None),
         });
         for (n, step) in self.steps.iter().enumerate() {
-            let result = self.step(step, &channel, deadline).await;
+            // The built-in shell module's result is exactly what its one
+            // command printed, so that is shown while it runs, and kept
+            // when the command is cancelled or times out.
+            let live = step.plugin == SHELL_PLUGIN;
+            *lock(&channel.live) = live.then(LiveOutput::default);
+            let result = self.step_live(step, &channel, deadline, &mut report).await;
+            self.take_live(&channel, &mut report, true);
             let (state, message) = classify(&channel, &self.cancel, &result, self.timeout);
             let message = if state == HostState::Cancelled && self.remote.stopping() {
                 "cancelled: DCP shut down; its processes were killed".to_owned()
@@ -169,8 +183,10 @@ impl Host {
                 message
             };
             if let Ok(out) = &result {
-                report.truncated |= keep(&self.output_budget, &mut report.stdout, &out.stdout);
-                report.truncated |= keep(&self.output_budget, &mut report.stderr, &out.stderr);
+                if !live {
+                    report.truncated |= keep(&self.output_budget, &mut report.stdout, &out.stdout);
+                    report.truncated |= keep(&self.output_budget, &mut report.stderr, &out.stderr);
+                }
                 report.exit_code = Some(out.exit_code);
             }
             report.truncated |= channel.truncated();
@@ -192,6 +208,59 @@ impl Host {
         report.state = HostState::Ok;
         report.finished_at = Some(OffsetDateTime::now_utc());
         report
+    }
+
+    /// [`Host::step`], storing and sending the output the host prints
+    /// while it runs.
+    async fn step_live(
+        &self,
+        step: &Step,
+        channel: &Arc<Channel>,
+        deadline: Instant,
+        report: &mut HostReport,
+    ) -> Result<crate::plugins::Outcome, Failure> {
+        let call = self.step(step, channel, deadline);
+        tokio::pin!(call);
+        loop {
+            let kept = report.stdout.len() + report.stderr.len();
+            let slower = u32::try_from(kept / FLUSH_SLOWER_PER).unwrap_or(u32::MAX);
+            let every = FLUSH_EVERY * slower.saturating_add(1).min(FLUSH_SLOWEST);
+            tokio::select! {
+                result = &mut call => return result,
+                () = tokio::time::sleep(every) => {
+                    if self.take_live(channel, report, false) {
+                        self.record(report).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Moves the output the channel received into `report`; unless `last`,
+    /// a character still arriving stays behind. Says whether any moved.
+    fn take_live(&self, channel: &Channel, report: &mut HostReport, last: bool) -> bool {
+        let mut live = lock(&channel.live);
+        let Some(live) = live.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        for (buffer, kept) in [
+            (&mut live.stdout, &mut report.stdout),
+            (&mut live.stderr, &mut report.stderr),
+        ] {
+            let end = if last {
+                buffer.len()
+            } else {
+                whole_characters(buffer)
+            };
+            if end > 0 {
+                let text = String::from_utf8_lossy(&buffer[..end]);
+                report.truncated |= keep(&self.output_budget, kept, &text);
+                buffer.drain(..end);
+                moved = true;
+            }
+        }
+        moved
     }
 
     /// One plugin call, bounded by the host's deadline and the cancel.
@@ -291,6 +360,31 @@ fn keep(budget: &AtomicUsize, kept: &mut String, new: &str) -> bool {
     granted < new.len()
 }
 
+/// How much of `bytes` ends on a character boundary: a UTF-8 sequence cut
+/// short at the end waits for its remaining bytes, so converting piece by
+/// piece gives what converting the whole would.
+fn whole_characters(bytes: &[u8]) -> usize {
+    let len = bytes.len();
+    for back in 1..=len.min(4) {
+        let byte = bytes[len - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: its lead is further back
+        }
+        let needs = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if back < needs { len - back } else { len };
+    }
+    len
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The id a plugin call knows its host by.
 fn target_id(index: u32) -> String {
     format!("host-{index}")
@@ -363,14 +457,21 @@ struct Channel {
     cancel: CancellationToken,
     failure: Mutex<Option<Wire>>,
     truncated: AtomicBool,
+    /// What the running step's commands printed and the report does not
+    /// hold yet; `None` when the step's output is its plugin's result.
+    live: Mutex<Option<LiveOutput>>,
+}
+
+/// Output received and not yet in the host's report.
+#[derive(Debug, Default)]
+struct LiveOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
 }
 
 impl Channel {
     fn failure(&self) -> Option<Wire> {
-        self.failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.failure).clone()
     }
 
     fn truncated(&self) -> bool {
@@ -390,7 +491,7 @@ impl Channel {
             ssh::Error::NoCredential(_) => (Wire::Other(err.to_string()), ErrorKind::InvalidInput),
             _ => (Wire::Other(err.to_string()), ErrorKind::Unavailable),
         };
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failure = lock(&self.failure);
         if failure.is_none() && !matches!(err, ssh::Error::Cancelled) {
             *failure = Some(wire);
         }
@@ -425,15 +526,24 @@ impl SshChannel for Channel {
         max_output: usize,
     ) -> Result<ExecOutput, PluginError> {
         let remaining = self.check(target)?;
+        let watch = |stream: ssh::Stream, data: &[u8]| {
+            if let Some(live) = lock(&self.live).as_mut() {
+                match stream {
+                    ssh::Stream::Stdout => live.stdout.extend_from_slice(data),
+                    ssh::Stream::Stderr => live.stderr.extend_from_slice(data),
+                }
+            }
+        };
         let out = self
             .transport
-            .exec(
+            .exec_watched(
                 &self.target,
                 command,
                 stdin,
                 timeout.min(remaining),
                 max_output,
                 &self.cancel,
+                &watch,
             )
             .await
             .map_err(|e| self.fail(&e))?;
@@ -485,5 +595,31 @@ pub(super) async fn keep_alive(remote: Weak<Remote>) {
             }
         }
         tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_converted_piece_by_piece_reads_as_the_whole() {
+        let whole = "héllo → wörld 🚀 done\n".as_bytes().to_vec();
+        let mut invalid = whole.clone();
+        invalid.insert(3, 0xFF);
+        invalid.extend_from_slice(&[0xE2, 0x82]);
+        for bytes in [whole, invalid] {
+            for size in 1..=5 {
+                let (mut text, mut pending) = (String::new(), Vec::new());
+                for piece in bytes.chunks(size) {
+                    pending.extend_from_slice(piece);
+                    let end = whole_characters(&pending);
+                    text.push_str(&String::from_utf8_lossy(&pending[..end]));
+                    pending.drain(..end);
+                }
+                text.push_str(&String::from_utf8_lossy(&pending));
+                assert_eq!(text, String::from_utf8_lossy(&bytes), "pieces of {size}");
+            }
+        }
     }
 }

@@ -338,6 +338,32 @@ impl Transport {
         max_output: usize,
         cancel: &CancellationToken,
     ) -> Result<ExecOutput, Error> {
+        self.exec_watched(
+            target,
+            command,
+            stdin,
+            timeout,
+            max_output,
+            cancel,
+            &|_, _| {},
+        )
+        .await
+    }
+
+    /// [`Transport::exec`], handing `watch` each piece of output as it is
+    /// kept (the same bytes the result holds, in order) — also the pieces
+    /// printed before a timeout or cancel, which the result then lacks.
+    #[allow(clippy::too_many_arguments, reason = "exec's arguments and the watch")]
+    pub async fn exec_watched(
+        &self,
+        target: &Target,
+        command: &str,
+        stdin: Option<Vec<u8>>,
+        timeout: Duration,
+        max_output: usize,
+        cancel: &CancellationToken,
+        watch: &(dyn Fn(Stream, &[u8]) + Sync),
+    ) -> Result<ExecOutput, Error> {
         let deadline = Instant::now() + timeout;
         let (lease, _session, mut channel) = tokio::select! {
             open = timeout_at(deadline, self.open(target)) => open.map_err(|_| Error::Timeout(timeout))??,
@@ -359,8 +385,16 @@ impl Transport {
         let ended = loop {
             tokio::select! {
                 msg = channel.wait() => match msg {
-                    Some(ChannelMsg::Data { data }) => output.stdout(&data),
-                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => output.stderr(&data),
+                    Some(ChannelMsg::Data { data }) => {
+                        let kept = output.stdout.len();
+                        output.stdout(&data);
+                        watch(Stream::Stdout, &output.stdout[kept..]);
+                    }
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                        let kept = output.stderr.len();
+                        output.stderr(&data);
+                        watch(Stream::Stderr, &output.stderr[kept..]);
+                    }
                     Some(ChannelMsg::ExitStatus { exit_status }) => {
                         output.exit_code = Some(i32::try_from(exit_status).unwrap_or(i32::MAX));
                         exited = Some(Instant::now() + AFTER_EXIT);
@@ -381,6 +415,9 @@ impl Transport {
                 () = cancel.cancelled() => break Err(Error::Cancelled),
             }
         };
+        let kept = output.stdout.len();
+        output.end_head();
+        watch(Stream::Stdout, &output.stdout[kept..]);
         if let Err(err) = ended {
             self.kill(conn, &mut channel, output.pid).await;
             return Err(err);
@@ -769,10 +806,15 @@ impl Output {
         self.truncated |= keep(&mut self.stderr, data, self.max);
     }
 
-    fn finish(mut self) -> ExecOutput {
+    /// Output that never completed the pid line is the command's own.
+    fn end_head(&mut self) {
         if let Some(head) = self.head.take() {
             self.truncated |= keep(&mut self.stdout, &head, self.max);
         }
+    }
+
+    fn finish(mut self) -> ExecOutput {
+        self.end_head();
         ExecOutput {
             exit_code: self.exit_code,
             stdout: self.stdout,
@@ -780,6 +822,15 @@ impl Output {
             truncated: self.truncated,
         }
     }
+}
+
+/// One of a command's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
 }
 
 /// Appends what fits under `max`; says whether anything was cut.
