@@ -5,7 +5,7 @@ use dcp_api_types::{
     CommandGroup, CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode,
     ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
     FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
-    MachineState, MachineTemplate, ModuleEntry, Node, Page, PageQuery, PluginLimits,
+    MachineState, MachineTemplate, ModuleEntry, Node, Overview, Page, PageQuery, PluginLimits,
     PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput,
     QuotaUsage, Service, ServiceInput, Session, Task, TaskDetail, TaskInput, TaskTemplate,
     TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
@@ -792,4 +792,9 @@ pub(crate) async fn start_task(input: &TaskInput) -> Result<Task, ApiError> {
 /// Pauses, resumes, retries (the failed nodes) or cancels a task.
 pub(crate) async fn task_action(id: i64, action: &str) -> Result<Task, ApiError> {
     read(send(Request::post(&format!("/api/v1/tasks/{id}/{action}"))).await?).await
+}
+
+/// The overview: fleet, pools' health, work under way, recent failures, quotas.
+pub(crate) async fn overview() -> Result<Overview, ApiError> {
+    read(send(Request::get("/api/v1/overview")).await?).await
 }

@@ -19,7 +19,7 @@ pub(crate) fn LoginPage() -> impl IntoView {
         let navigate = navigate.clone();
         spawn_local(async move {
             match api::login(username.get_untracked(), password.get_untracked()).await {
-                Ok(_) => navigate("/clusters", Default::default()),
+                Ok(_) => navigate("/", Default::default()),
                 Err(e) => {
                     error.set(Some(e));
                     busy.set(false);

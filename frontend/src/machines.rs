@@ -52,7 +52,7 @@ fn idempotency_key() -> String {
 }
 
 /// Calls `tick` every `secs` seconds while the current owner lives.
-fn every(secs: u64, tick: impl Fn() + 'static) {
+pub(crate) fn every(secs: u64, tick: impl Fn() + 'static) {
     if let Ok(handle) = set_interval_with_handle(tick, std::time::Duration::from_secs(secs)) {
         on_cleanup(move || handle.clear());
     }
@@ -70,7 +70,8 @@ struct Notice {
 pub(crate) fn MachinesPage() -> impl IntoView {
     let query = use_query_map();
     let page = RwSignal::new(1_u32);
-    let state = RwSignal::new(String::new());
+    // The overview links here with `?state=`.
+    let state = RwSignal::new(query.with_untracked(|q| q.get("state")).unwrap_or_default());
     let template = RwSignal::new(
         query
             .with_untracked(|q| q.get("template_id"))
@@ -126,8 +127,10 @@ pub(crate) fn MachinesPage() -> impl IntoView {
         <div class="toolbar">
             <select id="machine-state-filter" data-test="machine-state-filter"
                 on:change=move |ev| { state.set(event_target_value(&ev)); page.set(1); }>
-                <option value="">"Not deleted"</option>
-                {MachineState::ALL.into_iter().map(|s| view! { <option value=s.as_str()>{s.as_str()}</option> }).collect_view()}
+                <option value="" selected=move || state.get().is_empty()>"Not deleted"</option>
+                {MachineState::ALL.into_iter().map(|s| view! {
+                    <option value=s.as_str() selected=move || state.get() == s.as_str()>{s.as_str()}</option>
+                }).collect_view()}
             </select>
             <select id="machine-template-filter" data-test="machine-template-filter"
                 on:change=move |ev| { template.set(event_target_value(&ev)); page.set(1); }>

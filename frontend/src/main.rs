@@ -14,6 +14,7 @@ mod groups;
 mod host_keys;
 mod login;
 mod machines;
+mod overview;
 mod plugins;
 mod pools;
 mod quotas;
@@ -26,7 +27,7 @@ mod users;
 use dcp_api_types::User;
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::{
-    components::{A, Outlet, ParentRoute, Redirect, Route, Router, Routes},
+    components::{A, Outlet, ParentRoute, Route, Router, Routes},
     path,
 };
 
@@ -42,7 +43,7 @@ fn App() -> impl IntoView {
             <Routes fallback=|| view! { <main class="page"><h1>"Not found"</h1></main> }>
                 <Route path=path!("/login") view=login::LoginPage/>
                 <ParentRoute path=path!("") view=Shell>
-                    <Route path=path!("") view=|| view! { <Redirect path="/clusters"/> }/>
+                    <Route path=path!("") view=overview::OverviewPage/>
                     <Route path=path!("clusters") view=clusters::ClustersPage/>
                     <Route path=path!("tokens") view=tokens::TokensPage/>
                     <Route path=path!("users") view=users::UsersPage/>
@@ -90,8 +91,9 @@ fn Shell() -> impl IntoView {
         <Show when=move || user.get().is_some() fallback=|| view! { <div class="loading">"Loading…"</div> }>
             <div class="shell">
                 <header class="topbar">
-                    <a class="brand" href="/clusters">"DCP"</a>
+                    <a class="brand" href="/">"DCP"</a>
                     <nav class="nav">
+                        <A href="/" exact=true>"Overview"</A>
                         <div class="nav-group" role="group" aria-label="Orchestration">
                             <A href="/clusters">"Clusters"</A>
                             <A href="/services">"Services"</A>

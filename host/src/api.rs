@@ -14,6 +14,7 @@ mod executions;
 pub mod extract;
 mod machines;
 mod openapi;
+mod overview;
 mod plugins;
 mod services;
 mod session;
@@ -85,6 +86,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
         (name = "orchestration", description = "Services, their pools and the pools' nodes"),
         (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
         (name = "tasks", description = "Task templates and tasks: expand, shrink, deploy and ad-hoc work on pools, followed live"),
+        (name = "overview", description = "Everything at a glance: fleet, pools' health, work under way, recent failures, quotas"),
     ),
     modifiers(&Security),
     security(("bearer" = []), ("session" = []))
@@ -127,6 +129,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(services::router())
         .merge(tasks::router())
         .merge(users::router())
+        .merge(overview::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", session::public_router().merge(protected))

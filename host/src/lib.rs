@@ -13,6 +13,7 @@ pub mod data_dir;
 pub mod engine;
 pub mod machines;
 pub mod orchestration;
+pub mod overview;
 pub mod plugins;
 pub mod remote;
 pub mod retention;

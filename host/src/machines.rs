@@ -967,7 +967,8 @@ fn template_to_api(t: TemplateRecord) -> Result<MachineTemplate, Error> {
     })
 }
 
-fn quota_to_api(t: &TemplateRecord) -> QuotaUsage {
+/// A template's quota and usage as the API shows it.
+pub(crate) fn quota_to_api(t: &TemplateRecord) -> QuotaUsage {
     QuotaUsage {
         template_id: t.id,
         template_name: t.name.clone(),

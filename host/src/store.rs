@@ -14,6 +14,7 @@ mod commands;
 mod executions;
 mod host_keys;
 mod machines;
+mod overview;
 mod plugins;
 mod services;
 mod tasks;
@@ -37,6 +38,10 @@ pub use self::{
     },
     host_keys::HostKeyRecord,
     machines::{MachineEventRecord, MachineRecord, MachineUpdate, NewMachine},
+    overview::{
+        Activity, ExecutionBriefRecord, FleetCountRecord, PoolHealthRecord, QuotaTotalsRecord,
+        TaskBriefRecord,
+    },
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
     services::{
         NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord, TaskTemplates,

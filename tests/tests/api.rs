@@ -1978,3 +1978,410 @@ async fn every_list_answers_one_page_shape_on_sqlite() {
 async fn every_list_answers_one_page_shape_on_postgres() {
     every_list_answers_one_page_shape(Backend::Postgres).await;
 }
+
+/// A machine to record straight in the store, in `state`.
+fn machine(
+    name: &str,
+    provider: &str,
+    template_id: Option<i64>,
+    address: Option<&str>,
+    state: dcp_api_types::MachineState,
+) -> dcp::store::NewMachine {
+    dcp::store::NewMachine {
+        name: name.into(),
+        template_id,
+        provider: provider.into(),
+        region: String::new(),
+        request_key: None,
+        address: address.map(str::to_owned),
+        port: 22,
+        user: "root".into(),
+        private_key_sealed: None,
+        public_key: None,
+        state,
+        reason: String::new(),
+    }
+}
+
+async fn the_overview_counts_the_fleet_pools_work_and_quotas(backend: Backend) {
+    use dcp_api_types::{ExecutionState, MachineState};
+    let api = Api::on(backend).await;
+    // Tasks are put in their states by hand below: no driver may take them.
+    api.state.engine.stop();
+    let store = &api.state.store;
+    let token = api.token().await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(method, &path, &token, body).await }
+    };
+
+    // Two templates: one with credit left, one overdrawn.
+    let account = store
+        .create_account(&dcp::store::AccountChange {
+            name: "cloud".into(),
+            provider: "aliyun".into(),
+            config: "{}".into(),
+            key_id: "key".into(),
+            secret_sealed: Some("sealed".into()),
+        })
+        .await
+        .unwrap();
+    let mut templates = Vec::new();
+    for (name, quota_hours) in [("roomy", 10), ("overdrawn", 3)] {
+        let template = store
+            .create_template(&dcp::store::TemplateChange {
+                name: name.into(),
+                description: String::new(),
+                account_id: account.id,
+                spec: "{}".into(),
+                login_user: "root".into(),
+                init_group_id: None,
+                init_timeout_secs: 60,
+                quota_hours,
+            })
+            .await
+            .unwrap();
+        templates.push(template.id);
+    }
+    // The fleet: aliyun 2 ready + 1 error, adopted 1 ready + 1 init_failed,
+    // and two released machines that count only against their quotas.
+    let made = store
+        .create_machines(&[
+            machine(
+                "a1",
+                "aliyun",
+                Some(templates[0]),
+                None,
+                MachineState::Ready,
+            ),
+            machine(
+                "a2",
+                "aliyun",
+                Some(templates[0]),
+                None,
+                MachineState::Ready,
+            ),
+            machine(
+                "a3",
+                "aliyun",
+                Some(templates[0]),
+                None,
+                MachineState::Error,
+            ),
+            machine(
+                "s1",
+                "adopted",
+                None,
+                Some("127.20.8.1"),
+                MachineState::Ready,
+            ),
+            machine(
+                "s2",
+                "adopted",
+                None,
+                Some("127.20.8.2"),
+                MachineState::InitFailed,
+            ),
+            machine(
+                "r1",
+                "aliyun",
+                Some(templates[0]),
+                None,
+                MachineState::Ready,
+            ),
+            machine(
+                "r2",
+                "aliyun",
+                Some(templates[1]),
+                None,
+                MachineState::Ready,
+            ),
+        ])
+        .await
+        .unwrap();
+    for (released, hours) in [(&made[5], 4), (&made[6], 5)] {
+        store
+            .transition_machine(
+                released.id,
+                &[MachineState::Ready],
+                MachineState::Deleted,
+                "released",
+                &dcp::store::MachineUpdate {
+                    charged_hours: Some(hours),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    // Two pools: "web-a" with a failed, a running and a pending node;
+    // "web-b" with one running node.
+    let cluster = call(
+        Method::POST,
+        "/api/v1/clusters".into(),
+        Some(json!({"name": "shop"})),
+    )
+    .await;
+    let service = call(
+        Method::POST,
+        "/api/v1/services".into(),
+        Some(json!({"cluster_id": cluster.body["id"], "name": "web", "image": "nginx:1"})),
+    )
+    .await;
+    let mut pools = Vec::new();
+    let mut nodes = Vec::new();
+    for (name, count) in [("web-b", 1), ("web-a", 3)] {
+        let pool = call(
+            Method::POST,
+            "/api/v1/pools".into(),
+            Some(json!({"service_id": service.body["id"], "name": name})),
+        )
+        .await;
+        let pool = pool.body["id"].as_i64().unwrap();
+        let addresses: Vec<Value> = (1..=count)
+            .map(|i| json!({"address": format!("127.20.7.{}", pools.len() * 10 + i)}))
+            .collect();
+        let added = call(
+            Method::POST,
+            format!("/api/v1/pools/{pool}/nodes"),
+            Some(json!({ "addresses": addresses })),
+        )
+        .await;
+        assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+        for node in added.body.as_array().unwrap() {
+            nodes.push(node["id"].as_i64().unwrap());
+        }
+        pools.push(pool);
+    }
+    for (node, state) in [
+        (nodes[0], "running"),
+        (nodes[1], "failed"),
+        (nodes[2], "running"),
+    ] {
+        store.set_node_state(node, state).await.unwrap();
+    }
+
+    // Tasks on web-a: one failed, one partially failed, one succeeded, and
+    // one pending. Only the first task in line on a pool can be claimed, so
+    // each ends before the next is made.
+    let template = store.seeded_template("deploy").await.unwrap().unwrap();
+    let mut tasks = Vec::new();
+    for state in ["failed", "partially_failed", "succeeded", "pending"] {
+        let id = store
+            .create_task(&dcp::store::NewTask {
+                kind: "deploy".into(),
+                pool_id: pools[1],
+                template_id: template,
+                steps: "[]".into(),
+                step_count: 0,
+                overrides: "{}".into(),
+                batch_size: 1,
+                created_by: "admin".into(),
+                nodes: Vec::new(),
+                exclusive: false,
+            })
+            .await
+            .unwrap();
+        tasks.push(id);
+        if state != "pending" {
+            assert_eq!(
+                store.claim_tasks("test", 3_600_000, 16).await.unwrap(),
+                [id]
+            );
+            assert!(
+                store
+                    .save_task_state(id, "test", state, "it went so", true, true)
+                    .await
+                    .unwrap()
+            );
+        }
+    }
+
+    // Executions: one running, one failed, one partially failed, one succeeded.
+    let mut executions = Vec::new();
+    for title in ["running", "failed", "partly", "fine"] {
+        let id = store
+            .create_execution(&dcp::store::NewExecution {
+                title: title.into(),
+                command_id: None,
+                group_id: None,
+                steps: "[]".into(),
+                params: "{}".into(),
+                forks: 1,
+                timeout_secs: 60,
+                created_by: "admin".into(),
+                owner: "elsewhere".into(),
+                hosts: vec![dcp::store::NewHost {
+                    address: "127.20.7.1".into(),
+                    port: 22,
+                    user: "root".into(),
+                }],
+            })
+            .await
+            .unwrap();
+        executions.push(id);
+    }
+    for (execution, state) in [
+        (executions[0], ExecutionState::Running),
+        (executions[1], ExecutionState::Failed),
+        (executions[2], ExecutionState::PartiallyFailed),
+        (executions[3], ExecutionState::Succeeded),
+    ] {
+        store.set_execution_state(execution, state).await.unwrap();
+    }
+
+    let overview = call(Method::GET, "/api/v1/overview".into(), None).await;
+    assert_eq!(overview.status, StatusCode::OK, "{}", overview.body);
+    let o = &overview.body;
+    assert_eq!(o["machines"], 5, "{o}");
+    assert_eq!(
+        o["fleet"],
+        json!([
+            {"provider": "adopted", "state": "init_failed", "machines": 1},
+            {"provider": "adopted", "state": "ready", "machines": 1},
+            {"provider": "aliyun", "state": "error", "machines": 1},
+            {"provider": "aliyun", "state": "ready", "machines": 2},
+        ]),
+        "{o}"
+    );
+    assert_eq!(o["pools"], 2, "{o}");
+    let health = |p: &Value| {
+        (
+            p["id"].as_i64().unwrap(),
+            p["name"].as_str().unwrap().to_owned(),
+            p["service_name"].as_str().unwrap().to_owned(),
+            [
+                &p["nodes"],
+                &p["running"],
+                &p["pending"],
+                &p["failed"],
+                &p["removing"],
+            ]
+            .map(|n| n.as_u64().unwrap()),
+        )
+    };
+    let listed: Vec<_> = o["pool_health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(health)
+        .collect();
+    // The unhealthy pool first.
+    assert_eq!(
+        listed,
+        [
+            (
+                pools[1],
+                "web-a".to_owned(),
+                "web".to_owned(),
+                [3, 1, 1, 1, 0]
+            ),
+            (
+                pools[0],
+                "web-b".to_owned(),
+                "web".to_owned(),
+                [1, 1, 0, 0, 0]
+            ),
+        ],
+        "{o}"
+    );
+    let ids = |list: &Value| -> Vec<i64> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(o["tasks"]["active"], 1, "{o}");
+    assert_eq!(ids(&o["tasks"]["active_recent"]), [tasks[3]], "{o}");
+    assert_eq!(o["tasks"]["failed"], 2, "{o}");
+    let mut failed = ids(&o["tasks"]["failed_recent"]);
+    failed.sort_unstable();
+    assert_eq!(failed, [tasks[0], tasks[1]], "{o}");
+    let failed_task = &o["tasks"]["failed_recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == tasks[0])
+        .unwrap();
+    assert_eq!(failed_task["pool_name"], "web-a", "{o}");
+    assert_eq!(failed_task["state"], "failed", "{o}");
+    assert_eq!(failed_task["reason"], "it went so", "{o}");
+    assert_eq!(o["executions"]["active"], 1, "{o}");
+    assert_eq!(
+        ids(&o["executions"]["active_recent"]),
+        [executions[0]],
+        "{o}"
+    );
+    assert_eq!(o["executions"]["failed"], 2, "{o}");
+    let mut failed = ids(&o["executions"]["failed_recent"]);
+    failed.sort_unstable();
+    assert_eq!(failed, [executions[1], executions[2]], "{o}");
+    assert_eq!(
+        o["quota"],
+        json!({"templates": 2, "quota_hours": 13, "used_hours": 9}),
+        "{o}"
+    );
+    let quotas: Vec<(String, i64, u64)> = o["tightest_quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| {
+            (
+                q["template_name"].as_str().unwrap().to_owned(),
+                q["credit_hours"].as_i64().unwrap(),
+                q["live_machines"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        quotas,
+        [("overdrawn".to_owned(), -2, 0), ("roomy".to_owned(), 6, 3)],
+        "{o}"
+    );
+
+    // Bounded: 12 more failed executions still list only the last 10.
+    for i in 0..12 {
+        let id = store
+            .create_execution(&dcp::store::NewExecution {
+                title: format!("more-{i}"),
+                command_id: None,
+                group_id: None,
+                steps: "[]".into(),
+                params: "{}".into(),
+                forks: 1,
+                timeout_secs: 60,
+                created_by: "admin".into(),
+                owner: "elsewhere".into(),
+                hosts: Vec::new(),
+            })
+            .await
+            .unwrap();
+        store
+            .set_execution_state(id, ExecutionState::Failed)
+            .await
+            .unwrap();
+    }
+    let o = call(Method::GET, "/api/v1/overview".into(), None)
+        .await
+        .body;
+    assert_eq!(o["executions"]["failed"], 14, "{o}");
+    assert_eq!(
+        o["executions"]["failed_recent"].as_array().unwrap().len(),
+        10,
+        "{o}"
+    );
+}
+
+#[tokio::test]
+async fn the_overview_counts_the_fleet_pools_work_and_quotas_on_sqlite() {
+    the_overview_counts_the_fleet_pools_work_and_quotas(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_overview_counts_the_fleet_pools_work_and_quotas_on_postgres() {
+    the_overview_counts_the_fleet_pools_work_and_quotas(Backend::Postgres).await;
+}

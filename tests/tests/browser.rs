@@ -140,6 +140,9 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
     );
     fill(&c, "#login-password", &password).await;
     click(&c, "#login-submit").await;
+    // Logging in lands on the overview.
+    text_of(&c, "#overview-fleet").await;
+    click(&c, "nav a[href=\"/clusters\"]").await;
 
     // Create a cluster through the dialog; it shows up in the table.
     click(&c, "#new-cluster").await;
@@ -968,4 +971,162 @@ async fn an_execution_pages_and_filters_its_hosts_while_they_change_live() {
         Duration::from_secs(30),
     )
     .await;
+}
+
+/// Polls `GET path` until `done` holds for its body.
+async fn api_until(api: &dcp_tests::Api, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = api.get(path).await;
+        if done(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A failed execution of `exit 3` on `machine`, once it has ended.
+async fn failed_execution(api: &dcp_tests::Api, machine: i64) -> i64 {
+    let (status, created) = api
+        .post(
+            "/api/v1/executions",
+            &json!({"command": {"script": "exit 3"}, "machine_ids": [machine]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    api_until(api, &format!("/api/v1/executions/{id}"), |e| {
+        e["state"] == "failed"
+    })
+    .await;
+    id
+}
+
+#[tokio::test]
+async fn the_overview_after_login_counts_links_and_refreshes() {
+    let fleet = dcp_tests::fleet::Fleet::start(1);
+    let api = dcp_tests::Api::start_with(&ServerOptions {
+        admin_password: Some("ui-overview-pw".into()),
+        ..ServerOptions::default()
+    })
+    .await;
+    // An adopted server, a pool of two servers added by address, and a
+    // command that failed on the server.
+    let (status, machine) = api
+        .post(
+            "/api/v1/machines/adopt",
+            &json!({"name": "box", "address": fleet.hosts[0].ip().to_string(),
+                    "private_key": fleet.private_key}),
+        )
+        .await;
+    assert_eq!(status, 201, "{machine}");
+    let machine = machine["id"].as_i64().unwrap();
+    api_until(&api, &format!("/api/v1/machines/{machine}"), |m| {
+        m["machine"]["state"] == "ready"
+    })
+    .await;
+    let (_, cluster) = api.post("/api/v1/clusters", &json!({"name": "shop"})).await;
+    let (_, service) = api
+        .post(
+            "/api/v1/services",
+            &json!({"cluster_id": cluster["id"], "name": "web", "image": "nginx:1"}),
+        )
+        .await;
+    let (status, pool) = api
+        .post(
+            "/api/v1/pools",
+            &json!({"service_id": service["id"], "name": "web-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pool}");
+    let pool = pool["id"].as_i64().unwrap();
+    let (status, nodes) = api
+        .post(
+            &format!("/api/v1/pools/{pool}/nodes"),
+            &json!({"addresses": [{"address": "127.20.6.1"}, {"address": "127.20.6.2"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{nodes}");
+    let failed = failed_execution(&api, machine).await;
+
+    // Logging in lands on the overview, with the right numbers.
+    let (c, _driver) = logged_in(&api.server, "ui-overview-pw").await;
+    let attr = |css: &'static str, name: &'static str| {
+        let c = c.clone();
+        async move {
+            c.wait()
+                .at_most(WAIT)
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap()
+                .attr(name)
+                .await
+                .unwrap()
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(attr("[data-test=\"fleet-total\"]", "data-count").await, "1");
+    assert_eq!(
+        attr(
+            "[data-test=\"fleet-row\"][data-provider=\"adopted\"] [data-test=\"fleet-state\"][data-state=\"ready\"]",
+            "data-count"
+        )
+        .await,
+        "1"
+    );
+    let pool_row = "[data-test=\"pool-health\"][data-name=\"web-a\"]";
+    assert_eq!(attr(pool_row, "data-nodes").await, "2");
+    assert_eq!(attr(pool_row, "data-pending").await, "2");
+    assert_eq!(attr(pool_row, "data-health").await, "changing");
+    assert_eq!(
+        attr("[data-test=\"executions-failed\"]", "data-count").await,
+        "1"
+    );
+    text_of(
+        &c,
+        &format!("#overview-executions-failed [data-id=\"{failed}\"]"),
+    )
+    .await;
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-overview.png"), shot);
+
+    // It refreshes by itself: another failure shows without a reload.
+    let again = failed_execution(&api, machine).await;
+    text_of(
+        &c,
+        &format!("#overview-executions-failed [data-id=\"{again}\"]"),
+    )
+    .await;
+    assert_eq!(
+        attr("[data-test=\"executions-failed\"]", "data-count").await,
+        "2"
+    );
+
+    // Each item links to its page: the pool, and the machines in a state.
+    click(&c, &format!("{pool_row} a[data-test=\"overview-pool\"]")).await;
+    until(&c, "//h1[contains(., 'web-a')]", WAIT).await;
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with(&format!("/pools/{pool}"))
+    );
+    click(&c, "nav a[href=\"/\"]").await;
+    click(
+        &c,
+        "[data-test=\"fleet-row\"][data-provider=\"adopted\"] a[href=\"/machines?state=ready\"]",
+    )
+    .await;
+    until(&c, "//tr[@data-test='machine-row'][@data-name='box']", WAIT).await;
+    let filter = c
+        .find(Locator::Css("#machine-state-filter"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(filter.as_deref(), Some("ready"));
+    c.close().await.unwrap();
 }

@@ -5,6 +5,7 @@
 
 mod machines;
 mod orchestration;
+mod overview;
 mod remote;
 mod tasks;
 
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use machines::*;
 pub use orchestration::*;
+pub use overview::*;
 pub use remote::*;
 pub use tasks::*;
 

@@ -385,6 +385,19 @@ impl Store {
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
+    /// The `limit` templates with the least credit (quota − charged hours)
+    /// left, least first.
+    pub async fn templates_by_credit(&self, limit: u32) -> Result<Vec<TemplateRecord>> {
+        let rows: Vec<TemplateRow> = sqlx::query_as(&format!(
+            "select * from ({TEMPLATE_SELECT}) q \
+             order by q.quota_hours - q.used_hours, q.name, q.id limit $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Deletes a template no live machine uses; released machines keep
     /// their history and lose the link.
     pub async fn delete_template(&self, id: i64) -> Result<()> {

@@ -266,12 +266,23 @@ impl TryFrom<NodeRow> for NodeRecord {
 
 /// A node's state is `removing` while an unfinished shrink works on it:
 /// read from the task, not stored, so a task cancelled or failed leaves
-/// no node marked for ever.
-const NODE_COLUMNS: &str = "id, pool_id, machine_id, address, port, login_user, \
-     case when exists (select 1 from tasks t join task_nodes tn on tn.task_id = t.id \
-     where t.pool_id = nodes.pool_id and t.state in ('pending', 'running', 'paused') \
-     and t.kind = 'shrink' and tn.node_id = nodes.id) then 'removing' else state end as state, \
-     created_at";
+/// no node marked for ever. (A macro, so `concat!` can build on it.)
+macro_rules! node_state {
+    () => {
+        "case when exists (select 1 from tasks t join task_nodes tn on tn.task_id = t.id \
+         where t.pool_id = nodes.pool_id and t.state in ('pending', 'running', 'paused') \
+         and t.kind = 'shrink' and tn.node_id = nodes.id) then 'removing' else state end"
+    };
+}
+
+/// [`node_state!`]: a node's state as a column of `nodes`.
+pub(super) const NODE_STATE: &str = node_state!();
+
+const NODE_COLUMNS: &str = concat!(
+    "id, pool_id, machine_id, address, port, login_user, ",
+    node_state!(),
+    " as state, created_at"
+);
 
 /// Turns a foreign-key failure on `field` into a clear "no such" error.
 fn missing(field: &'static str) -> impl Fn(Error) -> Error {

@@ -21,7 +21,8 @@ const TEMPLATE_DEPENDENTS: &[Dependent] = &[
 ];
 
 /// Task states that hold their pool: a later task waits or is refused.
-const ACTIVE: &str = "('pending', 'running', 'paused')";
+/// The states of a task under way.
+pub(super) const ACTIVE: &str = "('pending', 'running', 'paused')";
 
 /// Selects the tasks ahead of `t` on its pool (non-empty: `t` waits).
 const QUEUED: &str = "select 1 from tasks o where o.pool_id = t.pool_id and o.id < t.id \
