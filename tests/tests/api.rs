@@ -2012,11 +2012,20 @@ async fn ui_assets_are_sent_compressed_and_cached_by_their_hashed_names() {
 
     // Gzip for a client without brotli, identity for one without either.
     let (_, headers, body) = fetch_ui(&app, &format!("/{wasm}"), Some("gzip")).await;
-    assert_eq!((headers[header::CONTENT_ENCODING].to_str().unwrap(), &body[..]), ("gzip", &b"wasm in gzip, longer"[..]));
+    assert_eq!(
+        (
+            headers[header::CONTENT_ENCODING].to_str().unwrap(),
+            &body[..]
+        ),
+        ("gzip", &b"wasm in gzip, longer"[..])
+    );
     for refused in [None, Some("identity"), Some("br;q=0, gzip;q=0")] {
         let (status, headers, body) = fetch_ui(&app, &format!("/{wasm}"), refused).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(!headers.contains_key(header::CONTENT_ENCODING), "{refused:?}");
+        assert!(
+            !headers.contains_key(header::CONTENT_ENCODING),
+            "{refused:?}"
+        );
         assert_eq!(body.len(), 12, "{refused:?}");
         assert_eq!(headers[header::CONTENT_LENGTH], "12");
         assert_eq!(headers[header::VARY], "accept-encoding");
@@ -2029,9 +2038,18 @@ async fn ui_assets_are_sent_compressed_and_cached_by_their_hashed_names() {
         assert_eq!(status, StatusCode::OK, "{page}");
         assert_eq!(headers[header::CACHE_CONTROL], "no-cache", "{page}");
         assert_eq!(headers[header::CONTENT_ENCODING], "br", "{page}");
-        assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"), "{page}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{page}"
+        );
         assert_eq!(body, b"index in brotli", "{page}");
-        assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY), "{page}");
+        assert!(
+            headers.contains_key(header::CONTENT_SECURITY_POLICY),
+            "{page}"
+        );
     }
 
     // An asset of another build is a 404, not index.html kept for a year
@@ -2039,5 +2057,10 @@ async fn ui_assets_are_sent_compressed_and_cached_by_their_hashed_names() {
     let (status, headers, _) =
         fetch_ui(&app, "/static/dcp_bg.fedcba9876543210.wasm", Some(chromium)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(!headers[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+    assert!(
+        !headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
 }

@@ -961,7 +961,7 @@ async fn a_logged_out_deep_link_loads_the_app_once_compressed_and_returns_there(
         server.url("/login?next=%2Fpools%2F3")
     );
     // The login page is the same document, not a second load of the app.
-    assert_eq!(documents(&c).await, [deep_link.clone()]);
+    assert_eq!(documents(&c).await, [deep_link.as_str()]);
     let wasm: Vec<_> = fetched(&c)
         .await
         .into_iter()
@@ -978,7 +978,7 @@ async fn a_logged_out_deep_link_loads_the_app_once_compressed_and_returns_there(
     click(&c, "#login-submit").await;
     text_of(&c, ".topbar").await;
     assert_eq!(c.current_url().await.unwrap().as_str(), deep_link);
-    assert_eq!(documents(&c).await, [deep_link.clone()]);
+    assert_eq!(documents(&c).await, [deep_link.as_str()]);
     let wasm_fetches = fetched(&c)
         .await
         .into_iter()
