@@ -12,7 +12,7 @@ use dcp_api_types::{
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
-use wasm_bindgen::JsCast as _;
+use wasm_bindgen::{JsCast as _, JsValue};
 
 /// A failed API call, as the server described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +114,50 @@ fn is_login_page() -> bool {
         .is_some_and(|p| p == "/login")
 }
 
-/// Leaves for the login page (a full load, so no stale state survives).
+/// Shows the login page, remembering in `?next=` where the user was, so
+/// that signing in returns there. The router follows the address in place
+/// (a `popstate`) rather than the browser loading the app again for
+/// `/login`: a logged-out deep link fetches the app once.
 pub(crate) fn go_to_login() {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let location = window.location();
+    let here = format!(
+        "{}{}",
+        location.pathname().unwrap_or_default(),
+        location.search().unwrap_or_default()
+    );
+    let target = if here == "/" {
+        "/login".to_owned()
+    } else {
+        format!("/login?next={}", js_sys::encode_uri_component(&here))
+    };
+    let shown = window
+        .history()
+        .and_then(|history| history.replace_state_with_url(&JsValue::NULL, "", Some(&target)))
+        .and_then(|()| web_sys::PopStateEvent::new("popstate"))
+        .and_then(|event| window.dispatch_event(&event));
+    if shown.is_err() {
+        let _ = location.set_href(&target);
+    }
+}
+
+/// Leaves for the login page after logging out: a full load, so nothing of
+/// the last user's session survives in memory.
+pub(crate) fn reload_at_login() {
     if let Some(window) = web_sys::window() {
         let _ = window.location().set_href("/login");
     }
+}
+
+/// Where to go after signing in: `next` if it is a path of this app, else
+/// the overview.
+pub(crate) fn after_login(next: Option<String>) -> String {
+    next.filter(|path| {
+        path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/login")
+    })
+    .unwrap_or_else(|| "/".to_owned())
 }
 
 async fn send(builder: RequestBuilder) -> Result<Response, ApiError> {

@@ -1,11 +1,12 @@
 //! The login page.
 
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
-use leptos_router::hooks::use_navigate;
+use leptos_router::hooks::{use_navigate, use_query_map};
 
 use crate::{api, api::ApiError, components::ErrorBanner};
 
-/// User name and password; on success, the clusters page.
+/// User name and password; on success, the page the user was sent here
+/// from (`?next=`), else the clusters page.
 #[component]
 pub(crate) fn LoginPage() -> impl IntoView {
     let username = RwSignal::new(String::new());
@@ -13,13 +14,17 @@ pub(crate) fn LoginPage() -> impl IntoView {
     let error = RwSignal::new(None::<ApiError>);
     let busy = RwSignal::new(false);
     let navigate = use_navigate();
+    let query = use_query_map();
     let submit = move |ev: SubmitEvent| {
         ev.prevent_default();
         busy.set(true);
         let navigate = navigate.clone();
         spawn_local(async move {
             match api::login(username.get_untracked(), password.get_untracked()).await {
-                Ok(_) => navigate("/", Default::default()),
+                Ok(_) => {
+                    let next = query.with_untracked(|q| q.get("next"));
+                    navigate(&api::after_login(next), Default::default());
+                }
                 Err(e) => {
                     error.set(Some(e));
                     busy.set(false);

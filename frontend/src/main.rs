@@ -84,7 +84,7 @@ fn Shell() -> impl IntoView {
     let logout = move |_| {
         spawn_local(async move {
             let _ = api::logout().await;
-            api::go_to_login();
+            api::reload_at_login();
         });
     };
     view! {

@@ -7,12 +7,14 @@
 //! - [`Server::start`] runs the real `dcp` binary (`DCP_BIN`, or the one
 //!   beside the test executable) on a free loopback port;
 //! - [`fleet::Fleet::start`] runs real `sshd` hosts on loopback addresses;
+//! - [`browser::browser`] starts headless Chromium under chromedriver;
 //! - [`cloud::Cloud::start`] wires a DCP to the Aliyun simulator in fleet mode.
 //!
 //! `scripts/test` sets everything up; run tests through it.
 
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
 pub mod cloud;
 pub mod docker;
 pub mod fleet;

@@ -2385,3 +2385,118 @@ async fn the_overview_counts_the_fleet_pools_work_and_quotas_on_sqlite() {
 async fn the_overview_counts_the_fleet_pools_work_and_quotas_on_postgres() {
     the_overview_counts_the_fleet_pools_work_and_quotas(Backend::Postgres).await;
 }
+
+/// What a browser gets for `path` asking with `accept_encoding`: status,
+/// headers and the body's bytes.
+async fn fetch_ui(
+    app: &Router,
+    path: &str,
+    accept_encoding: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let mut req = Request::get(path);
+    if let Some(encodings) = accept_encoding {
+        req = req.header(header::ACCEPT_ENCODING, encodings);
+    }
+    let res = app
+        .clone()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn ui_assets_are_sent_compressed_and_cached_by_their_hashed_names() {
+    // A UI directory laid out as scripts/build-ui makes it: hashed assets
+    // under static/, each with its .br and .gz beside it.
+    let ui = tempfile::tempdir().unwrap();
+    let wasm = "static/dcp_bg.0123456789abcdef.wasm";
+    std::fs::create_dir(ui.path().join("static")).unwrap();
+    for (name, body) in [
+        ("index.html", &b"<!doctype html><title>DCP</title>"[..]),
+        ("index.html.br", b"index in brotli"),
+        ("index.html.gz", b"index in gzip"),
+        (wasm, &[0u8, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 7, 7, 7, 7][..]),
+        (&format!("{wasm}.br"), b"wasm in brotli"),
+        (&format!("{wasm}.gz"), b"wasm in gzip, longer"),
+    ] {
+        std::fs::write(ui.path().join(name), body).unwrap();
+    }
+    let dir = ui.path().to_owned();
+    let (state, _db) = Backend::Sqlite.state_with(|c| c.ui_dir = Some(dir)).await;
+    let app = dcp::app(state);
+    let chromium = "gzip, deflate, br, zstd";
+
+    // Brotli when the browser takes it, with the wasm's own type and length.
+    let (status, headers, body) = fetch_ui(&app, &format!("/{wasm}"), Some(chromium)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"wasm in brotli");
+    assert_eq!(headers[header::CONTENT_ENCODING], "br");
+    assert_eq!(headers[header::CONTENT_TYPE], "application/wasm");
+    assert_eq!(headers[header::CONTENT_LENGTH], "14");
+    assert_eq!(headers[header::VARY], "accept-encoding");
+    // A hashed name never changes meaning: kept a year, never revalidated.
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    // The security headers stay.
+    assert!(headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+
+    // Gzip for a client without brotli, identity for one without either.
+    let (_, headers, body) = fetch_ui(&app, &format!("/{wasm}"), Some("gzip")).await;
+    assert_eq!(
+        (
+            headers[header::CONTENT_ENCODING].to_str().unwrap(),
+            &body[..]
+        ),
+        ("gzip", &b"wasm in gzip, longer"[..])
+    );
+    for refused in [None, Some("identity"), Some("br;q=0, gzip;q=0")] {
+        let (status, headers, body) = fetch_ui(&app, &format!("/{wasm}"), refused).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !headers.contains_key(header::CONTENT_ENCODING),
+            "{refused:?}"
+        );
+        assert_eq!(body.len(), 12, "{refused:?}");
+        assert_eq!(headers[header::CONTENT_LENGTH], "12");
+        assert_eq!(headers[header::VARY], "accept-encoding");
+    }
+
+    // index.html, by its name or as a deep link's page, is revalidated on
+    // every load: it names the current build's assets.
+    for page in ["/", "/index.html", "/pools/3", "/login"] {
+        let (status, headers, body) = fetch_ui(&app, page, Some(chromium)).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-cache", "{page}");
+        assert_eq!(headers[header::CONTENT_ENCODING], "br", "{page}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{page}"
+        );
+        assert_eq!(body, b"index in brotli", "{page}");
+        assert!(
+            headers.contains_key(header::CONTENT_SECURITY_POLICY),
+            "{page}"
+        );
+    }
+
+    // An asset of another build is a 404, not index.html kept for a year
+    // under the asset's name.
+    let (status, headers, _) =
+        fetch_ui(&app, "/static/dcp_bg.fedcba9876543210.wasm", Some(chromium)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        !headers[header::CACHE_CONTROL]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+}

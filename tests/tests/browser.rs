@@ -4,66 +4,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    os::unix::process::CommandExt as _,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use dcp_tests::{Server, ServerOptions, free_port};
-use fantoccini::{Client, ClientBuilder, Locator};
+use dcp_tests::{
+    Server, ServerOptions,
+    browser::{Driver, browser},
+};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        // The whole group: chromedriver and the Chromium processes it started,
-        // which would otherwise outlive the test.
-        let _ = Command::new("kill")
-            .args(["-s", "KILL", "--", &format!("-{}", self.0.id())])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-async fn browser() -> (Client, Driver) {
-    let port = free_port();
-    let driver =
-        Command::new(std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into()))
-            .arg(format!("--port={port}"))
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian chromium-driver; scripts/setup test installs it)");
-    let driver = Driver(driver);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
-            // No background networking: this machine has no network but loopback.
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1280,900"],
-        }),
-    );
-    // Plain HTTP to chromedriver on loopback: no TLS stack needed.
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("connecting to chromedriver");
-    (client, driver)
-}
 
 /// A browser logged in to `server` as admin.
 async fn logged_in(server: &Server, password: &str) -> (Client, Driver) {
@@ -1128,5 +1078,73 @@ async fn the_overview_after_login_counts_links_and_refreshes() {
         .await
         .unwrap();
     assert_eq!(filter.as_deref(), Some("ready"));
+    c.close().await.unwrap();
+}
+
+/// What the page has fetched since its document loaded: (URL, bytes on the
+/// wire for the body, bytes decoded) per resource, from Resource Timing.
+async fn fetched(c: &Client) -> Vec<(String, u64, u64)> {
+    let entries = c
+        .execute(
+            "return performance.getEntriesByType('resource')\
+               .map(e => [e.name, e.encodedBodySize, e.decodedBodySize]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(entries).unwrap()
+}
+
+/// The documents this tab has loaded: one per full page load.
+async fn documents(c: &Client) -> Vec<String> {
+    let names = c
+        .execute(
+            "return performance.getEntriesByType('navigation').map(e => e.name);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(names).unwrap()
+}
+
+#[tokio::test]
+async fn a_logged_out_deep_link_loads_the_app_once_compressed_and_returns_there() {
+    let server = Server::start(&ServerOptions {
+        admin_password: Some("ui-deep-link-pw".into()),
+        ..ServerOptions::default()
+    });
+    let (c, _driver) = browser().await;
+    let deep_link = server.url("/pools/3");
+    c.goto(&deep_link).await.unwrap();
+    fill(&c, "#login-username", "admin").await;
+    assert_eq!(
+        c.current_url().await.unwrap().as_str(),
+        server.url("/login?next=%2Fpools%2F3")
+    );
+    // The login page is the same document, not a second load of the app.
+    assert_eq!(documents(&c).await, [deep_link.as_str()]);
+    let wasm: Vec<_> = fetched(&c)
+        .await
+        .into_iter()
+        .filter(|(url, _, _)| url.ends_with(".wasm"))
+        .collect();
+    assert_eq!(wasm.len(), 1, "{wasm:?}");
+    let (url, on_the_wire, decoded) = &wasm[0];
+    // By a hashed name, and compressed (brotli: well under half).
+    assert!(url.contains("/static/dcp_bg."), "{url}");
+    assert!(on_the_wire * 2 < *decoded, "{wasm:?}");
+
+    // Signing in returns to the deep link, still without a reload.
+    fill(&c, "#login-password", "ui-deep-link-pw").await;
+    click(&c, "#login-submit").await;
+    text_of(&c, ".topbar").await;
+    assert_eq!(c.current_url().await.unwrap().as_str(), deep_link);
+    assert_eq!(documents(&c).await, [deep_link.as_str()]);
+    let wasm_fetches = fetched(&c)
+        .await
+        .into_iter()
+        .filter(|(url, _, _)| url.ends_with(".wasm"))
+        .count();
+    assert_eq!(wasm_fetches, 1);
     c.close().await.unwrap();
 }
