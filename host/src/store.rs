@@ -36,7 +36,7 @@ pub use self::{
         ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, StoredOutput, overall_state,
     },
     host_keys::HostKeyRecord,
-    machines::{MachineEventRecord, MachineRecord, MachineUpdate, NewMachine},
+    machines::{MachineEventRecord, MachineQuery, MachineRecord, MachineUpdate, NewMachine},
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
     services::{
         NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord, TaskTemplates,
