@@ -1011,12 +1011,18 @@ async fn run_ad_hoc<F: std::future::Future<Output = ()>>(
     fill(c, "[id='run-command.script']", script).await;
     pick().await;
     click(c, "#run-start").await;
-    until(
-        c,
-        "//span[@id='execution-state'][contains(., 'succeeded')]",
-        Duration::from_secs(30),
-    )
-    .await;
+    let done = "//span[@id='execution-state'][not(contains(., 'pending')) and not(contains(., 'running'))]";
+    if c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath(done))
+        .await
+        .is_err()
+    {
+        panic!("the run did not end: {}", text_of(c, "body").await);
+    }
+    let state = text_of(c, "#execution-state").await;
+    let page = text_of(c, "main").await;
+    assert!(state.contains("succeeded"), "{state}: {page}");
     let counts = text_of(c, "#execution-counts").await;
     assert!(
         counts.contains(&format!("{hosts} ok of {hosts} hosts")),
