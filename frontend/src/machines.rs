@@ -868,7 +868,7 @@ pub(crate) fn MachinePicker(
                 {move || page().map(|p| p.items.into_iter().map(|m| {
                     let picked = m.id;
                     view! {
-                        <li data-test="pick-machine" data-id=m.id.to_string() data-name=m.name.clone()>
+                        <li data-test="pick-machine" data-id=m.id.to_string() data-name=m.name>
                             <label>
                                 <input type="checkbox" class="pick-machine"
                                     prop:checked=move || chosen.with(|c| c.contains(&picked))
