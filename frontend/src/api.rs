@@ -7,8 +7,8 @@ use dcp_api_types::{
     FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
     MachineState, MachineTemplate, ModuleEntry, Node, Overview, Page, PageQuery, PluginLimits,
     PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput,
-    QuotaUsage, Service, ServiceInput, Session, Task, TaskDetail, TaskInput, TaskTemplate,
-    TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
+    QuotaUsage, Service, ServiceInput, Session, SshSettings, Task, TaskDetail, TaskInput,
+    TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -662,6 +662,25 @@ pub(crate) async fn machines(
         url.push_str(&format!("&template_id={id}"));
     }
     read(send(Request::get(&url)).await?).await
+}
+
+/// The first ready machines whose name or address contains `q`, newest
+/// first; with `free`, only those in no pool (a pool can take them).
+pub(crate) async fn ready_machines(q: &str, free: bool) -> Result<Page<Machine>, ApiError> {
+    let mut url = format!(
+        "/api/v1/machines?state=ready&per_page={}&q={}",
+        PageQuery::DEFAULT_PER_PAGE,
+        encode(q.trim())
+    );
+    if free {
+        url.push_str("&pooled=false");
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Whether DCP has a default SSH key for servers given without one.
+pub(crate) async fn ssh_settings() -> Result<SshSettings, ApiError> {
+    read(send(Request::get("/api/v1/ssh/settings")).await?).await
 }
 
 /// Asks for machines from a template; the answer lists them, still `creating`.

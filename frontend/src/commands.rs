@@ -2,7 +2,7 @@
 //! switch and parameter definitions) and the run dialog every page that
 //! starts an execution shares.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use dcp_api_types::{
     Command, CommandInput, CommandMode, ErrorCode, ErrorDetail, ExecutionInput, HostInput,
@@ -15,6 +15,8 @@ use serde_json::Value;
 use crate::{
     api::{self, ApiError},
     components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
+    machines::MachinePicker,
+    templates::Labelled,
 };
 
 /// One row of the parameter editor.
@@ -511,6 +513,30 @@ impl Run {
     }
 }
 
+/// What a run targets: the API takes one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Machines DCP manages, picked (`machine_ids`).
+    Machines,
+    /// Every node of a pool (`pool_id`).
+    Pool,
+    /// Servers typed by address, with a key or password (`hosts`).
+    Addresses,
+}
+
+impl Target {
+    const ALL: [Self; 3] = [Self::Machines, Self::Pool, Self::Addresses];
+
+    /// The segment's label and id suffix.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Machines => "machines",
+            Self::Pool => "pool",
+            Self::Addresses => "addresses",
+        }
+    }
+}
+
 /// A validation error on `field`, made in the browser.
 fn invalid(field: &str, message: String) -> ApiError {
     ApiError(ErrorDetail {
@@ -602,6 +628,10 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
     move || {
         let navigate = navigate.clone();
         run.get().map(|r| {
+            let target = RwSignal::new(Target::Addresses);
+            let machines = RwSignal::new(BTreeSet::<i64>::new());
+            let pool = RwSignal::new(String::new());
+            let pools = LocalResource::new(|| api::pools(None));
             let hosts = RwSignal::new(String::new());
             let private_key = RwSignal::new(String::new());
             let password = RwSignal::new(String::new());
@@ -632,17 +662,24 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                     })
                     .collect();
                 let hosts_text = hosts.get_untracked();
-                let targets = match parse_hosts(
-                    &hosts_text,
-                    &private_key.get_untracked(),
-                    &password.get_untracked(),
-                ) {
-                    Ok(targets) => targets,
-                    Err(e) => {
-                        error.set(Some(e));
-                        return;
+                let mut input = ExecutionInput::default();
+                match target.get_untracked() {
+                    Target::Machines => {
+                        input.machine_ids = Some(machines.get_untracked().into_iter().collect());
                     }
-                };
+                    Target::Pool => match pool.get_untracked().parse() {
+                        Ok(id) => input.pool_id = Some(id),
+                        Err(_) => return error.set(Some(invalid("pool_id", "choose a pool".to_owned()))),
+                    },
+                    Target::Addresses => match parse_hosts(
+                        &hosts_text,
+                        &private_key.get_untracked(),
+                        &password.get_untracked(),
+                    ) {
+                        Ok(targets) => input.hosts = Some(targets),
+                        Err(e) => return error.set(Some(e)),
+                    },
+                }
                 let input = ExecutionInput {
                     command_id: r.command_id,
                     group_id: r.group_id,
@@ -651,10 +688,9 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                         script: script.get_untracked(),
                     }),
                     params,
-                    hosts: Some(targets),
                     forks: forks.get_untracked().trim().parse().ok(),
                     timeout_secs: timeout.get_untracked().trim().parse().ok(),
-                    ..ExecutionInput::default()
+                    ..input
                 };
                 let navigate = navigate.clone();
                 spawn_local(async move {
@@ -667,7 +703,7 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                     }
                 });
             };
-            let mut shown: Vec<String> = ["hosts", "private_key", "password", "forks", "timeout_secs"]
+            let mut shown: Vec<String> = ["machine_ids", "pool_id", "hosts", "private_key", "password", "forks", "timeout_secs"]
                 .map(str::to_owned)
                 .into();
             if ad_hoc {
@@ -692,16 +728,45 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                             </div>
                             <Field field="command.script" id_prefix="run" label="Script" value=script error=error multiline=true/>
                         </Show>
-                        <Field field="hosts" id_prefix="run" label="Hosts" value=hosts error=error multiline=true
-                            hint="One per line: user@address:port (user root and port 22 when left out)"/>
-                        <Field field="private_key" id_prefix="run" label="Private key" value=private_key error=error multiline=true
-                            hint="Optional: OpenSSH or PEM text for every host. Empty: DCP's configured key."/>
-                        <div class="field" class:invalid=move || password_error().is_some()>
-                            <label for="run-password">"Password"</label>
-                            <input id="run-password" type="password" autocomplete="off" bind:value=password/>
-                            {move || password_error().map(|m| view! { <p class="field-error" data-field="password">{m}</p> })}
-                            <p class="hint">"Optional, for servers without a key yet. Never stored."</p>
+                        <div class="field">
+                            <label>"Run on"</label>
+                            <div class="segmented">
+                                {Target::ALL.into_iter().map(|t| view! {
+                                    <button type="button" id=format!("run-target-{}", t.name())
+                                        class:selected=move || target.get() == t
+                                        on:click=move |_| target.set(t)>{t.name()}</button>
+                                }).collect_view()}
+                            </div>
                         </div>
+                        <Show when=move || target.get() == Target::Machines>
+                            <Labelled field="machine_ids" id="run-machines-search" label="Machines" error
+                                hint="Ready machines; each logs in with its own user and key.">
+                                <MachinePicker chosen=machines free=false id="run-machines"/>
+                            </Labelled>
+                        </Show>
+                        <Show when=move || target.get() == Target::Pool>
+                            <Labelled field="pool_id" id="run-pool" label="Pool" error
+                                hint="Every node of the pool, each with its machine's key (or DCP's default key for a server added by address).">
+                                <select id="run-pool" prop:value=move || pool.get() on:change=move |ev| pool.set(event_target_value(&ev))>
+                                    <option value="">"Choose a pool"</option>
+                                    {move || pools.get().and_then(Result::ok).map(|page| page.items.into_iter().map(|p| view! {
+                                        <option value=p.id.to_string()>{format!("{} · {} nodes", p.name, p.nodes)}</option>
+                                    }).collect_view())}
+                                </select>
+                            </Labelled>
+                        </Show>
+                        <Show when=move || target.get() == Target::Addresses>
+                            <Field field="hosts" id_prefix="run" label="Hosts" value=hosts error=error multiline=true
+                                hint="One per line: user@address:port (user root and port 22 when left out)"/>
+                            <Field field="private_key" id_prefix="run" label="Private key" value=private_key error=error multiline=true
+                                hint="Optional: OpenSSH or PEM text for every host. Empty: DCP's configured key."/>
+                            <div class="field" class:invalid=move || password_error().is_some()>
+                                <label for="run-password">"Password"</label>
+                                <input id="run-password" type="password" autocomplete="off" bind:value=password/>
+                                {move || password_error().map(|m| view! { <p class="field-error" data-field="password">{m}</p> })}
+                                <p class="hint">"Optional, for servers without a key yet. Never stored."</p>
+                            </div>
+                        </Show>
                         <div class="row">
                             <Field field="forks" id_prefix="run" label="Forks" value=forks error=error/>
                             <Field field="timeout_secs" id_prefix="run" label="Timeout per host (s)" value=timeout error=error/>

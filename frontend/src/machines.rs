@@ -33,6 +33,13 @@ fn state_badge(state: MachineState, reason: &str) -> impl IntoView + use<> {
     }
 }
 
+/// A link to the pool a machine is a node of (`data-test="machine-pool-link"`).
+fn pool_link(pool_id: Option<i64>) -> impl IntoView + use<> {
+    pool_id.map(|id| {
+        view! { <A href=format!("/pools/{id}") attr:data-test="machine-pool-link">{format!("#{id}")}</A> }
+    })
+}
+
 /// A key that makes a create request safe to send twice: random, made
 /// once per opening of the dialog.
 fn idempotency_key() -> String {
@@ -157,13 +164,13 @@ pub(crate) fn MachinesPage() -> impl IntoView {
             <thead>
                 <tr>
                     <th>"Name"</th><th>"State"</th><th>"Address"</th><th>"Template"</th>
-                    <th>"Provider"</th><th>"Created (UTC)"</th>
+                    <th>"Provider"</th><th>"Pool"</th><th>"Created (UTC)"</th>
                 </tr>
             </thead>
             <tbody>
                 <For
                     each=move || current.get().map(|p| p.items).unwrap_or_default()
-                    key=|m| (m.id, m.state, m.address.clone(), m.reason.clone())
+                    key=|m| (m.id, m.state, m.address.clone(), m.reason.clone(), m.pool_id)
                     children=move |m: Machine| {
                         let template_id = m.template_id;
                         let template_name = move || match template_id {
@@ -190,6 +197,7 @@ pub(crate) fn MachinesPage() -> impl IntoView {
                                 <td><code>{m.address.clone().unwrap_or_default()}</code></td>
                                 <td>{template_name}</td>
                                 <td><span class="badge">{m.provider.clone()}</span></td>
+                                <td>{pool_link(m.pool_id)}</td>
                                 <td>{short_time(&m.created_at)}</td>
                             </tr>
                         }
@@ -784,6 +792,7 @@ pub(crate) fn MachinePage() -> impl IntoView {
                         }}
                     </dd>
                     <dt>"Provider"</dt><dd>{m.provider.clone()} {(!m.region.is_empty()).then(|| format!(" · {}", m.region))}</dd>
+                    <dt>"Pool"</dt><dd data-test="machine-pool">{m.pool_id.map_or_else(|| "—".into_any(), |id| pool_link(Some(id)).into_any())}</dd>
                     <dt>"Created"</dt><dd>{short_time(&m.created_at)}</dd>
                     <dt>"Ready"</dt><dd>{m.ready_at.as_deref().map_or_else(|| "—".to_owned(), short_time)}</dd>
                     {m.released_at.as_deref().map(|at| view! { <dt>"Released"</dt><dd>{short_time(at)}</dd> })}
@@ -820,5 +829,74 @@ pub(crate) fn MachinePage() -> impl IntoView {
             delete=|id| async move { api::delete_machine(id).await.map(|_| ()) }
             note="The instance is released and its hours are charged to the template's quota."
             on_deleted=Callback::new(move |()| load())/>
+    }
+}
+
+/// Picks ready machines: a search by name or address and a checkbox per
+/// machine (the first page of matches, newest first). With `free`, only
+/// machines in no pool are offered, those a pool can take. Ids of the
+/// checked machines are in `chosen`; `id` prefixes the elements' ids.
+#[component]
+pub(crate) fn MachinePicker(
+    /// The picked machines' ids.
+    chosen: RwSignal<BTreeSet<i64>>,
+    /// Only machines in no pool.
+    free: bool,
+    /// Prefix of the search input's and list's ids.
+    id: &'static str,
+) -> impl IntoView {
+    let search = RwSignal::new(String::new());
+    let found = LocalResource::new(move || {
+        let q = search.get();
+        async move { api::ready_machines(&q, free).await }
+    });
+    let error = RwSignal::new(None::<ApiError>);
+    Effect::new(move || {
+        error.set(match found.get() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        });
+    });
+    let page = move || found.get().and_then(Result::ok);
+    view! {
+        <div class="picker">
+            <input id=format!("{id}-search") type="search" autocomplete="off"
+                placeholder="Search by name or address"
+                prop:value=move || search.get()
+                on:input=move |ev| search.set(event_target_value(&ev))
+                // Enter searches; it does not submit the dialog's form.
+                on:keydown=|ev| if ev.key() == "Enter" { ev.prevent_default(); }/>
+            <ErrorBanner error all=true/>
+            <ul id=format!("{id}-list") class="pick-list">
+                {move || page().map(|p| p.items.into_iter().map(|m| {
+                    let picked = m.id;
+                    view! {
+                        <li data-test="pick-machine" data-id=m.id.to_string() data-name=m.name>
+                            <label>
+                                <input type="checkbox" class="pick-machine"
+                                    prop:checked=move || chosen.with(|c| c.contains(&picked))
+                                    on:change=move |_| chosen.update(|c| if !c.remove(&picked) { c.insert(picked); })/>
+                                <span class="name">{m.name.clone()}</span>
+                                <code>{format!("{}@{}:{}", m.user, m.address.clone().unwrap_or_default(), m.port)}</code>
+                                <span class="badge">{m.provider.clone()}</span>
+                                {m.pool_id.map(|p| view! { <span class="muted">{format!("pool #{p}")}</span> })}
+                            </label>
+                        </li>
+                    }
+                }).collect_view())}
+            </ul>
+            {move || page().map(|p| {
+                let shown = p.items.len() as u64;
+                if p.total == 0 {
+                    let what = if free { "No ready machine outside a pool matches." } else { "No ready machine matches." };
+                    view! { <p class="hint" data-test="pick-none">{what}</p> }.into_any()
+                } else if p.total > shown {
+                    view! { <p class="hint">{format!("{shown} of {} shown: search to narrow.", p.total)}</p> }.into_any()
+                } else {
+                    ().into_any()
+                }
+            })}
+            <p class="hint" data-test="pick-count">{move || format!("{} picked", chosen.with(BTreeSet::len))}</p>
+        </div>
     }
 }

@@ -1,9 +1,12 @@
-//! A pool's page: its nodes, expand / shrink / deploy dialogs, adding a
-//! server by address, and the pool's tasks.
+//! A pool's page: its nodes, expand / shrink / deploy dialogs, adding
+//! machines by picking them or a server by address, and the pool's tasks.
 
 use std::collections::BTreeSet;
 
-use dcp_api_types::{AddNodes, Node, NodeAddress, NodeState, PageQuery, TaskInput, TaskKind};
+use dcp_api_types::{
+    AddNodes, AdoptMachine, ErrorDetail, Node, NodeAddress, NodeState, PageQuery, TaskInput,
+    TaskKind,
+};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{
     components::A,
@@ -13,6 +16,7 @@ use leptos_router::{
 use crate::{
     api::{self, ApiError},
     components::{ErrorBanner, Modal, Pager, short_time},
+    machines::MachinePicker,
     tasks::TaskTable,
     templates::Labelled,
 };
@@ -23,9 +27,43 @@ enum Dialog {
     Expand,
     Shrink,
     Deploy,
+    AddMachines,
     AddServer,
 }
 
+/// Moves the server's error about the one address (`addresses[0].port`) to
+/// the dialog's input (`port`); "no default key" (`addresses[0]`) belongs
+/// under the key.
+fn place_server_error(error: ApiError) -> ApiError {
+    let Some(field) = error.0.field.clone() else {
+        return error;
+    };
+    let to = match field.strip_prefix("addresses[0]") {
+        Some("") => "private_key",
+        Some(rest) => rest.trim_start_matches('.'),
+        None => return error,
+    };
+    let message = error.for_field(&field).unwrap_or_default();
+    ApiError(ErrorDetail {
+        field: Some(to.to_owned()),
+        message,
+        ..error.0
+    })
+}
+
+/// What the add-server dialog will log in with, said before trying.
+fn credential_hint(default_key: Option<bool>, key: &str, password: &str) -> &'static str {
+    if !key.trim().is_empty() || !password.is_empty() {
+        "DCP adopts the server with this key or password (a password installs a key DCP makes, \
+         and is not stored), then adds it as a machine."
+    } else {
+        match default_key {
+            Some(true) => "No key given: DCP's default key will be used.",
+            Some(false) => "No default key is configured: give a key or password.",
+            None => "",
+        }
+    }
+}
 /// One pool.
 #[component]
 pub(crate) fn PoolPage() -> impl IntoView {
@@ -62,12 +100,25 @@ pub(crate) fn PoolPage() -> impl IntoView {
     let address = RwSignal::new(String::new());
     let port = RwSignal::new("22".to_owned());
     let user = RwSignal::new("root".to_owned());
+    let private_key = RwSignal::new(String::new());
+    let password = RwSignal::new(String::new());
+    let picked = RwSignal::new(BTreeSet::<i64>::new());
+    // Whether a server given without a key can be logged in to; asked once.
+    let default_key = LocalResource::new(|| async { api::ssh_settings().await.ok() });
     let form_error = RwSignal::new(None::<ApiError>);
     // Kept in the reactive arena so the submit handler stays `Copy`.
     let navigate = StoredValue::new_local(use_navigate());
     let open = move |d: Dialog| {
         form_error.set(None);
+        picked.set(BTreeSet::new());
         dialog.set(Some(d));
+    };
+    let added = move |result: Result<Vec<Node>, ApiError>| match result {
+        Ok(_) => {
+            dialog.set(None);
+            reload.update(|n| *n += 1);
+        }
+        Err(e) => form_error.set(Some(place_server_error(e))),
     };
 
     let start = move |ev: SubmitEvent| {
@@ -84,23 +135,55 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 .map(Some)
                 .map_err(|_| ApiError::invalid(field, "must be a whole number"))
         };
+        if kind == Dialog::AddMachines {
+            let input = AddNodes {
+                machine_ids: picked.get_untracked().into_iter().collect(),
+                addresses: Vec::new(),
+            };
+            if input.machine_ids.is_empty() {
+                return form_error.set(Some(ApiError::invalid(
+                    "machine_ids",
+                    "pick at least one machine",
+                )));
+            }
+            spawn_local(async move { added(api::add_nodes(pool_id, &input).await) });
+            return;
+        }
         if kind == Dialog::AddServer {
             let Ok(port) = port.get_untracked().trim().parse::<u16>() else {
                 return form_error.set(Some(ApiError::invalid("port", "must be 1–65535")));
             };
-            let input = AddNodes {
-                machine_ids: Vec::new(),
-                addresses: vec![NodeAddress {
-                    address: address.get_untracked().trim().to_owned(),
-                    port: Some(port),
-                    user: Some(user.get_untracked().trim().to_owned()),
-                }],
+            let (key, secret) = (private_key.get_untracked(), password.get_untracked());
+            let address = NodeAddress {
+                address: address.get_untracked().trim().to_owned(),
+                port: Some(port),
+                user: Some(user.get_untracked().trim().to_owned()),
             };
             spawn_local(async move {
-                match api::add_nodes(pool_id, &input).await {
-                    Ok(_) => {
-                        dialog.set(None);
-                        reload.update(|n| *n += 1);
+                if key.trim().is_empty() && secret.is_empty() {
+                    let input = AddNodes {
+                        machine_ids: Vec::new(),
+                        addresses: vec![address],
+                    };
+                    return added(api::add_nodes(pool_id, &input).await);
+                }
+                // Nodes keep no credential: a server with its own becomes
+                // a machine first, then joins as one.
+                let adopt = AdoptMachine {
+                    name: None,
+                    address: address.address,
+                    port: address.port,
+                    user: address.user,
+                    password: (!secret.is_empty()).then_some(secret),
+                    private_key: (!key.trim().is_empty()).then_some(key),
+                };
+                match api::adopt_machine(&adopt).await {
+                    Ok(machine) => {
+                        let input = AddNodes {
+                            machine_ids: vec![machine.id],
+                            addresses: Vec::new(),
+                        };
+                        added(api::add_nodes(pool_id, &input).await);
                     }
                     Err(e) => form_error.set(Some(e)),
                 }
@@ -112,7 +195,7 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 kind: match kind {
                     Dialog::Expand => TaskKind::Expand,
                     Dialog::Shrink => TaskKind::Shrink,
-                    Dialog::Deploy | Dialog::AddServer => TaskKind::Deploy,
+                    Dialog::Deploy | Dialog::AddMachines | Dialog::AddServer => TaskKind::Deploy,
                 },
                 pool_id,
                 count: if kind == Dialog::Expand {
@@ -211,6 +294,7 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 {move || format!("Shrink ({})", chosen.get().len())}
             </button>
             <button id="deploy-pool" on:click=move |_| open(Dialog::Deploy)>"Deploy"</button>
+            <button id="add-machines" on:click=move |_| open(Dialog::AddMachines)>"Add machines"</button>
             <button id="add-server" class="ghost" on:click=move |_| open(Dialog::AddServer)>"Add server"</button>
         </div>
         <table id="nodes-table" class="table">
@@ -240,7 +324,7 @@ pub(crate) fn PoolPage() -> impl IntoView {
             </tbody>
         </table>
         <Show when=move || data().is_some_and(|d| d.1.total == 0)>
-            <p class="empty">"No nodes yet. Expand the pool, or add a server by address."</p>
+            <p class="empty">"No nodes yet. Expand the pool, add machines, or add a server by address."</p>
         </Show>
         <div id="nodes-pager">
             <Pager page=Signal::derive(move || data().map(|d| d.1)) current=node_page noun=("node", "nodes")/>
@@ -294,12 +378,14 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 Dialog::Expand => "Expand the pool".to_owned(),
                 Dialog::Shrink => format!("Shrink: remove {} nodes", chosen.get().len()),
                 Dialog::Deploy => "Deploy a new tag".to_owned(),
+                Dialog::AddMachines => "Add machines".to_owned(),
                 Dialog::AddServer => "Add a server".to_owned(),
             });
             view! {
                 <Modal title on_close=Callback::new(move |()| dialog.set(None))>
                     <form id="task-form" novalidate on:submit=start>
-                        <ErrorBanner error=form_error all=true shown=vec!["count".into(), "tag".into(), "batch_size".into(), "address".into(), "addresses[0].address".into()]/>
+                        <ErrorBanner error=form_error all=true shown=vec!["count".into(), "tag".into(), "batch_size".into(), "address".into(),
+                            "port".into(), "user".into(), "private_key".into(), "password".into()]/>
                         {(d == Dialog::Expand).then(|| view! {
                             <Labelled field="count" id="task-count" label="New nodes" error=form_error hint="1–1000">
                                 <input id="task-count" type="number" min="1" max="1000" bind:value=count/>
@@ -313,8 +399,12 @@ pub(crate) fn PoolPage() -> impl IntoView {
                                 <input id="task-tag" type="text" autocomplete="off" bind:value=tag/>
                             </Labelled>
                         })}
+                        {(d == Dialog::AddMachines).then(|| view! {
+                            <p class="hint">"Ready machines DCP made or adopted, in no pool yet. Each joins with its own address, user and key."</p>
+                            <MachinePicker chosen=picked free=true id="pool-pick"/>
+                        })}
                         {(d == Dialog::AddServer).then(|| view! {
-                            <Labelled field="addresses[0].address" id="server-address" label="Address" error=form_error>
+                            <Labelled field="address" id="server-address" label="Address" error=form_error>
                                 <input id="server-address" type="text" autocomplete="off" bind:value=address/>
                             </Labelled>
                             <Labelled field="port" id="server-port" label="SSH port" error=form_error>
@@ -323,8 +413,19 @@ pub(crate) fn PoolPage() -> impl IntoView {
                             <Labelled field="user" id="server-user" label="User" error=form_error>
                                 <input id="server-user" type="text" bind:value=user/>
                             </Labelled>
+                            <Labelled field="private_key" id="server-key" label="Private key" error=form_error hint="Optional: OpenSSH or PEM text, kept encrypted.">
+                                <textarea id="server-key" rows="3" bind:value=private_key></textarea>
+                            </Labelled>
+                            <Labelled field="password" id="server-password" label="Password" error=form_error hint="Optional: used once to install a key DCP makes.">
+                                <input id="server-password" type="password" autocomplete="off" bind:value=password/>
+                            </Labelled>
+                            <p id="server-credential" class="hint">{move || credential_hint(
+                                default_key.get().flatten().map(|s| s.default_key),
+                                &private_key.get(),
+                                &password.get(),
+                            )}</p>
                         })}
-                        {(d != Dialog::AddServer).then(|| view! {
+                        {(!matches!(d, Dialog::AddServer | Dialog::AddMachines)).then(|| view! {
                             <Labelled field="batch_size" id="task-batch" label="Nodes at once" error=form_error
                                 hint="deploy: 1 when empty; expand and shrink: all">
                                 <input id="task-batch" type="number" min="1" max="1000" bind:value=batch/>
@@ -335,7 +436,7 @@ pub(crate) fn PoolPage() -> impl IntoView {
                         <div class="buttons">
                             <button type="button" class="ghost cancel" on:click=move |_| dialog.set(None)>"Cancel"</button>
                             <button id="task-start" type="submit" class="primary">
-                                {if d == Dialog::AddServer { "Add" } else { "Start" }}
+                                {if matches!(d, Dialog::AddServer | Dialog::AddMachines) { "Add" } else { "Start" }}
                             </button>
                         </div>
                     </form>

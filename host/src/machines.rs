@@ -20,7 +20,7 @@ use std::{
 
 use dcp_api_types::{
     Account, AccountInput, AdoptMachine, Choice, CreateMachines, FleetPoint, LookupKind,
-    LookupQuery, Machine, MachineDetail, MachineEvent, MachineLogLine, MachineState,
+    LookupQuery, Machine, MachineDetail, MachineEvent, MachineFilter, MachineLogLine, MachineState,
     MachineTemplate, QuotaUsage, TemplateInput, TemplateSpec,
 };
 use time::OffsetDateTime;
@@ -483,15 +483,39 @@ impl Machines {
 
     // ---- machines ----
 
-    /// A window of machines.
+    /// A window of the machines `filter` matches, each with its pool.
     pub async fn list(
         &self,
-        state: Option<MachineState>,
-        template_id: Option<i64>,
+        filter: MachineFilter,
         window: store::Window,
     ) -> Result<(Vec<Machine>, u64), Error> {
-        let (machines, total) = self.store.list_machines(state, template_id, window).await?;
-        Ok((machines.into_iter().map(machine_to_api).collect(), total))
+        if let Some(text) = &filter.q {
+            validate::filter("q", text)?;
+        }
+        let query = store::MachineQuery {
+            state: filter.state,
+            template_id: filter.template_id,
+            pooled: filter.pooled,
+            text: filter.q.filter(|q| !q.is_empty()),
+        };
+        let (machines, total) = self.store.search_machines(&query, window).await?;
+        Ok((self.with_pools(machines).await?, total))
+    }
+
+    /// Machines as the API shows them, each with the pool it is a node of.
+    async fn with_pools(&self, machines: Vec<MachineRecord>) -> Result<Vec<Machine>, Error> {
+        let ids: Vec<i64> = machines.iter().map(|m| m.id).collect();
+        let pools = self.store.machine_pools(&ids).await?;
+        Ok(machines
+            .into_iter()
+            .map(|m| {
+                let pool_id = pools.get(&m.id).copied();
+                Machine {
+                    pool_id,
+                    ..machine_to_api(m)
+                }
+            })
+            .collect())
     }
 
     /// A machine with its timeline and log.
@@ -500,7 +524,11 @@ impl Machines {
         let events = self.store.machine_events(id).await?;
         let log = self.store.machine_log(id, LOG_LINES).await?;
         Ok(MachineDetail {
-            machine: machine_to_api(machine),
+            machine: self
+                .with_pools(vec![machine])
+                .await?
+                .pop()
+                .ok_or(store::Error::NotFound { what: "machine" })?,
             events: events
                 .into_iter()
                 .map(|e| MachineEvent {
@@ -999,5 +1027,6 @@ pub fn machine_to_api(m: MachineRecord) -> Machine {
         ready_at: m.ready_at.map(crate::api::rfc3339),
         released_at: m.released_at.map(crate::api::rfc3339),
         charged_hours: m.charged_hours,
+        pool_id: None,
     }
 }

@@ -37,7 +37,7 @@ pub use self::{
         ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, StoredOutput, overall_state,
     },
     host_keys::HostKeyRecord,
-    machines::{MachineEventRecord, MachineRecord, MachineUpdate, NewMachine},
+    machines::{MachineEventRecord, MachineQuery, MachineRecord, MachineUpdate, NewMachine},
     overview::{
         Activity, ExecutionBriefRecord, FleetCountRecord, PoolHealthRecord, QuotaTotalsRecord,
         TaskBriefRecord,

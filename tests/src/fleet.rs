@@ -48,7 +48,7 @@ pub struct Fleet {
     password_user: Option<String>,
 }
 
-fn keygen(path: &Path, comment: &str) {
+pub(crate) fn keygen(path: &Path, comment: &str) {
     let status = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
         .arg(path)

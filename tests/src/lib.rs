@@ -139,6 +139,15 @@ impl Backend {
     }
 }
 
+/// Configures DCP's default SSH key (`ssh_key_file`), a new one written
+/// into the data directory: servers given by address log in with it (for
+/// [`Backend::state_with`]).
+pub fn with_default_key(config: &mut Config) {
+    let path = config.data_dir.join("default_id_ed25519");
+    fleet::keygen(&path, "dcp-test-default");
+    config.ssh_key_file = Some(path);
+}
+
 /// The `dcp` binary under test.
 #[must_use]
 pub fn dcp_bin() -> PathBuf {

@@ -49,7 +49,11 @@ impl Api {
     }
 
     async fn on(backend: Backend) -> Self {
-        let (state, db) = backend.state().await;
+        Self::on_tuned(backend, |_| {}).await
+    }
+
+    async fn on_tuned(backend: Backend, tune: impl FnOnce(&mut dcp::Config)) -> Self {
+        let (state, db) = backend.state_with(tune).await;
         Self {
             app: dcp::app(state.clone()),
             state,
@@ -644,7 +648,7 @@ async fn readiness_follows_the_database() {
 
 #[tokio::test]
 async fn services_pools_and_nodes_keep_their_tree_whole() {
-    let api = Api::on(Backend::Postgres).await;
+    let api = Api::on_tuned(Backend::Postgres, dcp_tests::with_default_key).await;
     let token = api.token().await;
     let call = |method: Method, path: String, body: Option<Value>| {
         let token = token.clone();
@@ -803,7 +807,7 @@ async fn services_pools_and_nodes_keep_their_tree_whole() {
 
 #[tokio::test]
 async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_time() {
-    let api = Api::new().await;
+    let api = Api::tuned(dcp_tests::with_default_key).await;
     let token = api.token().await;
     let call = |method: Method, path: String, body: Option<Value>| {
         let token = token.clone();
@@ -1091,12 +1095,7 @@ fn retry_after(reply: &Reply) -> u64 {
 
 impl Api {
     async fn tuned(tune: impl FnOnce(&mut dcp::Config)) -> Self {
-        let (state, db) = Backend::Sqlite.state_with(tune).await;
-        Self {
-            app: dcp::app(state.clone()),
-            state,
-            _db: db,
-        }
+        Self::on_tuned(Backend::Sqlite, tune).await
     }
 
     /// Adds a user with the admin's password and `role`; returns its id.
@@ -1809,7 +1808,7 @@ async fn cookies_are_secure_behind_a_trusted_tls_proxy_only() {
 /// parameter. The lists are found in the OpenAPI document (every GET that
 /// answers a list), so a new one cannot slip by with another shape.
 async fn every_list_answers_one_page_shape(backend: Backend) {
-    let api = Api::on(backend).await;
+    let api = Api::on_tuned(backend, dcp_tests::with_default_key).await;
     let token = api.token().await;
     let call = |path: String| {
         let token = token.clone();
@@ -2499,4 +2498,217 @@ async fn ui_assets_are_sent_compressed_and_cached_by_their_hashed_names() {
             .unwrap()
             .contains("immutable")
     );
+}
+
+/// A ready machine made straight in the store (no cloud needed).
+async fn stored_machine(
+    api: &Api,
+    name: &str,
+    address: &str,
+    state: dcp_api_types::MachineState,
+) -> i64 {
+    api.state
+        .store
+        .create_machines(&[dcp::store::NewMachine {
+            name: name.to_owned(),
+            template_id: None,
+            provider: "adopted".into(),
+            region: String::new(),
+            request_key: None,
+            address: Some(address.to_owned()),
+            port: 2201,
+            user: "deploy".into(),
+            private_key_sealed: None,
+            public_key: None,
+            state,
+            reason: "made by the test".into(),
+        }])
+        .await
+        .unwrap()
+        .remove(0)
+        .id
+}
+
+async fn pools_take_picked_machines_once_and_addresses_need_a_default_key(backend: Backend) {
+    use dcp_api_types::MachineState::{Creating, Ready};
+    let api = Api::on(backend).await;
+    let token = api.token().await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let (api, token) = (&api, &token);
+        async move { api.call(method, &path, token, body).await }
+    };
+    let cluster = call(
+        Method::POST,
+        "/api/v1/clusters".into(),
+        Some(json!({"name": "pick"})),
+    )
+    .await;
+    let service = call(
+        Method::POST,
+        "/api/v1/services".into(),
+        Some(json!({"cluster_id": cluster.body["id"], "name": "web", "image": "nginx:1.27"})),
+    )
+    .await;
+    assert_eq!(service.status, StatusCode::CREATED, "{}", service.body);
+    let mut pools = Vec::new();
+    for name in ["web-a", "web-b"] {
+        let pool = call(
+            Method::POST,
+            "/api/v1/pools".into(),
+            Some(json!({"service_id": service.body["id"], "name": name})),
+        )
+        .await;
+        assert_eq!(pool.status, StatusCode::CREATED, "{}", pool.body);
+        pools.push(pool.body["id"].as_i64().unwrap());
+    }
+    let web = stored_machine(&api, "Web-1", "127.20.8.1", Ready).await;
+    let db = stored_machine(&api, "db-1", "127.20.8.2", Ready).await;
+    let unready = stored_machine(&api, "web-2", "127.20.8.3", Creating).await;
+    let names = |reply: &Reply| -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // The picker's list: ready machines in no pool, searched by name or
+    // address in any case.
+    let free = "/api/v1/machines?state=ready&pooled=false";
+    assert_eq!(
+        names(&call(Method::GET, free.into(), None).await),
+        ["db-1", "Web-1"]
+    );
+    assert_eq!(
+        names(&call(Method::GET, format!("{free}&q=wEB"), None).await),
+        ["Web-1"]
+    );
+    assert_eq!(
+        names(&call(Method::GET, format!("{free}&q=8.2"), None).await),
+        ["db-1"]
+    );
+    assert_eq!(
+        names(&call(Method::GET, format!("{free}&q=%25"), None).await),
+        Vec::<String>::new()
+    );
+
+    // A picked machine becomes a node with its address, port and user, and
+    // shows the pool.
+    let nodes = |pool: i64| format!("/api/v1/pools/{pool}/nodes");
+    let added = call(
+        Method::POST,
+        nodes(pools[0]),
+        Some(json!({"machine_ids": [web]})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    let node = &added.body[0];
+    assert_eq!(
+        (
+            &node["machine_id"],
+            &node["address"],
+            &node["port"],
+            &node["user"]
+        ),
+        (
+            &json!(web),
+            &json!("127.20.8.1"),
+            &json!(2201),
+            &json!("deploy")
+        ),
+        "{node}"
+    );
+    let detail = call(Method::GET, format!("/api/v1/machines/{web}"), None).await;
+    assert_eq!(
+        detail.body["machine"]["pool_id"], pools[0],
+        "{}",
+        detail.body
+    );
+    assert_eq!(names(&call(Method::GET, free.into(), None).await), ["db-1"]);
+    let pooled = call(Method::GET, "/api/v1/machines?pooled=true".into(), None).await;
+    assert_eq!(names(&pooled), ["Web-1"]);
+    assert_eq!(pooled.body["items"][0]["pool_id"], pools[0]);
+
+    // One pool at most: the second pool is refused, naming the field and
+    // the pool that has it; so is a machine not ready.
+    for pool in [pools[1], pools[0]] {
+        let again = call(
+            Method::POST,
+            nodes(pool),
+            Some(json!({"machine_ids": [db, web]})),
+        )
+        .await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+        assert_eq!(
+            again.error(),
+            ("conflict".to_owned(), Some("machine_ids[1]".to_owned()))
+        );
+        let message = again.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("pool web-a"), "{message}");
+    }
+    let not_ready = call(
+        Method::POST,
+        nodes(pools[1]),
+        Some(json!({"machine_ids": [unready]})),
+    )
+    .await;
+    assert_eq!(
+        not_ready.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        not_ready.body
+    );
+    assert_eq!(not_ready.error().1.as_deref(), Some("machine_ids[0]"));
+    // All or none: db-1 was not taken by the refused requests.
+    assert_eq!(names(&call(Method::GET, free.into(), None).await), ["db-1"]);
+
+    // Without a default key a server by address could never be logged in
+    // to: refused before it is stored, and the settings say so.
+    let settings = call(Method::GET, "/api/v1/ssh/settings".into(), None).await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+    assert_eq!(settings.body, json!({"default_key": false}));
+    let by_address = call(
+        Method::POST,
+        nodes(pools[1]),
+        Some(json!({"addresses": [{"address": "127.20.9.1"}]})),
+    )
+    .await;
+    assert_eq!(
+        by_address.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        by_address.body
+    );
+    assert_eq!(by_address.error().1.as_deref(), Some("addresses[0]"));
+    let message = by_address.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("ssh_key_file"), "{message}");
+    let listed = call(Method::GET, nodes(pools[1]), None).await;
+    assert_eq!(listed.body["total"], 0, "{}", listed.body);
+
+    // A search that could match every row, or is too long, is refused.
+    for q in ["a%00b", &"x".repeat(257)] {
+        let bad = call(Method::GET, format!("/api/v1/machines?q={q}"), None).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        assert_eq!(bad.error().1.as_deref(), Some("q"));
+    }
+
+    // With a default key, the settings say so.
+    let keyed = Api::on_tuned(backend, dcp_tests::with_default_key).await;
+    let token = keyed.token().await;
+    let settings = keyed
+        .call(Method::GET, "/api/v1/ssh/settings", &token, None)
+        .await;
+    assert_eq!(settings.body, json!({"default_key": true}));
+}
+
+#[tokio::test]
+async fn pools_take_picked_machines_once_and_addresses_need_a_default_key_on_sqlite() {
+    pools_take_picked_machines_once_and_addresses_need_a_default_key(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn pools_take_picked_machines_once_and_addresses_need_a_default_key_on_postgres() {
+    pools_take_picked_machines_once_and_addresses_need_a_default_key(Backend::Postgres).await;
 }

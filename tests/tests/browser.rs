@@ -1148,3 +1148,190 @@ async fn a_logged_out_deep_link_loads_the_app_once_compressed_and_returns_there(
     assert_eq!(wasm_fetches, 1);
     c.close().await.unwrap();
 }
+
+/// Waits until the picker `list` offers exactly the machines named `names`.
+async fn offered(c: &Client, list: &str, names: &[&str]) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut seen = Vec::new();
+        for item in c
+            .find_all(Locator::Css(&format!(
+                "#{list} li[data-test=\"pick-machine\"]"
+            )))
+            .await
+            .unwrap()
+        {
+            // The list may be redrawn between finding and reading: read
+            // again on the next round.
+            let name = item.attr("data-name").await.ok().flatten();
+            seen.push(name.unwrap_or_default());
+        }
+        if seen == names {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{list} offers {seen:?}, not {names:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts an ad-hoc run of `script` from the executions page on the target
+/// `pick` chooses, and waits for it to succeed on `hosts` hosts.
+async fn run_ad_hoc<F: std::future::Future<Output = ()>>(
+    c: &Client,
+    script: &str,
+    pick: impl FnOnce() -> F,
+    hosts: usize,
+) {
+    click(c, "nav a[href=\"/executions\"]").await;
+    click(c, "#new-run").await;
+    fill(c, "[id='run-command.script']", script).await;
+    pick().await;
+    click(c, "#run-start").await;
+    let done = "//span[@id='execution-state'][not(contains(., 'pending')) and not(contains(., 'running'))]";
+    if c.wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::XPath(done))
+        .await
+        .is_err()
+    {
+        panic!("the run did not end: {}", text_of(c, "body").await);
+    }
+    let state = text_of(c, "#execution-state").await;
+    let page = text_of(c, "main").await;
+    assert!(state.contains("succeeded"), "{state}: {page}");
+    let counts = text_of(c, "#execution-counts").await;
+    assert!(
+        counts.contains(&format!("{hosts} ok of {hosts} hosts")),
+        "{counts}"
+    );
+}
+
+#[tokio::test]
+async fn machines_are_picked_into_a_pool_and_commands_run_on_pools_and_machines_in_the_ui() {
+    // Two adopted servers, each with its own key; DCP has no default key.
+    let fleet = dcp_tests::fleet::Fleet::start(2);
+    let api = dcp_tests::Api::start_with(&ServerOptions {
+        admin_password: Some("ui-pick-pw".into()),
+        ..ServerOptions::default()
+    })
+    .await;
+    let hosts: Vec<String> = fleet.hosts.iter().map(|h| h.ip().to_string()).collect();
+    let mut machines = Vec::new();
+    for (host, name) in hosts.iter().zip(["edge-one", "edge-two"]) {
+        let (status, machine) = api
+            .post(
+                "/api/v1/machines/adopt",
+                &json!({"name": name, "address": host, "private_key": fleet.private_key}),
+            )
+            .await;
+        assert_eq!(status, 201, "{machine}");
+        machines.push(machine["id"].as_i64().unwrap());
+    }
+    let (_, cluster) = api
+        .post("/api/v1/clusters", &json!({"name": "picks"}))
+        .await;
+    let (_, service) = api
+        .post(
+            "/api/v1/services",
+            &json!({"cluster_id": cluster["id"], "name": "edge", "image": "nginx:1.27"}),
+        )
+        .await;
+    let (status, pool) = api
+        .post(
+            "/api/v1/pools",
+            &json!({"service_id": service["id"], "name": "edge-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pool}");
+    let pool = pool["id"].as_i64().unwrap();
+    let (c, _driver) = logged_in(&api.server, "ui-pick-pw").await;
+    until(&c, "//nav", WAIT).await;
+    c.goto(&api.server.url(&format!("/pools/{pool}")))
+        .await
+        .unwrap();
+
+    // By address: the dialog says before trying that a key is needed, and
+    // the server's refusal lands under the key.
+    click(&c, "#add-server").await;
+    until(
+        &c,
+        "//p[@id='server-credential'][contains(., 'No default key is configured: give a key or password')]",
+        WAIT,
+    )
+    .await;
+    fill(&c, "#server-address", &hosts[0]).await;
+    click(&c, "#task-start").await;
+    let error = text_of(&c, ".field-error[data-field=\"private_key\"]").await;
+    assert!(error.contains("ssh_key_file"), "{error}");
+    click(&c, "#task-form button.cancel").await;
+    gone(&c, "#task-form").await;
+
+    // Picked: searched by name, one of the two joins with its own address.
+    click(&c, "#add-machines").await;
+    offered(&c, "pool-pick-list", &["edge-two", "edge-one"]).await;
+    fill(&c, "#pool-pick-search", "TWO").await;
+    offered(&c, "pool-pick-list", &["edge-two"]).await;
+    click(&c, "li[data-name=\"edge-two\"] input.pick-machine").await;
+    click(&c, "#task-start").await;
+    let row = text_of(
+        &c,
+        &format!("tr[data-test=\"node-row\"][data-address=\"{}\"]", hosts[1]),
+    )
+    .await;
+    assert!(row.contains(&format!("#{}", machines[1])), "{row}");
+    gone(&c, "#task-form").await;
+    // It is in the pool now: no longer offered, and its page says where.
+    click(&c, "#add-machines").await;
+    offered(&c, "pool-pick-list", &["edge-one"]).await;
+    click(&c, "#task-form button.cancel").await;
+    let detail = api.get(&format!("/api/v1/machines/{}", machines[1])).await;
+    assert_eq!(detail["machine"]["pool_id"], pool, "{detail}");
+    c.goto(&api.server.url(&format!("/machines/{}", machines[1])))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&c, "[data-test=\"machine-pool\"]").await,
+        format!("#{pool}")
+    );
+
+    // A run on the pool reaches its one node with the machine's key.
+    run_ad_hoc(
+        &c,
+        "echo from-pool",
+        || async {
+            click(&c, "#run-target-pool").await;
+            choose(&c, "run-pool", "edge-a").await;
+        },
+        1,
+    )
+    .await;
+    click(
+        &c,
+        &format!("tr[data-address=\"{}\"] button.logs", hosts[1]),
+    )
+    .await;
+    assert_eq!(text_of(&c, "pre.stdout").await.trim(), "from-pool");
+
+    // A run on picked machines reaches both.
+    run_ad_hoc(
+        &c,
+        "echo from-machines",
+        || async {
+            click(&c, "#run-target-machines").await;
+            offered(&c, "run-machines-list", &["edge-two", "edge-one"]).await;
+            click(&c, "li[data-name=\"edge-one\"] input.pick-machine").await;
+            click(&c, "li[data-name=\"edge-two\"] input.pick-machine").await;
+        },
+        2,
+    )
+    .await;
+    click(
+        &c,
+        &format!("tr[data-address=\"{}\"] button.logs", hosts[0]),
+    )
+    .await;
+    assert_eq!(text_of(&c, "pre.stdout").await.trim(), "from-machines");
+}

@@ -132,7 +132,8 @@ async fn every_operation_answers_as_documented_on_postgres() {
 }
 
 async fn walk(backend: Backend) {
-    let (state, _db) = backend.state().await;
+    // A default key, so a node can be added by address as a fixture.
+    let (state, _db) = backend.state_with(dcp_tests::with_default_key).await;
     let admin = state
         .store
         .user_credentials("admin")

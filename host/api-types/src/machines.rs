@@ -405,6 +405,9 @@ pub struct Machine {
     pub released_at: Option<String>,
     /// Instance-hours charged at release.
     pub charged_hours: Option<i64>,
+    /// The pool it is a node of, if any (a machine is in one pool at most).
+    #[serde(default)]
+    pub pool_id: Option<i64>,
 }
 
 /// A state change of a machine.
@@ -491,6 +494,15 @@ pub struct MachineFilter {
     /// Only machines of this template.
     #[serde(default)]
     pub template_id: Option<i64>,
+    /// `false`: only machines in no pool (those a pool can take); `true`:
+    /// only nodes of some pool.
+    #[serde(default)]
+    pub pooled: Option<bool>,
+    /// Only machines whose name or address contains this text (ASCII
+    /// letters in any case; at most 256 characters, no control characters).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(max_length = 256))]
+    pub q: Option<String>,
 }
 
 /// Live machines of one provider at one hour.

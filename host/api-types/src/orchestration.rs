@@ -312,7 +312,8 @@ pub struct Node {
     pub created_at: String,
 }
 
-/// A server to add to a pool by address (logged in with DCP's default key).
+/// A server to add to a pool by address (logged in with DCP's default key;
+/// refused when none is configured: adopt the server and add it by machine).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]

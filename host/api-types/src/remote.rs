@@ -679,6 +679,17 @@ impl ExecutionEvent {
     }
 }
 
+/// How DCP logs in to servers: `GET /api/v1/ssh/settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SshSettings {
+    /// Whether a default key is configured (`ssh_key_file`): a server given
+    /// without a private key or password (a host of an execution, a pool
+    /// node added by address) logs in with it. Without one, such a server
+    /// is refused.
+    pub default_key: bool,
+}
+
 /// An SSH host key DCP trusts (trust on first use).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]

@@ -50,6 +50,15 @@ pub enum Error {
     /// No such resource (404).
     #[error("{0}")]
     NotFound(String),
+    /// A field's value is held by something else (409), e.g. a machine that
+    /// is a node of another pool.
+    #[error("{field}: {message}")]
+    Conflict {
+        /// The offending field, e.g. `machine_ids[0]`.
+        field: String,
+        /// What holds it.
+        message: String,
+    },
     /// Authentication failed (401), CSRF failed (403), or auth broke (5xx).
     #[error(transparent)]
     Auth(#[from] auth::Error),
@@ -104,6 +113,7 @@ impl Error {
             Self::PayloadTooLarge => (ErrorCode::PayloadTooLarge, None),
             Self::BodyTimeout(_) => (ErrorCode::RequestTimeout, None),
             Self::NotFound(_) => (ErrorCode::NotFound, None),
+            Self::Conflict { field, .. } => (ErrorCode::Conflict, Some(field.clone())),
             Self::Unavailable(_) => (ErrorCode::Unavailable, None),
             Self::Auth(e) => match e {
                 auth::Error::Missing

@@ -1,6 +1,7 @@
 //! `/api/v1/executions`: run a command or group on many hosts, follow it
 //! live, cancel it, and page through the history; `/api/v1/ssh/host-keys`:
-//! the host keys DCP trusts.
+//! the host keys DCP trusts; `/api/v1/ssh/settings`: whether a default key
+//! is configured.
 
 use std::{collections::VecDeque, convert::Infallible};
 
@@ -13,7 +14,7 @@ use axum::{
 use dcp_api_types::{
     ErrorBody, Execution, ExecutionCreated, ExecutionEvent, ExecutionEventsQuery, ExecutionFilter,
     ExecutionHost, ExecutionHostFilter, ExecutionInput, ExecutionSummary, HostKey, HostOutput,
-    OutputQuery, OutputStream, Page, PageQuery,
+    OutputQuery, OutputStream, Page, PageQuery, SshSettings,
 };
 use futures_util::{Stream, stream};
 use tokio::sync::broadcast::{Receiver, error::RecvError};
@@ -36,6 +37,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(execution_events))
         .routes(routes!(list_host_keys))
         .routes(routes!(forget_host_key))
+        .routes(routes!(ssh_settings))
 }
 
 async fn load(state: &AppState, id: i64) -> Result<Execution> {
@@ -403,4 +405,21 @@ async fn forget_host_key(
 ) -> Result<StatusCode> {
     state.store.forget_host_key(&host).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How DCP logs in to servers: whether a default key is configured, so a
+/// form can say before trying whether a server given without a key or
+/// password can be reached.
+#[utoipa::path(
+    get, path = "/ssh/settings", tag = "executions",
+    responses(
+        (status = 200, description = "The SSH settings", body = SshSettings),
+    )
+)]
+async fn ssh_settings(State(state): State<AppState>) -> Json<SshSettings> {
+    // Startup fails when the file cannot be read, so a configured path is
+    // a loaded key.
+    Json(SshSettings {
+        default_key: state.config.ssh_key_file.is_some(),
+    })
 }

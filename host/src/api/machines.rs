@@ -298,13 +298,14 @@ async fn set_quota(
     Ok(Json(quota))
 }
 
-/// List machines, newest first; released ones only when asked for by state.
+/// List machines, newest first, each with the pool it is a node of;
+/// released ones only when asked for by state.
 #[utoipa::path(
     get, path = "/machines", tag = "machines",
     params(PageQuery, MachineFilter),
     responses(
         (status = 200, description = "One page of machines", body = Page<Machine>),
-        (status = 422, description = "Paging out of range", body = ErrorBody),
+        (status = 422, description = "Paging out of range, or `q` too long or holding control characters", body = ErrorBody),
     )
 )]
 async fn list_machines(
@@ -312,10 +313,7 @@ async fn list_machines(
     Query(paging): Query<PageQuery>,
     Query(filter): Query<MachineFilter>,
 ) -> Result<Json<Page<Machine>>> {
-    let (items, total) = state
-        .machines
-        .list(filter.state, filter.template_id, window(paging)?)
-        .await?;
+    let (items, total) = state.machines.list(filter, window(paging)?).await?;
     Ok(Json(page(items, total, paging)))
 }
 

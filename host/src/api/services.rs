@@ -373,8 +373,11 @@ async fn list_nodes(
     )))
 }
 
-/// Add nodes to a pool: ready machines, and servers by address (logged in
-/// with DCP's default key). All or none; a machine is in one pool at most.
+/// Add nodes to a pool: ready machines (each takes the machine's address,
+/// port, user and key, and the machine then shows the pool), and servers by
+/// address (logged in with DCP's default key, so refused when none is
+/// configured; see `GET /ssh/settings`). All or none; a machine is in one
+/// pool at most.
 #[utoipa::path(
     post, path = "/pools/{id}/nodes", tag = "orchestration",
     params(("id" = i64, Path, description = "Pool id")),
@@ -382,8 +385,8 @@ async fn list_nodes(
     responses(
         (status = 201, description = "The nodes added", body = Vec<Node>),
         (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "A machine or address is in the pool already", body = ErrorBody),
-        (status = 422, description = "A machine is not ready, or an address is invalid", body = ErrorBody),
+        (status = 409, description = "A machine is a node of a pool already (the error names `machine_ids[i]` and the pool), or an address is in this pool already", body = ErrorBody),
+        (status = 422, description = "A machine is unknown or not ready, an address is invalid, or an address is given while no default key is configured (the error names `addresses[i]`)", body = ErrorBody),
     )
 )]
 async fn add_nodes(
@@ -419,10 +422,10 @@ async fn add_nodes(
             ));
         };
         if let Some(pool) = state.store.pool_of_machine(machine.id).await? {
-            return Err(Error::validation(
+            return Err(Error::Conflict {
                 field,
-                format!("machine {} is a node of pool {pool} already", machine.name),
-            ));
+                message: format!("machine {} is a node of pool {pool} already", machine.name),
+            });
         }
         nodes.push(NewNode {
             machine_id: Some(machine.id),
@@ -439,6 +442,15 @@ async fn add_nodes(
             .map_err(|e| Invalid::new(field("user"), e.message))?;
         if address.port == Some(0) {
             return Err(Invalid::new(field("port"), "must be between 1 and 65535").into());
+        }
+        // Nodes keep no credential of their own: without a default key,
+        // nothing could ever log in to this one.
+        if state.config.ssh_key_file.is_none() {
+            return Err(Error::validation(
+                format!("addresses[{i}]"),
+                "no default key is configured (ssh_key_file) to log in to a server by address: \
+                 adopt it with a private key or password (POST /machines/adopt), then add it by machine_ids",
+            ));
         }
         nodes.push(NewNode {
             machine_id: None,

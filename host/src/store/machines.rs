@@ -1,12 +1,14 @@
 //! Machines, their state timeline and log, and the hourly fleet size.
 
+use std::collections::HashMap;
+
 use dcp_api_types::MachineState;
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
 use super::{
-    Error, Result, Store, Window, datetime, is_unique_violation, millis, now_millis, parse_name,
-    placeholders,
+    Error, Result, Store, Window, contains_pattern, datetime, is_unique_violation, millis,
+    now_millis, parse_name, placeholders,
 };
 
 /// A stored machine.
@@ -99,6 +101,19 @@ pub struct MachineEventRecord {
     pub state: MachineState,
     /// Why.
     pub reason: String,
+}
+
+/// Which machines [`Store::search_machines`] lists.
+#[derive(Debug, Clone, Default)]
+pub struct MachineQuery {
+    /// Only this state; by default every state but `deleted`.
+    pub state: Option<MachineState>,
+    /// Only machines of this template.
+    pub template_id: Option<i64>,
+    /// `Some(false)`: only machines in no pool; `Some(true)`: only nodes.
+    pub pooled: Option<bool>,
+    /// Only names or addresses containing this text (ASCII case ignored).
+    pub text: Option<String>,
 }
 
 #[derive(FromRow)]
@@ -295,24 +310,69 @@ impl Store {
         template_id: Option<i64>,
         window: Window,
     ) -> Result<(Vec<MachineRecord>, u64)> {
+        self.search_machines(
+            &MachineQuery {
+                state,
+                template_id,
+                ..MachineQuery::default()
+            },
+            window,
+        )
+        .await
+    }
+
+    /// A window of the machines `query` matches, newest first, and how many
+    /// match in all.
+    pub async fn search_machines(
+        &self,
+        query: &MachineQuery,
+        window: Window,
+    ) -> Result<(Vec<MachineRecord>, u64)> {
         let filter = "where ($1 is null and state <> 'deleted' or state = $1) \
-                      and ($2 is null or template_id = $2)";
-        let state = state.map(MachineState::as_str);
+                      and ($2 is null or template_id = $2) \
+                      and ($3 is null or $3 = exists (select 1 from nodes n where n.machine_id = machines.id)) \
+                      and ($4 is null or lower(name) like $4 escape '\\' \
+                           or lower(coalesce(address, '')) like $4 escape '\\')";
+        let state = query.state.map(MachineState::as_str);
+        let text = query
+            .text
+            .as_deref()
+            .map(|t| contains_pattern(&t.to_ascii_lowercase()));
         let (total,): (i64,) = sqlx::query_as(&format!("select count(*) from machines {filter}"))
             .bind(state)
-            .bind(template_id)
+            .bind(query.template_id)
+            .bind(query.pooled)
+            .bind(&text)
             .fetch_one(&self.pool)
             .await?;
         let rows: Vec<Row> = sqlx::query_as(&format!(
-            "select {COLUMNS} from machines {filter} order by id desc limit $3 offset $4"
+            "select {COLUMNS} from machines {filter} order by id desc limit $5 offset $6"
         ))
         .bind(state)
-        .bind(template_id)
+        .bind(query.template_id)
+        .bind(query.pooled)
+        .bind(&text)
         .bind(window.limit())
         .bind(window.offset())
         .fetch_all(&self.pool)
         .await?;
         Ok((records(rows)?, u64::try_from(total).unwrap_or_default()))
+    }
+
+    /// The pool each of `machine_ids` is a node of, for those in one.
+    pub async fn machine_pools(&self, machine_ids: &[i64]) -> Result<HashMap<i64, i64>> {
+        if machine_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "select machine_id, pool_id from nodes where machine_id in ({})",
+            placeholders(1, machine_ids.len())
+        );
+        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for id in machine_ids {
+            query = query.bind(id);
+        }
+        Ok(query.fetch_all(&self.pool).await?.into_iter().collect())
     }
 
     /// Every machine in one of `states` (to resume their work after a restart).
