@@ -2004,7 +2004,8 @@ fn machine(
 
 async fn the_overview_counts_the_fleet_pools_work_and_quotas(backend: Backend) {
     use dcp_api_types::{ExecutionState, MachineState};
-    let api = Api::on(backend).await;
+    // Nodes are added by address below: they log in with DCP's key.
+    let api = Api::on_tuned(backend, dcp_tests::with_default_key).await;
     // Tasks are put in their states by hand below: no driver may take them.
     api.state.engine.stop();
     let store = &api.state.store;

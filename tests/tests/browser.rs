@@ -958,6 +958,11 @@ async fn the_overview_after_login_counts_links_and_refreshes() {
     let fleet = dcp_tests::fleet::Fleet::start(1);
     let api = dcp_tests::Api::start_with(&ServerOptions {
         admin_password: Some("ui-overview-pw".into()),
+        // The pool's servers are added by address: DCP's key logs in.
+        env: vec![(
+            "DCP_SSH_KEY_FILE".into(),
+            fleet.key_path().display().to_string(),
+        )],
         ..ServerOptions::default()
     })
     .await;
