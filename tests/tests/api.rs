@@ -1843,27 +1843,7 @@ async fn every_list_answers_one_page_shape(backend: Backend) {
         )
         .await;
     assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
-    let execution = api
-        .state
-        .store
-        .create_execution(&dcp::store::NewExecution {
-            title: "listed".into(),
-            command_id: None,
-            group_id: None,
-            steps: "[]".into(),
-            params: "{}".into(),
-            forks: 1,
-            timeout_secs: 60,
-            created_by: "admin".into(),
-            owner: "elsewhere".into(),
-            hosts: vec![dcp::store::NewHost {
-                address: "127.20.9.1".into(),
-                port: 22,
-                user: "root".into(),
-            }],
-        })
-        .await
-        .unwrap();
+    let execution = stored_execution(&api.state.store, "listed", Some("127.20.9.1")).await;
 
     let doc = call("/api/v1/openapi.json".into()).await.body;
     let resolve = |schema: &Value| match schema["$ref"].as_str() {
@@ -2203,25 +2183,7 @@ async fn the_overview_counts_the_fleet_pools_work_and_quotas(backend: Backend) {
     // Executions: one running, one failed, one partially failed, one succeeded.
     let mut executions = Vec::new();
     for title in ["running", "failed", "partly", "fine"] {
-        let id = store
-            .create_execution(&dcp::store::NewExecution {
-                title: title.into(),
-                command_id: None,
-                group_id: None,
-                steps: "[]".into(),
-                params: "{}".into(),
-                forks: 1,
-                timeout_secs: 60,
-                created_by: "admin".into(),
-                owner: "elsewhere".into(),
-                hosts: vec![dcp::store::NewHost {
-                    address: "127.20.7.1".into(),
-                    port: 22,
-                    user: "root".into(),
-                }],
-            })
-            .await
-            .unwrap();
+        let id = stored_execution(store, title, Some("127.20.7.1")).await;
         executions.push(id);
     }
     for (execution, state) in [
@@ -2345,21 +2307,7 @@ async fn the_overview_counts_the_fleet_pools_work_and_quotas(backend: Backend) {
 
     // Bounded: 12 more failed executions still list only the last 10.
     for i in 0..12 {
-        let id = store
-            .create_execution(&dcp::store::NewExecution {
-                title: format!("more-{i}"),
-                command_id: None,
-                group_id: None,
-                steps: "[]".into(),
-                params: "{}".into(),
-                forks: 1,
-                timeout_secs: 60,
-                created_by: "admin".into(),
-                owner: "elsewhere".into(),
-                hosts: Vec::new(),
-            })
-            .await
-            .unwrap();
+        let id = stored_execution(store, &format!("more-{i}"), None).await;
         store
             .set_execution_state(id, ExecutionState::Failed)
             .await
@@ -2712,4 +2660,31 @@ async fn pools_take_picked_machines_once_and_addresses_need_a_default_key_on_sql
 #[tokio::test]
 async fn pools_take_picked_machines_once_and_addresses_need_a_default_key_on_postgres() {
     pools_take_picked_machines_once_and_addresses_need_a_default_key(Backend::Postgres).await;
+}
+
+/// An execution recorded straight in the store, owned by another process
+/// (so nothing here runs it), on `address` if given.
+async fn stored_execution(store: &dcp::store::Store, title: &str, address: Option<&str>) -> i64 {
+    store
+        .create_execution(&dcp::store::NewExecution {
+            title: title.to_owned(),
+            command_id: None,
+            group_id: None,
+            steps: "[]".into(),
+            params: "{}".into(),
+            forks: 1,
+            timeout_secs: 60,
+            created_by: "admin".into(),
+            owner: "elsewhere".into(),
+            hosts: address
+                .map(|address| dcp::store::NewHost {
+                    address: address.to_owned(),
+                    port: 22,
+                    user: "root".into(),
+                })
+                .into_iter()
+                .collect(),
+        })
+        .await
+        .unwrap()
 }
