@@ -1002,7 +1002,15 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         }
     };
     // The first waits an hour before its next attempt; pause, resume, cancel.
-    let waiting = state_of(first, "running").await;
+    // It is running before its first attempt ends, so wait for that attempt.
+    let mut waiting = state_of(first, "running").await;
+    for _ in 0..100 {
+        if waiting["nodes"][0]["steps"][0]["attempts"] != 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waiting = state_of(first, "running").await;
+    }
     assert_eq!(waiting["nodes"][0]["steps"][0]["state"], "pending");
     assert_eq!(waiting["nodes"][0]["steps"][0]["attempts"], 1);
     assert!(
