@@ -7,8 +7,9 @@ use dcp_api_types::{
     FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
     MachineState, MachineTemplate, ModuleEntry, Node, Overview, Page, PageQuery, PluginLimits,
     PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput,
-    QuotaUsage, Service, ServiceInput, Session, SshSettings, Task, TaskDetail, TaskInput,
-    TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
+    QuotaUsage, Rollback, RollbackInput, Service, ServiceInput, Session, SshSettings, Task,
+    TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput,
+    UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -845,6 +846,22 @@ pub(crate) async fn task(id: i64) -> Result<TaskDetail, ApiError> {
 /// Starts a task.
 pub(crate) async fn start_task(input: &TaskInput) -> Result<Task, ApiError> {
     read(send_json(Request::post("/api/v1/tasks"), input).await?).await
+}
+
+/// Rolls a service back to `tag` (its `rollback_tag`): a deploy per pool.
+pub(crate) async fn rollback_service(id: i64, tag: &str) -> Result<Rollback, ApiError> {
+    let input = RollbackInput {
+        tag: tag.to_owned(),
+        batch_size: None,
+    };
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/services/{id}/rollback")),
+            &input,
+        )
+        .await?,
+    )
+    .await
 }
 
 /// Pauses, resumes, retries (the failed nodes) or cancels a task.

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 
 use dcp_api_types::{
-    Cluster, ContainerSpec, MachineTemplate, PageQuery, Pool, PoolInput, PortMapping, PortProtocol,
-    RestartPolicy, Service, ServiceInput, TaskTemplate, TemplatePurpose, VolumeMount,
+    Cluster, ContainerSpec, HealthCheck, HealthProbe, MachineTemplate, PageQuery, Pool, PoolInput,
+    PortMapping, PortProtocol, RestartPolicy, Service, ServiceInput, TaskTemplate, TemplatePurpose,
+    VolumeMount,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
-use leptos_router::components::A;
+use leptos_router::{components::A, hooks::use_navigate};
 
 use crate::{
     api::{self, ApiError},
@@ -144,7 +145,93 @@ struct ServiceEditor {
     memory: RwSignal<String>,
     command: RwSignal<String>,
     args: RwSignal<String>,
+    health: HealthEditor,
     error: RwSignal<Option<ApiError>>,
+}
+
+/// A service's health check in the form: `kind` is `none`, `http` or `exec`.
+#[derive(Debug, Clone, Copy)]
+struct HealthEditor {
+    kind: RwSignal<String>,
+    path: RwSignal<String>,
+    port: RwSignal<String>,
+    command: RwSignal<String>,
+    interval: RwSignal<String>,
+    timeout: RwSignal<String>,
+    retries: RwSignal<String>,
+    start: RwSignal<String>,
+}
+
+impl HealthEditor {
+    fn new(check: Option<&HealthCheck>) -> Self {
+        let number = |f: fn(&HealthCheck) -> u32, default: u32| {
+            RwSignal::new(check.map_or(default, f).to_string())
+        };
+        let (kind, path, port, command) = match check.map(|c| &c.probe) {
+            None => ("none", "/", String::new(), String::new()),
+            Some(HealthProbe::Http { path, port }) => {
+                ("http", path.as_str(), port.to_string(), String::new())
+            }
+            Some(HealthProbe::Exec { command }) => ("exec", "/", String::new(), command.join(" ")),
+        };
+        Self {
+            kind: RwSignal::new(kind.to_owned()),
+            path: RwSignal::new(path.to_owned()),
+            port: RwSignal::new(port),
+            command: RwSignal::new(command),
+            interval: number(|c| c.interval_secs, 5),
+            timeout: number(|c| c.timeout_secs, 3),
+            retries: number(|c| c.retries, 3),
+            start: number(|c| c.start_period_secs, 0),
+        }
+    }
+
+    /// The check, or every field that is not a number at once.
+    fn input(&self, ports: &[PortMapping]) -> Result<Option<HealthCheck>, ApiError> {
+        let probe = match self.kind.get_untracked().as_str() {
+            "http" => {
+                let port = self.port.get_untracked().trim().to_owned();
+                // Empty: the first published TCP port.
+                let port = if port.is_empty() {
+                    ports
+                        .iter()
+                        .find(|p| p.protocol == PortProtocol::Tcp)
+                        .map(|p| p.container_port)
+                        .unwrap_or(0)
+                } else {
+                    port.parse().unwrap_or(0)
+                };
+                HealthProbe::Http {
+                    path: self.path.get_untracked().trim().to_owned(),
+                    port,
+                }
+            }
+            "exec" => HealthProbe::Exec {
+                command: self
+                    .command
+                    .get_untracked()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            _ => return Ok(None),
+        };
+        let number = |field: &str, s: RwSignal<String>| {
+            s.get_untracked().trim().parse::<u32>().map_err(|_| {
+                ApiError::invalid(
+                    &format!("container.health_check.{field}"),
+                    "must be a whole number",
+                )
+            })
+        };
+        Ok(Some(HealthCheck {
+            probe,
+            interval_secs: number("interval_secs", self.interval)?,
+            timeout_secs: number("timeout_secs", self.timeout)?,
+            retries: number("retries", self.retries)?,
+            start_period_secs: number("start_period_secs", self.start)?,
+        }))
+    }
 }
 
 impl ServiceEditor {
@@ -188,6 +275,7 @@ impl ServiceEditor {
             }),
             command: text(|s| s.container.command.join(" ")),
             args: text(|s| s.container.args.join(" ")),
+            health: HealthEditor::new(service.and_then(|s| s.container.health_check.as_ref())),
             error: RwSignal::new(None),
         }
     }
@@ -212,6 +300,8 @@ impl ServiceEditor {
             })
             .transpose()?;
         let words = |s: String| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let ports = parse_ports(&self.ports.get_untracked())?;
+        let health_check = self.health.input(&ports)?;
         Ok(ServiceInput {
             cluster_id: self
                 .cluster
@@ -223,7 +313,7 @@ impl ServiceEditor {
             service_type: self.service_type.get_untracked().trim().to_owned(),
             image: self.image.get_untracked().trim().to_owned(),
             container: ContainerSpec {
-                ports: parse_ports(&self.ports.get_untracked())?,
+                ports,
                 env: parse_env(&self.env.get_untracked())?,
                 volumes: parse_volumes(&self.volumes.get_untracked())?,
                 restart_policy: serde_json::from_value(serde_json::Value::String(
@@ -234,6 +324,7 @@ impl ServiceEditor {
                 memory_limit_mb: memory,
                 command: words(self.command.get_untracked()),
                 args: words(self.args.get_untracked()),
+                health_check,
             },
         })
     }
@@ -346,6 +437,28 @@ pub(crate) fn ServicesPage() -> impl IntoView {
     let deleting_service = RwSignal::new(None::<Doomed>);
     let deleting_pool = RwSignal::new(None::<Doomed>);
     let bump = move || reload.update(|n| *n += 1);
+    // (service, tag) a rollback is being confirmed for.
+    let rolling_back = RwSignal::new(None::<(i64, String)>);
+    let rollback_error = RwSignal::new(None::<ApiError>);
+    let navigate = use_navigate();
+    let roll_back = move |_| {
+        let Some((id, tag)) = rolling_back.get_untracked() else {
+            return;
+        };
+        let navigate = navigate.clone();
+        spawn_local(async move {
+            match api::rollback_service(id, &tag).await {
+                Ok(done) => {
+                    rolling_back.set(None);
+                    match done.tasks.first() {
+                        Some(task) => navigate(&format!("/tasks/{}", task.id), Default::default()),
+                        None => bump(),
+                    }
+                }
+                Err(e) => rollback_error.set(Some(e)),
+            }
+        });
+    };
 
     let save_service = move |ev: SubmitEvent| {
         ev.prevent_default();
@@ -419,6 +532,14 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                             <td class="actions">
                                 <button class="ghost new-pool" data-test="new-pool"
                                     on:click=move |_| pool_editor.set(Some(PoolEditor::new(sid, None)))>"New pool"</button>
+                                {s.rollback_tag.clone().map(|tag| {
+                                    let label = format!("Roll back to {tag}");
+                                    view! {
+                                        <button class="ghost rollback" data-test="rollback"
+                                            title="Deploy this tag on every pool of the service"
+                                            on:click=move |_| rolling_back.set(Some((sid, tag.clone())))>{label}</button>
+                                    }
+                                })}
                                 <button class="ghost edit" on:click=move |_| service_editor.set(Some(ServiceEditor::new(Some(&for_edit))))>"Edit"</button>
                                 <button class="ghost danger delete" on:click=move |_| {
                                     deleting_service.set(Some(Doomed { id: for_delete.id, name: for_delete.name.clone() }));
@@ -480,6 +601,43 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                         <Labelled field="container.args" id="service-args" label="Arguments" error=ed.error hint="split on spaces">
                             <input id="service-args" type="text" autocomplete="off" bind:value=ed.args/>
                         </Labelled>
+                        <Labelled field="container.health_check" id="service-health" label="Health check" error=ed.error
+                            hint="start_service waits until the new container passes it; a deploy stops at the first one that does not">
+                            <select id="service-health" on:change=move |ev| ed.health.kind.set(event_target_value(&ev))>
+                                {[("none", "None"), ("http", "HTTP GET on the node"), ("exec", "Command in the container")].into_iter().map(|(k, label)| view! {
+                                    <option value=k selected=move || ed.health.kind.get() == k>{label}</option>
+                                }).collect_view()}
+                            </select>
+                        </Labelled>
+                        <Show when=move || ed.health.kind.get() == "http">
+                            <Labelled field="container.health_check.probe.http.path" id="service-health-path" label="Path" error=ed.error hint="2xx or 3xx is healthy">
+                                <input id="service-health-path" type="text" autocomplete="off" bind:value=ed.health.path/>
+                            </Labelled>
+                            <Labelled field="container.health_check.probe.http.port" id="service-health-port" label="Container port" error=ed.error hint="a published TCP port; empty: the first">
+                                <input id="service-health-port" type="number" min="1" max="65535" bind:value=ed.health.port/>
+                            </Labelled>
+                        </Show>
+                        <Show when=move || ed.health.kind.get() == "exec">
+                            <Labelled field="container.health_check.probe.exec.command" id="service-health-command" label="Command" error=ed.error hint="run with docker exec, no shell; exit 0 is healthy; split on spaces">
+                                <input id="service-health-command" type="text" autocomplete="off" bind:value=ed.health.command/>
+                            </Labelled>
+                        </Show>
+                        <Show when=move || ed.health.kind.get() != "none">
+                            <div class="row">
+                                <Labelled field="container.health_check.interval_secs" id="service-health-interval" label="Every (s)" error=ed.error>
+                                    <input id="service-health-interval" type="number" min="1" max="300" bind:value=ed.health.interval/>
+                                </Labelled>
+                                <Labelled field="container.health_check.timeout_secs" id="service-health-timeout" label="Timeout (s)" error=ed.error>
+                                    <input id="service-health-timeout" type="number" min="1" max="60" bind:value=ed.health.timeout/>
+                                </Labelled>
+                                <Labelled field="container.health_check.retries" id="service-health-retries" label="Failures" error=ed.error hint="in a row">
+                                    <input id="service-health-retries" type="number" min="1" max="100" bind:value=ed.health.retries/>
+                                </Labelled>
+                                <Labelled field="container.health_check.start_period_secs" id="service-health-start" label="Start period (s)" error=ed.error>
+                                    <input id="service-health-start" type="number" min="0" max="3600" bind:value=ed.health.start/>
+                                </Labelled>
+                            </div>
+                        </Show>
                         <div class="buttons">
                             <button type="button" class="ghost cancel" on:click=move |_| service_editor.set(None)>"Cancel"</button>
                             <button id="service-save" type="submit" class="primary">"Save"</button>
@@ -517,6 +675,36 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                 </Modal>
             }
         })}
+
+        {move || {
+            let roll_back = roll_back.clone();
+            rolling_back.get().map(|(id, tag)| {
+            let name = data()
+                .and_then(|d| d.0.into_iter().find(|s| s.id == id))
+                .map(|s| s.name)
+                .unwrap_or_default();
+            let close = move || {
+                rolling_back.set(None);
+                rollback_error.set(None);
+            };
+            view! {
+                <Modal title=Signal::derive(|| "Roll back".to_owned()) on_close=Callback::new(move |()| close())>
+                    <div id="rollback-dialog">
+                        <ErrorBanner error=rollback_error all=true/>
+                        <p>{format!(
+                            "Deploy tag {tag} of {name} again on every pool of the service, one node at a time. \
+                             Nodes that run it already are checked and left alone."
+                        )}</p>
+                        <div class="buttons">
+                            <button type="button" class="ghost cancel" on:click=move |_| close()>"Cancel"</button>
+                            <button id="rollback-confirm" type="button" class="primary" on:click=roll_back>
+                                {format!("Roll back to {tag}")}
+                            </button>
+                        </div>
+                    </div>
+                </Modal>
+            }
+        })}}
 
         <ConfirmDelete noun="service" target=deleting_service delete=api::delete_service
             on_deleted=Callback::new(move |()| bump())/>

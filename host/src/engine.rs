@@ -27,9 +27,9 @@ use std::{
 use futures_util::FutureExt as _;
 
 use dcp_api_types::{
-    Compensation, NodeCounts, RemoveNode, StepSpec, StepState, Task, TaskDetail, TaskInput,
-    TaskKind, TaskNode, TaskOverrides, TaskState, TaskStep, TaskTemplate, TaskTemplateInput,
-    TemplatePurpose,
+    Compensation, NodeCounts, RemoveNode, RollbackInput, StepSpec, StepState, Task, TaskDetail,
+    TaskInput, TaskKind, TaskNode, TaskOverrides, TaskState, TaskStep, TaskTemplate,
+    TaskTemplateInput, TemplatePurpose,
 };
 use tokio::{
     sync::{Notify, watch},
@@ -443,6 +443,69 @@ impl Engine {
             exclusive: !input.queue,
         };
         self.record_task(&pool, &task).await
+    }
+
+    /// Rolls `service` back: a deploy of its rollback image (see
+    /// [`store::ServiceRecord::rollback_image`]) on each of its pools with
+    /// nodes, queued behind what a pool runs. `input.tag` must be that
+    /// image's tag, so a rollback asked twice does not roll forward.
+    pub async fn rollback(
+        &self,
+        service_id: i64,
+        input: RollbackInput,
+        user: &str,
+    ) -> Result<(String, Vec<Task>), Error> {
+        validate::image_tag("tag", &input.tag)?;
+        let service = self.store.service(service_id).await?;
+        let image = service.rollback_image().ok_or_else(|| {
+            Error::Conflict(format!(
+                "service {} has no earlier version to roll back to",
+                service.name
+            ))
+        })?;
+        let tag = validate::image_tag_of(image).ok_or_else(|| {
+            Error::Conflict(format!(
+                "{image} is pinned by digest: deploy it by tag instead"
+            ))
+        })?;
+        if tag != input.tag {
+            return Err(Error::Conflict(format!(
+                "service {} now rolls back to {tag}, not {}: it changed since you looked",
+                service.name, input.tag
+            )));
+        }
+        let (pools, _) = self
+            .store
+            .list_pools(
+                Some(service.id),
+                store::Window {
+                    limit: MAX_NODES,
+                    offset: 0,
+                },
+            )
+            .await?;
+        let pools: Vec<PoolRecord> = pools.into_iter().filter(|p| p.nodes > 0).collect();
+        if pools.is_empty() {
+            return Err(Error::Conflict(format!(
+                "service {} has no nodes to roll back",
+                service.name
+            )));
+        }
+        let mut tasks = Vec::with_capacity(pools.len());
+        for pool in pools {
+            let deploy = TaskInput {
+                kind: TaskKind::Deploy,
+                pool_id: pool.id,
+                count: None,
+                addresses: Vec::new(),
+                tag: Some(tag.to_owned()),
+                batch_size: input.batch_size,
+                template_id: None,
+                queue: true,
+            };
+            tasks.push(self.create_task(deploy, user).await?);
+        }
+        Ok((tag.to_owned(), tasks))
     }
 
     /// Takes a node out of its pool as a shrink task on it alone (the
@@ -860,6 +923,9 @@ fn load_plan(
         state: name("tasks.state", &task.state)?,
         reason: task.reason.clone(),
         batch: usize::try_from(task.batch_size).unwrap_or(1).max(1),
+        // A deploy stops at its first unhealthy batch: the rest keep
+        // serving the version they run.
+        halt_on_failure: task.kind == TaskKind::Deploy.as_str(),
         rules,
         nodes: runs,
         pausing: false,
@@ -955,11 +1021,14 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                             return Ok(());
                         }
                         engine.touched();
-                        if plan.state == TaskState::Succeeded
+                        if plan.state.is_final()
                             && let Some((service, image)) = context.deployed_image()
                         {
-                            // Later expands run what was rolled out.
-                            store.set_service_image(service, &image).await?;
+                            // Later expands run what was rolled out; what a
+                            // rollback deploys follows.
+                            store
+                                .deploy_ended(service, &image, plan.state == TaskState::Succeeded)
+                                .await?;
                         }
                     }
                     Effect::AbortAll => abort.cancel(),

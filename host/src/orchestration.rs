@@ -3,7 +3,9 @@
 //! The rules live here, between the API and the store, so every caller —
 //! the REST API today, the task engine later — goes through the same checks.
 
-use dcp_api_types::{ClusterInput, ContainerSpec, PoolInput, ServiceInput};
+use dcp_api_types::{
+    ClusterInput, ContainerSpec, HealthCheck, HealthProbe, PoolInput, PortProtocol, ServiceInput,
+};
 
 use crate::{
     store::{ClusterChange, PoolChange, ServiceChange},
@@ -122,6 +124,92 @@ fn container_spec(spec: &ContainerSpec) -> Result<(), Invalid> {
             "must be between 6 and 4194304 MiB",
         ));
     }
+    if let Some(check) = &spec.health_check {
+        health_check(check, spec)?;
+    }
+    Ok(())
+}
+
+/// Most arguments of a health-check command, and longest argument.
+const PROBE_ARGS_MAX: usize = 64;
+const PROBE_ARG_MAX: usize = 4096;
+
+fn health_check(check: &HealthCheck, spec: &ContainerSpec) -> Result<(), Invalid> {
+    let within = |field: &'static str, value: u32, min: u32, max: u32| {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                format!("container.health_check.{field}"),
+                format!("must be between {min} and {max} seconds"),
+            ))
+        }
+    };
+    within(
+        "interval_secs",
+        check.interval_secs,
+        1,
+        HealthCheck::MAX_INTERVAL_SECS,
+    )?;
+    within(
+        "timeout_secs",
+        check.timeout_secs,
+        1,
+        HealthCheck::MAX_TIMEOUT_SECS,
+    )?;
+    within(
+        "start_period_secs",
+        check.start_period_secs,
+        0,
+        HealthCheck::MAX_START_PERIOD_SECS,
+    )?;
+    if !(1..=HealthCheck::MAX_RETRIES).contains(&check.retries) {
+        return Err(Invalid::new(
+            "container.health_check.retries",
+            format!("must be between 1 and {}", HealthCheck::MAX_RETRIES),
+        ));
+    }
+    match &check.probe {
+        HealthProbe::Http { path, port } => {
+            let printable = path.bytes().all(|b| b.is_ascii_graphic());
+            if !path.starts_with('/') || !printable || path.len() > 1024 {
+                return Err(Invalid::new(
+                    "container.health_check.probe.http.path",
+                    "must start with '/' and be at most 1024 printable ASCII characters without spaces",
+                ));
+            }
+            let published = spec
+                .ports
+                .iter()
+                .any(|p| p.container_port == *port && p.protocol == PortProtocol::Tcp);
+            if !published {
+                return Err(Invalid::new(
+                    "container.health_check.probe.http.port",
+                    format!(
+                        "container port {port} is not one of the service's published TCP ports"
+                    ),
+                ));
+            }
+        }
+        HealthProbe::Exec { command: argv } => {
+            if argv.is_empty() || argv.len() > PROBE_ARGS_MAX {
+                return Err(Invalid::new(
+                    "container.health_check.probe.exec.command",
+                    format!("must be a program and its arguments: 1 to {PROBE_ARGS_MAX} items"),
+                ));
+            }
+            for (i, arg) in argv.iter().enumerate() {
+                if arg.contains('\0') || arg.len() > PROBE_ARG_MAX || (i == 0 && arg.is_empty()) {
+                    return Err(Invalid::new(
+                        format!("container.health_check.probe.exec.command[{i}]"),
+                        format!(
+                            "must be at most {PROBE_ARG_MAX} bytes without NUL; the program is not empty"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -200,5 +288,70 @@ mod tests {
             container_spec(&spec).unwrap_err().field,
             "container.cpu_limit"
         );
+    }
+
+    #[test]
+    fn health_checks_ask_a_published_port_or_run_a_program() {
+        let mut spec = ContainerSpec {
+            ports: vec![PortMapping {
+                container_port: 80,
+                host_port: Some(8080),
+                protocol: PortProtocol::Tcp,
+            }],
+            health_check: Some(HealthCheck {
+                probe: HealthProbe::Http {
+                    path: "/health?deep=1".into(),
+                    port: 80,
+                },
+                interval_secs: 5,
+                timeout_secs: 3,
+                retries: 3,
+                start_period_secs: 0,
+            }),
+            ..ContainerSpec::default()
+        };
+        assert!(container_spec(&spec).is_ok());
+        let refused = |spec: &ContainerSpec| {
+            let e = container_spec(spec).unwrap_err();
+            (e.field.into_owned(), e.message)
+        };
+        let check = spec.health_check.as_mut().unwrap();
+        check.probe = HealthProbe::Http {
+            path: "/health".into(),
+            port: 8080,
+        };
+        let (field, message) = refused(&spec);
+        assert_eq!(field, "container.health_check.probe.http.port");
+        assert!(message.contains("8080 is not one of"), "{message}");
+        let check = spec.health_check.as_mut().unwrap();
+        check.probe = HealthProbe::Http {
+            path: "/a b".into(),
+            port: 80,
+        };
+        assert_eq!(refused(&spec).0, "container.health_check.probe.http.path");
+        let check = spec.health_check.as_mut().unwrap();
+        check.probe = HealthProbe::Exec { command: vec![] };
+        assert_eq!(
+            refused(&spec).0,
+            "container.health_check.probe.exec.command"
+        );
+        let check = spec.health_check.as_mut().unwrap();
+        check.probe = HealthProbe::Exec {
+            command: vec!["/bin/check".into(), "a\0b".into()],
+        };
+        assert_eq!(
+            refused(&spec).0,
+            "container.health_check.probe.exec.command[1]"
+        );
+        let check = spec.health_check.as_mut().unwrap();
+        check.probe = HealthProbe::Exec {
+            command: vec!["/bin/check".into()],
+        };
+        check.interval_secs = 0;
+        assert_eq!(refused(&spec).0, "container.health_check.interval_secs");
+        let check = spec.health_check.as_mut().unwrap();
+        check.interval_secs = 5;
+        check.retries = 0;
+        assert_eq!(refused(&spec).0, "container.health_check.retries");
     }
 }

@@ -245,6 +245,16 @@ pub fn image_name(reference: &str) -> &str {
     split_image(reference).0
 }
 
+/// The tag of an image reference (`latest` when it names none); none when
+/// a digest pins it.
+#[must_use]
+pub fn image_tag_of(reference: &str) -> Option<&str> {
+    match split_image(reference) {
+        (_, _, Some(_)) => None,
+        (_, tag, None) => Some(tag.unwrap_or("latest")),
+    }
+}
+
 /// `(name, tag, digest)` of an image reference. A colon after the last `/`
 /// starts the tag; one before it can only be a registry's port.
 fn split_image(reference: &str) -> (&str, Option<&str>, Option<&str>) {

@@ -6,12 +6,22 @@ use std::{path::Path, process::Command, sync::Mutex};
 static BUILD: Mutex<()> = Mutex::new(());
 
 /// Builds `dcp-test/web:<tag>`: Debian's static busybox serving
-/// `/www/index.html`, which says `web <tag>`, on port 80.
+/// `/www/index.html`, which says `web <tag>`, and `/www/healthz` on port 80.
 ///
 /// # Panics
 /// When Docker or busybox-static (scripts/setup test installs both) is missing.
 #[must_use]
 pub fn web_image(tag: &str) -> String {
+    web_image_with(tag, true)
+}
+
+/// [`web_image`], with `/healthz` only when `healthy`: a tag whose health
+/// check never passes though it serves its page.
+///
+/// # Panics
+/// When Docker or busybox-static (scripts/setup test installs both) is missing.
+#[must_use]
+pub fn web_image_with(tag: &str, healthy: bool) -> String {
     let image = format!("dcp-test/web:{tag}");
     // Built every time (Docker's cache makes it quick), so an image of that
     // name left by something else is replaced.
@@ -25,6 +35,9 @@ pub fn web_image(tag: &str) -> String {
     std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
     std::fs::create_dir(dir.path().join("www")).unwrap();
     std::fs::write(dir.path().join("www/index.html"), format!("web {tag}\n")).unwrap();
+    if healthy {
+        std::fs::write(dir.path().join("www/healthz"), "ok\n").unwrap();
+    }
     std::fs::write(
         dir.path().join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\n\

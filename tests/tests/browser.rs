@@ -657,16 +657,28 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     assert!(error.contains("8080:http"), "{error}");
     fill(&c, "#service-ports", "8080:80").await;
     fill(&c, "#service-volumes", "/tmp/dcp-web-ui:/www-extra:ro").await;
+    // A health check: GET /healthz on the first published port, every second.
+    choose(&c, "service-health", "HTTP GET").await;
+    fill(&c, "#service-health-path", "/healthz").await;
+    fill(&c, "#service-health-interval", "1").await;
     click(&c, "#service-save").await;
     let row = text_of(&c, "tr[data-name=\"web-ui\"]").await;
     assert!(
         row.contains("8080:80") && row.contains("dcp-test/web:1"),
         "{row}"
     );
+    // Nothing was deployed yet: nothing to roll back to.
+    assert!(!row.contains("Roll back"), "{row}");
     let saved = cloud.api.get("/api/v1/services").await;
     assert_eq!(
         saved["items"][0]["container"]["volumes"],
         json!([{"host_path": "/tmp/dcp-web-ui", "container_path": "/www-extra", "read_only": true}]),
+        "{saved}"
+    );
+    assert_eq!(
+        saved["items"][0]["container"]["health_check"],
+        json!({"probe": {"http": {"path": "/healthz", "port": 80}},
+               "interval_secs": 1, "timeout_secs": 3, "retries": 3, "start_period_secs": 0}),
         "{saved}"
     );
     click(&c, "tr[data-name=\"web-ui\"] [data-test=\"new-pool\"]").await;
@@ -700,6 +712,7 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     .await;
     let output = text_of(&c, "#step-output").await;
     assert!(output.contains("started dcp-web-ui-"), "{output}");
+    assert!(output.contains("is healthy (GET http://"), "{output}");
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-task.png"), shot);
 
@@ -727,6 +740,54 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
         .await
         .unwrap();
     assert_eq!(page, "web 1\n");
+
+    // Tag 2 deployed (by the API), the services page offers to roll back
+    // to 1; confirmed, the deploy's task page follows it to the end.
+    let _ = dcp_tests::docker::web_image("2");
+    let pools = cloud.api.get("/api/v1/pools").await;
+    let pool_id = &pools["items"][0]["id"];
+    let (status, deploy) = cloud
+        .api
+        .post(
+            "/api/v1/tasks",
+            &json!({"kind": "deploy", "pool_id": pool_id, "tag": "2"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{deploy}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let task = cloud
+            .api
+            .get(&format!("/api/v1/tasks/{}", deploy["id"]))
+            .await;
+        if task["task"]["state"] == "succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && task["task"]["state"] != "failed",
+            "{task:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    click(&c, "nav a[href=\"/services\"]").await;
+    click(&c, "tr[data-name=\"web-ui\"] [data-test=\"rollback\"]").await;
+    let what = text_of(&c, "#rollback-dialog").await;
+    assert!(what.contains("Deploy tag 1 of web-ui"), "{what}");
+    click(&c, "#rollback-confirm").await;
+    until(
+        &c,
+        "//*[@id='task-state']/span[@data-state='succeeded']",
+        Duration::from_secs(120),
+    )
+    .await;
+    let page = reqwest::get(format!("http://{address}:8080/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page, "web 1\n");
+    click(&c, "h1 a").await;
 
     // Shrink that node: picked in the table, gone after the task.
     click(&c, &format!("tr[data-address=\"{address}\"] .node-pick")).await;

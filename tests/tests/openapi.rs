@@ -61,7 +61,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 11] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 12] = [
     (
         "/api/v1/commands",
         "script",
@@ -91,6 +91,11 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 11] = [
         "/api/v1/services",
         "container.volumes[].container_path",
         "a container path is mounted once across the list",
+    ),
+    (
+        "/api/v1/services",
+        "container.health_check.probe.http.port",
+        "the health check asks one of the service's published TCP ports",
     ),
     (
         "/api/v1/task-templates",

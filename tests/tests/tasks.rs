@@ -10,7 +10,7 @@ use aliyun_sim::Delays;
 use dcp_tests::{
     Server, ServerOptions,
     cloud::{Cloud, machine_env, quick_delays},
-    docker::{Cleanup, containers_of, web_image},
+    docker::{Cleanup, containers_of, web_image, web_image_with},
 };
 use serde_json::{Value, json};
 use sqlx::Connection as _;
@@ -197,6 +197,134 @@ async fn expand_shrink_and_deploy_run_real_containers_on_fleet_nodes() {
     let service = cloud.api.get("/api/v1/services").await;
     assert_eq!(service["items"][0]["image"], "dcp-test/web:2", "{service}");
     assert_eq!(containers_of("web-esd").len(), 3);
+}
+
+/// Rolls `service` back to `tag` (its one pool) and waits for the deploy.
+async fn rolled_back(cloud: &Cloud, service: i64, tag: &str) -> Value {
+    let (status, rollback) = cloud
+        .api
+        .post(
+            &format!("/api/v1/services/{service}/rollback"),
+            &json!({"tag": tag, "batch_size": 3}),
+        )
+        .await;
+    assert_eq!(status, 202, "{rollback}");
+    assert_eq!(rollback["tag"], tag, "{rollback}");
+    let tasks = rollback["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1, "one deploy per pool with nodes: {rollback}");
+    settle(
+        cloud,
+        tasks[0]["id"].as_i64().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_deploy_stops_at_the_first_unhealthy_node_and_rollback_restores_the_last_good_tag() {
+    let _containers = Cleanup::new("web-hc");
+    let _ = web_image("2");
+    let _ = web_image_with("3", false);
+    let cloud = Cloud::start(quick_delays()).await;
+    let pool = pool(&cloud, "web-hc", None).await;
+    let service_id = cloud.api.get(&format!("/api/v1/pools/{pool}")).await["service_id"]
+        .as_i64()
+        .unwrap();
+    let service_path = format!("/api/v1/services/{service_id}");
+    let mut service = cloud.api.get(&service_path).await;
+    assert!(service["rollback_tag"].is_null(), "{service}");
+    // The service declares a health check: GET /healthz on its port 80.
+    let check = json!({"probe": {"http": {"path": "/healthz", "port": 80}},
+                       "interval_secs": 1, "timeout_secs": 2, "retries": 2});
+    let mut input = json!({
+        "cluster_id": service["cluster_id"], "name": "web-hc", "image": service["image"],
+        "container": service["container"],
+    });
+    input["container"]["health_check"] =
+        json!({"probe": {"http": {"path": "/healthz", "port": 9}}});
+    let (status, refused) = cloud.api.put(&service_path, &input).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["error"]["field"], "container.health_check.probe.http.port",
+        "{refused}"
+    );
+    input["container"]["health_check"] = check;
+    let (status, updated) = cloud.api.put(&service_path, &input).await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["container"]["health_check"]["retries"], 2);
+    assert_eq!(updated["container"]["health_check"]["start_period_secs"], 0);
+
+    let expand = run(
+        &cloud,
+        json!({"kind": "expand", "pool_id": pool, "count": 3}),
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
+    let nodes = addresses(&expand);
+    let output = expand["nodes"][0]["steps"][1]["output"].as_str().unwrap();
+    assert!(output.contains("is healthy (GET http://"), "{output}");
+    // Nothing to go back to yet.
+    let (status, nothing) = cloud
+        .api
+        .post(&format!("{service_path}/rollback"), &json!({"tag": "1"}))
+        .await;
+    assert_eq!(status, 409, "{nothing}");
+
+    let deploy = run(
+        &cloud,
+        json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 1}),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
+    service = cloud.api.get(&service_path).await;
+    assert_eq!(service["rollback_tag"], "1", "{service}");
+
+    // Tag 3 serves its page but never passes its check: the deploy stops
+    // at its first node, the others keep serving tag 2.
+    let sick = run(
+        &cloud,
+        json!({"kind": "deploy", "pool_id": pool, "tag": "3", "batch_size": 1}),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(sick["task"]["state"], "failed", "{sick:#}");
+    let reason = sick["task"]["reason"].as_str().unwrap();
+    assert!(reason.contains("2 not reached"), "{reason}");
+    let first = &sick["nodes"][0];
+    assert_eq!(first["state"], "failed", "{sick:#}");
+    let error = first["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("is unhealthy: GET http://") && error.contains("/healthz failed 2 times"),
+        "{error}"
+    );
+    let first = first["address"].as_str().unwrap();
+    assert_eq!(page(first).await.unwrap(), "web 3\n");
+    for node in &sick["nodes"].as_array().unwrap()[1..] {
+        assert_eq!(node["state"], "skipped", "{sick:#}");
+        let address = node["address"].as_str().unwrap();
+        assert_eq!(page(address).await.unwrap(), "web 2\n", "{address}");
+    }
+    service = cloud.api.get(&service_path).await;
+    assert_eq!(service["image"], "dcp-test/web:2", "{service}");
+    assert_eq!(service["rollback_tag"], "2", "{service}");
+
+    // A rollback to what the caller no longer sees is refused; to tag 2,
+    // it puts every node back on tag 2.
+    let (status, stale) = cloud
+        .api
+        .post(&format!("{service_path}/rollback"), &json!({"tag": "1"}))
+        .await;
+    assert_eq!(status, 409, "{stale}");
+    let back = rolled_back(&cloud, service_id, "2").await;
+    assert_eq!(back["task"]["state"], "succeeded", "{back:#}");
+    for address in &nodes {
+        assert_eq!(page(address).await.unwrap(), "web 2\n", "{address}");
+    }
+    service = cloud.api.get(&service_path).await;
+    assert_eq!(service["rollback_tag"], "1", "{service}");
+    assert_eq!(containers_of("web-hc").len(), 3);
 }
 
 #[tokio::test]

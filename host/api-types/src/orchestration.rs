@@ -99,6 +99,102 @@ pub struct ContainerSpec {
     /// Arguments (the image's CMD).
     #[serde(default)]
     pub args: Vec<String>,
+    /// How DCP tells that a newly started container is ready: absent, a
+    /// container counts as started once Docker runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// A service's health check. `start_service` succeeds only once the new
+/// container passes it; a deploy stops at the first node whose container
+/// does not. The check runs on the node (over DCP's SSH channel), so it
+/// needs no route from DCP to the service's ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// What is checked.
+    pub probe: HealthProbe,
+    /// Seconds between checks.
+    #[serde(default = "HealthCheck::default_interval")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 300, default = 5))]
+    pub interval_secs: u32,
+    /// Seconds one check may take before it counts as failed.
+    #[serde(default = "HealthCheck::default_timeout")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 60, default = 3))]
+    pub timeout_secs: u32,
+    /// Failed checks in a row (after the start period) that make the
+    /// container unhealthy.
+    #[serde(default = "HealthCheck::default_retries")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100, default = 3))]
+    pub retries: u32,
+    /// Seconds after the start during which failed checks do not count
+    /// (a passing one still makes the container healthy at once).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 3600, default = 0))]
+    pub start_period_secs: u32,
+}
+
+impl HealthCheck {
+    /// Longest interval, timeout and start period, in seconds.
+    pub const MAX_INTERVAL_SECS: u32 = 300;
+    /// Longest time one check may take, in seconds.
+    pub const MAX_TIMEOUT_SECS: u32 = 60;
+    /// Most failed checks in a row.
+    pub const MAX_RETRIES: u32 = 100;
+    /// Longest start period, in seconds.
+    pub const MAX_START_PERIOD_SECS: u32 = 3600;
+
+    const fn default_interval() -> u32 {
+        5
+    }
+    const fn default_timeout() -> u32 {
+        3
+    }
+    const fn default_retries() -> u32 {
+        3
+    }
+
+    /// The longest a container can take to be found healthy or not: a
+    /// step's timeout shorter than this may cut the check short.
+    #[must_use]
+    pub fn longest_secs(&self) -> u64 {
+        let checks = u64::from(self.retries)
+            + u64::from(self.start_period_secs / self.interval_secs.max(1))
+            + 1;
+        u64::from(self.start_period_secs)
+            + checks * u64::from(self.interval_secs + self.timeout_secs)
+    }
+}
+
+/// What a health check asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HealthProbe {
+    /// An HTTP GET of `path` on the node's address at the port published
+    /// for `port`: a 2xx or 3xx answer is healthy. Made with the node's
+    /// `curl`, `wget` or `busybox wget`, whichever it has.
+    Http {
+        /// The path, with any query: starts with `/`, printable ASCII
+        /// without spaces.
+        #[cfg_attr(
+            feature = "openapi",
+            schema(min_length = 1, max_length = 1024, pattern = "^/[!-~]*$")
+        )]
+        path: String,
+        /// The container port asked: one of the service's published TCP
+        /// ports.
+        #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 65535))]
+        port: u16,
+    },
+    /// A program run inside the container (`docker exec`, no shell): exit
+    /// status 0 is healthy.
+    Exec {
+        /// The program, then its arguments.
+        #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64))]
+        command: Vec<String>,
+    },
 }
 
 /// A service: what runs, as a container image with its default spec.
@@ -119,6 +215,10 @@ pub struct Service {
     pub image: String,
     /// How the container runs.
     pub container: ContainerSpec,
+    /// The tag `POST /services/{id}/rollback` deploys: the tag every node
+    /// ran before a deploy that did not finish, or else the tag before the
+    /// last finished deploy. Absent when there is nothing to go back to.
+    pub rollback_tag: Option<String>,
     /// Its pools.
     pub pools: u64,
     /// When it was created (RFC 3339).
@@ -171,6 +271,38 @@ pub struct ServiceInput {
     /// How the container runs.
     #[serde(default)]
     pub container: ContainerSpec,
+}
+
+/// What `POST /services/{id}/rollback` rolls back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RollbackInput {
+    /// The service's `rollback_tag` as the caller saw it: a rollback asked
+    /// twice does not roll forward again (409 once the tag has moved on).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+        )
+    )]
+    pub tag: String,
+    /// Nodes deployed at once in each pool (default 1).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
+    pub batch_size: Option<u32>,
+}
+
+/// The deploys a rollback started, one per pool with nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Rollback {
+    /// The tag deployed.
+    pub tag: String,
+    /// The deploy tasks.
+    pub tasks: Vec<crate::Task>,
 }
 
 /// Filters of `GET /services`.

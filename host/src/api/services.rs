@@ -9,7 +9,8 @@ use axum::{
 };
 use dcp_api_types::{
     AddNodes, ErrorBody, MachineState, Node, Page, PageQuery, Pool, PoolFilter, PoolInput,
-    RemoveNode, Service, ServiceFilter, ServiceInput, Task, TemplatePurpose,
+    RemoveNode, Rollback, RollbackInput, Service, ServiceFilter, ServiceInput, Task,
+    TemplatePurpose,
 };
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -30,6 +31,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_services, create_service))
         .routes(routes!(get_service, update_service, delete_service))
+        .routes(routes!(rollback_service))
         .routes(routes!(list_pools, create_pool))
         .routes(routes!(get_pool, update_pool, delete_pool))
         .routes(routes!(list_nodes, add_nodes))
@@ -41,12 +43,17 @@ fn service_to_api(s: ServiceRecord) -> Result<Service> {
         column: "services.container",
         value: s.container.clone(),
     })?;
+    let rollback_tag = s
+        .rollback_image()
+        .and_then(validate::image_tag_of)
+        .map(str::to_owned);
     Ok(Service {
         id: s.id,
         cluster_id: s.cluster_id,
         name: s.name,
         description: s.description,
         service_type: s.service_type,
+        rollback_tag,
         image: s.image,
         container,
         pools: s.pools,
@@ -204,6 +211,30 @@ async fn get_service(
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<Service>> {
     Ok(Json(service_to_api(state.store.service(id).await?)?))
+}
+
+/// Roll a service back to its `rollback_tag`: a deploy of that tag on each
+/// of its pools with nodes (queued behind what a pool runs), one node at a
+/// time unless `batch_size` says otherwise.
+#[utoipa::path(
+    post, path = "/services/{id}/rollback", tag = "orchestration",
+    params(("id" = i64, Path, description = "Service id")),
+    request_body = RollbackInput,
+    responses(
+        (status = 202, description = "The deploys started", body = Rollback),
+        (status = 404, description = "No such service", body = ErrorBody),
+        (status = 409, description = "Nothing to roll back to, no nodes, or the rollback tag is no longer `tag`", body = ErrorBody),
+        (status = 422, description = "A field breaks a rule", body = ErrorBody),
+    )
+)]
+async fn rollback_service(
+    State(state): State<AppState>,
+    Extension(me): Extension<Principal>,
+    Path(Id { id }): Path<Id>,
+    Json(input): Json<RollbackInput>,
+) -> Result<(StatusCode, Json<Rollback>)> {
+    let (tag, tasks) = state.engine.rollback(id, input, &me.user.username).await?;
+    Ok((StatusCode::ACCEPTED, Json(Rollback { tag, tasks })))
 }
 
 /// Replace a service's fields.

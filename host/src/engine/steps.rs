@@ -10,9 +10,9 @@ use std::{
 };
 
 use dcp_api_types::{
-    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HostInput, InlineCommand,
-    LeftoverMachines, MachineState, NodeState, PortProtocol, RestartPolicy, StepSpec, TaskKind,
-    TaskOverrides, builtin,
+    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HealthCheck, HealthProbe,
+    HostInput, InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol,
+    RestartPolicy, StepSpec, TaskKind, TaskOverrides, builtin,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -806,20 +806,106 @@ fn run_script(
     run.push(q(image));
     run.extend(spec.command.iter().skip(1).map(|a| q(a)));
     run.extend(spec.args.iter().map(|a| q(a)));
+    let health = spec
+        .health_check
+        .as_ref()
+        .map(|check| health_script(name, address, spec, check))
+        .unwrap_or_default();
     let name = q(name);
     let image_q = q(image);
+    // A replay finds the container running: it is checked again, not
+    // started again.
     format!(
         "set -e\n\
          if [ -n \"$(docker ps -q --filter name=^/{bare}$ --filter label=dcp.spec={fingerprint} --filter status=running)\" ]; then\n\
-         \x20 echo \"{bare} already runs {bare_image}\"; exit 0\n\
+         \x20 echo \"{bare} already runs {bare_image}\"\n\
+         else\n\
+         \x20 docker image inspect {image_q} >/dev/null 2>&1 || docker pull {image_q}\n\
+         \x20 docker rm -f {name} >/dev/null 2>&1 || true\n\
+         \x20 {}\n\
+         \x20 echo \"started {bare} from {bare_image}\"\n\
          fi\n\
-         docker image inspect {image_q} >/dev/null 2>&1 || docker pull {image_q}\n\
-         docker rm -f {name} >/dev/null 2>&1 || true\n\
-         {}\n\
-         echo \"started {bare} from {bare_image}\"\n",
+         {health}",
         run.join(" "),
         bare = name.trim_matches('\''),
         bare_image = image_q.trim_matches('\''),
+    )
+}
+
+/// The shell that waits until container `name` passes `check`, Docker's
+/// way: checks every interval, failures within the start period do not
+/// count, `retries` failures in a row (or the container exiting) make it
+/// unhealthy. Unhealthy, it prints the container's last log lines, then
+/// why, as the last line of stderr (the step's error).
+fn health_script(name: &str, address: &str, spec: &ContainerSpec, check: &HealthCheck) -> String {
+    let q = |s: &str| shell_quote(s);
+    let timeout = check.timeout_secs;
+    let (what, probe) = match &check.probe {
+        HealthProbe::Http { path, port } => {
+            let published = spec
+                .ports
+                .iter()
+                .find(|p| p.container_port == *port && p.protocol == PortProtocol::Tcp)
+                .map_or(*port, |p| p.host_port.unwrap_or(p.container_port));
+            let host = if address.contains(':') {
+                format!("[{address}]")
+            } else {
+                address.to_owned()
+            };
+            let target = format!("http://{host}:{published}{path}");
+            let url = q(&target);
+            (
+                format!("GET {target}"),
+                format!(
+                    "if command -v curl >/dev/null 2>&1; then curl -fsS -o /dev/null --max-time {timeout} {url}\n\
+                     \x20 elif command -v wget >/dev/null 2>&1; then timeout {timeout} wget -q -O /dev/null {url}\n\
+                     \x20 elif command -v busybox >/dev/null 2>&1; then timeout {timeout} busybox wget -q -O /dev/null {url}\n\
+                     \x20 else echo 'the node has no curl, wget or busybox for the HTTP check'; return 1; fi"
+                ),
+            )
+        }
+        HealthProbe::Exec { command: argv } => {
+            let quoted: Vec<String> = argv.iter().map(|a| q(a)).collect();
+            (
+                format!("the command {}", argv.join(" ")),
+                format!(
+                    "timeout {timeout} docker exec \"$dcp_name\" {}",
+                    quoted.join(" ")
+                ),
+            )
+        }
+    };
+    // Every value reaches the shell quoted, in variables.
+    format!(
+        "dcp_name={name_q}; dcp_what={what_q}\n\
+         dcp_probe() {{\n\
+         \x20 {probe}\n\
+         }}\n\
+         checks=0; failed=0; waited=0\n\
+         while :; do\n\
+         \x20 checks=$((checks + 1))\n\
+         \x20 if last=$(dcp_probe 2>&1); then\n\
+         \x20   echo \"$dcp_name is healthy ($dcp_what passed at check $checks, $waited s after the start)\"; exit 0\n\
+         \x20 fi\n\
+         \x20 last=$(printf '%s\\n' \"$last\" | grep -v '^[[:space:]]*$' | tail -n 1)\n\
+         \x20 status=$(docker inspect -f '{{{{.State.Status}}}} {{{{.State.ExitCode}}}}' \"$dcp_name\" 2>/dev/null || echo gone)\n\
+         \x20 case \"$status\" in\n\
+         \x20 running*|restarting*) ;;\n\
+         \x20 *) docker logs --tail 20 \"$dcp_name\" 2>&1 | sed 's/^/log: /' >&2 || true\n\
+         \x20    echo \"$dcp_name stopped before it was healthy (docker: $status)\" >&2; exit 1 ;;\n\
+         \x20 esac\n\
+         \x20 if [ \"$waited\" -ge {start} ]; then failed=$((failed + 1)); fi\n\
+         \x20 if [ \"$failed\" -ge {retries} ]; then\n\
+         \x20   docker logs --tail 20 \"$dcp_name\" 2>&1 | sed 's/^/log: /' >&2 || true\n\
+         \x20   echo \"$dcp_name is unhealthy: $dcp_what failed $failed times in a row${{last:+ (last: $last)}}\" >&2; exit 1\n\
+         \x20 fi\n\
+         \x20 sleep {interval}; waited=$((waited + {interval}))\n\
+         done\n",
+        name_q = q(name),
+        what_q = q(&what),
+        start = check.start_period_secs,
+        retries = check.retries,
+        interval = check.interval_secs,
     )
 }
 

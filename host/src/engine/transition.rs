@@ -62,6 +62,10 @@ pub struct Plan {
     pub reason: String,
     /// How many node pipelines may be under way at once.
     pub batch: usize,
+    /// A failed node stops the rollout: no other node starts, and the task
+    /// ends once the nodes under way do (a deploy leaves the rest on the
+    /// version they run). A retry goes on with them.
+    pub halt_on_failure: bool,
     /// Per template step.
     pub rules: Vec<StepRule>,
     /// The nodes.
@@ -421,6 +425,22 @@ fn reopen_failed(plan: &mut Plan, effects: &mut Vec<Effect>) {
         };
         effects.push(Effect::SaveNode(n));
     }
+    if plan.halt_on_failure {
+        // The nodes a halted rollout did not reach.
+        for (n, node) in plan.nodes.iter_mut().enumerate() {
+            if node.state == StepState::Skipped
+                && node.steps.iter().all(|s| s.state == StepState::Skipped)
+            {
+                node.state = StepState::Pending;
+                for step in &mut node.steps {
+                    step.state = StepState::Pending;
+                    step.attempts = 0;
+                    step.finished_at = None;
+                }
+                effects.push(Effect::SaveNode(n));
+            }
+        }
+    }
 }
 
 /// Starts what may start (bounded by the batch size), and ends the task
@@ -458,11 +478,12 @@ fn settle(plan: &mut Plan, mut effects: Vec<Effect>, now: Option<i64>) -> Vec<Ef
         .iter()
         .filter(|n| n.state == StepState::Running)
         .count();
+    let halted = plan.halt_on_failure && plan.nodes.iter().any(|n| n.state == StepState::Failed);
     let mut wake: Option<i64> = None;
     for (n, node) in plan.nodes.iter_mut().enumerate() {
         let starting = match node.state {
             StepState::Running => false,
-            StepState::Pending if under_way < plan.batch => true,
+            StepState::Pending if under_way < plan.batch && !halted => true,
             _ => continue,
         };
         if node.steps.iter().any(|s| s.state == StepState::Running) {
@@ -499,11 +520,24 @@ fn settle(plan: &mut Plan, mut effects: Vec<Effect>, now: Option<i64>) -> Vec<Ef
     if let Some(at) = wake {
         effects.push(Effect::WakeAt(at));
     }
-    let open = plan
-        .nodes
-        .iter()
-        .any(|n| matches!(n.state, StepState::Pending | StepState::Running));
+    let open = plan.nodes.iter().any(|n| match n.state {
+        StepState::Running => true,
+        StepState::Pending => !halted,
+        _ => false,
+    });
     if !open && !in_flight(plan) {
+        let mut unreached = 0;
+        for (n, node) in plan.nodes.iter_mut().enumerate() {
+            if node.state == StepState::Pending {
+                node.state = StepState::Skipped;
+                for step in &mut node.steps {
+                    step.state = StepState::Skipped;
+                    step.finished_at = Some(now);
+                }
+                unreached += 1;
+                effects.push(Effect::SaveNode(n));
+            }
+        }
         let failed = plan
             .nodes
             .iter()
@@ -511,6 +545,13 @@ fn settle(plan: &mut Plan, mut effects: Vec<Effect>, now: Option<i64>) -> Vec<Ef
             .count();
         let (state, reason) = match failed {
             0 => (TaskState::Succeeded, String::new()),
+            f if unreached > 0 => (
+                TaskState::Failed,
+                format!(
+                    "stopped after {f} of {} nodes failed: {unreached} not reached, left as they were",
+                    plan.nodes.len()
+                ),
+            ),
             f if f == plan.nodes.len() => (TaskState::Failed, format!("all {f} nodes failed")),
             f => (
                 TaskState::PartiallyFailed,
@@ -551,6 +592,7 @@ mod tests {
             state: TaskState::Pending,
             reason: String::new(),
             batch,
+            halt_on_failure: false,
             rules: vec![
                 StepRule {
                     retries: 0,
@@ -623,6 +665,38 @@ mod tests {
         assert_eq!(starts(&e), [(0, 0)]);
         let _ = end(&mut p, 0, 0, true, 5);
         let _ = end(&mut p, 0, 1, true, 6);
+        assert_eq!(p.state, TaskState::Succeeded);
+    }
+
+    #[test]
+    fn a_halting_rollout_starts_no_node_after_a_failure_and_a_retry_goes_on() {
+        let mut p = plan(5, 1, 2);
+        p.halt_on_failure = true;
+        let e = transition(&mut p, Event::Claimed { now: 0 });
+        assert_eq!(starts(&e), [(0, 0), (1, 0)]);
+        // Node 0 fails: node 1 finishes its work, no other node starts.
+        assert!(starts(&end(&mut p, 0, 0, false, 1)).is_empty());
+        assert_eq!(p.state, TaskState::Running);
+        let e = end(&mut p, 1, 0, true, 2);
+        assert!(starts(&e).is_empty());
+        assert_eq!(p.state, TaskState::Failed);
+        assert!(
+            p.reason
+                .contains("stopped after 1 of 5 nodes failed: 3 not reached"),
+            "{}",
+            p.reason
+        );
+        for node in &p.nodes[2..] {
+            assert_eq!(node.state, StepState::Skipped);
+            assert_eq!(node.steps[0].state, StepState::Skipped);
+        }
+        // A retry runs the failed node again, then the ones not reached.
+        let e = transition(&mut p, Event::RetryFailed { now: 3 });
+        assert_eq!(starts(&e), [(0, 0), (2, 0)]);
+        let _ = end(&mut p, 0, 0, true, 4);
+        let _ = end(&mut p, 2, 0, true, 5);
+        let _ = end(&mut p, 3, 0, true, 6);
+        let _ = end(&mut p, 4, 0, true, 7);
         assert_eq!(p.state, TaskState::Succeeded);
     }
 

@@ -45,6 +45,10 @@ pub struct ServiceRecord {
     pub image: String,
     /// The container spec as JSON.
     pub container: String,
+    /// The image before the last finished deploy changed it.
+    pub previous_image: Option<String>,
+    /// The image of a deploy that ended without reaching every node.
+    pub unfinished_image: Option<String>,
     /// Its pools.
     pub pools: u64,
     /// Creation time.
@@ -167,9 +171,26 @@ struct ServiceRow {
     service_type: String,
     image: String,
     container: String,
+    previous_image: Option<String>,
+    unfinished_image: Option<String>,
     pools: i64,
     created_at: i64,
     updated_at: i64,
+}
+
+impl ServiceRecord {
+    /// The image a rollback deploys: the current one while a deploy of
+    /// another did not finish (some nodes run it, the rest do not), else
+    /// the one before the last finished deploy. None when that is the
+    /// image every node runs already.
+    #[must_use]
+    pub fn rollback_image(&self) -> Option<&str> {
+        match (&self.unfinished_image, &self.previous_image) {
+            (Some(_), _) => Some(&self.image),
+            (None, Some(previous)) if *previous != self.image => Some(previous),
+            _ => None,
+        }
+    }
 }
 
 impl From<ServiceRow> for ServiceRecord {
@@ -182,6 +203,8 @@ impl From<ServiceRow> for ServiceRecord {
             service_type: r.service_type,
             image: r.image,
             container: r.container,
+            previous_image: r.previous_image,
+            unfinished_image: r.unfinished_image,
             pools: u64::try_from(r.pools).unwrap_or_default(),
             created_at: datetime(r.created_at),
             updated_at: datetime(r.updated_at),
@@ -190,7 +213,8 @@ impl From<ServiceRow> for ServiceRecord {
 }
 
 const SERVICE_SELECT: &str = "select s.id, s.cluster_id, s.name, s.description, s.service_type, \
-     s.image, s.container, (select count(*) from pools p where p.service_id = s.id) as pools, \
+     s.image, s.container, s.previous_image, s.unfinished_image, \
+     (select count(*) from pools p where p.service_id = s.id) as pools, \
      s.created_at, s.updated_at from services s";
 
 #[derive(FromRow)]

@@ -739,9 +739,21 @@ impl Store {
         Ok(row.map(|(id,)| id))
     }
 
-    /// Records the image a deploy rolled out as the service's.
-    pub async fn set_service_image(&self, service_id: i64, image: &str) -> Result<()> {
-        sqlx::query("update services set image = $1, updated_at = $2 where id = $3")
+    /// Records how a deploy of `image` ended: a finished one makes it the
+    /// service's image (the one before it becomes the previous image); one
+    /// that stopped short leaves some nodes on it, so a rollback restores
+    /// the service's image.
+    pub async fn deploy_ended(&self, service_id: i64, image: &str, finished: bool) -> Result<()> {
+        // SET expressions read the row as it was before the update.
+        let sql = if finished {
+            "update services set previous_image = case when image <> $1 then image \
+             else previous_image end, image = $1, unfinished_image = null, updated_at = $2 \
+             where id = $3"
+        } else {
+            "update services set unfinished_image = $1, updated_at = $2 \
+             where id = $3 and image <> $1"
+        };
+        sqlx::query(sql)
             .bind(image)
             .bind(now_millis())
             .bind(service_id)
