@@ -5,11 +5,11 @@ use dcp_api_types::{
     CommandGroup, CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode,
     ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
     FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
-    MachineState, MachineTemplate, ModuleEntry, Node, Overview, Page, PageQuery, PluginLimits,
-    PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput,
-    QuotaUsage, Rollback, RollbackInput, Service, ServiceInput, Session, SshSettings, Task,
-    TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput,
-    UserStatus,
+    MachineState, MachineTemplate, ModuleEntry, Node, NodeContainer, NodeLogs, Overview, Page,
+    PageQuery, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion,
+    Pool, PoolInput, QuotaInput, QuotaUsage, Rollback, RollbackInput, Service, ServiceInput,
+    Session, SshSettings, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
+    TemplateInput, Token, TokenInput, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -736,6 +736,27 @@ pub(crate) async fn delete_service(id: i64) -> Result<(), ApiError> {
     remove("services", id).await
 }
 
+/// Whose tasks [`tasks`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskScope {
+    /// Every pool's.
+    All,
+    /// One pool's.
+    Pool(i64),
+    /// One service's pools'.
+    Service(i64),
+}
+
+/// One service.
+pub(crate) async fn service(id: i64) -> Result<Service, ApiError> {
+    read(send(Request::get(&format!("/api/v1/services/{id}"))).await?).await
+}
+
+/// One cluster.
+pub(crate) async fn cluster(id: i64) -> Result<Cluster, ApiError> {
+    read(send(Request::get(&format!("/api/v1/clusters/{id}"))).await?).await
+}
+
 /// Pools (of one service), by name.
 pub(crate) async fn pools(service_id: Option<i64>) -> Result<Page<Pool>, ApiError> {
     let mut url = format!("/api/v1/pools?per_page={}", PageQuery::MAX_PER_PAGE);
@@ -826,14 +847,16 @@ pub(crate) async fn delete_task_template(id: i64) -> Result<(), ApiError> {
     remove("task-templates", id).await
 }
 
-/// One page of tasks (of one pool), newest first.
-pub(crate) async fn tasks(page: u32, pool_id: Option<i64>) -> Result<Page<Task>, ApiError> {
+/// One page of tasks (all, or of one pool or service), newest first.
+pub(crate) async fn tasks(page: u32, scope: TaskScope) -> Result<Page<Task>, ApiError> {
     let mut url = format!(
         "/api/v1/tasks?page={page}&per_page={}",
         PageQuery::DEFAULT_PER_PAGE
     );
-    if let Some(id) = pool_id {
-        url.push_str(&format!("&pool_id={id}"));
+    match scope {
+        TaskScope::All => {}
+        TaskScope::Pool(id) => url.push_str(&format!("&pool_id={id}")),
+        TaskScope::Service(id) => url.push_str(&format!("&service_id={id}")),
     }
     read(send(Request::get(&url)).await?).await
 }
@@ -846,6 +869,32 @@ pub(crate) async fn task(id: i64) -> Result<TaskDetail, ApiError> {
 /// Starts a task.
 pub(crate) async fn start_task(input: &TaskInput) -> Result<Task, ApiError> {
     read(send_json(Request::post("/api/v1/tasks"), input).await?).await
+}
+
+/// A node's container as Docker reports it now, health asked once.
+pub(crate) async fn node_container(pool: i64, node: i64) -> Result<NodeContainer, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/pools/{pool}/nodes/{node}/container"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// A node container's last `tail` log lines, or those after `since`.
+pub(crate) async fn node_logs(
+    pool: i64,
+    node: i64,
+    tail: u32,
+    since: Option<&str>,
+) -> Result<NodeLogs, ApiError> {
+    let mut url = format!("/api/v1/pools/{pool}/nodes/{node}/logs?tail={tail}");
+    if let Some(since) = since {
+        url.push_str("&since=");
+        url.push_str(&String::from(js_sys::encode_uri_component(since)));
+    }
+    read(send(Request::get(&url)).await?).await
 }
 
 /// Rolls a service back to `tag` (its `rollback_tag`): a deploy per pool.

@@ -1,11 +1,13 @@
-//! The clusters page: a paged, searchable table with create, edit and delete.
+//! The clusters page: a paged, searchable table with create, edit and
+//! delete; and one cluster's page with its services.
 
 use dcp_api_types::{Cluster, ClusterInput, PageQuery};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
+use leptos_router::{components::A, hooks::use_params_map};
 
 use crate::{
     api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, load_error, short_time},
 };
 
 /// The cluster being created (`id: None`) or edited.
@@ -126,9 +128,10 @@ pub(crate) fn ClustersPage() -> impl IntoView {
                     children=move |c: Cluster| {
                         let for_edit = c.clone();
                         let for_delete = c.clone();
+                        let link_name = c.name.clone();
                         view! {
                             <tr data-name=c.name>
-                                <td class="name">{c.name.clone()}</td>
+                                <td class="name"><A href=format!("/clusters/{}", c.id) attr:data-test="cluster-link">{link_name}</A></td>
                                 <td>{c.business_line.clone()}</td>
                                 <td class="description">{c.description.clone()}</td>
                                 <td>{short_time(&c.created_at)}</td>
@@ -190,5 +193,50 @@ pub(crate) fn ClustersPage() -> impl IntoView {
 
         <ConfirmDelete noun="cluster" target=deleting delete=api::delete_cluster
             on_deleted=Callback::new(move |()| reload.update(|n| *n += 1))/>
+    }
+}
+
+/// One cluster and its services.
+#[component]
+pub(crate) fn ClusterPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let loaded = LocalResource::new(move || {
+        let id = id();
+        async move {
+            let id = id.ok_or_else(|| ApiError::local("no such cluster"))?;
+            let cluster = api::cluster(id).await?;
+            let services = api::services(Some(id)).await?;
+            Ok::<_, ApiError>((cluster, services.items))
+        }
+    });
+    let error = load_error(loaded);
+    view! {
+        <ErrorBanner error all=true/>
+        {move || loaded.get().and_then(Result::ok).map(|(cluster, services)| view! {
+            <div class="page-head">
+                <h1 id="cluster-name">{cluster.name.clone()}</h1>
+                <p class="subtitle"><A href="/clusters">"Clusters"</A>
+                    {format!(" · {} · {}", cluster.business_line, cluster.description)}</p>
+            </div>
+            <table id="cluster-services" class="table">
+                <thead><tr><th>"Service"</th><th>"Image"</th><th>"Pools"</th><th>"Roll back to"</th></tr></thead>
+                <tbody>
+                    {services.into_iter().map(|s| {
+                        let link_name = s.name.clone();
+                        view! {
+                        <tr data-test="cluster-service" data-name=s.name>
+                            <td class="name"><A href=format!("/services/{}", s.id)>{link_name}</A></td>
+                            <td><code>{s.image.clone()}</code></td>
+                            <td>{s.pools}</td>
+                            <td>{s.rollback_tag.clone().unwrap_or_default()}</td>
+                        </tr>
+                    }}).collect_view()}
+                </tbody>
+            </table>
+            <Show when=move || loaded.get().and_then(Result::ok).is_some_and(|d| d.1.is_empty())>
+                <p class="empty">"No services in this cluster yet."</p>
+            </Show>
+        })}
     }
 }

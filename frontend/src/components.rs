@@ -5,6 +5,21 @@ use leptos::{prelude::*, task::spawn_local};
 
 use crate::api::ApiError;
 
+/// The error of a page's load, for its banner: set while the last load
+/// failed.
+pub(crate) fn load_error<T: Clone + 'static>(
+    loaded: LocalResource<Result<T, ApiError>>,
+) -> RwSignal<Option<ApiError>> {
+    let error = RwSignal::new(None::<ApiError>);
+    Effect::new(move || {
+        error.set(match loaded.get() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        });
+    });
+    error
+}
+
 /// A modal dialog with a title; `children` is its body.
 #[component]
 pub(crate) fn Modal(

@@ -45,6 +45,7 @@ fn App() -> impl IntoView {
                 <ParentRoute path=path!("") view=Shell>
                     <Route path=path!("") view=overview::OverviewPage/>
                     <Route path=path!("clusters") view=clusters::ClustersPage/>
+                    <Route path=path!("clusters/:id") view=clusters::ClusterPage/>
                     <Route path=path!("tokens") view=tokens::TokensPage/>
                     <Route path=path!("users") view=users::UsersPage/>
                     <Route path=path!("plugins") view=plugins::PluginsPage/>
@@ -59,6 +60,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("quotas") view=quotas::QuotasPage/>
                     <Route path=path!("accounts") view=accounts::AccountsPage/>
                     <Route path=path!("services") view=services::ServicesPage/>
+                    <Route path=path!("services/:id") view=services::ServicePage/>
                     <Route path=path!("pools/:id") view=pools::PoolPage/>
                     <Route path=path!("tasks") view=tasks::TasksPage/>
                     <Route path=path!("tasks/:id") view=tasks::TaskPage/>

@@ -15,7 +15,7 @@ use leptos_router::{
 
 use crate::{
     api::{self, ApiError},
-    components::{ErrorBanner, Modal, Pager, short_time},
+    components::{ErrorBanner, Modal, Pager, load_error, short_time},
     machines::MachinePicker,
     tasks::TaskTable,
     templates::Labelled,
@@ -78,20 +78,16 @@ pub(crate) fn PoolPage() -> impl IntoView {
             let id = id.ok_or_else(|| ApiError::local("no such pool"))?;
             let pool = api::pool(id).await?;
             let nodes = api::pool_nodes(id, node_page, PageQuery::DEFAULT_PER_PAGE).await?;
-            let tasks = api::tasks(1, Some(id)).await?;
+            let tasks = api::tasks(1, api::TaskScope::Pool(id)).await?;
             let templates = api::task_templates().await?;
             Ok::<_, ApiError>((pool, nodes, tasks.items, templates))
         }
     });
-    let error = RwSignal::new(None::<ApiError>);
-    Effect::new(move || {
-        error.set(match loaded.get() {
-            Some(Err(e)) => Some(e),
-            _ => None,
-        });
-    });
+    let error = load_error(loaded);
     let data = move || loaded.get().and_then(Result::ok);
     let chosen = RwSignal::new(BTreeSet::<String>::new());
+    // The node whose container is shown.
+    let looking = RwSignal::new(None::<Node>);
     let dialog = RwSignal::new(None::<Dialog>);
     let count = RwSignal::new("1".to_owned());
     let batch = RwSignal::new(String::new());
@@ -280,7 +276,7 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 <div class="page-head">
                     <h1 id="pool-name">{pool.name.clone()}</h1>
                     <p class="subtitle">
-                        <A href="/services">"Services"</A>
+                        <A href=format!("/services/{}", pool.service_id) attr:id="pool-service">"Its service"</A>
                         {format!(" · {} nodes · expand runs {} · shrink runs {} · deploy runs {}",
                             pool.nodes, name_of(pool.expand_template_id), name_of(pool.shrink_template_id), name_of(pool.deploy_template_id))}
                         {pool.template_id.map(|t| view! { " · " <A href=format!("/machines?template_id={t}")>"its machines"</A> })}
@@ -298,12 +294,13 @@ pub(crate) fn PoolPage() -> impl IntoView {
             <button id="add-server" class="ghost" on:click=move |_| open(Dialog::AddServer)>"Add server"</button>
         </div>
         <table id="nodes-table" class="table">
-            <thead><tr><th></th><th>"Address"</th><th>"State"</th><th>"Machine"</th><th>"Joined (UTC)"</th><th class="actions"></th></tr></thead>
+            <thead><tr><th></th><th>"Address"</th><th>"State"</th><th>"Tag"</th><th>"Machine"</th><th>"Joined (UTC)"</th><th class="actions"></th></tr></thead>
             <tbody>
                 {move || data().map(|(_, nodes, _, _)| nodes.items.into_iter().map(|n| {
                     let address = n.address.clone();
                     let picked = address.clone();
                     let doomed = n.clone();
+                    let looked = n.clone();
                     view! {
                         <tr data-test="node-row" data-address=n.address.clone() data-state=format!("{:?}", n.state).to_lowercase()>
                             <td><input type="checkbox" class="node-pick" prop:checked=move || chosen.get().contains(&picked)
@@ -313,9 +310,11 @@ pub(crate) fn PoolPage() -> impl IntoView {
                                 }/></td>
                             <td class="name"><code>{format!("{}@{}:{}", n.user, n.address, n.port)}</code></td>
                             <td><span class="badge">{format!("{:?}", n.state).to_lowercase()}</span></td>
+                            <td class="tag"><code>{n.tag.clone().unwrap_or_default()}</code></td>
                             <td>{n.machine_id.map(|m| view! { <A href=format!("/machines/{m}")>{format!("#{m}")}</A> })}</td>
                             <td>{short_time(&n.created_at)}</td>
-                            <td class="actions"><button class="ghost danger remove-node"
+                            <td class="actions"><button class="ghost show-container" on:click=move |_| looking.set(Some(looked.clone()))>"Container"</button>
+                                <button class="ghost danger remove-node"
                                 disabled=n.state == NodeState::Removing
                                 on:click=move |_| ask_remove(doomed.clone())>"Remove"</button></td>
                         </tr>
@@ -331,6 +330,9 @@ pub(crate) fn PoolPage() -> impl IntoView {
         </div>
         <h2>"Tasks"</h2>
         <TaskTable tasks=Signal::derive(move || data().map(|d| d.2).unwrap_or_default())/>
+        {move || looking.get().map(|node| view! {
+            <ContainerDialog node on_close=Callback::new(move |()| looking.set(None))/>
+        })}
 
         {move || removing.get().map(|node| {
             let target = format!("{}@{}:{}", node.user, node.address, node.port);
@@ -443,5 +445,83 @@ pub(crate) fn PoolPage() -> impl IntoView {
                 </Modal>
             }
         })}
+    }
+}
+
+/// Log lines the container dialog keeps while following.
+const LOG_LINES_KEPT: usize = 5000;
+
+/// A node's container: its state, image and tag, start, restarts and
+/// health, and its log — the last 200 lines, followed (asked again every
+/// 2 s for the lines after the last one) while "Follow" is ticked.
+#[component]
+fn ContainerDialog(node: Node, on_close: Callback<()>) -> impl IntoView {
+    let (pool, id) = (node.pool_id, node.id);
+    let status = LocalResource::new(move || api::node_container(pool, id));
+    let lines = RwSignal::new(Vec::<dcp_api_types::LogLine>::new());
+    let log_error = RwSignal::new(None::<ApiError>);
+    let follow = RwSignal::new(false);
+    let busy = StoredValue::new(false);
+    let fetch = move || {
+        if busy.get_value() {
+            return;
+        }
+        busy.set_value(true);
+        let since = lines.with_untracked(|l| l.last().map(|l| l.at.clone()));
+        spawn_local(async move {
+            match api::node_logs(pool, id, 200, since.as_deref()).await {
+                Ok(more) => {
+                    log_error.set(None);
+                    lines.update(|l| {
+                        l.extend(more.lines);
+                        let over = l.len().saturating_sub(LOG_LINES_KEPT);
+                        l.drain(..over);
+                    });
+                }
+                Err(e) => log_error.set(Some(e)),
+            }
+            busy.set_value(false);
+        });
+    };
+    fetch();
+    crate::machines::every(2, move || {
+        if follow.get_untracked() {
+            fetch();
+        }
+    });
+    let title = format!("Container on {}", node.address);
+    view! {
+        <Modal title=Signal::derive(move || title.clone()) on_close>
+            <div id="container-dialog" class="wide">
+                {move || match status.get() {
+                    None => view! { <p class="muted">"Asking the node…"</p> }.into_any(),
+                    Some(Err(e)) => view! { <ErrorBanner error=RwSignal::new(Some(e)) all=true/> }.into_any(),
+                    Some(Ok(c)) => view! {
+                        <dl id="container-status" class="facts" data-state=c.state>
+                            <dt>"Name"</dt><dd><code>{c.name.clone()}</code></dd>
+                            <dt>"State"</dt><dd><span class="badge">{c.state.clone()}</span></dd>
+                            <dt>"Image"</dt><dd><code>{c.image.clone().unwrap_or_default()}</code></dd>
+                            <dt>"Tag"</dt><dd id="container-tag">{c.tag.clone().unwrap_or_default()}</dd>
+                            <dt>"Started (UTC)"</dt><dd>{c.started_at.as_deref().map(short_time).unwrap_or_default()}</dd>
+                            <dt>"Restarts"</dt><dd>{c.restart_count.map(|n| n.to_string()).unwrap_or_default()}</dd>
+                            <dt>"Exit code"</dt><dd>{c.exit_code.map(|n| n.to_string()).unwrap_or_default()}</dd>
+                            <dt>"Health"</dt><dd id="container-health">
+                                {c.health.clone().unwrap_or_else(|| "no check".to_owned())}
+                                {(!c.health_detail.is_empty()).then(|| format!(": {}", c.health_detail))}
+                            </dd>
+                        </dl>
+                    }.into_any(),
+                }}
+                <div class="toolbar">
+                    <label class="check"><input id="container-follow" type="checkbox" bind:checked=follow/>" Follow"</label>
+                    <button class="ghost" on:click=move |_| status.refetch()>"Ask again"</button>
+                    <button id="container-close" class="ghost cancel" on:click=move |_| on_close.run(())>"Close"</button>
+                </div>
+                <ErrorBanner error=log_error all=true/>
+                <pre id="container-log" class="code">{move || lines.with(|l| {
+                    l.iter().map(|line| format!("{}\n", line.text)).collect::<String>()
+                })}</pre>
+            </div>
+        </Modal>
     }
 }

@@ -10,11 +10,15 @@ use dcp_api_types::{
     VolumeMount,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
-use leptos_router::{components::A, hooks::use_navigate};
+use leptos_router::{
+    components::A,
+    hooks::{use_navigate, use_params_map},
+};
 
 use crate::{
-    api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal},
+    api::{self, ApiError, TaskScope},
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, load_error},
+    tasks::TaskTable,
     templates::Labelled,
 };
 
@@ -437,28 +441,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
     let deleting_service = RwSignal::new(None::<Doomed>);
     let deleting_pool = RwSignal::new(None::<Doomed>);
     let bump = move || reload.update(|n| *n += 1);
-    // (service, tag) a rollback is being confirmed for.
-    let rolling_back = RwSignal::new(None::<(i64, String)>);
-    let rollback_error = RwSignal::new(None::<ApiError>);
-    let navigate = use_navigate();
-    let roll_back = move |_| {
-        let Some((id, tag)) = rolling_back.get_untracked() else {
-            return;
-        };
-        let navigate = navigate.clone();
-        spawn_local(async move {
-            match api::rollback_service(id, &tag).await {
-                Ok(done) => {
-                    rolling_back.set(None);
-                    match done.tasks.first() {
-                        Some(task) => navigate(&format!("/tasks/{}", task.id), Default::default()),
-                        None => bump(),
-                    }
-                }
-                Err(e) => rollback_error.set(Some(e)),
-            }
-        });
-    };
+    let rolling_back = RwSignal::new(None::<Rollback>);
 
     let save_service = move |ev: SubmitEvent| {
         ev.prevent_default();
@@ -515,9 +498,11 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                     let cluster = clusters.iter().find(|c| c.id == s.cluster_id).map(|c| c.name.clone()).unwrap_or_default();
                     let mine: Vec<Pool> = pools.iter().filter(|p| p.service_id == s.id).cloned().collect();
                     let (for_edit, for_delete, sid) = (s.clone(), s.clone(), s.id);
+                    let link_name = s.name.clone();
+                    let service_name = s.name.clone();
                     view! {
                         <tr data-name=s.name data-test="service-row">
-                            <td class="name">{s.name.clone()}<div class="muted">{s.description.clone()}</div></td>
+                            <td class="name"><A href=format!("/services/{}", s.id) attr:data-test="service-link">{link_name}</A><div class="muted">{s.description.clone()}</div></td>
                             <td>{cluster}</td>
                             <td><code>{s.image.clone()}</code></td>
                             <td>{ports_text(&s.container.ports)}</td>
@@ -534,10 +519,11 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                                     on:click=move |_| pool_editor.set(Some(PoolEditor::new(sid, None)))>"New pool"</button>
                                 {s.rollback_tag.clone().map(|tag| {
                                     let label = format!("Roll back to {tag}");
+                                    let name = service_name.clone();
                                     view! {
                                         <button class="ghost rollback" data-test="rollback"
                                             title="Deploy this tag on every pool of the service"
-                                            on:click=move |_| rolling_back.set(Some((sid, tag.clone())))>{label}</button>
+                                            on:click=move |_| rolling_back.set(Some(Rollback { id: sid, name: name.clone(), tag: tag.clone() }))>{label}</button>
                                     }
                                 })}
                                 <button class="ghost edit" on:click=move |_| service_editor.set(Some(ServiceEditor::new(Some(&for_edit))))>"Edit"</button>
@@ -676,40 +662,138 @@ pub(crate) fn ServicesPage() -> impl IntoView {
             }
         })}
 
-        {move || {
-            let roll_back = roll_back.clone();
-            rolling_back.get().map(|(id, tag)| {
-            let name = data()
-                .and_then(|d| d.0.into_iter().find(|s| s.id == id))
-                .map(|s| s.name)
-                .unwrap_or_default();
-            let close = move || {
-                rolling_back.set(None);
-                rollback_error.set(None);
-            };
-            view! {
-                <Modal title=Signal::derive(|| "Roll back".to_owned()) on_close=Callback::new(move |()| close())>
-                    <div id="rollback-dialog">
-                        <ErrorBanner error=rollback_error all=true/>
-                        <p>{format!(
-                            "Deploy tag {tag} of {name} again on every pool of the service, one node at a time. \
-                             Nodes that run it already are checked and left alone."
-                        )}</p>
-                        <div class="buttons">
-                            <button type="button" class="ghost cancel" on:click=move |_| close()>"Cancel"</button>
-                            <button id="rollback-confirm" type="button" class="primary" on:click=roll_back>
-                                {format!("Roll back to {tag}")}
-                            </button>
-                        </div>
-                    </div>
-                </Modal>
-            }
-        })}}
+        <RollbackDialog target=rolling_back/>
 
         <ConfirmDelete noun="service" target=deleting_service delete=api::delete_service
             on_deleted=Callback::new(move |()| bump())/>
         <ConfirmDelete noun="pool" target=deleting_pool delete=api::delete_pool
             on_deleted=Callback::new(move |()| bump())/>
+    }
+}
+
+/// A rollback being confirmed: of service `id` (`name`) to `tag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rollback {
+    id: i64,
+    name: String,
+    tag: String,
+}
+
+/// Asks before rolling a service back, then opens the first deploy's page.
+#[component]
+fn RollbackDialog(target: RwSignal<Option<Rollback>>) -> impl IntoView {
+    let error = RwSignal::new(None::<ApiError>);
+    let navigate = StoredValue::new_local(use_navigate());
+    let close = move || {
+        target.set(None);
+        error.set(None);
+    };
+    let confirm = move |_| {
+        let Some(r) = target.get_untracked() else {
+            return;
+        };
+        spawn_local(async move {
+            match api::rollback_service(r.id, &r.tag).await {
+                Ok(done) => {
+                    close();
+                    if let Some(task) = done.tasks.first() {
+                        navigate.with_value(|go| {
+                            go(&format!("/tasks/{}", task.id), Default::default())
+                        });
+                    }
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    move || {
+        target.get().map(|r| view! {
+            <Modal title=Signal::derive(|| "Roll back".to_owned()) on_close=Callback::new(move |()| close())>
+                <div id="rollback-dialog">
+                    <ErrorBanner error all=true/>
+                    <p>{format!(
+                        "Deploy tag {} of {} again on every pool of the service, one node at a time. \
+                         Nodes that run it already are checked and left alone.", r.tag, r.name
+                    )}</p>
+                    <div class="buttons">
+                        <button type="button" class="ghost cancel" on:click=move |_| close()>"Cancel"</button>
+                        <button id="rollback-confirm" type="button" class="primary" on:click=confirm>
+                            {format!("Roll back to {}", r.tag)}
+                        </button>
+                    </div>
+                </div>
+            </Modal>
+        })
+    }
+}
+
+/// One service: its image, its pools with every node's tag, its recent
+/// tasks, and a rollback when there is a version to go back to.
+#[component]
+pub(crate) fn ServicePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let loaded = LocalResource::new(move || {
+        let id = id();
+        async move {
+            let id = id.ok_or_else(|| ApiError::local("no such service"))?;
+            let service = api::service(id).await?;
+            let pools = api::pools(Some(id)).await?.items;
+            let mut nodes = Vec::with_capacity(pools.len());
+            for pool in &pools {
+                nodes.push(api::pool_nodes(pool.id, 1, PageQuery::MAX_PER_PAGE).await?);
+            }
+            let tasks = api::tasks(1, TaskScope::Service(id)).await?.items;
+            Ok::<_, ApiError>((service, pools, nodes, tasks))
+        }
+    });
+    let error = load_error(loaded);
+    let data = move || loaded.get().and_then(Result::ok);
+    let rolling_back = RwSignal::new(None::<Rollback>);
+    view! {
+        <ErrorBanner error all=true/>
+        {move || data().map(|(service, pools, nodes, _)| {
+            let rollback = service.rollback_tag.clone().map(|tag| {
+                let r = Rollback { id: service.id, name: service.name.clone(), tag: tag.clone() };
+                view! {
+                    <button id="service-rollback" class="ghost" on:click=move |_| rolling_back.set(Some(r.clone()))>
+                        {format!("Roll back to {tag}")}
+                    </button>
+                }
+            });
+            view! {
+                <div class="page-head">
+                    <h1 id="service-name">{service.name.clone()}</h1>
+                    <p class="subtitle">
+                        <A href="/services">"Services"</A>" · "
+                        <A href=format!("/clusters/{}", service.cluster_id)>"its cluster"</A>
+                        {format!(" · {} · {} pools", service.image, service.pools)}
+                    </p>
+                </div>
+                <div class="toolbar">{rollback}</div>
+                {pools.into_iter().zip(nodes).map(|(pool, nodes)| {
+                    let link_name = pool.name.clone();
+                    view! {
+                    <h2><A href=format!("/pools/{}", pool.id)>{link_name}</A>
+                        <span class="muted">{format!(" · {} nodes", pool.nodes)}</span></h2>
+                    <table class="table" data-test="service-pool" data-name=pool.name>
+                        <thead><tr><th>"Node"</th><th>"State"</th><th>"Tag"</th></tr></thead>
+                        <tbody>
+                            {nodes.items.into_iter().map(|n| view! {
+                                <tr data-test="service-node" data-address=n.address>
+                                    <td><code>{n.address.clone()}</code></td>
+                                    <td><span class="badge">{format!("{:?}", n.state).to_lowercase()}</span></td>
+                                    <td class="tag"><code>{n.tag.clone().unwrap_or_else(|| "—".to_owned())}</code></td>
+                                </tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                }}).collect_view()}
+            }
+        })}
+        <h2>"Recent tasks"</h2>
+        <TaskTable tasks=Signal::derive(move || data().map(|d| d.3).unwrap_or_default())/>
+        <RollbackDialog target=rolling_back/>
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) fn TasksPage() -> impl IntoView {
     let page = RwSignal::new(1_u32);
     let listing = LocalResource::new(move || {
         let page = page.get();
-        async move { api::tasks(page, None).await }
+        async move { api::tasks(page, api::TaskScope::All).await }
     });
     let current = Signal::derive(move || listing.get().and_then(Result::ok));
     let error = RwSignal::new(None::<ApiError>);

@@ -28,7 +28,7 @@ use futures_util::FutureExt as _;
 
 use dcp_api_types::{
     Compensation, NodeCounts, RemoveNode, RollbackInput, StepSpec, StepState, Task, TaskDetail,
-    TaskInput, TaskKind, TaskNode, TaskOverrides, TaskState, TaskStep, TaskTemplate,
+    TaskFilter, TaskInput, TaskKind, TaskNode, TaskOverrides, TaskState, TaskStep, TaskTemplate,
     TaskTemplateInput, TemplatePurpose,
 };
 use tokio::{
@@ -662,10 +662,13 @@ impl Engine {
     /// A page of tasks, newest first.
     pub async fn tasks(
         &self,
-        pool_id: Option<i64>,
+        filter: &TaskFilter,
         window: store::Window,
     ) -> Result<(Vec<Task>, u64), Error> {
-        let (records, total) = self.store.list_tasks(pool_id, window).await?;
+        let (records, total) = self
+            .store
+            .list_tasks(filter.pool_id, filter.service_id, window)
+            .await?;
         let ids: Vec<i64> = records.iter().map(|t| t.id).collect();
         let counts = self.store.task_node_counts(&ids).await?;
         let tasks = records

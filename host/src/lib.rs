@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod containers;
 pub mod data_dir;
 pub mod engine;
 pub mod machines;

@@ -79,6 +79,9 @@ pub enum Error {
     /// A plugin needed to run is not there.
     #[error("{0}")]
     Unavailable(String),
+    /// A host could not be reached or logged in to.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// A step as resolved when an execution starts: which plugin module runs
@@ -157,6 +160,44 @@ impl Remote {
         });
         tokio::spawn(runner::keep_alive(Arc::downgrade(&remote)));
         remote
+    }
+
+    /// Runs a short, read-only `script` on a node — as its machine's login,
+    /// or with DCP's default key for a server added by address — and
+    /// answers what it printed. Not an execution: a look at a container is
+    /// not worth a record. Bounded by `timeout` and `max_output`.
+    pub async fn look(
+        &self,
+        machine_id: Option<i64>,
+        endpoint: ssh::Endpoint,
+        script: &str,
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<crate::plugins::ExecOutput, Error> {
+        let target = match machine_id {
+            Some(id) => self
+                .inventory
+                .targets(&[id])
+                .await
+                .map_err(|e| Error::Unreachable(e.message))?
+                .pop()
+                .ok_or_else(|| Error::Unreachable(format!("machine {id} is gone")))?,
+            None => ssh::Target {
+                endpoint,
+                credential: ssh::Credential::Default,
+            },
+        };
+        self.transport
+            .exec(
+                &target,
+                script,
+                None,
+                timeout,
+                max_output,
+                &CancellationToken::new(),
+            )
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))
     }
 
     /// The SSH transport executions use (adoption probes hosts with it too).

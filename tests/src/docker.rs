@@ -6,7 +6,8 @@ use std::{path::Path, process::Command, sync::Mutex};
 static BUILD: Mutex<()> = Mutex::new(());
 
 /// Builds `dcp-test/web:<tag>`: Debian's static busybox serving
-/// `/www/index.html`, which says `web <tag>`, and `/www/healthz` on port 80.
+/// `/www/index.html`, which says `web <tag>`, and `/www/healthz` on port 80,
+/// logging every request (`response:200`).
 ///
 /// # Panics
 /// When Docker or busybox-static (scripts/setup test installs both) is missing.
@@ -41,7 +42,7 @@ pub fn web_image_with(tag: &str, healthy: bool) -> String {
     std::fs::write(
         dir.path().join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\n\
-         ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
+         ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-v\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
     )
     .unwrap();
     docker(&[

@@ -733,12 +733,7 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     };
     assert_eq!(rows.len(), 2);
     let address = rows[0].attr("data-address").await.unwrap().unwrap();
-    let page = reqwest::get(format!("http://{address}:8080/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = web_page(&address).await;
     assert_eq!(page, "web 1\n");
 
     // Tag 2 deployed (by the API), the services page offers to roll back
@@ -780,14 +775,54 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
         Duration::from_secs(120),
     )
     .await;
-    let page = reqwest::get(format!("http://{address}:8080/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = web_page(&address).await;
     assert_eq!(page, "web 1\n");
     click(&c, "h1 a").await;
+
+    // The node's container: running tag 1, healthy, its log (the checks'
+    // requests) shown and followed.
+    click(
+        &c,
+        &format!("tr[data-address=\"{address}\"] .show-container"),
+    )
+    .await;
+    text_of(&c, "#container-status[data-state=\"running\"]").await;
+    assert_eq!(text_of(&c, "#container-tag").await, "1");
+    assert!(
+        text_of(&c, "#container-health")
+            .await
+            .starts_with("healthy")
+    );
+    until(
+        &c,
+        "//pre[@id='container-log'][contains(., 'response:200')]",
+        WAIT,
+    )
+    .await;
+    click(&c, "#container-close").await;
+    gone(&c, "#container-dialog").await;
+
+    // The service's page: every node's tag, and a rollback back to 2; its
+    // cluster's page lists it.
+    click(&c, "#pool-service").await;
+    assert_eq!(
+        text_of(
+            &c,
+            &format!("tr[data-test=\"service-node\"][data-address=\"{address}\"] .tag")
+        )
+        .await,
+        "1"
+    );
+    assert_eq!(text_of(&c, "#service-rollback").await, "Roll back to 2");
+    click(&c, ".subtitle a[href^=\"/clusters/\"]").await;
+    let listed = text_of(
+        &c,
+        "tr[data-test=\"cluster-service\"][data-name=\"web-ui\"]",
+    )
+    .await;
+    assert!(listed.contains("dcp-test/web:1"), "{listed}");
+    click(&c, "tr[data-name=\"web-ui\"] a").await;
+    click(&c, "h2 a[href^=\"/pools/\"]").await;
 
     // Shrink that node: picked in the table, gone after the task.
     click(&c, &format!("tr[data-address=\"{address}\"] .node-pick")).await;
@@ -858,6 +893,16 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     let error = text_of(&c, ".field-error[data-field=\"steps[0]\"]").await;
     assert!(error.contains("must start with create_vm"), "{error}");
     c.close().await.unwrap();
+}
+
+/// What a node's published port 8080 answers.
+async fn web_page(address: &str) -> String {
+    reqwest::get(format!("http://{address}:8080/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// The address of the pool page's first node row.

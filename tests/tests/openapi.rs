@@ -61,7 +61,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 12] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 13] = [
     (
         "/api/v1/commands",
         "script",
@@ -76,6 +76,11 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 12] = [
         "/api/v1/task-templates",
         "steps[].name",
         "a template's purpose decides its first and last steps",
+    ),
+    (
+        "/api/v1/task-templates",
+        "steps",
+        "a template's purpose decides which steps it must have (a deploy's start_service)",
     ),
     (
         "/api/v1/services",
@@ -122,6 +127,13 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 12] = [
         "config",
         "checked by the provider plugin's own configuration schema",
     ),
+];
+
+/// Operations that ask a node over SSH: the walk's node (127.0.0.1:1) never
+/// answers, so their documented 502 is what a valid call gets.
+const ASK_THE_NODE: [&str; 2] = [
+    "/api/v1/pools/{id}/nodes/{node_id}/container",
+    "/api/v1/pools/{id}/nodes/{node_id}/logs",
 ];
 
 const DEFAULT_SEED: u64 = 0x0D0C_0FFE_E14A_7E57;
@@ -1029,7 +1041,8 @@ impl Walker {
             .cloned()
             .unwrap_or_default();
         let documented: Vec<&String> = responses.keys().collect();
-        if answer.status.is_server_error() {
+        let node_away = status == 502 && ASK_THE_NODE.contains(&op.path.as_str());
+        if answer.status.is_server_error() && !node_away {
             problems.push(format!("a server error ({status})"));
         }
         match responses.get(&status.to_string()) {

@@ -264,6 +264,53 @@ async fn a_deploy_stops_at_the_first_unhealthy_node_and_rollback_restores_the_la
     let nodes = addresses(&expand);
     let output = expand["nodes"][0]["steps"][1]["output"].as_str().unwrap();
     assert!(output.contains("is healthy (GET http://"), "{output}");
+    // Each node's container, as Docker on the node reports it, its check
+    // asked once; its log holds the checks' requests.
+    let listed = cloud.api.get(&format!("/api/v1/pools/{pool}/nodes")).await;
+    let first_node = listed["items"][0].clone();
+    assert_eq!(first_node["tag"], "1", "{listed}");
+    let node_path = format!("/api/v1/pools/{pool}/nodes/{}", first_node["id"]);
+    let container = cloud.api.get(&format!("{node_path}/container")).await;
+    assert_eq!(container["state"], "running", "{container}");
+    assert_eq!(container["tag"], "1", "{container}");
+    assert_eq!(container["health"], "healthy", "{container}");
+    assert_eq!(container["restart_count"], 0, "{container}");
+    let log = cloud.api.get(&format!("{node_path}/logs?tail=5")).await;
+    let lines = log["lines"].as_array().unwrap();
+    assert!(!lines.is_empty() && lines.len() <= 5, "{log}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["text"].as_str().unwrap().contains("response:")),
+        "{log}"
+    );
+    // Following: only what came after the last line seen.
+    let seen = lines.last().unwrap().clone();
+    page(first_node["address"].as_str().unwrap()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let newer = loop {
+        let since = seen["at"].as_str().unwrap();
+        let more = cloud
+            .api
+            .get(&format!("{node_path}/logs?since={since}"))
+            .await;
+        let more = more["lines"].as_array().unwrap().clone();
+        if !more.is_empty() {
+            break more;
+        }
+        assert!(Instant::now() < deadline, "no line after {seen}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(!newer.contains(&seen), "{newer:?} repeats {seen}");
+    let (status, bad) = cloud
+        .api
+        .get_status(&format!("{node_path}/logs?tail=0"))
+        .await;
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (400, Some("tail")),
+        "{bad}"
+    );
     // Nothing to go back to yet.
     let (status, nothing) = cloud
         .api
@@ -309,6 +356,18 @@ async fn a_deploy_stops_at_the_first_unhealthy_node_and_rollback_restores_the_la
     service = cloud.api.get(&service_path).await;
     assert_eq!(service["image"], "dcp-test/web:2", "{service}");
     assert_eq!(service["rollback_tag"], "2", "{service}");
+    // The unhealthy node runs tag 3 and says why its check fails.
+    let sick_node = sick["nodes"][0]["node_id"].clone();
+    let container = cloud
+        .api
+        .get(&format!("/api/v1/pools/{pool}/nodes/{sick_node}/container"))
+        .await;
+    assert_eq!(container["tag"], "3", "{container}");
+    assert_eq!(container["health"], "unhealthy", "{container}");
+    assert!(
+        container["health_detail"].as_str().unwrap().contains("404"),
+        "{container}"
+    );
 
     // A rollback to what the caller no longer sees is refused; to tag 2,
     // it puts every node back on tag 2.
@@ -325,6 +384,20 @@ async fn a_deploy_stops_at_the_first_unhealthy_node_and_rollback_restores_the_la
     service = cloud.api.get(&service_path).await;
     assert_eq!(service["rollback_tag"], "1", "{service}");
     assert_eq!(containers_of("web-hc").len(), 3);
+    let listed = cloud.api.get(&format!("/api/v1/pools/{pool}/nodes")).await;
+    let tags: Vec<&Value> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| &n["tag"])
+        .collect();
+    assert_eq!(tags, [&json!("2"); 3], "{listed}");
+    // The service's tasks: the expand, two deploys and the rollback's.
+    let tasks = cloud
+        .api
+        .get(&format!("/api/v1/tasks?service_id={service_id}"))
+        .await;
+    assert_eq!(tasks["total"], 4, "{tasks}");
 }
 
 #[tokio::test]

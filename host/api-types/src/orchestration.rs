@@ -440,8 +440,77 @@ pub struct Node {
     pub user: String,
     /// Current state.
     pub state: NodeState,
+    /// The image DCP last started its container from; absent before the
+    /// first start.
+    pub image: Option<String>,
+    /// That image's tag (`latest` when it names none).
+    pub tag: Option<String>,
     /// When it joined (RFC 3339).
     pub created_at: String,
+}
+
+/// A node's container, as Docker on the node reports it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeContainer {
+    /// Its name: `dcp-<service>-<node id>`.
+    pub name: String,
+    /// Docker's state: `created`, `running`, `restarting`, `paused`,
+    /// `exited`, `dead`; `missing` when the node has no such container.
+    pub state: String,
+    /// The image it runs.
+    pub image: Option<String>,
+    /// That image's tag.
+    pub tag: Option<String>,
+    /// When it last started (RFC 3339).
+    pub started_at: Option<String>,
+    /// How many times Docker restarted it.
+    pub restart_count: Option<u32>,
+    /// Its last exit code (0 while it has not exited).
+    pub exit_code: Option<i32>,
+    /// The service's health check, asked once now: `healthy` or
+    /// `unhealthy`; absent when the service has none or the container
+    /// does not run.
+    pub health: Option<String>,
+    /// What the failed check said.
+    pub health_detail: String,
+}
+
+/// How much of a node container's log `GET …/logs` answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(IntoParams))]
+pub struct LogsQuery {
+    /// The last lines (1–5000, default 200).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 5000))]
+    pub tail: Option<u32>,
+    /// Only lines after this time (RFC 3339, e.g. the `at` of the last line
+    /// seen): what following the log asks for.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(format = DateTime))]
+    pub since: Option<String>,
+}
+
+/// Lines of a node container's log, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeLogs {
+    /// The container.
+    pub name: String,
+    /// The lines (stdout and stderr together, as Docker keeps them).
+    pub lines: Vec<LogLine>,
+    /// The answer was cut at its size limit (1 MiB): ask again with `since`.
+    pub truncated: bool,
+}
+
+/// One line of a container's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct LogLine {
+    /// When Docker received it (RFC 3339 with nanoseconds).
+    pub at: String,
+    /// The text, without its newline.
+    pub text: String,
 }
 
 /// A server to add to a pool by address (logged in with DCP's default key;

@@ -479,6 +479,9 @@ pub struct TaskFilter {
     /// Only tasks of this pool.
     #[serde(default)]
     pub pool_id: Option<i64>,
+    /// Only tasks of this service's pools.
+    #[serde(default)]
+    pub service_id: Option<i64>,
 }
 
 /// A task node's own fields, without its steps: a `node` event.

@@ -10,7 +10,9 @@ use axum::{
 };
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
 
-use crate::{auth, engine, machines, plugins::registry, remote, store, telemetry::RequestIds};
+use crate::{
+    auth, containers, engine, machines, plugins::registry, remote, store, telemetry::RequestIds,
+};
 
 /// The result type of handlers.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,6 +84,21 @@ pub enum Error {
     Engine(#[from] engine::Error),
 }
 
+impl From<containers::Error> for Error {
+    fn from(e: containers::Error) -> Self {
+        match e {
+            // Its fields are query parameters.
+            containers::Error::Invalid(invalid) => Self::InvalidParameter {
+                field: invalid.field.into_owned(),
+                message: invalid.message,
+            },
+            containers::Error::Store(e) => e.into(),
+            containers::Error::Remote(e) => e.into(),
+            containers::Error::Missing(why) => Self::NotFound(why),
+        }
+    }
+}
+
 impl Error {
     /// A validation error on `field`.
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -98,7 +115,7 @@ impl Error {
         matches!(
             self,
             Self::Machines(machines::Error::Cloud(_) | machines::Error::Unavailable(_))
-                | Self::Remote(remote::Error::Unavailable(_))
+                | Self::Remote(remote::Error::Unavailable(_) | remote::Error::Unreachable(_))
         )
     }
 
@@ -146,6 +163,7 @@ impl Error {
                 remote::Error::Store(e) => return store_detail(e),
                 remote::Error::Conflict(_) => (ErrorCode::Conflict, None),
                 remote::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
+                remote::Error::Unreachable(_) => (ErrorCode::Upstream, None),
             },
             Self::Machines(e) => match e {
                 machines::Error::Invalid(invalid) => {

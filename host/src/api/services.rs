@@ -8,9 +8,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use dcp_api_types::{
-    AddNodes, ErrorBody, MachineState, Node, Page, PageQuery, Pool, PoolFilter, PoolInput,
-    RemoveNode, Rollback, RollbackInput, Service, ServiceFilter, ServiceInput, Task,
-    TemplatePurpose,
+    AddNodes, ErrorBody, LogLine, LogsQuery, MachineState, Node, NodeContainer, NodeLogs, Page,
+    PageQuery, Pool, PoolFilter, PoolInput, RemoveNode, Rollback, RollbackInput, Service,
+    ServiceFilter, ServiceInput, Task, TemplatePurpose,
 };
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     auth::Principal,
-    orchestration,
+    containers, orchestration,
     store::{self, NewNode, NodeRecord, PoolRecord, ServiceRecord},
     validate::{self, Invalid},
 };
@@ -36,6 +36,8 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_pool, update_pool, delete_pool))
         .routes(routes!(list_nodes, add_nodes))
         .routes(routes!(remove_node))
+        .routes(routes!(node_container))
+        .routes(routes!(node_logs))
 }
 
 fn service_to_api(s: ServiceRecord) -> Result<Service> {
@@ -80,6 +82,12 @@ fn pool_to_api(p: PoolRecord) -> Pool {
 
 fn node_to_api(n: NodeRecord) -> Node {
     Node {
+        tag: n
+            .image
+            .as_deref()
+            .and_then(validate::image_tag_of)
+            .map(str::to_owned),
+        image: n.image,
         id: n.id,
         pool_id: n.pool_id,
         machine_id: n.machine_id,
@@ -539,4 +547,82 @@ async fn remove_node(
         .remove_node(id, node_id, &how, &me.user.username)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(task)).into_response())
+}
+
+/// The node's container as Docker reports it now — state, image and tag,
+/// start time, restarts, exit code — with the service's health check asked
+/// once. Asked over SSH on each call.
+#[utoipa::path(
+    get, path = "/pools/{id}/nodes/{node_id}/container", tag = "orchestration",
+    params(
+        ("id" = i64, Path, description = "Pool id"),
+        ("node_id" = i64, Path, description = "Node id"),
+    ),
+    responses(
+        (status = 200, description = "The container (`state` is `missing` when there is none)", body = NodeContainer),
+        (status = 404, description = "No such pool, or no such node in it", body = ErrorBody),
+        (status = 502, description = "The node could not be reached or asked", body = ErrorBody),
+    )
+)]
+async fn node_container(
+    State(state): State<AppState>,
+    Path(NodePath { id, node_id }): Path<NodePath>,
+) -> Result<Json<NodeContainer>> {
+    let s = containers::status(&state.store, &state.remote, id, node_id).await?;
+    let tag = s
+        .image
+        .as_deref()
+        .and_then(validate::image_tag_of)
+        .map(str::to_owned);
+    Ok(Json(NodeContainer {
+        name: s.name,
+        state: s.state,
+        image: s.image,
+        tag,
+        started_at: s.started_at.map(rfc3339),
+        restart_count: s.restart_count,
+        exit_code: s.exit_code,
+        health: s.health,
+        health_detail: s.health_detail,
+    }))
+}
+
+/// The node container's log: its last `tail` lines, or (following it) the
+/// lines after `since`. At most 1 MiB per answer.
+#[utoipa::path(
+    get, path = "/pools/{id}/nodes/{node_id}/logs", tag = "orchestration",
+    params(
+        ("id" = i64, Path, description = "Pool id"),
+        ("node_id" = i64, Path, description = "Node id"),
+        LogsQuery,
+    ),
+    responses(
+        (status = 200, description = "The lines, oldest first", body = NodeLogs),
+        (status = 404, description = "No such pool, no such node in it, or no container on it", body = ErrorBody),
+        (status = 502, description = "The node could not be reached or asked", body = ErrorBody),
+    )
+)]
+async fn node_logs(
+    State(state): State<AppState>,
+    Path(NodePath { id, node_id }): Path<NodePath>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Json<NodeLogs>> {
+    let log = containers::log(
+        &state.store,
+        &state.remote,
+        id,
+        node_id,
+        query.tail,
+        query.since.as_deref(),
+    )
+    .await?;
+    Ok(Json(NodeLogs {
+        name: log.name,
+        lines: log
+            .lines
+            .into_iter()
+            .map(|(at, text)| LogLine { at, text })
+            .collect(),
+        truncated: log.truncated,
+    }))
 }

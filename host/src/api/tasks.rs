@@ -139,7 +139,7 @@ async fn list_tasks(
     Query(paging): Query<PageQuery>,
     Query(filter): Query<TaskFilter>,
 ) -> Result<Json<Page<Task>>> {
-    let (items, total) = state.engine.tasks(filter.pool_id, window(paging)?).await?;
+    let (items, total) = state.engine.tasks(&filter, window(paging)?).await?;
     Ok(Json(page(items, total, paging)))
 }
 

@@ -10,14 +10,15 @@ use std::{
 };
 
 use dcp_api_types::{
-    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HealthCheck, HealthProbe,
-    HostInput, InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol,
-    RestartPolicy, StepSpec, TaskKind, TaskOverrides, builtin,
+    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HealthCheck, HostInput,
+    InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol, RestartPolicy,
+    StepSpec, TaskKind, TaskOverrides, builtin,
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{DEFAULT_TIMEOUT_SECS, Error, NodeFacts, StepOutcome as Done, Steps, TaskSteps, parse};
 use crate::{
+    containers,
     machines::{self, Machines},
     remote::{Remote, shell_quote},
     store::{
@@ -527,7 +528,7 @@ impl Context {
     }
 
     fn container_name(&self, node_id: i64) -> String {
-        format!("dcp-{}-{node_id}", self.service.name)
+        containers::container_name(&self.service.name, node_id)
     }
 
     /// Runs the service's image on the node: the same container (by name
@@ -539,8 +540,9 @@ impl Context {
         abort: &CancellationToken,
     ) -> Result<Done, Error> {
         let record = self.node(node).await?;
+        let name = self.container_name(record.id);
         let script = run_script(
-            &self.container_name(record.id),
+            &name,
             &self.image,
             &self.container,
             &record.address,
@@ -550,8 +552,17 @@ impl Context {
                 ("dcp.node", &record.id.to_string()),
             ],
         );
-        self.shell(&record, script, builtin::START_SERVICE, deadline, abort)
-            .await
+        let done = self
+            .shell(&record, script, builtin::START_SERVICE, deadline, abort)
+            .await?;
+        // An unhealthy container runs the new image all the same.
+        if done.ok || done.output.contains(&format!("started {name} from")) {
+            self.engine
+                .store
+                .set_node_image(record.id, &self.image)
+                .await?;
+        }
+        Ok(done)
     }
 
     async fn stop_service(
@@ -839,42 +850,7 @@ fn run_script(
 /// why, as the last line of stderr (the step's error).
 fn health_script(name: &str, address: &str, spec: &ContainerSpec, check: &HealthCheck) -> String {
     let q = |s: &str| shell_quote(s);
-    let timeout = check.timeout_secs;
-    let (what, probe) = match &check.probe {
-        HealthProbe::Http { path, port } => {
-            let published = spec
-                .ports
-                .iter()
-                .find(|p| p.container_port == *port && p.protocol == PortProtocol::Tcp)
-                .map_or(*port, |p| p.host_port.unwrap_or(p.container_port));
-            let host = if address.contains(':') {
-                format!("[{address}]")
-            } else {
-                address.to_owned()
-            };
-            let target = format!("http://{host}:{published}{path}");
-            let url = q(&target);
-            (
-                format!("GET {target}"),
-                format!(
-                    "if command -v curl >/dev/null 2>&1; then curl -fsS -o /dev/null --max-time {timeout} {url}\n\
-                     \x20 elif command -v wget >/dev/null 2>&1; then timeout {timeout} wget -q -O /dev/null {url}\n\
-                     \x20 elif command -v busybox >/dev/null 2>&1; then timeout {timeout} busybox wget -q -O /dev/null {url}\n\
-                     \x20 else echo 'the node has no curl, wget or busybox for the HTTP check'; return 1; fi"
-                ),
-            )
-        }
-        HealthProbe::Exec { command: argv } => {
-            let quoted: Vec<String> = argv.iter().map(|a| q(a)).collect();
-            (
-                format!("the command {}", argv.join(" ")),
-                format!(
-                    "timeout {timeout} docker exec \"$dcp_name\" {}",
-                    quoted.join(" ")
-                ),
-            )
-        }
-    };
+    let (what, probe) = containers::probe_script(address, spec, check);
     // Every value reaches the shell quoted, in variables.
     format!(
         "dcp_name={name_q}; dcp_what={what_q}\n\

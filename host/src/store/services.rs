@@ -145,6 +145,8 @@ pub struct NodeRecord {
     pub user: String,
     /// State.
     pub state: NodeState,
+    /// The image its container was last started from.
+    pub image: Option<String>,
     /// When it joined.
     pub created_at: OffsetDateTime,
 }
@@ -268,6 +270,7 @@ struct NodeRow {
     port: i64,
     login_user: String,
     state: String,
+    image: Option<String>,
     created_at: i64,
 }
 
@@ -283,6 +286,7 @@ impl TryFrom<NodeRow> for NodeRecord {
             port: u16::try_from(r.port).unwrap_or(22),
             user: r.login_user,
             state: parse_name("nodes.state", &r.state)?,
+            image: r.image,
             created_at: datetime(r.created_at),
         })
     }
@@ -305,7 +309,7 @@ pub(super) const NODE_STATE: &str = node_state!();
 const NODE_COLUMNS: &str = concat!(
     "id, pool_id, machine_id, address, port, login_user, ",
     node_state!(),
-    " as state, created_at"
+    " as state, image, created_at"
 );
 
 /// Turns a foreign-key failure on `field` into a clear "no such" error.

@@ -394,21 +394,27 @@ impl Store {
             .ok_or(Error::NotFound { what: "task" })
     }
 
-    /// A window of tasks (of one pool), newest first, and how many match.
+    /// A window of tasks (of one pool, or of one service's pools), newest
+    /// first, and how many match.
     pub async fn list_tasks(
         &self,
         pool_id: Option<i64>,
+        service_id: Option<i64>,
         window: Window,
     ) -> Result<(Vec<TaskRecord>, u64)> {
+        const WHERE: &str = "($1 is null or t.pool_id = $1) and ($2 is null or t.pool_id in \
+             (select p.id from pools p where p.service_id = $2))";
         let (total,): (i64,) =
-            sqlx::query_as("select count(*) from tasks where $1 is null or pool_id = $1")
+            sqlx::query_as(&format!("select count(*) from tasks t where {WHERE}"))
                 .bind(pool_id)
+                .bind(service_id)
                 .fetch_one(&self.pool)
                 .await?;
         let rows = sqlx::query_as(&format!(
-            "{TASK_SELECT} where $1 is null or t.pool_id = $1 order by t.id desc limit $2 offset $3"
+            "{TASK_SELECT} where {WHERE} order by t.id desc limit $3 offset $4"
         ))
         .bind(pool_id)
+        .bind(service_id)
         .bind(window.limit())
         .bind(window.offset())
         .fetch_all(&self.pool)
@@ -757,6 +763,17 @@ impl Store {
             .bind(image)
             .bind(now_millis())
             .bind(service_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records the image a node's container was started from.
+    pub async fn set_node_image(&self, node_id: i64, image: &str) -> Result<()> {
+        sqlx::query("update nodes set image = $1, updated_at = $2 where id = $3")
+            .bind(image)
+            .bind(now_millis())
+            .bind(node_id)
             .execute(&self.pool)
             .await?;
         Ok(())
