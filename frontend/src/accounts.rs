@@ -87,22 +87,20 @@ pub(crate) fn AccountsPage() -> impl IntoView {
     let rows = move || current.get().map(|p| p.items).unwrap_or_default();
     let load_error = RwSignal::new(None::<ApiError>);
     Effect::new(move || load_error.set(listing.get().and_then(Result::err)));
-    // The active cloud-provider plugins an account can use.
+    // The active cloud-provider plugins an account can use: name → the
+    // active version's id (whose description gives the config's schema).
     let providers = LocalResource::new(|| async {
         api::plugins(1, 200).await.map(|page| {
-            let mut names: Vec<String> = page
-                .items
+            page.items
                 .into_iter()
                 .filter(|p| p.world == "cloud-provider" && p.status == "active")
-                .map(|p| p.name)
-                .collect();
-            names.sort();
-            names.dedup();
-            names
+                .map(|p| (p.name, p.id))
+                .collect::<std::collections::BTreeMap<String, i64>>()
         })
     });
-    let provider_names =
+    let provider_ids =
         Signal::derive(move || providers.get().and_then(Result::ok).unwrap_or_default());
+    let provider_names = Signal::derive(move || provider_ids.get().into_keys().collect::<Vec<_>>());
 
     let editor = RwSignal::new(None::<Editor>);
     let deleting = RwSignal::new(None::<Doomed>);
@@ -242,11 +240,8 @@ pub(crate) fn AccountsPage() -> impl IntoView {
                             <input id="account-secret" data-test="account-secret" name="secret" type="password"
                                 autocomplete="new-password" bind:value=ed.secret/>
                         </Labelled>
-                        <Labelled field="config" id="account-config" label="Configuration (JSON)" error=ed.error
-                            hint="Settings the plugin describes (endpoint, default region…); never secrets.">
-                            <textarea id="account-config" data-test="account-config" name="config" class="code"
-                                rows="6" spellcheck="false" bind:value=ed.config></textarea>
-                        </Labelled>
+                        <ConfigFields config=ed.config error=ed.error
+                            plugin=Signal::derive(move || provider_ids.get().get(&ed.provider.get()).copied())/>
                         <div class="buttons">
                             <button type="button" class="ghost cancel" on:click=move |_| editor.set(None)>"Cancel"</button>
                             <button id="account-save" data-test="account-save" type="submit" class="primary">"Save"</button>
@@ -259,5 +254,250 @@ pub(crate) fn AccountsPage() -> impl IntoView {
         <ConfirmDelete noun="account" target=deleting delete=api::delete_account
             note="Templates that use it must be deleted first."
             on_deleted=Callback::new(move |()| reload.update(|n| *n += 1))/>
+    }
+}
+
+/// One setting a plugin's configuration schema describes, as a form field.
+#[derive(Debug, Clone, PartialEq)]
+struct Setting {
+    key: String,
+    label: String,
+    hint: String,
+    kind: SettingKind,
+    default: Option<Value>,
+    required: bool,
+}
+
+/// How a setting is typed in.
+#[derive(Debug, Clone, PartialEq)]
+enum SettingKind {
+    Text,
+    Integer,
+    Number,
+    Flag,
+    Choice(Vec<String>),
+}
+
+/// The settings of a flat object schema, in its order; `None` when the
+/// schema is not one (nested objects, arrays): then JSON is typed instead.
+fn settings_of(schema: &Value) -> Option<Vec<Setting>> {
+    let properties = schema.get("properties")?.as_object()?;
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    properties
+        .iter()
+        .map(|(key, p)| {
+            let kind = match (
+                p.get("enum").and_then(Value::as_array),
+                p.get("type").and_then(Value::as_str),
+            ) {
+                (Some(choices), _) => SettingKind::Choice(
+                    choices
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect(),
+                ),
+                (None, Some("string")) => SettingKind::Text,
+                (None, Some("integer")) => SettingKind::Integer,
+                (None, Some("number")) => SettingKind::Number,
+                (None, Some("boolean")) => SettingKind::Flag,
+                _ => return None,
+            };
+            let describe = |k: &str| {
+                p.get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let title = describe("title");
+            Some(Setting {
+                key: key.clone(),
+                label: if title.is_empty() {
+                    key.replace('_', " ")
+                } else {
+                    title
+                },
+                hint: describe("description"),
+                kind,
+                default: p.get("default").cloned(),
+                required: required.contains(&key.as_str()),
+            })
+        })
+        .collect()
+}
+
+/// `config` (JSON text) with `key` set from what was typed: a number or
+/// flag as such, an empty entry removed (the plugin's default applies).
+fn with_setting(config: &str, setting: &Setting, typed: &str) -> String {
+    let mut object = serde_json::from_str::<Value>(config)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default();
+    let typed = typed.trim();
+    let value = match setting.kind {
+        _ if typed.is_empty() => None,
+        SettingKind::Integer => Some(
+            typed
+                .parse::<i64>()
+                .map_or_else(|_| Value::String(typed.to_owned()), Value::from),
+        ),
+        SettingKind::Number => Some(
+            typed
+                .parse::<f64>()
+                .map_or_else(|_| Value::String(typed.to_owned()), Value::from),
+        ),
+        SettingKind::Flag => Some(Value::Bool(typed == "true")),
+        SettingKind::Text | SettingKind::Choice(_) => Some(Value::String(typed.to_owned())),
+    };
+    match value {
+        Some(v) => object.insert(setting.key.clone(), v),
+        None => object.remove(&setting.key),
+    };
+    serde_json::to_string_pretty(&Value::Object(object)).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The value of `key` in `config` as typed text.
+fn setting_text(config: &str, key: &str) -> String {
+    match serde_json::from_str::<Value>(config)
+        .ok()
+        .and_then(|v| v.get(key).cloned())
+    {
+        Some(Value::String(s)) => s,
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// The account's configuration as the fields its plugin's schema
+/// describes, each with its description and default; JSON to type when the
+/// schema is not a flat object, or on asking.
+#[component]
+fn ConfigFields(
+    /// The configuration, as JSON text.
+    config: RwSignal<String>,
+    error: RwSignal<Option<ApiError>>,
+    /// The chosen provider's active version.
+    plugin: Signal<Option<i64>>,
+) -> impl IntoView {
+    let described = LocalResource::new(move || {
+        let id = plugin.get();
+        async move {
+            match id {
+                Some(id) => api::plugin_description(id).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    });
+    let as_json = RwSignal::new(false);
+    let settings = move || {
+        described
+            .get()
+            .and_then(Result::ok)
+            .flatten()
+            .and_then(|d| settings_of(&d.config_schema))
+    };
+    view! {
+        <Labelled field="config" id="account-config" label="Configuration" error
+            hint="Settings the plugin describes (endpoint, default region…); never secrets. Empty: the plugin's default.">
+            {move || match settings().filter(|_| !as_json.get()) {
+                Some(settings) => view! {
+                    <div id="account-config" class="settings" data-test="account-settings">
+                        {settings.into_iter().map(|setting| {
+                            let id = format!("account-config-{}", setting.key);
+                            let key = setting.key.clone();
+                            let placeholder = setting.default.as_ref().map(|d| match d {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            }).unwrap_or_default();
+                            let label = format!("{}{}", setting.label, if setting.required { " *" } else { "" });
+                            let hint = setting.hint.clone();
+                            let current = move || setting_text(&config.get(), &key);
+                            let typed = setting.clone();
+                            let set = move |text: String| config.update(|c| *c = with_setting(c, &typed, &text));
+                            let input = match setting.kind.clone() {
+                                SettingKind::Flag => view! {
+                                    <input id=id.clone() type="checkbox" data-key=setting.key
+                                        prop:checked=move || current() == "true"
+                                        on:change=move |ev| set(event_target_checked(&ev).to_string())/>
+                                }.into_any(),
+                                SettingKind::Choice(choices) => view! {
+                                    <select id=id.clone() data-key=setting.key on:change=move |ev| set(event_target_value(&ev))>
+                                        <option value="">{format!("default ({placeholder})")}</option>
+                                        {choices.into_iter().map(|c| {
+                                            let (value, shown, picked) = (c.clone(), c.clone(), c);
+                                            let current = current.clone();
+                                            view! { <option value=value selected=move || current() == picked>{shown}</option> }
+                                        }).collect_view()}
+                                    </select>
+                                }.into_any(),
+                                kind => view! {
+                                    <input id=id.clone() data-key=setting.key
+                                        type=if matches!(kind, SettingKind::Text) { "text" } else { "number" }
+                                        placeholder=placeholder autocomplete="off"
+                                        prop:value=current on:change=move |ev| set(event_target_value(&ev))/>
+                                }.into_any(),
+                            };
+                            view! {
+                                <div class="setting">
+                                    <label for=id>{label}</label>
+                                    {input}
+                                    {(!hint.is_empty()).then(|| view! { <p class="hint">{hint}</p> })}
+                                </div>
+                            }
+                        }).collect_view()}
+                    </div>
+                }.into_any(),
+                None => view! {
+                    <textarea id="account-config" data-test="account-config" name="config" class="code"
+                        rows="6" spellcheck="false" bind:value=config></textarea>
+                }.into_any(),
+            }}
+            <Show when=move || settings().is_some()>
+                <label class="check"><input id="account-config-json" type="checkbox" bind:checked=as_json/>" Edit as JSON"</label>
+            </Show>
+        </Labelled>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flat_schema_reads_as_settings_and_typed_values_keep_their_types() {
+        let schema: Value = serde_json::from_str(
+            r#"{"type":"object","required":["region"],"properties":{
+                "region":{"type":"string","title":"Region","default":"cn-hangzhou"},
+                "timeout_ms":{"type":"integer","description":"per attempt"},
+                "mode":{"enum":["fast","safe"]}}}"#,
+        )
+        .unwrap();
+        let settings = settings_of(&schema).unwrap();
+        assert_eq!(settings.len(), 3);
+        let timeout = settings.iter().find(|s| s.key == "timeout_ms").unwrap();
+        assert_eq!(
+            (timeout.label.as_str(), timeout.hint.as_str()),
+            ("timeout ms", "per attempt")
+        );
+        assert!(
+            settings
+                .iter()
+                .any(|s| s.key == "region" && s.required && s.label == "Region")
+        );
+        let config = with_setting("{}", timeout, "2500");
+        assert_eq!(
+            serde_json::from_str::<Value>(&config).unwrap()["timeout_ms"],
+            2500
+        );
+        assert_eq!(setting_text(&config, "timeout_ms"), "2500");
+        // Emptied: the key goes, the plugin's default applies.
+        assert_eq!(with_setting(&config, timeout, " ").trim(), "{}");
+        let nested: Value =
+            serde_json::from_str(r#"{"properties":{"a":{"type":"object"}}}"#).unwrap();
+        assert!(settings_of(&nested).is_none());
     }
 }

@@ -6,10 +6,10 @@ use dcp_api_types::{
     ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
     FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
     MachineState, MachineTemplate, ModuleEntry, Node, NodeContainer, NodeLogs, Overview, Page,
-    PageQuery, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion,
-    Pool, PoolInput, QuotaInput, QuotaUsage, Rollback, RollbackInput, Service, ServiceInput,
-    Session, SshSettings, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
-    TemplateInput, Token, TokenInput, UserStatus,
+    PageQuery, PluginDescription, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
+    PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage, Rollback, RollbackInput, Service,
+    ServiceInput, Session, SshSettings, Task, TaskDetail, TaskInput, TaskTemplate,
+    TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -27,6 +27,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             request_id: None,
+            also: Vec::new(),
         })
     }
 
@@ -37,20 +38,47 @@ impl ApiError {
             message: message.into(),
             field: Some(field.to_owned()),
             request_id: None,
+            also: Vec::new(),
         })
     }
 
-    /// The message, if the error is about `field`, without the field name
-    /// the API puts in front for readers of the raw message.
-    pub(crate) fn for_field(&self, field: &str) -> Option<String> {
-        (self.0.field.as_deref() == Some(field)).then(|| {
+    /// Every field the error names with what is wrong with it: its own
+    /// (without the field name the API puts in front of the message), then
+    /// the others the server checked with it.
+    pub(crate) fn field_errors(&self) -> Vec<(String, String)> {
+        let own = self.0.field.as_ref().map(|field| {
             let message = &self.0.message;
-            message
-                .strip_prefix(field)
+            let message = message
+                .strip_prefix(field.as_str())
                 .and_then(|m| m.strip_prefix(": "))
-                .unwrap_or(message)
-                .to_owned()
-        })
+                .unwrap_or(message);
+            (field.clone(), message.to_owned())
+        });
+        own.into_iter()
+            .chain(
+                self.0
+                    .also
+                    .iter()
+                    .map(|e| (e.field.clone(), e.message.clone())),
+            )
+            .collect()
+    }
+
+    /// What is wrong with `field` or an item of it (`ports` owns
+    /// `ports[2].host_port`, said as "#3 › host port: …"), if anything.
+    pub(crate) fn for_field(&self, field: &str) -> Option<String> {
+        self.field_errors()
+            .into_iter()
+            .find_map(|(named, message)| {
+                let rest = named.strip_prefix(field)?;
+                if rest.is_empty() {
+                    Some(message)
+                } else if rest.starts_with('[') {
+                    Some(format!("{}: {message}", human_field(rest)))
+                } else {
+                    None
+                }
+            })
     }
 
     /// The message, with the request id when the server gave one.
@@ -62,6 +90,32 @@ impl ApiError {
             _ => self.0.message.clone(),
         }
     }
+}
+
+/// A request field's path as people read it: `addresses[0].port` is
+/// "addresses #1 › port", `container.cpu_limit` "container › cpu limit".
+pub(crate) fn human_field(path: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('[') {
+            let (index, tail) = after.split_once(']').unwrap_or((after, ""));
+            let n = index
+                .parse::<usize>()
+                .map_or_else(|_| index.to_owned(), |i| (i + 1).to_string());
+            out.push_str(&format!(" #{n}"));
+            rest = tail;
+        } else {
+            let rest_trimmed = rest.strip_prefix('.').unwrap_or(rest);
+            if !out.is_empty() {
+                out.push_str(" › ");
+            }
+            let end = rest_trimmed.find(['.', '[']).unwrap_or(rest_trimmed.len());
+            out.push_str(&rest_trimmed[..end].replace('_', " "));
+            rest = &rest_trimmed[end..];
+        }
+    }
+    out.trim_start().to_owned()
 }
 
 /// The `dcp_csrf` cookie, which cookie-authenticated writes must echo.
@@ -102,6 +156,7 @@ async fn read<T: DeserializeOwned>(res: Response) -> Result<T, ApiError> {
             message: format!("the server answered {status}"),
             field: None,
             request_id: None,
+            also: Vec::new(),
         });
     if status == 401 && !is_login_page() {
         go_to_login();
@@ -871,6 +926,11 @@ pub(crate) async fn start_task(input: &TaskInput) -> Result<Task, ApiError> {
     read(send_json(Request::post("/api/v1/tasks"), input).await?).await
 }
 
+/// What a plugin version says about itself (its configuration schema).
+pub(crate) async fn plugin_description(id: i64) -> Result<PluginDescription, ApiError> {
+    read(send(Request::get(&format!("/api/v1/plugins/{id}/description"))).await?).await
+}
+
 /// A node's container as Docker reports it now, health asked once.
 pub(crate) async fn node_container(pool: i64, node: i64) -> Result<NodeContainer, ApiError> {
     read(
@@ -921,4 +981,37 @@ pub(crate) async fn task_action(id: i64, action: &str) -> Result<Task, ApiError>
 /// The overview: fleet, pools' health, work under way, recent failures, quotas.
 pub(crate) async fn overview() -> Result<Overview, ApiError> {
     read(send(Request::get("/api/v1/overview")).await?).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths_read_as_people_say_them() {
+        assert_eq!(human_field("addresses[0].port"), "addresses #1 › port");
+        assert_eq!(human_field("container.cpu_limit"), "container › cpu limit");
+        assert_eq!(human_field("name"), "name");
+    }
+
+    #[test]
+    fn a_list_field_owns_its_items_errors_and_every_checked_field_is_named() {
+        let error = ApiError(ErrorDetail {
+            code: ErrorCode::ValidationFailed,
+            message: "container.ports[2].host_port: port 8080 is published twice".into(),
+            field: Some("container.ports[2].host_port".into()),
+            request_id: None,
+            also: vec![dcp_api_types::FieldError {
+                field: "name".into(),
+                message: "must be 1–64 characters of a-z, 0-9, - and _".into(),
+            }],
+        });
+        assert_eq!(
+            error.for_field("container.ports").as_deref(),
+            Some("#3 › host port: port 8080 is published twice")
+        );
+        assert!(error.for_field("name").unwrap().starts_with("must be"));
+        assert_eq!(error.for_field("container"), None);
+        assert_eq!(error.field_errors().len(), 2);
+    }
 }

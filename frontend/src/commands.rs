@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use dcp_api_types::{
-    Command, CommandInput, CommandMode, ErrorCode, ErrorDetail, ExecutionInput, HostInput,
-    InlineCommand, ModuleEntry, PageQuery, ParamDef, ParamType,
+    Command, CommandInput, CommandMode, ExecutionInput, HostInput, InlineCommand, ModuleEntry,
+    PageQuery, ParamDef, ParamType,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::hooks::use_navigate;
@@ -537,16 +537,6 @@ impl Target {
     }
 }
 
-/// A validation error on `field`, made in the browser.
-fn invalid(field: &str, message: String) -> ApiError {
-    ApiError(ErrorDetail {
-        code: ErrorCode::ValidationFailed,
-        message,
-        field: Some(field.to_owned()),
-        request_id: None,
-    })
-}
-
 /// The non-empty lines of the hosts textarea: one host each.
 fn host_lines(text: &str) -> Vec<&str> {
     text.lines()
@@ -570,7 +560,7 @@ fn parse_hosts(text: &str, private_key: &str, password: &str) -> Result<Vec<Host
             let (address, port) = match rest.rsplit_once(':') {
                 Some((a, p)) if !a.contains(':') => {
                     let port = p.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(|| {
-                        invalid(
+                        ApiError::invalid(
                             "hosts",
                             format!(
                                 "line {} ({line}): port must be a number from 1 to 65535",
@@ -609,10 +599,10 @@ fn place_host_error(error: ApiError, hosts: &str) -> ApiError {
     };
     let message = error.for_field(&field).unwrap_or_default();
     match attr {
-        "private_key" | "password" => invalid(attr, message),
+        "private_key" | "password" => ApiError::invalid(attr, message),
         _ => {
             let line = host_lines(hosts).get(i).copied().unwrap_or_default();
-            invalid(
+            ApiError::invalid(
                 "hosts",
                 format!("line {} ({line}): {attr} {message}", i + 1),
             )
@@ -669,7 +659,7 @@ pub(crate) fn RunDialog(run: RwSignal<Option<Run>>) -> impl IntoView {
                     }
                     Target::Pool => match pool.get_untracked().parse() {
                         Ok(id) => input.pool_id = Some(id),
-                        Err(_) => return error.set(Some(invalid("pool_id", "choose a pool".to_owned()))),
+                        Err(_) => return error.set(Some(ApiError::invalid("pool_id", "choose a pool".to_owned()))),
                     },
                     Target::Addresses => match parse_hosts(
                         &hosts_text,

@@ -82,7 +82,8 @@ pub(crate) fn Field(
     }
 }
 
-/// An error not tied to a field (or any error, when `all` is set).
+/// An error not tied to a field (or any error, when `all` is set): each
+/// field's error on its own line, the field said as people read it.
 #[component]
 pub(crate) fn ErrorBanner(
     /// The last error.
@@ -90,25 +91,59 @@ pub(crate) fn ErrorBanner(
     /// Show field errors here too (for forms without that field).
     #[prop(optional)]
     all: bool,
-    /// With `all`: the fields a form shows next to their inputs, left out here.
+    /// With `all`: the fields a form shows next to their inputs (with their
+    /// items: `ports` takes `ports[2].host_port`), left out here.
     #[prop(optional)]
     shown: Vec<String>,
 ) -> impl IntoView {
     let shown = StoredValue::new(shown);
-    let message = move || {
-        error
-            .get()
-            .filter(|e| match &e.0.field {
-                None => true,
-                Some(field) => all && !shown.with_value(|s| s.contains(field)),
+    let placed = move |field: &str| {
+        shown.with_value(|s| {
+            s.iter().any(|f| {
+                field
+                    .strip_prefix(f.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('['))
             })
-            .map(|e| e.message())
+        })
+    };
+    let lines = move || {
+        error.get().map_or_else(Vec::new, |e| {
+            let fields = e.field_errors();
+            if fields.is_empty() {
+                return vec![e.message()];
+            }
+            if !all {
+                return Vec::new();
+            }
+            fields
+                .into_iter()
+                .filter(|(field, _)| !placed(field))
+                .map(|(field, message)| format!("{}: {message}", crate::api::human_field(&field)))
+                .collect()
+        })
     };
     view! {
-        <Show when=move || message().is_some()>
-            <div class="banner error" role="alert">{message}</div>
+        <Show when=move || !lines().is_empty()>
+            <div class="banner error" role="alert">
+                {move || lines().into_iter().map(|line| view! { <div>{line}</div> }).collect_view()}
+            </div>
         </Show>
     }
+}
+
+/// Brings the first error of the page into view once it is drawn: a long
+/// form's first broken field may be far above or below the button.
+pub(crate) fn reveal_first_error() {
+    request_animation_frame(|| {
+        let first = web_sys::window().and_then(|w| w.document()).and_then(|d| {
+            d.query_selector(".field.invalid, .banner.error")
+                .ok()
+                .flatten()
+        });
+        if let Some(element) = first {
+            element.scroll_into_view();
+        }
+    });
 }
 
 /// "Page 2 of 5 · 93 items" with previous and next buttons.

@@ -17,7 +17,9 @@ use leptos_router::{
 
 use crate::{
     api::{self, ApiError, TaskScope},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, load_error},
+    components::{
+        ConfirmDelete, Doomed, ErrorBanner, Field, Modal, load_error, reveal_first_error,
+    },
     tasks::TaskTable,
     templates::Labelled,
 };
@@ -450,7 +452,10 @@ pub(crate) fn ServicesPage() -> impl IntoView {
         };
         let input = match ed.input() {
             Ok(input) => input,
-            Err(e) => return ed.error.set(Some(e)),
+            Err(e) => {
+                ed.error.set(Some(e));
+                return reveal_first_error();
+            }
         };
         spawn_local(async move {
             match api::save_service(ed.id, &input).await {
@@ -458,7 +463,10 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                     service_editor.set(None);
                     bump();
                 }
-                Err(e) => ed.error.set(Some(e)),
+                Err(e) => {
+                    ed.error.set(Some(e));
+                    reveal_first_error();
+                }
             }
         });
     };

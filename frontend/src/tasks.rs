@@ -2,8 +2,8 @@
 //! follows the server live, and the task templates behind them.
 
 use dcp_api_types::{
-    LeftoverMachines, NodeCounts, PageQuery, StepSpec, StepState, Task, TaskDetail, TaskEvent,
-    TaskState, TaskTemplate, TaskTemplateInput, TemplatePurpose, builtin,
+    ErrorCode, LeftoverMachines, NodeCounts, PageQuery, StepSpec, StepState, Task, TaskDetail,
+    TaskEvent, TaskState, TaskTemplate, TaskTemplateInput, TemplatePurpose, builtin,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{components::A, hooks::use_params_map};
@@ -16,11 +16,17 @@ use crate::{
     templates::Labelled,
 };
 
-/// "3 ok · 1 failed · 2 waiting".
-pub(crate) fn counts_text(c: &NodeCounts) -> String {
+/// "3 ok · 1 failed · 2 waiting"; part-way nodes of a paused task read "paused".
+fn counts_text(c: &NodeCounts, state: TaskState) -> String {
+    // A paused task's nodes that are part-way wait for the resume.
+    let under_way = if state == TaskState::Paused {
+        "paused"
+    } else {
+        "running"
+    };
     let mut parts = vec![format!("{} ok", c.succeeded)];
     for (n, what) in [
-        (c.running, "running"),
+        (c.running, under_way),
         (c.failed, "failed"),
         (c.pending, "waiting"),
         (c.skipped, "skipped"),
@@ -76,7 +82,7 @@ pub(crate) fn TaskTable(tasks: Signal<Vec<Task>>) -> impl IntoView {
                             {t.overrides.tag.clone().map(|tag| view! { <span class="muted">{format!(" → {tag}")}</span> })}</td>
                         <td><A href=format!("/pools/{}", t.pool_id)>{t.pool_name.clone()}</A></td>
                         <td>{state_badge(t.state)}</td>
-                        <td data-test="task-counts">{counts_text(&t.counts)}</td>
+                        <td data-test="task-counts">{counts_text(&t.counts, t.state)}</td>
                         <td>{t.batch_size.to_string()}</td>
                         <td>{t.created_by.clone()}</td>
                         <td>{short_time(&t.created_at)}</td>
@@ -93,9 +99,9 @@ pub(crate) fn TaskTable(tasks: Signal<Vec<Task>>) -> impl IntoView {
 /// Follows `/api/v1/tasks/{id}/events` into `detail`: the snapshot, then
 /// each change applied to it; polls when the stream breaks before the task
 /// ends.
-fn follow(id: i64, detail: RwSignal<Option<TaskDetail>>) {
+fn follow(id: i64, detail: RwSignal<Option<TaskDetail>>, error: RwSignal<Option<ApiError>>) {
     let Ok(source) = web_sys::EventSource::new(&format!("/api/v1/tasks/{id}/events")) else {
-        poll(id, detail);
+        poll(id, detail, error);
         return;
     };
     let on = |name: &'static str, parse: fn(&str) -> Option<TaskEvent>| {
@@ -137,7 +143,7 @@ fn follow(id: i64, detail: RwSignal<Option<TaskDetail>>) {
             .get_untracked()
             .is_some_and(|d| d.task.state.is_final())
         {
-            poll(id, detail);
+            poll(id, detail, error);
         }
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
@@ -145,16 +151,29 @@ fn follow(id: i64, detail: RwSignal<Option<TaskDetail>>) {
     on_cleanup(move || source.close());
 }
 
-fn poll(id: i64, detail: RwSignal<Option<TaskDetail>>) {
+/// Reads the task every 2 s until it ends; a task that is not there (or
+/// not for this user) stops it with the server's "not found".
+fn poll(id: i64, detail: RwSignal<Option<TaskDetail>>, error: RwSignal<Option<ApiError>>) {
     spawn_local(async move {
-        if let Ok(fresh) = api::task(id).await {
-            let done = fresh.task.state.is_final();
-            detail.set(Some(fresh));
-            if done {
+        match api::task(id).await {
+            Ok(fresh) => {
+                let done = fresh.task.state.is_final();
+                detail.set(Some(fresh));
+                if done {
+                    return;
+                }
+            }
+            Err(e) if matches!(e.0.code, ErrorCode::NotFound | ErrorCode::Forbidden) => {
+                error.set(Some(e));
                 return;
             }
+            // Not reachable now: asked again.
+            Err(_) => {}
         }
-        set_timeout(move || poll(id, detail), std::time::Duration::from_secs(2));
+        set_timeout(
+            move || poll(id, detail, error),
+            std::time::Duration::from_secs(2),
+        );
     });
 }
 
@@ -168,7 +187,7 @@ pub(crate) fn TaskPage() -> impl IntoView {
     // The cell whose log is shown: (node, step).
     let open = RwSignal::new(None::<(usize, usize)>);
     Effect::new(move || match id() {
-        Some(id) => follow(id, detail),
+        Some(id) => follow(id, detail, error),
         None => error.set(Some(ApiError::local("no such task"))),
     });
     let act = move |action: &'static str| {
@@ -184,7 +203,7 @@ pub(crate) fn TaskPage() -> impl IntoView {
                             .get_untracked()
                             .is_some_and(|d| d.task.state.is_final())
                         {
-                            follow(id, detail);
+                            follow(id, detail, error);
                         }
                     }
                     Err(e) => error.set(Some(e)),
@@ -203,7 +222,7 @@ pub(crate) fn TaskPage() -> impl IntoView {
                     <h1>{format!("#{} {} of ", t.id, t.kind.as_str())}<A href=format!("/pools/{}", t.pool_id)>{t.pool_name.clone()}</A></h1>
                     <p class="subtitle">
                         <span id="task-state">{state_badge(state)}</span>
-                        " " <span id="task-counts">{counts_text(&t.counts)}</span>
+                        " " <span id="task-counts">{counts_text(&t.counts, t.state)}</span>
                         {format!(" · batch {} · by {} · {}", t.batch_size, t.created_by, short_time(&t.created_at))}
                         {t.overrides.tag.clone().map(|tag| format!(" · tag {tag}"))}
                     </p>
@@ -628,5 +647,28 @@ pub(crate) fn TaskTemplatesPage() -> impl IntoView {
         })}
         <ConfirmDelete noun="task template" target=deleting delete=api::delete_task_template
             on_deleted=Callback::new(move |()| reload.update(|n| *n += 1))/>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paused_tasks_nodes_read_paused_not_running() {
+        let counts = NodeCounts {
+            succeeded: 2,
+            running: 1,
+            pending: 3,
+            ..NodeCounts::default()
+        };
+        assert_eq!(
+            counts_text(&counts, TaskState::Running),
+            "2 ok · 1 running · 3 waiting"
+        );
+        assert_eq!(
+            counts_text(&counts, TaskState::Paused),
+            "2 ok · 1 paused · 3 waiting"
+        );
     }
 }

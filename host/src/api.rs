@@ -44,7 +44,15 @@ use crate::{AppState, telemetry, validate::Invalid};
 
 impl From<Invalid> for Error {
     fn from(invalid: Invalid) -> Self {
-        Self::validation(invalid.field, invalid.message)
+        Self::Validation {
+            field: invalid.field.into_owned(),
+            message: invalid.message,
+            also: invalid
+                .also
+                .into_iter()
+                .map(|i| (i.field.into_owned(), i.message))
+                .collect(),
+        }
     }
 }
 

@@ -38,11 +38,17 @@ pub const NAME_MAX: usize = 64;
 /// Checks a service's fields; the cluster must exist (checked by the caller
 /// against the store).
 pub fn service_change(input: ServiceInput) -> Result<ServiceChange, Invalid> {
-    validate::identifier("name", &input.name, NAME_MAX)?;
-    validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
-    validate::max_chars("service_type", &input.service_type, 64)?;
-    validate::image_reference("image", &input.image)?;
-    container_spec(&input.container)?;
+    let mut checks = validate::Checks::default();
+    checks.check(validate::identifier("name", &input.name, NAME_MAX));
+    checks.check(validate::max_chars(
+        "description",
+        &input.description,
+        DESCRIPTION_MAX,
+    ));
+    checks.check(validate::max_chars("service_type", &input.service_type, 64));
+    checks.check(validate::image_reference("image", &input.image));
+    checks.check(container_spec(&input.container));
+    checks.finish()?;
     Ok(ServiceChange {
         cluster_id: input.cluster_id,
         name: input.name,

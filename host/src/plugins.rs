@@ -314,6 +314,10 @@ pub struct Grants {
     pub ssh: Option<Arc<dyn SshChannel>>,
     /// Limits of its calls.
     pub limits: Limits,
+    /// A "Try it" from the plugins page: its failures are the user's
+    /// experiment (a half-typed configuration), not the plugin's record, so
+    /// they do not count among its errors.
+    pub trial: bool,
 }
 
 /// How a plugin call failed.
@@ -359,8 +363,21 @@ impl Failure {
     }
 }
 
+/// A plugin's error as people read it: what kind of failure in words (not
+/// `ErrorKind::Unauthorized`), the plugin's message, the provider's code.
 fn describe_plugin_error(e: &PluginError) -> String {
-    let mut text = format!("{:?}: {}", e.kind, e.message);
+    let kind = match e.kind {
+        ErrorKind::InvalidInput => "invalid input",
+        ErrorKind::NotFound => "not found",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::Unauthorized => "credentials refused",
+        ErrorKind::Throttled => "throttled",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Timeout => "timed out",
+        ErrorKind::Unsupported => "not supported",
+        ErrorKind::Internal => "internal error",
+    };
+    let mut text = format!("{kind}: {}", e.message);
     if let Some(code) = &e.provider_code {
         text.push_str(&format!(" (code {code}"));
         if let Some(id) = &e.request_id {

@@ -11,6 +11,9 @@ pub struct Invalid {
     pub field: Cow<'static, str>,
     /// What is wrong, phrased to follow the field name.
     pub message: String,
+    /// The other fields of the same request that break a rule, when they
+    /// were checked together ([`Checks`]): a form shows them all at once.
+    pub also: Vec<Invalid>,
 }
 
 impl Invalid {
@@ -19,6 +22,34 @@ impl Invalid {
         Self {
             field: field.into(),
             message: message.into(),
+            also: Vec::new(),
+        }
+    }
+}
+
+/// Checks of independent fields, each run whatever the others found, so
+/// one answer names every broken field.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<Invalid>);
+
+impl Checks {
+    /// Keeps `result`'s failure, if any.
+    pub fn check(&mut self, result: Result<(), Invalid>) {
+        if let Err(invalid) = result {
+            self.0.push(invalid);
+        }
+    }
+
+    /// Passes when every check did; else the first failure, with the
+    /// others under [`Invalid::also`].
+    pub fn finish(self) -> Result<(), Invalid> {
+        let mut all = self.0.into_iter();
+        match all.next() {
+            None => Ok(()),
+            Some(mut first) => {
+                first.also.extend(all);
+                Err(first)
+            }
         }
     }
 }

@@ -1002,10 +1002,12 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         }
     };
     // The first waits an hour before its next attempt; pause, resume, cancel.
-    // It is running before its first attempt ends, so wait for that attempt.
+    // It is running before its first attempt ends, so wait for that attempt
+    // to have ended (its step pending again, waiting for the next).
     let mut waiting = state_of(first, "running").await;
     for _ in 0..100 {
-        if waiting["nodes"][0]["steps"][0]["attempts"] != 0 {
+        let step = &waiting["nodes"][0]["steps"][0];
+        if step["attempts"] != 0 && step["state"] == "pending" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

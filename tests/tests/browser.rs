@@ -487,6 +487,44 @@ async fn machines_are_templated_created_initialised_and_released_in_the_ui() {
         WAIT,
     )
     .await;
+    // Its configuration reads as the fields the plugin's schema describes,
+    // not as JSON; a wrong value is refused under it, by the plugin.
+    click(&c, "tr[data-name=\"sim\"] [data-test=\"account-edit\"]").await;
+    let endpoint = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#account-config-ecs_endpoint"))
+        .await
+        .unwrap();
+    assert!(
+        endpoint
+            .prop("value")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .starts_with("http://127."),
+        "the simulator's endpoint"
+    );
+    let timeout = c
+        .find(Locator::Css("#account-config-timeout_ms"))
+        .await
+        .unwrap();
+    assert_eq!(
+        timeout.attr("placeholder").await.unwrap().as_deref(),
+        Some("10000")
+    );
+    assert!(
+        c.find_all(Locator::Css("textarea#account-config"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    fill(&c, "#account-config-timeout_ms", "5").await;
+    click(&c, "#account-name").await;
+    click(&c, "#account-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"config\"]").await;
+    assert!(error.contains("timeout_ms"), "{error}");
+    click(&c, "#account-form .cancel").await;
 
     // A template through the cascading form. The cloud fails the zone
     // look-up first: the form says so beside the select and retries.
@@ -649,6 +687,23 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     click(&c, "nav a[href=\"/services\"]").await;
     click(&c, "#new-service").await;
     choose(&c, "service-cluster", "shop").await;
+    // Two broken fields: both are named at once, each under its input.
+    fill(&c, "#service-name", "Web UI").await;
+    fill(&c, "#service-image", "http://x/y").await;
+    click(&c, "#service-save").await;
+    let name_error = text_of(&c, ".field-error[data-field=\"name\"]").await;
+    let image_error = text_of(&c, ".field-error[data-field=\"image\"]").await;
+    assert!(
+        !name_error.is_empty() && !image_error.is_empty(),
+        "{name_error} / {image_error}"
+    );
+    assert!(
+        c.find_all(Locator::Css(".banner.error"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left for the banner"
+    );
     fill(&c, "#service-name", "web-ui").await;
     fill(&c, "#service-image", &image).await;
     fill(&c, "#service-ports", "8080:http").await;

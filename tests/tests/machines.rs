@@ -363,6 +363,12 @@ async fn a_wrong_secret_is_refused_by_the_cloud_with_a_clear_error() {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("SignatureDoesNotMatch"), "{message}");
     assert!(message.contains("request id"), "{message}");
+    // Said for people: no debug names, no string-to-sign.
+    assert!(message.contains("credentials refused"), "{message}");
+    assert!(
+        !message.contains("ErrorKind") && !message.contains("string to sign"),
+        "{message}"
+    );
     let (status, body) = cloud
         .api
         .post(

@@ -140,9 +140,11 @@ async fn an_out_of_tree_plugin_is_uploaded_approved_and_called_without_a_restart
         "{bad}"
     );
 
-    // The call was counted.
+    // The calls were counted; the refused configuration tried is not an
+    // error of the plugin's.
     let detail = api.get(&format!("/api/v1/plugins/{v1_id}")).await;
     assert!(detail["calls"].as_u64().unwrap() >= 3, "{detail}");
+    assert_eq!(detail["errors"], 0, "{detail}");
     assert!(detail["latency_p50_ms"].as_f64().is_some(), "{detail}");
 
     // Version 0.2.0 wants an inventory origin: the diff says so.

@@ -94,6 +94,20 @@ pub struct ErrorDetail {
     /// The request id, to quote when reporting a server error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The other fields of the request that break a rule, when the server
+    /// checked them together (a 422 on a form names them all at once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<FieldError>,
+}
+
+/// A field of a request and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FieldError {
+    /// The field, e.g. `image` or `container.ports[2].host_port`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 /// The stable error codes. Each maps to exactly one HTTP status.
@@ -421,6 +435,22 @@ pub struct PluginTestResult {
     pub sample: Vec<String>,
     /// Why the sample call failed, if it did.
     pub sample_error: Option<String>,
+}
+
+/// What a plugin version says about itself, without trying it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PluginDescription {
+    /// The plugin's own name.
+    pub name: String,
+    /// The plugin's own version.
+    pub version: String,
+    /// Its description.
+    pub description: String,
+    /// The JSON Schema of its configuration: the account form renders its
+    /// fields from it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub config_schema: serde_json::Value,
 }
 
 /// The worlds a plugin can target.

@@ -8,7 +8,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail};
+use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail, FieldError};
 
 use crate::{
     auth, containers, engine, machines, plugins::registry, remote, store, telemetry::RequestIds,
@@ -27,6 +27,8 @@ pub enum Error {
         field: String,
         /// What rule it breaks.
         message: String,
+        /// Other fields checked with it that break a rule (field, message).
+        also: Vec<(String, String)>,
     },
     /// The body is not well-formed JSON (400).
     #[error("malformed JSON: {0}")]
@@ -105,6 +107,7 @@ impl Error {
         Self::Validation {
             field: field.into(),
             message: message.into(),
+            also: Vec::new(),
         }
     }
 
@@ -183,11 +186,22 @@ impl Error {
                 engine::Error::Conflict(_) => (ErrorCode::Conflict, None),
             },
         };
+        let also = match self {
+            Self::Validation { also, .. } => also
+                .iter()
+                .map(|(field, message)| FieldError {
+                    field: field.clone(),
+                    message: message.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         ErrorDetail {
             code,
             message: self.to_string(),
             field,
             request_id: None,
+            also,
         }
     }
 }
@@ -210,6 +224,7 @@ fn store_detail(err: &store::Error) -> ErrorDetail {
         message: err.to_string(),
         field,
         request_id: None,
+        also: Vec::new(),
     }
 }
 
@@ -367,6 +382,7 @@ fn detail_for_status(status: StatusCode) -> ErrorDetail {
         message: message.to_owned(),
         field: None,
         request_id: None,
+        also: Vec::new(),
     }
 }
 

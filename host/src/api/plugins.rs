@@ -7,8 +7,8 @@ use axum::{
     http::StatusCode,
 };
 use dcp_api_types::{
-    CapabilityDiff, ErrorBody, Page, PageQuery, PluginCapabilities, PluginLimits,
-    PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, PluginWorlds,
+    CapabilityDiff, ErrorBody, Page, PageQuery, PluginCapabilities, PluginDescription,
+    PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload, PluginVersion, PluginWorlds,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -43,6 +43,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(activate_plugin))
         .routes(routes!(rollback_plugin))
         .routes(routes!(test_plugin))
+        .routes(routes!(describe_plugin))
         .routes(routes!(set_plugin_limits))
 }
 
@@ -292,6 +293,32 @@ async fn set_plugin_limits(
 ) -> Result<Json<PluginVersion>> {
     let record = state.plugins.set_limits(id, &overrides).await?;
     Ok(Json(to_api(&state, record)))
+}
+
+/// What an approved version says about itself — its configuration's JSON
+/// Schema above all, which the account form renders. Makes no outside
+/// call and is not counted among the plugin's calls' errors.
+#[utoipa::path(
+    get, path = "/plugins/{id}/description", tag = "plugins",
+    params(("id" = i64, Path, description = "Plugin version id")),
+    responses(
+        (status = 200, description = "Its name, version, description and configuration schema", body = PluginDescription),
+        (status = 409, description = "Not approved yet", body = ErrorBody),
+        (status = 422, description = "The plugin failed to describe itself", body = ErrorBody),
+    )
+)]
+async fn describe_plugin(
+    State(state): State<AppState>,
+    Path(Id { id }): Path<Id>,
+) -> Result<Json<PluginDescription>> {
+    let record = state.store.plugin_version(id).await?;
+    let info = state.plugins.describe(&record).await?;
+    Ok(Json(PluginDescription {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        config_schema: serde_json::from_str(&info.config_schema).unwrap_or(serde_json::Value::Null),
+    }))
 }
 
 /// Try an approved version with a configuration: describe it, validate the

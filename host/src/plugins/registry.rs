@@ -364,14 +364,9 @@ impl Registry {
         Ok(record)
     }
 
-    /// Tries a granted version with `config`, under its grants and limits:
-    /// describe it, have it validate the configuration, and make one harmless
-    /// call (list regions; list modules).
-    pub async fn probe(
-        &self,
-        record: &PluginVersionRecord,
-        config: String,
-    ) -> Result<Probe, Error> {
+    /// A granted version bound to `config` for a trial (its failures are
+    /// not counted against it), under its grants and limits.
+    async fn trial(&self, record: &PluginVersionRecord, config: &str) -> Result<WasmPlugin, Error> {
         if record.granted.is_none() {
             return Err(Error::Conflict(format!(
                 "{}@{} has not been approved: approve its capabilities first",
@@ -383,14 +378,38 @@ impl Registry {
                 .origins()
                 .map_err(|e| Invalid::new("granted.http", e))?,
             limits: limits(record),
-            config: config.clone(),
+            config: config.to_owned(),
+            trial: true,
             ..Grants::default()
         };
-        let plugin = WasmPlugin::new(self.plugin_of(record).await?, grants);
+        Ok(WasmPlugin::new(self.plugin_of(record).await?, grants))
+    }
+
+    /// What a granted version says about itself: its name, version,
+    /// description and configuration schema. No outside call is made.
+    pub async fn describe(&self, record: &PluginVersionRecord) -> Result<PluginInfo, Error> {
+        let plugin = self.trial(record, "{}").await?;
         let described = |e: super::Error| Error::from(Invalid::new("component", e.to_string()));
-        let (info, config_error, sample) = match world(record) {
+        match world(record) {
+            Some(World::CloudProvider) => CloudProvider::describe(&plugin).await,
+            Some(World::LoadBalancer) => LoadBalancer::describe(&plugin).await,
+            Some(World::RemoteCommand) | None => RemoteCommand::describe(&plugin).await,
+        }
+        .map_err(described)
+    }
+
+    /// Tries a granted version with `config`, under its grants and limits:
+    /// describe it, have it validate the configuration, and make one harmless
+    /// call (list regions; list modules).
+    pub async fn probe(
+        &self,
+        record: &PluginVersionRecord,
+        config: String,
+    ) -> Result<Probe, Error> {
+        let info = self.describe(record).await?;
+        let plugin = self.trial(record, &config).await?;
+        let (config_error, sample) = match world(record) {
             Some(World::CloudProvider) => (
-                CloudProvider::describe(&plugin).await.map_err(described)?,
                 CloudProvider::validate_config(&plugin, &config).await.err(),
                 plugin
                     .list_regions()
@@ -398,12 +417,10 @@ impl Registry {
                     .map(|regions| regions.into_iter().map(|r| r.id).collect()),
             ),
             Some(World::LoadBalancer) => (
-                LoadBalancer::describe(&plugin).await.map_err(described)?,
                 LoadBalancer::validate_config(&plugin, &config).await.err(),
                 Ok(Vec::new()),
             ),
             Some(World::RemoteCommand) | None => (
-                RemoteCommand::describe(&plugin).await.map_err(described)?,
                 None,
                 plugin
                     .modules()

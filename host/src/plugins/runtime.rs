@@ -447,8 +447,9 @@ impl Plugin {
         body: impl FnOnce(Store<HostState>, Instance) -> GuestFuture<T> + Send + 'static,
     ) -> Result<T, Error> {
         let started = Instant::now();
+        let trial = grants.trial;
         let result = self.call_inner(call, grants, body).await;
-        self.record(started, result.is_ok());
+        self.record(started, result.is_ok() || trial);
         result
     }
 

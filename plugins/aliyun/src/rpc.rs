@@ -354,6 +354,12 @@ pub(crate) fn error_of(action: &str, status: u16, body: &[u8]) -> Failure {
         ),
     };
     let (kind, retryable) = classify(status, &code);
+    // A signature mismatch quotes the server's string-to-sign: noise to a
+    // person, and it spells out the request's parameters.
+    let message = match message.split_once("server string to sign is:") {
+        Some((said, _)) => format!("{} check the account's AccessKey secret", said.trim_end()),
+        None => message,
+    };
     Failure {
         kind,
         message: format!("{action} failed: {code}: {message}"),
@@ -515,7 +521,7 @@ pub(crate) mod tests {
 
     #[test]
     fn errors_carry_code_and_request_id_and_stop_at_the_deadline() {
-        let host = Scripted::new(vec![Ok((400, r#"{"Code":"SignatureDoesNotMatch","Message":"Specified signature is not matched with our calculation.","RequestId":"R9"}"#.into()))]);
+        let host = Scripted::new(vec![Ok((400, r#"{"Code":"SignatureDoesNotMatch","Message":"Specified signature is not matched with our calculation. server string to sign is:GET&%2F&AccessKeyId%3Dtestid","RequestId":"R9"}"#.into()))]);
         let config = Config::default();
         let rpc = Rpc {
             host: &host,
@@ -529,7 +535,16 @@ pub(crate) mod tests {
         );
         assert!(
             err.message
-                .starts_with("DescribeRegions failed: SignatureDoesNotMatch")
+                .starts_with("DescribeRegions failed: SignatureDoesNotMatch"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains("string to sign"), "{}", err.message);
+        assert!(
+            err.message
+                .ends_with("check the account's AccessKey secret"),
+            "{}",
+            err.message
         );
         // A storm: retried until the deadline draws near, then the last error.
         let storm: Vec<_> = (0..100)
