@@ -177,8 +177,8 @@ pub(crate) fn PluginsPage() -> impl IntoView {
                                 {(status == "approved" || status == "inactive").then(|| view! {
                                     <button class="ghost activate" on:click=move |_| act(id, "activate")>"Activate"</button>
                                 })}
-                                {(status == "active").then(|| view! {
-                                    <button class="ghost rollback" on:click=move |_| act(id, "rollback")>"Roll back"</button>
+                                {p.rollback_to.clone().map(|to| view! {
+                                    <button class="ghost rollback" on:click=move |_| act(id, "rollback")>{format!("Roll back to {to}")}</button>
                                 })}
                                 {(status != "active" && !p.builtin).then(|| view! {
                                     <button class="ghost danger delete" on:click=move |_| act(id, "delete")>"Delete"</button>

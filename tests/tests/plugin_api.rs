@@ -114,6 +114,8 @@ async fn an_out_of_tree_plugin_is_uploaded_approved_and_called_without_a_restart
         .post(&format!("/api/v1/plugins/{v1_id}/activate"), &json!({}))
         .await;
     assert_eq!((status, active["status"].as_str()), (200, Some("active")));
+    // The first active version has nothing to roll back to.
+    assert_eq!(active["rollback_to"], Value::Null, "{active}");
 
     let (status, tried) = api
         .post(
@@ -177,10 +179,11 @@ async fn an_out_of_tree_plugin_is_uploaded_approved_and_called_without_a_restart
     // Approved and active: allowed.
     api.post(&format!("/api/v1/plugins/{v2_id}/approve"), &json!({}))
         .await;
-    let (status, _) = api
+    let (status, second) = api
         .post(&format!("/api/v1/plugins/{v2_id}/activate"), &json!({}))
         .await;
     assert_eq!(status, 200);
+    assert_eq!(second["rollback_to"], "0.1.0", "{second}");
     let (_, allowed) = api
         .post(&format!("/api/v1/plugins/{v2_id}/test"), &inventory_config)
         .await;

@@ -360,6 +360,9 @@ pub struct PluginVersion {
     pub created_at: String,
     /// Last activation (RFC 3339), if ever active.
     pub activated_at: Option<String>,
+    /// For the active version: the version `POST /plugins/{id}/rollback`
+    /// re-activates (the one active before it); absent when there is none.
+    pub rollback_to: Option<String>,
     /// Calls since the server started.
     pub calls: u64,
     /// Failed calls since the server started.

@@ -55,13 +55,23 @@ fn capabilities(c: &Capabilities) -> PluginCapabilities {
     }
 }
 
-fn to_api(state: &AppState, r: PluginVersionRecord) -> PluginVersion {
+async fn to_api(state: &AppState, r: PluginVersionRecord) -> Result<PluginVersion> {
+    let rollback_to = if r.status.as_str() == "active" {
+        state
+            .store
+            .previous_plugin_version(&r.name)
+            .await?
+            .map(|previous| previous.version)
+    } else {
+        None
+    };
     let stats = state
         .plugins
         .compiled(r.id)
         .map(|p| p.stats())
         .unwrap_or_default();
-    PluginVersion {
+    Ok(PluginVersion {
+        rollback_to,
         requested: capabilities(&registry::requested(&r)),
         granted: r
             .granted
@@ -85,7 +95,7 @@ fn to_api(state: &AppState, r: PluginVersionRecord) -> PluginVersion {
         errors: stats.errors,
         latency_p50_ms: stats.p50_ms,
         latency_p99_ms: stats.p99_ms,
-    }
+    })
 }
 
 /// Filters for `GET /api/v1/plugins`.
@@ -118,7 +128,11 @@ async fn list_plugins(
         .store
         .list_plugin_versions(name.as_deref(), window(paging)?)
         .await?;
-    let items = items.into_iter().map(|r| to_api(&state, r)).collect();
+    let mut versions = Vec::with_capacity(items.len());
+    for r in items {
+        versions.push(to_api(&state, r).await?);
+    }
+    let items = versions;
     Ok(Json(page(items, total, paging)))
 }
 
@@ -182,7 +196,7 @@ async fn upload_plugin(
                 removed: upload.diff.removed,
             },
             created: upload.created,
-            plugin: to_api(&state, upload.record),
+            plugin: to_api(&state, upload.record).await?,
         }),
     ))
 }
@@ -201,7 +215,7 @@ async fn get_plugin(
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<PluginVersion>> {
     let record = state.store.plugin_version(id).await?;
-    Ok(Json(to_api(&state, record)))
+    Ok(Json(to_api(&state, record).await?))
 }
 
 /// Grant a version the capabilities its manifest asks for.
@@ -220,7 +234,7 @@ async fn approve_plugin(
 ) -> Result<Json<PluginVersion>> {
     let record = state.plugins.approve(id).await?;
     tracing::info!(user = %me.user.username, plugin = %record.name, version = %record.version, "plugin approved");
-    Ok(Json(to_api(&state, record)))
+    Ok(Json(to_api(&state, record).await?))
 }
 
 /// Make an approved version the one calls get. Calls in flight finish on
@@ -238,7 +252,7 @@ async fn activate_plugin(
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<PluginVersion>> {
     let record = state.plugins.activate(id).await?;
-    Ok(Json(to_api(&state, record)))
+    Ok(Json(to_api(&state, record).await?))
 }
 
 /// Re-activate the version of this plugin that was active before the current one.
@@ -255,7 +269,7 @@ async fn rollback_plugin(
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<PluginVersion>> {
     let record = state.plugins.rollback(id).await?;
-    Ok(Json(to_api(&state, record)))
+    Ok(Json(to_api(&state, record).await?))
 }
 
 /// Delete a version; refused while it is active or built in.
@@ -292,7 +306,7 @@ async fn set_plugin_limits(
     Json(overrides): Json<PluginLimits>,
 ) -> Result<Json<PluginVersion>> {
     let record = state.plugins.set_limits(id, &overrides).await?;
-    Ok(Json(to_api(&state, record)))
+    Ok(Json(to_api(&state, record).await?))
 }
 
 /// What an approved version says about itself — its configuration's JSON
