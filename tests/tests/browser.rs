@@ -1500,4 +1500,56 @@ async fn machines_are_picked_into_a_pool_and_commands_run_on_pools_and_machines_
     )
     .await;
     assert_eq!(text_of(&c, "pre.stdout").await.trim(), "from-machines");
+
+    // A run on the pool that waits for a sign from the test: what it
+    // printed shows while it still runs.
+    let marker = std::env::temp_dir().join(format!("dcp-live-{}-{}", std::process::id(), pool));
+    let _ = std::fs::remove_file(&marker);
+    click(&c, "nav a[href=\"/executions\"]").await;
+    click(&c, "#new-run").await;
+    fill(
+        &c,
+        "[id='run-command.script']",
+        &format!(
+            "echo first-half; while [ ! -e {} ]; do sleep 0.1; done; echo second-half",
+            marker.display()
+        ),
+    )
+    .await;
+    click(&c, "#run-target-pool").await;
+    choose(&c, "run-pool", "edge-a").await;
+    click(&c, "#run-start").await;
+    until(
+        &c,
+        "//span[@id='execution-state'][contains(., 'running')]",
+        WAIT,
+    )
+    .await;
+    click(
+        &c,
+        &format!("tr[data-address=\"{}\"] button.logs", hosts[1]),
+    )
+    .await;
+    until(
+        &c,
+        "//pre[contains(@class, 'stdout')][contains(., 'first-half')]",
+        WAIT,
+    )
+    .await;
+    assert!(text_of(&c, "#execution-state").await.contains("running"));
+    assert!(!text_of(&c, "pre.stdout").await.contains("second-half"));
+    std::fs::write(&marker, b"").unwrap();
+    until(
+        &c,
+        "//span[@id='execution-state'][contains(., 'succeeded')]",
+        WAIT,
+    )
+    .await;
+    until(
+        &c,
+        "//pre[contains(@class, 'stdout')][contains(., 'second-half')]",
+        WAIT,
+    )
+    .await;
+    let _ = std::fs::remove_file(&marker);
 }
