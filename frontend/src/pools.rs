@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use dcp_api_types::{
     AddNodes, AdoptMachine, ErrorDetail, Node, NodeAddress, NodeState, PageQuery, TaskInput,
-    TaskKind,
+    TaskKind, TaskState,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{
@@ -85,6 +85,19 @@ pub(crate) fn PoolPage() -> impl IntoView {
     });
     let error = load_error(loaded);
     let data = move || loaded.get().and_then(Result::ok);
+    // While a task of the pool is under way its nodes change (states,
+    // tags, new and gone nodes): read them again every 5 s until it ends.
+    crate::machines::every(5, move || {
+        let busy = loaded.with_untracked(|l| {
+            l.as_ref().and_then(|r| r.as_ref().ok()).is_some_and(|d| {
+                d.2.iter()
+                    .any(|t| matches!(t.state, TaskState::Pending | TaskState::Running))
+            })
+        });
+        if busy {
+            reload.update(|n| *n += 1);
+        }
+    });
     let chosen = RwSignal::new(BTreeSet::<String>::new());
     // The node whose container is shown.
     let looking = RwSignal::new(None::<Node>);

@@ -100,12 +100,13 @@ async fn locate(
     Ok((node, container_name(&service.name, node_id), spec))
 }
 
+/// What `script` printed on the node, and whether it was cut at `max`.
 async fn look(
     remote: &Remote,
     node: &NodeRecord,
     script: &str,
     max: usize,
-) -> Result<String, Error> {
+) -> Result<(String, bool), Error> {
     let endpoint = ssh::Endpoint {
         address: node.address.clone(),
         port: node.port,
@@ -127,7 +128,10 @@ async fn look(
         ))
         .into());
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        out.truncated,
+    ))
 }
 
 /// The state of the service's container on a node, with its health check
@@ -155,7 +159,7 @@ pub async fn status(
              fi\n"
         ));
     }
-    let out = look(remote, &node, &script, 64 << 10).await?;
+    let (out, _) = look(remote, &node, &script, 64 << 10).await?;
     Ok(parse_status(name, &out))
 }
 
@@ -228,7 +232,7 @@ pub async fn log(
          docker logs --timestamps --tail {tail}{since_arg} \"$dcp_name\" 2>&1\n",
         shell_quote(&name)
     );
-    let out = look(remote, &node, &script, LOG_BYTES_MAX).await?;
+    let (out, truncated) = look(remote, &node, &script, LOG_BYTES_MAX).await?;
     let mut rows = out.lines();
     if rows.next() != Some("found") {
         return Err(Error::Missing(format!(
@@ -236,7 +240,6 @@ pub async fn log(
             node.address
         )));
     }
-    let truncated = out.len() >= LOG_BYTES_MAX;
     let lines = rows
         .filter_map(|row| {
             let (at, text) = row.split_once(' ').unwrap_or((row, ""));

@@ -317,6 +317,11 @@ mod tests {
             ..ContainerSpec::default()
         };
         assert!(container_spec(&spec).is_ok());
+        // Two checks within a 10 s start period, then 3 failures: 5 checks
+        // of up to 3 s, 5 s apart.
+        let mut slow = spec.health_check.clone().unwrap();
+        slow.start_period_secs = 10;
+        assert_eq!(slow.longest_secs(), 5 * 8);
         let refused = |spec: &ContainerSpec| {
             let e = container_spec(spec).unwrap_err();
             (e.field.into_owned(), e.message)

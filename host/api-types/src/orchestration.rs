@@ -159,11 +159,11 @@ impl HealthCheck {
     /// step's timeout shorter than this may cut the check short.
     #[must_use]
     pub fn longest_secs(&self) -> u64 {
-        let checks = u64::from(self.retries)
-            + u64::from(self.start_period_secs / self.interval_secs.max(1))
-            + 1;
-        u64::from(self.start_period_secs)
-            + checks * u64::from(self.interval_secs + self.timeout_secs)
+        // The checks within the start period, then `retries` failures in a
+        // row; each takes up to its timeout and waits an interval.
+        let checks = u64::from(self.start_period_secs.div_ceil(self.interval_secs.max(1)))
+            + u64::from(self.retries);
+        checks * (u64::from(self.interval_secs) + u64::from(self.timeout_secs))
     }
 }
 

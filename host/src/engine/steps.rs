@@ -190,7 +190,18 @@ impl Context {
         let done = tokio::select! {
             done = work => done.unwrap_or_else(|e| Done::failed(e.to_string())),
             () = tokio::time::sleep_until(deadline.into()) => {
-                Done::failed(format!("did not finish within {secs} s"))
+                let mut why = format!("did not finish within {secs} s");
+                // A health check can take longer than the step may: say so.
+                if let Some(check) = &self.container.health_check
+                    && spec.name.starts_with(builtin::START_SERVICE)
+                    && check.longest_secs() > u64::from(secs)
+                {
+                    why.push_str(&format!(
+                        "; the service's health check may take up to {} s: raise the step's timeout_secs",
+                        check.longest_secs()
+                    ));
+                }
+                Done::failed(why)
             }
             () = abort.cancelled() => Done::failed("cancelled"),
         };
