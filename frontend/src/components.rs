@@ -131,9 +131,15 @@ pub(crate) fn ErrorBanner(
     }
 }
 
-/// Brings the first error of the page into view once it is drawn: a long
-/// form's first broken field may be far above or below the button.
-pub(crate) fn reveal_first_error() {
+/// Shows a long form's error: every field it names, and the first of them
+/// brought into view (it may be far above or below the button).
+pub(crate) fn show_form_error(error: RwSignal<Option<ApiError>>, e: ApiError) {
+    error.set(Some(e));
+    reveal_first_error();
+}
+
+/// Brings the first error of the page into view once it is drawn.
+fn reveal_first_error() {
     request_animation_frame(|| {
         let first = web_sys::window().and_then(|w| w.document()).and_then(|d| {
             d.query_selector(".field.invalid, .banner.error")

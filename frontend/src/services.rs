@@ -17,9 +17,7 @@ use leptos_router::{
 
 use crate::{
     api::{self, ApiError, TaskScope},
-    components::{
-        ConfirmDelete, Doomed, ErrorBanner, Field, Modal, load_error, reveal_first_error,
-    },
+    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, load_error, show_form_error},
     tasks::TaskTable,
     templates::Labelled,
 };
@@ -452,10 +450,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
         };
         let input = match ed.input() {
             Ok(input) => input,
-            Err(e) => {
-                ed.error.set(Some(e));
-                return reveal_first_error();
-            }
+            Err(e) => return show_form_error(ed.error, e),
         };
         spawn_local(async move {
             match api::save_service(ed.id, &input).await {
@@ -463,10 +458,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                     service_editor.set(None);
                     bump();
                 }
-                Err(e) => {
-                    ed.error.set(Some(e));
-                    reveal_first_error();
-                }
+                Err(e) => show_form_error(ed.error, e),
             }
         });
     };

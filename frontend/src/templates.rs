@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::{
     api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
+    components::{
+        ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time, show_form_error,
+    },
 };
 
 /// A labelled control (`children`) with the server's error for `field`
@@ -729,12 +731,12 @@ fn TemplateForm(ed: Editor, on_cancel: Callback<()>, on_saved: Callback<()>) -> 
         ev.prevent_default();
         let input = match ed.input() {
             Ok(input) => input,
-            Err(e) => return ed.error.set(Some(e)),
+            Err(e) => return show_form_error(ed.error, e),
         };
         spawn_local(async move {
             match api::save_template(ed.id, &input).await {
                 Ok(_) => on_saved.run(()),
-                Err(e) => ed.error.set(Some(e)),
+                Err(e) => show_form_error(ed.error, e),
             }
         });
     };

@@ -412,21 +412,27 @@ impl Machines {
     }
 
     async fn template_change(&self, input: TemplateInput) -> Result<TemplateChange, Error> {
-        validate::name("name", &input.name, 64)?;
-        validate::max_chars("description", &input.description, 1024)?;
-        rules::check_spec(&input.spec)?;
+        // Every field the form shows is checked, so one answer names them all.
+        let mut checks = validate::Checks::default();
+        checks.check(validate::name("name", &input.name, 64));
+        checks.check(validate::max_chars("description", &input.description, 1024));
+        checks.check(rules::check_spec(&input.spec));
         if input.quota_hours < 0 {
-            return Err(Invalid::new("quota_hours", "must be 0 or more").into());
+            checks.check(Err(Invalid::new("quota_hours", "must be 0 or more")));
         }
         let init_timeout_secs = input.init_timeout_secs.unwrap_or(600);
         if !(10..=7200).contains(&init_timeout_secs) {
-            return Err(Invalid::new("init_timeout_secs", "must be between 10 and 7200").into());
+            checks.check(Err(Invalid::new(
+                "init_timeout_secs",
+                "must be between 10 and 7200",
+            )));
         }
         let login_user = input
             .login_user
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| "root".to_owned());
-        validate::identifier("login_user", &login_user, 32)?;
+        checks.check(validate::identifier("login_user", &login_user, 32));
+        checks.finish()?;
         let account = self
             .store
             .account(input.account_id)

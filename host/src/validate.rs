@@ -33,10 +33,12 @@ impl Invalid {
 pub struct Checks(Vec<Invalid>);
 
 impl Checks {
-    /// Keeps `result`'s failure, if any.
+    /// Keeps `result`'s failure, if any (and the failures checked with it).
     pub fn check(&mut self, result: Result<(), Invalid>) {
-        if let Err(invalid) = result {
+        if let Err(mut invalid) = result {
+            let also = std::mem::take(&mut invalid.also);
             self.0.push(invalid);
+            self.0.extend(also);
         }
     }
 

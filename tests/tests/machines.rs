@@ -567,6 +567,20 @@ async fn template_rules_and_quotas_are_enforced() {
             "{answer}"
         );
     }
+    // Several broken fields: one answer names them all.
+    let mut broken = with("/spec/bandwidth_mbps", json!(0));
+    broken["name"] = json!("");
+    broken["quota_hours"] = json!(-1);
+    let (status, answer) = cloud.api.post("/api/v1/machine-templates", &broken).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["error"]["field"], "name", "{answer}");
+    let others: Vec<&str> = answer["error"]["also"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(others, ["spec.bandwidth_mbps", "quota_hours"], "{answer}");
 
     // No quota left: creating is refused, and says why.
     let template = cloud

@@ -194,6 +194,17 @@ impl Error {
                     message: message.clone(),
                 })
                 .collect(),
+            Self::Machines(machines::Error::Invalid(invalid))
+            | Self::Engine(engine::Error::Invalid(invalid))
+            | Self::Remote(remote::Error::Invalid(invalid))
+            | Self::Registry(registry::Error::Invalid(invalid)) => invalid
+                .also
+                .iter()
+                .map(|i| FieldError {
+                    field: i.field.to_string(),
+                    message: i.message.clone(),
+                })
+                .collect(),
             _ => Vec::new(),
         };
         ErrorDetail {

@@ -5,7 +5,10 @@ use dcp_api_types::{NetworkType, TemplateSpec};
 use time::OffsetDateTime;
 
 use super::Error;
-use crate::{plugins::CloudProvider, validate::Invalid};
+use crate::{
+    plugins::CloudProvider,
+    validate::{Checks, Invalid},
+};
 
 /// Data disk sizes (GiB) allowed per category (OpenDCP's Aliyun rules; ESSD
 /// as efficiency/SSD).
@@ -19,8 +22,10 @@ fn data_disk_range(category: &str) -> Option<(u32, u32)> {
 }
 
 /// Checks a spec on its own: required fields, networking, disks,
-/// bandwidth per charge type.
+/// bandwidth per charge type — each part whatever the others found, so one
+/// answer names every broken field.
 pub(super) fn check_spec(spec: &TemplateSpec) -> Result<(), Invalid> {
+    let mut checks = Checks::default();
     for (field, value) in [
         ("spec.region", &spec.region),
         ("spec.zone", &spec.zone),
@@ -28,9 +33,17 @@ pub(super) fn check_spec(spec: &TemplateSpec) -> Result<(), Invalid> {
         ("spec.image", &spec.image),
     ] {
         if value.trim().is_empty() {
-            return Err(Invalid::new(field, "is required"));
+            checks.check(Err(Invalid::new(field, "is required")));
         }
     }
+    checks.check(networking(spec));
+    checks.check(system_disk(spec));
+    checks.check(data_disks(spec));
+    checks.check(charges(spec));
+    checks.finish()
+}
+
+fn networking(spec: &TemplateSpec) -> Result<(), Invalid> {
     let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
     match spec.network_type {
         NetworkType::Vpc => {
@@ -53,6 +66,10 @@ pub(super) fn check_spec(spec: &TemplateSpec) -> Result<(), Invalid> {
             }
         }
     }
+    Ok(())
+}
+
+fn system_disk(spec: &TemplateSpec) -> Result<(), Invalid> {
     if !(20..=500).contains(&spec.system_disk.size_gb) {
         return Err(Invalid::new(
             "spec.system_disk.size_gb",
@@ -70,28 +87,37 @@ pub(super) fn check_spec(spec: &TemplateSpec) -> Result<(), Invalid> {
             ),
         ));
     }
-    if let Some(disks) = &spec.data_disks {
-        if disks.count > 4 {
+    Ok(())
+}
+
+fn data_disks(spec: &TemplateSpec) -> Result<(), Invalid> {
+    let Some(disks) = &spec.data_disks else {
+        return Ok(());
+    };
+    if disks.count > 4 {
+        return Err(Invalid::new(
+            "spec.data_disks.count",
+            "must be between 0 and 4",
+        ));
+    }
+    if disks.count > 0 {
+        let (min, max) = data_disk_range(&disks.category).ok_or_else(|| {
+            Invalid::new(
+                "spec.data_disks.category",
+                format!("unknown disk category {:?}", disks.category),
+            )
+        })?;
+        if !(min..=max).contains(&disks.size_gb) {
             return Err(Invalid::new(
-                "spec.data_disks.count",
-                "must be between 0 and 4",
+                "spec.data_disks.size_gb",
+                format!("must be between {min} and {max} GiB for {}", disks.category),
             ));
         }
-        if disks.count > 0 {
-            let (min, max) = data_disk_range(&disks.category).ok_or_else(|| {
-                Invalid::new(
-                    "spec.data_disks.category",
-                    format!("unknown disk category {:?}", disks.category),
-                )
-            })?;
-            if !(min..=max).contains(&disks.size_gb) {
-                return Err(Invalid::new(
-                    "spec.data_disks.size_gb",
-                    format!("must be between {min} and {max} GiB for {}", disks.category),
-                ));
-            }
-        }
     }
+    Ok(())
+}
+
+fn charges(spec: &TemplateSpec) -> Result<(), Invalid> {
     let (min, max) = match spec.internet_charge_type.as_str() {
         "PayByBandwidth" => (0, 100),
         "PayByTraffic" => (1, 100),
