@@ -14,7 +14,9 @@ use serde_json::Value;
 
 use crate::{
     api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
+    components::{
+        ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time, show_form_error,
+    },
     machines::MachinePicker,
     templates::Labelled,
 };
@@ -186,7 +188,7 @@ pub(crate) fn CommandsPage() -> impl IntoView {
                     editor.set(None);
                     reload.update(|n| *n += 1);
                 }
-                Err(e) => ed.error.set(Some(e)),
+                Err(e) => show_form_error(ed.error, e),
             }
         });
     };

@@ -11,7 +11,9 @@ use wasm_bindgen::{JsCast as _, closure::Closure};
 
 use crate::{
     api::{self, ApiError},
-    components::{ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time},
+    components::{
+        ConfirmDelete, Doomed, ErrorBanner, Field, Modal, Pager, short_time, show_form_error,
+    },
     executions::duration,
     templates::Labelled,
 };
@@ -517,7 +519,7 @@ pub(crate) fn TaskTemplatesPage() -> impl IntoView {
         };
         let input = match ed.input() {
             Ok(input) => input,
-            Err(e) => return ed.error.set(Some(e)),
+            Err(e) => return show_form_error(ed.error, e),
         };
         spawn_local(async move {
             match api::save_task_template(ed.id, &input).await {
@@ -525,7 +527,7 @@ pub(crate) fn TaskTemplatesPage() -> impl IntoView {
                     editor.set(None);
                     reload.update(|n| *n += 1);
                 }
-                Err(e) => ed.error.set(Some(e)),
+                Err(e) => show_form_error(ed.error, e),
             }
         });
     };

@@ -315,10 +315,17 @@ impl Remote {
     /// placeholders are all parameters; an `expert` script must name an
     /// active module.
     pub async fn command_change(&self, input: CommandInput) -> Result<CommandChange, Error> {
-        validate::identifier("name", &input.name, NAME_MAX)?;
-        validate::max_chars("description", &input.description, DESCRIPTION_MAX)?;
-        check_params(&input.params)?;
-        check_script(input.mode, &input.script, &input.params)?;
+        // The form's fields are checked together, so one answer names them all.
+        let mut checks = validate::Checks::default();
+        checks.check(validate::identifier("name", &input.name, NAME_MAX));
+        checks.check(validate::max_chars(
+            "description",
+            &input.description,
+            DESCRIPTION_MAX,
+        ));
+        checks.check(check_params(&input.params));
+        checks.check(check_script(input.mode, &input.script, &input.params));
+        checks.finish()?;
         if input.mode == CommandMode::Expert {
             let call = expert_call(&input.script)?;
             self.module("script", &call.module).await?;

@@ -42,6 +42,13 @@ impl Checks {
         }
     }
 
+    /// Whether every check so far passed (later checks that only make
+    /// sense on sound parts can wait for it).
+    #[must_use]
+    pub fn is_clear(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Passes when every check did; else the first failure, with the
     /// others under [`Invalid::also`].
     pub fn finish(self) -> Result<(), Invalid> {

@@ -874,6 +874,23 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
     ] {
         refused(&post(body).await, field, words);
     }
+    // Several broken fields: one answer names them all.
+    let broken = post(json!({"name": "", "purpose": "adhoc", "steps": [
+        {"name": "stop_service", "retries": 11}, {"name": "reboot"}]}))
+    .await;
+    refused(&broken, "name", "");
+    let also: Vec<&str> = broken.body["error"]["also"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        also,
+        ["steps[0].retries", "steps[1].name"],
+        "{}",
+        broken.body
+    );
     let seeded = call(Method::GET, "/api/v1/task-templates".into(), None).await;
     let names: Vec<&str> = seeded.body["items"]
         .as_array()

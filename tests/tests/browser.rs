@@ -37,25 +37,45 @@ async fn fill(c: &Client, css: &str, text: &str) {
 }
 
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    // A live page may redraw the element between finding and clicking it:
+    // then it is found again.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let element = c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap();
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if stale(&e) && Instant::now() < deadline => {}
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 async fn text_of(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let element = c
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap();
+        match element.text().await {
+            Ok(text) => return text,
+            Err(e) if stale(&e) && Instant::now() < deadline => {}
+            Err(e) => panic!("reading {css}: {e}"),
+        }
+    }
+}
+
+/// Whether `e` says the element was redrawn since it was found.
+fn stale(e: &fantoccini::error::CmdError) -> bool {
+    matches!(e, fantoccini::error::CmdError::Standard(w)
+        if w.error == fantoccini::error::ErrorStatus::StaleElementReference)
 }
 
 /// Waits until nothing matches `css`.

@@ -197,6 +197,22 @@ async fn hostile_parameter_values_stay_literal_and_template_errors_name_the_para
             .unwrap()
             .contains("{{who}}")
     );
+    // With a bad name too, one answer names both.
+    let (status, err) = api
+        .post(
+            "/api/v1/commands",
+            &json!({"name": "Bad Name", "mode": "shell", "script": "echo {{who}}"}),
+        )
+        .await;
+    assert_eq!(
+        (
+            status,
+            err["error"]["field"].as_str(),
+            err["error"]["also"][0]["field"].as_str()
+        ),
+        (422, Some("name"), Some("script")),
+        "{err}"
+    );
 
     let (status, command) = api
         .post(

@@ -36,18 +36,27 @@ fn is(step: &StepSpec, name: &str) -> bool {
 
 /// Checks a template's fields and the rules of its purpose.
 pub fn template_change(input: TaskTemplateInput) -> Result<TaskTemplateChange, Invalid> {
-    validate::identifier("name", &input.name, NAME_MAX)?;
-    validate::max_chars("description", &input.description, 1024)?;
+    // The form's fields are checked together, so one answer names them all.
+    let mut checks = validate::Checks::default();
+    checks.check(validate::identifier("name", &input.name, NAME_MAX));
+    checks.check(validate::max_chars("description", &input.description, 1024));
     if input.steps.is_empty() || input.steps.len() > STEPS_MAX {
-        return Err(Invalid::new(
+        checks.check(Err(Invalid::new(
             "steps",
             format!("must have 1 to {STEPS_MAX} steps"),
-        ));
+        )));
+    } else {
+        let mut steps = validate::Checks::default();
+        for (i, step) in input.steps.iter().enumerate() {
+            steps.check(check_step(i, step));
+        }
+        // The purpose's rules read the steps' names: only once they are sound.
+        if steps.is_clear() {
+            steps.check(purpose_rules(input.purpose, &input.steps));
+        }
+        checks.check(steps.finish());
     }
-    for (i, step) in input.steps.iter().enumerate() {
-        check_step(i, step)?;
-    }
-    purpose_rules(input.purpose, &input.steps)?;
+    checks.finish()?;
     Ok(TaskTemplateChange {
         name: input.name,
         description: input.description,
