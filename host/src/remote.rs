@@ -30,7 +30,7 @@ use dcp_api_types::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{Semaphore, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -61,6 +61,10 @@ pub const DEFAULT_FORKS: u32 = 50;
 pub const DEFAULT_TIMEOUT_SECS: u32 = 300;
 /// The longest per-host time limit.
 pub const MAX_TIMEOUT_SECS: u32 = 24 * 3600;
+/// The most [`Remote::look`]s under way at once.
+pub const LOOKS_MAX: usize = 8;
+/// How long a look waits for a turn before it is refused (503).
+const LOOK_QUEUE_TIME: Duration = Duration::from_secs(5);
 /// The bundled plugin that runs `shell` and `longscript` commands.
 pub const SHELL_PLUGIN: &str = "shell-command";
 
@@ -113,6 +117,10 @@ pub struct Remote {
     /// The most output bytes one execution keeps, all hosts together.
     max_execution_output: usize,
     live: Mutex<HashMap<i64, Live>>,
+    /// Bounds [`Remote::look`]s under way, all nodes together: a flood of
+    /// them must not take the SSH sessions a node allows (sshd's
+    /// `MaxSessions`, 10 by default) from the deploys and commands on it.
+    looks: Semaphore,
     /// Set when the process shuts down: cancels say why.
     stopping: AtomicBool,
 }
@@ -156,6 +164,7 @@ impl Remote {
             max_forks,
             max_execution_output,
             live: Mutex::new(HashMap::new()),
+            looks: Semaphore::new(LOOKS_MAX),
             stopping: AtomicBool::new(false),
         });
         tokio::spawn(runner::keep_alive(Arc::downgrade(&remote)));
@@ -165,7 +174,8 @@ impl Remote {
     /// Runs a short, read-only `script` on a node — as its machine's login,
     /// or with DCP's default key for a server added by address — and
     /// answers what it printed. Not an execution: a look at a container is
-    /// not worth a record. Bounded by `timeout` and `max_output`.
+    /// not worth a record. Bounded by `timeout`, `max_output` and
+    /// [`LOOKS_MAX`] under way at once.
     pub async fn look(
         &self,
         machine_id: Option<i64>,
@@ -174,6 +184,15 @@ impl Remote {
         timeout: Duration,
         max_output: usize,
     ) -> Result<crate::plugins::ExecOutput, Error> {
+        let _turn = tokio::time::timeout(LOOK_QUEUE_TIME, self.looks.acquire())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "{LOOKS_MAX} looks at containers are under way; try again shortly"
+                ))
+            })?;
         let target = match machine_id {
             Some(id) => self
                 .inventory

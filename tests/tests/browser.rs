@@ -970,6 +970,35 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     c.close().await.unwrap();
 }
 
+/// Cluster `cluster` with service `service` of `image` and its empty pool
+/// `pool`, made through the API; answers the pool's id.
+async fn service_pool(
+    api: &dcp_tests::Api,
+    cluster: &str,
+    service: &str,
+    image: &str,
+    pool: &str,
+) -> i64 {
+    let (_, cluster) = api
+        .post("/api/v1/clusters", &json!({"name": cluster}))
+        .await;
+    let (status, service) = api
+        .post(
+            "/api/v1/services",
+            &json!({"cluster_id": cluster["id"], "name": service, "image": image}),
+        )
+        .await;
+    assert_eq!(status, 201, "{service}");
+    let (status, pool) = api
+        .post(
+            "/api/v1/pools",
+            &json!({"service_id": service["id"], "name": pool}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pool}");
+    pool["id"].as_i64().unwrap()
+}
+
 /// What a node's published port 8080 answers.
 async fn web_page(address: &str) -> String {
     reqwest::get(format!("http://{address}:8080/"))
@@ -1162,21 +1191,7 @@ async fn the_overview_after_login_counts_links_and_refreshes() {
         m["machine"]["state"] == "ready"
     })
     .await;
-    let (_, cluster) = api.post("/api/v1/clusters", &json!({"name": "shop"})).await;
-    let (_, service) = api
-        .post(
-            "/api/v1/services",
-            &json!({"cluster_id": cluster["id"], "name": "web", "image": "nginx:1"}),
-        )
-        .await;
-    let (status, pool) = api
-        .post(
-            "/api/v1/pools",
-            &json!({"service_id": service["id"], "name": "web-a"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{pool}");
-    let pool = pool["id"].as_i64().unwrap();
+    let pool = service_pool(&api, "shop", "web", "nginx:1", "web-a").await;
     let (status, nodes) = api
         .post(
             &format!("/api/v1/pools/{pool}/nodes"),
@@ -1416,23 +1431,7 @@ async fn machines_are_picked_into_a_pool_and_commands_run_on_pools_and_machines_
         assert_eq!(status, 201, "{machine}");
         machines.push(machine["id"].as_i64().unwrap());
     }
-    let (_, cluster) = api
-        .post("/api/v1/clusters", &json!({"name": "picks"}))
-        .await;
-    let (_, service) = api
-        .post(
-            "/api/v1/services",
-            &json!({"cluster_id": cluster["id"], "name": "edge", "image": "nginx:1.27"}),
-        )
-        .await;
-    let (status, pool) = api
-        .post(
-            "/api/v1/pools",
-            &json!({"service_id": service["id"], "name": "edge-a"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{pool}");
-    let pool = pool["id"].as_i64().unwrap();
+    let pool = service_pool(&api, "picks", "edge", "nginx:1.27", "edge-a").await;
     let (c, _driver) = logged_in(&api.server, "ui-pick-pw").await;
     until(&c, "//nav", WAIT).await;
     c.goto(&api.server.url(&format!("/pools/{pool}")))

@@ -562,6 +562,7 @@ async fn remove_node(
         (status = 200, description = "The container (`state` is `missing` when there is none)", body = NodeContainer),
         (status = 404, description = "No such pool, or no such node in it", body = ErrorBody),
         (status = 502, description = "The node could not be reached or asked", body = ErrorBody),
+        (status = 503, description = "Too many looks at containers under way (8); try again shortly", body = ErrorBody),
     )
 )]
 async fn node_container(
@@ -600,6 +601,7 @@ async fn node_container(
         (status = 200, description = "The lines, oldest first", body = NodeLogs),
         (status = 404, description = "No such pool, no such node in it, or no container on it", body = ErrorBody),
         (status = 502, description = "The node could not be reached or asked", body = ErrorBody),
+        (status = 503, description = "Too many looks at containers under way (8); try again shortly", body = ErrorBody),
     )
 )]
 async fn node_logs(
