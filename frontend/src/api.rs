@@ -1,15 +1,19 @@
 //! Calls to DCP's REST API: the UI can do nothing the API cannot.
 
 use dcp_api_types::{
-    Account, AccountInput, AddNodes, AdoptMachine, Choice, Cluster, ClusterInput, Command,
-    CommandGroup, CommandGroupInput, CommandInput, CreateMachines, CreatedToken, ErrorCode,
-    ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
-    FleetPoint, HostKey, HostOutput, LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail,
-    MachineState, MachineTemplate, ModuleEntry, Node, NodeContainer, NodeLogs, Overview, Page,
-    PageQuery, PluginDescription, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
-    PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage, Rollback, RollbackInput, Service,
-    ServiceInput, Session, SshSettings, Task, TaskDetail, TaskInput, TaskTemplate,
-    TaskTemplateInput, TemplateInput, Token, TokenInput, UserStatus,
+    Account, AccountInput, AddNodes, AdoptMachine, AppKey, AppKeyCreated, AppKeyInput,
+    AppKeyPrivileges, Binding, BindingInput, ChangeFilter, Choice, Cluster, ClusterInput, Command,
+    CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput, ConfigFileVersion,
+    CreateMachines, CreatedToken, DiscoveryChange, ErrorCode, ErrorDetail, Execution,
+    ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary, FleetPoint, HostKey,
+    HostOutput, LbGroup, LbGroupInput, LbNode, LbNodeInput, LbNodeUpdate, LbUnit, LbUnitInput,
+    LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState, MachineTemplate,
+    MembersInput, ModuleEntry, Node, NodeContainer, NodeLogs, Overview, Page, PageQuery,
+    PluginDescription, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
+    PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage, Release, ReleaseInput, Rollback,
+    RollbackInput, Service, ServiceInput, Session, SshSettings, SyncReport, Task, TaskDetail,
+    TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput, UpstreamInput,
+    UpstreamView, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -981,6 +985,264 @@ pub(crate) async fn task_action(id: i64, action: &str) -> Result<Task, ApiError>
 /// The overview: fleet, pools' health, work under way, recent failures, quotas.
 pub(crate) async fn overview() -> Result<Overview, ApiError> {
     read(send(Request::get("/api/v1/overview")).await?).await
+}
+
+// ---- service discovery ----
+
+/// `?group_id=` when a group is given.
+fn group_query(group_id: Option<i64>) -> String {
+    group_id.map_or_else(String::new, |id| format!("?group_id={id}"))
+}
+
+/// Every balancer group, by name.
+pub(crate) async fn lb_groups() -> Result<Vec<LbGroup>, ApiError> {
+    every("/api/v1/lb-groups").await
+}
+
+/// Creates or replaces a balancer group.
+pub(crate) async fn save_lb_group(
+    id: Option<i64>,
+    input: &LbGroupInput,
+) -> Result<LbGroup, ApiError> {
+    save("lb-groups", id, input).await
+}
+
+/// Deletes an empty balancer group.
+pub(crate) async fn delete_lb_group(id: i64) -> Result<(), ApiError> {
+    remove("lb-groups", id).await
+}
+
+/// Every unit (of one group) with its nodes, by group and name.
+pub(crate) async fn lb_units(group_id: Option<i64>) -> Result<Vec<LbUnit>, ApiError> {
+    every(&format!("/api/v1/lb-units{}", group_query(group_id))).await
+}
+
+/// One unit with its nodes and what each serves.
+pub(crate) async fn lb_unit(id: i64) -> Result<LbUnit, ApiError> {
+    read(send(Request::get(&format!("/api/v1/lb-units/{id}"))).await?).await
+}
+
+/// Creates or replaces a unit.
+pub(crate) async fn save_lb_unit(id: Option<i64>, input: &LbUnitInput) -> Result<LbUnit, ApiError> {
+    save("lb-units", id, input).await
+}
+
+/// Deletes a unit without nodes.
+pub(crate) async fn delete_lb_unit(id: i64) -> Result<(), ApiError> {
+    remove("lb-units", id).await
+}
+
+/// Pushes every upstream of its group to each node of a unit again.
+pub(crate) async fn resync_unit(id: i64) -> Result<SyncReport, ApiError> {
+    read(send(Request::post(&format!("/api/v1/lb-units/{id}/resync"))).await?).await
+}
+
+/// Adds a machine to a unit as a balancer node.
+pub(crate) async fn add_lb_node(unit_id: i64, input: &LbNodeInput) -> Result<LbNode, ApiError> {
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/lb-units/{unit_id}/nodes")),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Replaces a balancer node's own settings.
+pub(crate) async fn update_lb_node(id: i64, input: &LbNodeUpdate) -> Result<LbNode, ApiError> {
+    read(send_json(Request::put(&format!("/api/v1/lb-nodes/{id}")), input).await?).await
+}
+
+/// Takes a node out of its unit (the machine stays).
+pub(crate) async fn delete_lb_node(id: i64) -> Result<(), ApiError> {
+    remove("lb-nodes", id).await
+}
+
+/// Pushes every upstream of its group to one node again.
+pub(crate) async fn resync_lb_node(id: i64) -> Result<SyncReport, ApiError> {
+    read(send(Request::post(&format!("/api/v1/lb-nodes/{id}/resync"))).await?).await
+}
+
+/// Every upstream (of one group), by group and name.
+pub(crate) async fn upstreams(group_id: Option<i64>) -> Result<Vec<UpstreamView>, ApiError> {
+    every(&format!("/api/v1/upstreams{}", group_query(group_id))).await
+}
+
+/// One upstream with its members and what each node serves.
+pub(crate) async fn upstream(id: i64) -> Result<UpstreamView, ApiError> {
+    read(send(Request::get(&format!("/api/v1/upstreams/{id}"))).await?).await
+}
+
+/// Creates an upstream without members.
+pub(crate) async fn create_upstream(input: &UpstreamInput) -> Result<UpstreamView, ApiError> {
+    read(send_json(Request::post("/api/v1/upstreams"), input).await?).await
+}
+
+/// Deletes an upstream no binding uses.
+pub(crate) async fn delete_upstream(id: i64) -> Result<(), ApiError> {
+    remove("upstreams", id).await
+}
+
+/// How [`change_members`] changes an upstream's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Members {
+    /// Adds backends; one there already takes the new weight.
+    Register,
+    /// Removes backends.
+    Unregister,
+}
+
+/// Changes an upstream's members and pushes them to every node of its
+/// group: the change, with what each node did. The UI changes members one
+/// by one rather than replacing the list (`PUT …/backends`): a list read a
+/// moment ago would drop a backend a task registered since.
+pub(crate) async fn change_members(
+    id: i64,
+    how: Members,
+    input: &MembersInput,
+) -> Result<DiscoveryChange, ApiError> {
+    let request = match how {
+        Members::Register => Request::post(&format!("/api/v1/upstreams/{id}/register")),
+        Members::Unregister => Request::post(&format!("/api/v1/upstreams/{id}/unregister")),
+    };
+    read(send_json(request, input).await?).await
+}
+
+/// Every discovery binding, by name.
+pub(crate) async fn bindings() -> Result<Vec<Binding>, ApiError> {
+    every("/api/v1/bindings").await
+}
+
+/// Creates or replaces a discovery binding.
+pub(crate) async fn save_binding(
+    id: Option<i64>,
+    input: &BindingInput,
+) -> Result<Binding, ApiError> {
+    save("bindings", id, input).await
+}
+
+/// Deletes a binding no pool names.
+pub(crate) async fn delete_binding(id: i64) -> Result<(), ApiError> {
+    remove("bindings", id).await
+}
+
+/// One page of the operation log, newest first, filtered.
+pub(crate) async fn discovery_changes(
+    filter: &ChangeFilter,
+    page: u32,
+    per_page: u32,
+) -> Result<Page<DiscoveryChange>, ApiError> {
+    let mut url = format!("/api/v1/discovery-changes?page={page}&per_page={per_page}");
+    if let Some(id) = filter.upstream_id {
+        url.push_str(&format!("&upstream_id={id}"));
+    }
+    for (name, value) in [
+        ("actor", &filter.actor),
+        ("action", &filter.action),
+        ("correlation_id", &filter.correlation_id),
+        ("q", &filter.q),
+    ] {
+        if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+            url.push_str(&format!("&{name}={}", encode(value)));
+        }
+    }
+    read(send(Request::get(&url)).await?).await
+}
+
+/// Every version of every configuration file of a unit, without text.
+pub(crate) async fn unit_files(unit_id: i64) -> Result<Vec<ConfigFileVersion>, ApiError> {
+    every(&format!("/api/v1/lb-units/{unit_id}/files")).await
+}
+
+/// Stores the next version of one of a unit's files.
+pub(crate) async fn add_unit_file(
+    unit_id: i64,
+    input: &ConfigFileInput,
+) -> Result<ConfigFileVersion, ApiError> {
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/lb-units/{unit_id}/files")),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// One version of a unit's file, with its text.
+pub(crate) async fn unit_file(
+    unit_id: i64,
+    path: &str,
+    version: i64,
+) -> Result<ConfigFileVersion, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/lb-units/{unit_id}/files/{version}?path={}",
+            encode(path)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// One page of a unit's releases, newest first.
+pub(crate) async fn releases(
+    unit_id: i64,
+    page: u32,
+    per_page: u32,
+) -> Result<Page<Release>, ApiError> {
+    page_of(
+        &format!("/api/v1/lb-units/{unit_id}/releases"),
+        page,
+        per_page,
+    )
+    .await
+}
+
+/// Publishes file versions to a unit's nodes, one at a time.
+pub(crate) async fn publish(unit_id: i64, input: &ReleaseInput) -> Result<Release, ApiError> {
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/lb-units/{unit_id}/releases")),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// One release with each node's progress and log.
+pub(crate) async fn release(id: i64) -> Result<Release, ApiError> {
+    read(send(Request::get(&format!("/api/v1/lb-releases/{id}"))).await?).await
+}
+
+/// Publishes an earlier release's files again, as a new release.
+pub(crate) async fn rollback_release(id: i64) -> Result<Release, ApiError> {
+    read(send(Request::post(&format!("/api/v1/lb-releases/{id}/rollback"))).await?).await
+}
+
+/// Every app key, by name (never their secrets).
+pub(crate) async fn app_keys() -> Result<Vec<AppKey>, ApiError> {
+    every("/api/v1/app-keys").await
+}
+
+/// Makes an app key; its secret is in this answer only.
+pub(crate) async fn create_app_key(input: &AppKeyInput) -> Result<AppKeyCreated, ApiError> {
+    read(send_json(Request::post("/api/v1/app-keys"), input).await?).await
+}
+
+/// Replaces an app key's privileges.
+pub(crate) async fn set_app_key_privileges(
+    id: i64,
+    input: &AppKeyPrivileges,
+) -> Result<AppKey, ApiError> {
+    read(send_json(Request::put(&format!("/api/v1/app-keys/{id}")), input).await?).await
+}
+
+/// Revokes an app key: refused from now on.
+pub(crate) async fn revoke_app_key(id: i64) -> Result<AppKey, ApiError> {
+    read(send(Request::delete(&format!("/api/v1/app-keys/{id}"))).await?).await
 }
 
 #[cfg(test)]

@@ -254,3 +254,63 @@ where
         })
     }
 }
+
+/// Asks before an action that is not a plain delete (revoking a key,
+/// rolling a unit back, removing a backend, taking a node out), shown
+/// while `target` is set. The server's refusal appears in the dialog.
+#[component]
+pub(crate) fn Confirm<T, F, Fut>(
+    /// The dialog's title.
+    title: &'static str,
+    /// What is asked about; cleared on cancel or success.
+    target: RwSignal<Option<T>>,
+    /// The question, said of the target.
+    question: fn(&T) -> String,
+    /// The confirming button's label.
+    action: &'static str,
+    /// The confirming button's element id.
+    id: &'static str,
+    /// Carries the action out.
+    run: F,
+    /// Called after the action succeeded.
+    on_done: Callback<()>,
+    /// The action takes something away: a red button.
+    #[prop(optional)]
+    danger: bool,
+) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(T) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ApiError>> + 'static,
+{
+    let error = RwSignal::new(None::<ApiError>);
+    move || {
+        target.get().map(|asked| {
+            error.set(None);
+            let text = question(&asked);
+            let confirm = move |_| {
+                let asked = asked.clone();
+                spawn_local(async move {
+                    match run(asked).await {
+                        Ok(()) => {
+                            target.set(None);
+                            on_done.run(());
+                        }
+                        Err(e) => error.set(Some(e)),
+                    }
+                });
+            };
+            view! {
+                <Modal title=Signal::derive(move || title.to_owned())
+                    on_close=Callback::new(move |()| target.set(None))>
+                    <p class="confirm-question">{text}</p>
+                    <ErrorBanner error all=true/>
+                    <div class="buttons">
+                        <button type="button" class="ghost cancel" on:click=move |_| target.set(None)>"Cancel"</button>
+                        <button id=id type="button" class=if danger { "danger" } else { "primary" } on:click=confirm>{action}</button>
+                    </div>
+                </Modal>
+            }
+        })
+    }
+}

@@ -6,12 +6,17 @@
 
 mod accounts;
 mod api;
+mod app_keys;
 mod clusters;
 mod commands;
 mod components;
+mod diff;
+mod discovery;
+mod discovery_log;
 mod executions;
 mod groups;
 mod host_keys;
+mod lb_unit;
 mod login;
 mod machines;
 mod overview;
@@ -22,6 +27,7 @@ mod services;
 mod tasks;
 mod templates;
 mod tokens;
+mod upstream;
 mod users;
 
 use dcp_api_types::User;
@@ -65,6 +71,11 @@ fn App() -> impl IntoView {
                     <Route path=path!("tasks") view=tasks::TasksPage/>
                     <Route path=path!("tasks/:id") view=tasks::TaskPage/>
                     <Route path=path!("task-templates") view=tasks::TaskTemplatesPage/>
+                    <Route path=path!("discovery") view=discovery::DiscoveryPage/>
+                    <Route path=path!("lb-units/:id") view=lb_unit::UnitPage/>
+                    <Route path=path!("upstreams/:id") view=upstream::UpstreamPage/>
+                    <Route path=path!("discovery-log") view=discovery_log::DiscoveryLogPage/>
+                    <Route path=path!("app-keys") view=app_keys::AppKeysPage/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -107,6 +118,11 @@ fn Shell() -> impl IntoView {
                             <A href="/machine-templates">"Templates"</A>
                             <A href="/quotas">"Quotas"</A>
                             <A href="/accounts">"Accounts"</A>
+                        </div>
+                        <div class="nav-group" role="group" aria-label="Discovery">
+                            <A href="/discovery">"Discovery"</A>
+                            <A href="/discovery-log">"Operation log"</A>
+                            <A href="/app-keys">"App keys"</A>
                         </div>
                         <A href="/commands">"Commands"</A>
                         <A href="/command-groups">"Groups"</A>

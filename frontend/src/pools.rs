@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use dcp_api_types::{
-    AddNodes, AdoptMachine, ErrorDetail, Node, NodeAddress, NodeState, PageQuery, TaskInput,
-    TaskKind, TaskState,
+    AddNodes, AdoptMachine, ErrorDetail, Node, NodeAddress, NodeState, PageQuery, PoolInput,
+    TaskInput, TaskKind, TaskState,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{
@@ -17,6 +17,7 @@ use crate::{
     api::{self, ApiError},
     components::{ErrorBanner, Modal, Pager, load_error, short_time},
     machines::MachinePicker,
+    services::BindingSelect,
     tasks::TaskTable,
     templates::Labelled,
 };
@@ -98,6 +99,43 @@ pub(crate) fn PoolPage() -> impl IntoView {
             reload.update(|n| *n += 1);
         }
     });
+    let bindings = LocalResource::new(api::bindings);
+    let binding_list =
+        Signal::derive(move || bindings.get().and_then(Result::ok).unwrap_or_default());
+    // The binding being chosen for the pool ("" for none), while its dialog is open.
+    let rebinding = RwSignal::new(None::<RwSignal<String>>);
+    let rebind_error = RwSignal::new(None::<ApiError>);
+    let save_binding = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let (Some(value), Some(Ok((pool, _, _, templates)))) =
+            (rebinding.get_untracked(), loaded.get_untracked())
+        else {
+            return;
+        };
+        // A seeded template in effect is the pool's default, not its
+        // choice: sent as none, so that the binding picks the seeded
+        // templates that register and drain nodes (or the plain ones).
+        let chosen = |id: i64| (!templates.iter().any(|t| t.id == id && t.seeded)).then_some(id);
+        let input = PoolInput {
+            service_id: pool.service_id,
+            name: pool.name.clone(),
+            description: pool.description.clone(),
+            template_id: pool.template_id,
+            expand_template_id: chosen(pool.expand_template_id),
+            shrink_template_id: chosen(pool.shrink_template_id),
+            deploy_template_id: chosen(pool.deploy_template_id),
+            binding_id: value.get_untracked().parse().ok(),
+        };
+        spawn_local(async move {
+            match api::save_pool(Some(pool.id), &input).await {
+                Ok(_) => {
+                    rebinding.set(None);
+                    reload.update(|n| *n += 1);
+                }
+                Err(e) => rebind_error.set(Some(e)),
+            }
+        });
+    };
     let chosen = RwSignal::new(BTreeSet::<String>::new());
     // The node whose container is shown.
     let looking = RwSignal::new(None::<Node>);
@@ -294,6 +332,24 @@ pub(crate) fn PoolPage() -> impl IntoView {
                             pool.nodes, name_of(pool.expand_template_id), name_of(pool.shrink_template_id), name_of(pool.deploy_template_id))}
                         {pool.template_id.map(|t| view! { " · " <A href=format!("/machines?template_id={t}")>"its machines"</A> })}
                     </p>
+                    <p class="subtitle" id="pool-binding-line" data-binding=pool.binding_id.map(|b| b.to_string()).unwrap_or_default()>
+                        {match pool.binding_id {
+                            None => "Not behind a balancer: no discovery binding. ".into_any(),
+                            Some(b) => {
+                                let binding = binding_list.get().into_iter().find(|x| x.id == b);
+                                let name = binding.as_ref().map_or_else(|| format!("#{b}"), |x| x.name.clone());
+                                view! {
+                                    "Registered in discovery binding "
+                                    <strong id="pool-binding-name">{name}</strong>
+                                    {binding.map(|x| view! { " (" <A href=format!("/upstreams/{}", x.upstream_id)>"its upstream"</A> ") " })}
+                                }.into_any()
+                            }
+                        }}
+                        <button id="pool-binding-change" class="ghost" on:click=move |_| {
+                            rebind_error.set(None);
+                            rebinding.set(Some(RwSignal::new(pool.binding_id.map(|b| b.to_string()).unwrap_or_default())));
+                        }>"Change"</button>
+                    </p>
                 </div>
             }
         })}
@@ -343,6 +399,19 @@ pub(crate) fn PoolPage() -> impl IntoView {
         </div>
         <h2>"Tasks"</h2>
         <TaskTable tasks=Signal::derive(move || data().map(|d| d.2).unwrap_or_default())/>
+        {move || rebinding.get().map(|value| view! {
+            <Modal title=Signal::derive(|| "Discovery binding".to_owned()) on_close=Callback::new(move |()| rebinding.set(None))>
+                <form id="pool-binding-form" novalidate on:submit=save_binding>
+                    <ErrorBanner error=rebind_error all=true shown=vec!["binding_id".into()]/>
+                    <BindingSelect value bindings=binding_list error=rebind_error/>
+                    <p class="hint">"Nodes registered already stay in the upstream; the pool's next tasks follow the binding."</p>
+                    <div class="buttons">
+                        <button type="button" class="ghost cancel" on:click=move |_| rebinding.set(None)>"Cancel"</button>
+                        <button id="pool-binding-save" type="submit" class="primary">"Save"</button>
+                    </div>
+                </form>
+            </Modal>
+        })}
         {move || looking.get().map(|node| view! {
             <ContainerDialog node on_close=Callback::new(move |()| looking.set(None))/>
         })}

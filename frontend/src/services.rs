@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 
 use dcp_api_types::{
-    Cluster, ContainerSpec, HealthCheck, HealthProbe, MachineTemplate, PageQuery, Pool, PoolInput,
-    PortMapping, PortProtocol, RestartPolicy, Service, ServiceInput, TaskTemplate, TemplatePurpose,
-    VolumeMount,
+    Binding, Cluster, ContainerSpec, HealthCheck, HealthProbe, MachineTemplate, PageQuery, Pool,
+    PoolInput, PortMapping, PortProtocol, RestartPolicy, Service, ServiceInput, TaskTemplate,
+    TemplatePurpose, VolumeMount,
 };
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
 use leptos_router::{
@@ -345,6 +345,7 @@ struct PoolEditor {
     expand: RwSignal<String>,
     shrink: RwSignal<String>,
     deploy: RwSignal<String>,
+    binding: RwSignal<String>,
     error: RwSignal<Option<ApiError>>,
 }
 
@@ -360,6 +361,7 @@ impl PoolEditor {
             expand: text(|p| p.expand_template_id.to_string()),
             shrink: text(|p| p.shrink_template_id.to_string()),
             deploy: text(|p| p.deploy_template_id.to_string()),
+            binding: text(|p| p.binding_id.map(|b| b.to_string()).unwrap_or_default()),
             error: RwSignal::new(None),
         }
     }
@@ -374,6 +376,7 @@ impl PoolEditor {
             expand_template_id: id(self.expand),
             shrink_template_id: id(self.shrink),
             deploy_template_id: id(self.deploy),
+            binding_id: id(self.binding),
         }
     }
 }
@@ -406,6 +409,31 @@ fn TaskTemplateSelect(
     }
 }
 
+/// A select of the discovery bindings a pool can register its nodes with;
+/// "" = none.
+#[component]
+pub(crate) fn BindingSelect(
+    /// The chosen binding's id, "" for none.
+    value: RwSignal<String>,
+    /// The choices.
+    bindings: Signal<Vec<Binding>>,
+    /// The last error; `binding_id`'s shows under the select.
+    error: RwSignal<Option<ApiError>>,
+) -> impl IntoView {
+    view! {
+        <Labelled field="binding_id" id="pool-binding" label="Discovery binding" error
+            hint="with one, the seeded templates register nodes in its upstream once healthy and drain them before they stop">
+            <select id="pool-binding" on:change=move |ev| value.set(event_target_value(&ev))>
+                <option value="" selected=move || value.get().is_empty()>"None (not behind a balancer)"</option>
+                {move || bindings.get().into_iter().map(|b| {
+                    let picked = b.id.to_string();
+                    view! { <option value=b.id.to_string() selected=move || value.get() == picked>{b.name.clone()}</option> }
+                }).collect_view()}
+            </select>
+        </Labelled>
+    }
+}
+
 /// Services and their pools.
 #[component]
 pub(crate) fn ServicesPage() -> impl IntoView {
@@ -422,6 +450,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
     });
     let machine_templates = LocalResource::new(api::templates);
     let task_templates = LocalResource::new(api::task_templates);
+    let bindings = LocalResource::new(api::bindings);
     let task_list = Signal::derive(move || {
         task_templates
             .get()
@@ -638,7 +667,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
             view! {
                 <Modal title on_close=Callback::new(move |()| pool_editor.set(None))>
                     <form id="pool-form" novalidate on:submit=save_pool>
-                        <ErrorBanner error=ed.error all=true shown=vec!["name".into(), "template_id".into(), "expand_template_id".into(), "shrink_template_id".into(), "deploy_template_id".into()]/>
+                        <ErrorBanner error=ed.error all=true shown=vec!["name".into(), "template_id".into(), "expand_template_id".into(), "shrink_template_id".into(), "deploy_template_id".into(), "binding_id".into()]/>
                         <Field field="name" id_prefix="pool" label="Name" value=ed.name error=ed.error/>
                         <Field field="description" id_prefix="pool" label="Description" value=ed.description error=ed.error/>
                         <Labelled field="template_id" id="pool-template" label="Machine template" error=ed.error hint="what expand makes new nodes from">
@@ -650,6 +679,7 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                                 }).collect_view()}
                             </select>
                         </Labelled>
+                        <BindingSelect value=ed.binding bindings=Signal::derive(move || bindings.get().and_then(Result::ok).unwrap_or_default()) error=ed.error/>
                         <TaskTemplateSelect field="expand_template_id" label="Expand runs" purpose=TemplatePurpose::Expand value=ed.expand templates=task_list error=ed.error/>
                         <TaskTemplateSelect field="shrink_template_id" label="Shrink runs" purpose=TemplatePurpose::Shrink value=ed.shrink templates=task_list error=ed.error/>
                         <TaskTemplateSelect field="deploy_template_id" label="Deploy runs" purpose=TemplatePurpose::Deploy value=ed.deploy templates=task_list error=ed.error/>

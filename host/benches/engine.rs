@@ -105,6 +105,7 @@ async fn run(label: &str, url: &str) {
             expand_template_id: None,
             shrink_template_id: None,
             deploy_template_id: None,
+            binding_id: None,
         })
         .await
         .unwrap();

@@ -9,6 +9,7 @@
 
 mod clusters;
 mod commands;
+mod discovery;
 pub mod error;
 mod executions;
 pub mod extract;
@@ -94,6 +95,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
         (name = "orchestration", description = "Services, their pools and the pools' nodes"),
         (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
         (name = "tasks", description = "Task templates and tasks: expand, shrink, deploy and ad-hoc work on pools, followed live"),
+        (name = "discovery", description = "Service discovery: balancer groups, units and nodes, upstreams and their members, bindings of pools, and the operation log"),
         (name = "overview", description = "Everything at a glance: fleet, pools' health, work under way, recent failures, quotas"),
     ),
     modifiers(&Security),
@@ -114,6 +116,13 @@ impl Modify for Security {
                     .description(Some("A personal API token"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "app_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-App-Key",
+                "An app key (see /app-keys), for other systems' alterations",
+            ))),
         );
         components.add_security_scheme(
             "session",
@@ -138,9 +147,15 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(tasks::router())
         .merge(users::router())
         .merge(overview::router())
+        .merge(discovery::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/v1", session::public_router().merge(protected))
+        .nest(
+            "/api/v1",
+            session::public_router()
+                .merge(discovery::app_key_router(state))
+                .merge(protected),
+        )
         .split_for_parts();
     openapi::complete(&mut doc);
     (routes, doc)

@@ -361,7 +361,7 @@ impl Auth {
 
 /// A random alphanumeric string: `len` characters of 62 symbols each
 /// (32 characters ≈ 190 bits).
-fn random_secret(len: usize) -> String {
+pub(crate) fn random_secret(len: usize) -> String {
     rand::thread_rng()
         .sample_iter(&Alphanumeric)
         .take(len)

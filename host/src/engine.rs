@@ -312,7 +312,7 @@ impl Engine {
                 purpose,
                 &steps,
                 &pool.name,
-                false,
+                pool.binding_id.is_some(),
             )?;
         }
         template_to_api(self.store.update_task_template(id, &change).await?)
@@ -327,6 +327,7 @@ impl Engine {
     pub async fn check_pool_templates(
         &self,
         pool: &str,
+        has_binding: bool,
         bindings: [(&str, TemplatePurpose, Option<i64>); 3],
     ) -> Result<(), Error> {
         for (field, purpose, id) in bindings {
@@ -349,7 +350,7 @@ impl Engine {
                 template.purpose,
                 &template.steps,
                 pool,
-                false,
+                has_binding,
             )?;
         }
         Ok(())
@@ -397,7 +398,7 @@ impl Engine {
             template.purpose,
             &template.steps,
             &pool.name,
-            false,
+            pool.binding_id.is_some(),
         )?;
         let tag = match (input.kind, &input.tag) {
             (TaskKind::Deploy, Some(tag)) => {

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod containers;
 pub mod data_dir;
+pub mod discovery;
 pub mod engine;
 pub mod machines;
 pub mod orchestration;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub machines: Arc<machines::Machines>,
     /// Task templates and the durable task engine.
     pub engine: Arc<engine::Engine>,
+    /// Service discovery: balancers, upstreams, bindings.
+    pub discovery: Arc<discovery::Discovery>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
     /// Cancelled when the process starts shutting down: long-lived
@@ -156,9 +159,24 @@ impl AppState {
         .await
         .context("resuming machine work")?;
         machines.track_fleet();
+        let discovery = discovery::Discovery::new(store.clone(), plugins.clone(), remote.clone());
+        // A release runs in the process that started it; one that process
+        // left behind is over, its nodes' outcome unknown.
+        let abandoned = store
+            .end_abandoned_releases()
+            .await
+            .context("ending abandoned releases")?;
+        if abandoned > 0 {
+            tracing::warn!(abandoned, "ended releases a stopped DCP left running");
+        }
         let engine = engine::Engine::start(
             store.clone(),
-            engine::Builtins::new(store.clone(), machines.clone(), remote.clone()),
+            engine::Builtins::new(
+                store.clone(),
+                machines.clone(),
+                remote.clone(),
+                discovery.clone(),
+            ),
             engine::Settings {
                 lease: Duration::from_secs(config.task_lease_secs.max(1)),
                 ..engine::Settings::default()
@@ -177,6 +195,7 @@ impl AppState {
             remote,
             machines,
             engine,
+            discovery,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
             shutdown,

@@ -232,6 +232,7 @@ pub fn pool_change(input: PoolInput) -> Result<PoolChange, Invalid> {
         expand_template_id: input.expand_template_id,
         shrink_template_id: input.shrink_template_id,
         deploy_template_id: input.deploy_template_id,
+        binding_id: input.binding_id,
     })
 }
 

@@ -26,7 +26,7 @@ pub use self::{
     bindings::{
         dcp::plugin::types::{ErrorKind, PluginError, PluginInfo},
         exports::dcp::plugin::{
-            balancer::Backend,
+            balancer::{Applied, Backend, ConfigFile, Upstream},
             cloud::{Choice, Disk, Instance, InstancePage, InstanceSpec, InstanceState, Internet},
             command::{ModuleInfo, Outcome},
         },
@@ -469,31 +469,22 @@ pub trait CloudProvider: Send + Sync {
 }
 
 /// A load balancer as the rest of DCP sees it. Implemented by
-/// [`WasmPlugin`] for uploaded components, and by fakes in tests.
+/// [`WasmPlugin`] for uploaded components, and by fakes in tests. Calls
+/// carry the whole desired state, so a retried call converges.
 #[async_trait::async_trait]
 pub trait LoadBalancer: Send + Sync {
     /// Name, version and configuration schema.
     async fn describe(&self) -> Result<PluginInfo, Error>;
     /// Checks a configuration.
     async fn validate_config(&self, config: &str) -> Result<(), Error>;
-    /// Adds backends to `target`; the same key never applies twice.
-    async fn register(
+    /// Makes `target` serve exactly these upstreams' members.
+    async fn apply_upstreams(
         &self,
-        target: &str,
-        backends: &[Backend],
-        idempotency_key: &str,
-    ) -> Result<(), Error>;
-    /// Removes backends from `target`.
-    async fn unregister(
-        &self,
-        target: &str,
-        backends: &[Backend],
-        idempotency_key: &str,
-    ) -> Result<(), Error>;
-    /// The backends of `target`.
-    async fn list_backends(&self, target: &str) -> Result<Vec<Backend>, Error>;
-    /// The health of `target`, as JSON.
-    async fn check_state(&self, target: &str) -> Result<String, Error>;
+        upstreams: &[Upstream],
+        target: Option<&str>,
+    ) -> Result<Applied, Error>;
+    /// Publishes configuration files to `target`, checked, then reloaded.
+    async fn publish(&self, files: &[ConfigFile], target: Option<&str>) -> Result<Applied, Error>;
 }
 
 /// Remote-command modules as the rest of DCP sees them. Implemented by

@@ -219,6 +219,33 @@ impl Remote {
             .map_err(|e| Error::Unreachable(e.to_string()))
     }
 
+    /// An `ssh` grant for one plugin call that is not an execution (a
+    /// balancer push): machine `machine_id` only, as its login, known to
+    /// the plugin as the target id answered, until `deadline`.
+    pub async fn plugin_channel(
+        &self,
+        machine_id: i64,
+        deadline: std::time::Instant,
+        cancel: CancellationToken,
+    ) -> Result<(String, Arc<dyn crate::plugins::SshChannel>), Error> {
+        let target = self
+            .inventory
+            .targets(&[machine_id])
+            .await
+            .map_err(|e| Error::Unreachable(e.message))?
+            .pop()
+            .ok_or_else(|| Error::Unreachable(format!("machine {machine_id} is gone")))?;
+        let id = format!("machine-{machine_id}");
+        let channel = runner::Channel::standalone(
+            self.transport.clone(),
+            target,
+            id.clone(),
+            deadline.into(),
+            cancel,
+        );
+        Ok((id, Arc::new(channel)))
+    }
+
     /// The SSH transport executions use (adoption probes hosts with it too).
     #[must_use]
     pub fn transport(&self) -> &Arc<ssh::Transport> {

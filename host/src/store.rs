@@ -11,11 +11,13 @@ mod auth;
 mod clouds;
 mod clusters;
 mod commands;
+mod discovery;
 mod executions;
 mod host_keys;
 mod machines;
 mod overview;
 mod plugins;
+mod releases;
 mod services;
 mod tasks;
 
@@ -33,6 +35,10 @@ pub use self::{
     clouds::{AccountChange, AccountRecord, TemplateChange, TemplateRecord},
     clusters::{Cluster, ClusterChange, ClusterQuery},
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
+    discovery::{
+        BindingChange, BindingRecord, ChangeQuery, ChangeRecord, LbGroupRecord, LbNodeRecord,
+        LbUnitRecord, NewChange, PushTarget, UnitChange, UpstreamRecord, UpstreamStateRecord,
+    },
     executions::{
         ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, StoredOutput, overall_state,
     },
@@ -43,6 +49,7 @@ pub use self::{
         TaskBriefRecord,
     },
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
+    releases::{AppKeyRecord, ConfigFileRecord, ReleaseNodeRecord, ReleaseRecord},
     services::{
         NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord, TaskTemplates,
     },

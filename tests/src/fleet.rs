@@ -1,7 +1,7 @@
 //! A fleet of real OpenSSH servers for tests: each "host" is an `sshd` on
-//! its own loopback address (127.20.x.y:22), with its own host key, trusting
-//! one generated user key. Dropping the fleet kills exactly the processes it
-//! started.
+//! its own loopback address (127.20.x.y:22, or another 127.N network), with
+//! its own host key, trusting one generated user key. Dropping the fleet
+//! kills exactly the processes it started.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpStream},
@@ -59,10 +59,18 @@ pub(crate) fn keygen(path: &Path, comment: &str) {
 }
 
 impl Fleet {
-    /// Starts `n` hosts (at most 250) and waits until each accepts connections.
-    /// Needs root (port 22, and sshd's privilege separation).
+    /// Starts `n` hosts (at most 250) on 127.20.x.y and waits until each
+    /// accepts connections. Needs root (port 22, and sshd's privilege
+    /// separation).
     #[must_use]
     pub fn start(n: u8) -> Self {
+        Self::start_in(20, n)
+    }
+
+    /// [`Fleet::start`] in the loopback network 127.`second_octet`.x.y, so
+    /// fleets of different kinds (e.g. balancer nodes) keep apart.
+    #[must_use]
+    pub fn start_in(second_octet: u8, n: u8) -> Self {
         assert!((1..=250).contains(&n), "a fleet has 1 to 250 hosts");
         let dir = tempfile::tempdir().expect("a temporary directory");
         // sshd refuses to start without its privilege-separation directory.
@@ -74,20 +82,13 @@ impl Fleet {
         let block = 1 + (std::process::id() + FLEETS.fetch_add(1, Ordering::Relaxed) * 7) % 250;
         let hosts = (1..=n)
             .map(|i| {
-                let ip = Ipv4Addr::new(127, 20, u8::try_from(block).unwrap_or(1), i);
+                let ip = Ipv4Addr::new(127, second_octet, u8::try_from(block).unwrap_or(1), i);
                 start_sshd(dir.path(), &authorized, SocketAddr::from((ip, 22)))
             })
             .collect::<Vec<_>>();
         let deadline = Instant::now() + Duration::from_secs(20);
         for host in &hosts {
-            while TcpStream::connect_timeout(&host.addr, Duration::from_millis(200)).is_err() {
-                assert!(
-                    Instant::now() < deadline,
-                    "sshd on {} did not start",
-                    host.addr
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_listening(host.addr, deadline, "start");
         }
         Self {
             hosts,
@@ -178,11 +179,26 @@ impl Fleet {
         let _ = std::fs::remove_file(format!("{}.pub", host_key.display()));
         let authorized = self.dir.path().join("authorized_keys");
         self.hosts[i] = start_sshd(self.dir.path(), &authorized, addr);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "sshd on {addr} did not restart");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(addr, Instant::now() + Duration::from_secs(20), "restart");
+    }
+
+    /// Stops host `i` as a powered-off machine looks: its sessions end and
+    /// its `sshd` is gone, so connections are refused. [`Fleet::start_host`]
+    /// brings it back.
+    pub fn stop_host(&mut self, i: usize) {
+        self.drop_connections(i);
+        let _ = self.hosts[i].child.kill();
+        let _ = self.hosts[i].child.wait();
+    }
+
+    /// Starts host `i`'s `sshd` again (after [`Fleet::stop_host`]) on the
+    /// same address with the same host key, and waits until it accepts
+    /// connections.
+    pub fn start_host(&mut self, i: usize) {
+        let addr = self.hosts[i].addr;
+        let authorized = self.dir.path().join("authorized_keys");
+        self.hosts[i] = start_sshd(self.dir.path(), &authorized, addr);
+        wait_listening(addr, Instant::now() + Duration::from_secs(20), "restart");
     }
 
     /// The private key file every host trusts.
@@ -212,10 +228,21 @@ impl Fleet {
     }
 }
 
+/// Waits until something accepts connections on `addr`.
+fn wait_listening(addr: SocketAddr, deadline: Instant, what: &str) {
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(Instant::now() < deadline, "sshd on {addr} did not {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn start_sshd(dir: &Path, authorized: &Path, addr: SocketAddr) -> SshHost {
     let name = addr.ip().to_string();
     let host_key = dir.join(format!("host_{name}"));
-    keygen(&host_key, &name);
+    // A restarted host keeps its key ([`Fleet::rekey`] removes it first).
+    if !host_key.exists() {
+        keygen(&host_key, &name);
+    }
     let config = dir.join(format!("sshd_{name}.conf"));
     // `SetEnv SHLVL=1`: Debian's bash, started by sshd for a command, sources
     // ~/.bashrc unless it is nested. On a developer machine root's .bashrc

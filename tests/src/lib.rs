@@ -7,6 +7,7 @@
 //! - [`Server::start`] runs the real `dcp` binary (`DCP_BIN`, or the one
 //!   beside the test executable) on a free loopback port;
 //! - [`fleet::Fleet::start`] runs real `sshd` hosts on loopback addresses;
+//! - [`nginx::NginxHosts::start`] runs nginx balancer nodes beside them;
 //! - [`browser::browser`] starts headless Chromium under chromedriver;
 //! - [`cloud::Cloud::start`] wires a DCP to the Aliyun simulator in fleet mode.
 //!
@@ -18,6 +19,7 @@ pub mod browser;
 pub mod cloud;
 pub mod docker;
 pub mod fleet;
+pub mod nginx;
 
 use std::{
     collections::HashMap,

@@ -898,7 +898,26 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["expand", "shrink", "upgrade"]);
+    assert_eq!(
+        names,
+        [
+            "expand",
+            "expand-registered",
+            "shrink",
+            "shrink-drained",
+            "upgrade",
+            "upgrade-drained"
+        ]
+    );
+    let seeded_id = |name: &str| {
+        seeded.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["id"]
+            .clone()
+    };
 
     // A template with register needs a pool with a load-balancer binding.
     let with_lb = post(template(
@@ -923,7 +942,63 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
                            "expand_template_id": with_lb.body["id"]});
     let bound = call(Method::POST, "/api/v1/pools".into(), Some(pool_body)).await;
     refused(&bound, "expand_template_id", "no service-discovery binding");
-    let shrink_id = seeded.body["items"][1]["id"].clone();
+    // With a binding (the one made at install), it is accepted, and the
+    // seeded templates in effect are those that register and drain.
+    let bindings = call(Method::GET, "/api/v1/bindings".into(), None).await;
+    let behind_lb = call(
+        Method::POST,
+        "/api/v1/pools".into(),
+        Some(json!({"service_id": service.body["id"], "name": "web-lb",
+                    "binding_id": bindings.body["items"][0]["id"]})),
+    )
+    .await;
+    assert_eq!(behind_lb.status, StatusCode::CREATED, "{}", behind_lb.body);
+    assert_eq!(
+        behind_lb.body["expand_template_id"],
+        seeded_id("expand-registered")
+    );
+    assert_eq!(
+        behind_lb.body["shrink_template_id"],
+        seeded_id("shrink-drained")
+    );
+    assert_eq!(
+        behind_lb.body["deploy_template_id"],
+        seeded_id("upgrade-drained")
+    );
+    let mut lb_body = behind_lb.body.clone();
+    lb_body["expand_template_id"] = with_lb.body["id"].clone();
+    let kept = call(
+        Method::PUT,
+        format!("/api/v1/pools/{}", behind_lb.body["id"]),
+        Some(json!({"service_id": service.body["id"], "name": "web-lb",
+                    "binding_id": lb_body["binding_id"], "expand_template_id": lb_body["expand_template_id"]})),
+    )
+    .await;
+    assert_eq!(kept.status, StatusCode::OK, "{}", kept.body);
+    let unbound = call(
+        Method::PUT,
+        format!("/api/v1/pools/{}", behind_lb.body["id"]),
+        Some(json!({"service_id": service.body["id"], "name": "web-lb",
+                    "expand_template_id": lb_body["expand_template_id"]})),
+    )
+    .await;
+    refused(
+        &unbound,
+        "expand_template_id",
+        "no service-discovery binding",
+    );
+    let (status, _) = (
+        call(
+            Method::DELETE,
+            format!("/api/v1/pools/{}", behind_lb.body["id"]),
+            None,
+        )
+        .await
+        .status,
+        (),
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let shrink_id = seeded_id("shrink");
     let wrong = call(
         Method::POST,
         "/api/v1/pools".into(),
@@ -942,10 +1017,7 @@ async fn task_templates_follow_the_manuals_rules_and_a_pool_runs_one_task_at_a_t
     )
     .await;
     assert_eq!(pool.status, StatusCode::CREATED, "{}", pool.body);
-    assert_eq!(
-        pool.body["expand_template_id"],
-        seeded.body["items"][0]["id"]
-    );
+    assert_eq!(pool.body["expand_template_id"], seeded_id("expand"));
     let pool = pool.body["id"].as_i64().unwrap();
 
     // Tasks: what each kind needs.
@@ -1915,7 +1987,9 @@ async fn every_list_answers_one_page_shape(backend: Backend) {
     for path in &lists {
         let url = path
             .replace("/pools/{id}", &format!("/pools/{pool}"))
-            .replace("/executions/{id}", &format!("/executions/{execution}"));
+            .replace("/executions/{id}", &format!("/executions/{execution}"))
+            // The unit made at install.
+            .replace("/lb-units/{id}", "/lb-units/1");
         assert!(!url.contains('{'), "no fixture for {path}");
         let reply = call(format!("{url}?page=1&per_page=1")).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
@@ -1965,14 +2039,15 @@ async fn every_list_answers_one_page_shape(backend: Backend) {
     assert_eq!(addresses(&nodes(1).await), ["127.20.9.1", "127.20.9.2"]);
     assert_eq!(addresses(&nodes(2).await), ["127.20.9.3"]);
     assert!(addresses(&nodes(3).await).is_empty());
-    let templates = call("/api/v1/task-templates?page=2&per_page=2".into()).await;
-    assert_eq!(templates.body["total"], 3, "{}", templates.body);
-    assert_eq!(
-        templates.body["items"][0]["name"], "upgrade",
-        "{}",
-        templates.body
-    );
-    assert_eq!(templates.body["items"].as_array().unwrap().len(), 1);
+    let templates = call("/api/v1/task-templates?page=3&per_page=2".into()).await;
+    assert_eq!(templates.body["total"], 6, "{}", templates.body);
+    let names: Vec<&str> = templates.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["upgrade", "upgrade-drained"], "{}", templates.body);
 }
 
 #[tokio::test]

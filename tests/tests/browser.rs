@@ -960,7 +960,7 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     // A template breaking the manual's rules: the step and the rule are named.
     click(&c, "nav a[href=\"/task-templates\"]").await;
     text_of(&c, "tr[data-name=\"upgrade\"]").await;
-    assert_eq!(text_of(&c, ".pager .count").await, "3 task templates");
+    assert_eq!(text_of(&c, ".pager .count").await, "6 task templates");
     click(&c, "#new-task-template").await;
     fill(&c, "#task-template-name", "grow").await;
     choose(&c, "task-template-purpose", "expand").await;
@@ -1571,4 +1571,349 @@ async fn machines_are_picked_into_a_pool_and_commands_run_on_pools_and_machines_
     )
     .await;
     let _ = std::fs::remove_file(&marker);
+}
+
+/// An nginx.conf for nginx host `i`: it listens on the host's own address
+/// only, and `/nginx-health` answers `marker`, which says which version is
+/// live.
+fn balancer_conf(hosts: &dcp_tests::nginx::NginxHosts, i: usize, marker: &str) -> String {
+    let addr = hosts.addr(i);
+    format!(
+        "# {marker}\nworker_processes 1;\npid nginx.pid;\nerror_log error.log;\nevents {{}}\n\
+         http {{\n    include dcp-upstreams/*.conf;\n    server {{\n        listen {addr}:80;\n        \
+         location / {{ proxy_pass http://default_upstream; }}\n        \
+         location = /nginx-health {{ return 200 \"{marker}\\n\"; }}\n    }}\n}}\n"
+    )
+}
+
+/// `name` of the first element matching `css`.
+async fn attr_of(c: &Client, css: &str, name: &str) -> String {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap()
+        .attr(name)
+        .await
+        .unwrap()
+        .unwrap_or_default()
+}
+
+/// Waits until nginx host `i` answers `/nginx-health` with `marker`.
+async fn health_says(hosts: &dcp_tests::nginx::NginxHosts, i: usize, marker: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = hosts.get(i, "/nginx-health");
+        if status == 200 && body == format!("{marker}\n") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/nginx-health answers {status} {body:?}, not {marker}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_live_in_the_ui() {
+    // A real nginx behind a real sshd, adopted through the API: the setup
+    // that is not about the UI.
+    let hosts = dcp_tests::nginx::NginxHosts::start(1);
+    let addr = hosts.addr(0).to_string();
+    let api = dcp_tests::Api::start_with(&ServerOptions {
+        admin_password: Some("ui-discovery-pw".into()),
+        env: dcp_tests::cloud::machine_env(),
+        ..ServerOptions::default()
+    })
+    .await;
+    let (status, machine) = api
+        .post(
+            "/api/v1/machines/adopt",
+            &json!({"name": "lb-one", "address": addr, "private_key": hosts.fleet.private_key}),
+        )
+        .await;
+    assert_eq!(status, 201, "{machine}");
+    api_until(&api, &format!("/api/v1/machines/{}", machine["id"]), |m| {
+        m["machine"]["state"] == "ready"
+    })
+    .await;
+    let (c, _driver) = logged_in(&api.server, "ui-discovery-pw").await;
+
+    // A group: a name the server refuses shows under the field.
+    click(&c, "nav a[href=\"/discovery\"]").await;
+    click(&c, "#new-lb-group").await;
+    fill(&c, "#lb-group-name", "Edge Web").await;
+    click(&c, "#lb-group-save").await;
+    text_of(&c, "#lb-group-form .field-error[data-field=\"name\"]").await;
+    fill(&c, "#lb-group-name", "edge").await;
+    fill(&c, "#lb-group-description", "The edge balancers").await;
+    click(&c, "#lb-group-save").await;
+    gone(&c, "#lb-group-form").await;
+
+    // A unit of it: settings that are not JSON are refused before sending;
+    // saved, its page opens.
+    click(&c, "section[data-name=\"edge\"] button.new-unit").await;
+    fill(&c, "#lb-unit-name", "edge-nginx").await;
+    let plugin = c
+        .find(Locator::Css("#lb-unit-plugin"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(plugin.as_deref(), Some("nginx"));
+    fill(&c, "#lb-unit-config", "{prefix: 1").await;
+    click(&c, "#lb-unit-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"config\"]").await;
+    assert!(error.contains("JSON"), "{error}");
+    fill(&c, "#lb-unit-config", "{}").await;
+    click(&c, "#lb-unit-save").await;
+    until(&c, "//h1[@id='unit-name'][. = 'edge-nginx']", WAIT).await;
+
+    // The adopted machine joins as a node with its own prefix. A reload
+    // may take up to 30 s, so a held lock (below) is waited for that long.
+    click(&c, "#add-lb-node").await;
+    choose(&c, "lb-node-machine", "lb-one").await;
+    let mut settings = hosts.settings(0);
+    settings["reload_timeout_ms"] = json!(30_000);
+    fill(&c, "#lb-node-settings", &settings.to_string()).await;
+    click(&c, "#lb-node-save").await;
+    let node_row = format!("tr[data-test=\"lb-node\"][data-address=\"{addr}\"]");
+    let row = text_of(&c, &node_row).await;
+    assert!(row.contains(&format!("#{}", machine["id"])), "{row}");
+    // The group has no upstreams yet: nothing to be behind on.
+    assert_eq!(attr_of(&c, &node_row, "data-in-sync").await, "true");
+    let node = attr_of(&c, &node_row, "data-id").await;
+
+    // An upstream of the group, named as the main configuration's
+    // proxy_pass; its members edited on its page.
+    click(&c, "nav a[href=\"/discovery\"]").await;
+    click(&c, "section[data-name=\"edge\"] button.new-upstream").await;
+    fill(&c, "#upstream-name", "default_upstream").await;
+    click(&c, "#upstream-save").await;
+    click(
+        &c,
+        "section[data-name=\"edge\"] tr[data-name=\"default_upstream\"] a",
+    )
+    .await;
+    until(
+        &c,
+        "//h1[@id='upstream-name'][. = 'default_upstream']",
+        WAIT,
+    )
+    .await;
+    // A bad address comes back from the server under the address input.
+    fill(&c, "#upstream-add-address", "bad host!").await;
+    fill(&c, "#upstream-add-port", "8080").await;
+    click(&c, "#upstream-add").await;
+    let error = text_of(
+        &c,
+        "#upstream-add-form .field-error[data-field=\"address\"]",
+    )
+    .await;
+    assert!(error.contains("IP address"), "{error}");
+    for (address, weight) in [("127.24.0.10", ""), ("127.24.0.11", "5")] {
+        fill(&c, "#upstream-add-address", address).await;
+        fill(&c, "#upstream-add-port", "8080").await;
+        fill(&c, "#upstream-add-weight", weight).await;
+        click(&c, "#upstream-add").await;
+        text_of(
+            &c,
+            &format!("tr[data-test=\"member\"][data-address=\"{address}\"]"),
+        )
+        .await;
+    }
+    until(
+        &c,
+        "//div[@id='upstream-change'][@data-state='succeeded']",
+        WAIT,
+    )
+    .await;
+    // A new weight for one; the other removed after asking.
+    click(
+        &c,
+        "tr[data-test=\"member\"][data-address=\"127.24.0.11\"] button.edit-weight",
+    )
+    .await;
+    fill(&c, "#member-weight", "3").await;
+    click(&c, "#member-weight-save").await;
+    until(
+        &c,
+        "//tr[@data-address='127.24.0.11']/td[@class='weight'][. = '3']",
+        WAIT,
+    )
+    .await;
+    click(
+        &c,
+        "tr[data-test=\"member\"][data-address=\"127.24.0.10\"] button.remove-member",
+    )
+    .await;
+    click(&c, "#member-remove-confirm").await;
+    gone(&c, "tr[data-test=\"member\"][data-address=\"127.24.0.10\"]").await;
+    // The last one: the dialog says what emptying the upstream costs; kept.
+    click(
+        &c,
+        "tr[data-test=\"member\"][data-address=\"127.24.0.11\"] button.remove-member",
+    )
+    .await;
+    let asked = text_of(&c, ".dialog .confirm-question").await;
+    assert!(
+        asked.contains("last backend") && asked.contains("fails"),
+        "{asked}"
+    );
+    click(&c, ".dialog button.cancel").await;
+    gone(&c, "#member-remove-force").await;
+    until(
+        &c,
+        &format!("//tr[@data-test='upstream-node'][@data-node='{node}'][@data-in-sync='true']"),
+        WAIT,
+    )
+    .await;
+    let served = hosts.read_upstream(0, "default_upstream");
+    assert!(
+        served.contains("server 127.24.0.11:8080 weight=3") && !served.contains("127.24.0.10"),
+        "{served}"
+    );
+    // Its recent changes open to the members before and after.
+    click(
+        &c,
+        "#upstream-changes tr[data-test=\"change\"] button.expand-change",
+    )
+    .await;
+    let members = text_of(&c, "#upstream-changes [data-test=\"change-members\"]").await;
+    assert!(members.contains("- 127.24.0.10:8080"), "{members}");
+
+    // Back on the unit: the node serves the upstream; a re-sync says so.
+    click(&c, "nav a[href=\"/discovery\"]").await;
+    click(&c, "tr[data-test=\"lb-unit\"][data-name=\"edge-nginx\"] a").await;
+    until(
+        &c,
+        &format!("//tr[@data-test='lb-node'][@data-id='{node}'][@data-in-sync='true']"),
+        WAIT,
+    )
+    .await;
+    click(&c, &format!("{node_row} button.resync-node")).await;
+    until(
+        &c,
+        "//div[@id='sync-report'][@data-state='succeeded']",
+        WAIT,
+    )
+    .await;
+
+    // The main configuration, version 1.
+    click(&c, "#new-file").await;
+    fill(&c, "#file-path", "nginx.conf").await;
+    fill(&c, "#file-content", &balancer_conf(&hosts, 0, "one")).await;
+    click(&c, "#file-save").await;
+    let saved = text_of(&c, "#file-saved").await;
+    assert!(saved.contains("nginx.conf as version 1"), "{saved}");
+
+    // Published while another change holds the node's nginx (the plugin's
+    // lock, held by a live process: this test): the release page shows the
+    // node running, live, then done once the lock goes.
+    let lock = hosts.prefix(0).join(".dcp-lock");
+    std::fs::create_dir_all(&lock).unwrap();
+    std::fs::write(lock.join("pid"), std::process::id().to_string()).unwrap();
+    click(&c, "#unit-publish").await;
+    click(&c, "#publish-confirm").await;
+    until(
+        &c,
+        &format!("//tr[@id='release-node-{node}'][@data-state='running']"),
+        WAIT,
+    )
+    .await;
+    until(
+        &c,
+        "//span[@id='release-state'][@data-state='running']",
+        WAIT,
+    )
+    .await;
+    text_of(&c, "#release-live").await;
+    let first = attr_of(&c, "#release-detail", "data-id").await;
+    std::fs::remove_dir_all(&lock).unwrap();
+    until(
+        &c,
+        &format!("//tr[@id='release-node-{node}'][@data-state='succeeded']"),
+        Duration::from_secs(40),
+    )
+    .await;
+    until(
+        &c,
+        "//span[@id='release-state'][@data-state='succeeded']",
+        WAIT,
+    )
+    .await;
+    gone(&c, "#release-live").await;
+    let log = text_of(&c, &format!("#release-node-{node} pre.release-log")).await;
+    assert!(!log.trim().is_empty());
+    health_says(&hosts, 0, "one").await;
+
+    // Version 2 starts from version 1's text; the diff shows the change.
+    click(
+        &c,
+        "tr[data-test=\"file\"][data-path=\"nginx.conf\"] button.edit-file",
+    )
+    .await;
+    let text = c
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#file-content"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(text, balancer_conf(&hosts, 0, "one"));
+    fill(&c, "#file-content", &balancer_conf(&hosts, 0, "two")).await;
+    click(&c, "#file-save").await;
+    assert!(text_of(&c, "#file-saved").await.contains("version 2"));
+    until(
+        &c,
+        "//div[@id='file-diff'][@data-from='1'][@data-to='2']//div[contains(@class, 'removed')][contains(., '# one')]",
+        WAIT,
+    )
+    .await;
+    until(
+        &c,
+        "//div[@id='file-diff']//div[contains(@class, 'added')][contains(., 'return 200 \"two')]",
+        WAIT,
+    )
+    .await;
+    click(&c, "#unit-publish").await;
+    click(&c, "#publish-confirm").await;
+    until(
+        &c,
+        "//span[@id='release-state'][@data-state='succeeded']",
+        Duration::from_secs(40),
+    )
+    .await;
+    health_says(&hosts, 0, "two").await;
+
+    // Back to the first release: asked, then published again as a new
+    // release that says what it rolls back to.
+    click(
+        &c,
+        &format!("tr[data-test=\"release-row\"][data-id=\"{first}\"] button.rollback-release"),
+    )
+    .await;
+    let asked = text_of(&c, ".dialog .confirm-question").await;
+    assert!(asked.contains(&format!("release #{first}")), "{asked}");
+    click(&c, "#rollback-release-confirm").await;
+    until(
+        &c,
+        &format!("//div[@id='release-detail'][@data-id!='{first}']//span[@id='release-state'][@data-state='succeeded']"),
+        Duration::from_secs(40),
+    )
+    .await;
+    let detail = text_of(&c, "#release-detail").await;
+    assert!(
+        detail.contains(&format!("rollback to #{first}")),
+        "{detail}"
+    );
+    health_says(&hosts, 0, "one").await;
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-discovery.png"), shot);
+    c.close().await.unwrap();
 }

@@ -61,7 +61,32 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 13] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 18] = [
+    (
+        "/api/v1/lb-units",
+        "plugin",
+        "must name an active load-balancer plugin",
+    ),
+    (
+        "/api/v1/lb-units",
+        "config",
+        "the unit's plugin checks its settings",
+    ),
+    (
+        "/api/v1/lb-units",
+        "settings",
+        "the unit's plugin checks a node's settings",
+    ),
+    (
+        "/api/v1/lb-units",
+        "files[].version",
+        "must be a version of the file the unit has",
+    ),
+    (
+        "/api/v1/lb-units",
+        "files[].path",
+        "must be a file the unit has, named once",
+    ),
     (
         "/api/v1/commands",
         "script",

@@ -755,6 +755,7 @@ async fn machines_in_pools_are_named_and_kept(backend: Backend) {
             expand_template_id: None,
             shrink_template_id: None,
             deploy_template_id: None,
+            binding_id: None,
         })
         .await
         .unwrap();

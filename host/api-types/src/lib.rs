@@ -3,6 +3,7 @@
 //! The host serialises these and the web UI deserialises them, so the two can
 //! never disagree about a field name. Timestamps are RFC 3339 strings in UTC.
 
+mod discovery;
 mod machines;
 mod orchestration;
 mod overview;
@@ -11,6 +12,7 @@ mod tasks;
 
 use serde::{Deserialize, Serialize};
 
+pub use discovery::*;
 pub use machines::*;
 pub use orchestration::*;
 pub use overview::*;

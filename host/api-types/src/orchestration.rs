@@ -334,6 +334,9 @@ pub struct Pool {
     pub shrink_template_id: i64,
     /// The task template a deploy runs.
     pub deploy_template_id: i64,
+    /// The discovery binding its nodes are registered with (`register` and
+    /// `unregister` steps need one).
+    pub binding_id: Option<i64>,
     /// Its nodes.
     pub nodes: u64,
     /// When it was created (RFC 3339).
@@ -376,6 +379,12 @@ pub struct PoolInput {
     /// The task template a deploy runs; DCP's seeded `upgrade` when absent.
     #[serde(default)]
     pub deploy_template_id: Option<i64>,
+    /// The discovery binding its nodes are registered with. With one, the
+    /// seeded templates in effect are those that register nodes once
+    /// healthy and drain them before their containers stop
+    /// (`expand-registered`, `shrink-drained`, `upgrade-drained`).
+    #[serde(default)]
+    pub binding_id: Option<i64>,
 }
 
 /// Filters of `GET /pools`.

@@ -11,7 +11,8 @@ use axum::{
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail, FieldError};
 
 use crate::{
-    auth, containers, engine, machines, plugins::registry, remote, store, telemetry::RequestIds,
+    auth, containers, discovery, engine, machines, plugins::registry, remote, store,
+    telemetry::RequestIds,
 };
 
 /// The result type of handlers.
@@ -84,6 +85,10 @@ pub enum Error {
     /// The task engine refused.
     #[error(transparent)]
     Engine(#[from] engine::Error),
+    /// An app key may not make this call: unknown or revoked (401), or
+    /// without the interface's privilege (403).
+    #[error(transparent)]
+    AppKey(#[from] discovery::Refusal),
 }
 
 impl From<containers::Error> for Error {
@@ -150,6 +155,8 @@ impl Error {
                 auth::Error::Store(e) => return store_detail(e),
                 auth::Error::Hash(_) => (ErrorCode::Internal, None),
             },
+            Self::AppKey(discovery::Refusal::Lacks { .. }) => (ErrorCode::Forbidden, None),
+            Self::AppKey(_) => (ErrorCode::Unauthorized, None),
             Self::Store(e) => return store_detail(e),
             Self::Registry(e) => match e {
                 registry::Error::Invalid(invalid) => {

@@ -74,6 +74,7 @@ fn pool_to_api(p: PoolRecord) -> Pool {
         expand_template_id: p.task_templates.expand,
         shrink_template_id: p.task_templates.shrink,
         deploy_template_id: p.task_templates.deploy,
+        binding_id: p.binding_id,
         nodes: p.nodes,
         created_at: rfc3339(p.created_at),
         updated_at: rfc3339(p.updated_at),
@@ -135,10 +136,14 @@ async fn checked_pool(state: &AppState, input: PoolInput) -> Result<store::PoolC
     if let Some(template) = change.template_id {
         exists("template_id", template, state.store.template(template)).await?;
     }
+    if let Some(binding) = change.binding_id {
+        exists("binding_id", binding, state.store.binding(binding)).await?;
+    }
     state
         .engine
         .check_pool_templates(
             &change.name,
+            change.binding_id.is_some(),
             [
                 (
                     "expand_template_id",

@@ -19,10 +19,12 @@ use tokio_util::sync::CancellationToken;
 use super::{DEFAULT_TIMEOUT_SECS, Error, NodeFacts, StepOutcome as Done, Steps, TaskSteps, parse};
 use crate::{
     containers,
+    discovery::{self, Discovery, MemberChange, Op},
     machines::{self, Machines},
     remote::{Remote, shell_quote},
     store::{
-        self, NewNode, NodeRecord, PoolRecord, ServiceRecord, Store, TaskNodeRecord, TaskRecord,
+        self, BindingRecord, NewNode, NodeRecord, PoolRecord, ServiceRecord, Store, TaskNodeRecord,
+        TaskRecord,
     },
     validate,
 };
@@ -39,22 +41,30 @@ pub(super) fn with_tag(image: &str, tag: &str) -> String {
     format!("{}:{tag}", validate::image_name(image))
 }
 
-/// DCP's built-in steps, over the machines and remote-commands services.
+/// DCP's built-in steps, over the machines, remote-commands and discovery
+/// services.
 #[derive(Debug)]
 pub struct Builtins {
     store: Store,
     machines: Arc<Machines>,
     remote: Arc<Remote>,
+    discovery: Arc<Discovery>,
 }
 
 impl Builtins {
     /// The built-in steps over these services.
     #[must_use]
-    pub fn new(store: Store, machines: Arc<Machines>, remote: Arc<Remote>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        machines: Arc<Machines>,
+        remote: Arc<Remote>,
+        discovery: Arc<Discovery>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             machines,
             remote,
+            discovery,
         })
     }
 }
@@ -125,6 +135,8 @@ struct Context {
     image: String,
     /// Whether `return_vm` releases machines or only takes them out of the pool.
     release_machines: bool,
+    /// Where `register` and `unregister` put the pool's nodes.
+    binding: Option<BindingRecord>,
 }
 
 impl Context {
@@ -141,7 +153,12 @@ impl Context {
             || service.image.clone(),
             |tag| with_tag(&service.image, tag),
         );
+        let binding = match pool.binding_id {
+            Some(id) => Some(engine.store.binding(id).await?),
+            None => None,
+        };
         Ok(Self {
+            binding,
             engine,
             task: task.id,
             kind: super::name("tasks.kind", &task.kind)?,
@@ -177,10 +194,8 @@ impl Context {
                 }
                 builtin::RETURN_VM => self.return_vm(node, deadline, abort).await,
                 builtin::STOP_SERVICE => self.stop_service(node, deadline, abort).await,
-                builtin::REGISTER | builtin::UNREGISTER => Ok(Done::failed(format!(
-                    "pool {} has no service-discovery binding",
-                    self.pool.name
-                ))),
+                builtin::REGISTER => self.discover(node, step, Op::Register).await,
+                builtin::UNREGISTER => self.discover(node, step, Op::Unregister).await,
                 name if name.starts_with(builtin::START_SERVICE) => {
                     self.start_service(node, deadline, abort).await
                 }
@@ -574,6 +589,48 @@ impl Context {
                 .await?;
         }
         Ok(done)
+    }
+
+    /// Registers the node with the pool's binding, or unregisters it
+    /// (drained: the balancer's plugin returns once the old workers
+    /// finished their requests). Applied once under the step's key.
+    async fn discover(&self, node: &TaskNodeRecord, step: usize, op: Op) -> Result<Done, Error> {
+        let Some(binding) = &self.binding else {
+            return Ok(Done::failed(format!(
+                "pool {} has no service-discovery binding",
+                self.pool.name
+            )));
+        };
+        let record = self.node(node).await?;
+        let service_port = self
+            .container
+            .ports
+            .iter()
+            .find(|p| p.protocol == PortProtocol::Tcp)
+            .map(|p| p.host_port.unwrap_or(p.container_port));
+        let backend = match Discovery::backend_of(binding, &record.address, service_port) {
+            Ok(b) => b,
+            Err(why) => return Ok(Done::failed(why)),
+        };
+        let change = self
+            .engine
+            .discovery
+            .change(MemberChange {
+                actor: format!("task:{}", self.task),
+                upstream_id: binding.upstream_id,
+                op,
+                backends: vec![backend],
+                force: false,
+                correlation_id: format!("task-{}", self.task),
+                idempotency_key: Some(step_key(self.task, node.idx, step, 0)),
+            })
+            .await;
+        Ok(match change {
+            Ok(c) if c.state == "failed" => Done::failed(c.message),
+            Ok(c) => Done::ok(c.message),
+            Err(discovery::Error::Store(e)) => return Err(e.into()),
+            Err(e) => Done::failed(e.to_string()),
+        })
     }
 
     async fn stop_service(

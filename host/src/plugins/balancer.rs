@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 
-use super::{Backend, Error, LoadBalancer, PluginInfo, WasmPlugin, runtime::guest_call};
+use super::{
+    Applied, ConfigFile, Error, LoadBalancer, PluginInfo, Upstream, WasmPlugin, runtime::guest_call,
+};
 
 #[async_trait]
 impl LoadBalancer for WasmPlugin {
@@ -18,45 +20,19 @@ impl LoadBalancer for WasmPlugin {
             .call_validate_config(&mut store, &config))
     }
 
-    async fn register(
+    async fn apply_upstreams(
         &self,
-        target: &str,
-        backends: &[Backend],
-        idempotency_key: &str,
-    ) -> Result<(), Error> {
-        let (target, backends, key) = (
-            target.to_owned(),
-            backends.to_vec(),
-            idempotency_key.to_owned(),
-        );
-        guest_call!(self, balancer, "register", |guest, store| guest
-            .call_register(&mut store, &target, &backends, &key))
+        upstreams: &[Upstream],
+        target: Option<&str>,
+    ) -> Result<Applied, Error> {
+        let (upstreams, target) = (upstreams.to_vec(), target.map(str::to_owned));
+        guest_call!(self, balancer, "apply-upstreams", |guest, store| guest
+            .call_apply_upstreams(&mut store, &upstreams, target.as_deref()))
     }
 
-    async fn unregister(
-        &self,
-        target: &str,
-        backends: &[Backend],
-        idempotency_key: &str,
-    ) -> Result<(), Error> {
-        let (target, backends, key) = (
-            target.to_owned(),
-            backends.to_vec(),
-            idempotency_key.to_owned(),
-        );
-        guest_call!(self, balancer, "unregister", |guest, store| guest
-            .call_unregister(&mut store, &target, &backends, &key))
-    }
-
-    async fn list_backends(&self, target: &str) -> Result<Vec<Backend>, Error> {
-        let target = target.to_owned();
-        guest_call!(self, balancer, "list-backends", |guest, store| guest
-            .call_list_backends(&mut store, &target))
-    }
-
-    async fn check_state(&self, target: &str) -> Result<String, Error> {
-        let target = target.to_owned();
-        guest_call!(self, balancer, "check-state", |guest, store| guest
-            .call_check_state(&mut store, &target))
+    async fn publish(&self, files: &[ConfigFile], target: Option<&str>) -> Result<Applied, Error> {
+        let (files, target) = (files.to_vec(), target.map(str::to_owned));
+        guest_call!(self, balancer, "publish", |guest, store| guest
+            .call_publish(&mut store, &files, target.as_deref()))
     }
 }

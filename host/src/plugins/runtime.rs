@@ -217,9 +217,9 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| incompatible(format!("{e:#}")))?;
         let exports = match world {
-            World::CloudProvider => Exports::Cloud(
+            World::CloudProvider => Exports::Cloud(Box::new(
                 cloud::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
-            ),
+            )),
             World::LoadBalancer => Exports::Balancer(
                 balancer::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
             ),
@@ -291,7 +291,8 @@ fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<HostState>> 
 /// Where a world's exported functions are, found once at load.
 #[derive(Clone)]
 enum Exports {
-    Cloud(cloud::GuestIndices),
+    // Boxed: the cloud world's indices are several times the others'.
+    Cloud(Box<cloud::GuestIndices>),
     Balancer(balancer::GuestIndices),
     Command(command::GuestIndices),
 }
@@ -397,7 +398,7 @@ impl Plugin {
     /// The cloud-provider exports; `Incompatible` for other worlds.
     pub(crate) fn cloud(&self, call: &'static str) -> Result<cloud::GuestIndices, Error> {
         match &self.exports {
-            Exports::Cloud(indices) => Ok(indices.clone()),
+            Exports::Cloud(indices) => Ok(indices.as_ref().clone()),
             _ => Err(self.wrong_world(call, World::CloudProvider)),
         }
     }

@@ -158,16 +158,13 @@ impl Host {
             ..HostReport::pending()
         };
         self.record(&report).await;
-        let channel = Arc::new(Channel {
-            transport: self.remote.transport.clone(),
-            target: self.target.clone(),
-            id: target_id(self.index),
+        let channel = Arc::new(Channel::standalone(
+            self.remote.transport.clone(),
+            self.target.clone(),
+            target_id(self.index),
             deadline,
-            cancel: self.cancel.clone(),
-            failure: Mutex::new(None),
-            truncated: AtomicBool::new(false),
-            live: Mutex::new(None),
-        });
+            self.cancel.clone(),
+        ));
         for (n, step) in self.steps.iter().enumerate() {
             // The built-in shell module's result is exactly what its one
             // command printed, so that is shown while it runs, and kept
@@ -449,7 +446,7 @@ enum Wire {
 /// The `ssh` import of one host's plugin calls: only that host, only
 /// until its deadline, killed on cancel.
 #[derive(Debug)]
-struct Channel {
+pub(super) struct Channel {
     transport: Arc<ssh::Transport>,
     target: ssh::Target,
     id: String,
@@ -470,6 +467,27 @@ struct LiveOutput {
 }
 
 impl Channel {
+    /// A channel for plugin calls outside executions (a balancer push):
+    /// only `target`, known to the plugin as `id`.
+    pub(super) fn standalone(
+        transport: Arc<ssh::Transport>,
+        target: ssh::Target,
+        id: String,
+        deadline: Instant,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            transport,
+            target,
+            id,
+            deadline,
+            cancel,
+            failure: Mutex::new(None),
+            truncated: AtomicBool::new(false),
+            live: Mutex::new(None),
+        }
+    }
+
     fn failure(&self) -> Option<Wire> {
         lock(&self.failure).clone()
     }

@@ -90,6 +90,8 @@ pub struct PoolRecord {
     /// The task templates of expand, shrink and deploy (the seeded ones
     /// where the pool names none).
     pub task_templates: TaskTemplates,
+    /// The discovery binding its nodes are registered with.
+    pub binding_id: Option<i64>,
     /// Its nodes.
     pub nodes: u64,
     /// Creation time.
@@ -115,6 +117,8 @@ pub struct PoolChange {
     pub shrink_template_id: Option<i64>,
     /// See `expand_template_id`.
     pub deploy_template_id: Option<i64>,
+    /// The discovery binding its nodes are registered with.
+    pub binding_id: Option<i64>,
 }
 
 /// A pool's task templates, in effect.
@@ -229,6 +233,7 @@ struct PoolRow {
     expand_template_id: i64,
     shrink_template_id: i64,
     deploy_template_id: i64,
+    binding_id: Option<i64>,
     nodes: i64,
     created_at: i64,
     updated_at: i64,
@@ -247,6 +252,7 @@ impl From<PoolRow> for PoolRecord {
                 shrink: r.shrink_template_id,
                 deploy: r.deploy_template_id,
             },
+            binding_id: r.binding_id,
             nodes: u64::try_from(r.nodes).unwrap_or_default(),
             created_at: datetime(r.created_at),
             updated_at: datetime(r.updated_at),
@@ -254,12 +260,30 @@ impl From<PoolRow> for PoolRecord {
     }
 }
 
-const POOL_SELECT: &str = "select p.id, p.service_id, p.name, p.description, p.template_id, \
-     coalesce(p.expand_template_id, (select min(id) from task_templates where seeded = 1 and purpose = 'expand'), 0) as expand_template_id, \
-     coalesce(p.shrink_template_id, (select min(id) from task_templates where seeded = 1 and purpose = 'shrink'), 0) as shrink_template_id, \
-     coalesce(p.deploy_template_id, (select min(id) from task_templates where seeded = 1 and purpose = 'deploy'), 0) as deploy_template_id, \
+/// A pool's seeded task template of one purpose: behind a balancer (with a
+/// binding) the one that registers and drains its nodes, else the plain one.
+macro_rules! seeded_template {
+    ($purpose:literal) => {
+        concat!(
+            "coalesce(p.", $purpose, "_template_id, \
+             (select min(id) from task_templates where seeded = 1 and purpose = '", $purpose, "' \
+              and (steps like '%\"register\"%' or steps like '%\"unregister\"%') = (p.binding_id is not null)), \
+             (select min(id) from task_templates where seeded = 1 and purpose = '", $purpose, "'), 0)"
+        )
+    };
+}
+
+const POOL_SELECT: &str = concat!(
+    "select p.id, p.service_id, p.name, p.description, p.template_id, ",
+    seeded_template!("expand"),
+    " as expand_template_id, ",
+    seeded_template!("shrink"),
+    " as shrink_template_id, ",
+    seeded_template!("deploy"),
+    " as deploy_template_id, p.binding_id, \
      (select count(*) from nodes n where n.pool_id = p.id) as nodes, p.created_at, p.updated_at \
-     from pools p";
+     from pools p"
+);
 
 #[derive(FromRow)]
 struct NodeRow {
@@ -422,8 +446,8 @@ impl Store {
         let now = now_millis();
         let (id,): (i64,) = sqlx::query_as(
             "insert into pools (service_id, name, description, template_id, expand_template_id, \
-             shrink_template_id, deploy_template_id, created_at, updated_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $8) returning id",
+             shrink_template_id, deploy_template_id, binding_id, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8) returning id",
         )
         .bind(change.service_id)
         .bind(&change.name)
@@ -433,6 +457,7 @@ impl Store {
         .bind(change.shrink_template_id)
         .bind(change.deploy_template_id)
         .bind(now)
+        .bind(change.binding_id)
         .fetch_one(&self.pool)
         .await
         .map_err(conflict_on("name", &change.name))?;
@@ -478,7 +503,7 @@ impl Store {
         let done = sqlx::query(
             "update pools set service_id = $1, name = $2, description = $3, template_id = $4, \
              expand_template_id = $5, shrink_template_id = $6, deploy_template_id = $7, \
-             updated_at = $8 where id = $9",
+             updated_at = $8, binding_id = $10 where id = $9",
         )
         .bind(change.service_id)
         .bind(&change.name)
@@ -489,6 +514,7 @@ impl Store {
         .bind(change.deploy_template_id)
         .bind(now_millis())
         .bind(id)
+        .bind(change.binding_id)
         .execute(&self.pool)
         .await
         .map_err(conflict_on("name", &change.name))?;

@@ -1,0 +1,306 @@
+//! The discovery operation log: every change to an upstream's members and
+//! every re-sync, who asked, and how each balancer node took it.
+
+use std::collections::BTreeSet;
+
+use dcp_api_types::{BackendSpec, ChangeFilter, DiscoveryChange, PageQuery};
+use leptos::prelude::*;
+use leptos_router::{components::A, hooks::use_query_map};
+
+use crate::{
+    api::{self, ApiError},
+    components::{ErrorBanner, Pager, short_time},
+    discovery::state_badge,
+};
+
+/// The actions the log records, for its filter.
+const ACTIONS: [&str; 4] = ["register", "unregister", "set-backends", "resync"];
+
+/// `10.0.0.5:8080`.
+fn backend_name(b: &BackendSpec) -> String {
+    format!("{}:{}", b.address, b.port)
+}
+
+/// A backend's weight as the log says it.
+fn weight_text(weight: Option<u32>) -> String {
+    weight.map_or_else(|| "default".to_owned(), |w| w.to_string())
+}
+
+/// How a change moved an upstream's members, as diff lines (their CSS
+/// class and text): removed backends, added ones, re-weighted ones, and
+/// how many stayed as they were.
+pub(crate) fn member_changes(
+    before: &[BackendSpec],
+    after: &[BackendSpec],
+) -> Vec<(&'static str, String)> {
+    // Backends are the same by address and port, as the server compares them.
+    let same = |a: &BackendSpec, b: &BackendSpec| {
+        a.port == b.port && a.address.eq_ignore_ascii_case(&b.address)
+    };
+    let mut lines = Vec::new();
+    let mut kept = 0;
+    for b in before {
+        match after.iter().find(|a| same(a, b)) {
+            None => lines.push((
+                "removed",
+                format!("- {} (weight {})", backend_name(b), weight_text(b.weight)),
+            )),
+            Some(a) if a.weight != b.weight => lines.push((
+                "changed",
+                format!(
+                    "~ {} weight {} → {}",
+                    backend_name(b),
+                    weight_text(b.weight),
+                    weight_text(a.weight)
+                ),
+            )),
+            Some(_) => kept += 1,
+        }
+    }
+    for a in after {
+        if !before.iter().any(|b| same(a, b)) {
+            lines.push((
+                "added",
+                format!("+ {} (weight {})", backend_name(a), weight_text(a.weight)),
+            ));
+        }
+    }
+    if kept > 0 {
+        let noun = if kept == 1 { "backend" } else { "backends" };
+        lines.push(("same", format!("  {kept} {noun} unchanged")));
+    }
+    lines
+}
+
+/// The detail of one change: its correlation id, members before and after,
+/// each node's outcome and the arguments it was asked with.
+fn change_detail(c: &DiscoveryChange) -> impl IntoView + use<> {
+    let correlation = (!c.correlation_id.is_empty()).then(|| {
+        let href = format!(
+            "/discovery-log?correlation_id={}",
+            String::from(js_sys::encode_uri_component(&c.correlation_id))
+        );
+        let text = c.correlation_id.clone();
+        view! { <A href=href attr:data-test="change-correlation">{text}</A> }
+    });
+    let members = match (&c.before, &c.after) {
+        (None, None) => None,
+        (before, after) => {
+            let before = before.clone().unwrap_or_default();
+            let after = after.clone().unwrap_or_default();
+            let summary = format!("{} backends before, {} after", before.len(), after.len());
+            let lines = member_changes(&before, &after);
+            Some(view! {
+                <h4>"Members"</h4>
+                <p class="muted">{summary}</p>
+                <ul class="members-diff" data-test="change-members">
+                    {lines.into_iter().map(|(class, text)| view! { <li class=class>{text}</li> }).collect_view()}
+                </ul>
+            })
+        }
+    };
+    let args = serde_json::to_string_pretty(&c.args).unwrap_or_default();
+    let message = if c.message.is_empty() {
+        "(not finished yet)".to_owned()
+    } else {
+        c.message.clone()
+    };
+    view! {
+        <div class="change-detail-body">
+            <dl class="facts">
+                <dt>"Correlation id"</dt><dd>{correlation.map_or_else(|| "—".into_any(), IntoAny::into_any)}</dd>
+                <dt>"Upstream"</dt><dd>{c.upstream_id.map(|u| view! { <A href=format!("/upstreams/{u}")>{format!("#{u}")}</A> })}</dd>
+                <dt>"Finished (UTC)"</dt><dd>{c.finished_at.as_deref().map_or_else(|| "—".to_owned(), short_time)}</dd>
+            </dl>
+            {members}
+            <h4>"Node by node"</h4>
+            <pre class="code change-message" data-test="change-message">{message}</pre>
+            <h4>"Arguments"</h4>
+            <pre class="code">{args}</pre>
+        </div>
+    }
+}
+
+/// Changes of the log, newest first; each row opens to its detail.
+#[component]
+pub(crate) fn ChangeTable(
+    /// The changes shown.
+    changes: Signal<Vec<DiscoveryChange>>,
+    /// The table's element id.
+    id: &'static str,
+) -> impl IntoView {
+    let open = RwSignal::new(BTreeSet::<i64>::new());
+    view! {
+        <table id=id class="table changes">
+            <thead><tr><th>"When (UTC)"</th><th>"Who"</th><th>"Action"</th><th>"Target"</th><th>"State"</th><th>"Revision"</th><th class="actions"></th></tr></thead>
+            <tbody>
+                {move || changes.get().into_iter().map(|c| {
+                    let cid = c.id;
+                    let is_open = move || open.with(|o| o.contains(&cid));
+                    let detail = c.clone();
+                    view! {
+                        <tr data-test="change" data-id=cid.to_string() data-state=c.state.clone() data-action=c.action.clone()>
+                            <td>{short_time(&c.at)}</td>
+                            <td>{c.actor.clone()}</td>
+                            <td><code>{c.action.clone()}</code></td>
+                            <td class="description">{c.target.clone()}</td>
+                            <td>{state_badge(&c.state)}</td>
+                            <td>{c.revision.map(|r| r.to_string()).unwrap_or_default()}</td>
+                            <td class="actions">
+                                <button class="ghost expand-change" on:click=move |_| open.update(|o| if !o.remove(&cid) { o.insert(cid); })>
+                                    {move || if is_open() { "Hide" } else { "Details" }}
+                                </button>
+                            </td>
+                        </tr>
+                        {move || is_open().then(|| view! {
+                            <tr class="change-detail" data-id=cid.to_string()>
+                                <td colspan="7">{change_detail(&detail)}</td>
+                            </tr>
+                        })}
+                    }
+                }).collect_view()}
+            </tbody>
+        </table>
+        <Show when=move || changes.with(Vec::is_empty)>
+            <p class="empty">"No changes recorded."</p>
+        </Show>
+    }
+}
+
+/// The operation log: searched, filtered by action, actor, correlation id
+/// and upstream (the last two from the address, e.g. a link of a change).
+#[component]
+pub(crate) fn DiscoveryLogPage() -> impl IntoView {
+    let query = use_query_map();
+    let given = move |name: &str| query.with_untracked(|p| p.get(name)).unwrap_or_default();
+    let page = RwSignal::new(1_u32);
+    let q = RwSignal::new(given("q"));
+    let action = RwSignal::new(given("action"));
+    let actor = RwSignal::new(given("actor"));
+    let correlation = RwSignal::new(given("correlation_id"));
+    let upstream = RwSignal::new(given("upstream_id").parse::<i64>().ok());
+    // A link to the log with other filters (a change's correlation id)
+    // while the page is open sets them; filters typed since stay unless
+    // the address names them.
+    Effect::new(move || {
+        query.with(|params| {
+            let mut moved = false;
+            for (name, signal) in [
+                ("q", q),
+                ("action", action),
+                ("actor", actor),
+                ("correlation_id", correlation),
+            ] {
+                if let Some(value) = params.get(name).filter(|v| *v != signal.get_untracked()) {
+                    signal.set(value);
+                    moved = true;
+                }
+            }
+            let id = params
+                .get("upstream_id")
+                .and_then(|u| u.parse::<i64>().ok());
+            if id.is_some() && id != upstream.get_untracked() {
+                upstream.set(id);
+                moved = true;
+            }
+            if moved {
+                page.set(1);
+            }
+        });
+    });
+    let listing = LocalResource::new(move || {
+        let filter = ChangeFilter {
+            upstream_id: upstream.get(),
+            actor: Some(actor.get()),
+            action: Some(action.get()),
+            correlation_id: Some(correlation.get()),
+            q: Some(q.get()),
+        };
+        let page = page.get();
+        async move { api::discovery_changes(&filter, page, PageQuery::DEFAULT_PER_PAGE).await }
+    });
+    let error = RwSignal::new(None::<ApiError>);
+    Effect::new(move || {
+        error.set(match listing.get() {
+            Some(Err(e)) => Some(e),
+            _ => None,
+        });
+    });
+    let current = Signal::derive(move || listing.get().and_then(Result::ok));
+    let typed = move |signal: RwSignal<String>| {
+        move |ev| {
+            signal.set(event_target_value(&ev));
+            page.set(1);
+        }
+    };
+    view! {
+        <div class="page-head">
+            <h1>"Operation log"</h1>
+            <p class="subtitle">
+                "Every change to an upstream's members and every re-sync: who asked, the members before and after, and how each balancer node took it. "
+                <A href="/discovery">"Service discovery"</A>
+            </p>
+        </div>
+        <div class="toolbar filters">
+            <input id="log-search" type="search" placeholder="Search targets, arguments and messages"
+                prop:value=move || q.get() on:input=typed(q)/>
+            <select id="log-action" on:change=typed(action)>
+                <option value="" selected=move || action.get().is_empty()>"Any action"</option>
+                {ACTIONS.into_iter().map(|a| view! { <option value=a selected=move || action.get() == a>{a}</option> }).collect_view()}
+            </select>
+            <input id="log-actor" type="search" placeholder="Who, e.g. user:admin or task:12"
+                prop:value=move || actor.get() on:input=typed(actor)/>
+            <input id="log-correlation" type="search" placeholder="Correlation id"
+                prop:value=move || correlation.get() on:input=typed(correlation)/>
+            {move || upstream.get().map(|u| view! {
+                <button id="log-upstream" class="ghost" title="Show every upstream's changes"
+                    on:click=move |_| { upstream.set(None); page.set(1); }>{format!("Upstream #{u} ×")}</button>
+            })}
+        </div>
+        <ErrorBanner error all=true/>
+        <ChangeTable id="changes-table" changes=Signal::derive(move || current.get().map(|p| p.items).unwrap_or_default())/>
+        <Pager page=current current=page noun=("change", "changes")/>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(address: &str, port: u16, weight: u32) -> BackendSpec {
+        BackendSpec {
+            address: address.to_owned(),
+            port,
+            weight: Some(weight),
+        }
+    }
+
+    #[test]
+    fn member_changes_name_removed_added_and_reweighted_backends() {
+        let before = [
+            backend("10.0.0.1", 80, 10),
+            backend("10.0.0.2", 80, 10),
+            backend("10.0.0.3", 80, 10),
+        ];
+        let after = [
+            backend("10.0.0.1", 80, 10),
+            backend("10.0.0.2", 80, 5),
+            backend("10.0.0.4", 8080, 10),
+        ];
+        assert_eq!(
+            member_changes(&before, &after),
+            [
+                ("changed", "~ 10.0.0.2:80 weight 10 → 5".to_owned()),
+                ("removed", "- 10.0.0.3:80 (weight 10)".to_owned()),
+                ("added", "+ 10.0.0.4:8080 (weight 10)".to_owned()),
+                ("same", "  1 backend unchanged".to_owned()),
+            ]
+        );
+        assert!(member_changes(&[], &[]).is_empty());
+        // The same backend, however its address is spelled.
+        assert_eq!(
+            member_changes(&[backend("Web-1", 80, 1)], &[backend("web-1", 80, 1)]),
+            [("same", "  1 backend unchanged".to_owned())]
+        );
+    }
+}

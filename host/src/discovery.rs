@@ -1,0 +1,977 @@
+//! Service discovery (OpenDCP's hubble): balancer groups → units → nodes,
+//! upstreams whose desired membership DCP owns, bindings that tie pools to
+//! them, and the operation log of every change.
+//!
+//! DCP's store is the source of truth. A change is a compare-and-set on the
+//! upstream's revision (no lost update), recorded once under its
+//! idempotency key, then *converged*: the upstream is pushed to every
+//! balancer node of its group by the unit's load-balancer plugin, and what
+//! each node confirmed is recorded, so drift shows and a node that was down
+//! catches up on a re-sync (or the next push). Pushes of one upstream take
+//! turns; changes made while one is under way go out together in the next,
+//! so a storm of registrations costs a few reloads, not one each. Nothing
+//! about nginx lives here: the plugin renders, checks, swaps and reloads.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use dcp_api_types::{BackendSpec, BindingInput, LbGroupInput, LbNodeInput, LbUnitInput};
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+mod app_keys;
+mod releases;
+
+pub use self::{
+    app_keys::{PRIVILEGES, Refusal, hash_key},
+    releases::{FILE_MAX, FILES_MAX, PATH_MAX},
+};
+
+use crate::{
+    plugins::{Backend, Grants, LoadBalancer as _, Registry, Upstream, WasmPlugin, World},
+    remote::Remote,
+    store::{
+        self, BindingChange, BindingRecord, ChangeRecord, LbGroupRecord, LbNodeRecord,
+        LbUnitRecord, NewChange, PushTarget, Store, UnitChange, UpstreamRecord,
+    },
+    validate::{self, Checks, Invalid},
+};
+
+/// Longest group, unit, upstream or binding name.
+pub const NAME_MAX: usize = 64;
+/// Longest description.
+pub const DESCRIPTION_MAX: usize = 1024;
+/// Most backends of one upstream.
+pub const BACKENDS_MAX: usize = 5000;
+/// Most backends one change names.
+pub const CHANGE_MAX: usize = 1000;
+/// Largest plugin settings document, in bytes.
+pub const SETTINGS_MAX: usize = 16 << 10;
+/// The highest weight.
+pub const WEIGHT_MAX: u32 = 100;
+/// The weight of a binding that names none (OpenDCP's default).
+pub const DEFAULT_WEIGHT: u32 = 10;
+/// How long one push to one node may take (the plugin's own reload wait
+/// is shorter).
+const PUSH_TIME: Duration = Duration::from_secs(60);
+/// Most nodes pushed to at once, all upstreams together.
+const PUSHES_MAX: usize = 32;
+/// How many times a change retries a compare-and-set lost to another.
+const CAS_TRIES: usize = 100;
+
+/// Why a discovery operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A field breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The request conflicts with the current state (409).
+    #[error("{field}: {message}")]
+    Conflict {
+        /// The field it is about.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Which way a membership change goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Add backends (one already there takes the new weight).
+    Register,
+    /// Remove backends (one absent is not an error).
+    Unregister,
+    /// Replace every backend.
+    Set,
+}
+
+impl Op {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Unregister => "unregister",
+            Self::Set => "set-backends",
+        }
+    }
+}
+
+/// A membership change to make.
+#[derive(Debug, Clone)]
+pub struct MemberChange {
+    /// Who asks: `user:<name>`, `task:<id>`, `app-key:<name>`.
+    pub actor: String,
+    /// The upstream.
+    pub upstream_id: i64,
+    /// Which way.
+    pub op: Op,
+    /// The backends.
+    pub backends: Vec<BackendSpec>,
+    /// Allow leaving the upstream without backends.
+    pub force: bool,
+    /// The caller's correlation id.
+    pub correlation_id: String,
+    /// Makes a retry apply once.
+    pub idempotency_key: Option<String>,
+}
+
+/// What one node did with a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeResult {
+    /// The node.
+    pub node_id: i64,
+    /// Its address.
+    pub address: String,
+    /// Whether it now serves the pushed revision.
+    pub ok: bool,
+    /// What the plugin said: its log, or the error.
+    pub message: String,
+}
+
+/// What a push did, node by node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pushed {
+    /// The revision pushed.
+    pub revision: i64,
+    /// One result per node of the group.
+    pub nodes: Vec<NodeResult>,
+}
+
+impl Pushed {
+    /// `succeeded` (every node, or there are none), `partial` or `failed`.
+    #[must_use]
+    pub fn state(&self) -> &'static str {
+        let ok = self.nodes.iter().filter(|n| n.ok).count();
+        if ok == self.nodes.len() {
+            "succeeded"
+        } else if ok > 0 {
+            "partial"
+        } else {
+            "failed"
+        }
+    }
+
+    /// Node by node, for the log and a task step's output.
+    #[must_use]
+    pub fn summary(&self) -> String {
+        if self.nodes.is_empty() {
+            return format!(
+                "revision {}: the group has no balancer node yet",
+                self.revision
+            );
+        }
+        let mut lines = vec![format!(
+            "revision {}: {} of {} nodes serve it",
+            self.revision,
+            self.nodes.iter().filter(|n| n.ok).count(),
+            self.nodes.len()
+        )];
+        for n in &self.nodes {
+            let first = n.message.lines().last().unwrap_or_default();
+            lines.push(format!(
+                "{} {}: {}",
+                if n.ok { "ok" } else { "FAILED" },
+                n.address,
+                if n.ok { first } else { n.message.as_str() }
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// The last push of one upstream by this process.
+#[derive(Debug, Default)]
+struct Turn {
+    pushed: Option<Pushed>,
+}
+
+/// The service. One per DCP process.
+#[derive(Debug)]
+pub struct Discovery {
+    store: Store,
+    plugins: Arc<Registry>,
+    remote: Arc<Remote>,
+    /// One turn per upstream: pushes of it take turns.
+    turns: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Turn>>>>,
+    pushes: Semaphore,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A settings document: a JSON object of at most [`SETTINGS_MAX`] bytes.
+fn settings(field: &'static str, value: &Value) -> Result<String, Invalid> {
+    if !value.is_object() {
+        return Err(Invalid::new(field, "must be a JSON object"));
+    }
+    let text = value.to_string();
+    if text.len() > SETTINGS_MAX {
+        return Err(Invalid::new(
+            field,
+            format!("must be at most {SETTINGS_MAX} bytes as JSON"),
+        ));
+    }
+    Ok(text)
+}
+
+/// The unit's settings with the node's own over them.
+fn merged(unit: &str, node: &str) -> String {
+    let mut base: Map<String, Value> = serde_json::from_str(unit).unwrap_or_default();
+    let own: Map<String, Value> = serde_json::from_str(node).unwrap_or_default();
+    base.extend(own);
+    Value::Object(base).to_string()
+}
+
+/// Upstream names end up in file names and balancer configs.
+fn upstream_name(value: &str) -> Result<(), Invalid> {
+    validate::name("name", value, NAME_MAX)?;
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !c.is_ascii_alphanumeric() && !matches!(c, '_' | '-'))
+    {
+        return Err(Invalid::new(
+            "name",
+            format!("may contain only letters, digits, '-' and '_' (found {bad:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks backends named in a request under `field`.
+pub fn check_backends(field: &str, backends: &[BackendSpec], max: usize) -> Result<(), Invalid> {
+    if backends.len() > max {
+        return Err(Invalid::new(
+            field.to_owned(),
+            format!("names at most {max} backends"),
+        ));
+    }
+    let mut checks = Checks::default();
+    for (i, b) in backends.iter().enumerate() {
+        checks.check(validate::address(
+            format!("{field}[{i}].address"),
+            &b.address,
+        ));
+        if b.port == 0 {
+            checks.check(Err(Invalid::new(
+                format!("{field}[{i}].port"),
+                "must be between 1 and 65535",
+            )));
+        }
+        if b.weight.is_some_and(|w| w > WEIGHT_MAX) {
+            checks.check(Err(Invalid::new(
+                format!("{field}[{i}].weight"),
+                format!("must be between 0 and {WEIGHT_MAX}"),
+            )));
+        }
+    }
+    checks.finish()
+}
+
+/// The stored members of an upstream.
+pub fn members(upstream: &UpstreamRecord) -> Vec<BackendSpec> {
+    serde_json::from_str(&upstream.backends).unwrap_or_default()
+}
+
+/// Same backend: same address and port.
+fn same(a: &BackendSpec, b: &BackendSpec) -> bool {
+    a.port == b.port && a.address.eq_ignore_ascii_case(&b.address)
+}
+
+/// The members after `op`.
+fn apply(op: Op, current: &[BackendSpec], given: &[BackendSpec]) -> Vec<BackendSpec> {
+    let weighted = |b: &BackendSpec| BackendSpec {
+        weight: Some(b.weight.unwrap_or(DEFAULT_WEIGHT)),
+        ..b.clone()
+    };
+    match op {
+        Op::Register => {
+            let mut out: Vec<BackendSpec> = current.to_vec();
+            for b in given {
+                match out.iter_mut().find(|c| same(c, b)) {
+                    Some(c) => c.weight = Some(b.weight.unwrap_or(DEFAULT_WEIGHT)),
+                    None => out.push(weighted(b)),
+                }
+            }
+            out
+        }
+        Op::Unregister => current
+            .iter()
+            .filter(|c| !given.iter().any(|b| same(c, b)))
+            .cloned()
+            .collect(),
+        Op::Set => {
+            let mut out: Vec<BackendSpec> = Vec::new();
+            for b in given {
+                if !out.iter().any(|c| same(c, b)) {
+                    out.push(weighted(b));
+                }
+            }
+            out
+        }
+    }
+}
+
+impl Discovery {
+    /// The service over `store`, pushing with the load-balancer plugins of
+    /// `plugins` over `remote`'s SSH channel.
+    #[must_use]
+    pub fn new(store: Store, plugins: Arc<Registry>, remote: Arc<Remote>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            plugins,
+            remote,
+            turns: Mutex::new(HashMap::new()),
+            pushes: Semaphore::new(PUSHES_MAX),
+        })
+    }
+
+    // ---- groups ----
+
+    /// Checks a group's fields.
+    fn group_fields(input: &LbGroupInput) -> Result<(), Invalid> {
+        let mut checks = Checks::default();
+        checks.check(validate::identifier("name", &input.name, NAME_MAX));
+        checks.check(validate::max_chars(
+            "description",
+            &input.description,
+            DESCRIPTION_MAX,
+        ));
+        checks.finish()
+    }
+
+    /// Creates a group.
+    pub async fn create_group(&self, input: LbGroupInput) -> Result<LbGroupRecord, Error> {
+        Self::group_fields(&input)?;
+        Ok(self
+            .store
+            .create_lb_group(&input.name, &input.description)
+            .await?)
+    }
+
+    /// Replaces a group's fields.
+    pub async fn update_group(&self, id: i64, input: LbGroupInput) -> Result<LbGroupRecord, Error> {
+        Self::group_fields(&input)?;
+        Ok(self
+            .store
+            .update_lb_group(id, &input.name, &input.description)
+            .await?)
+    }
+
+    // ---- units ----
+
+    async fn unit_change(&self, input: &LbUnitInput) -> Result<UnitChange, Error> {
+        let mut checks = Checks::default();
+        checks.check(validate::identifier("name", &input.name, NAME_MAX));
+        checks.check(validate::max_chars(
+            "description",
+            &input.description,
+            DESCRIPTION_MAX,
+        ));
+        let config = settings("config", &input.config);
+        checks.check(config.as_ref().map(|_| ()).map_err(Clone::clone));
+        checks.finish()?;
+        let config = config?;
+        let plugin = self
+            .balancer(&input.plugin, &config, None)
+            .map_err(|why| Invalid::new("plugin", why))?;
+        plugin
+            .validate_config(&config)
+            .await
+            .map_err(|e| Invalid::new("config", e.to_string()))?;
+        if let Some(group) = input.publish_group_id {
+            self.exists("publish_group_id", group, self.store.group(group))
+                .await?;
+        }
+        Ok(UnitChange {
+            name: input.name.clone(),
+            description: input.description.clone(),
+            plugin: input.plugin.clone(),
+            config,
+            publish_group_id: input.publish_group_id,
+        })
+    }
+
+    /// Creates a unit; its plugin must be an active load-balancer plugin
+    /// that accepts the settings.
+    pub async fn create_unit(&self, input: LbUnitInput) -> Result<LbUnitRecord, Error> {
+        let change = self.unit_change(&input).await?;
+        self.exists(
+            "group_id",
+            input.group_id,
+            self.store.lb_group(input.group_id),
+        )
+        .await?;
+        Ok(self.store.create_lb_unit(input.group_id, &change).await?)
+    }
+
+    /// Replaces a unit's fields (its group stays).
+    pub async fn update_unit(&self, id: i64, input: LbUnitInput) -> Result<LbUnitRecord, Error> {
+        let unit = self.store.lb_unit(id).await?;
+        if unit.group_id != input.group_id {
+            return Err(Invalid::new("group_id", "a unit cannot move to another group").into());
+        }
+        let change = self.unit_change(&input).await?;
+        Ok(self.store.update_lb_unit(id, &change).await?)
+    }
+
+    // ---- nodes ----
+
+    /// Adds a machine (by id, or by the address of a machine DCP has) to a
+    /// unit, then brings it to the group's desired state.
+    pub async fn add_node(
+        &self,
+        unit_id: i64,
+        input: LbNodeInput,
+        actor: &str,
+    ) -> Result<(LbNodeRecord, Pushed), Error> {
+        let unit = self.store.lb_unit(unit_id).await?;
+        let own = settings("settings", &input.settings)?;
+        let machine = match (input.machine_id, &input.address) {
+            (Some(id), None) => {
+                self.exists("machine_id", id, self.store.machine(id))
+                    .await?;
+                id
+            }
+            (None, Some(address)) => {
+                validate::address("address", address)?;
+                let port = input.port.unwrap_or(22);
+                self.store
+                    .live_machine_at(address, port)
+                    .await?
+                    .ok_or_else(|| {
+                        Invalid::new(
+                            "address",
+                            format!(
+                                "no machine has address {address} port {port}: adopt the server first (Machines → Adopt)"
+                            ),
+                        )
+                    })?
+            }
+            _ => {
+                return Err(Invalid::new("machine_id", "name either machine_id or address").into());
+            }
+        };
+        self.balancer(&unit.plugin, &merged(&unit.config, &own), None)
+            .map_err(|why| Invalid::new("settings", why))?
+            .validate_config(&merged(&unit.config, &own))
+            .await
+            .map_err(|e| Invalid::new("settings", e.to_string()))?;
+        let node = self.store.add_lb_node(unit_id, machine, &own).await?;
+        let pushed = self.resync_node(node.id, actor).await?;
+        Ok((node, pushed))
+    }
+
+    /// Replaces a node's own settings.
+    pub async fn update_node(&self, id: i64, value: &Value) -> Result<LbNodeRecord, Error> {
+        let node = self.store.lb_node(id).await?;
+        let unit = self.store.lb_unit(node.unit_id).await?;
+        let own = settings("settings", value)?;
+        self.balancer(&unit.plugin, &merged(&unit.config, &own), None)
+            .map_err(|why| Invalid::new("settings", why))?
+            .validate_config(&merged(&unit.config, &own))
+            .await
+            .map_err(|e| Invalid::new("settings", e.to_string()))?;
+        Ok(self.store.update_lb_node(id, &own).await?)
+    }
+
+    // ---- upstreams ----
+
+    /// Creates an upstream with no members.
+    pub async fn create_upstream(
+        &self,
+        group_id: i64,
+        name: &str,
+    ) -> Result<UpstreamRecord, Error> {
+        upstream_name(name)?;
+        self.exists("group_id", group_id, self.store.lb_group(group_id))
+            .await?;
+        Ok(self.store.create_upstream(group_id, name).await?)
+    }
+
+    // ---- bindings ----
+
+    /// Checks a binding's fields; its upstream must exist.
+    pub async fn binding_change(&self, input: BindingInput) -> Result<BindingChange, Error> {
+        let mut checks = Checks::default();
+        checks.check(validate::identifier("name", &input.name, NAME_MAX));
+        checks.check(validate::max_chars(
+            "description",
+            &input.description,
+            DESCRIPTION_MAX,
+        ));
+        if input.port == Some(0) {
+            checks.check(Err(Invalid::new("port", "must be between 1 and 65535")));
+        }
+        if input.weight.is_some_and(|w| w > WEIGHT_MAX) {
+            checks.check(Err(Invalid::new(
+                "weight",
+                format!("must be between 0 and {WEIGHT_MAX}"),
+            )));
+        }
+        checks.finish()?;
+        self.exists(
+            "upstream_id",
+            input.upstream_id,
+            self.store.upstream(input.upstream_id),
+        )
+        .await?;
+        Ok(BindingChange {
+            name: input.name,
+            description: input.description,
+            upstream_id: input.upstream_id,
+            port: input.port,
+            weight: input.weight.unwrap_or(DEFAULT_WEIGHT),
+        })
+    }
+
+    /// The backend a pool node joins its binding's upstream as.
+    pub fn backend_of(
+        binding: &BindingRecord,
+        address: &str,
+        service_port: Option<u16>,
+    ) -> Result<BackendSpec, String> {
+        let port = binding
+            .port
+            .and_then(|p| u16::try_from(p).ok())
+            .or(service_port)
+            .ok_or_else(|| {
+                format!(
+                    "binding {} names no port and the service publishes no TCP port",
+                    binding.name
+                )
+            })?;
+        Ok(BackendSpec {
+            address: address.to_owned(),
+            port,
+            weight: u32::try_from(binding.weight).ok(),
+        })
+    }
+
+    // ---- membership ----
+
+    /// Makes a membership change: recorded once (under its idempotency
+    /// key), applied by compare-and-set, then pushed to the group's nodes.
+    /// A change replayed under its key pushes again if it has to but
+    /// edits the membership only once.
+    pub async fn change(&self, change: MemberChange) -> Result<ChangeRecord, Error> {
+        let (record, fresh) = self.open(&change).await?;
+        self.complete(record, fresh, &change).await
+    }
+
+    /// Checks a change and records it as pending; answers the record and
+    /// whether it is new (not a replay under its idempotency key).
+    pub async fn open(&self, change: &MemberChange) -> Result<(ChangeRecord, bool), Error> {
+        check_backends("backends", &change.backends, CHANGE_MAX)?;
+        let upstream = self
+            .exists(
+                "upstream_id",
+                change.upstream_id,
+                self.store.upstream(change.upstream_id),
+            )
+            .await?;
+        Ok(self
+            .store
+            .begin_change(&NewChange {
+                actor: change.actor.clone(),
+                action: change.op.action().to_owned(),
+                upstream_id: Some(upstream.id),
+                target: format!("upstream {}", upstream.name),
+                args: serde_json::json!({"backends": change.backends, "force": change.force})
+                    .to_string(),
+                correlation_id: change.correlation_id.clone(),
+                idempotency_key: change.idempotency_key.clone(),
+            })
+            .await?)
+    }
+
+    /// Applies and pushes a change [`Discovery::open`] recorded.
+    pub async fn complete(
+        &self,
+        record: ChangeRecord,
+        fresh: bool,
+        change: &MemberChange,
+    ) -> Result<ChangeRecord, Error> {
+        let revision = match record.revision {
+            Some(revision) if !fresh => revision,
+            _ => match self.edit(&record, change).await {
+                Ok(revision) => revision,
+                Err(e) => {
+                    self.store
+                        .finish_change(record.id, "failed", &e.to_string())
+                        .await?;
+                    return Err(e);
+                }
+            },
+        };
+        let pushed = self.converge(change.upstream_id, revision).await?;
+        Ok(self
+            .store
+            .finish_change(record.id, pushed.state(), &pushed.summary())
+            .await?)
+    }
+
+    /// Edits the membership by compare-and-set; answers the revision that
+    /// holds the change.
+    async fn edit(&self, record: &ChangeRecord, change: &MemberChange) -> Result<i64, Error> {
+        for _ in 0..CAS_TRIES {
+            let upstream = self.store.upstream(change.upstream_id).await?;
+            let before = members(&upstream);
+            let after = apply(change.op, &before, &change.backends);
+            if after.len() > BACKENDS_MAX {
+                return Err(Error::Conflict {
+                    field: "backends".into(),
+                    message: format!("an upstream has at most {BACKENDS_MAX} backends"),
+                });
+            }
+            if after.is_empty() && !before.is_empty() && !change.force {
+                return Err(Error::Conflict {
+                    field: "backends".into(),
+                    message: format!(
+                        "this would leave upstream {} without backends, so every request through it would fail; \
+                         remove its last backend with force",
+                        upstream.name
+                    ),
+                });
+            }
+            let (before_text, after_text) = (
+                serde_json::to_string(&before).unwrap_or_default(),
+                serde_json::to_string(&after).unwrap_or_default(),
+            );
+            if before == after {
+                self.store
+                    .change_applied(record.id, &before_text, &after_text, upstream.revision)
+                    .await?;
+                return Ok(upstream.revision);
+            }
+            if let Some(now) = self
+                .store
+                .set_backends(upstream.id, upstream.revision, &after_text)
+                .await?
+            {
+                self.store
+                    .change_applied(record.id, &before_text, &after_text, now.revision)
+                    .await?;
+                return Ok(now.revision);
+            }
+        }
+        Err(Error::Conflict {
+            field: "upstream_id".into(),
+            message: "the upstream changed too often to apply this; try again".into(),
+        })
+    }
+
+    /// Pushes the upstream to every node of its group unless a push of
+    /// `revision` or later already went out. Pushes of one upstream take
+    /// turns; a push sends the newest membership, so the changes made
+    /// while another push ran go out together.
+    pub async fn converge(&self, upstream_id: i64, revision: i64) -> Result<Pushed, Error> {
+        let turn = lock(&self.turns).entry(upstream_id).or_default().clone();
+        let mut turn = turn.lock().await;
+        if let Some(pushed) = turn.pushed.as_ref().filter(|p| p.revision >= revision) {
+            return Ok(pushed.clone());
+        }
+        let upstream = self.store.upstream(upstream_id).await?;
+        let targets = self.store.push_targets(upstream.group_id).await?;
+        let nodes = self.push(&targets, std::slice::from_ref(&upstream)).await;
+        for n in &nodes {
+            self.store
+                .record_upstream_state(
+                    upstream.id,
+                    n.node_id,
+                    upstream.revision,
+                    if n.ok { "" } else { &n.message },
+                )
+                .await?;
+        }
+        let pushed = Pushed {
+            revision: upstream.revision,
+            nodes,
+        };
+        turn.pushed = Some(pushed.clone());
+        Ok(pushed)
+    }
+
+    /// Pushes every upstream of the node's group to it, in one reload.
+    pub async fn resync_node(&self, node_id: i64, actor: &str) -> Result<Pushed, Error> {
+        let node = self.store.lb_node(node_id).await?;
+        let unit = self.store.lb_unit(node.unit_id).await?;
+        self.resync(
+            unit.group_id,
+            Some(node_id),
+            actor,
+            &format!("node {}", node.address.as_deref().unwrap_or("?")),
+        )
+        .await
+    }
+
+    /// Pushes every upstream of the unit's group to each of its nodes.
+    pub async fn resync_unit(&self, unit_id: i64, actor: &str) -> Result<Pushed, Error> {
+        let unit = self.store.lb_unit(unit_id).await?;
+        self.resync(unit.group_id, None, actor, &format!("unit {}", unit.name))
+            .await
+    }
+
+    async fn resync(
+        &self,
+        group_id: i64,
+        node_id: Option<i64>,
+        actor: &str,
+        target: &str,
+    ) -> Result<Pushed, Error> {
+        let targets: Vec<PushTarget> = self
+            .store
+            .push_targets(group_id)
+            .await?
+            .into_iter()
+            .filter(|t| node_id.is_none_or(|id| t.node_id == id))
+            .collect();
+        let (record, _) = self
+            .store
+            .begin_change(&NewChange {
+                actor: actor.to_owned(),
+                action: "resync".into(),
+                target: target.to_owned(),
+                args: "{}".into(),
+                ..NewChange::default()
+            })
+            .await?;
+        let upstreams = self.store.upstreams(Some(group_id)).await?;
+        let nodes = self.push(&targets, &upstreams).await;
+        for n in &nodes {
+            for u in &upstreams {
+                self.store
+                    .record_upstream_state(
+                        u.id,
+                        n.node_id,
+                        u.revision,
+                        if n.ok { "" } else { &n.message },
+                    )
+                    .await?;
+            }
+        }
+        let pushed = Pushed {
+            revision: upstreams.iter().map(|u| u.revision).max().unwrap_or(0),
+            nodes,
+        };
+        self.store
+            .finish_change(record.id, pushed.state(), &pushed.summary())
+            .await?;
+        Ok(pushed)
+    }
+
+    /// Applies `upstreams` on each of `targets`, at most [`PUSHES_MAX`]
+    /// nodes at once.
+    async fn push(&self, targets: &[PushTarget], upstreams: &[UpstreamRecord]) -> Vec<NodeResult> {
+        let wanted: Vec<Upstream> = upstreams
+            .iter()
+            .map(|u| Upstream {
+                name: u.name.clone(),
+                backends: members(u)
+                    .into_iter()
+                    .map(|b| Backend {
+                        address: b.address,
+                        port: b.port,
+                        weight: b.weight.unwrap_or(DEFAULT_WEIGHT),
+                    })
+                    .collect(),
+                revision: u64::try_from(u.revision).unwrap_or_default(),
+            })
+            .collect();
+        let calls = targets.iter().map(|t| {
+            let wanted = &wanted;
+            async move {
+                let _turn = self.pushes.acquire().await;
+                let message = self.push_one(t, wanted).await;
+                NodeResult {
+                    node_id: t.node_id,
+                    address: t.address.clone().unwrap_or_default(),
+                    ok: message.is_ok(),
+                    message: message.unwrap_or_else(|e| e),
+                }
+            }
+        });
+        futures_util::future::join_all(calls).await
+    }
+
+    async fn push_one(
+        &self,
+        target: &PushTarget,
+        upstreams: &[Upstream],
+    ) -> Result<String, String> {
+        let deadline = Instant::now() + PUSH_TIME;
+        let (id, channel) = self
+            .remote
+            .plugin_channel(target.machine_id, deadline, CancellationToken::new())
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = merged(&target.config, &target.settings);
+        let plugin = self.balancer(&target.plugin, &config, Some((id.clone(), channel)))?;
+        let applied = plugin
+            .apply_upstreams(upstreams, Some(&id))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(if applied.changed {
+            applied.log
+        } else {
+            format!("{}\nalready served", applied.log)
+        })
+    }
+
+    /// The active load-balancer plugin `name`, configured with `config`,
+    /// with an `ssh` grant to one machine when given.
+    fn balancer(
+        &self,
+        name: &str,
+        config: &str,
+        ssh: Option<(String, Arc<dyn crate::plugins::SshChannel>)>,
+    ) -> Result<WasmPlugin, String> {
+        let active = self.plugins.active(name).ok_or_else(|| {
+            let names: Vec<String> = self
+                .plugins
+                .active_in(World::LoadBalancer)
+                .into_iter()
+                .map(|a| a.plugin.name.to_string())
+                .collect();
+            format!(
+                "no active load-balancer plugin {name:?}; active: {}",
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+        if active.plugin.world != World::LoadBalancer {
+            return Err(format!(
+                "plugin {name:?} is a {} plugin, not a load balancer",
+                active.plugin.world
+            ));
+        }
+        let origins = active
+            .granted
+            .origins()
+            .map_err(|e| format!("plugin {name:?} has a bad grant: {e}"))?;
+        let (targets, ssh) = match ssh {
+            Some((id, channel)) => (vec![id], Some(channel)),
+            None => (Vec::new(), None),
+        };
+        Ok(WasmPlugin::new(
+            active.plugin,
+            Grants {
+                config: config.to_owned(),
+                origins,
+                secrets: BTreeMap::new(),
+                targets,
+                ssh,
+                limits: active.limits,
+                trial: false,
+            },
+        ))
+    }
+
+    async fn exists<T>(
+        &self,
+        field: &'static str,
+        id: i64,
+        found: impl std::future::Future<Output = store::Result<T>>,
+    ) -> Result<T, Error> {
+        found.await.map_err(|e| match e {
+            store::Error::NotFound { what } => {
+                Invalid::new(field, format!("no {what} with id {id}")).into()
+            }
+            other => other.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(address: &str, port: u16, weight: Option<u32>) -> BackendSpec {
+        BackendSpec {
+            address: address.into(),
+            port,
+            weight,
+        }
+    }
+
+    #[test]
+    fn register_adds_once_and_reweighs_what_is_there() {
+        let now = apply(Op::Register, &[], &[b("127.0.0.1", 80, None)]);
+        assert_eq!(now, vec![b("127.0.0.1", 80, Some(DEFAULT_WEIGHT))]);
+        let again = apply(
+            Op::Register,
+            &now,
+            &[b("127.0.0.1", 80, Some(5)), b("127.0.0.2", 80, None)],
+        );
+        assert_eq!(
+            again,
+            vec![b("127.0.0.1", 80, Some(5)), b("127.0.0.2", 80, Some(10))]
+        );
+    }
+
+    #[test]
+    fn unregister_removes_by_address_and_port_only() {
+        let now = vec![b("127.0.0.1", 80, Some(10)), b("127.0.0.1", 81, Some(10))];
+        assert_eq!(
+            apply(Op::Unregister, &now, &[b("127.0.0.1", 80, Some(99))]),
+            vec![b("127.0.0.1", 81, Some(10))]
+        );
+        assert_eq!(
+            apply(Op::Unregister, &now, &[b("127.0.0.9", 80, None)]),
+            now
+        );
+    }
+
+    #[test]
+    fn set_drops_duplicates() {
+        assert_eq!(
+            apply(
+                Op::Set,
+                &[b("127.0.0.5", 1, None)],
+                &[b("127.0.0.1", 80, None), b("127.0.0.1", 80, Some(3))]
+            ),
+            vec![b("127.0.0.1", 80, Some(10))]
+        );
+    }
+
+    #[test]
+    fn a_nodes_settings_override_its_units() {
+        let m: Value = serde_json::from_str(&merged(
+            r#"{"prefix":"/etc/nginx","conf":"a"}"#,
+            r#"{"prefix":"/srv"}"#,
+        ))
+        .unwrap_or_default();
+        assert_eq!(m, serde_json::json!({"prefix": "/srv", "conf": "a"}));
+    }
+
+    #[test]
+    fn a_push_is_partial_when_some_nodes_failed() {
+        let node = |ok| NodeResult {
+            node_id: 1,
+            address: "127.0.0.1".into(),
+            ok,
+            message: "m".into(),
+        };
+        let mut p = Pushed {
+            revision: 3,
+            nodes: vec![node(true), node(false)],
+        };
+        assert_eq!(p.state(), "partial");
+        p.nodes.pop();
+        assert_eq!(p.state(), "succeeded");
+        p.nodes = vec![node(false)];
+        assert_eq!(p.state(), "failed");
+        p.nodes.clear();
+        assert_eq!(p.state(), "succeeded");
+    }
+}

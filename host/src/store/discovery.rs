@@ -1,0 +1,810 @@
+//! Service discovery: balancer groups, units, nodes, upstreams with their
+//! desired membership and what each node applied, bindings, and the
+//! operation log.
+
+use sqlx::FromRow;
+
+use super::{
+    Dependent, Error, Result, Store, Window, conflict_on, contains_pattern, is_unique_violation,
+    now_millis,
+};
+
+const GROUP_DEPENDENTS: &[Dependent] = &[
+    Dependent {
+        kind: "unit",
+        names_sql: "select name from lb_units where group_id = $1 order by name limit 5",
+    },
+    Dependent {
+        kind: "upstream",
+        names_sql: "select name from upstreams where group_id = $1 order by name limit 5",
+    },
+];
+
+const UNIT_DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "node",
+    names_sql: "select coalesce(m.address, m.name) from lb_nodes n join machines m \
+                on m.id = n.machine_id where n.unit_id = $1 order by n.id limit 5",
+}];
+
+const UPSTREAM_DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "binding",
+    names_sql: "select name from bindings where upstream_id = $1 order by name limit 5",
+}];
+
+const BINDING_DEPENDENTS: &[Dependent] = &[Dependent {
+    kind: "pool",
+    names_sql: "select name from pools where binding_id = $1 order by name limit 5",
+}];
+
+/// A balancer group: a product line's balancer hosts and upstreams.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LbGroupRecord {
+    /// Id assigned by the database.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Time of the last change (ms).
+    pub updated_at: i64,
+}
+
+/// A unit: the balancer hosts serving one service, run by one plugin.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LbUnitRecord {
+    /// Id assigned by the database.
+    pub id: i64,
+    /// Its group.
+    pub group_id: i64,
+    /// Name, unique in the group.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The load-balancer plugin that applies changes.
+    pub plugin: String,
+    /// The plugin's settings (a JSON object).
+    pub config: String,
+    /// The command group run on its nodes after each publish.
+    pub publish_group_id: Option<i64>,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Time of the last change (ms).
+    pub updated_at: i64,
+}
+
+/// The writable fields of a unit, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitChange {
+    /// Name, unique in the group.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The plugin.
+    pub plugin: String,
+    /// The plugin's settings (JSON object).
+    pub config: String,
+    /// The command group run on its nodes after each publish.
+    pub publish_group_id: Option<i64>,
+}
+
+/// A balancer node: a machine running the balancer for a unit.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LbNodeRecord {
+    /// Id assigned by the database.
+    pub id: i64,
+    /// Its unit.
+    pub unit_id: i64,
+    /// The machine it runs on.
+    pub machine_id: i64,
+    /// Its own plugin settings over the unit's (a JSON object).
+    pub settings: String,
+    /// The machine's address.
+    pub address: Option<String>,
+    /// The machine's state.
+    pub machine_state: String,
+    /// Creation time (ms).
+    pub created_at: i64,
+}
+
+/// A node with what pushing to it needs: its unit's plugin and settings.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct PushTarget {
+    /// The node.
+    pub node_id: i64,
+    /// The machine it runs on.
+    pub machine_id: i64,
+    /// The machine's address.
+    pub address: Option<String>,
+    /// Its own settings.
+    pub settings: String,
+    /// Its unit.
+    pub unit_id: i64,
+    /// The unit's plugin.
+    pub plugin: String,
+    /// The unit's settings.
+    pub config: String,
+}
+
+/// An upstream: a named set of backends the group's balancers serve.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct UpstreamRecord {
+    /// Id assigned by the database.
+    pub id: i64,
+    /// Its group.
+    pub group_id: i64,
+    /// Name, unique in the group.
+    pub name: String,
+    /// The desired members (JSON array of `{address, port, weight}`).
+    pub backends: String,
+    /// The membership's revision; grows with every change.
+    pub revision: i64,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Time of the last change (ms).
+    pub updated_at: i64,
+}
+
+/// What one node last applied of one upstream.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct UpstreamStateRecord {
+    /// The upstream.
+    pub upstream_id: i64,
+    /// The node.
+    pub node_id: i64,
+    /// The highest revision the node confirmed.
+    pub revision: i64,
+    /// Why the last attempt failed; empty if it did not.
+    pub error: String,
+    /// When (ms).
+    pub updated_at: i64,
+}
+
+/// A discovery binding.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct BindingRecord {
+    /// Id assigned by the database.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The upstream nodes join.
+    pub upstream_id: i64,
+    /// The backend port; `None`: the service's first published TCP port.
+    pub port: Option<i64>,
+    /// The weight nodes join with.
+    pub weight: i64,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Time of the last change (ms).
+    pub updated_at: i64,
+}
+
+/// The writable fields of a binding, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingChange {
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The upstream.
+    pub upstream_id: i64,
+    /// The backend port.
+    pub port: Option<u16>,
+    /// The weight.
+    pub weight: u32,
+}
+
+/// One entry of the operation log.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ChangeRecord {
+    /// Id assigned by the database.
+    pub id: i64,
+    /// When it was asked for (ms).
+    pub at: i64,
+    /// Who: `user:<name>`, `task:<id>`, `app-key:<name>`, `dcp`.
+    pub actor: String,
+    /// What: `register`, `unregister`, `set-backends`, `resync`, …
+    pub action: String,
+    /// The upstream it changed, if any (null once that is deleted).
+    pub upstream_id: Option<i64>,
+    /// What it is about, for humans (`upstream default_upstream`, …).
+    pub target: String,
+    /// Its arguments (JSON).
+    pub args: String,
+    /// The membership before (JSON), if it changed one.
+    pub before: Option<String>,
+    /// The membership after (JSON).
+    pub after: Option<String>,
+    /// The upstream revision it produced.
+    pub revision: Option<i64>,
+    /// `pending`, `succeeded`, `partial` or `failed`.
+    pub state: String,
+    /// How it ended, for humans (per node).
+    pub message: String,
+    /// The caller's correlation id.
+    pub correlation_id: String,
+    /// The idempotency key it was made under.
+    pub idempotency_key: Option<String>,
+    /// When it ended (ms).
+    pub finished_at: Option<i64>,
+}
+
+/// A change to record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewChange {
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// The upstream, if any.
+    pub upstream_id: Option<i64>,
+    /// What it is about, for humans.
+    pub target: String,
+    /// Its arguments (JSON).
+    pub args: String,
+    /// The caller's correlation id.
+    pub correlation_id: String,
+    /// The idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// Which operation-log entries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeQuery {
+    /// Only this upstream's.
+    pub upstream_id: Option<i64>,
+    /// Only this actor's.
+    pub actor: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only this correlation id.
+    pub correlation_id: Option<String>,
+    /// Only entries whose target, arguments or message contain this text.
+    pub text: Option<String>,
+}
+
+const UNIT_COLUMNS: &str =
+    "id, group_id, name, description, plugin, config, publish_group_id, created_at, updated_at";
+const NODE_COLUMNS: &str = "n.id, n.unit_id, n.machine_id, n.settings, m.address, \
+                            m.state as machine_state, n.created_at";
+const UPSTREAM_COLUMNS: &str = "id, group_id, name, backends, revision, created_at, updated_at";
+const BINDING_COLUMNS: &str =
+    "id, name, description, upstream_id, port, weight, created_at, updated_at";
+const CHANGE_COLUMNS: &str = "id, at, actor, action, upstream_id, target, args, before, after, \
+                              revision, state, message, correlation_id, idempotency_key, finished_at";
+
+impl Store {
+    // ---- groups ----
+
+    /// Creates a group; [`Error::Conflict`] on `name` if it is taken.
+    pub async fn create_lb_group(&self, name: &str, description: &str) -> Result<LbGroupRecord> {
+        sqlx::query_as(
+            "insert into lb_groups (name, description, created_at, updated_at) \
+             values ($1, $2, $3, $3) returning id, name, description, created_at, updated_at",
+        )
+        .bind(name)
+        .bind(description)
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("name", name))
+    }
+
+    /// The group with this id.
+    pub async fn lb_group(&self, id: i64) -> Result<LbGroupRecord> {
+        sqlx::query_as(
+            "select id, name, description, created_at, updated_at from lb_groups where id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "group" })
+    }
+
+    /// One window of the groups, by name, and how many there are.
+    pub async fn list_lb_groups(&self, window: Window) -> Result<(Vec<LbGroupRecord>, u64)> {
+        let (total,): (i64,) = sqlx::query_as("select count(*) from lb_groups")
+            .fetch_one(&self.pool)
+            .await?;
+        let rows = sqlx::query_as(
+            "select id, name, description, created_at, updated_at from lb_groups \
+             order by name, id limit $1 offset $2",
+        )
+        .bind(window.limit())
+        .bind(window.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, u64::try_from(total).unwrap_or_default()))
+    }
+
+    /// Renames or redescribes a group.
+    pub async fn update_lb_group(
+        &self,
+        id: i64,
+        name: &str,
+        description: &str,
+    ) -> Result<LbGroupRecord> {
+        sqlx::query_as(
+            "update lb_groups set name = $1, description = $2, updated_at = $3 where id = $4 \
+             returning id, name, description, created_at, updated_at",
+        )
+        .bind(name)
+        .bind(description)
+        .bind(now_millis())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(conflict_on("name", name))?
+        .ok_or(Error::NotFound { what: "group" })
+    }
+
+    /// Deletes a group without units or upstreams.
+    pub async fn delete_lb_group(&self, id: i64) -> Result<()> {
+        self.ensure_unreferenced("group", GROUP_DEPENDENTS, id)
+            .await?;
+        self.delete_row("lb_groups", "group", id).await
+    }
+
+    async fn delete_row(&self, table: &str, what: &'static str, id: i64) -> Result<()> {
+        let done = sqlx::query(&format!("delete from {table} where id = $1"))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what });
+        }
+        Ok(())
+    }
+
+    // ---- units ----
+
+    /// Creates a unit in `group_id`; [`Error::Conflict`] on `name` if the
+    /// group has one by that name.
+    pub async fn create_lb_unit(&self, group_id: i64, change: &UnitChange) -> Result<LbUnitRecord> {
+        sqlx::query_as(&format!(
+            "insert into lb_units (group_id, name, description, plugin, config, created_at, \
+             updated_at, publish_group_id) values ($1, $2, $3, $4, $5, $6, $6, $7) \
+             returning {UNIT_COLUMNS}"
+        ))
+        .bind(group_id)
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(&change.plugin)
+        .bind(&change.config)
+        .bind(now_millis())
+        .bind(change.publish_group_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))
+    }
+
+    /// The unit with this id.
+    pub async fn lb_unit(&self, id: i64) -> Result<LbUnitRecord> {
+        sqlx::query_as(&format!(
+            "select {UNIT_COLUMNS} from lb_units where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "unit" })
+    }
+
+    /// The units, of one group or all, by group and name.
+    pub async fn lb_units(&self, group_id: Option<i64>) -> Result<Vec<LbUnitRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "select {UNIT_COLUMNS} from lb_units where ($1 is null or group_id = $1) \
+             order by group_id, name, id"
+        ))
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a unit's writable fields.
+    pub async fn update_lb_unit(&self, id: i64, change: &UnitChange) -> Result<LbUnitRecord> {
+        sqlx::query_as(&format!(
+            "update lb_units set name = $1, description = $2, plugin = $3, config = $4, \
+             updated_at = $5, publish_group_id = $7 where id = $6 returning {UNIT_COLUMNS}"
+        ))
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(&change.plugin)
+        .bind(&change.config)
+        .bind(now_millis())
+        .bind(id)
+        .bind(change.publish_group_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))?
+        .ok_or(Error::NotFound { what: "unit" })
+    }
+
+    /// Deletes a unit without nodes.
+    pub async fn delete_lb_unit(&self, id: i64) -> Result<()> {
+        self.ensure_unreferenced("unit", UNIT_DEPENDENTS, id)
+            .await?;
+        self.delete_row("lb_units", "unit", id).await
+    }
+
+    // ---- nodes ----
+
+    /// Adds the machine `machine_id` to a unit; [`Error::Conflict`] on
+    /// `machine_id` if it is there already.
+    pub async fn add_lb_node(
+        &self,
+        unit_id: i64,
+        machine_id: i64,
+        settings: &str,
+    ) -> Result<LbNodeRecord> {
+        let (id,): (i64,) = sqlx::query_as(
+            "insert into lb_nodes (unit_id, machine_id, settings, created_at, updated_at) \
+             values ($1, $2, $3, $4, $4) returning id",
+        )
+        .bind(unit_id)
+        .bind(machine_id)
+        .bind(settings)
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("machine_id", &machine_id.to_string()))?;
+        self.lb_node(id).await
+    }
+
+    /// The node with this id.
+    pub async fn lb_node(&self, id: i64) -> Result<LbNodeRecord> {
+        sqlx::query_as(&format!(
+            "select {NODE_COLUMNS} from lb_nodes n join machines m on m.id = n.machine_id \
+             where n.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "node" })
+    }
+
+    /// The nodes of a unit, oldest first.
+    pub async fn lb_nodes(&self, unit_id: i64) -> Result<Vec<LbNodeRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "select {NODE_COLUMNS} from lb_nodes n join machines m on m.id = n.machine_id \
+             where n.unit_id = $1 order by n.id"
+        ))
+        .bind(unit_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a node's own settings.
+    pub async fn update_lb_node(&self, id: i64, settings: &str) -> Result<LbNodeRecord> {
+        let done = sqlx::query("update lb_nodes set settings = $1, updated_at = $2 where id = $3")
+            .bind(settings)
+            .bind(now_millis())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound { what: "node" });
+        }
+        self.lb_node(id).await
+    }
+
+    /// Removes a node (what it applied is forgotten with it).
+    pub async fn delete_lb_node(&self, id: i64) -> Result<()> {
+        self.delete_row("lb_nodes", "node", id).await
+    }
+
+    /// Every node serving the upstreams of `group_id`, with its unit's plugin.
+    pub async fn push_targets(&self, group_id: i64) -> Result<Vec<PushTarget>> {
+        Ok(sqlx::query_as(
+            "select n.id as node_id, n.machine_id, m.address, n.settings, u.id as unit_id, \
+             u.plugin, u.config from lb_nodes n join lb_units u on u.id = n.unit_id \
+             join machines m on m.id = n.machine_id where u.group_id = $1 order by n.id",
+        )
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- upstreams ----
+
+    /// Creates an upstream with no members.
+    pub async fn create_upstream(&self, group_id: i64, name: &str) -> Result<UpstreamRecord> {
+        sqlx::query_as(&format!(
+            "insert into upstreams (group_id, name, created_at, updated_at) \
+             values ($1, $2, $3, $3) returning {UPSTREAM_COLUMNS}"
+        ))
+        .bind(group_id)
+        .bind(name)
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("name", name))
+    }
+
+    /// The upstream with this id.
+    pub async fn upstream(&self, id: i64) -> Result<UpstreamRecord> {
+        sqlx::query_as(&format!(
+            "select {UPSTREAM_COLUMNS} from upstreams where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "upstream" })
+    }
+
+    /// The upstreams, of one group or all, by group and name.
+    pub async fn upstreams(&self, group_id: Option<i64>) -> Result<Vec<UpstreamRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "select {UPSTREAM_COLUMNS} from upstreams where ($1 is null or group_id = $1) \
+             order by group_id, name, id"
+        ))
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Sets an upstream's members if its revision is still `expected`;
+    /// answers the upstream after, or `None` when another change came first.
+    pub async fn set_backends(
+        &self,
+        id: i64,
+        expected: i64,
+        backends: &str,
+    ) -> Result<Option<UpstreamRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "update upstreams set backends = $1, revision = revision + 1, updated_at = $2 \
+             where id = $3 and revision = $4 returning {UPSTREAM_COLUMNS}"
+        ))
+        .bind(backends)
+        .bind(now_millis())
+        .bind(id)
+        .bind(expected)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Deletes an upstream no binding uses.
+    pub async fn delete_upstream(&self, id: i64) -> Result<()> {
+        self.ensure_unreferenced("upstream", UPSTREAM_DEPENDENTS, id)
+            .await?;
+        self.delete_row("upstreams", "upstream", id).await
+    }
+
+    /// Records what a node did with a push of `revision`: served it
+    /// (`error` empty) or not. The confirmed revision never goes back.
+    pub async fn record_upstream_state(
+        &self,
+        upstream_id: i64,
+        node_id: i64,
+        revision: i64,
+        error: &str,
+    ) -> Result<()> {
+        let served = if error.is_empty() { revision } else { -1 };
+        sqlx::query(
+            "insert into upstream_states (upstream_id, node_id, revision, error, updated_at) \
+             values ($1, $2, $3, $4, $5) on conflict (upstream_id, node_id) do update set \
+             revision = case when excluded.revision > upstream_states.revision \
+                        then excluded.revision else upstream_states.revision end, \
+             error = excluded.error, updated_at = excluded.updated_at",
+        )
+        .bind(upstream_id)
+        .bind(node_id)
+        .bind(served.max(-1))
+        .bind(error)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// What the nodes applied, of the upstreams of one group or all.
+    pub async fn upstream_states(&self, group_id: Option<i64>) -> Result<Vec<UpstreamStateRecord>> {
+        Ok(sqlx::query_as(
+            "select s.upstream_id, s.node_id, s.revision, s.error, s.updated_at \
+             from upstream_states s join upstreams u on u.id = s.upstream_id \
+             where ($1 is null or u.group_id = $1) order by s.upstream_id, s.node_id",
+        )
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    // ---- bindings ----
+
+    /// Creates a binding; [`Error::Conflict`] on `name` if it is taken.
+    pub async fn create_binding(&self, change: &BindingChange) -> Result<BindingRecord> {
+        sqlx::query_as(&format!(
+            "insert into bindings (name, description, upstream_id, port, weight, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $6) returning {BINDING_COLUMNS}"
+        ))
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(change.upstream_id)
+        .bind(change.port.map(i64::from))
+        .bind(i64::from(change.weight))
+        .bind(now_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))
+    }
+
+    /// The binding with this id.
+    pub async fn binding(&self, id: i64) -> Result<BindingRecord> {
+        sqlx::query_as(&format!(
+            "select {BINDING_COLUMNS} from bindings where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "binding" })
+    }
+
+    /// Every binding, by name.
+    pub async fn bindings(&self) -> Result<Vec<BindingRecord>> {
+        Ok(sqlx::query_as(&format!(
+            "select {BINDING_COLUMNS} from bindings order by name, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Replaces a binding's writable fields.
+    pub async fn update_binding(&self, id: i64, change: &BindingChange) -> Result<BindingRecord> {
+        sqlx::query_as(&format!(
+            "update bindings set name = $1, description = $2, upstream_id = $3, port = $4, \
+             weight = $5, updated_at = $6 where id = $7 returning {BINDING_COLUMNS}"
+        ))
+        .bind(&change.name)
+        .bind(&change.description)
+        .bind(change.upstream_id)
+        .bind(change.port.map(i64::from))
+        .bind(i64::from(change.weight))
+        .bind(now_millis())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(conflict_on("name", &change.name))?
+        .ok_or(Error::NotFound { what: "binding" })
+    }
+
+    /// Deletes a binding no pool uses.
+    pub async fn delete_binding(&self, id: i64) -> Result<()> {
+        self.ensure_unreferenced("binding", BINDING_DEPENDENTS, id)
+            .await?;
+        self.delete_row("bindings", "binding", id).await
+    }
+
+    // ---- the operation log ----
+
+    /// Records a change as pending. Under an idempotency key already used,
+    /// answers the change made then and `false`.
+    pub async fn begin_change(&self, change: &NewChange) -> Result<(ChangeRecord, bool)> {
+        let inserted = sqlx::query_as(&format!(
+            "insert into discovery_changes (at, actor, action, upstream_id, target, args, state, \
+             correlation_id, idempotency_key) values ($1, $2, $3, $4, $5, $6, 'pending', $7, $8) \
+             returning {CHANGE_COLUMNS}"
+        ))
+        .bind(now_millis())
+        .bind(&change.actor)
+        .bind(&change.action)
+        .bind(change.upstream_id)
+        .bind(&change.target)
+        .bind(&change.args)
+        .bind(&change.correlation_id)
+        .bind(&change.idempotency_key)
+        .fetch_one(&self.pool)
+        .await;
+        match inserted {
+            Ok(row) => Ok((row, true)),
+            Err(e) if is_unique_violation(&e) => {
+                let row: ChangeRecord = sqlx::query_as(&format!(
+                    "select {CHANGE_COLUMNS} from discovery_changes where idempotency_key = $1"
+                ))
+                .bind(&change.idempotency_key)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok((row, false))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Records the membership a change produced.
+    pub async fn change_applied(
+        &self,
+        id: i64,
+        before: &str,
+        after: &str,
+        revision: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "update discovery_changes set before = $1, after = $2, revision = $3 where id = $4",
+        )
+        .bind(before)
+        .bind(after)
+        .bind(revision)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records how a change ended.
+    pub async fn finish_change(&self, id: i64, state: &str, message: &str) -> Result<ChangeRecord> {
+        sqlx::query_as(&format!(
+            "update discovery_changes set state = $1, message = $2, finished_at = $3 \
+             where id = $4 returning {CHANGE_COLUMNS}"
+        ))
+        .bind(state)
+        .bind(message)
+        .bind(now_millis())
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "change" })
+    }
+
+    /// One change.
+    pub async fn change(&self, id: i64) -> Result<ChangeRecord> {
+        sqlx::query_as(&format!(
+            "select {CHANGE_COLUMNS} from discovery_changes where id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(Error::NotFound { what: "change" })
+    }
+
+    /// One window of the changes matching `query`, newest first, and how
+    /// many match in all.
+    pub async fn list_changes(
+        &self,
+        query: &ChangeQuery,
+        window: Window,
+    ) -> Result<(Vec<ChangeRecord>, u64)> {
+        const FILTER: &str = "($1 is null or upstream_id = $1) and ($2 is null or actor = $2) \
+             and ($3 is null or action = $3) and ($4 is null or correlation_id = $4) \
+             and ($5 is null or target like $5 escape '\\' or args like $5 escape '\\' \
+                  or message like $5 escape '\\')";
+        let text = query.text.as_deref().map(contains_pattern);
+        let (total,): (i64,) = sqlx::query_as(&format!(
+            "select count(*) from discovery_changes where {FILTER}"
+        ))
+        .bind(query.upstream_id)
+        .bind(&query.actor)
+        .bind(&query.action)
+        .bind(&query.correlation_id)
+        .bind(&text)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query_as(&format!(
+            "select {CHANGE_COLUMNS} from discovery_changes where {FILTER} \
+             order by id desc limit $6 offset $7"
+        ))
+        .bind(query.upstream_id)
+        .bind(&query.actor)
+        .bind(&query.action)
+        .bind(&query.correlation_id)
+        .bind(&text)
+        .bind(window.limit())
+        .bind(window.offset())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((rows, u64::try_from(total).unwrap_or_default()))
+    }
+
+    /// The machine living on `address` (port `port`), if any.
+    pub async fn live_machine_at(&self, address: &str, port: u16) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "select id from machines where lower(address) = lower($1) and port = $2 \
+             and state <> 'deleted' order by id limit 1",
+        )
+        .bind(address)
+        .bind(i64::from(port))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+}

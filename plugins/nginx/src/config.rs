@@ -1,0 +1,328 @@
+//! The plugin's settings (the unit's merged with the node's own), checked
+//! field by field so every refusal names its field.
+
+use serde_json::{Map, Value};
+
+use crate::Failure;
+
+/// The longest path accepted, in bytes.
+const MAX_PATH: usize = 1024;
+/// The longest reload wait a setting may ask for.
+const MAX_RELOAD_TIMEOUT_MS: u64 = 120_000;
+/// The shortest: a reload needs at least this to start a generation.
+const MIN_RELOAD_TIMEOUT_MS: u64 = 100;
+
+/// Where nginx is and how long its reload may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Config {
+    /// The nginx executable, absolute.
+    pub(crate) nginx: String,
+    /// The prefix directory (`-p`), absolute, without a trailing `/`.
+    pub(crate) prefix: String,
+    /// The main configuration file (`-c`), relative to the prefix or
+    /// absolute.
+    pub(crate) conf: String,
+    /// Where upstream files go, relative to the prefix.
+    pub(crate) upstream_dir: String,
+    /// The master's pid file, absolute (a relative setting is resolved
+    /// against the prefix).
+    pub(crate) pid_file: String,
+    /// How long to wait for the new workers and the old ones' drain.
+    pub(crate) reload_timeout_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nginx: "/usr/sbin/nginx".to_owned(),
+            prefix: "/etc/nginx".to_owned(),
+            conf: "nginx.conf".to_owned(),
+            upstream_dir: "dcp-upstreams".to_owned(),
+            pid_file: "/run/nginx.pid".to_owned(),
+            reload_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// The JSON Schema of the settings: a flat object, so DCP's UI renders it
+/// as a form.
+pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false,"properties":{
+"nginx":{"type":"string","title":"nginx binary","description":"Absolute path of the nginx executable on the node.","default":"/usr/sbin/nginx"},
+"prefix":{"type":"string","title":"Prefix directory","description":"nginx's prefix (-p), absolute. The files below are relative to it.","default":"/etc/nginx"},
+"conf":{"type":"string","title":"Main configuration file","description":"Passed as -c: relative to the prefix, or absolute. Its http block must include <upstream directory>/*.conf.","default":"nginx.conf"},
+"upstream_dir":{"type":"string","title":"Upstream directory","description":"Relative to the prefix; DCP writes one <name>.conf per upstream there and leaves other files alone.","default":"dcp-upstreams"},
+"pid_file":{"type":"string","title":"PID file","description":"The running master's pid file: absolute, or relative to the prefix.","default":"/run/nginx.pid"},
+"reload_timeout_ms":{"type":"integer","title":"Reload timeout (ms)","description":"How long a reload may take to start new workers and let the old ones finish their requests; a configuration nginx has not taken by then is rolled back.","minimum":100,"maximum":120000,"default":10000}}}"#;
+
+/// Which paths a setting accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathKind {
+    /// Starts with `/`.
+    Absolute,
+    /// Does not start with `/`.
+    Relative,
+    /// Either.
+    Any,
+}
+
+/// Checks a path against the characters that need no quoting anywhere —
+/// `[A-Za-z0-9._/-]` — with no `..`, `.` or empty component (so a path has
+/// one spelling and never leaves where it is joined). Answers it without a
+/// trailing `/`.
+pub(crate) fn check_path(field: &str, path: &str, kind: PathKind) -> Result<String, Failure> {
+    let bad = |why: &str| Failure::invalid(format!("{field}: {path:?} {why}"));
+    if path.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if path.len() > MAX_PATH {
+        return Err(bad(&format!("is longer than {MAX_PATH} bytes")));
+    }
+    if let Some(c) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
+    {
+        return Err(bad(&format!(
+            "has {c:?}; paths may have only letters, digits and . _ / -"
+        )));
+    }
+    let absolute = path.starts_with('/');
+    match kind {
+        PathKind::Absolute if !absolute => return Err(bad("must be absolute (start with /)")),
+        PathKind::Relative if absolute => return Err(bad("must be relative (no leading /)")),
+        _ => {}
+    }
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        // "/" itself.
+        return Ok("/".to_owned());
+    }
+    let body = trimmed.strip_prefix('/').unwrap_or(trimmed);
+    for component in body.split('/') {
+        match component {
+            "" => return Err(bad("has an empty component (//)")),
+            "." | ".." => return Err(bad(&format!("has a {component:?} component"))),
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// `dir` joined with the relative `path`.
+pub(crate) fn join(dir: &str, path: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{path}")
+    } else {
+        format!("{dir}/{path}")
+    }
+}
+
+impl Config {
+    /// Parses and checks a configuration document; an empty document, and
+    /// `null` fields, mean the defaults.
+    pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Failure::invalid(format!("configuration: not JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(Failure::invalid(
+                "configuration: must be a JSON object of settings",
+            ));
+        };
+        Self::from_fields(&fields)
+    }
+
+    fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
+        let mut config = Self::default();
+        let mut pid_file = None;
+        for (field, value) in fields {
+            if value.is_null() {
+                continue;
+            }
+            let text = || {
+                value.as_str().ok_or_else(|| {
+                    Failure::invalid(format!("{field}: must be a string, not {value}"))
+                })
+            };
+            match field.as_str() {
+                "nginx" => config.nginx = check_path(field, text()?, PathKind::Absolute)?,
+                "prefix" => config.prefix = check_path(field, text()?, PathKind::Absolute)?,
+                "conf" => config.conf = check_path(field, text()?, PathKind::Any)?,
+                "upstream_dir" => {
+                    config.upstream_dir = check_path(field, text()?, PathKind::Relative)?;
+                }
+                "pid_file" => pid_file = Some(check_path(field, text()?, PathKind::Any)?),
+                "reload_timeout_ms" => {
+                    let ms = value
+                        .as_u64()
+                        .filter(|ms| (MIN_RELOAD_TIMEOUT_MS..=MAX_RELOAD_TIMEOUT_MS).contains(ms))
+                        .ok_or_else(|| {
+                            Failure::invalid(format!(
+                                "reload_timeout_ms: must be a whole number of milliseconds \
+                                 from {MIN_RELOAD_TIMEOUT_MS} to {MAX_RELOAD_TIMEOUT_MS}, not {value}"
+                            ))
+                        })?;
+                    config.reload_timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+                }
+                _ => {
+                    return Err(Failure::invalid(format!(
+                        "{field}: unknown setting; the nginx plugin has nginx, prefix, conf, \
+                         upstream_dir, pid_file and reload_timeout_ms"
+                    )));
+                }
+            }
+        }
+        if config.nginx == "/" {
+            return Err(Failure::invalid("nginx: \"/\" is not an executable"));
+        }
+        if config.conf == "/" {
+            return Err(Failure::invalid("conf: \"/\" is not a file"));
+        }
+        if let Some(pid_file) = pid_file {
+            config.pid_file = if pid_file.starts_with('/') {
+                pid_file
+            } else {
+                join(&config.prefix, &pid_file)
+            };
+        }
+        Ok(config)
+    }
+
+    /// A path relative to the prefix, made absolute.
+    pub(crate) fn under_prefix(&self, path: &str) -> String {
+        join(&self.prefix, path)
+    }
+
+    /// The main configuration file's absolute path.
+    pub(crate) fn conf_path(&self) -> String {
+        if self.conf.starts_with('/') {
+            self.conf.clone()
+        } else {
+            self.under_prefix(&self.conf)
+        }
+    }
+
+    /// The absolute path of upstream `name`'s file.
+    pub(crate) fn upstream_file(&self, name: &str) -> String {
+        self.under_prefix(&format!("{}/{name}.conf", self.upstream_dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_null_settings_are_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse(r#"{"prefix": null, "reload_timeout_ms": null}"#).unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn settings_are_normalised() {
+        let config = Config::parse(
+            r#"{"nginx": "/opt/nginx/sbin/nginx", "prefix": "/srv/lb/", "conf": "main.conf",
+                "upstream_dir": "conf.d/dcp/", "pid_file": "run/nginx.pid", "reload_timeout_ms": 2500}"#,
+        )
+        .unwrap();
+        assert_eq!(config.prefix, "/srv/lb");
+        assert_eq!(config.upstream_dir, "conf.d/dcp");
+        assert_eq!(config.pid_file, "/srv/lb/run/nginx.pid");
+        assert_eq!(config.reload_timeout_ms, 2500);
+        assert_eq!(config.upstream_file("web"), "/srv/lb/conf.d/dcp/web.conf");
+        assert_eq!(config.conf_path(), "/srv/lb/main.conf");
+        let absolute =
+            Config::parse(r#"{"conf": "/etc/nginx/nginx.conf", "prefix": "/usr/share/nginx"}"#);
+        assert_eq!(absolute.unwrap().conf_path(), "/etc/nginx/nginx.conf");
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        for (json, field, words) in [
+            (r#"{"colour": "red"}"#, "colour", "unknown setting"),
+            (r#"{"prefix": "etc/nginx"}"#, "prefix", "absolute"),
+            (r#"{"prefix": "/etc/nginx; rm -rf /"}"#, "prefix", "';'"),
+            (r#"{"prefix": "/etc/'x'"}"#, "prefix", "'\\''"),
+            (r#"{"prefix": "/etc/../root"}"#, "prefix", "\"..\""),
+            (
+                r#"{"nginx": "/usr//sbin/nginx"}"#,
+                "nginx",
+                "empty component",
+            ),
+            (r#"{"nginx": "nginx"}"#, "nginx", "absolute"),
+            (r#"{"conf": "/"}"#, "conf", "not a file"),
+            (r#"{"conf": "./nginx.conf"}"#, "conf", "\".\""),
+            (r#"{"upstream_dir": "../up"}"#, "upstream_dir", "\"..\""),
+            (r#"{"upstream_dir": ""}"#, "upstream_dir", "empty"),
+            (r#"{"pid_file": "/run/nginx pid"}"#, "pid_file", "' '"),
+            (r#"{"pid_file": 12}"#, "pid_file", "must be a string"),
+            (
+                r#"{"reload_timeout_ms": 0}"#,
+                "reload_timeout_ms",
+                "from 100 to 120000",
+            ),
+            (
+                r#"{"reload_timeout_ms": 120001}"#,
+                "reload_timeout_ms",
+                "120000",
+            ),
+            (
+                r#"{"reload_timeout_ms": 1.5}"#,
+                "reload_timeout_ms",
+                "whole number",
+            ),
+            (
+                r#"{"reload_timeout_ms": "10"}"#,
+                "reload_timeout_ms",
+                "whole number",
+            ),
+        ] {
+            let failure = Config::parse(json).unwrap_err();
+            assert_eq!(failure.kind, crate::Kind::InvalidInput, "{json}");
+            assert!(!failure.retryable);
+            assert!(
+                failure.message.starts_with(&format!("{field}: ")),
+                "{json}: {}",
+                failure.message
+            );
+            assert!(
+                failure.message.contains(words),
+                "{json}: {}",
+                failure.message
+            );
+        }
+        assert!(Config::parse("[1]").unwrap_err().message.contains("object"));
+        assert!(Config::parse("{").unwrap_err().message.contains("not JSON"));
+    }
+
+    #[test]
+    fn the_schema_lists_every_setting_with_its_default() {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let defaults = Config::default();
+        let properties = schema["properties"].as_object().unwrap();
+        assert_eq!(properties.len(), 6);
+        for (field, value) in [
+            ("nginx", Value::from(defaults.nginx)),
+            ("prefix", defaults.prefix.into()),
+            ("conf", defaults.conf.into()),
+            ("upstream_dir", defaults.upstream_dir.into()),
+            ("pid_file", defaults.pid_file.into()),
+            ("reload_timeout_ms", defaults.reload_timeout_ms.into()),
+        ] {
+            assert_eq!(properties[field]["default"], value, "{field}");
+            assert!(properties[field]["title"].is_string(), "{field}");
+            assert!(properties[field]["description"].is_string(), "{field}");
+        }
+        // The schema's own defaults pass the plugin's checks.
+        let from_schema: Map<String, Value> = properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v["default"].clone()))
+            .collect();
+        assert_eq!(
+            Config::parse(&Value::Object(from_schema).to_string()).unwrap(),
+            Config::default()
+        );
+    }
+}
