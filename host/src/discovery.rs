@@ -12,6 +12,14 @@
 //! so a storm of registrations costs a few reloads, not one each. Nothing
 //! about nginx lives here: the plugin renders, checks, swaps and reloads.
 
+mod app_keys;
+mod releases;
+
+pub use self::{
+    app_keys::{PRIVILEGES, Refusal, hash_key},
+    releases::{FILE_MAX, FILES_MAX, PATH_MAX},
+};
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
@@ -23,16 +31,8 @@ use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-mod app_keys;
-mod releases;
-
-pub use self::{
-    app_keys::{PRIVILEGES, Refusal, hash_key},
-    releases::{FILE_MAX, FILES_MAX, PATH_MAX},
-};
-
 use crate::{
-    plugins::{Backend, Grants, LoadBalancer as _, Registry, Upstream, WasmPlugin, World},
+    plugins::{Applied, Backend, Grants, LoadBalancer as _, Registry, Upstream, WasmPlugin, World},
     remote::Remote,
     store::{
         self, BindingChange, BindingRecord, ChangeRecord, LbGroupRecord, LbNodeRecord,
@@ -680,17 +680,7 @@ impl Discovery {
         }
         let upstream = self.store.upstream(upstream_id).await?;
         let targets = self.store.push_targets(upstream.group_id).await?;
-        let nodes = self.push(&targets, std::slice::from_ref(&upstream)).await;
-        for n in &nodes {
-            self.store
-                .record_upstream_state(
-                    upstream.id,
-                    n.node_id,
-                    upstream.revision,
-                    if n.ok { "" } else { &n.message },
-                )
-                .await?;
-        }
+        let nodes = self.push(&targets, std::slice::from_ref(&upstream)).await?;
         let pushed = Pushed {
             revision: upstream.revision,
             nodes,
@@ -744,19 +734,7 @@ impl Discovery {
             })
             .await?;
         let upstreams = self.store.upstreams(Some(group_id)).await?;
-        let nodes = self.push(&targets, &upstreams).await;
-        for n in &nodes {
-            for u in &upstreams {
-                self.store
-                    .record_upstream_state(
-                        u.id,
-                        n.node_id,
-                        u.revision,
-                        if n.ok { "" } else { &n.message },
-                    )
-                    .await?;
-            }
-        }
+        let nodes = self.push(&targets, &upstreams).await?;
         let pushed = Pushed {
             revision: upstreams.iter().map(|u| u.revision).max().unwrap_or(0),
             nodes,
@@ -768,8 +746,12 @@ impl Discovery {
     }
 
     /// Applies `upstreams` on each of `targets`, at most [`PUSHES_MAX`]
-    /// nodes at once.
-    async fn push(&self, targets: &[PushTarget], upstreams: &[UpstreamRecord]) -> Vec<NodeResult> {
+    /// nodes at once, and records what each node serves.
+    async fn push(
+        &self,
+        targets: &[PushTarget],
+        upstreams: &[UpstreamRecord],
+    ) -> Result<Vec<NodeResult>, Error> {
         let wanted: Vec<Upstream> = upstreams
             .iter()
             .map(|u| Upstream {
@@ -789,7 +771,11 @@ impl Discovery {
             let wanted = &wanted;
             async move {
                 let _turn = self.pushes.acquire().await;
-                let message = self.push_one(t, wanted).await;
+                let message = self
+                    .on_node(t, async |plugin, id| {
+                        plugin.apply_upstreams(wanted, Some(&id)).await
+                    })
+                    .await;
                 NodeResult {
                     node_id: t.node_id,
                     address: t.address.clone().unwrap_or_default(),
@@ -798,13 +784,25 @@ impl Discovery {
                 }
             }
         });
-        futures_util::future::join_all(calls).await
+        let nodes = futures_util::future::join_all(calls).await;
+        // What each node now serves, or why not: drift shows from here.
+        for n in &nodes {
+            for u in upstreams {
+                let error = if n.ok { "" } else { n.message.as_str() };
+                self.store
+                    .record_upstream_state(u.id, n.node_id, u.revision, error)
+                    .await?;
+            }
+        }
+        Ok(nodes)
     }
 
-    async fn push_one(
+    /// Runs `call` with the node's unit plugin, granted SSH to the node
+    /// (known to it as the id `call` gets), and says what it did.
+    async fn on_node(
         &self,
         target: &PushTarget,
-        upstreams: &[Upstream],
+        call: impl AsyncFnOnce(WasmPlugin, String) -> Result<Applied, crate::plugins::Error>,
     ) -> Result<String, String> {
         let deadline = Instant::now() + PUSH_TIME;
         let (id, channel) = self
@@ -814,10 +812,7 @@ impl Discovery {
             .map_err(|e| e.to_string())?;
         let config = merged(&target.config, &target.settings);
         let plugin = self.balancer(&target.plugin, &config, Some((id.clone(), channel)))?;
-        let applied = plugin
-            .apply_upstreams(upstreams, Some(&id))
-            .await
-            .map_err(|e| e.to_string())?;
+        let applied = call(plugin, id).await.map_err(|e| e.to_string())?;
         Ok(if applied.changed {
             applied.log
         } else {

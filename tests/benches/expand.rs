@@ -11,6 +11,12 @@
 //! port published on its own loopback address each), 8 at a time, no SSH,
 //! no DCP; they are removed again before DCP's run. `DCP_BENCH_FLOOR=0`
 //! skips it.
+//!
+//! The pool is behind a discovery binding on three real nginx hosts (each
+//! behind its own `sshd` on 127.23.x.y), so the expand's template is
+//! `expand-registered`: every node ends registered in `default_upstream`.
+//! `DCP_BENCH_REGISTER=0` runs the plain expand instead. The wall time is
+//! reported as a ratio to the floor.
 
 #![allow(
     missing_docs,
@@ -26,6 +32,7 @@ use dcp_tests::{
     ServerOptions,
     cloud::Cloud,
     docker::{Cleanup, containers_of, web_image},
+    nginx::NginxHosts,
 };
 use serde_json::{Value, json};
 
@@ -56,9 +63,12 @@ async fn main() {
     // First, on the same empty daemon DCP then gets: `docker run` slows as
     // containers pile up, so the order of the two runs matters less than
     // that both start from none.
-    if std::env::var("DCP_BENCH_FLOOR").as_deref() != Ok("0") {
-        docker_floor(nodes, &image).await;
-    }
+    let floor = if std::env::var("DCP_BENCH_FLOOR").as_deref() == Ok("0") {
+        None
+    } else {
+        Some(docker_floor(nodes, &image).await)
+    };
+    let register = std::env::var("DCP_BENCH_REGISTER").as_deref() != Ok("0");
     let _containers = Cleanup::new("bench-web");
     let cloud = Cloud::start_on(
         Delays {
@@ -74,6 +84,14 @@ async fn main() {
     )
     .await;
     let api = &cloud.api;
+    let balancers = register.then(|| NginxHosts::start(3));
+    let binding = match &balancers {
+        Some(hosts) => {
+            hosts.join_default_unit(api).await;
+            Some(api.get("/api/v1/bindings").await["items"][0]["id"].clone())
+        }
+        None => None,
+    };
     let init = cloud.group("noop", "true").await;
     let template = cloud
         .template("bench-vm", Some(init), json!({"quota_hours": 100_000}))
@@ -91,7 +109,8 @@ async fn main() {
     let (_, pool) = api
         .post(
             "/api/v1/pools",
-            &json!({"service_id": service["id"], "name": "bench-web-a", "template_id": template}),
+            &json!({"service_id": service["id"], "name": "bench-web-a", "template_id": template,
+                    "binding_id": binding}),
         )
         .await;
     let started = Instant::now();
@@ -117,11 +136,19 @@ async fn main() {
         wall.as_secs_f64(),
         detail["task"]["reason"]
     );
+    if let Some(floor) = floor {
+        println!(
+            "  {:.2}x the floor ({floor:.1} s)",
+            wall.as_secs_f64() / floor
+        );
+    }
     for (i, name) in [
         "create_vm (machine + init over SSH)",
         "start_service (docker run over SSH)",
+        "register (nginx upstream on 3 hosts)",
     ]
     .iter()
+    .take(if register { 3 } else { 2 })
     .enumerate()
     {
         let mut took: Vec<f64> = detail["nodes"]
@@ -187,10 +214,28 @@ async fn main() {
         cloud.sim.instances().len(),
         containers_of("bench-web").len()
     );
+    if let Some(hosts) = &balancers {
+        let served = hosts
+            .read_upstream(0, "default_upstream")
+            .matches(" weight=")
+            .count();
+        let pushes: std::collections::BTreeSet<&str> = detail["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["steps"][2]["output"].as_str())
+            .filter_map(|o| o.split(':').next())
+            .collect();
+        println!(
+            "  nginx serves {served} backends; the registers took {} pushes (one reload per host each)",
+            pushes.len()
+        );
+    }
 }
 
-/// `nodes` containers by `docker run` alone, `CONCURRENCY` at a time.
-async fn docker_floor(nodes: u32, image: &str) {
+/// `nodes` containers by `docker run` alone, `CONCURRENCY` at a time;
+/// answers the seconds it took.
+async fn docker_floor(nodes: u32, image: &str) -> f64 {
     const CONCURRENCY: usize = 8;
     let _containers = Cleanup::new("bench-floor");
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
@@ -228,4 +273,5 @@ async fn docker_floor(nodes: u32, image: &str) {
          (first half {half:.1} s, second half {:.1} s)",
         all - half
     );
+    all
 }

@@ -251,6 +251,73 @@ impl Cloud {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+
+    /// A cluster and a service `service` running `dcp-test/web:1` with
+    /// `container` (its ports, health check, …), and a pool of it growing
+    /// from a machine template initialised by `init_group` (none = the
+    /// default check), with `pool` fields over those; answers the pool's id.
+    pub async fn pool(
+        &self,
+        service: &str,
+        init_group: Option<i64>,
+        container: Value,
+        pool: Value,
+    ) -> i64 {
+        let api = &self.api;
+        let template = self
+            .template(&format!("{service}-vm"), init_group, json!({}))
+            .await;
+        let (status, cluster) = api
+            .post(
+                "/api/v1/clusters",
+                &json!({"name": format!("{service}-cluster")}),
+            )
+            .await;
+        assert_eq!(status, 201, "{cluster}");
+        let (status, created) = api
+            .post(
+                "/api/v1/services",
+                &json!({"cluster_id": cluster["id"], "name": service,
+                        "image": crate::docker::web_image("1"), "container": container}),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        let mut body = json!({"service_id": created["id"], "name": format!("{service}-a"),
+                              "template_id": template});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), pool.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, pool) = api.post("/api/v1/pools", &body).await;
+        assert_eq!(status, 201, "{pool}");
+        pool["id"].as_i64().unwrap_or_default()
+    }
+
+    /// Starts a task and waits until it is no longer pending or running:
+    /// its detail.
+    pub async fn task(&self, body: Value, within: Duration) -> Value {
+        let (status, task) = self.api.post("/api/v1/tasks", &body).await;
+        assert_eq!(status, 202, "{task}");
+        self.settle_task(task["id"].as_i64().unwrap_or_default(), within)
+            .await
+    }
+
+    /// Waits until task `id` is no longer pending or running, with no
+    /// command waiting: its detail.
+    pub async fn settle_task(&self, id: i64, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let detail = self.api.get(&format!("/api/v1/tasks/{id}")).await;
+            let state = detail["task"]["state"].as_str().unwrap_or_default();
+            if !matches!(state, "pending" | "running") && detail["task"]["command"].is_null() {
+                return detail;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {id} still {state} after {within:?}: {detail:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 /// What every `dcp` wired to the simulator runs with: quick polling.

@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::fleet::Fleet;
+use crate::{Api, fleet::Fleet};
 
 /// The nginx binary (Debian's `nginx`; `scripts/setup test` installs it).
 const NGINX: &str = "/usr/sbin/nginx";
@@ -39,6 +39,43 @@ pub struct NginxHosts {
 }
 
 impl NginxHosts {
+    /// Adopts each host as a machine of `api`'s DCP and adds it, with its
+    /// own settings, to the unit made at install (`default`); answers the
+    /// unit's id and the node ids, in host order.
+    ///
+    /// # Panics
+    /// When DCP refuses a step.
+    pub async fn join_default_unit(&self, api: &Api) -> (i64, Vec<i64>) {
+        let units = api.get("/api/v1/lb-units").await;
+        let unit = units["items"]
+            .as_array()
+            .and_then(|units| units.iter().find(|u| u["name"] == "default"))
+            .and_then(|u| u["id"].as_i64())
+            .unwrap_or_else(|| panic!("no default unit: {units}"));
+        let mut nodes = Vec::new();
+        for i in 0..self.len() {
+            let address = self.addr(i).to_string();
+            let (status, machine) = api
+                .post(
+                    "/api/v1/machines/adopt",
+                    &json!({"name": format!("nginx-{i}"), "address": address,
+                            "private_key": self.fleet.private_key}),
+                )
+                .await;
+            assert_eq!(status, 201, "{machine}");
+            let (status, node) = api
+                .post(
+                    &format!("/api/v1/lb-units/{unit}/nodes"),
+                    &json!({"address": address, "settings": self.settings(i)}),
+                )
+                .await;
+            assert_eq!(status, 201, "{node}");
+            assert_eq!(node["in_sync"], true, "{node}");
+            nodes.push(node["id"].as_i64().unwrap_or_default());
+        }
+        (unit, nodes)
+    }
+
     /// Starts `n` hosts (`sshd` and nginx each) and waits until every nginx
     /// answers `/nginx-health`. Needs root (ports 22 and 80).
     #[must_use]

@@ -21,43 +21,6 @@ use dcp_tests::{
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-/// Adopts each nginx host as a machine and adds it to the default unit,
-/// with its own prefix; answers the unit's id and the node ids.
-async fn balancers(cloud: &Cloud, hosts: &NginxHosts) -> (i64, Vec<i64>) {
-    let units = cloud.api.get("/api/v1/lb-units").await;
-    let unit = units["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["name"] == "default")
-        .unwrap_or_else(|| panic!("no default unit: {units}"))["id"]
-        .as_i64()
-        .unwrap();
-    let mut nodes = Vec::new();
-    for i in 0..hosts.len() {
-        let (status, machine) = cloud
-            .api
-            .post(
-                "/api/v1/machines/adopt",
-                &json!({"name": format!("nginx-{i}"), "address": hosts.addr(i).to_string(),
-                        "private_key": hosts.fleet.private_key}),
-            )
-            .await;
-        assert_eq!(status, 201, "{machine}");
-        let (status, node) = cloud
-            .api
-            .post(
-                &format!("/api/v1/lb-units/{unit}/nodes"),
-                &json!({"address": hosts.addr(i).to_string(), "settings": hosts.settings(i)}),
-            )
-            .await;
-        assert_eq!(status, 201, "{node}");
-        assert_eq!(node["in_sync"], true, "{node}");
-        nodes.push(node["id"].as_i64().unwrap());
-    }
-    (unit, nodes)
-}
-
 /// The default binding and upstream, seeded at install.
 async fn defaults(cloud: &Cloud) -> (i64, i64) {
     let bindings = cloud.api.get("/api/v1/bindings").await;
@@ -72,57 +35,12 @@ async fn defaults(cloud: &Cloud) -> (i64, i64) {
 /// A service running `dcp-test/web:1` on port 8080 with a health check,
 /// and a pool bound to `binding`.
 async fn pool(cloud: &Cloud, service: &str, binding: i64) -> i64 {
-    let api = &cloud.api;
-    let template = cloud
-        .template(&format!("{service}-vm"), None, json!({}))
-        .await;
-    let (status, cluster) = api
-        .post(
-            "/api/v1/clusters",
-            &json!({"name": format!("{service}-cluster")}),
-        )
-        .await;
-    assert_eq!(status, 201, "{cluster}");
-    let (status, created) = api
-        .post(
-            "/api/v1/services",
-            &json!({
-                "cluster_id": cluster["id"], "name": service, "image": web_image("1"),
-                "container": {"ports": [{"container_port": 80, "host_port": 8080}],
-                              "health_check": {"probe": {"http": {"path": "/healthz", "port": 80}},
-                                               "interval_secs": 1, "timeout_secs": 2, "retries": 2}},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let (status, pool) = api
-        .post(
-            "/api/v1/pools",
-            &json!({"service_id": created["id"], "name": format!("{service}-a"),
-                    "template_id": template, "binding_id": binding}),
-        )
-        .await;
-    assert_eq!(status, 201, "{pool}");
-    pool["id"].as_i64().unwrap()
-}
-
-async fn run(cloud: &Cloud, body: Value, within: Duration) -> Value {
-    let (status, task) = cloud.api.post("/api/v1/tasks", &body).await;
-    assert_eq!(status, 202, "{task}");
-    let id = task["id"].as_i64().unwrap();
-    let deadline = Instant::now() + within;
-    loop {
-        let detail = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
-        let state = detail["task"]["state"].as_str().unwrap_or_default();
-        if !matches!(state, "pending" | "running") && detail["task"]["command"].is_null() {
-            return detail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} still {state} after {within:?}: {detail:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let container = json!({"ports": [{"container_port": 80, "host_port": 8080}],
+                           "health_check": {"probe": {"http": {"path": "/healthz", "port": 80}},
+                                            "interval_secs": 1, "timeout_secs": 2, "retries": 2}});
+    cloud
+        .pool(service, None, container, json!({"binding_id": binding}))
+        .await
 }
 
 /// Steady HTTP load through every nginx host: one request at a time per
@@ -251,19 +169,19 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
     let _ = web_image("2");
     let cloud = Cloud::start(quick_delays()).await;
     let hosts = NginxHosts::start(2);
-    let (_unit, _nodes) = balancers(&cloud, &hosts).await;
+    let (_unit, _nodes) = hosts.join_default_unit(&cloud.api).await;
     let (binding, upstream) = defaults(&cloud).await;
     let pool = pool(&cloud, "web-lb", binding).await;
     let detail = cloud.api.get(&format!("/api/v1/pools/{pool}")).await;
     assert_eq!(detail["binding_id"], binding, "{detail}");
 
     // The first node: registered once healthy, served by both nginx hosts.
-    let first = run(
-        &cloud,
-        json!({"kind": "expand", "pool_id": pool, "count": 1}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let first = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 1}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(first["task"]["state"], "succeeded", "{first:#}");
     let steps: Vec<&str> = first["steps"]
         .as_array()
@@ -288,12 +206,12 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
     load.wait_seen(&expected, Duration::from_secs(20)).await;
 
     // Expand by 2 under load: the new nodes take traffic once healthy.
-    let more = run(
-        &cloud,
-        json!({"kind": "expand", "pool_id": pool, "count": 2}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let more = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 2}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(more["task"]["state"], "succeeded", "{more:#}");
     expected.extend(backends_of(&more));
     assert_eq!(expected.len(), 3);
@@ -304,12 +222,12 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
     // Shrink 1 under load: unregistered (drained) before its container stops.
     let gone = expected.iter().next().unwrap().clone();
     let address = gone.trim_end_matches(":8080").to_owned();
-    let shrink = run(
-        &cloud,
-        json!({"kind": "shrink", "pool_id": pool, "addresses": [address]}),
-        Duration::from_secs(120),
-    )
-    .await;
+    let shrink = cloud
+        .task(
+            json!({"kind": "shrink", "pool_id": pool, "addresses": [address]}),
+            Duration::from_secs(120),
+        )
+        .await;
     assert_eq!(shrink["task"]["state"], "succeeded", "{shrink:#}");
     assert_eq!(shrink["steps"][0]["name"], "unregister", "{shrink:#}");
     assert_eq!(shrink["steps"][1]["name"], "stop_service", "{shrink:#}");
@@ -322,12 +240,12 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
     assert_eq!(members(&cloud, upstream).await, expected);
 
     // Deploy tag 2 one node at a time under load.
-    let deploy = run(
-        &cloud,
-        json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 1}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let deploy = cloud
+        .task(
+            json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 1}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
     assert_eq!(members(&cloud, upstream).await, expected);
     load.reset_seen().await;
@@ -382,7 +300,7 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
 async fn a_node_down_during_a_change_shows_drift_and_catches_up_on_resync() {
     let cloud = Cloud::start(quick_delays()).await;
     let mut hosts = NginxHosts::start(2);
-    let (unit, nodes) = balancers(&cloud, &hosts).await;
+    let (unit, nodes) = hosts.join_default_unit(&cloud.api).await;
     let (_, upstream) = defaults(&cloud).await;
     let path = format!("/api/v1/upstreams/{upstream}");
 
@@ -554,7 +472,7 @@ fn served(file: &str) -> BTreeSet<String> {
 async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_members() {
     let cloud = Cloud::start(quick_delays()).await;
     let hosts = NginxHosts::start(2);
-    balancers(&cloud, &hosts).await;
+    hosts.join_default_unit(&cloud.api).await;
     let (_, upstream) = defaults(&cloud).await;
     // 127.24.<pid-based block>.1..=101: one kept, 50 to remove, 50 to add.
     let block = 1 + std::process::id() % 250;
@@ -703,7 +621,7 @@ async fn a_broken_main_configuration_is_refused_by_nginx_and_a_rollback_restores
 {
     let cloud = Cloud::start(quick_delays()).await;
     let hosts = NginxHosts::start(1);
-    let (unit, _) = balancers(&cloud, &hosts).await;
+    let (unit, _) = hosts.join_default_unit(&cloud.api).await;
     let (_, upstream) = defaults(&cloud).await;
     let _servers = backends(&["127.24.0.200".to_owned()]).await;
     let (status, change) = cloud
@@ -716,6 +634,17 @@ async fn a_broken_main_configuration_is_refused_by_nginx_and_a_rollback_restores
     assert_eq!(status, 200, "{change}");
     let files = format!("/api/v1/lb-units/{unit}/files");
     let health = format!("http://{}/nginx-health", hosts.addr(0));
+    // After each publish the unit runs a command group on the nodes that
+    // took it (OpenDCP's publish scripts).
+    let after = cloud.group("after-publish", "echo published").await;
+    let (status, updated) = cloud
+        .api
+        .put(
+            &format!("/api/v1/lb-units/{unit}"),
+            &json!({"group_id": 1, "name": "default", "publish_group_id": after}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
 
     // A good version, published: nginx answers with its marker.
     let (status, v2) = cloud
@@ -740,6 +669,23 @@ async fn a_broken_main_configuration_is_refused_by_nginx_and_a_rollback_restores
     assert_eq!(good["files"], json!([{"path": "nginx.conf", "version": 2}]));
     let answer = reqwest::get(&health).await.unwrap().text().await.unwrap();
     assert_eq!(answer, "good\n");
+    let execution = good["execution_id"]
+        .as_i64()
+        .expect("the publish group ran");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ran = loop {
+        let ran = cloud.api.execution_with_output(execution).await;
+        if !matches!(ran["state"].as_str(), Some("pending" | "running")) {
+            break ran;
+        }
+        assert!(Instant::now() < deadline, "{ran:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(ran["state"], "succeeded", "{ran:#}");
+    assert_eq!(
+        ran["hosts"][0]["stdout"].as_str().unwrap().trim(),
+        "published"
+    );
 
     // A syntax error: refused by nginx -t, the live file and traffic untouched.
     let load = Load::start(vec![hosts.url(0)]);
@@ -758,6 +704,7 @@ async fn a_broken_main_configuration_is_refused_by_nginx_and_a_rollback_restores
     assert_eq!(status, 202, "{bad}");
     let bad = release(&cloud, bad["id"].as_i64().unwrap()).await;
     assert_eq!(bad["state"], "failed", "{bad:#}");
+    assert!(bad["execution_id"].is_null(), "no node took it: {bad:#}");
     let log = bad["nodes"][0]["log"].as_str().unwrap();
     assert!(log.contains("nginx: [emerg]"), "{log}");
     assert_eq!(
@@ -807,4 +754,62 @@ async fn a_broken_main_configuration_is_refused_by_nginx_and_a_rollback_restores
     let (ok, failures) = load.stop().await;
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(ok > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_retried_under_its_idempotency_key_applies_once() {
+    let cloud = Cloud::start(quick_delays()).await;
+    let hosts = NginxHosts::start(1);
+    hosts.join_default_unit(&cloud.api).await;
+    let (_, upstream) = defaults(&cloud).await;
+    let path = format!("/api/v1/upstreams/{upstream}");
+    let register = |key: &'static str| {
+        cloud
+            .api
+            .http
+            .post(cloud.api.server.url(&format!("{path}/register")))
+            .bearer_auth(&cloud.api.token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"backends": [{"address": "127.24.0.7", "port": 8080}]}))
+            .send()
+    };
+    let first: Value = register("deploy-42").await.unwrap().json().await.unwrap();
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let (status, _) = cloud
+        .api
+        .post(
+            &format!("{path}/unregister"),
+            &json!({"backends": [{"address": "127.24.0.7", "port": 8080}], "force": true}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The retry (a client that never saw the first answer) finds the first
+    // change: the backend removed since is not put back.
+    let retry: Value = register("deploy-42").await.unwrap().json().await.unwrap();
+    assert_eq!(retry["id"], first["id"], "{retry}");
+    assert!(members(&cloud, upstream).await.is_empty());
+    assert!(
+        !hosts
+            .read_upstream(0, "default_upstream")
+            .contains("127.24.0.7")
+    );
+    // A bad key is refused naming the header.
+    let (status, refused) = {
+        let reply = cloud
+            .api
+            .http
+            .post(cloud.api.server.url(&format!("{path}/register")))
+            .bearer_auth(&cloud.api.token)
+            .header("Idempotency-Key", "has space")
+            .json(&json!({"backends": []}))
+            .send()
+            .await
+            .unwrap();
+        (
+            reply.status().as_u16(),
+            reply.json::<Value>().await.unwrap(),
+        )
+    };
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["field"], "Idempotency-Key", "{refused}");
 }

@@ -18,59 +18,9 @@ use sqlx::Connection as _;
 /// A cluster, a service running `dcp-test/web:1` on port 8080, a machine
 /// template initialised by `init_group`, and a pool growing from it.
 async fn pool(cloud: &Cloud, service: &str, init_group: Option<i64>) -> i64 {
-    let api = &cloud.api;
-    let template = cloud
-        .template(&format!("{service}-vm"), init_group, json!({}))
-        .await;
-    let (status, cluster) = api
-        .post(
-            "/api/v1/clusters",
-            &json!({"name": format!("{service}-cluster")}),
-        )
-        .await;
-    assert_eq!(status, 201, "{cluster}");
-    let (status, created) = api
-        .post(
-            "/api/v1/services",
-            &json!({
-                "cluster_id": cluster["id"], "name": service, "image": web_image("1"),
-                "container": {"ports": [{"container_port": 80, "host_port": 8080}],
-                              "env": {"MODE": "test"}},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let (status, pool) = api
-        .post(
-            "/api/v1/pools",
-            &json!({"service_id": created["id"], "name": format!("{service}-a"), "template_id": template}),
-        )
-        .await;
-    assert_eq!(status, 201, "{pool}");
-    pool["id"].as_i64().unwrap()
-}
-
-/// Starts a task and waits until it is no longer pending or running.
-async fn run(cloud: &Cloud, body: Value, within: Duration) -> Value {
-    let (status, task) = cloud.api.post("/api/v1/tasks", &body).await;
-    assert_eq!(status, 202, "{task}");
-    settle(cloud, task["id"].as_i64().unwrap(), within).await
-}
-
-async fn settle(cloud: &Cloud, id: i64, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let detail = cloud.api.get(&format!("/api/v1/tasks/{id}")).await;
-        let state = detail["task"]["state"].as_str().unwrap_or_default();
-        if !matches!(state, "pending" | "running") && detail["task"]["command"].is_null() {
-            return detail;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "task {id} still {state} after {within:?}: {detail:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let container = json!({"ports": [{"container_port": 80, "host_port": 8080}],
+                           "env": {"MODE": "test"}});
+    cloud.pool(service, init_group, container, json!({})).await
 }
 
 fn addresses(detail: &Value) -> Vec<String> {
@@ -114,12 +64,12 @@ async fn expand_shrink_and_deploy_run_real_containers_on_fleet_nodes() {
 
     // Expand by 5: five machines made and initialised, the service's
     // container on each, answering on the node's own address.
-    let expand = run(
-        &cloud,
-        json!({"kind": "expand", "pool_id": pool, "count": 5}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let expand = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 5}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
     assert_eq!(expand["task"]["counts"]["succeeded"], 5);
     let nodes = addresses(&expand);
@@ -141,12 +91,12 @@ async fn expand_shrink_and_deploy_run_real_containers_on_fleet_nodes() {
 
     // Shrink 2 by address: containers gone, machines returned, quota charged.
     let (gone, kept) = nodes.split_at(2);
-    let shrink = run(
-        &cloud,
-        json!({"kind": "shrink", "pool_id": pool, "addresses": gone}),
-        Duration::from_secs(120),
-    )
-    .await;
+    let shrink = cloud
+        .task(
+            json!({"kind": "shrink", "pool_id": pool, "addresses": gone}),
+            Duration::from_secs(120),
+        )
+        .await;
     assert_eq!(shrink["task"]["state"], "succeeded", "{shrink:#}");
     assert_eq!(containers_of("web-esd").len(), 3);
     for address in gone {
@@ -165,12 +115,12 @@ async fn expand_shrink_and_deploy_run_real_containers_on_fleet_nodes() {
 
     // Deploy tag 2 in batches of 2: never more than 2 nodes in
     // start_service at once (from the recorded timings); all on the new tag.
-    let deploy = run(
-        &cloud,
-        json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 2}),
-        Duration::from_secs(120),
-    )
-    .await;
+    let deploy = cloud
+        .task(
+            json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 2}),
+            Duration::from_secs(120),
+        )
+        .await;
     assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
     let spans: Vec<(i128, i128)> = deploy["nodes"]
         .as_array()
@@ -212,12 +162,9 @@ async fn rolled_back(cloud: &Cloud, service: i64, tag: &str) -> Value {
     assert_eq!(rollback["tag"], tag, "{rollback}");
     let tasks = rollback["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 1, "one deploy per pool with nodes: {rollback}");
-    settle(
-        cloud,
-        tasks[0]["id"].as_i64().unwrap(),
-        Duration::from_secs(120),
-    )
-    .await
+    cloud
+        .settle_task(tasks[0]["id"].as_i64().unwrap(), Duration::from_secs(120))
+        .await
 }
 
 #[tokio::test]
@@ -254,12 +201,12 @@ async fn a_deploy_stops_at_the_first_unhealthy_node_and_rollback_restores_the_la
     assert_eq!(updated["container"]["health_check"]["retries"], 2);
     assert_eq!(updated["container"]["health_check"]["start_period_secs"], 0);
 
-    let expand = run(
-        &cloud,
-        json!({"kind": "expand", "pool_id": pool, "count": 3}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let expand = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 3}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
     let nodes = addresses(&expand);
     let output = expand["nodes"][0]["steps"][1]["output"].as_str().unwrap();
@@ -318,24 +265,24 @@ async fn a_deploy_stops_at_the_first_unhealthy_node_and_rollback_restores_the_la
         .await;
     assert_eq!(status, 409, "{nothing}");
 
-    let deploy = run(
-        &cloud,
-        json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 1}),
-        Duration::from_secs(120),
-    )
-    .await;
+    let deploy = cloud
+        .task(
+            json!({"kind": "deploy", "pool_id": pool, "tag": "2", "batch_size": 1}),
+            Duration::from_secs(120),
+        )
+        .await;
     assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
     service = cloud.api.get(&service_path).await;
     assert_eq!(service["rollback_tag"], "1", "{service}");
 
     // Tag 3 serves its page but never passes its check: the deploy stops
     // at its first node, the others keep serving tag 2.
-    let sick = run(
-        &cloud,
-        json!({"kind": "deploy", "pool_id": pool, "tag": "3", "batch_size": 1}),
-        Duration::from_secs(120),
-    )
-    .await;
+    let sick = cloud
+        .task(
+            json!({"kind": "deploy", "pool_id": pool, "tag": "3", "batch_size": 1}),
+            Duration::from_secs(120),
+        )
+        .await;
     assert_eq!(sick["task"]["state"], "failed", "{sick:#}");
     let reason = sick["task"]["reason"].as_str().unwrap();
     assert!(reason.contains("2 not reached"), "{reason}");
@@ -412,12 +359,12 @@ async fn a_failed_init_fails_only_its_node_and_retry_failed_finishes_the_task() 
     );
     let group = cloud.group("disk-check", &script).await;
     let pool = pool(&cloud, "web-retry", Some(group)).await;
-    let expand = run(
-        &cloud,
-        json!({"kind": "expand", "pool_id": pool, "count": 3}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let expand = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 3}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(expand["task"]["state"], "partially_failed", "{expand:#}");
     let counts = &expand["task"]["counts"];
     assert_eq!(
@@ -473,7 +420,7 @@ async fn a_failed_init_fails_only_its_node_and_retry_failed_finishes_the_task() 
         .post(&format!("/api/v1/tasks/{id}/retry"), &json!({}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let retried = settle(&cloud, id, Duration::from_secs(120)).await;
+    let retried = cloud.settle_task(id, Duration::from_secs(120)).await;
     assert_eq!(retried["task"]["state"], "succeeded", "{retried:#}");
     assert_eq!(containers_of("web-retry").len(), 3);
     // The retry made a machine in place of the released one: three instances.
@@ -516,12 +463,12 @@ async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_f
     let _containers = Cleanup::new("web-rm");
     let cloud = Cloud::start(quick_delays()).await;
     let pool = pool(&cloud, "web-rm", None).await;
-    let expand = run(
-        &cloud,
-        json!({"kind": "expand", "pool_id": pool, "count": 2}),
-        Duration::from_secs(180),
-    )
-    .await;
+    let expand = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 2}),
+            Duration::from_secs(180),
+        )
+        .await;
     assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
     let nodes = pool_nodes(&cloud, pool).await;
     let (kept, released) = (nodes[0].clone(), nodes[1].clone());
@@ -544,12 +491,9 @@ async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_f
     assert_eq!(node["state"], "removing", "{listed:?}");
     let (status, again) = cloud.api.delete(&path).await;
     assert_eq!((status, &again["id"]), (202, &task["id"]), "{again}");
-    let done = settle(
-        &cloud,
-        task["id"].as_i64().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let done = cloud
+        .settle_task(task["id"].as_i64().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
     assert_eq!(containers_of("web-rm").len(), 1);
     assert!(
@@ -570,12 +514,9 @@ async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_f
         ))
         .await;
     assert_eq!(status, 202, "{task}");
-    let done = settle(
-        &cloud,
-        task["id"].as_i64().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let done = cloud
+        .settle_task(task["id"].as_i64().unwrap(), Duration::from_secs(60))
+        .await;
     assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
     assert_eq!(
         machine_state(&cloud, &released["machine_id"]).await,
@@ -607,12 +548,12 @@ async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_f
         .output()
         .unwrap();
     assert!(squatter.status.success(), "{squatter:?}");
-    let deploy = run(
-        &cloud,
-        json!({"kind": "deploy", "pool_id": pool, "tag": "1"}),
-        Duration::from_secs(60),
-    )
-    .await;
+    let deploy = cloud
+        .task(
+            json!({"kind": "deploy", "pool_id": pool, "tag": "1"}),
+            Duration::from_secs(60),
+        )
+        .await;
     assert_eq!(deploy["task"]["state"], "failed", "{deploy:#}");
     let error = deploy["nodes"][0]["steps"][0]["error"].as_str().unwrap();
     assert!(
@@ -631,7 +572,7 @@ async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_f
         .post(&format!("/api/v1/tasks/{id}/retry"), &json!({}))
         .await;
     assert_eq!(status, 202, "{body}");
-    let retried = settle(&cloud, id, Duration::from_secs(60)).await;
+    let retried = cloud.settle_task(id, Duration::from_secs(60)).await;
     assert_eq!(retried["task"]["state"], "succeeded", "{retried:#}");
     assert_eq!(page(&kept_address).await.unwrap(), "web 1\n");
 }
@@ -670,7 +611,7 @@ async fn a_host_killed_mid_expand_finishes_it_after_restart_without_duplicates()
     cloud.api.server.restart();
     // Pooled connections went down with the old process.
     cloud.api.http = reqwest::Client::new();
-    let done = settle(&cloud, id, Duration::from_secs(240)).await;
+    let done = cloud.settle_task(id, Duration::from_secs(240)).await;
     assert_eq!(done["task"]["state"], "succeeded", "{done:#}");
     let live = cloud.sim.instances().len();
     assert_eq!(live, 20, "exactly 20 instances");
@@ -979,7 +920,7 @@ async fn a_cancelled_expand_whose_template_keeps_machines_hands_them_to_the_pool
     assert_eq!(status, 201, "{template}");
     assert_eq!(template["steps"][0]["leftover_machines"], "hand_to_pool");
     let id = cancel_while_pending(&cloud, pool, template["id"].as_i64()).await;
-    let task = settle(&cloud, id, Duration::from_secs(120)).await;
+    let task = cloud.settle_task(id, Duration::from_secs(120)).await;
     assert_eq!(task["task"]["state"], "cancelled", "{task:#}");
     let node = &task["nodes"][0];
     let undone = &node["steps"][0]["compensation"];

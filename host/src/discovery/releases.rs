@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use dcp_api_types::{ConfigFileInput, ExecutionInput, FileRef};
-use tokio_util::sync::CancellationToken;
 
-use super::{Discovery, Error, merged};
+use super::{Discovery, Error};
 use crate::{
     plugins::{ConfigFile, LoadBalancer as _},
     store::{ConfigFileRecord, ReleaseRecord},
@@ -228,7 +227,11 @@ impl Discovery {
             self.store
                 .set_release_node(id, node.node_id, "running", "publishing…")
                 .await?;
-            let outcome = self.publish_one(target, &files).await;
+            let outcome = self
+                .on_node(target, async |plugin, id| {
+                    plugin.publish(&files, Some(&id)).await
+                })
+                .await;
             match outcome {
                 Ok(log) => {
                     self.store
@@ -283,30 +286,6 @@ impl Discovery {
         };
         self.store.set_release_state(id, state, execution).await?;
         Ok(())
-    }
-
-    async fn publish_one(
-        &self,
-        target: &crate::store::PushTarget,
-        files: &[ConfigFile],
-    ) -> Result<String, String> {
-        let deadline = std::time::Instant::now() + super::PUSH_TIME;
-        let (id, channel) = self
-            .remote
-            .plugin_channel(target.machine_id, deadline, CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        let config = merged(&target.config, &target.settings);
-        let plugin = self.balancer(&target.plugin, &config, Some((id.clone(), channel)))?;
-        let applied = plugin
-            .publish(files, Some(&id))
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(if applied.changed {
-            applied.log
-        } else {
-            format!("{}\nalready served", applied.log)
-        })
     }
 }
 

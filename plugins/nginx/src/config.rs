@@ -17,8 +17,13 @@ const MIN_RELOAD_TIMEOUT_MS: u64 = 100;
 pub(crate) struct Config {
     /// The nginx executable, absolute.
     pub(crate) nginx: String,
-    /// The prefix directory (`-p`), absolute, without a trailing `/`.
+    /// The directory the configuration files are relative to, absolute,
+    /// without a trailing `/` (`conf_dir`; the prefix when only that is set).
     pub(crate) prefix: String,
+    /// nginx's prefix (`-p`), when set; unset, nginx uses its compiled-in
+    /// one — which a distribution's configuration relies on (Debian loads
+    /// its modules relative to it).
+    pub(crate) nginx_prefix: Option<String>,
     /// The main configuration file (`-c`), relative to the prefix or
     /// absolute.
     pub(crate) conf: String,
@@ -36,6 +41,7 @@ impl Default for Config {
         Self {
             nginx: "/usr/sbin/nginx".to_owned(),
             prefix: "/etc/nginx".to_owned(),
+            nginx_prefix: None,
             conf: "nginx.conf".to_owned(),
             upstream_dir: "dcp-upstreams".to_owned(),
             pid_file: "/run/nginx.pid".to_owned(),
@@ -48,10 +54,11 @@ impl Default for Config {
 /// as a form.
 pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false,"properties":{
 "nginx":{"type":"string","title":"nginx binary","description":"Absolute path of the nginx executable on the node.","default":"/usr/sbin/nginx"},
-"prefix":{"type":"string","title":"Prefix directory","description":"nginx's prefix (-p), absolute. The files below are relative to it.","default":"/etc/nginx"},
-"conf":{"type":"string","title":"Main configuration file","description":"Passed as -c: relative to the prefix, or absolute. Its http block must include <upstream directory>/*.conf.","default":"nginx.conf"},
-"upstream_dir":{"type":"string","title":"Upstream directory","description":"Relative to the prefix; DCP writes one <name>.conf per upstream there and leaves other files alone.","default":"dcp-upstreams"},
-"pid_file":{"type":"string","title":"PID file","description":"The running master's pid file: absolute, or relative to the prefix.","default":"/run/nginx.pid"},
+"conf_dir":{"type":"string","title":"Configuration directory","description":"Absolute; the main file, the upstream directory and published files are relative to it. The prefix when only that is set.","default":"/etc/nginx"},
+"prefix":{"type":"string","title":"Prefix directory","description":"nginx's prefix (-p), absolute, for an nginx run with one; leave it unset for a distribution's nginx (Debian's loads its modules relative to the compiled-in prefix)."},
+"conf":{"type":"string","title":"Main configuration file","description":"Passed as -c: relative to the configuration directory, or absolute. Its http block must include <upstream directory>/*.conf.","default":"nginx.conf"},
+"upstream_dir":{"type":"string","title":"Upstream directory","description":"Relative to the configuration directory; DCP writes one <name>.conf per upstream there and leaves other files alone.","default":"dcp-upstreams"},
+"pid_file":{"type":"string","title":"PID file","description":"The running master's pid file: absolute, or relative to the configuration directory.","default":"/run/nginx.pid"},
 "reload_timeout_ms":{"type":"integer","title":"Reload timeout (ms)","description":"How long a reload may take to start new workers and let the old ones finish their requests; a configuration nginx has not taken by then is rolled back.","minimum":100,"maximum":120000,"default":10000}}}"#;
 
 /// Which paths a setting accepts.
@@ -134,6 +141,7 @@ impl Config {
     fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
         let mut config = Self::default();
         let mut pid_file = None;
+        let mut conf_dir = None;
         for (field, value) in fields {
             if value.is_null() {
                 continue;
@@ -145,7 +153,10 @@ impl Config {
             };
             match field.as_str() {
                 "nginx" => config.nginx = check_path(field, text()?, PathKind::Absolute)?,
-                "prefix" => config.prefix = check_path(field, text()?, PathKind::Absolute)?,
+                "prefix" => {
+                    config.nginx_prefix = Some(check_path(field, text()?, PathKind::Absolute)?);
+                }
+                "conf_dir" => conf_dir = Some(check_path(field, text()?, PathKind::Absolute)?),
                 "conf" => config.conf = check_path(field, text()?, PathKind::Any)?,
                 "upstream_dir" => {
                     config.upstream_dir = check_path(field, text()?, PathKind::Relative)?;
@@ -165,11 +176,14 @@ impl Config {
                 }
                 _ => {
                     return Err(Failure::invalid(format!(
-                        "{field}: unknown setting; the nginx plugin has nginx, prefix, conf, \
-                         upstream_dir, pid_file and reload_timeout_ms"
+                        "{field}: unknown setting; the nginx plugin has nginx, conf_dir, prefix, \
+                         conf, upstream_dir, pid_file and reload_timeout_ms"
                     )));
                 }
             }
+        }
+        if let Some(dir) = conf_dir.or_else(|| config.nginx_prefix.clone()) {
+            config.prefix = dir;
         }
         if config.nginx == "/" {
             return Err(Failure::invalid("nginx: \"/\" is not an executable"));
@@ -218,6 +232,20 @@ mod tests {
             Config::parse(r#"{"prefix": null, "reload_timeout_ms": null}"#).unwrap(),
             Config::default()
         );
+    }
+
+    #[test]
+    fn a_distributions_nginx_runs_without_a_prefix_and_a_prefixed_one_with_it() {
+        let debian = Config::parse("{}").unwrap();
+        assert_eq!(debian.nginx_prefix, None);
+        assert_eq!(debian.conf_path(), "/etc/nginx/nginx.conf");
+        let prefixed = Config::parse(r#"{"prefix": "/srv/lb"}"#).unwrap();
+        assert_eq!(prefixed.nginx_prefix.as_deref(), Some("/srv/lb"));
+        assert_eq!(prefixed.conf_path(), "/srv/lb/nginx.conf");
+        let both =
+            Config::parse(r#"{"prefix": "/usr/local/nginx", "conf_dir": "/etc/lb"}"#).unwrap();
+        assert_eq!(both.nginx_prefix.as_deref(), Some("/usr/local/nginx"));
+        assert_eq!(both.upstream_file("web"), "/etc/lb/dcp-upstreams/web.conf");
     }
 
     #[test]
@@ -302,10 +330,12 @@ mod tests {
         let schema: Value = serde_json::from_str(SCHEMA).unwrap();
         let defaults = Config::default();
         let properties = schema["properties"].as_object().unwrap();
-        assert_eq!(properties.len(), 6);
+        assert_eq!(properties.len(), 7);
+        // No default: unset, nginx runs with its compiled-in prefix.
+        assert!(properties["prefix"].get("default").is_none());
         for (field, value) in [
             ("nginx", Value::from(defaults.nginx)),
-            ("prefix", defaults.prefix.into()),
+            ("conf_dir", defaults.prefix.into()),
             ("conf", defaults.conf.into()),
             ("upstream_dir", defaults.upstream_dir.into()),
             ("pid_file", defaults.pid_file.into()),

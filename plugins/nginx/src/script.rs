@@ -156,7 +156,7 @@ pub(crate) fn parse_read(
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('\x1e')).collect();
     if let Some(check) = lines.iter().find_map(|l| l.strip_prefix("dcp-check ")) {
         let message = match check {
-            "prefix" => format!("prefix: {} is not a directory on the node", config.prefix),
+            "prefix" => format!("conf_dir: {} is not a directory on the node", config.prefix),
             "nginx" => format!("nginx: {} is not an executable on the node", config.nginx),
             "conf" => format!("conf: {} is not a file on the node", config.conf_path()),
             other => format!(
@@ -333,7 +333,7 @@ if [ "$staged" -eq 0 ]; then
 fi
 # -T: the test, and the whole configuration as nginx loads it (stdout),
 # which names every file an include reaches.
-dump=$("$NGINX" -T -p "$PREFIX" -c "$CONF" 2>"$LOCK/test")
+dump=$("$NGINX" -T ${PREFIX:+-p "$PREFIX"} -c "$CONF_PATH" 2>"$LOCK/test")
 rc=$?
 out=$(cat "$LOCK/test")
 if [ "$rc" -ne 0 ]; then
@@ -360,8 +360,8 @@ esac
 errlog=$(sed -n 's/^[[:space:]]*error_log[[:space:]][[:space:]]*\([^[:space:];]*\).*$/\1/p' "$CONF_PATH" 2>/dev/null | head -n 1)
 case "$errlog" in
   /*) ;;
-  '') errlog=/var/log/nginx/error.log; [ -f "$errlog" ] || errlog="$PREFIX/logs/error.log" ;;
-  *) errlog="$PREFIX/$errlog" ;;
+  '') errlog=/var/log/nginx/error.log; [ -f "$errlog" ] || errlog="${PREFIX:-/usr/share/nginx}/logs/error.log" ;;
+  *) errlog="${PREFIX:-/usr/share/nginx}/$errlog" ;;
 esac
 errlog_size=$(wc -c < "$errlog" 2>/dev/null) || errlog_size=0
 errlog_size=$(( errlog_size + 0 ))
@@ -430,7 +430,10 @@ pub(crate) fn apply_script(
     let candidates: Vec<String> = stages.iter().map(|s| candidate(&s.live, token)).collect();
     let settings = [
         ("NGINX", quote(&config.nginx)),
-        ("PREFIX", quote(&config.prefix)),
+        (
+            "PREFIX",
+            quote(config.nginx_prefix.as_deref().unwrap_or("")),
+        ),
         ("CONF", quote(&config.conf)),
         ("CONF_PATH", quote(&config.conf_path())),
         ("PID_FILE", quote(&config.pid_file)),
@@ -648,7 +651,7 @@ mod tests {
         assert_eq!(missing.kind, Kind::InvalidInput);
         assert_eq!(
             missing.message,
-            "prefix: /srv/lb is not a directory on the node"
+            "conf_dir: /srv/lb is not a directory on the node"
         );
     }
 
