@@ -200,6 +200,11 @@ pub struct Discovery {
     remote: Arc<Remote>,
     /// One turn per upstream: pushes of it take turns.
     turns: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Turn>>>>,
+    /// One writer per upstream in this process: a storm of changes to one
+    /// upstream would otherwise starve in compare-and-set retries (each
+    /// winner makes every other writer read again). Replicas still race,
+    /// and the compare-and-set keeps them honest.
+    edits: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
     pushes: Semaphore,
 }
 
@@ -329,6 +334,7 @@ impl Discovery {
             plugins,
             remote,
             turns: Mutex::new(HashMap::new()),
+            edits: Mutex::new(HashMap::new()),
             pushes: Semaphore::new(PUSHES_MAX),
         })
     }
@@ -621,6 +627,11 @@ impl Discovery {
     /// Edits the membership by compare-and-set; answers the revision that
     /// holds the change.
     async fn edit(&self, record: &ChangeRecord, change: &MemberChange) -> Result<i64, Error> {
+        let writer = lock(&self.edits)
+            .entry(change.upstream_id)
+            .or_default()
+            .clone();
+        let _writing = writer.lock().await;
         for _ in 0..CAS_TRIES {
             let upstream = self.store.upstream(change.upstream_id).await?;
             let before = members(&upstream);
