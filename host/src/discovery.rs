@@ -60,6 +60,9 @@ pub const DEFAULT_WEIGHT: u32 = 10;
 const PUSH_TIME: Duration = Duration::from_secs(60);
 /// Most nodes pushed to at once, all upstreams together.
 const PUSHES_MAX: usize = 32;
+/// The most alterations recorded and not yet applied, all keys together:
+/// each waits for its upstream's turn, so a flood must not queue forever.
+const ALTERATIONS_PENDING_MAX: usize = 10_000;
 /// How many times a change retries a compare-and-set lost to another.
 const CAS_TRIES: usize = 100;
 
@@ -72,6 +75,9 @@ pub enum Error {
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// Too much work is waiting; try again shortly (503).
+    #[error("{0}")]
+    Busy(String),
     /// The request conflicts with the current state (409).
     #[error("{field}: {message}")]
     Conflict {
@@ -205,6 +211,8 @@ pub struct Discovery {
     /// winner makes every other writer read again). Replicas still race,
     /// and the compare-and-set keeps them honest.
     edits: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bounds the alterations applied in the background.
+    alterations: Arc<Semaphore>,
     pushes: Semaphore,
 }
 
@@ -335,6 +343,7 @@ impl Discovery {
             remote,
             turns: Mutex::new(HashMap::new()),
             edits: Mutex::new(HashMap::new()),
+            alterations: Arc::new(Semaphore::new(ALTERATIONS_PENDING_MAX)),
             pushes: Semaphore::new(PUSHES_MAX),
         })
     }

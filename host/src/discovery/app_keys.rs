@@ -157,11 +157,18 @@ impl Discovery {
             correlation_id: correlation_id.to_owned(),
             idempotency_key: idempotency_key.map(|k| format!("app-key:{}:{k}", key.id)),
         };
+        let turn = self.alterations.clone().try_acquire_owned().map_err(|_| {
+            Error::Busy(format!(
+                "{} alterations are waiting to be applied; try again shortly",
+                super::ALTERATIONS_PENDING_MAX
+            ))
+        })?;
         let (record, fresh) = self.open(&change).await?;
         if fresh || record.state == "pending" {
             let this = self.clone();
             let pending = record.clone();
             tokio::spawn(async move {
+                let _turn = turn;
                 if let Err(e) = this.complete(pending, fresh, &change).await {
                     tracing::info!("alteration refused: {e}");
                 }

@@ -794,17 +794,4 @@ impl Store {
         .await?;
         Ok((rows, u64::try_from(total).unwrap_or_default()))
     }
-
-    /// The machine living on `address` (port `port`), if any.
-    pub async fn live_machine_at(&self, address: &str, port: u16) -> Result<Option<i64>> {
-        let row: Option<(i64,)> = sqlx::query_as(
-            "select id from machines where lower(address) = lower($1) and port = $2 \
-             and state <> 'deleted' order by id limit 1",
-        )
-        .bind(address)
-        .bind(i64::from(port))
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|(id,)| id))
-    }
 }

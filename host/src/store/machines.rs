@@ -388,6 +388,12 @@ impl Store {
         records(query.fetch_all(&self.pool).await?)
     }
 
+    /// The live machine on `address` (port `port`), if any, by the same
+    /// identity rule that keeps one server one machine.
+    pub async fn live_machine_at(&self, address: &str, port: u16) -> Result<Option<i64>> {
+        self.live_machine_on(&identity(address), port, None).await
+    }
+
     /// Refuses, as [`Error::Claimed`], an address and port a live machine
     /// has (to refuse a second machine before connecting to the server).
     pub async fn address_free(&self, address: &str, port: u16) -> Result<()> {
