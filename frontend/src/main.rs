@@ -33,9 +33,91 @@ mod users;
 use dcp_api_types::User;
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::{
+    Lazy, LazyRoute,
     components::{A, Outlet, ParentRoute, Route, Router, Routes},
     path,
 };
+
+/// Declares the pages whose code is split out of the first load, by area:
+/// each area is one lazy function, so its pages' code becomes one wasm
+/// chunk (scripts/build-ui splits the module), fetched the first time one
+/// of its pages is opened. Areas rather than pages, because the splitter
+/// gives code shared by each distinct set of split points its own chunk:
+/// 26 lazy pages made 650 chunks, and a deep link fetched 240 of them.
+/// The login page, the layout and the overview (where a sign-in lands)
+/// stay in the main module.
+macro_rules! lazy_areas {
+    ($($area:ident in $load:ident { $($route:ident => $page:path,)* })*) => {$(
+        /// The pages of one area, as its chunk's entry point takes them
+        /// (each variant named after the route it stands for).
+        #[derive(Clone, Copy)]
+        #[allow(clippy::enum_variant_names)]
+        enum $area {
+            $($route,)*
+        }
+
+        /// The area's chunk: fetched and instantiated on the first call.
+        #[leptos::lazy]
+        fn $load(page: $area) -> AnyView {
+            match page {
+                $($area::$route => $page().into_any(),)*
+            }
+        }
+
+        $(
+            struct $route;
+
+            impl LazyRoute for $route {
+                fn data() -> Self {
+                    Self
+                }
+
+                async fn view(_this: Self) -> AnyView {
+                    $load($area::$route).await
+                }
+            }
+        )*
+    )*};
+}
+
+lazy_areas! {
+    Orchestration in orchestration_page {
+        ClustersRoute => clusters::ClustersPage,
+        ClusterRoute => clusters::ClusterPage,
+        ServicesRoute => services::ServicesPage,
+        ServiceRoute => services::ServicePage,
+        PoolRoute => pools::PoolPage,
+        TasksRoute => tasks::TasksPage,
+        TaskRoute => tasks::TaskPage,
+        TaskTemplatesRoute => tasks::TaskTemplatesPage,
+    }
+    Fleet in fleet_page {
+        MachinesRoute => machines::MachinesPage,
+        MachineRoute => machines::MachinePage,
+        TemplatesRoute => templates::TemplatesPage,
+        QuotasRoute => quotas::QuotasPage,
+        AccountsRoute => accounts::AccountsPage,
+    }
+    Commands in commands_page {
+        CommandsRoute => commands::CommandsPage,
+        GroupsRoute => groups::GroupsPage,
+        ExecutionsRoute => executions::ExecutionsPage,
+        ExecutionRoute => executions::ExecutionPage,
+        HostKeysRoute => host_keys::HostKeysPage,
+    }
+    Discovery in discovery_page {
+        DiscoveryRoute => discovery::DiscoveryPage,
+        UnitRoute => lb_unit::UnitPage,
+        UpstreamRoute => upstream::UpstreamPage,
+        DiscoveryLogRoute => discovery_log::DiscoveryLogPage,
+        AppKeysRoute => app_keys::AppKeysPage,
+    }
+    Admin in admin_page {
+        TokensRoute => tokens::TokensPage,
+        UsersRoute => users::UsersPage,
+        PluginsRoute => plugins::PluginsPage,
+    }
+}
 
 fn main() {
     console_error_panic_hook::set_once();
@@ -50,32 +132,32 @@ fn App() -> impl IntoView {
                 <Route path=path!("/login") view=login::LoginPage/>
                 <ParentRoute path=path!("") view=Shell>
                     <Route path=path!("") view=overview::OverviewPage/>
-                    <Route path=path!("clusters") view=clusters::ClustersPage/>
-                    <Route path=path!("clusters/:id") view=clusters::ClusterPage/>
-                    <Route path=path!("tokens") view=tokens::TokensPage/>
-                    <Route path=path!("users") view=users::UsersPage/>
-                    <Route path=path!("plugins") view=plugins::PluginsPage/>
-                    <Route path=path!("commands") view=commands::CommandsPage/>
-                    <Route path=path!("command-groups") view=groups::GroupsPage/>
-                    <Route path=path!("executions") view=executions::ExecutionsPage/>
-                    <Route path=path!("executions/:id") view=executions::ExecutionPage/>
-                    <Route path=path!("host-keys") view=host_keys::HostKeysPage/>
-                    <Route path=path!("machines") view=machines::MachinesPage/>
-                    <Route path=path!("machines/:id") view=machines::MachinePage/>
-                    <Route path=path!("machine-templates") view=templates::TemplatesPage/>
-                    <Route path=path!("quotas") view=quotas::QuotasPage/>
-                    <Route path=path!("accounts") view=accounts::AccountsPage/>
-                    <Route path=path!("services") view=services::ServicesPage/>
-                    <Route path=path!("services/:id") view=services::ServicePage/>
-                    <Route path=path!("pools/:id") view=pools::PoolPage/>
-                    <Route path=path!("tasks") view=tasks::TasksPage/>
-                    <Route path=path!("tasks/:id") view=tasks::TaskPage/>
-                    <Route path=path!("task-templates") view=tasks::TaskTemplatesPage/>
-                    <Route path=path!("discovery") view=discovery::DiscoveryPage/>
-                    <Route path=path!("lb-units/:id") view=lb_unit::UnitPage/>
-                    <Route path=path!("upstreams/:id") view=upstream::UpstreamPage/>
-                    <Route path=path!("discovery-log") view=discovery_log::DiscoveryLogPage/>
-                    <Route path=path!("app-keys") view=app_keys::AppKeysPage/>
+                    <Route path=path!("clusters") view={Lazy::<ClustersRoute>::new()}/>
+                    <Route path=path!("clusters/:id") view={Lazy::<ClusterRoute>::new()}/>
+                    <Route path=path!("tokens") view={Lazy::<TokensRoute>::new()}/>
+                    <Route path=path!("users") view={Lazy::<UsersRoute>::new()}/>
+                    <Route path=path!("plugins") view={Lazy::<PluginsRoute>::new()}/>
+                    <Route path=path!("commands") view={Lazy::<CommandsRoute>::new()}/>
+                    <Route path=path!("command-groups") view={Lazy::<GroupsRoute>::new()}/>
+                    <Route path=path!("executions") view={Lazy::<ExecutionsRoute>::new()}/>
+                    <Route path=path!("executions/:id") view={Lazy::<ExecutionRoute>::new()}/>
+                    <Route path=path!("host-keys") view={Lazy::<HostKeysRoute>::new()}/>
+                    <Route path=path!("machines") view={Lazy::<MachinesRoute>::new()}/>
+                    <Route path=path!("machines/:id") view={Lazy::<MachineRoute>::new()}/>
+                    <Route path=path!("machine-templates") view={Lazy::<TemplatesRoute>::new()}/>
+                    <Route path=path!("quotas") view={Lazy::<QuotasRoute>::new()}/>
+                    <Route path=path!("accounts") view={Lazy::<AccountsRoute>::new()}/>
+                    <Route path=path!("services") view={Lazy::<ServicesRoute>::new()}/>
+                    <Route path=path!("services/:id") view={Lazy::<ServiceRoute>::new()}/>
+                    <Route path=path!("pools/:id") view={Lazy::<PoolRoute>::new()}/>
+                    <Route path=path!("tasks") view={Lazy::<TasksRoute>::new()}/>
+                    <Route path=path!("tasks/:id") view={Lazy::<TaskRoute>::new()}/>
+                    <Route path=path!("task-templates") view={Lazy::<TaskTemplatesRoute>::new()}/>
+                    <Route path=path!("discovery") view={Lazy::<DiscoveryRoute>::new()}/>
+                    <Route path=path!("lb-units/:id") view={Lazy::<UnitRoute>::new()}/>
+                    <Route path=path!("upstreams/:id") view={Lazy::<UpstreamRoute>::new()}/>
+                    <Route path=path!("discovery-log") view={Lazy::<DiscoveryLogRoute>::new()}/>
+                    <Route path=path!("app-keys") view={Lazy::<AppKeysRoute>::new()}/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -1308,6 +1308,16 @@ async fn documents(c: &Client) -> Vec<String> {
     serde_json::from_value(names).unwrap()
 }
 
+/// The wasm modules this tab has fetched: the app's main module and the
+/// chunks of the pages it opened.
+async fn wasm_fetched(c: &Client) -> Vec<(String, u64, u64)> {
+    fetched(c)
+        .await
+        .into_iter()
+        .filter(|(url, _, _)| url.ends_with(".wasm"))
+        .collect()
+}
+
 #[tokio::test]
 async fn a_logged_out_deep_link_loads_the_app_once_compressed_and_returns_there() {
     let server = Server::start(&ServerOptions {
@@ -1324,29 +1334,61 @@ async fn a_logged_out_deep_link_loads_the_app_once_compressed_and_returns_there(
     );
     // The login page is the same document, not a second load of the app.
     assert_eq!(documents(&c).await, [deep_link.as_str()]);
-    let wasm: Vec<_> = fetched(&c)
-        .await
-        .into_iter()
-        .filter(|(url, _, _)| url.ends_with(".wasm"))
+    let wasm = wasm_fetched(&c).await;
+    let main: Vec<_> = wasm
+        .iter()
+        .filter(|(url, _, _)| url.ends_with("/dcp_bg.wasm"))
         .collect();
-    assert_eq!(wasm.len(), 1, "{wasm:?}");
-    let (url, on_the_wire, decoded) = &wasm[0];
-    // By a hashed name, and compressed (brotli: well under half).
-    assert!(url.contains("/static/dcp_bg."), "{url}");
+    assert_eq!(main.len(), 1, "{wasm:?}");
+    let (url, on_the_wire, decoded) = main[0];
+    // In a directory named after its content, and compressed (brotli: well
+    // under half); the chunks of split-out pages come compressed too.
+    assert!(url.contains("/static/dcp."), "{url}");
     assert!(on_the_wire * 2 < *decoded, "{wasm:?}");
+    assert!(
+        wasm.iter().all(|(_, wire, decoded)| wire < decoded),
+        "{wasm:?}"
+    );
 
-    // Signing in returns to the deep link, still without a reload.
+    // Signing in returns to the deep link, still without a reload, and
+    // fetches no module twice.
     fill(&c, "#login-password", "ui-deep-link-pw").await;
     click(&c, "#login-submit").await;
     text_of(&c, ".topbar").await;
     assert_eq!(c.current_url().await.unwrap().as_str(), deep_link);
     assert_eq!(documents(&c).await, [deep_link.as_str()]);
-    let wasm_fetches = fetched(&c)
+    let mut urls: Vec<_> = wasm_fetched(&c)
         .await
         .into_iter()
-        .filter(|(url, _, _)| url.ends_with(".wasm"))
-        .count();
-    assert_eq!(wasm_fetches, 1);
+        .map(|(url, _, _)| url)
+        .collect();
+    let fetches = urls.len();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), fetches, "{urls:?}");
+    assert_eq!(
+        urls.iter()
+            .filter(|url| url.ends_with("/dcp_bg.wasm"))
+            .count(),
+        1
+    );
+
+    // A page not opened yet arrives as its own chunk when first opened.
+    click(&c, ".nav a[href=\"/plugins\"]").await;
+    until(&c, "//h1[text()='Plugins']", WAIT).await;
+    let after: Vec<_> = wasm_fetched(&c)
+        .await
+        .into_iter()
+        .map(|(url, _, _)| url)
+        .collect();
+    assert!(after.len() > fetches, "{after:?}");
+    assert_eq!(
+        after
+            .iter()
+            .filter(|url| url.ends_with("/dcp_bg.wasm"))
+            .count(),
+        1
+    );
     c.close().await.unwrap();
 }
 
