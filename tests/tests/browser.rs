@@ -1714,11 +1714,12 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
     until(&c, "//h1[@id='unit-name'][. = 'edge-nginx']", WAIT).await;
 
     // The adopted machine joins as a node with its own prefix. A reload
-    // may take up to 30 s, so a held lock (below) is waited for that long.
+    // may take up to 60 s, so a held lock (below) is waited for up to the
+    // release call's own limit.
     click(&c, "#add-lb-node").await;
     choose(&c, "lb-node-machine", "lb-one").await;
     let mut settings = hosts.settings(0);
-    settings["reload_timeout_ms"] = json!(30_000);
+    settings["reload_timeout_ms"] = json!(60_000);
     fill(&c, "#lb-node-settings", &settings.to_string()).await;
     click(&c, "#lb-node-save").await;
     let node_row = format!("tr[data-test=\"lb-node\"][data-address=\"{addr}\"]");
@@ -1859,21 +1860,19 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
     std::fs::write(lock.join("pid"), std::process::id().to_string()).unwrap();
     click(&c, "#unit-publish").await;
     click(&c, "#publish-confirm").await;
+    // One wait for all three, so the lock is held no longer than the page
+    // takes to show them (a loaded machine makes every wait slower).
     until(
         &c,
-        &format!("//tr[@id='release-node-{node}'][@data-state='running']"),
+        &format!(
+            "//tr[@id='release-node-{node}'][@data-state='running']\
+             [//span[@id='release-state'][@data-state='running']][//*[@id='release-live']]"
+        ),
         WAIT,
     )
     .await;
-    until(
-        &c,
-        "//span[@id='release-state'][@data-state='running']",
-        WAIT,
-    )
-    .await;
-    text_of(&c, "#release-live").await;
-    let first = attr_of(&c, "#release-detail", "data-id").await;
     std::fs::remove_dir_all(&lock).unwrap();
+    let first = attr_of(&c, "#release-detail", "data-id").await;
     until(
         &c,
         &format!("//tr[@id='release-node-{node}'][@data-state='succeeded']"),
