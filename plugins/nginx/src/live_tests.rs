@@ -227,7 +227,9 @@ impl Nginx {
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while nginx.get(nginx.port, "/nginx-health").0 != 200 {
+        // Up when it answers and both workers exist: one worker answering
+        // says nothing of the other, which a loaded machine forks later.
+        while nginx.get(nginx.port, "/nginx-health").0 != 200 || nginx.workers().len() != 2 {
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 panic!("nginx exited with {status}:\n{}", nginx.error_log());
             }
@@ -238,7 +240,7 @@ impl Nginx {
             );
             thread::sleep(Duration::from_millis(20));
         }
-        // The workers are up when they answer; the pid file is there too.
+        // The pid file is there too: the master writes it before forking.
         nginx
     }
 
