@@ -2,18 +2,19 @@
 
 use dcp_api_types::{
     Account, AccountInput, AddNodes, AdoptMachine, AppKey, AppKeyCreated, AppKeyInput,
-    AppKeyPrivileges, Binding, BindingInput, ChangeFilter, Choice, Cluster, ClusterInput, Command,
-    CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput, ConfigFileVersion,
-    CreateMachines, CreatedToken, DiscoveryChange, ErrorCode, ErrorDetail, Execution,
+    AppKeyPrivileges, Binding, BindingInput, ChangeFilter, Choice, Cleanup, Cluster, ClusterInput,
+    Command, CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput, ConfigFileVersion,
+    CreateMachines, CreatedToken, DiscoveryChange, DoomedTag, ErrorCode, ErrorDetail, Execution,
     ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary, FleetPoint, HostKey,
-    HostOutput, LbGroup, LbGroupInput, LbNode, LbNodeInput, LbNodeUpdate, LbUnit, LbUnitInput,
-    LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState, MachineTemplate,
-    MembersInput, ModuleEntry, Node, NodeContainer, NodeLogs, Overview, Page, PageQuery,
-    PluginDescription, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
-    PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage, Release, ReleaseInput, Rollback,
-    RollbackInput, Service, ServiceInput, Session, SshSettings, SyncReport, Task, TaskDetail,
-    TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput, UpstreamInput,
-    UpstreamView, UserStatus,
+    HostOutput, ImageTag, ImageTagDeleted, ImageTagDetail, LbGroup, LbGroupInput, LbNode,
+    LbNodeInput, LbNodeUpdate, LbUnit, LbUnitInput, LoginRequest, LookupKind, LookupQuery, Machine,
+    MachineDetail, MachineState, MachineTemplate, MembersInput, ModuleEntry, Node, NodeContainer,
+    NodeLogs, Overview, Page, PageQuery, PluginDescription, PluginLimits, PluginTestRequest,
+    PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage,
+    RegistryLogin, RegistryStatus, Release, ReleaseInput, Repository, RetentionInput,
+    RetentionRule, Rollback, RollbackInput, Service, ServiceInput, Session, SshSettings,
+    SyncReport, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token,
+    TokenInput, UpstreamInput, UpstreamView, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -1243,6 +1244,137 @@ pub(crate) async fn set_app_key_privileges(
 /// Revokes an app key: refused from now on.
 pub(crate) async fn revoke_app_key(id: i64) -> Result<AppKey, ApiError> {
     read(send(Request::delete(&format!("/api/v1/app-keys/{id}"))).await?).await
+}
+
+/// The image registry: where, whether it serves, its storage.
+pub(crate) async fn registry() -> Result<RegistryStatus, ApiError> {
+    read(send(Request::get("/api/v1/registry")).await?).await
+}
+
+/// The registry's login for `docker login`.
+pub(crate) async fn registry_login() -> Result<RegistryLogin, ApiError> {
+    read(send(Request::get("/api/v1/registry/login")).await?).await
+}
+
+/// One page of the registry's repositories.
+pub(crate) async fn repositories(page: u32) -> Result<Page<Repository>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/registry/repositories?page={page}&per_page=50"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// One page of a repository's tags (the `/` of its name travels encoded).
+pub(crate) async fn image_tags(repository: &str, page: u32) -> Result<Page<ImageTag>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/registry/repositories/{}/tags?page={page}&per_page=50",
+            encode(repository)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// One tag in full.
+pub(crate) async fn image_tag(repository: &str, tag: &str) -> Result<ImageTagDetail, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/registry/repositories/{}/tags/{}",
+            encode(repository),
+            encode(tag)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Deletes one tag (others on the same image stay).
+pub(crate) async fn delete_image_tag(
+    repository: &str,
+    tag: &str,
+) -> Result<ImageTagDeleted, ApiError> {
+    read(
+        send(Request::delete(&format!(
+            "/api/v1/registry/repositories/{}/tags/{}",
+            encode(repository),
+            encode(tag)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// One page of the registry's retention rules.
+pub(crate) async fn retention_rules(page: u32) -> Result<Page<RetentionRule>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/registry/retention?page={page}&per_page=50"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Sets a repository's retention rule.
+pub(crate) async fn set_retention(
+    repository: &str,
+    input: &RetentionInput,
+) -> Result<RetentionRule, ApiError> {
+    read(
+        send_json(
+            Request::put(&format!(
+                "/api/v1/registry/retention/{}",
+                encode(repository)
+            )),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Removes a repository's retention rule.
+pub(crate) async fn delete_retention(repository: &str) -> Result<(), ApiError> {
+    no_content(
+        send(Request::delete(&format!(
+            "/api/v1/registry/retention/{}",
+            encode(repository)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// The tags a clean-up would delete now.
+pub(crate) async fn cleanup_plan() -> Result<Vec<DoomedTag>, ApiError> {
+    read(send(Request::get("/api/v1/registry/clean-ups/plan")).await?).await
+}
+
+/// Runs a clean-up; answers when it is done.
+pub(crate) async fn clean_up() -> Result<Cleanup, ApiError> {
+    read(
+        send_json(
+            Request::post("/api/v1/registry/clean-ups"),
+            &serde_json::json!({}),
+        )
+        .await?,
+    )
+    .await
+}
+
+/// One page of clean-ups, newest first.
+pub(crate) async fn cleanups(page: u32) -> Result<Page<Cleanup>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/registry/clean-ups?page={page}&per_page=10"
+        )))
+        .await?,
+    )
+    .await
 }
 
 #[cfg(test)]

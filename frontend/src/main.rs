@@ -16,6 +16,7 @@ mod discovery_log;
 mod executions;
 mod groups;
 mod host_keys;
+mod images;
 mod lb_unit;
 mod login;
 mod machines;
@@ -112,6 +113,9 @@ lazy_areas! {
         DiscoveryLogRoute => discovery_log::DiscoveryLogPage,
         AppKeysRoute => app_keys::AppKeysPage,
     }
+    Images in images_page {
+        ImagesRoute => images::ImagesPage,
+    }
     Admin in admin_page {
         TokensRoute => tokens::TokensPage,
         UsersRoute => users::UsersPage,
@@ -158,6 +162,7 @@ fn App() -> impl IntoView {
                     <Route path=path!("upstreams/:id") view={Lazy::<UpstreamRoute>::new()}/>
                     <Route path=path!("discovery-log") view={Lazy::<DiscoveryLogRoute>::new()}/>
                     <Route path=path!("app-keys") view={Lazy::<AppKeysRoute>::new()}/>
+                    <Route path=path!("images") view={Lazy::<ImagesRoute>::new()}/>
                 </ParentRoute>
             </Routes>
         </Router>
@@ -206,6 +211,7 @@ fn Shell() -> impl IntoView {
                             <A href="/discovery-log">"Operation log"</A>
                             <A href="/app-keys">"App keys"</A>
                         </div>
+                        <A href="/images">"Images"</A>
                         <A href="/commands">"Commands"</A>
                         <A href="/command-groups">"Groups"</A>
                         <A href="/executions">"Executions"</A>

@@ -13,6 +13,7 @@ mod discovery;
 pub mod error;
 mod executions;
 pub mod extract;
+mod images;
 mod machines;
 mod openapi;
 mod overview;
@@ -96,6 +97,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
         (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
         (name = "tasks", description = "Task templates and tasks: expand, shrink, deploy and ad-hoc work on pools, followed live"),
         (name = "discovery", description = "Service discovery: balancer groups, units and nodes, upstreams and their members, bindings of pools, and the operation log"),
+        (name = "images", description = "The image market: the registry DCP's images live in, its repositories, tags and manifests"),
         (name = "overview", description = "Everything at a glance: fleet, pools' health, work under way, recent failures, quotas"),
     ),
     modifiers(&Security),
@@ -148,6 +150,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(users::router())
         .merge(overview::router())
         .merge(discovery::router())
+        .merge(images::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(

@@ -108,6 +108,24 @@ pub struct Config {
     pub execution_retention_days: u32,
     /// Days the step logs of a finished task are kept; 0 keeps forever.
     pub task_log_retention_days: u32,
+    /// Runs DCP's own image registry (Debian's `docker-registry`) on this
+    /// address, its storage and account under `<data_dir>/registry`. Nodes
+    /// pull from it, so outside tests it is an address they reach (Docker
+    /// trusts plain HTTP only on 127.0.0.0/8; elsewhere put TLS in front
+    /// and set `registry_url`).
+    pub registry_addr: Option<SocketAddr>,
+    /// The `docker-registry` program DCP runs for `registry_addr`.
+    pub registry_command: PathBuf,
+    /// The registry as clients and nodes reach it (`http://host:port` or
+    /// `https://…`): an external one (Harbor, distribution) when
+    /// `registry_addr` is unset; with it, the address DCP's own registry is
+    /// reached at, when that is not `registry_addr` itself.
+    pub registry_url: Option<String>,
+    /// The external registry's account (`registry_url` without
+    /// `registry_addr`).
+    pub registry_username: Option<String>,
+    /// That account's password.
+    pub registry_password: Option<String>,
 }
 
 /// An address or a CIDR range (`10.0.0.0/8`, `::1`), as written in the
@@ -197,6 +215,11 @@ impl Default for Config {
             max_execution_output_bytes: 64 << 20,
             execution_retention_days: 90,
             task_log_retention_days: 90,
+            registry_addr: None,
+            registry_command: PathBuf::from("docker-registry"),
+            registry_url: None,
+            registry_username: None,
+            registry_password: None,
         }
     }
 }
@@ -257,6 +280,14 @@ impl fmt::Debug for Config {
             )
             .field("execution_retention_days", &self.execution_retention_days)
             .field("task_log_retention_days", &self.task_log_retention_days)
+            .field("registry_addr", &self.registry_addr)
+            .field("registry_command", &self.registry_command)
+            .field("registry_url", &self.registry_url)
+            .field("registry_username", &self.registry_username)
+            .field(
+                "registry_password",
+                &self.registry_password.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }
@@ -300,6 +331,11 @@ const ENV_KEYS: &[&str] = &[
     "max_execution_output_bytes",
     "execution_retention_days",
     "task_log_retention_days",
+    "registry_addr",
+    "registry_command",
+    "registry_url",
+    "registry_username",
+    "registry_password",
 ];
 
 impl Config {
@@ -504,11 +540,13 @@ mod tests {
             secret_key: Some("c2VjcmV0LWtleQ==".into()),
             metrics_token: Some("scrape-token".into()),
             database_url: Some("postgres://dcp:pw@db/dcp".into()),
+            registry_password: Some("registry-pw".into()),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(
             !shown.contains("hunter2")
+                && !shown.contains("registry-pw")
                 && !shown.contains(":pw@")
                 && !shown.contains("c2VjcmV0")
                 && !shown.contains("scrape-token"),

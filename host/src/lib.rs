@@ -13,6 +13,7 @@ pub mod containers;
 pub mod data_dir;
 pub mod discovery;
 pub mod engine;
+pub mod images;
 pub mod machines;
 pub mod orchestration;
 pub mod overview;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub engine: Arc<engine::Engine>,
     /// Service discovery: balancers, upstreams, bindings.
     pub discovery: Arc<discovery::Discovery>,
+    /// The image market: the registry and its images.
+    pub images: Arc<images::Images>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
     /// Cancelled when the process starts shutting down: long-lived
@@ -183,6 +186,17 @@ impl AppState {
             },
         );
         let shutdown = CancellationToken::new();
+        let images = images::Images::start(&config, store.clone(), &shutdown)?;
+        let abandoned = store
+            .end_abandoned_cleanups()
+            .await
+            .context("ending abandoned registry clean-ups")?;
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "ended registry clean-ups a stopped DCP left running"
+            );
+        }
         tokio::spawn(retention::sweep(
             store.clone(),
             retention::Settings::from_config(&config),
@@ -196,6 +210,7 @@ impl AppState {
             machines,
             engine,
             discovery,
+            images,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
             shutdown,

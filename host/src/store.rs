@@ -17,6 +17,7 @@ mod host_keys;
 mod machines;
 mod overview;
 mod plugins;
+mod registry;
 mod releases;
 mod services;
 mod tasks;
@@ -49,6 +50,7 @@ pub use self::{
         TaskBriefRecord,
     },
     plugins::{NewPluginVersion, PluginStatus, PluginVersionRecord},
+    registry::{CleanupRecord, RetentionRecord},
     releases::{AppKeyRecord, ConfigFileRecord, ReleaseNodeRecord, ReleaseRecord},
     services::{
         NewNode, NodeRecord, PoolChange, PoolRecord, ServiceChange, ServiceRecord, TaskTemplates,

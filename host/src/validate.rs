@@ -278,6 +278,38 @@ pub fn image_tag(field: impl Into<Cow<'static, str>>, value: &str) -> Result<(),
     }
 }
 
+/// The one rule for a repository in a registry (`shop/web`): lowercase
+/// path components of letters and digits joined by `.`, `_`, `__` or
+/// dashes, separated by `/`, at most 255 characters in all — the
+/// registry's own grammar, so a name it would refuse never reaches it.
+pub fn repository(field: impl Into<Cow<'static, str>>, value: &str) -> Result<(), Invalid> {
+    let field = field.into();
+    if value.is_empty() || value.len() > IMAGE_NAME_MAX {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1–{IMAGE_NAME_MAX} characters"),
+        ));
+    }
+    for component in value.split('/') {
+        if !path_component(component) {
+            return Err(Invalid::new(
+                field,
+                format!(
+                    "path component {component:?} must be lowercase letters and digits joined by \
+                     '.', '_', '__' or dashes, between single '/'"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The one rule for a content digest: `sha256:` (or `sha384:`, `sha512:`)
+/// and its lowercase hex digits.
+pub fn digest(field: impl Into<Cow<'static, str>>, value: &str) -> Result<(), Invalid> {
+    check_digest(value).map_err(|message| Invalid::new(field, message))
+}
+
 /// The name of an image reference (registry and repository), without its
 /// tag or digest.
 #[must_use]

@@ -230,6 +230,42 @@ async fn main() {
             "  nginx serves {served} backends; the registers took {} pushes (one reload per host each)",
             pushes.len()
         );
+        // A push ends when the first register it covers finishes; pushes
+        // take turns, so the gaps between ends are how long pushes took
+        // while registers queued behind them.
+        let mut ends = std::collections::BTreeMap::<String, f64>::new();
+        for node in detail["nodes"].as_array().unwrap() {
+            let step = &node["steps"][2];
+            let (Some(output), false) = (step["output"].as_str(), step["finished_at"].is_null())
+            else {
+                continue;
+            };
+            let revision = output.split(':').next().unwrap_or_default().to_owned();
+            let end = millis(&step["finished_at"]);
+            let slot = ends.entry(revision).or_insert(end);
+            *slot = slot.min(end);
+        }
+        let mut ends: Vec<f64> = ends.into_values().collect();
+        ends.sort_by(f64::total_cmp);
+        let mut gaps: Vec<f64> = ends.windows(2).map(|w| w[1] - w[0]).collect();
+        gaps.sort_by(f64::total_cmp);
+        let mut drains: Vec<f64> = detail["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["steps"][2]["output"].as_str())
+            .flat_map(|o| o.split("drained in ").skip(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+            .collect();
+        drains.sort_by(f64::total_cmp);
+        println!(
+            "  between push ends: median {:.0} ms, p90 {:.0} ms, max {:.0} ms; reload drain per host: median {:.0} ms, max {:.0} ms",
+            percentile(&gaps, 0.5),
+            percentile(&gaps, 0.9),
+            percentile(&gaps, 1.0),
+            percentile(&drains, 0.5),
+            percentile(&drains, 1.0)
+        );
     }
 }
 

@@ -1,7 +1,12 @@
 //! Docker for orchestration tests: a tiny web image built locally (nothing
 //! can be pulled here) and the containers DCP ran, found by label.
 
-use std::{path::Path, process::Command, sync::Mutex};
+use std::{
+    io::Write as _,
+    path::Path,
+    process::{Command, Stdio},
+    sync::Mutex,
+};
 
 static BUILD: Mutex<()> = Mutex::new(());
 
@@ -111,4 +116,68 @@ fn docker(args: &[&str]) -> Result<String, String> {
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
+}
+
+/// `docker` with a client configuration of its own in `config` (where a
+/// `docker login` keeps its credentials, away from the machine's), with
+/// `stdin` fed to it.
+///
+/// # Errors
+/// docker's stderr when it fails.
+pub fn docker_in(config: &Path, args: &[&str], stdin: &str) -> Result<String, String> {
+    let mut child = Command::new("docker")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running docker (scripts/docker start): {e}"))?;
+    if let Some(mut input) = child.stdin.take() {
+        input
+            .write_all(stdin.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Logs a docker client (its configuration in a new directory) in to
+/// DCP's registry with the login `GET /api/v1/registry/login` hands out,
+/// and pushes each `(local image, repository:tag)`; answers the client's
+/// directory and the registry's host.
+///
+/// # Panics
+/// When the login or a push fails.
+pub async fn push_to_registry(
+    api: &crate::Api,
+    pushes: &[(&str, &str)],
+) -> (tempfile::TempDir, String) {
+    let login = api.get("/api/v1/registry/login").await;
+    let server = login["server"].as_str().expect("a login").to_owned();
+    let client = tempfile::tempdir().unwrap();
+    docker_in(
+        client.path(),
+        &[
+            "login",
+            &server,
+            "-u",
+            login["username"].as_str().unwrap(),
+            "--password-stdin",
+        ],
+        login["password"].as_str().unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("docker login {server}: {e}"));
+    for (image, target) in pushes {
+        let target = format!("{server}/{target}");
+        docker_in(client.path(), &["tag", image, &target], "").unwrap();
+        docker_in(client.path(), &["push", &target], "")
+            .unwrap_or_else(|e| panic!("docker push {target}: {e}"));
+    }
+    (client, server)
 }

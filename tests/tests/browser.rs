@@ -1958,3 +1958,128 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
     let _ = std::fs::write(std::env::temp_dir().join("dcp-discovery.png"), shot);
     c.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_registry_is_browsed_to_a_tags_layers_and_one_tag_deleted_in_the_ui() {
+    let api = dcp_tests::Api::start_with(&ServerOptions {
+        admin_password: Some("ui-images-pw".into()),
+        env: vec![("DCP_REGISTRY_ADDR".into(), "127.26.0.4:5000".into())],
+        ..ServerOptions::default()
+    })
+    .await;
+    api_until(&api, "/api/v1/registry", |s| s["serving"] == true).await;
+    let image = dcp_tests::docker::web_image("ui-market");
+    let (_client, host) = dcp_tests::docker::push_to_registry(
+        &api,
+        &[(&image, "shop/web:1.0"), (&image, "shop/web:stable")],
+    )
+    .await;
+    let (c, _driver) = logged_in(&api.server, "ui-images-pw").await;
+    c.goto(&api.server.url("/images")).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#registry-status[data-serving='true']"))
+        .await
+        .unwrap();
+    assert_eq!(text_of(&c, "#registry-host").await, host);
+
+    // Repository → its tags → one tag's layers and history.
+    click(&c, "tr[data-test='repository'][data-name='shop/web'] a").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("tr[data-test='image-tag'][data-tag='stable']"))
+        .await
+        .unwrap();
+    click(&c, "tr[data-test='image-tag'][data-tag='1.0'] a").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#tag-detail[data-tag='1.0'][data-layers='2']"))
+        .await
+        .unwrap();
+    assert_eq!(
+        text_of(&c, "#tag-pull").await,
+        format!("{host}/shop/web:1.0")
+    );
+    assert_eq!(text_of(&c, "#tag-also").await, "stable");
+    assert!(text_of(&c, "#tag-history").await.contains("EXPOSE"));
+    assert!(
+        c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("/images?repository=shop%2Fweb&tag=1.0"),
+        "the tag shown is in the address"
+    );
+
+    // Deleting 1.0 keeps stable, the same image.
+    click(&c, "#tag-delete").await;
+    click(&c, "#tag-delete-confirm").await;
+    let said = text_of(&c, "#tag-deleted").await;
+    assert!(said.contains("kept stable"), "{said}");
+    gone(&c, "tr[data-test='image-tag'][data-tag='1.0']").await;
+    let tags = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags")
+        .await;
+    assert_eq!(tags["total"], 1, "{tags}");
+
+    // A link to a tag opens it.
+    c.goto(&api.server.url("/images?repository=shop%2Fweb&tag=stable"))
+        .await
+        .unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#tag-detail[data-tag='stable']"))
+        .await
+        .unwrap();
+
+    // A newer build, then a rule that keeps only the newest tag: the
+    // preview names stable, and the clean-up deletes it and says what it freed.
+    let newer = dcp_tests::docker::web_image("ui-market-newer");
+    dcp_tests::docker::push_to_registry(&api, &[(&newer, "shop/web:2.0")]).await;
+    fill(&c, "#retention-repository", "shop/web").await;
+    fill(&c, "#retention-keep-last", "0").await;
+    click(&c, "#retention-save").await;
+    let said = text_of(&c, "#retention-form .field-error[data-field='keep_last']").await;
+    assert!(said.contains("1–10000"), "{said}");
+    fill(&c, "#retention-keep-last", "1").await;
+    click(&c, "#retention-save").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(
+            "tr[data-test='retention-rule'][data-repository='shop/web']",
+        ))
+        .await
+        .unwrap();
+    click(&c, "#cleanup-preview").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#cleanup-plan[data-count='1']"))
+        .await
+        .unwrap();
+    assert!(
+        text_of(&c, "#cleanup-plan")
+            .await
+            .contains("shop/web:stable")
+    );
+    click(&c, "#cleanup-run").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#cleanup-result[data-state='succeeded']"))
+        .await
+        .unwrap();
+    let said = text_of(&c, "#cleanup-result").await;
+    assert!(said.starts_with("Deleted 1 tag(s), freed "), "{said}");
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(
+            "tr[data-test='cleanup'][data-state='succeeded']",
+        ))
+        .await
+        .unwrap();
+    let tags = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags")
+        .await;
+    assert_eq!(tags["items"][0]["tag"], "2.0", "{tags}");
+    assert_eq!(tags["total"], 1, "{tags}");
+    c.close().await.unwrap();
+}

@@ -61,7 +61,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 18] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 20] = [
     (
         "/api/v1/lb-units",
         "plugin",
@@ -143,6 +143,16 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 18] = [
         "must name an active cloud-provider plugin",
     ),
     (
+        "/api/v1/registry/retention",
+        "keep_last",
+        "a retention rule has keep_last, keep_days or both (a rule across the two fields)",
+    ),
+    (
+        "/api/v1/lb-units",
+        "address",
+        "a balancer node's address is a machine DCP knows (created or adopted): a reference, like an id",
+    ),
+    (
         "/api/v1/accounts",
         "secret",
         "required when creating, optional when updating (one schema for both)",
@@ -174,8 +184,19 @@ async fn every_operation_answers_as_documented_on_postgres() {
 }
 
 async fn walk(backend: Backend) {
-    // A default key, so a node can be added by address as a fixture.
-    let (state, _db) = backend.state_with(dcp_tests::with_default_key).await;
+    // A default key, so a node can be added by address as a fixture; a
+    // registry of its own (Debian's docker-registry), so the image market's
+    // operations answer from a real one.
+    let registry = match backend {
+        Backend::Sqlite => "127.26.1.1:5000",
+        Backend::Postgres => "127.26.1.2:5000",
+    };
+    let (state, _db) = backend
+        .state_with(|config| {
+            dcp_tests::with_default_key(config);
+            config.registry_addr = Some(registry.parse().unwrap());
+        })
+        .await;
     let admin = state
         .store
         .user_credentials("admin")

@@ -4,6 +4,7 @@
 //! never disagree about a field name. Timestamps are RFC 3339 strings in UTC.
 
 mod discovery;
+mod images;
 mod machines;
 mod orchestration;
 mod overview;
@@ -13,6 +14,7 @@ mod tasks;
 use serde::{Deserialize, Serialize};
 
 pub use discovery::*;
+pub use images::*;
 pub use machines::*;
 pub use orchestration::*;
 pub use overview::*;

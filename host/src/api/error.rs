@@ -11,7 +11,7 @@ use axum::{
 use dcp_api_types::{ErrorBody, ErrorCode, ErrorDetail, FieldError};
 
 use crate::{
-    auth, containers, discovery, engine, machines, plugins::registry, remote, store,
+    auth, containers, discovery, engine, images, machines, plugins::registry, remote, store,
     telemetry::RequestIds,
 };
 
@@ -89,6 +89,9 @@ pub enum Error {
     /// without the interface's privilege (403).
     #[error(transparent)]
     AppKey(#[from] discovery::Refusal),
+    /// The image market refused, or its registry failed.
+    #[error(transparent)]
+    Images(#[from] images::Error),
 }
 
 impl From<containers::Error> for Error {
@@ -124,6 +127,11 @@ impl Error {
             self,
             Self::Machines(machines::Error::Cloud(_) | machines::Error::Unavailable(_))
                 | Self::Remote(remote::Error::Unavailable(_) | remote::Error::Unreachable(_))
+                | Self::Images(
+                    images::Error::NotConfigured
+                        | images::Error::Down(_)
+                        | images::Error::Registry(_)
+                )
         )
     }
 
@@ -184,6 +192,18 @@ impl Error {
                 machines::Error::Cloud(_) => (ErrorCode::Upstream, None),
                 machines::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
                 machines::Error::Vault(_) => (ErrorCode::Internal, None),
+            },
+            Self::Images(e) => match e {
+                images::Error::Invalid(invalid) => {
+                    (ErrorCode::ValidationFailed, Some(invalid.field.to_string()))
+                }
+                images::Error::NotConfigured | images::Error::Down(_) => {
+                    (ErrorCode::Unavailable, None)
+                }
+                images::Error::NotFound(_) => (ErrorCode::NotFound, None),
+                images::Error::Registry(_) => (ErrorCode::Upstream, None),
+                images::Error::Busy(_) => (ErrorCode::Conflict, None),
+                images::Error::Store(e) => return store_detail(e),
             },
             Self::Engine(e) => match e {
                 engine::Error::Invalid(invalid) => {

@@ -59,7 +59,15 @@ impl<T: Serialize> IntoResponse for Json<T> {
 }
 
 /// Deserialises a JSON body, telling syntax errors (400) from field errors (422).
+/// Every body is an object: serde would read a struct from an array of its
+/// fields' values in order (`[1, 2]`), which no client means.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(Error::validation(
+            "body",
+            "must be a JSON object of the documented fields, not an array",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
@@ -243,6 +251,16 @@ mod tests {
     struct Body {
         name: String,
         ports: Vec<u16>,
+    }
+
+    #[test]
+    fn a_body_is_an_object_never_an_array_of_its_fields() {
+        let tuple = parse_json::<Body>(br#" ["web", [80]]"#);
+        assert!(
+            matches!(tuple, Err(Error::Validation { ref field, .. }) if field == "body"),
+            "{tuple:?}"
+        );
+        assert!(parse_json::<Body>(br#"{"name": "web", "ports": [80]}"#).is_ok());
     }
 
     fn field_of(json: &str) -> (u16, Option<String>) {

@@ -147,7 +147,10 @@ fn converge(
     }
     let mut log = Vec::new();
     let paths: Vec<String> = desired.iter().map(|d| d.live.clone()).collect();
-    let read_timeout = READ_TIMEOUT_MS.min(node.time_left_ms());
+    // Each phase's time goes to the log: on a slow change, the operator
+    // sees whether SSH, the upload, `nginx -T` or the reload took it.
+    let started = node.time_left_ms();
+    let read_timeout = READ_TIMEOUT_MS.min(started);
     let out = node.exec(
         script::EXEC,
         script::read_script(config, &paths, dirs).as_bytes(),
@@ -167,6 +170,11 @@ fn converge(
         &text(&out.stdout),
         &text(&out.stderr),
     )?;
+    let read_at = node.time_left_ms();
+    log.push(format!(
+        "read the node's files in {} ms",
+        started.saturating_sub(read_at)
+    ));
     if read.pending {
         log.push(
             "an earlier change was cut off before its reload was verified: \
@@ -224,7 +232,11 @@ fn converge(
             return Err(failure);
         }
     }
-    log.push(format!("uploaded {} file(s)", stages.len()));
+    log.push(format!(
+        "uploaded {} file(s) in {} ms",
+        stages.len(),
+        read_at.saturating_sub(node.time_left_ms())
+    ));
     let reload_ms = u64::from(config.reload_timeout_ms);
     let budget = node
         .time_left_ms()

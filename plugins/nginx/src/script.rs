@@ -252,10 +252,18 @@ dcp_newer() {
   if [ "${#1}" -ne "${#2}" ]; then [ "${#1}" -gt "${#2}" ]; return; fi
   [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort | tail -n 1)" = "$1" ]
 }
-# The children of process $1: /proc/<pid>/stat of every process (busybox
-# has no pgrep -P nor ps --ppid); the command name may hold spaces and
-# parentheses, so fields are counted after its last ") ".
+# The children of process $1. The kernel lists them (a single-threaded
+# master forks from its main thread); that costs nothing, where reading
+# every process's stat costs a busy host's CPU at each look of a reload's
+# wait. Without that file (kernels before 3.5, or built without it):
+# /proc/<pid>/stat of every process (busybox has no pgrep -P nor ps
+# --ppid); the command name may hold spaces and parentheses, so fields are
+# counted after its last ") ".
 dcp_children() {
+  if [ -r "/proc/$1/task/$1/children" ]; then
+    cat "/proc/$1/task/$1/children" 2>/dev/null
+    return 0
+  fi
   cat /proc/[0-9]*/stat 2>/dev/null |
     awk -v m="$1" '{ p = $1; sub(/^.*\) /, ""); if ($2 == m) printf "%s ", p }'
 }
@@ -298,6 +306,8 @@ while ! mkdir "$LOCK" 2>/dev/null; do
 done
 locked=1
 echo $$ > "$LOCK/pid"
+waited=$(( $(dcp_now) - T0 ))
+[ "$waited" -ge 100 ] && dcp_say "waited $waited ms for another change to this nginx"
 dcp_stage() {
   f=$1
   n="${f%/*}/.${f##*/}.dcp-new.$TOKEN"
@@ -333,6 +343,7 @@ if [ "$staged" -eq 0 ]; then
 fi
 # -T: the test, and the whole configuration as nginx loads it (stdout),
 # which names every file an include reaches.
+t=$(dcp_now)
 dump=$("$NGINX" -T ${PREFIX:+-p "$PREFIX"} -c "$CONF_PATH" 2>"$LOCK/test")
 rc=$?
 out=$(cat "$LOCK/test")
@@ -340,7 +351,7 @@ if [ "$rc" -ne 0 ]; then
   [ "$rc" -ge 126 ] && dcp_fail 15 "cannot run $NGINX (exit $rc): $out"
   dcp_fail 10 "$out"
 fi
-dcp_say "nginx -t: ok"
+dcp_say "nginx -t: ok ($(( $(dcp_now) - t )) ms)"
 for f in $written; do
   printf '%s\n' "$dump" | grep -qxF "# configuration file $f:" ||
     dcp_say "warning: nginx does not load $f (no include in $CONF reaches it)"

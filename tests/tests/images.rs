@@ -1,0 +1,437 @@
+//! The image market against real parts: DCP runs Debian's `docker-registry`
+//! on its own loopback address, the local dockerd pushes to it with the
+//! login DCP hands out, and the API browses and deletes what is there.
+//!
+//! Needs dockerd (`scripts/docker start`) and `docker-registry`
+//! (`scripts/setup test`).
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use dcp_tests::{
+    Api, ServerOptions,
+    docker::{docker_in as docker, push_to_registry, web_image},
+};
+use serde_json::Value;
+
+/// A DCP whose registry listens on `addr`.
+async fn with_registry(addr: &str) -> Api {
+    Api::start_with(&ServerOptions {
+        env: vec![("DCP_REGISTRY_ADDR".into(), addr.into())],
+        ..ServerOptions::default()
+    })
+    .await
+}
+
+/// Waits until the registry status says `serving` is `want`.
+async fn registry_serving(api: &Api, want: bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = api.get("/api/v1/registry").await;
+        if status["serving"] == want {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the registry's serving never became {want}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ids of the `docker-registry` processes serving the configuration
+/// under `data_dir`.
+fn registries_of(data_dir: &std::path::Path) -> Vec<u32> {
+    let config = data_dir.join("registry/config.yml");
+    let config = std::path::absolute(config).unwrap();
+    let want = format!("serve\0{}\0", config.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains(&want) && !cmdline.starts_with("sh\0")
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pushed_images_are_browsed_with_their_layers_and_one_tag_is_deleted_alone() {
+    let api = with_registry("127.26.0.1:5000").await;
+    let status = registry_serving(&api, true).await;
+    assert_eq!(status["managed"], true, "{status}");
+    assert_eq!(status["host"], "127.26.0.1:5000", "{status}");
+
+    // The registry is not open: without the login, nothing.
+    let anonymous = reqwest::get("http://127.26.0.1:5000/v2/_catalog")
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let (one, two) = (web_image("market-one"), web_image("market-two"));
+    let stranger = tempfile::tempdir().unwrap();
+    let refused = docker(
+        stranger.path(),
+        &["tag", &one, "127.26.0.1:5000/shop/web:nologin"],
+        "",
+    )
+    .and_then(|_| {
+        docker(
+            stranger.path(),
+            &["push", "127.26.0.1:5000/shop/web:nologin"],
+            "",
+        )
+    });
+    assert!(refused.is_err(), "a push without the login is refused");
+    // 1.0 and stable: one image under two tags; 2.0 another.
+    let (client, _) = push_to_registry(
+        &api,
+        &[
+            (&one, "shop/web:1.0"),
+            (&one, "shop/web:stable"),
+            (&two, "shop/web:2.0"),
+            (&two, "base/tiny:1"),
+        ],
+    )
+    .await;
+
+    let repositories = api.get("/api/v1/registry/repositories").await;
+    let names: Vec<(&str, u64)> = repositories["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["tags"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(names, [("base/tiny", 1), ("shop/web", 3)], "{repositories}");
+    let paged = api
+        .get("/api/v1/registry/repositories?per_page=1&page=2")
+        .await;
+    assert_eq!(paged["total"], 2);
+    assert_eq!(paged["items"][0]["name"], "shop/web");
+
+    let tags = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags")
+        .await;
+    let items = tags["items"].as_array().unwrap();
+    let listed: Vec<&str> = items.iter().map(|t| t["tag"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["1.0", "2.0", "stable"], "by name: {tags}");
+    assert_eq!(
+        items[0]["digest"], items[2]["digest"],
+        "1.0 and stable are one image"
+    );
+    assert_ne!(items[0]["digest"], items[1]["digest"]);
+    for t in items {
+        assert!(
+            t["size"].as_u64().unwrap() > 100_000,
+            "busybox is in it: {t}"
+        );
+        assert!(
+            t["created"].as_str().is_some_and(|c| c.starts_with("20")),
+            "{t}"
+        );
+    }
+
+    let detail = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags/1.0")
+        .await;
+    assert_eq!(detail["pull"], "127.26.0.1:5000/shop/web:1.0", "{detail}");
+    assert_eq!(detail["also_tagged"], serde_json::json!(["stable"]));
+    let layers = detail["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "busybox, then the pages: {detail}");
+    assert!(
+        layers[0]["created_by"].as_str().unwrap().contains("COPY"),
+        "each layer names its step: {detail}"
+    );
+    let layer_bytes: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    assert!(
+        detail["size"].as_u64().unwrap() > layer_bytes,
+        "config + layers"
+    );
+    assert_eq!(
+        detail["runs"]["exposed_ports"],
+        serde_json::json!(["80/tcp"])
+    );
+    assert_eq!(detail["runs"]["entrypoint"][0], "/bin/busybox");
+    assert!(
+        detail["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["empty_layer"] == true
+                && h["created_by"].as_str().unwrap().contains("EXPOSE")),
+        "{detail}"
+    );
+
+    // 1.0 goes; stable, the same image, stays and still pulls.
+    let (status, deleted) = api
+        .delete("/api/v1/registry/repositories/shop%2Fweb/tags/1.0")
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["kept"], serde_json::json!(["stable"]));
+    assert_eq!(deleted["digest"], items[0]["digest"]);
+    let stable = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags/stable")
+        .await;
+    assert_eq!(stable["digest"], items[0]["digest"], "{stable}");
+    let _ = docker(
+        client.path(),
+        &["rmi", "127.26.0.1:5000/shop/web:stable"],
+        "",
+    );
+    docker(
+        client.path(),
+        &["pull", "127.26.0.1:5000/shop/web:stable"],
+        "",
+    )
+    .expect("stable still pulls");
+    // 2.0, alone on its image, goes with it.
+    let (status, deleted) = api
+        .delete("/api/v1/registry/repositories/shop%2Fweb/tags/2.0")
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert_eq!(deleted["kept"], serde_json::json!([]));
+    let tags = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags")
+        .await;
+    let listed: Vec<&str> = tags["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["stable"], "{tags}");
+    let (status, again) = api
+        .delete("/api/v1/registry/repositories/shop%2Fweb/tags/2.0")
+        .await;
+    assert_eq!(status, 404, "{again}");
+
+    // Names the registry would refuse never reach it.
+    for (path, field) in [
+        (
+            "/api/v1/registry/repositories/Shop%2Fweb/tags",
+            "repository",
+        ),
+        (
+            "/api/v1/registry/repositories/shop%2F%2Fweb/tags",
+            "repository",
+        ),
+        ("/api/v1/registry/repositories/shop%2Fweb/tags/-x", "tag"),
+    ] {
+        let (status, body) = api.get_status(path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(body["error"]["field"], field, "{path}: {body}");
+    }
+    let (status, body) = api
+        .get_status("/api/v1/registry/repositories/no%2Fsuch/tags")
+        .await;
+    assert_eq!(status, 404, "{body}");
+}
+
+#[tokio::test]
+async fn the_registry_is_restarted_when_it_exits_and_dies_with_its_dcp() {
+    let mut api = with_registry("127.26.0.2:5000").await;
+    registry_serving(&api, true).await;
+    let data_dir = api.server.data_dir.path().to_path_buf();
+    let running = registries_of(&data_dir);
+    assert_eq!(running.len(), 1, "one registry: {running:?}");
+    // It crashes: DCP says so, and starts it again.
+    Command::new("kill")
+        .args(["-9", &running[0].to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = registries_of(&data_dir);
+        if now.len() == 1 && now[0] != running[0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not restarted: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    registry_serving(&api, true).await;
+    let catalog = api.get("/api/v1/registry/repositories").await;
+    assert_eq!(catalog["total"], 0, "{catalog}");
+
+    // DCP is killed outright: its registry does not outlive it.
+    api.server.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !registries_of(&data_dir).is_empty() {
+        assert!(Instant::now() < deadline, "the registry outlived its DCP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And a restarted DCP runs it again, with the same login.
+    api.server.restart();
+    // The old process's pooled connections are gone with it.
+    api.http = reqwest::Client::new();
+    registry_serving(&api, true).await;
+}
+
+#[tokio::test]
+async fn without_a_registry_the_api_says_how_to_have_one() {
+    let api = Api::start().await;
+    let (status, body) = api.get_status("/api/v1/registry").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registry_addr"),
+        "{body}"
+    );
+    let (status, _) = api.get_status("/api/v1/registry/repositories").await;
+    assert_eq!(status, 503);
+}
+
+#[tokio::test]
+async fn a_missing_registry_program_is_named() {
+    let api = Api::start_with(&ServerOptions {
+        env: vec![
+            ("DCP_REGISTRY_ADDR".into(), "127.26.0.3:5000".into()),
+            ("DCP_REGISTRY_COMMAND".into(), "no-such-registry".into()),
+        ],
+        ..ServerOptions::default()
+    })
+    .await;
+    let status = registry_serving(&api, false).await;
+    let problem = status["problem"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        problem.contains("no-such-registry is not installed"),
+        "{status}"
+    );
+}
+
+#[tokio::test]
+async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed_is_reported() {
+    let api = with_registry("127.26.0.5:5000").await;
+    registry_serving(&api, true).await;
+    // Four builds, one after another (so their build times order them),
+    // and a repository no rule names.
+    let built: Vec<String> = (1..=4)
+        .map(|i| web_image(&format!("retention-{i}")))
+        .collect();
+    let mut pushes: Vec<(&str, String)> = built
+        .iter()
+        .enumerate()
+        .map(|(i, image)| (image.as_str(), format!("shop/api:v{}", i + 1)))
+        .collect();
+    pushes.push((&built[0], "shop/other:v1".into()));
+    pushes.push((&built[0], "base/tiny:1".into()));
+    let pushes: Vec<(&str, &str)> = pushes.iter().map(|(i, t)| (*i, t.as_str())).collect();
+    let (_client, _) = push_to_registry(&api, &pushes).await;
+
+    // Rules are checked.
+    for (body, field) in [
+        (serde_json::json!({}), "keep_last"),
+        (serde_json::json!({"keep_last": 0}), "keep_last"),
+        (serde_json::json!({"keep_days": 40000}), "keep_days"),
+    ] {
+        let (status, answer) = api
+            .put("/api/v1/registry/retention/shop%2Fapi", &body)
+            .await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    let (status, rule) = api
+        .put(
+            "/api/v1/registry/retention/shop%2Fapi",
+            &serde_json::json!({"keep_last": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rule}");
+    assert_eq!(rule["updated_by"], "user:admin");
+    // Everything in base/ was built today: a 7-day rule keeps it all.
+    let (status, _) = api
+        .put(
+            "/api/v1/registry/retention/base%2Ftiny",
+            &serde_json::json!({"keep_days": 7}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    let plan = api.get("/api/v1/registry/clean-ups/plan").await;
+    let planned: Vec<(&str, &str)> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["repository"].as_str().unwrap(),
+                d["tag"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        planned,
+        [("shop/api", "v2"), ("shop/api", "v1")],
+        "the two oldest: {plan}"
+    );
+
+    let before = api.get("/api/v1/registry").await["storage_bytes"]
+        .as_u64()
+        .unwrap();
+    let (status, cleanup) = api
+        .post("/api/v1/registry/clean-ups", &serde_json::json!({}))
+        .await;
+    assert_eq!(status, 201, "{cleanup}");
+    assert_eq!(cleanup["state"], "succeeded", "{cleanup}");
+    let deleted: Vec<&str> = cleanup["deleted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(deleted, ["v2", "v1"], "{cleanup}");
+    let after = api.get("/api/v1/registry").await["storage_bytes"]
+        .as_u64()
+        .unwrap();
+    let freed = cleanup["freed_bytes"].as_u64().unwrap();
+    assert!(freed > 0, "the deleted builds' own layers go: {cleanup}");
+    assert_eq!(
+        before - after,
+        freed,
+        "what it reports is what the disk lost"
+    );
+    assert!(cleanup["blobs_deleted"].as_u64().unwrap() > 0, "{cleanup}");
+
+    let tags = |repo: &'static str| {
+        let api = &api;
+        async move {
+            let list = api
+                .get(&format!("/api/v1/registry/repositories/{repo}/tags"))
+                .await;
+            list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["tag"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(tags("shop%2Fapi").await, ["v3", "v4"]);
+    assert_eq!(tags("shop%2Fother").await, ["v1"], "no rule, untouched");
+    assert_eq!(tags("base%2Ftiny").await, ["1"]);
+    // v1's image lives on under shop/other: its layers were kept, and it pulls.
+    let (client_dir, host) = push_to_registry(&api, &[]).await;
+    docker(
+        client_dir.path(),
+        &["pull", &format!("{host}/shop/other:v1")],
+        "",
+    )
+    .expect("the shared layers survived the clean-up");
+    // Pushes work again after it.
+    push_to_registry(&api, &[(&built[3], "shop/api:v5")]).await;
+
+    let history = api.get("/api/v1/registry/clean-ups").await;
+    assert_eq!(history["total"], 1);
+    assert_eq!(history["items"][0]["actor"], "user:admin");
+    let (status, _) = api.delete("/api/v1/registry/retention/shop%2Fapi").await;
+    assert_eq!(status, 204);
+    let (status, _) = api.delete("/api/v1/registry/retention/shop%2Fapi").await;
+    assert_eq!(status, 404);
+}
