@@ -1350,8 +1350,8 @@ pub(crate) async fn delete_retention(repository: &str) -> Result<(), ApiError> {
 }
 
 /// The tags a clean-up would delete now.
-pub(crate) async fn cleanup_plan() -> Result<Vec<DoomedTag>, ApiError> {
-    read(send(Request::get("/api/v1/registry/clean-ups/plan")).await?).await
+pub(crate) async fn cleanup_plan() -> Result<Page<DoomedTag>, ApiError> {
+    read(send(Request::get("/api/v1/registry/clean-ups/plan?per_page=200")).await?).await
 }
 
 /// Runs a clean-up; answers when it is done.

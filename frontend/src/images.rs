@@ -200,7 +200,7 @@ fn Retention(reload: RwSignal<u32>) -> impl IntoView {
     let keep_last = RwSignal::new(String::new());
     let keep_days = RwSignal::new(String::new());
     let form_error = RwSignal::new(None::<ApiError>);
-    let plan = RwSignal::new(None::<Vec<DoomedTag>>);
+    let plan = RwSignal::new(None::<Page<DoomedTag>>);
     let action_error = RwSignal::new(None::<ApiError>);
     let running = RwSignal::new(false);
     let last = RwSignal::new(None::<Cleanup>);
@@ -297,17 +297,19 @@ fn Retention(reload: RwSignal<u32>) -> impl IntoView {
                     {move || if running.get() { "Cleaning up…" } else { "Clean up now" }}
                 </button>
             </div>
-            {move || plan.get().map(|p| if p.is_empty() {
+            {move || plan.get().map(|p| if p.total == 0 {
                 view! { <p class="empty" id="cleanup-plan" data-count="0">"Nothing to delete: every tag is kept by its rule."</p> }.into_any()
             } else {
-                let count = p.len();
+                let count = p.total;
+                let more = count.saturating_sub(p.items.len() as u64);
                 view! {
                     <div id="cleanup-plan" data-count=count.to_string()>
                         <p>{format!("A clean-up now deletes {count} tag(s):")}</p>
-                        <ul>{p.into_iter().map(|d| view! {
+                        <ul>{p.items.into_iter().map(|d| view! {
                             <li data-test="doomed-tag"><code>{format!("{}:{}", d.repository, d.tag)}</code>" "
                                 <span class="hint">{d.created.as_deref().map(short_time).unwrap_or_default()}</span></li>
                         }).collect_view()}</ul>
+                        {(more > 0).then(|| view! { <p class="hint">{format!("and {more} more")}</p> })}
                     </div>
                 }.into_any()
             })}

@@ -286,7 +286,7 @@ impl Images {
         let client = self.registry().await?;
         let all = client.repositories(REPOSITORIES_MAX).await?;
         let total = all.len() as u64;
-        let names = cut(all, window);
+        let names = window.cut(all);
         let counted: Vec<Result<RepositorySummary, Error>> = stream::iter(names)
             .map(|name| async move {
                 let tags = match client.tags(&name).await {
@@ -317,7 +317,7 @@ impl Images {
         let client = self.registry().await?;
         let all = client.tags(repository).await?;
         let total = all.len() as u64;
-        let tags = cut(all, window);
+        let tags = window.cut(all);
         let summaries: Vec<Result<TagSummary, Error>> = stream::iter(tags)
             .map(|tag| async move {
                 let manifest = client.manifest(repository, &tag).await?;
@@ -401,13 +401,7 @@ impl Images {
             .into_iter()
             .filter(|t| t != tag)
             .collect();
-        if kept.is_empty() {
-            client.delete_manifest(repository, &digest).await?;
-        } else {
-            let nonce = uuid::Uuid::now_v7().to_string();
-            let placeholder = client.retag_to_placeholder(repository, tag, &nonce).await?;
-            client.delete_manifest(repository, &placeholder).await?;
-        }
+        remove_tag(client, repository, tag, &digest, !kept.is_empty()).await?;
         Ok(TagDeleted {
             repository: repository.to_owned(),
             tag: tag.to_owned(),
@@ -444,6 +438,25 @@ impl Images {
         }
         Ok(sharing)
     }
+}
+
+/// Removes `tag`, which points at `digest`: the manifest itself when no
+/// other tag shares it, else a placeholder the tag is first pointed at.
+async fn remove_tag(
+    client: &Client,
+    repository: &str,
+    tag: &str,
+    digest: &str,
+    shared: bool,
+) -> Result<(), Error> {
+    if shared {
+        let nonce = uuid::Uuid::now_v7().to_string();
+        let placeholder = client.retag_to_placeholder(repository, tag, &nonce).await?;
+        client.delete_manifest(repository, &placeholder).await?;
+    } else {
+        client.delete_manifest(repository, digest).await?;
+    }
+    Ok(())
 }
 
 /// The config of an image manifest (none for a list).
@@ -485,14 +498,6 @@ fn platform(platform: Option<&registry::Platform>) -> String {
             None => format!("{}/{}", p.os, p.architecture),
         },
     )
-}
-
-fn cut<T>(all: Vec<T>, window: Window) -> Vec<T> {
-    let offset = usize::try_from(window.offset).unwrap_or(usize::MAX);
-    all.into_iter()
-        .skip(offset)
-        .take(window.limit as usize)
-        .collect()
 }
 
 /// Bytes of the files under `dir` (file sizes, not blocks).

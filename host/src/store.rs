@@ -227,6 +227,16 @@ pub struct Window {
 }
 
 impl Window {
+    /// This window of a list held whole in memory, cut as a query's
+    /// `limit`/`offset` would.
+    #[must_use]
+    pub fn cut<T>(self, all: Vec<T>) -> Vec<T> {
+        all.into_iter()
+            .skip(usize::try_from(self.offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(self.limit).unwrap_or(usize::MAX))
+            .collect()
+    }
+
     fn limit(self) -> i64 {
         i64::from(self.limit)
     }

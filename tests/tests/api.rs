@@ -1984,7 +1984,17 @@ async fn every_list_answers_one_page_shape(backend: Backend) {
             "{converted}: {lists:?}"
         );
     }
-    for path in &lists {
+    // Lists read from the registry: their pages are checked against a real
+    // one (tests/images.rs); this server has none.
+    let from_registry = [
+        "/api/v1/registry/repositories",
+        "/api/v1/registry/repositories/{repository}/tags",
+        "/api/v1/registry/clean-ups/plan",
+    ];
+    for path in lists
+        .iter()
+        .filter(|l| !from_registry.contains(&l.as_str()))
+    {
         let url = path
             .replace("/pools/{id}", &format!("/pools/{pool}"))
             .replace("/executions/{id}", &format!("/executions/{execution}"))

@@ -320,6 +320,9 @@ async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed
         .enumerate()
         .map(|(i, image)| (image.as_str(), format!("shop/api:v{}", i + 1)))
         .collect();
+    // latest: v1's image under a second tag, so the clean-up deletes a
+    // tag that shares its image, then the last tag on it.
+    pushes.push((&built[0], "shop/api:latest".into()));
     pushes.push((&built[0], "shop/other:v1".into()));
     pushes.push((&built[0], "base/tiny:1".into()));
     let pushes: Vec<(&str, &str)> = pushes.iter().map(|(i, t)| (*i, t.as_str())).collect();
@@ -355,7 +358,8 @@ async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed
     assert_eq!(status, 200);
 
     let plan = api.get("/api/v1/registry/clean-ups/plan").await;
-    let planned: Vec<(&str, &str)> = plan
+    assert_eq!(plan["total"], 3, "{plan}");
+    let planned: Vec<(&str, &str)> = plan["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -368,8 +372,12 @@ async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed
         .collect();
     assert_eq!(
         planned,
-        [("shop/api", "v2"), ("shop/api", "v1")],
-        "the two oldest: {plan}"
+        [
+            ("shop/api", "v2"),
+            ("shop/api", "latest"),
+            ("shop/api", "v1")
+        ],
+        "all but the two newest builds: {plan}"
     );
 
     let before = api.get("/api/v1/registry").await["storage_bytes"]
@@ -386,7 +394,7 @@ async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed
         .iter()
         .map(|d| d["tag"].as_str().unwrap())
         .collect();
-    assert_eq!(deleted, ["v2", "v1"], "{cleanup}");
+    assert_eq!(deleted, ["v2", "latest", "v1"], "{cleanup}");
     let after = api.get("/api/v1/registry").await["storage_bytes"]
         .as_u64()
         .unwrap();

@@ -61,7 +61,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 20] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 21] = [
     (
         "/api/v1/lb-units",
         "plugin",
@@ -141,6 +141,11 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 20] = [
         "/api/v1/accounts",
         "provider",
         "must name an active cloud-provider plugin",
+    ),
+    (
+        "/api/v1/lb-units",
+        "files",
+        "no files means the unit's current ones: refused while the unit has none (its state, not the form)",
     ),
     (
         "/api/v1/registry/retention",

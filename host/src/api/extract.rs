@@ -232,12 +232,7 @@ pub(crate) fn page<T>(items: Vec<T>, total: u64, query: PageQuery) -> Page<T> {
 pub(crate) fn page_of<T>(all: Vec<T>, query: PageQuery) -> Result<Page<T>, Error> {
     let window = window(query)?;
     let total = u64::try_from(all.len()).unwrap_or(u64::MAX);
-    let items = all
-        .into_iter()
-        .skip(usize::try_from(window.offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(window.limit).unwrap_or(usize::MAX))
-        .collect();
-    Ok(page(items, total, query))
+    Ok(page(window.cut(all), total, query))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
     AppState, Error, Result,
-    extract::{Json, Path, Query, page, window},
+    extract::{Json, Path, Query, page, page_of, window},
     rfc3339,
 };
 use crate::{
@@ -379,25 +379,25 @@ async fn delete_retention(
 }
 
 /// What a clean-up would delete now: every tag the retention rules do not
-/// keep, by repository.
+/// keep, by repository (oldest last).
 #[utoipa::path(
     get, path = "/registry/clean-ups/plan", tag = "images",
+    params(PageQuery),
     responses(
-        (status = 200, description = "The tags it would delete", body = Vec<DoomedTag>),
+        (status = 200, description = "One page of the tags it would delete", body = Page<DoomedTag>),
         (status = 502, description = "The registry failed or refused, in its words", body = ErrorBody),
         (status = 503, description = "No registry is configured, or it is not serving", body = ErrorBody),
     )
 )]
-async fn plan_cleanup(State(state): State<AppState>) -> Result<Json<Vec<DoomedTag>>> {
-    Ok(Json(
-        state
-            .images
-            .plan()
-            .await?
-            .into_iter()
-            .map(doomed_to_api)
-            .collect(),
-    ))
+async fn plan_cleanup(
+    State(state): State<AppState>,
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<DoomedTag>>> {
+    let planned = state.images.plan().await?;
+    Ok(Json(page_of(
+        planned.into_iter().map(doomed_to_api).collect(),
+        paging,
+    )?))
 }
 
 /// The clean-ups, newest first.

@@ -2,6 +2,8 @@
 //! do not keep, then collect the garbage (DCP's own registry) and report
 //! the space freed.
 
+use std::collections::{BTreeSet, HashMap};
+
 use futures_util::{StreamExt as _, stream};
 use time::{Duration as Span, OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -27,6 +29,14 @@ pub struct Doomed {
     pub digest: String,
     /// When its image was built (RFC 3339).
     pub created: Option<String>,
+}
+
+/// One repository's part of a clean-up.
+struct Planned {
+    /// The tags its rule does not keep.
+    doomed: Vec<Doomed>,
+    /// Every tag, by the manifest it points at.
+    by_digest: HashMap<String, BTreeSet<String>>,
 }
 
 /// One tag with its build time, for a rule to judge.
@@ -108,6 +118,17 @@ impl Images {
     /// # Errors
     /// When the store or the registry fails.
     pub async fn plan(&self) -> Result<Vec<Doomed>, Error> {
+        Ok(self
+            .plan_repositories()
+            .await?
+            .into_iter()
+            .flat_map(|r| r.doomed)
+            .collect())
+    }
+
+    /// Per repository with a rule: the tags it does not keep, and every
+    /// tag by the manifest it points at.
+    async fn plan_repositories(&self) -> Result<Vec<Planned>, Error> {
         let client = self.registry().await?;
         let now = OffsetDateTime::now_utc();
         let mut out = Vec::new();
@@ -137,16 +158,23 @@ impl Images {
                 .collect()
                 .await;
             let dated = dated.into_iter().collect::<Result<Vec<_>, _>>()?;
-            out.extend(
-                doomed(dated, rule.keep_last, rule.keep_days, now)
-                    .into_iter()
-                    .map(|d| Doomed {
-                        repository: rule.repository.clone(),
-                        tag: d.tag,
-                        digest: d.digest,
-                        created: d.created_text,
-                    }),
-            );
+            let mut by_digest: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for t in &dated {
+                by_digest
+                    .entry(t.digest.clone())
+                    .or_default()
+                    .insert(t.tag.clone());
+            }
+            let doomed = doomed(dated, rule.keep_last, rule.keep_days, now)
+                .into_iter()
+                .map(|d| Doomed {
+                    repository: rule.repository.clone(),
+                    tag: d.tag,
+                    digest: d.digest,
+                    created: d.created_text,
+                })
+                .collect();
+            out.push(Planned { doomed, by_digest });
         }
         Ok(out)
     }
@@ -212,12 +240,31 @@ impl Images {
             .await?)
     }
 
+    /// Deletes the planned tags, each alone (see [`Images::delete_tag`]),
+    /// knowing from the plan which tags share a manifest rather than asking
+    /// the registry about every tag again for each one. (A tag pushed onto
+    /// a doomed tag's very image during the clean-up is not known; it goes
+    /// with it.)
     async fn delete_doomed(&self, deleted: &mut Vec<Doomed>) -> Result<(), Error> {
-        for doomed in self.plan().await? {
-            match self.delete_tag(&doomed.repository, &doomed.tag).await {
-                // Deleted by someone else meanwhile: gone all the same.
-                Ok(_) | Err(Error::NotFound(_)) => deleted.push(doomed),
-                Err(e) => return Err(e),
+        let client = self.registry().await?;
+        for mut planned in self.plan_repositories().await? {
+            for doomed in planned.doomed {
+                let sharing = planned.by_digest.entry(doomed.digest.clone()).or_default();
+                sharing.remove(&doomed.tag);
+                let shared = !sharing.is_empty();
+                match super::remove_tag(
+                    client,
+                    &doomed.repository,
+                    &doomed.tag,
+                    &doomed.digest,
+                    shared,
+                )
+                .await
+                {
+                    // Deleted by someone else meanwhile: gone all the same.
+                    Ok(()) | Err(Error::NotFound(_)) => deleted.push(doomed),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())
