@@ -215,7 +215,12 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
     c.goto(&server.url("/api/docs")).await.unwrap();
     let title = text_of(&c, ".swagger-ui .info .title").await;
     assert!(title.contains("DCP"), "{title}");
-    text_of(&c, ".opblock-tag[data-tag=\"clusters\"]").await;
+    // Every area is listed (closed); opening one shows its operations.
+    for tag in ["session", "clusters", "discovery", "images", "overview"] {
+        text_of(&c, &format!(".opblock-tag[data-tag=\"{tag}\"]")).await;
+    }
+    click(&c, ".opblock-tag[data-tag=\"clusters\"]").await;
+    text_of(&c, "#operations-clusters-list_clusters").await;
 
     c.close().await.unwrap();
 }
