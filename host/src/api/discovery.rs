@@ -90,7 +90,7 @@ impl From<discovery::Error> for Error {
             discovery::Error::Invalid(invalid) => invalid.into(),
             discovery::Error::Store(e) => e.into(),
             discovery::Error::Conflict { field, message } => Self::Conflict { field, message },
-            discovery::Error::Busy(message) => Self::Unavailable(message),
+            discovery::Error::Busy(message) => Self::Busy(message),
         }
     }
 }
@@ -1280,7 +1280,8 @@ async fn alter(
         (status = 401, description = "No app key, an unknown one or a revoked one", body = ErrorBody),
         (status = 403, description = "The key lacks the privilege; the message names it", body = ErrorBody),
         (status = 422, description = "No such binding, or a backend breaks a rule", body = ErrorBody),
-        (status = 503, description = "Too many alterations are waiting to be applied; try again shortly", body = ErrorBody),
+        (status = 503, description = "Too many alterations are waiting to be applied; try again shortly", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 async fn alter_register(
@@ -1319,7 +1320,8 @@ async fn alter_register(
         (status = 401, description = "No app key, an unknown one or a revoked one", body = ErrorBody),
         (status = 403, description = "The key lacks the privilege; the message names it", body = ErrorBody),
         (status = 422, description = "No such binding, or a backend breaks a rule", body = ErrorBody),
-        (status = 503, description = "Too many alterations are waiting to be applied; try again shortly", body = ErrorBody),
+        (status = 503, description = "Too many alterations are waiting to be applied; try again shortly", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait before trying again"))),
     )
 )]
 async fn alter_unregister(

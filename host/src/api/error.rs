@@ -70,6 +70,10 @@ pub enum Error {
     /// A dependency is unreachable (503).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Too much work is waiting to take more now (503, `Retry-After`); the
+    /// message says which, for the client.
+    #[error("{0}")]
+    Busy(String),
     /// The store failed or refused.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -127,6 +131,7 @@ impl Error {
             self,
             Self::Machines(machines::Error::Cloud(_) | machines::Error::Unavailable(_))
                 | Self::Remote(remote::Error::Unavailable(_) | remote::Error::Unreachable(_))
+                | Self::Busy(_)
                 | Self::Images(
                     images::Error::NotConfigured
                         | images::Error::Down(_)
@@ -147,7 +152,7 @@ impl Error {
             Self::BodyTimeout(_) => (ErrorCode::RequestTimeout, None),
             Self::NotFound(_) => (ErrorCode::NotFound, None),
             Self::Conflict { field, .. } => (ErrorCode::Conflict, Some(field.clone())),
-            Self::Unavailable(_) => (ErrorCode::Unavailable, None),
+            Self::Unavailable(_) | Self::Busy(_) => (ErrorCode::Unavailable, None),
             Self::Auth(e) => match e {
                 auth::Error::Missing
                 | auth::Error::InvalidToken
@@ -289,7 +294,7 @@ impl IntoResponse for Error {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            Self::Auth(auth::Error::Busy) => {
+            Self::Auth(auth::Error::Busy) | Self::Busy(_) => {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -427,4 +432,28 @@ fn detail_for_status(status: StatusCode) -> ErrorDetail {
 /// The fallback for unknown routes under `/api`.
 pub async fn no_route() -> Error {
     Error::NotFound("no such API route".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn message(res: Response) -> String {
+        use http_body_util::BodyExt as _;
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        body["error"]["message"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_busy_answer_says_why_and_when_to_retry() {
+        let res = Error::Busy("too many alterations are waiting".into()).into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(message(res).await, "too many alterations are waiting");
+        // A dependency's failure stays in the log.
+        let hidden = Error::Unavailable("connection refused by db.internal".into()).into_response();
+        assert_eq!(hidden.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!message(hidden).await.contains("db.internal"));
+    }
 }
