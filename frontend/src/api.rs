@@ -2,23 +2,24 @@
 
 use dcp_api_types::{
     Account, AccountInput, AddNodes, AdoptMachine, AppKey, AppKeyCreated, AppKeyInput,
-    AppKeyPrivileges, Binding, BindingInput, ChangeFilter, Choice, Cleanup, Cluster, ClusterInput,
-    Command, CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput, ConfigFileVersion,
-    CreateMachines, CreatedToken, DiscoveryChange, DoomedTag, ErrorCode, ErrorDetail, Execution,
-    ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary, FleetPoint, HostKey,
-    HostOutput, ImageTag, ImageTagDeleted, ImageTagDetail, LbGroup, LbGroupInput, LbNode,
-    LbNodeInput, LbNodeUpdate, LbUnit, LbUnitInput, LoginRequest, LookupKind, LookupQuery, Machine,
+    AppKeyPrivileges, Binding, BindingInput, BuildLog, ChangeFilter, Choice, Cleanup, Cluster,
+    ClusterInput, Command, CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput,
+    ConfigFileVersion, CreateMachines, CreatedToken, DiscoveryChange, DoomedTag, ErrorCode,
+    ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
+    FleetPoint, HostKey, HostOutput, ImageBuild, ImageBuildInput, ImageProject, ImageProjectInput,
+    ImageTag, ImageTagDeleted, ImageTagDetail, LbGroup, LbGroupInput, LbNode, LbNodeInput,
+    LbNodeUpdate, LbUnit, LbUnitInput, LoginRequest, LookupKind, LookupQuery, Machine,
     MachineDetail, MachineState, MachineTemplate, MembersInput, ModuleEntry, Node, NodeContainer,
     NodeLogs, Overview, Page, PageQuery, PluginDescription, PluginLimits, PluginTestRequest,
     PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage,
-    RegistryLogin, RegistryStatus, Release, ReleaseInput, Repository, RetentionInput,
-    RetentionRule, Rollback, RollbackInput, Service, ServiceInput, Session, SshSettings,
-    SyncReport, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token,
-    TokenInput, UpstreamInput, UpstreamView, UserStatus,
+    RegistryLogin, RegistryStatus, Release, ReleaseInput, RenderInput, RenderedDockerfile,
+    Repository, RetentionInput, RetentionRule, Rollback, RollbackInput, Service, ServiceInput,
+    Session, SshSettings, SyncReport, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
+    TemplateInput, Token, TokenInput, UpstreamInput, UpstreamView, UserStatus,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
-use wasm_bindgen::{JsCast as _, JsValue};
+use wasm_bindgen::{JsCast as _, JsValue, closure::Closure};
 
 /// A failed API call, as the server described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1375,6 +1376,126 @@ pub(crate) async fn cleanups(page: u32) -> Result<Page<Cleanup>, ApiError> {
         .await?,
     )
     .await
+}
+
+/// Every repository of the registry whose name starts with `prefix`
+/// (`base/`: the bases a FROM can name).
+pub(crate) async fn repositories_under(prefix: &str) -> Result<Vec<Repository>, ApiError> {
+    every(&format!(
+        "/api/v1/registry/repositories?prefix={}",
+        encode(prefix)
+    ))
+    .await
+}
+
+/// Every tag of a repository.
+pub(crate) async fn all_image_tags(repository: &str) -> Result<Vec<ImageTag>, ApiError> {
+    every(&format!(
+        "/api/v1/registry/repositories/{}/tags",
+        encode(repository)
+    ))
+    .await
+}
+
+/// One page of image projects, by repository.
+pub(crate) async fn image_projects(
+    page: u32,
+    per_page: u32,
+) -> Result<Page<ImageProject>, ApiError> {
+    page_of("/api/v1/image-projects", page, per_page).await
+}
+
+/// One image project.
+pub(crate) async fn image_project(id: i64) -> Result<ImageProject, ApiError> {
+    read(send(Request::get(&format!("/api/v1/image-projects/{id}"))).await?).await
+}
+
+/// Creates or replaces an image project.
+pub(crate) async fn save_image_project(
+    id: Option<i64>,
+    input: &ImageProjectInput,
+) -> Result<ImageProject, ApiError> {
+    save("image-projects", id, input).await
+}
+
+/// Deletes an image project.
+pub(crate) async fn delete_image_project(id: i64) -> Result<(), ApiError> {
+    remove("image-projects", id).await
+}
+
+/// The Dockerfile instructions render to (a 422 names the instruction's
+/// field, `instructions[2].command`).
+pub(crate) async fn render_dockerfile(input: &RenderInput) -> Result<RenderedDockerfile, ApiError> {
+    read(send_json(Request::post("/api/v1/image-projects/dockerfile"), input).await?).await
+}
+
+/// Queues a build of a project.
+pub(crate) async fn start_build(
+    project_id: i64,
+    input: &ImageBuildInput,
+) -> Result<ImageBuild, ApiError> {
+    read(
+        send_json(
+            Request::post(&format!("/api/v1/image-projects/{project_id}/builds")),
+            input,
+        )
+        .await?,
+    )
+    .await
+}
+
+/// One page of a project's builds, newest first.
+pub(crate) async fn project_builds(
+    project_id: i64,
+    page: u32,
+    per_page: u32,
+) -> Result<Page<ImageBuild>, ApiError> {
+    page_of(
+        &format!("/api/v1/image-projects/{project_id}/builds"),
+        page,
+        per_page,
+    )
+    .await
+}
+
+/// One build.
+pub(crate) async fn image_build(id: i64) -> Result<ImageBuild, ApiError> {
+    read(send(Request::get(&format!("/api/v1/image-builds/{id}"))).await?).await
+}
+
+/// Cancels a build that has not ended (a 409 once it has).
+pub(crate) async fn cancel_build(id: i64) -> Result<ImageBuild, ApiError> {
+    read(send(Request::post(&format!("/api/v1/image-builds/{id}/cancel"))).await?).await
+}
+
+/// A piece of a build's log, from byte `offset`.
+pub(crate) async fn build_log(id: i64, offset: u64) -> Result<BuildLog, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/image-builds/{id}/log?offset={offset}&limit=1048576"
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Where a build's events stream from (`build` and `log`).
+pub(crate) fn build_events_url(id: i64) -> String {
+    format!("/api/v1/image-builds/{id}/events")
+}
+
+/// Calls `handle` with the data of each `name` event `source` receives,
+/// for as long as the page's event source lives (the page closes it when
+/// it goes away).
+pub(crate) fn on_event(source: &web_sys::EventSource, name: &str, handle: impl Fn(&str) + 'static) {
+    let listener =
+        Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+            if let Some(data) = ev.data().as_string() {
+                handle(&data);
+            }
+        });
+    let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
+    listener.forget();
 }
 
 #[cfg(test)]

@@ -196,18 +196,7 @@ fn follow(id: i64, execution: RwSignal<Option<Execution>>, shown: HostsShown) {
         poll(id, execution, shown);
         return;
     };
-    let on = |name: &str, handle: Box<dyn Fn(&str)>| {
-        let listener =
-            Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
-                if let Some(data) = ev.data().as_string() {
-                    handle(&data);
-                }
-            });
-        let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
-        // The listener lives as long as the page's event source; the page
-        // closes the source when it goes away.
-        listener.forget();
-    };
+    let on = |name: &str, handle: Box<dyn Fn(&str)>| api::on_event(&source, name, handle);
     on(
         "snapshot",
         Box::new(move |data| {

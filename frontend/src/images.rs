@@ -2,7 +2,8 @@
 //! push to it, its repositories, their tags, and a tag in full (layers,
 //! what it runs, its build history), with deleting a tag. The repository
 //! and tag shown are in the address (`?repository=shop/web&tag=1.4`), so
-//! a tag can be linked to.
+//! a tag can be linked to. The projects that build images are in
+//! `projects`, in the same area.
 
 use dcp_api_types::{
     Cleanup, DoomedTag, ImageTag, ImageTagDetail, Page, RegistryLogin, RetentionInput,
@@ -20,7 +21,7 @@ use crate::{
 };
 
 /// Bytes as people read them: `512 B`, `3.2 MB`.
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -36,13 +37,13 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// `sha256:0123456789ab…` → `0123456789ab`.
-fn short_digest(digest: &str) -> String {
+pub(crate) fn short_digest(digest: &str) -> String {
     let hex = digest.split_once(':').map_or(digest, |(_, hex)| hex);
     hex.chars().take(12).collect()
 }
 
 /// `/images?repository=…[&tag=…]`, percent-encoded.
-fn link(repository: &str, tag: Option<&str>) -> String {
+pub(crate) fn link(repository: &str, tag: Option<&str>) -> String {
     let enc = |s: &str| {
         js_sys::encode_uri_component(s)
             .as_string()
@@ -51,6 +52,18 @@ fn link(repository: &str, tag: Option<&str>) -> String {
     match tag {
         Some(tag) => format!("/images?repository={}&tag={}", enc(repository), enc(tag)),
         None => format!("/images?repository={}", enc(repository)),
+    }
+}
+
+/// The Images area's own navigation: the registry, and the projects that
+/// build into it.
+#[component]
+pub(crate) fn ImagesTabs() -> impl IntoView {
+    view! {
+        <nav class="tabs" id="images-tabs">
+            <A href="/images" exact=true attr:id="tab-registry">"Registry"</A>
+            <A href="/images/projects" attr:id="tab-projects">"Projects"</A>
+        </nav>
     }
 }
 
@@ -99,6 +112,7 @@ pub(crate) fn ImagesPage() -> impl IntoView {
     };
 
     view! {
+        <ImagesTabs/>
         <div class="page-head">
             <h1>"Images"</h1>
             <p class="subtitle">

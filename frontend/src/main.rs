@@ -23,6 +23,7 @@ mod machines;
 mod overview;
 mod plugins;
 mod pools;
+mod projects;
 mod quotas;
 mod services;
 mod tasks;
@@ -115,6 +116,11 @@ lazy_areas! {
     }
     Images in images_page {
         ImagesRoute => images::ImagesPage,
+        ProjectsRoute => projects::ProjectsPage,
+        NewProjectRoute => projects::ProjectEditPage,
+        ProjectRoute => projects::ProjectPage,
+        EditProjectRoute => projects::ProjectEditPage,
+        BuildRoute => projects::BuildPage,
     }
     Admin in admin_page {
         TokensRoute => tokens::TokensPage,
@@ -163,6 +169,12 @@ fn App() -> impl IntoView {
                     <Route path=path!("discovery-log") view={Lazy::<DiscoveryLogRoute>::new()}/>
                     <Route path=path!("app-keys") view={Lazy::<AppKeysRoute>::new()}/>
                     <Route path=path!("images") view={Lazy::<ImagesRoute>::new()}/>
+                    <Route path=path!("images/projects") view={Lazy::<ProjectsRoute>::new()}/>
+                    // Before `:id`, which would take "new": the first route that matches wins.
+                    <Route path=path!("images/projects/new") view={Lazy::<NewProjectRoute>::new()}/>
+                    <Route path=path!("images/projects/:id") view={Lazy::<ProjectRoute>::new()}/>
+                    <Route path=path!("images/projects/:id/edit") view={Lazy::<EditProjectRoute>::new()}/>
+                    <Route path=path!("images/builds/:id") view={Lazy::<BuildRoute>::new()}/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -108,23 +108,18 @@ fn follow(id: i64, detail: RwSignal<Option<TaskDetail>>, error: RwSignal<Option<
     };
     let on = |name: &'static str, parse: fn(&str) -> Option<TaskEvent>| {
         let closer = source.clone();
-        let listener =
-            Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
-                let Some(event) = ev.data().as_string().and_then(|data| parse(&data)) else {
-                    return;
-                };
-                detail.update(|held| event.apply(held));
-                if detail
-                    .get_untracked()
-                    .is_some_and(|d| d.task.state.is_final())
-                {
-                    closer.close();
-                }
-            });
-        let _ = source.add_event_listener_with_callback(name, listener.as_ref().unchecked_ref());
-        // The listener lives as long as the page's event source; the page
-        // closes the source when it goes away.
-        listener.forget();
+        api::on_event(&source, name, move |data| {
+            let Some(event) = parse(data) else {
+                return;
+            };
+            detail.update(|held| event.apply(held));
+            if detail
+                .get_untracked()
+                .is_some_and(|d| d.task.state.is_final())
+            {
+                closer.close();
+            }
+        });
     };
     on("snapshot", |d| {
         serde_json::from_str(d).ok().map(TaskEvent::Snapshot)

@@ -7,6 +7,7 @@
 //! - list endpoints take `?page=&per_page=` and answer a `Page`;
 //! - handlers are thin: rules live in the domain modules, state in the store.
 
+mod builds;
 mod clusters;
 mod commands;
 mod discovery;
@@ -97,7 +98,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
         (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
         (name = "tasks", description = "Task templates and tasks: expand, shrink, deploy and ad-hoc work on pools, followed live"),
         (name = "discovery", description = "Service discovery: balancer groups, units and nodes, upstreams and their members, bindings of pools, and the operation log"),
-        (name = "images", description = "The image market: the registry DCP's images live in, its repositories, tags and manifests"),
+        (name = "images", description = "The image market: the registry DCP's images live in, its repositories, tags and manifests; image projects and their builds, with live logs"),
         (name = "overview", description = "Everything at a glance: fleet, pools' health, work under way, recent failures, quotas"),
     ),
     modifiers(&Security),
@@ -151,6 +152,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(overview::router())
         .merge(discovery::router())
         .merge(images::router())
+        .merge(builds::router())
         .route_layer(from_fn_with_state(state.clone(), session::require_auth));
     let (routes, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(

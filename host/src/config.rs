@@ -126,6 +126,13 @@ pub struct Config {
     pub registry_username: Option<String>,
     /// That account's password.
     pub registry_password: Option<String>,
+    /// The Docker daemon image builds run on (its unix socket); it pushes
+    /// to the registry, so it reaches the registry's address.
+    pub docker_socket: PathBuf,
+    /// Image builds one DCP runs at once; more wait, up to 64 each.
+    pub max_builds: u32,
+    /// Seconds an image build (sources, build, push) may take.
+    pub build_timeout_secs: u64,
 }
 
 /// An address or a CIDR range (`10.0.0.0/8`, `::1`), as written in the
@@ -220,6 +227,9 @@ impl Default for Config {
             registry_url: None,
             registry_username: None,
             registry_password: None,
+            docker_socket: PathBuf::from("/var/run/docker.sock"),
+            max_builds: 2,
+            build_timeout_secs: 3600,
         }
     }
 }
@@ -288,6 +298,9 @@ impl fmt::Debug for Config {
                 "registry_password",
                 &self.registry_password.as_ref().map(|_| "***"),
             )
+            .field("docker_socket", &self.docker_socket)
+            .field("max_builds", &self.max_builds)
+            .field("build_timeout_secs", &self.build_timeout_secs)
             .finish()
     }
 }
@@ -336,6 +349,9 @@ const ENV_KEYS: &[&str] = &[
     "registry_url",
     "registry_username",
     "registry_password",
+    "docker_socket",
+    "max_builds",
+    "build_timeout_secs",
 ];
 
 impl Config {

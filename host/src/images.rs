@@ -2,11 +2,17 @@
 //! in — DCP's own (`registry_addr`, [`managed`]) or an external one
 //! (`registry_url`) — browsed through the Registry HTTP API v2
 //! ([`registry`]): repositories, tags, manifests with their layers and
-//! build history, and deleting one tag (Images service).
+//! build history, and deleting one tag (Images service); image projects
+//! ([`projects`]) and their builds through the Docker Engine API
+//! ([`builds`]).
 
+pub mod builds;
+pub mod dockerfile;
 pub mod managed;
+pub mod projects;
 pub mod registry;
 pub mod retention;
+pub mod sources;
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,9 +60,12 @@ pub enum Error {
     /// The registry failed or refused (502).
     #[error(transparent)]
     Registry(registry::Error),
-    /// Work of its kind is under way (409).
+    /// Work of its kind is under way, or it already ended (409).
     #[error("{0}")]
     Busy(String),
+    /// Too much work waits; try again later (503).
+    #[error("{0}")]
+    Queue(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::Error),
@@ -282,9 +291,13 @@ impl Images {
     pub async fn repositories(
         &self,
         window: Window,
+        prefix: Option<&str>,
     ) -> Result<(Vec<RepositorySummary>, u64), Error> {
         let client = self.registry().await?;
-        let all = client.repositories(REPOSITORIES_MAX).await?;
+        let mut all = client.repositories(REPOSITORIES_MAX).await?;
+        if let Some(prefix) = prefix {
+            all.retain(|name| name.starts_with(prefix));
+        }
         let total = all.len() as u64;
         let names = window.cut(all);
         let counted: Vec<Result<RepositorySummary, Error>> = stream::iter(names)
@@ -328,6 +341,22 @@ impl Images {
             .collect()
             .await;
         Ok((summaries.into_iter().collect::<Result<_, _>>()?, total))
+    }
+
+    /// The digest and size of what `repository:tag` points at now (a
+    /// build's push, as the registry has it).
+    ///
+    /// # Errors
+    /// An unknown tag, or the registry failing.
+    pub async fn pushed(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<(String, Option<u64>), Error> {
+        let client = self.registry().await?;
+        let manifest = client.manifest(repository, tag).await?;
+        let size = summary(tag.to_owned(), &manifest, None).size;
+        Ok((manifest.digest, size))
     }
 
     /// One tag in full.

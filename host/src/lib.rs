@@ -69,6 +69,10 @@ pub struct AppState {
     pub discovery: Arc<discovery::Discovery>,
     /// The image market: the registry and its images.
     pub images: Arc<images::Images>,
+    /// Image builds.
+    pub builds: Arc<images::builds::Builds>,
+    /// Seals and opens stored secrets.
+    pub vault: Arc<vault::Vault>,
     /// The configuration the server started with.
     pub config: Arc<Config>,
     /// Cancelled when the process starts shutting down: long-lived
@@ -152,7 +156,7 @@ impl AppState {
             store.clone(),
             plugins.clone(),
             remote.clone(),
-            vault,
+            vault.clone(),
             machines::Settings {
                 default_init_group: config.default_init_group.clone(),
                 poll: Duration::from_millis(config.machine_poll_ms.max(10)),
@@ -187,6 +191,15 @@ impl AppState {
         );
         let shutdown = CancellationToken::new();
         let images = images::Images::start(&config, store.clone(), &shutdown)?;
+        let builds = images::builds::Builds::start(
+            &config,
+            store.clone(),
+            images.clone(),
+            vault.clone(),
+            shutdown.clone(),
+        )
+        .await
+        .context("resuming image builds")?;
         let abandoned = store
             .end_abandoned_cleanups()
             .await
@@ -211,6 +224,8 @@ impl AppState {
             engine,
             discovery,
             images,
+            builds,
+            vault,
             metrics: Arc::new(telemetry::Metrics::new()),
             config: Arc::new(config),
             shutdown,

@@ -8,6 +8,7 @@
 //! it is chosen by [`Backend`]. See `docs/adr/0001-store.md`.
 
 mod auth;
+mod builds;
 mod clouds;
 mod clusters;
 mod commands;
@@ -33,6 +34,7 @@ use time::OffsetDateTime;
 
 pub use self::{
     auth::{SessionRecord, TokenRecord, UserRecord},
+    builds::{BuildEnd, BuildRecord, NewBuild, ProjectChange, ProjectRecord},
     clouds::{AccountChange, AccountRecord, TemplateChange, TemplateRecord},
     clusters::{Cluster, ClusterChange, ClusterQuery},
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},

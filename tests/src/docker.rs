@@ -10,7 +10,8 @@ use std::{
 
 static BUILD: Mutex<()> = Mutex::new(());
 
-/// Builds `dcp-test/web:<tag>`: Debian's static busybox serving
+/// Builds `dcp-test/web:<tag>`: Debian's static busybox (also as
+/// `/bin/sh`, so shell-form RUN steps built on it work) serving
 /// `/www/index.html`, which says `web <tag>`, and `/www/healthz` on port 80,
 /// logging every request (`response:200`).
 ///
@@ -38,7 +39,10 @@ pub fn web_image_with(tag: &str, healthy: bool) -> String {
         busybox.is_file(),
         "no /bin/busybox: scripts/setup test installs busybox-static"
     );
-    std::fs::copy(busybox, dir.path().join("busybox")).unwrap();
+    // One layer holds busybox and its /bin/sh (a hard link to it).
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    std::fs::copy(busybox, dir.path().join("bin/busybox")).unwrap();
+    std::fs::hard_link(dir.path().join("bin/busybox"), dir.path().join("bin/sh")).unwrap();
     std::fs::create_dir(dir.path().join("www")).unwrap();
     std::fs::write(dir.path().join("www/index.html"), format!("web {tag}\n")).unwrap();
     if healthy {
@@ -46,7 +50,7 @@ pub fn web_image_with(tag: &str, healthy: bool) -> String {
     }
     std::fs::write(
         dir.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nCOPY www /www\nEXPOSE 80\n\
+        "FROM scratch\nCOPY bin /bin\nCOPY www /www\nEXPOSE 80\n\
          ENTRYPOINT [\"/bin/busybox\", \"httpd\", \"-f\", \"-v\", \"-p\", \"80\", \"-h\", \"/www\"]\n",
     )
     .unwrap();

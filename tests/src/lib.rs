@@ -9,6 +9,7 @@
 //! - [`fleet::Fleet::start`] runs real `sshd` hosts on loopback addresses;
 //! - [`nginx::NginxHosts::start`] runs nginx balancer nodes beside them;
 //! - [`browser::browser`] starts headless Chromium under chromedriver;
+//! - [`vcs::GitServer`] and [`vcs::SvnServer`] serve sources for image builds;
 //! - [`cloud::Cloud::start`] wires a DCP to the Aliyun simulator in fleet mode.
 //!
 //! `scripts/test` sets everything up; run tests through it.
@@ -20,6 +21,8 @@ pub mod cloud;
 pub mod docker;
 pub mod fleet;
 pub mod nginx;
+pub mod sse;
+pub mod vcs;
 
 use std::{
     collections::HashMap,

@@ -1943,6 +1943,12 @@ async fn every_list_answers_one_page_shape(backend: Backend) {
         .await;
     assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
     let execution = stored_execution(&api.state.store, "listed", Some("127.20.9.1")).await;
+    let project = post(
+        "/api/v1/image-projects",
+        json!({"repository": "shop/web", "dockerfile": {"kind": "text", "dockerfile": "FROM x"}}),
+    )
+    .await;
+    let project = project.body["id"].as_i64().unwrap();
 
     let doc = call("/api/v1/openapi.json".into()).await.body;
     let resolve = |schema: &Value| match schema["$ref"].as_str() {
@@ -1998,6 +2004,10 @@ async fn every_list_answers_one_page_shape(backend: Backend) {
         let url = path
             .replace("/pools/{id}", &format!("/pools/{pool}"))
             .replace("/executions/{id}", &format!("/executions/{execution}"))
+            .replace(
+                "/image-projects/{id}",
+                &format!("/image-projects/{project}"),
+            )
             // The unit made at install.
             .replace("/lb-units/{id}", "/lb-units/1");
         assert!(!url.contains('{'), "no fixture for {path}");

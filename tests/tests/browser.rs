@@ -2088,3 +2088,186 @@ async fn the_registry_is_browsed_to_a_tags_layers_and_one_tag_deleted_in_the_ui(
     assert_eq!(tags["total"], 1, "{tags}");
     c.close().await.unwrap();
 }
+
+/// Waits until the text of `css` satisfies `done`, and answers it.
+async fn text_until(
+    c: &Client,
+    css: &str,
+    within: Duration,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = text_of(c, css).await;
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{css} says {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Picks `op` in the op select of instruction row `row`.
+async fn choose_op(c: &Client, row: &str, op: &str) {
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!("{row} .instruction-op")))
+        .await
+        .unwrap()
+        .select_by_value(op)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_live() {
+    let api = dcp_tests::Api::start_with(&ServerOptions {
+        admin_password: Some("ui-builds-pw".into()),
+        env: vec![("DCP_REGISTRY_ADDR".into(), "127.26.0.5:5000".into())],
+        ..ServerOptions::default()
+    })
+    .await;
+    api_until(&api, "/api/v1/registry", |s| s["serving"] == true).await;
+    let base = dcp_tests::docker::web_image("ui-build");
+    // A base in the registry's base/ is offered to FROM; the build starts
+    // from the daemon's local image, typed.
+    let (_client, host) =
+        dcp_tests::docker::push_to_registry(&api, &[(&base, "base/busybox:1")]).await;
+    let (c, _driver) = logged_in(&api.server, "ui-builds-pw").await;
+    c.goto(&api.server.url("/images")).await.unwrap();
+    click(&c, "#tab-projects").await;
+    click(&c, "#new-project").await;
+    fill(&c, "#project-repository", "shop/formed").await;
+
+    // The form starts at a FROM; RUN and CMD rows follow.
+    let row = |i: usize| format!("tr.instruction[data-index='{i}']");
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!(
+            "{} .instruction-base option[value='{host}/base/busybox:1']",
+            row(0)
+        )))
+        .await
+        .unwrap();
+    fill(&c, &format!("{} .instruction-image", row(0)), &base).await;
+    click(&c, "#add-instruction").await;
+    fill(
+        &c,
+        &format!("{} .instruction-command", row(1)),
+        "echo built-by-form && sleep 2",
+    )
+    .await;
+    click(&c, "#add-instruction").await;
+    choose_op(&c, &row(2), "CMD").await;
+    fill(
+        &c,
+        &format!("{} .instruction-args", row(2)),
+        "/bin/sh -c 'echo hello'",
+    )
+    .await;
+
+    // A bad ENV name: the server's error shows at its row, and goes with it.
+    click(&c, "#add-instruction").await;
+    choose_op(&c, &row(3), "ENV").await;
+    fill(&c, &format!("{} .instruction-name", row(3)), "not a name").await;
+    fill(&c, &format!("{} .instruction-value", row(3)), "x").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(&format!("{} .field-error", row(3))))
+        .await
+        .unwrap();
+    click(&c, &format!("{} .remove", row(3))).await;
+    gone(&c, "#preview-error").await;
+
+    // The Dockerfile the rows render to, beside them.
+    let rendered = text_until(&c, "#rendered-dockerfile", WAIT, |t| {
+        t.contains("CMD") && !t.contains("ENV")
+    })
+    .await;
+    let lines: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(lines.len(), 3, "{rendered}");
+    assert_eq!(lines[0], format!("FROM {base}"));
+    assert_eq!(lines[1], "RUN echo built-by-form && sleep 2");
+    let cmd: Vec<String> =
+        serde_json::from_str(lines[2].strip_prefix("CMD ").expect(&rendered)).unwrap();
+    assert_eq!(cmd, ["/bin/sh", "-c", "echo hello"]);
+
+    // Saved: the project's page shows the same Dockerfile.
+    click(&c, "#project-save").await;
+    assert_eq!(text_of(&c, "#project-repository").await, "shop/formed");
+    let shown = text_of(&c, "#project-dockerfile").await;
+    assert!(
+        shown.contains("RUN echo built-by-form && sleep 2"),
+        "{shown}"
+    );
+    let projects: dcp_api_types::Page<dcp_api_types::ImageProject> =
+        serde_json::from_value(api.get("/api/v1/image-projects").await).unwrap();
+    assert_eq!(
+        projects.items[0].dockerfile,
+        dcp_api_types::DockerfileSource::Form {
+            instructions: vec![
+                dcp_api_types::Instruction::From {
+                    image: base.clone()
+                },
+                dcp_api_types::Instruction::Run {
+                    command: "echo built-by-form && sleep 2".into()
+                },
+                dcp_api_types::Instruction::Cmd {
+                    args: vec!["/bin/sh".into(), "-c".into(), "echo hello".into()]
+                },
+            ]
+        }
+    );
+
+    // A build: its page streams the log while it runs.
+    fill(&c, "#build-tag", "1.0").await;
+    click(&c, "#build-start").await;
+    let marked = |log: &str| log.lines().any(|l| l.trim() == "built-by-form");
+    text_until(&c, "#build-log", Duration::from_secs(60), marked).await;
+    let state = attr_of(&c, "#build-state", "data-state").await;
+    assert!(
+        ["queued", "building"].contains(&state.as_str()),
+        "the marker arrived while the build ran (2 s before it ends), not after: {state}"
+    );
+    c.wait()
+        .at_most(Duration::from_secs(60))
+        .for_element(Locator::Css("#build-state[data-state='succeeded']"))
+        .await
+        .unwrap();
+    gone(&c, "#build-cancel").await;
+    assert!(text_of(&c, "#build-digest").await.starts_with("sha256:"));
+    let tag_link = attr_of(&c, "#build-tag-link", "href").await;
+    assert!(
+        tag_link.ends_with("/images?repository=shop%2Fformed&tag=1.0"),
+        "{tag_link}"
+    );
+    let tags = api
+        .get("/api/v1/registry/repositories/shop%2Fformed/tags")
+        .await;
+    assert_eq!(tags["items"][0]["tag"], "1.0", "{tags}");
+
+    // The page of an ended build reads its whole log.
+    let here = c.current_url().await.unwrap();
+    c.goto(here.as_str()).await.unwrap();
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#build-state[data-state='succeeded']"))
+        .await
+        .unwrap();
+    text_until(&c, "#build-log", WAIT, marked).await;
+
+    // The project's history lists it.
+    click(&c, "#build-project").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(
+            "#builds-table tr.build[data-tag='1.0'][data-state='succeeded']",
+        ))
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}

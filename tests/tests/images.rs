@@ -15,8 +15,10 @@ use std::{
 use dcp_tests::{
     Api, ServerOptions,
     docker::{docker_in as docker, push_to_registry, web_image},
+    sse::Events,
+    vcs::{GitServer, SvnServer},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A DCP whose registry listens on `addr`.
 async fn with_registry(addr: &str) -> Api {
@@ -442,4 +444,462 @@ async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed
     assert_eq!(status, 204);
     let (status, _) = api.delete("/api/v1/registry/retention/shop%2Fapi").await;
     assert_eq!(status, 404);
+}
+
+/// Polls build `id` until it ends; answers it.
+async fn build_ended(api: &Api, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let build = api.get(&format!("/api/v1/image-builds/{id}")).await;
+        if ["succeeded", "failed", "cancelled", "interrupted"]
+            .contains(&build["state"].as_str().unwrap())
+        {
+            return build;
+        }
+        assert!(Instant::now() < deadline, "build {id} never ended: {build}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until build `id`'s log holds `text`.
+async fn log_shows(api: &Api, id: i64, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let log = api
+            .get(&format!("/api/v1/image-builds/{id}/log?limit=1048576"))
+            .await;
+        let log = log["text"].as_str().unwrap().to_owned();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build {id}'s log never showed {text:?}: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates a project from `body`; answers its id.
+async fn project(api: &Api, body: &Value) -> i64 {
+    let (status, created) = api.post("/api/v1/image-projects", body).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_i64().unwrap()
+}
+
+/// Starts a build of `tag`; answers its id.
+async fn build(api: &Api, project: i64, tag: &str) -> i64 {
+    let (status, queued) = api
+        .post(
+            &format!("/api/v1/image-projects/{project}/builds"),
+            &json!({"tag": tag}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    queued["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_project_from_git_with_svn_media_builds_live_pushes_and_carries_the_media() {
+    let api = with_registry("127.26.0.6:5000").await;
+    registry_serving(&api, true).await;
+    // A base the user pushed into base/, then gone from the daemon: the
+    // build pulls it from the registry with DCP's credentials.
+    let base = web_image("market-base");
+    let (client, server) = push_to_registry(&api, &[(&base, "base/web:1")]).await;
+    let base_ref = format!("{server}/base/web:1");
+    docker(client.path(), &["rmi", &base_ref], "").unwrap();
+
+    let git = GitServer::start("127.26.2.1");
+    let dockerfile = format!(
+        "FROM {base_ref}\nCOPY site /www/site\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo built-from-git; ls /www/site\"]\n"
+    );
+    let commit = git.commit(
+        "shop",
+        &[
+            ("app/Dockerfile", &dockerfile),
+            ("README", "not in the context\n"),
+        ],
+        "v1",
+    );
+    let svn = SvnServer::start("127.26.2.2", "media-reader", "svn-Secret-9");
+    let _r1 = svn.commit(&[("trunk/site/index.html", "media r1\n")]);
+    let r2 = svn.commit(&[("trunk/site/index.html", "media r2\n")]);
+
+    let id = project(
+        &api,
+        &json!({
+            "repository": "shop/web",
+            "description": "the shop's front end",
+            "dockerfile": {"kind": "git", "url": git.url("shop"), "ref": "v1", "path": "app/Dockerfile"},
+            "media": {
+                "kind": "svn", "url": svn.url("trunk/site"), "revision": "HEAD", "target": "site",
+                "username": "media-reader", "password": "svn-Secret-9"
+            },
+        }),
+    )
+    .await;
+    let shown = api.get(&format!("/api/v1/image-projects/{id}")).await;
+    assert_eq!(shown["media"]["password_set"], true, "{shown}");
+    assert!(
+        !shown.to_string().contains("svn-Secret-9"),
+        "the password is never answered: {shown}"
+    );
+
+    let build_id = build(&api, id, "1.0").await;
+    // Followed live: states in order, the log as it comes, then the end.
+    let mut events = Events::open(
+        &api.server.base_url,
+        &api.token,
+        &format!("/api/v1/image-builds/{build_id}/events"),
+    )
+    .await;
+    let (mut states, mut log) = (Vec::new(), String::new());
+    while let Some((name, data)) = events.next(Duration::from_secs(120)).await {
+        match name.as_str() {
+            "build" => states.push(data["state"].as_str().unwrap().to_owned()),
+            "log" => {
+                assert_eq!(
+                    data["offset"].as_u64().unwrap(),
+                    log.len() as u64,
+                    "in order"
+                );
+                log.push_str(data["text"].as_str().unwrap());
+            }
+            other => panic!("unexpected event {other}"),
+        }
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("succeeded"),
+        "{log}"
+    );
+    assert!(
+        states.iter().any(|s| s == "building" || s == "queued"),
+        "seen while it ran: {states:?}"
+    );
+    assert!(states.iter().any(|s| s == "pushing"), "{states:?}");
+    assert!(log.contains(&format!("Source at commit {commit}")), "{log}");
+    assert!(
+        log.contains("Step 1/3 : FROM"),
+        "the builder's own log: {log}"
+    );
+    assert!(log.contains("built-from-git"), "the RUN's output: {log}");
+    assert!(
+        log.contains("index.html"),
+        "the media are in the context: {log}"
+    );
+    assert!(!log.contains("svn-Secret-9"), "never logged: {log}");
+
+    let done = api.get(&format!("/api/v1/image-builds/{build_id}")).await;
+    assert_eq!(done["source_revision"], commit.as_str(), "{done}");
+    assert_eq!(
+        done["media_revision"],
+        r2.as_str(),
+        "HEAD, as a number: {done}"
+    );
+    assert_eq!(done["image"], format!("{server}/shop/web:1.0"));
+    assert!(done["duration_ms"].as_u64().is_some(), "{done}");
+    assert_eq!(done["requested_by"], "user:admin");
+
+    // The registry has it, as the build says, with the step that made
+    // each layer.
+    let tag = api
+        .get("/api/v1/registry/repositories/shop%2Fweb/tags/1.0")
+        .await;
+    assert_eq!(tag["digest"], done["digest"], "{tag}");
+    assert_eq!(tag["size"], done["size"], "{tag}");
+    let steps: Vec<&str> = tag["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["created_by"].as_str())
+        .collect();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("COPY") && s.contains("/www/site")),
+        "{tag}"
+    );
+
+    // The image carries the media at that revision.
+    let pulled = format!("{server}/shop/web:1.0");
+    docker(client.path(), &["pull", "-q", &pulled], "").unwrap();
+    let served = docker(
+        client.path(),
+        &[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/busybox",
+            &pulled,
+            "cat",
+            "/www/site/index.html",
+        ],
+        "",
+    )
+    .unwrap();
+    assert_eq!(served, "media r2\n");
+
+    let history = api
+        .get(&format!("/api/v1/image-projects/{id}/builds"))
+        .await;
+    assert_eq!(history["total"], 1);
+    assert_eq!(history["items"][0]["id"], build_id);
+    let listed = api.get("/api/v1/image-projects").await;
+    assert_eq!(listed["items"][0]["last_build"]["state"], "succeeded");
+}
+
+#[tokio::test]
+async fn failing_builds_end_failed_in_the_builders_words_and_push_nothing() {
+    let api = with_registry("127.26.0.7:5000").await;
+    registry_serving(&api, true).await;
+    let base = web_image("market-fail");
+    let git = GitServer::start("127.26.2.3");
+    let _ = git.commit("app", &[("Dockerfile", &format!("FROM {base}\n"))], "v1");
+
+    let failing = [
+        (
+            json!({"kind": "text", "dockerfile": format!("FROM {base}\nRUN [\"/bin/busybox\", \"false\"]\n")}),
+            "returned a non-zero code",
+        ),
+        (
+            json!({"kind": "text", "dockerfile": format!("FROM {base}\nFROMM nothing\n")}),
+            "unknown instruction",
+        ),
+        (
+            json!({"kind": "git", "url": "git://127.26.2.4/app.git", "ref": "main"}),
+            "127.26.2.4",
+        ),
+        (
+            json!({"kind": "git", "url": git.url("app"), "ref": "no-such-branch"}),
+            "couldn't find remote ref no-such-branch",
+        ),
+        (
+            json!({"kind": "git", "url": git.url("app"), "ref": "v1", "path": "sub/Dockerfile"}),
+            "no Dockerfile at \"sub/Dockerfile\"",
+        ),
+    ];
+    for (n, (dockerfile, words)) in failing.iter().enumerate() {
+        let repository = format!("broken/case{n}");
+        let id = project(
+            &api,
+            &json!({"repository": repository, "dockerfile": dockerfile}),
+        )
+        .await;
+        let build_id = build(&api, id, "1").await;
+        let done = build_ended(&api, build_id).await;
+        assert_eq!(done["state"], "failed", "{done}");
+        let message = done["message"].as_str().unwrap();
+        assert!(message.contains(words), "{words:?} in {message:?}");
+        let log = log_shows(&api, build_id, "Failed: ").await;
+        assert!(log.contains(words), "{log}");
+        assert!(done["digest"].is_null(), "{done}");
+    }
+    // Nothing reached the registry.
+    let repositories = api
+        .get("/api/v1/registry/repositories?prefix=broken/")
+        .await;
+    assert_eq!(repositories["total"], 0, "{repositories}");
+}
+
+#[tokio::test]
+async fn a_build_is_cancelled_mid_step_and_one_its_dcp_left_is_marked_interrupted() {
+    let mut api = with_registry("127.26.0.8:5000").await;
+    registry_serving(&api, true).await;
+    let base = web_image("market-cancel");
+    let id = project(
+        &api,
+        &json!({
+            "repository": "slow/app",
+            "dockerfile": {"kind": "form", "instructions": [
+                {"op": "FROM", "image": base},
+                {"op": "ARG", "name": "FLAVOUR"},
+                {"op": "RUN", "command": "echo \"$FLAVOUR\" && sleep 300"},
+            ]},
+            "build_args": {"FLAVOUR": "slow"},
+        }),
+    )
+    .await;
+    let first = build(&api, id, "1").await;
+    let log = log_shows(&api, first, "Running in ").await;
+    log_shows(&api, first, "\nslow\n").await;
+    let container = log
+        .split("Running in ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let (status, cancelling) = api
+        .post(&format!("/api/v1/image-builds/{first}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 202, "{cancelling}");
+    let done = build_ended(&api, first).await;
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_eq!(done["message"], "cancelled by user:admin");
+    // The daemon stopped the step and removed its container.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Command::new("docker")
+        .args(["inspect", &container])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "container {container} stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, again) = api
+        .post(&format!("/api/v1/image-builds/{first}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 409, "{again}");
+
+    // A retried request starts one build.
+    let key_post = |key: &'static str| {
+        api.http
+            .post(
+                api.server
+                    .url(&format!("/api/v1/image-projects/{id}/builds")),
+            )
+            .bearer_auth(&api.token)
+            .header("Idempotency-Key", key)
+            .json(&json!({"tag": "2"}))
+            .send()
+    };
+    let one = key_post("retry-me").await.unwrap();
+    assert_eq!(one.status(), 202);
+    let one: Value = one.json().await.unwrap();
+    let two = key_post("retry-me").await.unwrap();
+    assert_eq!(two.status(), 200);
+    let two: Value = two.json().await.unwrap();
+    assert_eq!(one["id"], two["id"]);
+    let second = one["id"].as_i64().unwrap();
+    log_shows(&api, second, "Running in ").await;
+
+    // DCP dies mid-build: on its return the build is interrupted, not
+    // left running.
+    api.server.kill();
+    api.server.restart();
+    // The old server's kept-alive connections died with it.
+    api.http = reqwest::Client::new();
+    let done = api.get(&format!("/api/v1/image-builds/{second}")).await;
+    assert_eq!(done["state"], "interrupted", "{done}");
+    assert!(done["finished_at"].is_string(), "{done}");
+}
+
+#[tokio::test]
+async fn bad_projects_and_builds_are_refused_naming_the_field() {
+    let api = with_registry("127.26.0.9:5000").await;
+    let cases = [
+        (
+            json!({"repository": "base/mine", "dockerfile": {"kind": "text", "dockerfile": "FROM x"}}),
+            "repository",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "git", "url": "https://u:p@example.com/a.git", "ref": "main"}}),
+            "dockerfile.url",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "git", "url": "ext::sh -c id", "ref": "main"}}),
+            "dockerfile.url",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "git", "url": "git://127.26.2.9/a.git", "ref": "--upload-pack=id"}}),
+            "dockerfile.ref",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "git", "url": "git://127.26.2.9/a.git", "ref": "main", "path": "../../etc/passwd"}}),
+            "dockerfile.path",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "form", "instructions": [
+                {"op": "FROM", "image": "busybox"},
+                {"op": "RUN", "command": "true\nUSER root"},
+            ]}}),
+            "dockerfile.instructions[1].command",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "text", "dockerfile": "FROM x"},
+                   "media": {"kind": "svn", "url": "svn://127.26.2.9/r", "revision": "HEAD", "subdirectory": "x", "target": "m"}}),
+            "media.subdirectory",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "text", "dockerfile": "FROM x"},
+                   "media": {"kind": "git", "url": "git://127.26.2.9/r", "revision": "main", "target": "/etc"}}),
+            "media.target",
+        ),
+        (
+            json!({"repository": "a", "dockerfile": {"kind": "text", "dockerfile": "FROM x"},
+                   "build_args": {"1x": "y"}}),
+            "build_args.1x",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, error) = api.post("/api/v1/image-projects", &body).await;
+        assert_eq!(status, 422, "{body} → {error}");
+        assert_eq!(error["error"]["field"], field, "{body} → {error}");
+    }
+    let (status, rendered) = api
+        .post(
+            "/api/v1/image-projects/dockerfile",
+            &json!({"instructions": [{"op": "FROM", "image": "busybox"}, {"op": "COPY", "source": "a b", "destination": "/c"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{rendered}");
+    assert_eq!(
+        rendered["dockerfile"],
+        "FROM busybox\nCOPY [\"a b\",\"/c\"]\n"
+    );
+
+    let id = project(
+        &api,
+        &json!({"repository": "ok/app", "dockerfile": {"kind": "text", "dockerfile": "FROM x"}}),
+    )
+    .await;
+    let (status, error) = api
+        .post(
+            &format!("/api/v1/image-projects/{id}/builds"),
+            &json!({"tag": "-bad"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "tag");
+    let (status, _) = api
+        .post(
+            &format!("/api/v1/image-projects/{id}/builds"),
+            &json!({"tag": "1", "build_args": {"A": "x\ny"}}),
+        )
+        .await;
+    assert_eq!(status, 422);
+    let (status, taken) = api
+        .post(
+            "/api/v1/image-projects",
+            &json!({"repository": "ok/app", "dockerfile": {"kind": "text", "dockerfile": "FROM y"}}),
+        )
+        .await;
+    assert_eq!(status, 409, "{taken}");
+
+    // A password set stays when a change omits it, and goes with "".
+    let git = |password: Option<&str>| {
+        let mut source = json!({"kind": "git", "url": "git://127.26.2.9/a.git", "ref": "main"});
+        if let Some(p) = password {
+            source["password"] = json!(p);
+        }
+        json!({"repository": "ok/app", "description": "from git", "dockerfile": source})
+    };
+    for (password, set) in [(Some("pw-1"), true), (None, true), (Some(""), false)] {
+        let (status, changed) = api
+            .put(&format!("/api/v1/image-projects/{id}"), &git(password))
+            .await;
+        assert_eq!(status, 200, "{changed}");
+        assert_eq!(
+            changed["dockerfile"]["password_set"], set,
+            "{password:?}: {changed}"
+        );
+        assert_eq!(changed["description"], "from git");
+        assert!(!changed.to_string().contains("pw-1"), "{changed}");
+    }
 }

@@ -30,7 +30,7 @@ use tower::ServiceExt as _;
 /// Valid inputs of these operations are not sent: they reach out to hosts
 /// or clouds (SSH connections, VM creation, task steps run over SSH on pool
 /// nodes). Their invalid inputs still are, and must be refused.
-const SIDE_EFFECTS: [(&str, &str, &str); 4] = [
+const SIDE_EFFECTS: [(&str, &str, &str); 5] = [
     (
         "POST",
         "/api/v1/executions",
@@ -47,6 +47,11 @@ const SIDE_EFFECTS: [(&str, &str, &str); 4] = [
         "/api/v1/tasks",
         "runs steps on the pool's nodes over SSH",
     ),
+    (
+        "POST",
+        "/api/v1/image-projects/{id}/builds",
+        "fetches the project's sources and builds on the Docker daemon",
+    ),
 ];
 
 /// Valid inputs these operations cannot be given here: an upload needs a
@@ -61,7 +66,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 21] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 26] = [
     (
         "/api/v1/lb-units",
         "plugin",
@@ -166,6 +171,33 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 21] = [
         "/api/v1/accounts",
         "config",
         "checked by the provider plugin's own configuration schema",
+    ),
+    (
+        "/api/v1/image-projects",
+        "repository",
+        "base/ holds the bases users push: a project's repository is outside it",
+    ),
+    (
+        "/api/v1/image-projects",
+        "dockerfile.*",
+        "a source's rules go beyond a schema: a URL's scheme and no credentials in it, refs \
+         not starting with '-' and commits in full, paths inside the repository, and the \
+         instruction form's (FROM first, one-line values)",
+    ),
+    (
+        "/api/v1/image-projects",
+        "media.*",
+        "the URL, revision and subdirectory rules depend on the media's kind (git or svn)",
+    ),
+    (
+        "/api/v1/image-projects",
+        "build_args.*",
+        "a build argument is named like a variable and its value is one line",
+    ),
+    (
+        "/api/v1/image-projects/dockerfile",
+        "instructions[].*",
+        "FROM first (after any ARG), one-line values, variable names, absolute paths",
     ),
 ];
 

@@ -11,6 +11,7 @@ use dcp_tests::{
     Server, ServerOptions,
     cloud::{Cloud, machine_env, quick_delays},
     docker::{Cleanup, containers_of, web_image, web_image_with},
+    sse::Events,
 };
 use serde_json::{Value, json};
 use sqlx::Connection as _;
@@ -716,58 +717,6 @@ async fn replicas_on_postgresql_share_a_task_and_one_finishes_what_a_killed_one_
     }
 }
 
-/// A task's event stream as a client reads it.
-struct Events {
-    reply: reqwest::Response,
-    buffer: String,
-}
-
-impl Events {
-    async fn open(base_url: &str, token: &str, id: i64) -> Self {
-        let reply = reqwest::Client::new()
-            .get(format!("{base_url}/api/v1/tasks/{id}/events"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(reply.status(), 200);
-        assert_eq!(reply.headers()["content-type"], "text/event-stream");
-        Self {
-            reply,
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event's name and data; `None` when the stream ended cleanly.
-    async fn next(&mut self, within: Duration) -> Option<(String, Value)> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let name = block.lines().find_map(|l| l.strip_prefix("event: "));
-                let data: String = block
-                    .lines()
-                    .filter_map(|l| l.strip_prefix("data: "))
-                    .collect();
-                // Blocks without a name are keep-alive comments.
-                if let Some(name) = name {
-                    return Some((name.to_owned(), serde_json::from_str(&data).unwrap()));
-                }
-                continue;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left, self.reply.chunk())
-                .await
-                .unwrap_or_else(|_| panic!("no event within {within:?}"))
-                .expect("the stream ends cleanly, not cut");
-            match chunk {
-                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-                None => return None,
-            }
-        }
-    }
-}
-
 /// Applies a task event to what a client holds, as the API document says:
 /// a snapshot replaces it, the others replace their part.
 fn apply(held: &mut Value, name: &str, data: Value) {
@@ -973,7 +922,12 @@ async fn a_watched_idle_task_sends_nothing_until_it_changes_and_sigterm_ends_its
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let base = cloud.api.server.base_url.clone();
-    let mut events = Events::open(&base, &cloud.api.token, id).await;
+    let mut events = Events::open(
+        &base,
+        &cloud.api.token,
+        &format!("/api/v1/tasks/{id}/events"),
+    )
+    .await;
     let (name, snapshot) = events.next(Duration::from_secs(10)).await.unwrap();
     assert_eq!(name, "snapshot", "{snapshot}");
     assert_eq!(snapshot["task"]["state"], "running", "{snapshot}");
@@ -1038,7 +992,7 @@ async fn task_events_on_every_replica_add_up_to_the_task() {
     let id = task["id"].as_i64().unwrap();
     let token = cloud.api.token.clone();
     let follow = |base: String, token: String| async move {
-        let mut events = Events::open(&base, &token, id).await;
+        let mut events = Events::open(&base, &token, &format!("/api/v1/tasks/{id}/events")).await;
         let mut seen = Vec::new();
         let mut held = Value::Null;
         while let Some((name, data)) = events.next(Duration::from_secs(120)).await {

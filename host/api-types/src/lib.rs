@@ -3,6 +3,7 @@
 //! The host serialises these and the web UI deserialises them, so the two can
 //! never disagree about a field name. Timestamps are RFC 3339 strings in UTC.
 
+mod builds;
 mod discovery;
 mod images;
 mod machines;
@@ -13,6 +14,7 @@ mod tasks;
 
 use serde::{Deserialize, Serialize};
 
+pub use builds::*;
 pub use discovery::*;
 pub use images::*;
 pub use machines::*;

@@ -136,6 +136,7 @@ impl Error {
                     images::Error::NotConfigured
                         | images::Error::Down(_)
                         | images::Error::Registry(_)
+                        | images::Error::Queue(_)
                 )
         )
     }
@@ -208,6 +209,7 @@ impl Error {
                 images::Error::NotFound(_) => (ErrorCode::NotFound, None),
                 images::Error::Registry(_) => (ErrorCode::Upstream, None),
                 images::Error::Busy(_) => (ErrorCode::Conflict, None),
+                images::Error::Queue(_) => (ErrorCode::Unavailable, None),
                 images::Error::Store(e) => return store_detail(e),
             },
             Self::Engine(e) => match e {
@@ -294,7 +296,9 @@ impl IntoResponse for Error {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            Self::Auth(auth::Error::Busy) | Self::Busy(_) => {
+            Self::Auth(auth::Error::Busy)
+            | Self::Busy(_)
+            | Self::Images(images::Error::Queue(_)) => {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

@@ -10,7 +10,7 @@ use axum::{
 use dcp_api_types::{
     Cleanup, DoomedTag, ErrorBody, ImageHistory, ImageLayer, ImagePlatform, ImageRuns, ImageTag,
     ImageTagDeleted, ImageTagDetail, Page, PageQuery, RegistryLogin, RegistryStatus, Repository,
-    RepositoryPath, RetentionInput, RetentionRule, TagPath,
+    RepositoryPath, RepositoryPrefixQuery, RetentionInput, RetentionRule, TagPath,
 };
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -104,9 +104,11 @@ async fn registry_login(
 /// The registry's repositories, by name, with their tag counts.
 #[utoipa::path(
     get, path = "/registry/repositories", tag = "images",
-    params(PageQuery),
+    params(PageQuery, RepositoryPrefixQuery),
     responses(
         (status = 200, description = "One page of repositories", body = Page<Repository>),
+        (status = 400, description = "A parameter is not of its type", body = ErrorBody),
+        (status = 422, description = "Paging out of range, or a control character in the prefix", body = ErrorBody),
         (status = 502, description = "The registry failed or refused, in its words", body = ErrorBody),
         (status = 503, description = "No registry is configured, or it is not serving", body = ErrorBody),
     )
@@ -114,8 +116,15 @@ async fn registry_login(
 async fn list_repositories(
     State(state): State<AppState>,
     Query(paging): Query<PageQuery>,
+    Query(filter): Query<RepositoryPrefixQuery>,
 ) -> Result<Json<Page<Repository>>> {
-    let (items, total) = state.images.repositories(window(paging)?).await?;
+    if let Some(prefix) = &filter.prefix {
+        validate::filter("prefix", prefix)?;
+    }
+    let (items, total) = state
+        .images
+        .repositories(window(paging)?, filter.prefix.as_deref())
+        .await?;
     Ok(Json(page(
         items
             .into_iter()
