@@ -1397,6 +1397,45 @@ pub(crate) async fn all_image_tags(repository: &str) -> Result<Vec<ImageTag>, Ap
     .await
 }
 
+/// The repository of `image` in DCP's registry (`host:port/` + it + a
+/// tag), when it lives there.
+fn registry_repository(image: &str, host: &str) -> Option<String> {
+    let name = image.split('@').next().unwrap_or(image);
+    let name = match name.rsplit_once(':') {
+        Some((before, tag)) if !tag.contains('/') => before,
+        _ => name,
+    };
+    name.strip_prefix(host)?
+        .strip_prefix('/')
+        .map(str::to_owned)
+}
+
+/// The tags built of `image`'s repository in DCP's registry, newest
+/// first — what a deploy can pick — or none when it lives elsewhere.
+pub(crate) async fn built_tags(image: &str) -> Vec<ImageTag> {
+    let Ok(status) = registry().await else {
+        return Vec::new();
+    };
+    let Some(repository) = registry_repository(image, &status.host) else {
+        return Vec::new();
+    };
+    let mut tags = all_image_tags(&repository).await.unwrap_or_default();
+    tags.sort_by(|a, b| b.created.cmp(&a.created));
+    tags
+}
+
+/// The images projects built into DCP's registry, at their newest
+/// successful build: what a service can name.
+pub(crate) async fn project_images() -> Vec<String> {
+    let projects: Vec<ImageProject> = every("/api/v1/image-projects").await.unwrap_or_default();
+    projects
+        .into_iter()
+        .filter_map(|p| p.last_build)
+        .filter(|b| b.state == dcp_api_types::BuildState::Succeeded)
+        .map(|b| b.image)
+        .collect()
+}
+
 /// One page of image projects, by repository.
 pub(crate) async fn image_projects(
     page: u32,

@@ -86,11 +86,25 @@ pub(crate) fn ImagesPage() -> impl IntoView {
     });
     let tag = Memo::new(move |_| query.with(|q| q.get("tag")).filter(|t| !t.is_empty()));
     let reload = RwSignal::new(0_u32);
+    let recheck = RwSignal::new(0_u32);
     let status = LocalResource::new(move || {
         reload.track();
+        recheck.track();
         api::registry()
     });
     let status_error = load_error(status);
+    // A registry that does not serve (starting, restarting after an exit,
+    // read-only for a clean-up) is asked again until it does.
+    crate::machines::every(3, move || {
+        let serving = status.with_untracked(|s| {
+            s.as_ref()
+                .and_then(|r| r.as_ref().ok())
+                .is_some_and(|s| s.serving)
+        });
+        if !serving {
+            recheck.update(|n| *n += 1);
+        }
+    });
     let repo_page = RwSignal::new(1_u32);
     let repositories = LocalResource::new(move || {
         reload.track();

@@ -153,6 +153,24 @@ pub(crate) fn PoolPage() -> impl IntoView {
     // Whether a server given without a key can be logged in to; asked once.
     let default_key = LocalResource::new(|| async { api::ssh_settings().await.ok() });
     let form_error = RwSignal::new(None::<ApiError>);
+    // The tags built of the service's image in DCP's registry, read when
+    // the deploy dialog opens.
+    let built = LocalResource::new(move || {
+        let deploying = dialog.get() == Some(Dialog::Deploy);
+        let pool = id();
+        async move {
+            let Some(pool) = pool.filter(|_| deploying) else {
+                return Vec::new();
+            };
+            let Ok(pool) = api::pool(pool).await else {
+                return Vec::new();
+            };
+            match api::service(pool.service_id).await {
+                Ok(service) => api::built_tags(&service.image).await,
+                Err(_) => Vec::new(),
+            }
+        }
+    });
     // Kept in the reactive arena so the submit handler stays `Copy`.
     let navigate = StoredValue::new_local(use_navigate());
     let open = move |d: Dialog| {
@@ -479,8 +497,14 @@ pub(crate) fn PoolPage() -> impl IntoView {
                             <p id="shrink-list">{move || chosen.get().into_iter().collect::<Vec<_>>().join(", ")}</p>
                         })}
                         {(d == Dialog::Deploy).then(|| view! {
-                            <Labelled field="tag" id="task-tag" label="Image tag" error=form_error>
-                                <input id="task-tag" type="text" autocomplete="off" bind:value=tag/>
+                            <Labelled field="tag" id="task-tag" label="Image tag" error=form_error hint="Type one, or pick a tag built into DCP's registry.">
+                                <input id="task-tag" type="text" autocomplete="off" list="built-tags" bind:value=tag/>
+                                <datalist id="built-tags">
+                                    {move || built.get().unwrap_or_default().into_iter().map(|t| {
+                                        let (value, when) = (t.tag, t.created.unwrap_or_default());
+                                        view! { <option value=value>{when}</option> }
+                                    }).collect_view()}
+                                </datalist>
                             </Labelled>
                         })}
                         {(d == Dialog::AddMachines).then(|| view! {

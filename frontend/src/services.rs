@@ -466,6 +466,18 @@ pub(crate) fn ServicesPage() -> impl IntoView {
     let data = move || listing.get().and_then(Result::ok);
     let clusters = Signal::derive(move || data().map(|d| d.2).unwrap_or_default());
     let service_editor = RwSignal::new(None::<ServiceEditor>);
+    // The images projects built, offered by the service form; read when
+    // it opens.
+    let project_images = LocalResource::new(move || {
+        let editing = service_editor.with(Option::is_some);
+        async move {
+            if editing {
+                api::project_images().await
+            } else {
+                Vec::new()
+            }
+        }
+    });
     let pool_editor = RwSignal::new(None::<PoolEditor>);
     let deleting_service = RwSignal::new(None::<Doomed>);
     let deleting_pool = RwSignal::new(None::<Doomed>);
@@ -585,7 +597,12 @@ pub(crate) fn ServicesPage() -> impl IntoView {
                             </select>
                         </Labelled>
                         <Field field="name" id_prefix="service" label="Name" value=ed.name error=ed.error hint="a-z, 0-9, - and _"/>
-                        <Field field="image" id_prefix="service" label="Image" value=ed.image error=ed.error hint="registry/repository:tag"/>
+                        <Labelled field="image" id="service-image" label="Image" error=ed.error hint="registry/repository:tag, or an image a project built">
+                            <input id="service-image" name="image" type="text" autocomplete="off" list="project-images" bind:value=ed.image/>
+                            <datalist id="project-images">
+                                {move || project_images.get().unwrap_or_default().into_iter().map(|image| view! { <option value=image/> }).collect_view()}
+                            </datalist>
+                        </Labelled>
                         <Field field="service_type" id_prefix="service" label="Type" value=ed.service_type error=ed.error hint="e.g. web, worker"/>
                         <Field field="description" id_prefix="service" label="Description" value=ed.description error=ed.error/>
                         <Labelled field="container.ports" id="service-ports" label="Ports" error=ed.error hint="host:container, comma-separated; /udp for UDP">

@@ -169,6 +169,41 @@ pub struct TagDeleted {
     pub kept: Vec<String>,
 }
 
+/// A login good for one pull: a user of its own on DCP's registry, ended
+/// when this is dropped; an external registry's account as configured.
+#[derive(Debug)]
+pub struct PullPass {
+    /// The registry (`host:port`).
+    pub server: String,
+    /// The user.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    revoke: Option<Arc<Managed>>,
+}
+
+impl PullPass {
+    /// Docker's client configuration (`config.json`) holding this login
+    /// alone.
+    #[must_use]
+    pub fn docker_config(&self) -> String {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.username, self.password));
+        serde_json::json!({"auths": {self.server.as_str(): {"auth": auth}}}).to_string()
+    }
+}
+
+impl Drop for PullPass {
+    fn drop(&mut self) {
+        if let Some(managed) = &self.revoke
+            && let Err(e) = managed.revoke(&self.username)
+        {
+            tracing::warn!(error = %e, "ending a registry pull pass failed");
+        }
+    }
+}
+
 /// The image market.
 #[derive(Debug)]
 pub struct Images {
@@ -282,6 +317,44 @@ impl Images {
             client.username().to_owned(),
             client.password().to_owned(),
         ))
+    }
+
+    /// Whether `image` lives in the registry (its name starts with the
+    /// registry's `host:port/`).
+    #[must_use]
+    pub fn holds(&self, image: &str) -> bool {
+        self.client
+            .as_ref()
+            .is_some_and(|c| validate::image_name(image).starts_with(&format!("{}/", c.host())))
+    }
+
+    /// A login for one pull: on DCP's own registry a user made for it,
+    /// gone when the pass is dropped.
+    ///
+    /// # Errors
+    /// No registry, or the pass could not be written.
+    pub fn pull_pass(&self) -> Result<PullPass, Error> {
+        let client = self.client.as_ref().ok_or(Error::NotConfigured)?;
+        let server = client.host();
+        match &self.managed {
+            Some(managed) => {
+                let (username, password) = managed
+                    .grant()
+                    .map_err(|e| Error::Down(format!("writing a pull pass: {e}")))?;
+                Ok(PullPass {
+                    server,
+                    username,
+                    password,
+                    revoke: Some(Arc::clone(managed)),
+                })
+            }
+            None => Ok(PullPass {
+                server,
+                username: client.username().to_owned(),
+                password: client.password().to_owned(),
+                revoke: None,
+            }),
+        }
     }
 
     /// A window of the repositories, by name, and how many there are.

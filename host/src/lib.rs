@@ -176,6 +176,8 @@ impl AppState {
         if abandoned > 0 {
             tracing::warn!(abandoned, "ended releases a stopped DCP left running");
         }
+        let shutdown = CancellationToken::new();
+        let images = images::Images::start(&config, store.clone(), &shutdown)?;
         let engine = engine::Engine::start(
             store.clone(),
             engine::Builtins::new(
@@ -183,14 +185,13 @@ impl AppState {
                 machines.clone(),
                 remote.clone(),
                 discovery.clone(),
+                images.clone(),
             ),
             engine::Settings {
                 lease: Duration::from_secs(config.task_lease_secs.max(1)),
                 ..engine::Settings::default()
             },
         );
-        let shutdown = CancellationToken::new();
-        let images = images::Images::start(&config, store.clone(), &shutdown)?;
         let builds = images::builds::Builds::start(
             &config,
             store.clone(),

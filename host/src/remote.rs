@@ -193,19 +193,7 @@ impl Remote {
                     "{LOOKS_MAX} looks at containers are under way; try again shortly"
                 ))
             })?;
-        let target = match machine_id {
-            Some(id) => self
-                .inventory
-                .targets(&[id])
-                .await
-                .map_err(|e| Error::Unreachable(e.message))?
-                .pop()
-                .ok_or_else(|| Error::Unreachable(format!("machine {id} is gone")))?,
-            None => ssh::Target {
-                endpoint,
-                credential: ssh::Credential::Default,
-            },
-        };
+        let target = self.target(machine_id, endpoint).await?;
         self.transport
             .exec(
                 &target,
@@ -217,6 +205,53 @@ impl Remote {
             )
             .await
             .map_err(|e| Error::Unreachable(e.to_string()))
+    }
+
+    /// Runs `script` on a node, feeding it `stdin` — for what must not be
+    /// kept, as an execution's script and output are (a registry login for
+    /// one pull). Not an execution: bounded by `timeout` and `max_output`,
+    /// stopped by `cancel`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the node, the script and its bounds"
+    )]
+    pub async fn feed(
+        &self,
+        machine_id: Option<i64>,
+        endpoint: ssh::Endpoint,
+        script: &str,
+        stdin: Vec<u8>,
+        timeout: Duration,
+        max_output: usize,
+        cancel: &CancellationToken,
+    ) -> Result<crate::plugins::ExecOutput, Error> {
+        let target = self.target(machine_id, endpoint).await?;
+        self.transport
+            .exec(&target, script, Some(stdin), timeout, max_output, cancel)
+            .await
+            .map_err(|e| Error::Unreachable(e.to_string()))
+    }
+
+    /// How to reach a node: as its machine's login, or with DCP's default
+    /// key for a server added by address.
+    async fn target(
+        &self,
+        machine_id: Option<i64>,
+        endpoint: ssh::Endpoint,
+    ) -> Result<ssh::Target, Error> {
+        match machine_id {
+            Some(id) => self
+                .inventory
+                .targets(&[id])
+                .await
+                .map_err(|e| Error::Unreachable(e.message))?
+                .pop()
+                .ok_or_else(|| Error::Unreachable(format!("machine {id} is gone"))),
+            None => Ok(ssh::Target {
+                endpoint,
+                credential: ssh::Credential::Default,
+            }),
+        }
     }
 
     /// An `ssh` grant for one plugin call that is not an execution (a

@@ -44,7 +44,7 @@ fn wait_listening(addr: &str, child: &mut Child) {
 /// Files to write: `(path, content)`.
 pub type Files<'a> = &'a [(&'a str, &'a str)];
 
-fn write_files(dir: &Path, files: Files<'_>) {
+fn write_files(dir: &Path, files: &[(&str, &[u8])]) {
     for (path, content) in files {
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -95,6 +95,13 @@ impl GitServer {
     /// use), tags the commit `tag`; answers its full commit id.
     #[must_use]
     pub fn commit(&self, name: &str, files: Files<'_>, tag: &str) -> String {
+        let bytes: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
+        self.commit_bytes(name, &bytes, tag)
+    }
+
+    /// [`GitServer::commit`] of any bytes.
+    #[must_use]
+    pub fn commit_bytes(&self, name: &str, files: &[(&str, &[u8])], tag: &str) -> String {
         let bare = self.dir.path().join(format!("{name}.git"));
         if !bare.exists() {
             run(

@@ -22,6 +22,13 @@ async fn logged_in(server: &Server, password: &str) -> (Client, Driver) {
     fill(&c, "#login-username", "admin").await;
     fill(&c, "#login-password", password).await;
     click(&c, "#login-submit").await;
+    // Signed in once the app's navigation shows: a page asked for sooner
+    // would find no session yet and go back to the login.
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("nav"))
+        .await
+        .unwrap();
     (c, driver)
 }
 
@@ -1981,11 +1988,16 @@ async fn the_registry_is_browsed_to_a_tags_layers_and_one_tag_deleted_in_the_ui(
     .await;
     let (c, _driver) = logged_in(&api.server, "ui-images-pw").await;
     c.goto(&api.server.url("/images")).await.unwrap();
-    c.wait()
+    if c.wait()
         .at_most(WAIT)
         .for_element(Locator::Css("#registry-status[data-serving='true']"))
         .await
-        .unwrap();
+        .is_err()
+    {
+        let page = c.source().await.unwrap_or_default();
+        let status = api.get("/api/v1/registry").await;
+        panic!("the registry never showed as serving ({status}); the page: {page}");
+    }
     assert_eq!(text_of(&c, "#registry-host").await, host);
 
     // Repository → its tags → one tag's layers and history.
@@ -2223,8 +2235,10 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
         }
     );
 
-    // A build: its page streams the log while it runs.
+    // A build without the layer cache (the daemon keeps layers between
+    // runs): its page streams the log while it runs.
     fill(&c, "#build-tag", "1.0").await;
+    click(&c, "#build-no-cache").await;
     click(&c, "#build-start").await;
     let marked = |log: &str| log.lines().any(|l| l.trim() == "built-by-form");
     text_until(&c, "#build-log", Duration::from_secs(60), marked).await;

@@ -14,7 +14,8 @@ use std::{
 
 use dcp_tests::{
     Api, ServerOptions,
-    docker::{docker_in as docker, push_to_registry, web_image},
+    cloud::{Cloud, quick_delays},
+    docker::{Cleanup, docker_in as docker, push_to_registry, web_image},
     sse::Events,
     vcs::{GitServer, SvnServer},
 };
@@ -547,7 +548,17 @@ async fn a_project_from_git_with_svn_media_builds_live_pushes_and_carries_the_me
         "the password is never answered: {shown}"
     );
 
-    let build_id = build(&api, id, "1.0").await;
+    // Without the layer cache: the daemon keeps layers between runs, and
+    // the RUN's output is what shows the media arrived.
+    let (status, queued) = api
+        .post(
+            &format!("/api/v1/image-projects/{id}/builds"),
+            &json!({"tag": "1.0", "no_cache": true}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    assert_eq!(queued["no_cache"], true);
+    let build_id = queued["id"].as_i64().unwrap();
     // Followed live: states in order, the log as it comes, then the end.
     let mut events = Events::open(
         &api.server.base_url,
@@ -902,4 +913,151 @@ async fn bad_projects_and_builds_are_refused_naming_the_field() {
         assert_eq!(changed["description"], "from git");
         assert!(!changed.to_string().contains("pw-1"), "{changed}");
     }
+}
+
+/// What the node's published port answers at `path`.
+async fn served(address: &str, path: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let reply = client
+        .get(format!("http://{address}:8080{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    reply.text().await.map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_pools_nodes_pull_a_built_tag_from_the_registry_with_a_pass_for_that_pull_alone() {
+    let _containers = Cleanup::new("media-web");
+    let cloud = Cloud::start_with(
+        quick_delays(),
+        vec![("DCP_REGISTRY_ADDR".into(), "127.26.0.10:5000".into())],
+    )
+    .await;
+    let api = &cloud.api;
+    registry_serving(api, true).await;
+    let base = web_image("market-media");
+    let git = GitServer::start("127.26.2.5");
+    let _ = git.commit(
+        "media-web",
+        &[("Dockerfile", &format!("FROM {base}\nCOPY site /www/site\n"))],
+        "v1",
+    );
+    let svn = SvnServer::start("127.26.2.6", "reader", "svn-pw-7");
+    let first = svn.commit(&[("site/index.html", "media one\n")]);
+    let project = project(
+        api,
+        &json!({
+            "repository": "shop/media",
+            "dockerfile": {"kind": "git", "url": git.url("media-web"), "ref": "main"},
+            "media": {"kind": "svn", "url": svn.url("site"), "revision": first, "target": "site",
+                      "username": "reader", "password": "svn-pw-7"},
+        }),
+    )
+    .await;
+    let one = build(api, project, "m1").await;
+    assert_eq!(build_ended(api, one).await["state"], "succeeded");
+    let second = svn.commit(&[("site/index.html", "media two\n")]);
+    let (status, changed) = api
+        .put(
+            &format!("/api/v1/image-projects/{project}"),
+            &json!({"repository": "shop/media",
+                    "dockerfile": {"kind": "git", "url": git.url("media-web"), "ref": "main"},
+                    "media": {"kind": "svn", "url": svn.url("site"), "revision": second,
+                              "target": "site", "username": "reader"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let two = build(api, project, "m2").await;
+    let two = build_ended(api, two).await;
+    assert_eq!(two["state"], "succeeded", "{two}");
+    let image = two["image"].as_str().unwrap().replace(":m2", ":m1");
+    // Gone from the daemon the nodes share: they must pull.
+    for tag in ["m1", "m2"] {
+        let _ = Command::new("docker")
+            .args(["rmi", &image.replace(":m1", &format!(":{tag}"))])
+            .output();
+    }
+
+    // A pool of the built image: the expand's nodes pull m1.
+    let pool = cloud
+        .pool(
+            "media-web",
+            None,
+            json!({"ports": [{"container_port": 80, "host_port": 8080}]}),
+            json!({}),
+        )
+        .await;
+    let pool_detail = api.get(&format!("/api/v1/pools/{pool}")).await;
+    let service_id = pool_detail["service_id"].as_i64().unwrap();
+    let service = api.get(&format!("/api/v1/services/{service_id}")).await;
+    let (status, changed) = api
+        .put(
+            &format!("/api/v1/services/{service_id}"),
+            &json!({"cluster_id": service["cluster_id"], "name": service["name"],
+                    "image": image, "container": service["container"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let expand = cloud
+        .task(
+            json!({"kind": "expand", "pool_id": pool, "count": 2}),
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(expand["task"]["state"], "succeeded", "{expand:#}");
+    let nodes: Vec<String> = expand["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["address"].as_str().unwrap().to_owned())
+        .collect();
+    for address in &nodes {
+        assert_eq!(
+            served(address, "/site/index.html").await.unwrap(),
+            "media one\n"
+        );
+    }
+    let said = expand.to_string();
+    assert!(said.contains("from DCP's registry"), "{expand:#}");
+
+    // The deploy picks m2 from the built tags and pulls it.
+    let tags = api
+        .get("/api/v1/registry/repositories/shop%2Fmedia/tags")
+        .await;
+    let listed: Vec<&str> = tags["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["m1", "m2"]);
+    let deploy = cloud
+        .task(
+            json!({"kind": "deploy", "pool_id": pool, "tag": "m2"}),
+            Duration::from_secs(180),
+        )
+        .await;
+    assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
+    for address in &nodes {
+        assert_eq!(
+            served(address, "/site/index.html").await.unwrap(),
+            "media two\n"
+        );
+    }
+    // The passes lived for their pulls only: the registry's users are
+    // DCP's own again, and nothing of them was kept.
+    let htpasswd =
+        std::fs::read_to_string(api.server.data_dir.path().join("registry/htpasswd")).unwrap();
+    assert_eq!(htpasswd.lines().count(), 1, "{htpasswd}");
+    assert!(htpasswd.starts_with("dcp:"), "{htpasswd}");
+    let everything = format!("{expand} {deploy}");
+    assert!(!everything.contains("pull-0"), "no pass user in the steps");
+    assert!(
+        !everything.contains("auths"),
+        "no client configuration in the steps"
+    );
 }

@@ -20,8 +20,9 @@ use super::{DEFAULT_TIMEOUT_SECS, Error, NodeFacts, StepOutcome as Done, Steps, 
 use crate::{
     containers,
     discovery::{self, Discovery, MemberChange, Op},
+    images::Images,
     machines::{self, Machines},
-    remote::{Remote, shell_quote},
+    remote::{Remote, shell_quote, ssh},
     store::{
         self, BindingRecord, NewNode, NodeRecord, PoolRecord, ServiceRecord, Store, TaskNodeRecord,
         TaskRecord,
@@ -49,6 +50,7 @@ pub struct Builtins {
     machines: Arc<Machines>,
     remote: Arc<Remote>,
     discovery: Arc<Discovery>,
+    images: Arc<Images>,
 }
 
 impl Builtins {
@@ -59,12 +61,14 @@ impl Builtins {
         machines: Arc<Machines>,
         remote: Arc<Remote>,
         discovery: Arc<Discovery>,
+        images: Arc<Images>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             machines,
             remote,
             discovery,
+            images,
         })
     }
 }
@@ -567,6 +571,16 @@ impl Context {
     ) -> Result<Done, Error> {
         let record = self.node(node).await?;
         let name = self.container_name(record.id);
+        // An image of DCP's registry is pulled first, with a login for
+        // this pull alone (a tag built again is pulled again).
+        let pulled = if self.engine.images.holds(&self.image) {
+            match self.pull(&record, deadline, abort).await? {
+                Ok(said) => said,
+                Err(why) => return Ok(Done::failed(why)),
+            }
+        } else {
+            String::new()
+        };
         let script = run_script(
             &name,
             &self.image,
@@ -578,9 +592,10 @@ impl Context {
                 ("dcp.node", &record.id.to_string()),
             ],
         );
-        let done = self
+        let mut done = self
             .shell(&record, script, builtin::START_SERVICE, deadline, abort)
             .await?;
+        done.output.insert_str(0, &pulled);
         // An unhealthy container runs the new image all the same.
         if done.ok || done.output.contains(&format!("started {name} from")) {
             self.engine
@@ -589,6 +604,68 @@ impl Context {
                 .await?;
         }
         Ok(done)
+    }
+
+    /// Pulls the service's image from DCP's registry onto `node` with a
+    /// login made for this pull, fed on stdin and kept in a directory the
+    /// pull's shell removes: never in a step's script or output, never
+    /// left on the node; the registry forgets it when the pull ends.
+    /// Answers what to add to the step's output, or why the pull failed.
+    async fn pull(
+        &self,
+        node: &NodeRecord,
+        deadline: Instant,
+        abort: &CancellationToken,
+    ) -> Result<Result<String, String>, Error> {
+        let pass = match self.engine.images.pull_pass() {
+            Ok(pass) => pass,
+            Err(e) => return Ok(Err(format!("no login for the registry: {e}"))),
+        };
+        let script = format!(
+            "set -e
+             d=$(mktemp -d)
+             trap 'rm -rf \"$d\"' EXIT
+             cat > \"$d/config.json\"
+             docker --config \"$d\" pull -q {}
+",
+            shell_quote(&self.image)
+        );
+        let endpoint = ssh::Endpoint {
+            address: node.address.clone(),
+            port: node.port,
+            user: node.user.clone(),
+        };
+        let out = self
+            .engine
+            .remote
+            .feed(
+                node.machine_id,
+                endpoint,
+                &script,
+                pass.docker_config().into_bytes(),
+                deadline.saturating_duration_since(Instant::now()),
+                OUTPUT_MAX,
+                abort,
+            )
+            .await;
+        drop(pass);
+        if abort.is_cancelled() {
+            pause(deadline, abort).await?;
+        }
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => return Ok(Err(format!("pulling {}: {e}", self.image))),
+        };
+        if out.exit_code == Some(0) {
+            return Ok(Ok(format!("pulled {} from DCP's registry\n", self.image)));
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let why = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no error output");
+        Ok(Err(format!("pulling {} failed: {why}", self.image)))
     }
 
     /// Registers the node with the pool's binding, or unregisters it

@@ -10,7 +10,7 @@
 //! so no registry outlives its DCP holding the address.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Stdio,
@@ -96,6 +96,10 @@ pub struct Managed {
     restart: Notify,
     /// One garbage collection at a time.
     maintenance: tokio::sync::Mutex<()>,
+    /// DCP's own htpasswd entry.
+    entry: String,
+    /// The pull passes handed out now: user → htpasswd entry.
+    passes: Mutex<BTreeMap<String, String>>,
 }
 
 impl Managed {
@@ -111,10 +115,9 @@ impl Managed {
         let secret = keep(&dir.join("http-secret"), 32)?;
         let hash = bcrypt::hash(&password, BCRYPT_COST)
             .map_err(|e| std::io::Error::other(format!("hashing the registry password: {e}")))?;
-        data_dir::write_private(
-            &dir.join("htpasswd"),
-            format!("{USERNAME}:{hash}\n").as_bytes(),
-        )?;
+        let entry = format!("{USERNAME}:{hash}\n");
+        // Passes handed out by an earlier run end here.
+        replace_private(&dir.join("htpasswd"), entry.as_bytes())?;
         // JSON strings are YAML strings: no path or secret can break out.
         let quote = |s: &str| serde_json::Value::from(s).to_string();
         let storage = dir.join("storage");
@@ -139,7 +142,56 @@ impl Managed {
             read_only: AtomicBool::new(false),
             restart: Notify::new(),
             maintenance: tokio::sync::Mutex::new(()),
+            entry,
+            passes: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// A user and password good until [`Managed::revoke`]: what a node
+    /// pulls one image with. The registry reads its htpasswd file again
+    /// when it changes, so a pass works at once and ends at once.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn grant(&self) -> std::io::Result<(String, String)> {
+        let user = format!("pull-{}", uuid::Uuid::now_v7().simple());
+        let password: String = rand::rngs::OsRng
+            .sample_iter(&Alphanumeric)
+            .take(32)
+            .map(char::from)
+            .collect();
+        let hash = bcrypt::hash(&password, BCRYPT_COST)
+            .map_err(|e| std::io::Error::other(format!("hashing a pull pass: {e}")))?;
+        let mut passes = self
+            .passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        passes.insert(user.clone(), format!("{user}:{hash}\n"));
+        self.write_htpasswd(&passes)?;
+        Ok((user, password))
+    }
+
+    /// Ends a pass [`Managed::grant`] handed out.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn revoke(&self, user: &str) -> std::io::Result<()> {
+        let mut passes = self
+            .passes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if passes.remove(user).is_some() {
+            self.write_htpasswd(&passes)?;
+        }
+        Ok(())
+    }
+
+    fn write_htpasswd(&self, passes: &BTreeMap<String, String>) -> std::io::Result<()> {
+        let mut text = self.entry.clone();
+        for entry in passes.values() {
+            text.push_str(entry);
+        }
+        replace_private(&self.dir.join("htpasswd"), text.as_bytes())
     }
 
     /// Its address.
@@ -426,6 +478,16 @@ impl Managed {
 
 /// The random value kept in `path`, made (`len` letters and digits) the
 /// first time.
+/// Writes `path` whole by renaming a new file over it, so the registry
+/// never reads half a file.
+fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staged = path.with_extension(format!("new-{}", uuid::Uuid::now_v7().simple()));
+    data_dir::create_private(&staged, bytes)?;
+    std::fs::rename(&staged, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&staged);
+    })
+}
+
 fn keep(path: &Path, len: usize) -> std::io::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(value) if !value.trim().is_empty() => return Ok(value.trim().to_owned()),

@@ -4,7 +4,7 @@
 //! Every call has a timeout and every answer a size cap: the registry is
 //! another server, and a slow or hostile one must not hold DCP.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use reqwest::{Method, StatusCode, header};
 use serde::Deserialize;
@@ -27,6 +27,9 @@ const CONFIG_MAX: usize = 8 << 20;
 const LIST_MAX: usize = 16 << 20;
 /// Catalog entries asked for per request (distribution's default cap).
 const CATALOG_PAGE: usize = 1000;
+/// Requests to the registry under way at once, all callers together: a
+/// page of tags fans out, and many pages at once must not flood it.
+const CALLS_MAX: usize = 32;
 
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +70,7 @@ pub struct Client {
     username: String,
     password: String,
     http: reqwest::Client,
+    calls: Arc<tokio::sync::Semaphore>,
 }
 
 /// A manifest as stored, with its digest.
@@ -242,6 +246,7 @@ impl Client {
             username: username.to_owned(),
             password: password.to_owned(),
             http,
+            calls: Arc::new(tokio::sync::Semaphore::new(CALLS_MAX)),
         })
     }
 
@@ -291,7 +296,11 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, Error> {
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        // Held until the answer's head: bodies are small and capped.
+        let turn = self.calls.acquire().await;
+        let response = request.send().await.map_err(|e| self.unreachable(e));
+        drop(turn);
+        let response = response?;
         if response.status().is_success() {
             return Ok(response);
         }
