@@ -2283,5 +2283,46 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
         ))
         .await
         .unwrap();
+
+    // A service of that image: its pool's deploy offers the built tag.
+    let image = tags_image(&api, "shop/formed", "1.0").await;
+    let (status, cluster) = api
+        .post("/api/v1/clusters", &serde_json::json!({"name": "formed"}))
+        .await;
+    assert_eq!(status, 201, "{cluster}");
+    let (status, service) = api
+        .post(
+            "/api/v1/services",
+            &serde_json::json!({"cluster_id": cluster["id"], "name": "formed", "image": image}),
+        )
+        .await;
+    assert_eq!(status, 201, "{service}");
+    let (status, pool) = api
+        .post(
+            "/api/v1/pools",
+            &serde_json::json!({"service_id": service["id"], "name": "formed-a"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pool}");
+    c.goto(&api.server.url(&format!("/pools/{}", pool["id"])))
+        .await
+        .unwrap();
+    click(&c, "#deploy-pool").await;
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#built-tags option[value='1.0']"))
+        .await
+        .unwrap();
     c.close().await.unwrap();
+}
+
+/// `host:port/repository:tag` of a tag the registry has.
+async fn tags_image(api: &dcp_tests::Api, repository: &str, tag: &str) -> String {
+    let detail = api
+        .get(&format!(
+            "/api/v1/registry/repositories/{}/tags/{tag}",
+            repository.replace('/', "%2F")
+        ))
+        .await;
+    detail["pull"].as_str().unwrap().to_owned()
 }

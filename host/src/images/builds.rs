@@ -266,13 +266,7 @@ impl Builds {
         let dir = self.work_dir.join(id.to_string());
         let work = self.work(&build, &project, &args, &dir, &log);
         let outcome = tokio::select! {
-            done = tokio::time::timeout(self.timeout, work) => match done {
-                Ok(outcome) => outcome,
-                Err(_) => Outcome::Failed(format!(
-                    "the build took longer than build_timeout_secs ({} s) and was stopped",
-                    self.timeout.as_secs()
-                )),
-            },
+            outcome = work => outcome,
             () = cancel.cancelled() => {
                 let by = self.store.build(id).await.ok().and_then(|b| b.cancel_requested);
                 Outcome::Cancelled(format!("cancelled by {}", by.as_deref().unwrap_or("a user")))
@@ -356,9 +350,15 @@ impl Builds {
             Err(e) => return Outcome::Failed(e.to_string()),
         }
         self.notify(build.id);
-        match self.build_and_push(build, project, args, dir, log).await {
-            Ok((digest, size)) => Outcome::Pushed { digest, size },
-            Err(message) => Outcome::Failed(message),
+        // The time limit starts when a builder takes it, not in the queue.
+        let work = self.build_and_push(build, project, args, dir, log);
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(Ok((digest, size))) => Outcome::Pushed { digest, size },
+            Ok(Err(message)) => Outcome::Failed(message),
+            Err(_) => Outcome::Failed(format!(
+                "the build took longer than build_timeout_secs ({} s) and was stopped",
+                self.timeout.as_secs()
+            )),
         }
     }
 
@@ -377,7 +377,7 @@ impl Builds {
             .map_err(|e| format!("creating the build directory {}: {e}", dir.display()))?;
         let (context, dockerfile) = self.dockerfile(build.id, project, dir, &home, log).await?;
         if let Some(media) = &project.media {
-            let target = context.join(&media.target);
+            let target = sources::inside(&context, &media.target)?;
             if tokio::fs::symlink_metadata(&target).await.is_ok() {
                 return Err(format!(
                     "the media target {} already exists in the build context",
@@ -405,7 +405,7 @@ impl Builds {
                         credentials.as_ref(),
                     )
                     .await?;
-                    let taken = fetched.join(&media.subdirectory);
+                    let taken = sources::inside(&fetched, &media.subdirectory)?;
                     let meta = tokio::fs::symlink_metadata(&taken).await;
                     if !meta.is_ok_and(|m| m.is_dir()) {
                         return Err(format!(
@@ -553,7 +553,7 @@ impl Builds {
                     .set_build_revisions(id, Some(&commit), None)
                     .await;
                 self.notify(id);
-                let file = repo.join(path);
+                let file = sources::inside(&repo, path)?;
                 let meta = tokio::fs::symlink_metadata(&file).await;
                 if !meta.is_ok_and(|m| m.is_file()) {
                     return Err(format!(

@@ -147,6 +147,31 @@ pub fn check_relative(field: &str, value: &str, allow_empty: bool) -> Result<(),
     }
 }
 
+/// `base` joined with the relative path `rel`, refused when a part of it
+/// that exists is a symbolic link: a repository's link must not lead a
+/// build out of its directory (to read the host's files into a context,
+/// or write media over them).
+///
+/// # Errors
+/// Names the path and the link.
+pub fn inside(base: &Path, rel: &str) -> Result<PathBuf, String> {
+    let mut at = base.to_path_buf();
+    for part in Path::new(rel).components() {
+        match part {
+            Component::Normal(name) => at.push(name),
+            Component::CurDir => continue,
+            _ => return Err(format!("{rel:?} leaves its directory")),
+        }
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(format!(
+                "{rel:?} passes through a symbolic link ({}), which a build does not follow",
+                at.strip_prefix(base).unwrap_or(&at).display()
+            ));
+        }
+    }
+    Ok(at)
+}
+
 /// Runs `command`, feeding `stdin`; answers its stdout, or its own words
 /// (stderr, else stdout) when it fails.
 async fn run(mut command: Command, stdin: Option<&str>) -> Result<String, String> {
@@ -393,6 +418,20 @@ mod tests {
         assert!(check_relative("path", "/etc/passwd", false).is_err());
         assert!(check_relative("path", "a/../../b", false).is_err());
         assert!(check_relative("path", "", true).is_ok());
+    }
+
+    #[test]
+    fn a_path_through_a_repositorys_symlink_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("app")).unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("up")).unwrap();
+        assert_eq!(
+            inside(dir.path(), "app/Dockerfile").unwrap(),
+            dir.path().join("app/Dockerfile")
+        );
+        let refused = inside(dir.path(), "up/passwd").unwrap_err();
+        assert!(refused.contains("symbolic link (up)"), "{refused}");
+        assert!(inside(dir.path(), "up").is_err());
     }
 
     #[test]
