@@ -131,14 +131,30 @@ async fn main() {
             )
             .await;
             let (mut pushing, mut state) = (None, String::new());
+            // When the log showed each phase's end, for the table's notes.
+            let mut phases = Vec::new();
             while let Some((name, data)) = events.next(Duration::from_secs(600)).await {
                 if name == "build" {
                     state = data["state"].as_str().unwrap().to_owned();
                     if state == "pushing" {
                         pushing = Some(started.elapsed());
                     }
+                } else {
+                    let text = data["text"].as_str().unwrap_or_default();
+                    for mark in [
+                        "Source at commit",
+                        "Sending a build context",
+                        "Step 1/",
+                        "Step 3/",
+                        "Successfully built",
+                    ] {
+                        if text.contains(mark) {
+                            phases.push(format!("{mark} at {}", secs(started.elapsed())));
+                        }
+                    }
                 }
             }
+            println!("  DCP round {round}: {}", phases.join("; "));
             let done = started.elapsed();
             assert_eq!(state, "succeeded");
             let built = pushing.unwrap();
@@ -167,6 +183,7 @@ async fn main() {
                 .status()
                 .unwrap();
             assert!(clone.success());
+            println!("  CLI round {round}: cloned at {}", secs(started.elapsed()));
             let rev = Command::new("git")
                 .arg("-C")
                 .arg(dir.path().join("src"))
