@@ -516,6 +516,19 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The text `url` answers (a node's published port, say), within 3 s.
+///
+/// # Errors
+/// Why there was no answer.
+pub async fn http_text(url: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reply = client.get(url).send().await.map_err(|e| e.to_string())?;
+    reply.text().await.map_err(|e| e.to_string())
+}
+
 /// A running `dcp` with an API token: the REST API as a script would use it.
 #[derive(Debug)]
 pub struct Api {

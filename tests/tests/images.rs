@@ -199,16 +199,7 @@ async fn pushed_images_are_browsed_with_their_layers_and_one_tag_is_deleted_alon
         .await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["kept"], serde_json::json!([]));
-    let tags = api
-        .get("/api/v1/registry/repositories/shop%2Fweb/tags")
-        .await;
-    let listed: Vec<&str> = tags["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tag"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, ["stable"], "{tags}");
+    assert_eq!(tags_of(&api, "shop%2Fweb").await, ["stable"]);
     let (status, again) = api
         .delete("/api/v1/registry/repositories/shop%2Fweb/tags/2.0")
         .await;
@@ -445,6 +436,19 @@ async fn retention_deletes_exactly_the_tags_its_rules_select_and_the_space_freed
     assert_eq!(status, 204);
     let (status, _) = api.delete("/api/v1/registry/retention/shop%2Fapi").await;
     assert_eq!(status, 404);
+}
+
+/// The tags of `repository` (`/` written `%2F`), by name.
+async fn tags_of(api: &Api, repository: &str) -> Vec<String> {
+    let tags = api
+        .get(&format!("/api/v1/registry/repositories/{repository}/tags"))
+        .await;
+    tags["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{tags}"))
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Polls build `id` until it ends; answers it.
@@ -917,16 +921,7 @@ async fn bad_projects_and_builds_are_refused_naming_the_field() {
 
 /// What the node's published port answers at `path`.
 async fn served(address: &str, path: &str) -> Result<String, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let reply = client
-        .get(format!("http://{address}:8080{path}"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    reply.text().await.map_err(|e| e.to_string())
+    dcp_tests::http_text(&format!("http://{address}:8080{path}")).await
 }
 
 #[tokio::test]
@@ -1025,16 +1020,7 @@ async fn a_pools_nodes_pull_a_built_tag_from_the_registry_with_a_pass_for_that_p
     assert!(said.contains("from DCP's registry"), "{expand:#}");
 
     // The deploy picks m2 from the built tags and pulls it.
-    let tags = api
-        .get("/api/v1/registry/repositories/shop%2Fmedia/tags")
-        .await;
-    let listed: Vec<&str> = tags["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tag"].as_str().unwrap())
-        .collect();
-    assert_eq!(listed, ["m1", "m2"]);
+    assert_eq!(tags_of(api, "shop%2Fmedia").await, ["m1", "m2"]);
     let deploy = cloud
         .task(
             json!({"kind": "deploy", "pool_id": pool, "tag": "m2"}),

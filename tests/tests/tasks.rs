@@ -35,16 +35,7 @@ fn addresses(detail: &Value) -> Vec<String> {
 
 /// What the node's published port answers.
 async fn page(address: &str) -> Result<String, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let reply = client
-        .get(format!("http://{address}:8080/"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    reply.text().await.map_err(|e| e.to_string())
+    dcp_tests::http_text(&format!("http://{address}:8080/")).await
 }
 
 fn millis(at: &Value) -> i128 {
