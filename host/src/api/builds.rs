@@ -2,7 +2,11 @@
 //! made, their builds, each build's log (live as server-sent events), and
 //! cancelling one.
 
-use std::{collections::BTreeMap, convert::Infallible, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    convert::Infallible,
+    time::Duration,
+};
 
 use axum::{
     Extension,
@@ -439,7 +443,7 @@ async fn build_events(
         sent_log: 0,
         held: None,
         ended: false,
-        pending: Vec::new(),
+        pending: VecDeque::new(),
     };
     Ok(Sse::new(stream::unfold(follow, Follow::next)).keep_alive(KeepAlive::default()))
 }
@@ -452,7 +456,7 @@ struct Follow {
     sent_log: u64,
     held: Option<ImageBuild>,
     ended: bool,
-    pending: Vec<BuildEvent>,
+    pending: VecDeque<BuildEvent>,
 }
 
 impl Follow {
@@ -461,8 +465,7 @@ impl Follow {
             if self.state.shutdown.is_cancelled() {
                 return None;
             }
-            if !self.pending.is_empty() {
-                let event = self.pending.remove(0);
+            if let Some(event) = self.pending.pop_front() {
                 let data = serde_json::to_string(&event).unwrap_or_default();
                 return Some((Ok(Event::default().event(event.name()).data(data)), self));
             }
@@ -505,7 +508,7 @@ impl Follow {
                     break;
                 }
                 self.sent_log = piece.offset + piece.text.len() as u64;
-                self.pending.push(BuildEvent::Log(piece));
+                self.pending.push_back(BuildEvent::Log(piece));
             }
         }
         let now = build_to_api(&self.state, build);
@@ -519,9 +522,9 @@ impl Follow {
             let event = BuildEvent::Build(Box::new(now.clone()));
             if self.held.is_none() {
                 // The first event is the build, before any log.
-                self.pending.insert(0, event);
+                self.pending.push_front(event);
             } else {
-                self.pending.push(event);
+                self.pending.push_back(event);
             }
         }
         self.held = Some(now);

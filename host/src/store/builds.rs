@@ -446,18 +446,16 @@ impl Store {
         if projects.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = projects
-            .iter()
-            .map(i64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ");
-        // The ids are integers from the store, not user text.
-        let rows: Vec<BuildRow> = sqlx::query_as(&format!(
+        let sql = format!(
             "select {BUILD} from image_builds where id in (select max(id) from image_builds \
-             where project_id in ({ids}) group by project_id)"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+             where project_id in ({}) group by project_id)",
+            super::placeholders(1, projects.len())
+        );
+        let mut query = sqlx::query_as::<_, BuildRow>(&sql);
+        for id in projects {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
