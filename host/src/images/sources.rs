@@ -200,14 +200,17 @@ async fn run(mut command: Command, stdin: Option<&str>) -> Result<String, String
         // A program that exits without reading is answered by its status.
         let _ = pipe.write_all(text.as_bytes()).await;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| format!("{program}: {e}"))?;
-    let text = |bytes: &[u8]| {
-        let end = bytes.len().min(OUTPUT_MAX);
-        String::from_utf8_lossy(&bytes[..end]).trim().to_owned()
+    // Kept up to OUTPUT_MAX each; the rest is read and dropped, so a
+    // chatty (or hostile) server cannot fill DCP's memory.
+    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+    let (stdout, stderr) = tokio::join!(bounded(stdout), bounded(stderr));
+    let status = child.wait().await.map_err(|e| format!("{program}: {e}"))?;
+    let out = std::process::Output {
+        status,
+        stdout,
+        stderr,
     };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
     if out.status.success() {
         Ok(text(&out.stdout))
     } else {
@@ -218,6 +221,21 @@ async fn run(mut command: Command, stdin: Option<&str>) -> Result<String, String
             said
         })
     }
+}
+
+/// Up to [`OUTPUT_MAX`] bytes of `pipe`, reading it to its end.
+async fn bounded(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    use tokio::io::AsyncReadExt as _;
+    let Some(mut pipe) = pipe else {
+        return Vec::new();
+    };
+    let mut kept = Vec::new();
+    let _ = (&mut pipe)
+        .take(OUTPUT_MAX as u64)
+        .read_to_end(&mut kept)
+        .await;
+    let _ = tokio::io::copy(&mut pipe, &mut tokio::io::sink()).await;
+    kept
 }
 
 /// git isolated from the host: no system or global configuration, no
