@@ -2210,6 +2210,12 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
 
     // Saved: the project's page shows the same Dockerfile.
     click(&c, "#project-save").await;
+    // The form has a `#project-repository` too: wait for the page first.
+    c.wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#project-facts"))
+        .await
+        .unwrap();
     assert_eq!(text_of(&c, "#project-repository").await, "shop/formed");
     let shown = text_of(&c, "#project-dockerfile").await;
     assert!(
