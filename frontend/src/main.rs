@@ -35,7 +35,6 @@ mod users;
 use dcp_api_types::User;
 use leptos::{prelude::*, task::spawn_local};
 use leptos_router::{
-    Lazy, LazyRoute,
     components::{A, Outlet, ParentRoute, Route, Router, Routes},
     path,
 };
@@ -48,6 +47,12 @@ use leptos_router::{
 /// 26 lazy pages made 650 chunks, and a deep link fetched 240 of them.
 /// The login page, the layout and the overview (where a sign-in lands)
 /// stay in the main module.
+///
+/// Each page is an ordinary route view that shows "Loading…" while its
+/// chunk arrives, not the router's `Lazy` route: that one keeps the old
+/// page up until the chunk is in, and a second look at the same route
+/// meanwhile (leptos_router 0.8 aborts the first load and starts none)
+/// left the old page up for good — a click on a link that did nothing.
 macro_rules! lazy_areas {
     ($($area:ident in $load:ident { $($route:ident => $page:path,)* })*) => {$(
         /// The pages of one area, as its chunk's entry point takes them
@@ -67,15 +72,16 @@ macro_rules! lazy_areas {
         }
 
         $(
-            struct $route;
-
-            impl LazyRoute for $route {
-                fn data() -> Self {
-                    Self
-                }
-
-                async fn view(_this: Self) -> AnyView {
-                    $load($area::$route).await
+            /// The page, once its area's chunk is in. A transition, not a
+            /// suspense: the page's own resources report to it too, and a
+            /// suspense would swap a loaded page out for "Loading…" (and
+            /// build it afresh) whenever one of them reloads.
+            #[allow(non_snake_case)]
+            fn $route() -> impl IntoView {
+                view! {
+                    <Transition fallback=|| view! { <div class="loading">"Loading…"</div> }>
+                        {Suspend::new(async { $load($area::$route).await })}
+                    </Transition>
                 }
             }
         )*
@@ -142,39 +148,39 @@ fn App() -> impl IntoView {
                 <Route path=path!("/login") view=login::LoginPage/>
                 <ParentRoute path=path!("") view=Shell>
                     <Route path=path!("") view=overview::OverviewPage/>
-                    <Route path=path!("clusters") view={Lazy::<ClustersRoute>::new()}/>
-                    <Route path=path!("clusters/:id") view={Lazy::<ClusterRoute>::new()}/>
-                    <Route path=path!("tokens") view={Lazy::<TokensRoute>::new()}/>
-                    <Route path=path!("users") view={Lazy::<UsersRoute>::new()}/>
-                    <Route path=path!("plugins") view={Lazy::<PluginsRoute>::new()}/>
-                    <Route path=path!("commands") view={Lazy::<CommandsRoute>::new()}/>
-                    <Route path=path!("command-groups") view={Lazy::<GroupsRoute>::new()}/>
-                    <Route path=path!("executions") view={Lazy::<ExecutionsRoute>::new()}/>
-                    <Route path=path!("executions/:id") view={Lazy::<ExecutionRoute>::new()}/>
-                    <Route path=path!("host-keys") view={Lazy::<HostKeysRoute>::new()}/>
-                    <Route path=path!("machines") view={Lazy::<MachinesRoute>::new()}/>
-                    <Route path=path!("machines/:id") view={Lazy::<MachineRoute>::new()}/>
-                    <Route path=path!("machine-templates") view={Lazy::<TemplatesRoute>::new()}/>
-                    <Route path=path!("quotas") view={Lazy::<QuotasRoute>::new()}/>
-                    <Route path=path!("accounts") view={Lazy::<AccountsRoute>::new()}/>
-                    <Route path=path!("services") view={Lazy::<ServicesRoute>::new()}/>
-                    <Route path=path!("services/:id") view={Lazy::<ServiceRoute>::new()}/>
-                    <Route path=path!("pools/:id") view={Lazy::<PoolRoute>::new()}/>
-                    <Route path=path!("tasks") view={Lazy::<TasksRoute>::new()}/>
-                    <Route path=path!("tasks/:id") view={Lazy::<TaskRoute>::new()}/>
-                    <Route path=path!("task-templates") view={Lazy::<TaskTemplatesRoute>::new()}/>
-                    <Route path=path!("discovery") view={Lazy::<DiscoveryRoute>::new()}/>
-                    <Route path=path!("lb-units/:id") view={Lazy::<UnitRoute>::new()}/>
-                    <Route path=path!("upstreams/:id") view={Lazy::<UpstreamRoute>::new()}/>
-                    <Route path=path!("discovery-log") view={Lazy::<DiscoveryLogRoute>::new()}/>
-                    <Route path=path!("app-keys") view={Lazy::<AppKeysRoute>::new()}/>
-                    <Route path=path!("images") view={Lazy::<ImagesRoute>::new()}/>
-                    <Route path=path!("images/projects") view={Lazy::<ProjectsRoute>::new()}/>
+                    <Route path=path!("clusters") view=ClustersRoute/>
+                    <Route path=path!("clusters/:id") view=ClusterRoute/>
+                    <Route path=path!("tokens") view=TokensRoute/>
+                    <Route path=path!("users") view=UsersRoute/>
+                    <Route path=path!("plugins") view=PluginsRoute/>
+                    <Route path=path!("commands") view=CommandsRoute/>
+                    <Route path=path!("command-groups") view=GroupsRoute/>
+                    <Route path=path!("executions") view=ExecutionsRoute/>
+                    <Route path=path!("executions/:id") view=ExecutionRoute/>
+                    <Route path=path!("host-keys") view=HostKeysRoute/>
+                    <Route path=path!("machines") view=MachinesRoute/>
+                    <Route path=path!("machines/:id") view=MachineRoute/>
+                    <Route path=path!("machine-templates") view=TemplatesRoute/>
+                    <Route path=path!("quotas") view=QuotasRoute/>
+                    <Route path=path!("accounts") view=AccountsRoute/>
+                    <Route path=path!("services") view=ServicesRoute/>
+                    <Route path=path!("services/:id") view=ServiceRoute/>
+                    <Route path=path!("pools/:id") view=PoolRoute/>
+                    <Route path=path!("tasks") view=TasksRoute/>
+                    <Route path=path!("tasks/:id") view=TaskRoute/>
+                    <Route path=path!("task-templates") view=TaskTemplatesRoute/>
+                    <Route path=path!("discovery") view=DiscoveryRoute/>
+                    <Route path=path!("lb-units/:id") view=UnitRoute/>
+                    <Route path=path!("upstreams/:id") view=UpstreamRoute/>
+                    <Route path=path!("discovery-log") view=DiscoveryLogRoute/>
+                    <Route path=path!("app-keys") view=AppKeysRoute/>
+                    <Route path=path!("images") view=ImagesRoute/>
+                    <Route path=path!("images/projects") view=ProjectsRoute/>
                     // Before `:id`, which would take "new": the first route that matches wins.
-                    <Route path=path!("images/projects/new") view={Lazy::<NewProjectRoute>::new()}/>
-                    <Route path=path!("images/projects/:id") view={Lazy::<ProjectRoute>::new()}/>
-                    <Route path=path!("images/projects/:id/edit") view={Lazy::<EditProjectRoute>::new()}/>
-                    <Route path=path!("images/builds/:id") view={Lazy::<BuildRoute>::new()}/>
+                    <Route path=path!("images/projects/new") view=NewProjectRoute/>
+                    <Route path=path!("images/projects/:id") view=ProjectRoute/>
+                    <Route path=path!("images/projects/:id/edit") view=EditProjectRoute/>
+                    <Route path=path!("images/builds/:id") view=BuildRoute/>
                 </ParentRoute>
             </Routes>
         </Router>

@@ -18,7 +18,7 @@ pub mod transition;
 pub use self::steps::Builtins;
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeSet, HashSet},
     panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::Duration,
@@ -964,51 +964,35 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
     let mut carried = store.task_command(id, &engine.owner).await?;
     pending.extend(carried.as_deref().and_then(command_event));
     loop {
+        // A round: every event that came in together. Node saves gather
+        // and go to the store in one transaction; the steps they start run
+        // once their nodes are saved.
+        let mut unsaved = BTreeSet::new();
+        let mut starts = Vec::new();
         for event in pending.drain(..) {
             let effects = transition(&mut driven.plan, event);
             for effect in effects {
                 match effect {
                     Effect::Start { node, step, .. } => {
-                        let rerun = !driven.plan.nodes[node].steps[step].error.is_empty();
-                        let context = Arc::clone(&context);
-                        let record = driven.nodes[node].clone();
-                        let abort = abort.child_token();
-                        in_flight.spawn(async move {
-                            // A panicking step fails its node, not the task.
-                            let done = AssertUnwindSafe(context.run(&record, step, rerun, &abort))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| {
-                                    StepOutcome::failed(
-                                        "the step panicked (a DCP bug; see the server log)",
-                                    )
-                                });
-                            Ended::Step(node, step, done)
+                        starts.push(Deferred::Step {
+                            node,
+                            step,
+                            rerun: !driven.plan.nodes[node].steps[step].error.is_empty(),
+                            record: driven.nodes[node].clone(),
                         });
                     }
-                    Effect::Compensate { node, step } => {
-                        let context = Arc::clone(&context);
-                        let record = driven.nodes[node].clone();
-                        // Only a shutdown stops it (the lease then runs out
-                        // and the next driver undoes what is left).
-                        let stop = engine.stop.child_token();
-                        in_flight.spawn(async move {
-                            let done = AssertUnwindSafe(context.compensate(&record, step, &stop))
-                                .catch_unwind()
-                                .await
-                                .unwrap_or_else(|_| {
-                                    StepOutcome::failed(
-                                        "undoing the step panicked (a DCP bug; see the server log)",
-                                    )
-                                });
-                            Ended::Compensation(node, step, done)
-                        });
-                    }
+                    Effect::Compensate { node, step } => starts.push(Deferred::Undo {
+                        node,
+                        step,
+                        record: driven.nodes[node].clone(),
+                    }),
                     Effect::SaveNode(n) => {
-                        save_node(store, id, &driven, n).await?;
-                        engine.touched();
+                        unsaved.insert(n);
                     }
                     Effect::SaveTask => {
+                        // The task's state never runs ahead of its nodes'.
+                        save_nodes(store, id, &driven, &mut unsaved).await?;
+                        engine.touched();
                         let plan = &driven.plan;
                         let held = store
                             .save_task_state(
@@ -1042,6 +1026,51 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                 }
             }
         }
+        if !unsaved.is_empty() {
+            save_nodes(store, id, &driven, &mut unsaved).await?;
+            engine.touched();
+        }
+        for run in starts {
+            let context = Arc::clone(&context);
+            match run {
+                Deferred::Step {
+                    node,
+                    step,
+                    rerun,
+                    record,
+                } => {
+                    let abort = abort.child_token();
+                    in_flight.spawn(async move {
+                        // A panicking step fails its node, not the task.
+                        let done = AssertUnwindSafe(context.run(&record, step, rerun, &abort))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                StepOutcome::failed(
+                                    "the step panicked (a DCP bug; see the server log)",
+                                )
+                            });
+                        Ended::Step(node, step, done)
+                    });
+                }
+                Deferred::Undo { node, step, record } => {
+                    // Only a shutdown stops it (the lease then runs out and
+                    // the next driver undoes what is left).
+                    let stop = engine.stop.child_token();
+                    in_flight.spawn(async move {
+                        let done = AssertUnwindSafe(context.compensate(&record, step, &stop))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                StepOutcome::failed(
+                                    "undoing the step panicked (a DCP bug; see the server log)",
+                                )
+                            });
+                        Ended::Compensation(node, step, done)
+                    });
+                }
+            }
+        }
         // Cleared only once its effects are stored: a reader never sees
         // the command gone and the task not yet changed. A pause stays until
         // the task is paused, and a cancel until it is cancelled (its
@@ -1068,36 +1097,14 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
                 // Steps are never aborted through the set and catch their
                 // panics, so a join error cannot happen.
                 let Ok(ended) = joined else { continue };
-                let (Ended::Step(node, _, done) | Ended::Compensation(node, _, done)) =
-                    &ended;
-                if let Some(facts) = &done.node {
-                    let n = &mut driven.nodes[*node];
-                    n.node_id = Some(facts.node_id);
-                    n.machine_id = facts.machine_id;
-                    n.address.clone_from(&facts.address);
+                pending.push(ended_event(&mut driven, ended));
+                // What else has ended meanwhile joins this round, so a
+                // burst of step ends costs one store transaction, not one
+                // each (steps are never aborted through the set and catch
+                // their panics, so a join error cannot happen).
+                while let Some(Ok(ended)) = in_flight.try_join_next() {
+                    pending.push(ended_event(&mut driven, ended));
                 }
-                pending.push(match ended {
-                    Ended::Step(node, step, done) => Event::StepEnded {
-                        node,
-                        step,
-                        ok: done.ok,
-                        output: done.output,
-                        error: done.error,
-                        now: now_ms(),
-                    },
-                    Ended::Compensation(node, step, done) => Event::Compensated {
-                        node,
-                        step,
-                        ok: done.ok,
-                        output: [done.output.trim_end(), done.error.as_str()]
-                            .iter()
-                            .filter(|part| !part.is_empty())
-                            .copied()
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                        now: now_ms(),
-                    },
-                });
             }
             () = tokio::time::sleep(sleep) => {
                 if !store.renew_lease(id, &engine.owner, lease).await? {
@@ -1122,6 +1129,55 @@ async fn drive(engine: &Arc<Engine>, id: i64) -> Result<(), Error> {
     }
 }
 
+/// The event of a step or compensation that ended; the node's facts it
+/// learned (its pool node, machine, address) are kept.
+fn ended_event(driven: &mut Driven, ended: Ended) -> Event {
+    let (Ended::Step(node, _, done) | Ended::Compensation(node, _, done)) = &ended;
+    if let Some(facts) = &done.node {
+        let n = &mut driven.nodes[*node];
+        n.node_id = Some(facts.node_id);
+        n.machine_id = facts.machine_id;
+        n.address.clone_from(&facts.address);
+    }
+    match ended {
+        Ended::Step(node, step, done) => Event::StepEnded {
+            node,
+            step,
+            ok: done.ok,
+            output: done.output,
+            error: done.error,
+            now: now_ms(),
+        },
+        Ended::Compensation(node, step, done) => Event::Compensated {
+            node,
+            step,
+            ok: done.ok,
+            output: [done.output.trim_end(), done.error.as_str()]
+                .iter()
+                .filter(|part| !part.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            now: now_ms(),
+        },
+    }
+}
+
+/// A step or compensation to start once the round's node saves are stored.
+enum Deferred {
+    Step {
+        node: usize,
+        step: usize,
+        rerun: bool,
+        record: TaskNodeRecord,
+    },
+    Undo {
+        node: usize,
+        step: usize,
+        record: TaskNodeRecord,
+    },
+}
+
 fn command_event(command: &str) -> Option<Event> {
     let now = now_ms();
     match command {
@@ -1133,29 +1189,45 @@ fn command_event(command: &str) -> Option<Event> {
     }
 }
 
-async fn save_node(store: &Store, task: i64, driven: &Driven, n: usize) -> Result<(), Error> {
-    let run = &driven.plan.nodes[n];
-    let mut record = driven.nodes[n].clone();
-    record.state = run.state.as_str().to_owned();
-    let steps: Vec<TaskStepRecord> = run
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, step)| TaskStepRecord {
-            node_idx: record.idx,
-            step_idx: i64::try_from(i).unwrap_or_default(),
-            state: step.state.as_str().to_owned(),
-            attempts: i64::from(step.attempts),
-            not_before: step.not_before,
-            started_at: step.started_at,
-            finished_at: step.finished_at,
-            output: step.output.clone(),
-            error: step.error.clone(),
-            compensation: step.compensation.map(|c| c.as_str().to_owned()),
-            compensation_output: step.compensation_output.clone(),
+/// Writes the nodes of `unsaved` (and their steps) in one transaction,
+/// and empties it.
+async fn save_nodes(
+    store: &Store,
+    task: i64,
+    driven: &Driven,
+    unsaved: &mut BTreeSet<usize>,
+) -> Result<(), Error> {
+    if unsaved.is_empty() {
+        return Ok(());
+    }
+    let nodes: Vec<(TaskNodeRecord, Vec<TaskStepRecord>)> = std::mem::take(unsaved)
+        .into_iter()
+        .map(|n| {
+            let run = &driven.plan.nodes[n];
+            let mut record = driven.nodes[n].clone();
+            record.state = run.state.as_str().to_owned();
+            let steps = run
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| TaskStepRecord {
+                    node_idx: record.idx,
+                    step_idx: i64::try_from(i).unwrap_or_default(),
+                    state: step.state.as_str().to_owned(),
+                    attempts: i64::from(step.attempts),
+                    not_before: step.not_before,
+                    started_at: step.started_at,
+                    finished_at: step.finished_at,
+                    output: step.output.clone(),
+                    error: step.error.clone(),
+                    compensation: step.compensation.map(|c| c.as_str().to_owned()),
+                    compensation_output: step.compensation_output.clone(),
+                })
+                .collect();
+            (record, steps)
         })
         .collect();
-    store.save_task_node(task, &record, &steps).await?;
+    store.save_task_nodes(task, &nodes).await?;
     Ok(())
 }
 

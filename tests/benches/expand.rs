@@ -113,6 +113,7 @@ async fn main() {
                     "binding_id": binding}),
         )
         .await;
+    let cpu_before = cpu_by_process();
     let started = Instant::now();
     let (status, task) = api
         .post(
@@ -122,14 +123,20 @@ async fn main() {
         .await;
     assert_eq!(status, 202, "{task}");
     let id = task["id"].as_i64().unwrap();
-    let detail = loop {
-        let t = api.get(&format!("/api/v1/tasks/{id}")).await;
-        if !matches!(t["task"]["state"].as_str(), Some("pending" | "running")) {
-            break t;
+    // The pool's task list, not the task's 1000 nodes × steps: watching
+    // should not load the cores it measures.
+    loop {
+        let t = api
+            .get(&format!("/api/v1/tasks?pool_id={}", pool["id"]))
+            .await;
+        if !matches!(t["items"][0]["state"].as_str(), Some("pending" | "running")) {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let wall = started.elapsed();
+    let cpu = cpu_by_process();
+    let detail = api.get(&format!("/api/v1/tasks/{id}")).await;
     println!(
         "expand of {nodes} nodes: {} in {:.1} s ({})",
         detail["task"]["state"],
@@ -209,6 +216,28 @@ async fn main() {
     for (reason, count) in reasons.iter().take(5) {
         println!("  failed x{count}: {reason}");
     }
+    // Where the two cores went during the expand (the processes' own
+    // time and their ended children's).
+    let mut spent: Vec<(String, f64)> = cpu
+        .iter()
+        .map(|(name, s)| {
+            (
+                name.clone(),
+                s - cpu_before.get(name).copied().unwrap_or(0.0),
+            )
+        })
+        .filter(|(_, s)| *s >= 1.0)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "  CPU seconds during the expand ({:.0} available): {}",
+        wall.as_secs_f64() * cores(),
+        spent
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!(
         "  simulator instances: {}, containers: {}",
         cloud.sim.instances().len(),
@@ -310,4 +339,48 @@ async fn docker_floor(nodes: u32, image: &str) -> f64 {
         all - half
     );
     all
+}
+
+/// The machine's cores.
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// CPU seconds used so far by every live process, summed by command name,
+/// with the time of the children each has reaped (an `sshd` session's
+/// shells and `docker` clients). The bench's own process (the simulator,
+/// this client) is `bench`.
+fn cpu_by_process() -> std::collections::BTreeMap<String, f64> {
+    // Linux's USER_HZ.
+    const TICKS: f64 = 100.0;
+    let me = std::process::id().to_string();
+    let mut by = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: comm may hold spaces, so split at
+        // its closing parenthesis; utime is the 14th field overall.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = if pid == me {
+            "bench".to_owned()
+        } else {
+            stat[open + 1..close].to_owned()
+        };
+        let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+        let ticks: f64 = fields
+            .get(11..15)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| f.parse::<f64>().ok())
+            .sum();
+        *by.entry(name).or_default() += ticks / TICKS;
+    }
+    by
 }

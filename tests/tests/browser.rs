@@ -13,7 +13,36 @@ use dcp_tests::{
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(15);
+/// How long a page may take to show what a test waits for: the bound
+/// on a loaded CI machine, not a pause (every wait ends when it shows).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The element `locator` finds, once it shows; panics after `within` with
+/// the page it was on and what that page showed, so a failure says why.
+async fn element(
+    c: &Client,
+    locator: Locator<'_>,
+    within: Duration,
+) -> fantoccini::elements::Element {
+    let wanted = format!("{locator:?}");
+    match c.wait().at_most(within).for_element(locator).await {
+        Ok(found) => found,
+        Err(e) => {
+            let url = c.current_url().await.map(|u| u.to_string());
+            let shown = match c.find(Locator::Css("body")).await {
+                Ok(body) => body.text().await.unwrap_or_default(),
+                Err(e) => format!("(no body: {e})"),
+            };
+            let shown: String = shown.chars().take(2000).collect();
+            let source = c.source().await.unwrap_or_default();
+            let source: String = source.chars().take(6000).collect();
+            panic!(
+                "{wanted} did not show within {within:?} ({e}) on {url:?}, which showed:\n{shown}\n\
+                 its HTML:\n{source}"
+            );
+        }
+    }
+}
 
 /// A browser logged in to `server` as admin.
 async fn logged_in(server: &Server, password: &str) -> (Client, Driver) {
@@ -24,21 +53,12 @@ async fn logged_in(server: &Server, password: &str) -> (Client, Driver) {
     click(&c, "#login-submit").await;
     // Signed in once the app's navigation shows: a page asked for sooner
     // would find no session yet and go back to the login.
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("nav"))
-        .await
-        .unwrap();
+    element(&c, Locator::Css("nav"), WAIT).await;
     (c, driver)
 }
 
 async fn fill(c: &Client, css: &str, text: &str) {
-    let field = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap();
+    let field = element(c, Locator::Css(css), WAIT).await;
     field.clear().await.unwrap();
     field.send_keys(text).await.unwrap();
 }
@@ -48,12 +68,7 @@ async fn click(c: &Client, css: &str) {
     // then it is found again.
     let deadline = Instant::now() + WAIT;
     loop {
-        let element = c
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap();
+        let element = element(c, Locator::Css(css), WAIT).await;
         match element.click().await {
             Ok(()) => return,
             Err(e) if stale(&e) && Instant::now() < deadline => {}
@@ -65,12 +80,7 @@ async fn click(c: &Client, css: &str) {
 async fn text_of(c: &Client, css: &str) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
-        let element = c
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap();
+        let element = element(c, Locator::Css(css), WAIT).await;
         match element.text().await {
             Ok(text) => return text,
             Err(e) if stale(&e) && Instant::now() < deadline => {}
@@ -142,13 +152,12 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
     // And a rule the server enforces: only lowercase names.
     fill(&c, "#cluster-name", "Check Out").await;
     click(&c, "#cluster-save").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
-            "//p[@data-field='name'][contains(., 'lowercase')]",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::XPath("//p[@data-field='name'][contains(., 'lowercase')]"),
+        WAIT,
+    )
+    .await;
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-clusters.png"), shot);
     click(&c, "#cluster-form button.cancel").await;
@@ -165,13 +174,12 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
     assert_eq!(name.as_deref(), Some("checkout"));
     fill(&c, "#cluster-description", "Payments checkout").await;
     click(&c, "#cluster-save").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
-            "//tr[@data-name='checkout']/td[contains(., 'Payments checkout')]",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::XPath("//tr[@data-name='checkout']/td[contains(., 'Payments checkout')]"),
+        WAIT,
+    )
+    .await;
 
     // Delete asks first, then the row goes.
     click(&c, "#new-cluster").await;
@@ -195,12 +203,8 @@ async fn log_in_create_a_cluster_and_see_validation_errors() {
     c.goto(&server.url("/tokens")).await.unwrap();
     fill(&c, "#token-name", "from-ui").await;
     click(&c, "#token-create").await;
-    let token = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#new-token"))
+    let token = element(&c, Locator::Css("#new-token"), WAIT)
         .await
-        .unwrap()
         .prop("value")
         .await
         .unwrap()
@@ -251,11 +255,8 @@ async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
     click(&c, "nav a[href=\"/plugins\"]").await;
 
     // Upload: the result names the version and waits for approval.
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#plugin-component"))
+    element(&c, Locator::Css("#plugin-component"), WAIT)
         .await
-        .unwrap()
         .send_keys(&wasm_path.display().to_string())
         .await
         .unwrap();
@@ -277,13 +278,14 @@ async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
     // Approve, then activate from the table.
     click(&c, "#upload-result button.approve").await;
     click(&c, &format!("{row} button.activate")).await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
+    element(
+        &c,
+        Locator::XPath(
             "//tr[@data-name='static-hosts@0.1.0']//span[contains(@class,'status') and .='active']",
-        ))
-        .await
-        .unwrap();
+        ),
+        WAIT,
+    )
+    .await;
 
     // Try it with a configuration entered in the form made from its schema.
     click(&c, &format!("{row} a.details")).await;
@@ -302,13 +304,12 @@ async fn plugins_are_uploaded_approved_and_tried_in_the_ui() {
     // Override a per-call limit from the same dialog.
     fill(&c, "#limit-timeout_secs", "5").await;
     click(&c, "#plugin-limits-save").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
-            "//dd[@id='plugin-limits'][starts-with(., '5 s,')]",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::XPath("//dd[@id='plugin-limits'][starts-with(., '5 s,')]"),
+        WAIT,
+    )
+    .await;
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-plugins.png"), shot);
     c.close().await.unwrap();
@@ -349,13 +350,12 @@ async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
     fill(&c, "#run-hosts", &hosts.join("\n")).await;
     fill(&c, "#param-who", "world; rm -rf /").await;
     click(&c, "#run-start").await;
-    c.wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::XPath(
-            "//span[@id='execution-state'][contains(., 'succeeded')]",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::XPath("//span[@id='execution-state'][contains(., 'succeeded')]"),
+        Duration::from_secs(30),
+    )
+    .await;
     let counts = text_of(&c, "#execution-counts").await;
     assert!(counts.contains("3 ok of 3 hosts"), "{counts}");
     click(
@@ -378,16 +378,15 @@ async fn commands_are_written_run_on_a_fleet_and_followed_live_in_the_ui() {
     click(&c, "nav a[href=\"/command-groups\"]").await;
     click(&c, "#new-group").await;
     fill(&c, "#group-name", "greetings").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(
-            "//select[@id='group-add']/option[. = 'greet']",
-        ))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::XPath("//select[@id='group-add']/option[. = 'greet']"),
+        WAIT,
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
     assert!(text_of(&c, "#group-steps").await.contains("greet"));
     click(&c, "#group-save").await;
     let row = text_of(&c, "#groups-table tr[data-name=\"greetings\"]").await;
@@ -456,11 +455,7 @@ async fn a_command_is_defined_in_the_dialog_and_run_errors_land_on_their_inputs(
     gone(&c, "#run-form").await;
 
     click(&c, "nav a[href=\"/executions\"]").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath("//h1[. = 'Executions']"))
-        .await
-        .unwrap();
+    element(&c, Locator::XPath("//h1[. = 'Executions']"), WAIT).await;
     assert!(c.find(Locator::Css("#executions-table")).await.is_ok());
     c.close().await.unwrap();
 }
@@ -468,39 +463,37 @@ async fn a_command_is_defined_in_the_dialog_and_run_errors_land_on_their_inputs(
 /// Clicks the option of `select` whose text contains `text` (the select's
 /// choices may still be loading from the cloud).
 async fn choose(c: &Client, select: &str, text: &str) {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(&format!(
+    element(
+        c,
+        Locator::XPath(&format!(
             "//select[@id='{select}']/option[contains(., '{text}')]"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        )),
+        WAIT,
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
 }
 
 /// Clicks the first real choice of `select` (after its "Choose…" option).
 async fn choose_first(c: &Client, select: &str) {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::XPath(&format!(
+    element(
+        c,
+        Locator::XPath(&format!(
             "//select[@id='{select}'][not(@disabled)]/option[2]"
-        )))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+        )),
+        WAIT,
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
 }
 
 /// Waits until an element matching the XPath `path` exists.
 async fn until(c: &Client, path: &str, within: Duration) {
-    c.wait()
-        .at_most(within)
-        .for_element(Locator::XPath(path))
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    element(c, Locator::XPath(path), within).await;
 }
 
 #[tokio::test]
@@ -522,12 +515,7 @@ async fn machines_are_templated_created_initialised_and_released_in_the_ui() {
     // Its configuration reads as the fields the plugin's schema describes,
     // not as JSON; a wrong value is refused under it, by the plugin.
     click(&c, "tr[data-name=\"sim\"] [data-test=\"account-edit\"]").await;
-    let endpoint = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#account-config-ecs_endpoint"))
-        .await
-        .unwrap();
+    let endpoint = element(&c, Locator::Css("#account-config-ecs_endpoint"), WAIT).await;
     assert!(
         endpoint
             .prop("value")
@@ -1023,11 +1011,8 @@ async fn web_page(address: &str) -> String {
 
 /// The address of the pool page's first node row.
 async fn rows_address(c: &Client) -> String {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("[data-test=\"node-row\"]"))
+    element(c, Locator::Css("[data-test=\"node-row\"]"), WAIT)
         .await
-        .unwrap()
         .attr("data-address")
         .await
         .unwrap()
@@ -1218,11 +1203,8 @@ async fn the_overview_after_login_counts_links_and_refreshes() {
     let attr = |css: &'static str, name: &'static str| {
         let c = c.clone();
         async move {
-            c.wait()
-                .at_most(WAIT)
-                .for_element(Locator::Css(css))
+            element(&c, Locator::Css(css), WAIT)
                 .await
-                .unwrap()
                 .attr(name)
                 .await
                 .unwrap()
@@ -1642,11 +1624,8 @@ fn balancer_conf(hosts: &dcp_tests::nginx::NginxHosts, i: usize, marker: &str) -
 
 /// `name` of the first element matching `css`.
 async fn attr_of(c: &Client, css: &str, name: &str) -> String {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
+    element(c, Locator::Css(css), WAIT)
         .await
-        .unwrap()
         .attr(name)
         .await
         .unwrap()
@@ -1908,12 +1887,8 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
         "tr[data-test=\"file\"][data-path=\"nginx.conf\"] button.edit-file",
     )
     .await;
-    let text = c
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#file-content"))
+    let text = element(&c, Locator::Css("#file-content"), WAIT)
         .await
-        .unwrap()
         .prop("value")
         .await
         .unwrap()
@@ -2002,17 +1977,19 @@ async fn the_registry_is_browsed_to_a_tags_layers_and_one_tag_deleted_in_the_ui(
 
     // Repository → its tags → one tag's layers and history.
     click(&c, "tr[data-test='repository'][data-name='shop/web'] a").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("tr[data-test='image-tag'][data-tag='stable']"))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("tr[data-test='image-tag'][data-tag='stable']"),
+        WAIT,
+    )
+    .await;
     click(&c, "tr[data-test='image-tag'][data-tag='1.0'] a").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#tag-detail[data-tag='1.0'][data-layers='2']"))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("#tag-detail[data-tag='1.0'][data-layers='2']"),
+        WAIT,
+    )
+    .await;
     assert_eq!(
         text_of(&c, "#tag-pull").await,
         format!("{host}/shop/web:1.0")
@@ -2043,11 +2020,7 @@ async fn the_registry_is_browsed_to_a_tags_layers_and_one_tag_deleted_in_the_ui(
     c.goto(&api.server.url("/images?repository=shop%2Fweb&tag=stable"))
         .await
         .unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#tag-detail[data-tag='stable']"))
-        .await
-        .unwrap();
+    element(&c, Locator::Css("#tag-detail[data-tag='stable']"), WAIT).await;
 
     // A newer build, then a rule that keeps only the newest tag: the
     // preview names stable, and the clean-up deletes it and says what it freed.
@@ -2060,39 +2033,34 @@ async fn the_registry_is_browsed_to_a_tags_layers_and_one_tag_deleted_in_the_ui(
     assert!(said.contains("1–10000"), "{said}");
     fill(&c, "#retention-keep-last", "1").await;
     click(&c, "#retention-save").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(
-            "tr[data-test='retention-rule'][data-repository='shop/web']",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("tr[data-test='retention-rule'][data-repository='shop/web']"),
+        WAIT,
+    )
+    .await;
     click(&c, "#cleanup-preview").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#cleanup-plan[data-count='1']"))
-        .await
-        .unwrap();
+    element(&c, Locator::Css("#cleanup-plan[data-count='1']"), WAIT).await;
     assert!(
         text_of(&c, "#cleanup-plan")
             .await
             .contains("shop/web:stable")
     );
     click(&c, "#cleanup-run").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#cleanup-result[data-state='succeeded']"))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("#cleanup-result[data-state='succeeded']"),
+        WAIT,
+    )
+    .await;
     let said = text_of(&c, "#cleanup-result").await;
     assert!(said.starts_with("Deleted 1 tag(s), freed "), "{said}");
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(
-            "tr[data-test='cleanup'][data-state='succeeded']",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("tr[data-test='cleanup'][data-state='succeeded']"),
+        WAIT,
+    )
+    .await;
     let tags = api
         .get("/api/v1/registry/repositories/shop%2Fweb/tags")
         .await;
@@ -2121,11 +2089,8 @@ async fn text_until(
 
 /// Picks `op` in the op select of instruction row `row`.
 async fn choose_op(c: &Client, row: &str, op: &str) {
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(&format!("{row} .instruction-op")))
+    element(c, Locator::Css(&format!("{row} .instruction-op")), WAIT)
         .await
-        .unwrap()
         .select_by_value(op)
         .await
         .unwrap();
@@ -2153,14 +2118,15 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
 
     // The form starts at a FROM; RUN and CMD rows follow.
     let row = |i: usize| format!("tr.instruction[data-index='{i}']");
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(&format!(
+    element(
+        &c,
+        Locator::Css(&format!(
             "{} .instruction-base option[value='{host}/base/busybox:1']",
             row(0)
-        )))
-        .await
-        .unwrap();
+        )),
+        WAIT,
+    )
+    .await;
     fill(&c, &format!("{} .instruction-image", row(0)), &base).await;
     click(&c, "#add-instruction").await;
     fill(
@@ -2183,11 +2149,7 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
     choose_op(&c, &row(3), "ENV").await;
     fill(&c, &format!("{} .instruction-name", row(3)), "not a name").await;
     fill(&c, &format!("{} .instruction-value", row(3)), "x").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(&format!("{} .field-error", row(3))))
-        .await
-        .unwrap();
+    element(&c, Locator::Css(&format!("{} .field-error", row(3))), WAIT).await;
     click(&c, &format!("{} .remove", row(3))).await;
     gone(&c, "#preview-error").await;
 
@@ -2211,11 +2173,7 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
     // Saved: the project's page shows the same Dockerfile.
     click(&c, "#project-save").await;
     // The form has a `#project-repository` too: wait for the page first.
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#project-facts"))
-        .await
-        .unwrap();
+    element(&c, Locator::Css("#project-facts"), WAIT).await;
     assert_eq!(text_of(&c, "#project-repository").await, "shop/formed");
     let shown = text_of(&c, "#project-dockerfile").await;
     assert!(
@@ -2253,11 +2211,12 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
         ["queued", "building"].contains(&state.as_str()),
         "the marker arrived while the build ran (2 s before it ends), not after: {state}"
     );
-    c.wait()
-        .at_most(Duration::from_secs(60))
-        .for_element(Locator::Css("#build-state[data-state='succeeded']"))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("#build-state[data-state='succeeded']"),
+        Duration::from_secs(60),
+    )
+    .await;
     gone(&c, "#build-cancel").await;
     assert!(text_of(&c, "#build-digest").await.starts_with("sha256:"));
     let tag_link = attr_of(&c, "#build-tag-link", "href").await;
@@ -2273,22 +2232,22 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
     // The page of an ended build reads its whole log.
     let here = c.current_url().await.unwrap();
     c.goto(here.as_str()).await.unwrap();
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#build-state[data-state='succeeded']"))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("#build-state[data-state='succeeded']"),
+        WAIT,
+    )
+    .await;
     text_until(&c, "#build-log", WAIT, marked).await;
 
     // The project's history lists it.
     click(&c, "#build-project").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(
-            "#builds-table tr.build[data-tag='1.0'][data-state='succeeded']",
-        ))
-        .await
-        .unwrap();
+    element(
+        &c,
+        Locator::Css("#builds-table tr.build[data-tag='1.0'][data-state='succeeded']"),
+        WAIT,
+    )
+    .await;
 
     // A service of that image: its pool's deploy offers the built tag.
     let image = tags_image(&api, "shop/formed", "1.0").await;
@@ -2314,11 +2273,7 @@ async fn an_instruction_form_renders_its_dockerfile_and_a_builds_log_streams_liv
         .await
         .unwrap();
     click(&c, "#deploy-pool").await;
-    c.wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#built-tags option[value='1.0']"))
-        .await
-        .unwrap();
+    element(&c, Locator::Css("#built-tags option[value='1.0']"), WAIT).await;
     c.close().await.unwrap();
 }
 

@@ -10,10 +10,11 @@ use std::{
 };
 
 use dcp_api_types::{
-    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HealthCheck, HostInput,
-    InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol, RestartPolicy,
-    StepSpec, TaskKind, TaskOverrides, builtin,
+    CommandMode, ContainerSpec, CreateMachines, ExecutionEvent, ExecutionInput, HealthCheck,
+    HostInput, InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol,
+    RestartPolicy, StepSpec, TaskKind, TaskOverrides, builtin,
 };
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{DEFAULT_TIMEOUT_SECS, Error, NodeFacts, StepOutcome as Done, Steps, TaskSteps, parse};
@@ -251,10 +252,8 @@ impl Context {
             .ok_or_else(|| Error::Conflict("the node has no machine yet".to_owned()))?;
         self.engine
             .store
-            .pool_nodes(self.pool.id)
+            .pool_node(self.pool.id, id)
             .await?
-            .into_iter()
-            .find(|n| n.id == id)
             .ok_or_else(|| Error::Conflict(format!("node {} left the pool", node.address)))
     }
 
@@ -290,6 +289,7 @@ impl Context {
             .take_over(machine.id)
             .await
             .map_err(|e| Error::Conflict(e.to_string()))?;
+        let mut backoff = Backoff::new();
         loop {
             let m = self.engine.store.machine(machine.id).await?;
             match m.state {
@@ -321,7 +321,7 @@ impl Context {
                 }
                 MachineState::Creating | MachineState::Starting | MachineState::Initializing => {}
             }
-            pause(deadline, abort).await?;
+            backoff.pause(deadline, abort).await?;
         }
     }
 
@@ -366,6 +366,7 @@ impl Context {
     ) -> Result<store::MachineRecord, Error> {
         let machines = &self.engine.machines;
         let mut asked = false;
+        let mut backoff = Backoff::new();
         loop {
             let m = self.engine.store.machine(machine_id).await?;
             match m.state {
@@ -383,7 +384,7 @@ impl Context {
                 .take_over(machine_id)
                 .await
                 .map_err(|e| Error::Conflict(e.to_string()))?;
-            pause(deadline, abort).await?;
+            backoff.pause(deadline, abort).await?;
         }
     }
 
@@ -789,12 +790,17 @@ impl Context {
             .await
             .map_err(|e| Error::Conflict(e.to_string()))?;
         let store = &self.engine.store;
+        // Its events' channel closes once its end is stored, so the step
+        // waits for that rather than asking the store every moment: a
+        // thousand steps asking five times a second were most of a large
+        // expand's store work (reads for nothing).
+        let mut events = remote.subscribe(execution);
         loop {
             let record = store.execution(execution).await?;
             if record.state.is_final() {
                 break;
             }
-            if let Err(e) = pause(deadline, abort).await {
+            if let Err(e) = ended(&mut events, deadline, abort).await {
                 let _ = remote.cancel(execution).await;
                 return Err(e);
             }
@@ -870,13 +876,72 @@ fn target(node: &NodeRecord) -> ExecutionInput {
 
 /// Waits a little, or fails at the deadline or on abort.
 async fn pause(deadline: Instant, abort: &CancellationToken) -> Result<(), Error> {
+    wait(Duration::from_millis(200), deadline, abort).await
+}
+
+/// Waits `delay`, or fails at the deadline or on abort.
+async fn wait(delay: Duration, deadline: Instant, abort: &CancellationToken) -> Result<(), Error> {
     if Instant::now() >= deadline {
         return Err(Error::Conflict("the step's time ran out".to_owned()));
     }
     tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(200)) => Ok(()),
+        () = tokio::time::sleep(delay) => Ok(()),
         () = abort.cancelled() => Err(Error::Conflict("cancelled".to_owned())),
     }
+}
+
+/// Successive waits between looks at something that takes a while (a
+/// machine being made): soon at first, then once a second, so a thousand
+/// steps waiting do not keep the store busy answering them.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+    const MOST: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    async fn pause(&mut self, deadline: Instant, abort: &CancellationToken) -> Result<(), Error> {
+        let delay = self.0;
+        self.0 = (delay * 2).min(Self::MOST);
+        wait(delay, deadline, abort).await
+    }
+}
+
+/// Waits until execution `events` (subscribed to when it started) ends —
+/// its channel closes once the end is stored — or a few seconds pass (a
+/// look at the store then settles it), or fails at the deadline or on
+/// abort.
+async fn ended(
+    events: &mut Option<broadcast::Receiver<ExecutionEvent>>,
+    deadline: Instant,
+    abort: &CancellationToken,
+) -> Result<(), Error> {
+    let Some(receiver) = events else {
+        return pause(deadline, abort).await;
+    };
+    let closed = async {
+        loop {
+            if let Err(broadcast::error::RecvError::Closed) = receiver.recv().await {
+                return;
+            }
+        }
+    };
+    let settled = tokio::select! {
+        () = closed => true,
+        () = tokio::time::sleep(Duration::from_secs(5)) => false,
+        () = tokio::time::sleep_until(deadline.into()) => false,
+        () = abort.cancelled() => return Err(Error::Conflict("cancelled".to_owned())),
+    };
+    if settled {
+        *events = None;
+    }
+    if Instant::now() >= deadline {
+        return Err(Error::Conflict("the step's time ran out".to_owned()));
+    }
+    Ok(())
 }
 
 fn tail(text: &str) -> &str {
@@ -969,20 +1034,26 @@ fn run_script(
         .unwrap_or_default();
     let name = q(name);
     let image_q = q(image);
-    // A replay finds the container running: it is checked again, not
-    // started again.
+    // A fresh node takes one `docker run` (it pulls a missing image
+    // itself): each docker client costs a node tens of milliseconds of CPU.
+    // When that fails (the name taken by a replay's or an old container, a
+    // port, a pull), the careful way: a replay finds the container running
+    // and checks it again instead of starting it again; anything else is
+    // removed and run once more, which says why it fails.
+    let run = run.join(" ");
     format!(
         "set -e\n\
-         if [ -n \"$(docker ps -q --filter name=^/{bare}$ --filter label=dcp.spec={fingerprint} --filter status=running)\" ]; then\n\
+         if {run} 2>/dev/null; then\n\
+         \x20 echo \"started {bare} from {bare_image}\"\n\
+         elif [ -n \"$(docker ps -q --filter name=^/{bare}$ --filter label=dcp.spec={fingerprint} --filter status=running)\" ]; then\n\
          \x20 echo \"{bare} already runs {bare_image}\"\n\
          else\n\
          \x20 docker image inspect {image_q} >/dev/null 2>&1 || docker pull {image_q}\n\
          \x20 docker rm -f {name} >/dev/null 2>&1 || true\n\
-         \x20 {}\n\
+         \x20 {run}\n\
          \x20 echo \"started {bare} from {bare_image}\"\n\
          fi\n\
          {health}",
-        run.join(" "),
         bare = name.trim_matches('\''),
         bare_image = image_q.trim_matches('\''),
     )

@@ -594,6 +594,18 @@ impl Store {
         rows.into_iter().map(NodeRecord::try_from).collect()
     }
 
+    /// One node of a pool; `None` once it left the pool.
+    pub async fn pool_node(&self, pool_id: i64, node_id: i64) -> Result<Option<NodeRecord>> {
+        let row: Option<NodeRow> = sqlx::query_as(&format!(
+            "select {NODE_COLUMNS} from nodes where id = $1 and pool_id = $2"
+        ))
+        .bind(node_id)
+        .bind(pool_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(NodeRecord::try_from).transpose()
+    }
+
     /// A window of a pool's nodes, oldest first, and how many it has.
     pub async fn list_nodes(&self, pool_id: i64, window: Window) -> Result<(Vec<NodeRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from nodes where pool_id = $1")

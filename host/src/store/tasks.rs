@@ -627,49 +627,51 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Writes a task node's fields and its steps in one transaction, then
-    /// moves the task's version: a reader that sees the new version sees
-    /// the whole node.
-    pub async fn save_task_node(
+    /// Writes task nodes' fields and their steps in one transaction, then
+    /// moves the task's version once: a reader that sees the new version
+    /// sees every node whole. Nodes that ended together are written
+    /// together, which keeps the store's share of a large task small.
+    pub async fn save_task_nodes(
         &self,
         task_id: i64,
-        node: &TaskNodeRecord,
-        steps: &[TaskStepRecord],
+        nodes: &[(TaskNodeRecord, Vec<TaskStepRecord>)],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "update task_nodes set node_id = $1, machine_id = $2, address = $3, state = $4 \
-             where task_id = $5 and idx = $6",
-        )
-        .bind(node.node_id)
-        .bind(node.machine_id)
-        .bind(&node.address)
-        .bind(&node.state)
-        .bind(task_id)
-        .bind(node.idx)
-        .execute(&mut *tx)
-        .await?;
-        for step in steps {
+        for (node, steps) in nodes {
             sqlx::query(
-                "update task_steps set state = $1, attempts = $2, not_before = $3, \
-                 started_at = $4, finished_at = $5, output = $6, error = $7, \
-                 compensation = $8, compensation_output = $9 \
-                 where task_id = $10 and node_idx = $11 and step_idx = $12",
+                "update task_nodes set node_id = $1, machine_id = $2, address = $3, state = $4 \
+                 where task_id = $5 and idx = $6",
             )
-            .bind(&step.state)
-            .bind(step.attempts)
-            .bind(step.not_before)
-            .bind(step.started_at)
-            .bind(step.finished_at)
-            .bind(&step.output)
-            .bind(&step.error)
-            .bind(&step.compensation)
-            .bind(&step.compensation_output)
+            .bind(node.node_id)
+            .bind(node.machine_id)
+            .bind(&node.address)
+            .bind(&node.state)
             .bind(task_id)
-            .bind(step.node_idx)
-            .bind(step.step_idx)
+            .bind(node.idx)
             .execute(&mut *tx)
             .await?;
+            for step in steps {
+                sqlx::query(
+                    "update task_steps set state = $1, attempts = $2, not_before = $3, \
+                     started_at = $4, finished_at = $5, output = $6, error = $7, \
+                     compensation = $8, compensation_output = $9 \
+                     where task_id = $10 and node_idx = $11 and step_idx = $12",
+                )
+                .bind(&step.state)
+                .bind(step.attempts)
+                .bind(step.not_before)
+                .bind(step.started_at)
+                .bind(step.finished_at)
+                .bind(&step.output)
+                .bind(&step.error)
+                .bind(&step.compensation)
+                .bind(&step.compensation_output)
+                .bind(task_id)
+                .bind(step.node_idx)
+                .bind(step.step_idx)
+                .execute(&mut *tx)
+                .await?;
+            }
         }
         sqlx::query("update tasks set updated_at = $1, version = version + 1 where id = $2")
             .bind(now_millis())

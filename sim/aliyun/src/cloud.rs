@@ -14,6 +14,7 @@ use crate::{
     fleet::Fleet,
     options::Delays,
     quirks::Quirks,
+    traffic::Plane,
     world::{InstanceView, World},
 };
 
@@ -23,7 +24,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Everything both endpoints and the background transitions share.
+/// Everything the endpoints and the background transitions share.
 #[derive(Debug)]
 pub(crate) struct Cloud {
     pub(crate) world: Mutex<World>,
@@ -37,6 +38,8 @@ pub(crate) struct Cloud {
     /// (a zone short of capacity keeps them there for minutes).
     pub(crate) hold_pending: tokio::sync::watch::Sender<bool>,
     pub(crate) fleet: Option<Fleet>,
+    /// The load balancers' listeners that listen now.
+    pub(crate) traffic: Plane,
     /// Cancelled at shutdown: pending transitions stop where they are.
     pub(crate) closing: CancellationToken,
     /// `host:port` of the ECS endpoint, for DescribeRegions'

@@ -22,6 +22,7 @@ use crate::{
     faults::Aftermath,
     params::Params,
     reply::{self, ApiError, Format},
+    slb,
     transport::Severer,
     vpc,
 };
@@ -31,6 +32,7 @@ use crate::{
 pub(crate) enum Product {
     Ecs,
     Vpc,
+    Slb,
 }
 
 impl Product {
@@ -38,6 +40,7 @@ impl Product {
         match self {
             Self::Ecs => "2014-05-26",
             Self::Vpc => "2016-04-28",
+            Self::Slb => "2014-05-15",
         }
     }
 
@@ -45,6 +48,7 @@ impl Product {
         match self {
             Self::Ecs => ecs::ACTIONS,
             Self::Vpc => vpc::ACTIONS,
+            Self::Slb => slb::ACTIONS,
         }
     }
 
@@ -53,6 +57,7 @@ impl Product {
         match self {
             Self::Ecs => "ecs.aliyuncs.com",
             Self::Vpc => "vpc.aliyuncs.com",
+            Self::Slb => "slb.aliyuncs.com",
         }
     }
 
@@ -61,6 +66,7 @@ impl Product {
         match self {
             Self::Ecs => "Ecs",
             Self::Vpc => "Vpc",
+            Self::Slb => "Slb",
         }
     }
 }
@@ -149,6 +155,7 @@ impl Endpoint {
             let mut result = match self.product {
                 Product::Ecs => ecs::handle(&self.cloud, &key_id, action, params),
                 Product::Vpc => vpc::handle(&self.cloud, action, params),
+                Product::Slb => slb::handle(&self.cloud, &key_id, action, params),
             };
             aftermath = lock(&self.cloud.faults).after(action);
             if let Ok(body) = &mut result {

@@ -2,7 +2,7 @@
 //! ClientToken that makes a retry return the first answer instead of new
 //! instances; and the instances themselves, handed to the lifecycle.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc};
+use std::{net::Ipv4Addr, sync::Arc};
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use rand::Rng;
@@ -14,24 +14,9 @@ use crate::{
     ecs::valid_name,
     params::Params,
     reply::ApiError,
-    world::{Answered, Disk, Instance, InstanceStatus, World},
+    tokens::Idempotency,
+    world::{Disk, Instance, InstanceStatus, World},
 };
-
-/// Parameters that identify or sign a call rather than describe what it
-/// asks for: a retry changes them, so ClientToken matching ignores them.
-const PROTOCOL_PARAMS: &[&str] = &[
-    "AccessKeyId",
-    "Action",
-    "Format",
-    "SecurityToken",
-    "Signature",
-    "SignatureMethod",
-    "SignatureNonce",
-    "SignatureType",
-    "SignatureVersion",
-    "Timestamp",
-    "Version",
-];
 
 /// Linux host names: 2–64 characters, dot-separated labels of letters,
 /// digits and `-`, no label starting or ending with `-`.
@@ -492,35 +477,12 @@ pub(crate) fn run_instances(
     p: &Params,
 ) -> Result<Value, ApiError> {
     let region = p.region()?;
-    let token = p.value("ClientToken");
-    if let Some(token) = token
-        && (token.len() > 64 || !token.is_ascii())
-    {
-        return Err(ApiError::new(
-            400,
-            "InvalidClientToken.ValueNotSupported",
-            "The ClientToken provided is invalid.",
-        ));
-    }
-    let asked: BTreeMap<String, String> = p
-        .pairs()
-        .into_iter()
-        .filter(|(k, _)| !PROTOCOL_PARAMS.contains(k))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    let token = Idempotency::of(key_id, p)?;
+    let client_token = p.value("ClientToken");
     let mut world = lock(&cloud.world);
-    let token_key = token.map(|t| (key_id.to_owned(), t.to_owned()));
-    if let Some(answered) = token_key.as_ref().and_then(|k| world.tokens.get(k)) {
+    if let Some(answer) = token.replay(&world) {
         // A retry of a call that already ran: the same instances, none new.
-        return if answered.params == asked {
-            Ok(answered.reply.clone())
-        } else {
-            Err(ApiError::new(
-                400,
-                "IdempotentParameterMismatch",
-                "Request uses a client token in a previous request but is not identical to that request.",
-            ))
-        };
+        return answer;
     }
     let launch = Launch::parse(p, region, &world)?;
     if p.flag("DryRun")? {
@@ -581,7 +543,7 @@ pub(crate) fn run_instances(
             region,
             private_ip,
             public_ip,
-            client_token: token,
+            client_token,
             now,
         }));
     }
@@ -592,15 +554,7 @@ pub(crate) fn run_instances(
         "TradePrice": (price * 1000.0).round() / 1000.0,
         "InstanceIdSets": { "InstanceIdSet": created.iter().map(|i| i.id.clone()).collect::<Vec<_>>() },
     });
-    if let Some(key) = token_key {
-        world.tokens.insert(
-            key,
-            Answered {
-                params: asked,
-                reply: reply.clone(),
-            },
-        );
-    }
+    token.remember(&mut world, &reply);
     for instance in created {
         cloud.launch(&instance);
         world.instances.push(instance);

@@ -7,7 +7,7 @@ use aliyun_sim::{DEMO_KEY_ID, DEMO_SECRET, Delays, FleetOptions, Options, Simula
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// A local Aliyun ECS + VPC API. Sign requests with the demo key it prints.
+/// A local Aliyun ECS + VPC + SLB API. Sign requests with the demo key it prints.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -17,6 +17,9 @@ struct Cli {
     /// Address of the VPC endpoint (Version 2016-04-28).
     #[arg(long, default_value = "127.21.0.2:8702")]
     vpc: SocketAddr,
+    /// Address of the SLB endpoint (Version 2014-05-15).
+    #[arg(long, default_value = "127.21.0.3:8703")]
+    slb: SocketAddr,
     /// Fleet mode (needs root): every running instance gets a real sshd on its
     /// 127.21.x.y address; its files go under this directory.
     #[arg(long)]
@@ -48,6 +51,7 @@ async fn main() -> ExitCode {
     let options = Options {
         ecs_addr: cli.ecs,
         vpc_addr: cli.vpc,
+        slb_addr: cli.slb,
         delays: Delays {
             pending: delay,
             starting: delay,
@@ -70,6 +74,7 @@ async fn main() -> ExitCode {
     println!("aliyun-sim is serving");
     println!("  ECS  {}   (Version 2014-05-26)", sim.ecs_endpoint());
     println!("  VPC  {}   (Version 2016-04-28)", sim.vpc_endpoint());
+    println!("  SLB  {}   (Version 2014-05-15)", sim.slb_endpoint());
     println!("  AccessKeyId {DEMO_KEY_ID}   AccessKeySecret {DEMO_SECRET}");
     match &cli.fleet_dir {
         Some(dir) => println!(

@@ -21,6 +21,8 @@ pub struct Options {
     pub ecs_addr: SocketAddr,
     /// Where the VPC endpoint listens (port 0 picks a free one).
     pub vpc_addr: SocketAddr,
+    /// Where the SLB endpoint listens (port 0 picks a free one).
+    pub slb_addr: SocketAddr,
     /// The access keys the simulator accepts.
     pub accounts: Vec<Account>,
     /// How long each asynchronous instance state lasts.
@@ -43,6 +45,7 @@ impl Default for Options {
         Self {
             ecs_addr: SocketAddr::from((Ipv4Addr::new(127, 21, 0, 1), 0)),
             vpc_addr: SocketAddr::from((Ipv4Addr::new(127, 21, 0, 2), 0)),
+            slb_addr: SocketAddr::from((Ipv4Addr::new(127, 21, 0, 3), 0)),
             accounts: vec![Account {
                 key_id: DEMO_KEY_ID.to_owned(),
                 secret: DEMO_SECRET.to_owned(),

@@ -199,17 +199,19 @@ pub(crate) fn matches(pattern: &str, name: &str) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// Parameters from literal pairs, for unit tests.
+#[cfg(test)]
+pub(crate) fn params(pairs: &[(&str, &str)]) -> Params {
+    Params::from_pairs(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(pairs: &[(&str, &str)]) -> Params {
-        Params::from_pairs(
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        )
-    }
 
     #[test]
     fn repeated_structs_group_by_index_in_numeric_order() {

@@ -1,4 +1,4 @@
-//! The handle tests and the binary hold: starts both endpoints, exposes the
+//! The handle tests and the binary hold: starts the endpoints, exposes the
 //! knobs (faults, clock) and what happened (instances, call counts), and
 //! cleans up — every fleet `sshd` dies with it.
 
@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     Error,
     auth::{Auth, Clock},
+    balancers::LoadBalancerView,
     catalog,
     cloud::{Cloud, lock},
     faults::{Faults, Injector},
@@ -22,11 +23,12 @@ use crate::{
     gateway::{self, Product},
     options::Options,
     quirks::Quirks,
+    traffic::Plane,
     transport::{SeverableListener, Severer},
     world::{Disk, Instance, InstanceStatus, InstanceView, World},
 };
 
-/// A running simulator: ECS and VPC endpoints on their own addresses.
+/// A running simulator: ECS, VPC and SLB endpoints on their own addresses.
 ///
 /// Dropping it stops serving and kills every fleet `sshd`; [`Self::shutdown`]
 /// does the same and also waits for them to exit.
@@ -35,11 +37,12 @@ pub struct Simulator {
     cloud: Arc<Cloud>,
     ecs_addr: SocketAddr,
     vpc_addr: SocketAddr,
+    slb_addr: SocketAddr,
     servers: Vec<JoinHandle<()>>,
 }
 
 impl Simulator {
-    /// Binds both endpoints and starts serving. Needs a tokio runtime.
+    /// Binds the endpoints and starts serving. Needs a tokio runtime.
     ///
     /// # Errors
     ///
@@ -53,8 +56,10 @@ impl Simulator {
             .transpose()?;
         let ecs = bind(options.ecs_addr).await?;
         let vpc = bind(options.vpc_addr).await?;
+        let slb = bind(options.slb_addr).await?;
         let ecs_addr = local_addr(&ecs, options.ecs_addr)?;
         let vpc_addr = local_addr(&vpc, options.vpc_addr)?;
+        let slb_addr = local_addr(&slb, options.slb_addr)?;
         let cloud = Arc::new(Cloud {
             world: Mutex::new(World::default()),
             auth: Auth::new(&options.accounts),
@@ -65,6 +70,7 @@ impl Simulator {
             delays: options.delays,
             hold_pending: tokio::sync::watch::Sender::new(false),
             fleet,
+            traffic: Plane::default(),
             closing: CancellationToken::new(),
             ecs_host: ecs_addr.to_string(),
         });
@@ -80,12 +86,18 @@ impl Simulator {
                 gateway::router(Arc::clone(&cloud), Product::Vpc),
                 &cloud.closing,
             ),
+            serve(
+                slb,
+                gateway::router(Arc::clone(&cloud), Product::Slb),
+                &cloud.closing,
+            ),
         ];
-        tracing::info!("aliyun-sim: ECS on {ecs_addr}, VPC on {vpc_addr}");
+        tracing::info!("aliyun-sim: ECS on {ecs_addr}, VPC on {vpc_addr}, SLB on {slb_addr}");
         Ok(Self {
             cloud,
             ecs_addr,
             vpc_addr,
+            slb_addr,
             servers,
         })
     }
@@ -100,6 +112,12 @@ impl Simulator {
     #[must_use]
     pub fn vpc_endpoint(&self) -> String {
         format!("http://{}", self.vpc_addr)
+    }
+
+    /// The SLB endpoint, e.g. `http://127.21.0.3:8703`.
+    #[must_use]
+    pub fn slb_endpoint(&self) -> String {
+        format!("http://{}", self.slb_addr)
     }
 
     /// The address the ECS endpoint listens on.
@@ -143,6 +161,12 @@ impl Simulator {
     #[must_use]
     pub fn instances(&self) -> Vec<InstanceView> {
         self.cloud.views()
+    }
+
+    /// Every load balancer, in creation order.
+    #[must_use]
+    pub fn load_balancers(&self) -> Vec<LoadBalancerView> {
+        self.cloud.balancer_views()
     }
 
     /// How many requests for `action` passed authentication — including

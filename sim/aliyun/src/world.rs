@@ -1,5 +1,6 @@
-//! The changing part of the simulated cloud: instances, key pairs and the
-//! ClientTokens already answered, plus address allocation.
+//! The changing part of the simulated cloud: instances, key pairs, load
+//! balancers and the ClientTokens already answered, plus address
+//! allocation.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    balancers::LoadBalancer,
     catalog::{self, Zone},
     fleet,
 };
@@ -190,6 +192,8 @@ pub(crate) struct World {
     pub(crate) key_pairs: Vec<KeyPair>,
     /// By (AccessKeyId, ClientToken).
     pub(crate) tokens: HashMap<(String, String), Answered>,
+    /// In creation order, which is the order listings use.
+    pub(crate) load_balancers: Vec<LoadBalancer>,
 }
 
 // Address counters shared by every simulator in the process: fleet-mode
@@ -248,16 +252,23 @@ impl World {
     /// A new instance id in Aliyun's shape: `i-`, the region's prefix, then
     /// lowercase letters and digits.
     pub(crate) fn new_instance_id(&self, region: &catalog::Region) -> String {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-        let mut rng = rand::thread_rng();
-        loop {
-            let tail: String = (0..17)
-                .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
-                .collect();
-            let id = format!("i-{}{tail}", region.id_prefix);
-            if self.instance(&id).is_none() {
-                return id;
-            }
+        new_id("i", region, |id| self.instance(id).is_some())
+    }
+}
+
+/// A new id of a `kind` of resource in Aliyun's shape: `kind-`, the
+/// region's prefix, then 17 lowercase letters and digits; one `taken`
+/// says is in use is drawn again.
+pub(crate) fn new_id(kind: &str, region: &catalog::Region, taken: impl Fn(&str) -> bool) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    loop {
+        let tail: String = (0..17)
+            .map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]))
+            .collect();
+        let id = format!("{kind}-{}{tail}", region.id_prefix);
+        if !taken(&id) {
+            return id;
         }
     }
 }

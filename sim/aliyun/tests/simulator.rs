@@ -17,3 +17,5 @@ mod faults;
 mod fleet;
 #[path = "simulator/protocol.rs"]
 mod protocol;
+#[path = "simulator/slb.rs"]
+mod slb;

@@ -91,6 +91,10 @@ impl Client {
         Self::new(sim.vpc_endpoint(), "2016-04-28")
     }
 
+    pub(crate) fn slb(sim: &Simulator) -> Self {
+        Self::new(sim.slb_endpoint(), "2014-05-15")
+    }
+
     fn new(endpoint: String, version: &str) -> Self {
         Self {
             http: reqwest::Client::new(),
