@@ -1896,7 +1896,13 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
     assert_eq!(text, balancer_conf(&hosts, 0, "one"));
     fill(&c, "#file-content", &balancer_conf(&hosts, 0, "two")).await;
     click(&c, "#file-save").await;
-    assert!(text_of(&c, "#file-saved").await.contains("version 2"));
+    // The banner of the first save is still up until this one answers.
+    until(
+        &c,
+        "//div[@id='file-saved'][contains(., 'nginx.conf as version 2')]",
+        WAIT,
+    )
+    .await;
     until(
         &c,
         "//div[@id='file-diff'][@data-from='1'][@data-to='2']//div[contains(@class, 'removed')][contains(., '# one')]",
@@ -1935,11 +1941,12 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
         Duration::from_secs(40),
     )
     .await;
-    let detail = text_of(&c, "#release-detail").await;
-    assert!(
-        detail.contains(&format!("rollback to #{first}")),
-        "{detail}"
-    );
+    until(
+        &c,
+        &format!("//div[@id='release-detail'][contains(., 'rollback to #{first}')]"),
+        WAIT,
+    )
+    .await;
     health_says(&hosts, 0, "one").await;
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-discovery.png"), shot);
