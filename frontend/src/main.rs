@@ -60,6 +60,8 @@ macro_rules! lazy_areas {
         #[derive(Clone, Copy)]
         #[allow(clippy::enum_variant_names)]
         enum $area {
+            /// Only loads the chunk.
+            Loaded,
             $($route,)*
         }
 
@@ -67,6 +69,7 @@ macro_rules! lazy_areas {
         #[leptos::lazy]
         fn $load(page: $area) -> AnyView {
             match page {
+                $area::Loaded => ().into_any(),
                 $($area::$route => $page().into_any(),)*
             }
         }
@@ -80,7 +83,19 @@ macro_rules! lazy_areas {
             fn $route() -> impl IntoView {
                 view! {
                     <Transition fallback=|| view! { <div class="loading">"Loading…"</div> }>
-                        {Suspend::new(async { $load($area::$route).await })}
+                        {Suspend::new(async {
+                            // The chunk loads in a task of its own, which
+                            // nothing drops midway (wasm_split's loader
+                            // expects never to be dropped before it ends;
+                            // a view may be); then the page is built.
+                            let (done, loaded) = futures_channel::oneshot::channel();
+                            spawn_local(async move {
+                                $load($area::Loaded).await;
+                                let _ = done.send(());
+                            });
+                            let _ = loaded.await;
+                            $load($area::$route).await
+                        })}
                     </Transition>
                 }
             }
