@@ -195,14 +195,14 @@ impl Cloud {
     }
 
     /// Sleeps `delay` unless the simulator shuts down first (then false).
-    async fn sleep(&self, delay: Duration) -> bool {
+    pub(crate) async fn sleep(&self, delay: Duration) -> bool {
         tokio::select! {
             () = self.closing.cancelled() => false,
             () = tokio::time::sleep(delay) => true,
         }
     }
 
-    fn background(&self, work: impl Future<Output = ()> + Send + 'static) {
+    pub(crate) fn background(&self, work: impl Future<Output = ()> + Send + 'static) {
         let closing = self.closing.clone();
         tokio::spawn(async move {
             tokio::select! {

@@ -722,26 +722,22 @@ fn start_listener(cloud: &Arc<Cloud>, p: &Params) -> Result<Value, ApiError> {
     listener.generation += 1;
     let (port, generation) = (listener.port, listener.generation);
     drop(world);
-    let cloud = Arc::clone(cloud);
-    let delay = cloud.delays.starting;
-    tokio::spawn(async move {
-        tokio::select! {
-            () = cloud.closing.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
-        // It listens before it says so.
-        let current = |cloud: &Cloud| {
-            lock(&cloud.world)
-                .balancer(&id)
-                .and_then(|b| b.listener(port))
-                .is_some_and(|l| l.generation == generation)
-        };
-        if !current(&cloud) {
+    let starter = Arc::clone(cloud);
+    cloud.background(async move {
+        let cloud = starter;
+        if !cloud.sleep(cloud.delays.starting).await {
             return;
         }
-        let active = lock(&cloud.world)
+        // It listens before it says so.
+        let (current, active) = lock(&cloud.world)
             .balancer(&id)
-            .is_some_and(|b| b.status == "active");
+            .map_or((false, false), |b| {
+                let current = b.listener(port).is_some_and(|l| l.generation == generation);
+                (current, b.status == "active")
+            });
+        if !current {
+            return;
+        }
         if active && !cloud.open_listener(&id, port).await {
             // Aliyun would not fail here; the log says why this host did.
             tracing::error!("listener {port} of {id} could not listen");
@@ -804,11 +800,9 @@ impl Cloud {
         to: ListenerStatus,
     ) {
         let cloud = Arc::clone(self);
-        let delay = self.delays.stopping;
-        tokio::spawn(async move {
-            tokio::select! {
-                () = cloud.closing.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+        self.background(async move {
+            if !cloud.sleep(cloud.delays.stopping).await {
+                return;
             }
             let mut world = lock(&cloud.world);
             if let Some(l) = world.balancer_mut(&lb).and_then(|b| b.listener_mut(port))
