@@ -885,3 +885,135 @@ fn no_request_fails_under_steady_load() {
     assert_eq!(servers[&name(b)], (0, 5));
     assert_eq!(servers.len(), 3);
 }
+
+/// A change in progress holds the lock; a lock whose process is gone is
+/// taken over.
+#[test]
+fn changes_to_one_haproxy_take_turns() {
+    let haproxy = Haproxy::start("");
+    let mut node = Local::new(Shell::Debian);
+    let a = backend(haproxy.backends_ip, "A", None);
+    let lock = haproxy.path(".haproxy.cfg.dcp-lock");
+    std::fs::create_dir(&lock).unwrap();
+    std::fs::write(lock.join("pid"), std::process::id().to_string()).unwrap();
+    // Little time left: the script gives up on the lock at once.
+    node.time_left_ms = 5_000;
+    let failure = apply(&haproxy, &node, &[web(1, &[(&a, 1)])]).unwrap_err();
+    assert_eq!(failure.kind, Kind::Conflict, "{}", failure.message);
+    assert!(failure.retryable);
+    assert!(
+        failure
+            .message
+            .contains("another change to this HAProxy is in progress"),
+        "{}",
+        failure.message
+    );
+    assert!(haproxy.servers().is_empty());
+    assert!(!haproxy.cfg().contains("dcp_"));
+
+    std::fs::write(lock.join("pid"), "999999999").unwrap();
+    let applied = apply(&haproxy, &node, &[web(1, &[(&a, 1)])]).unwrap();
+    assert!(applied.changed);
+    assert!(
+        applied
+            .log
+            .contains("removed a stale lock of process 999999999"),
+        "{}",
+        applied.log
+    );
+    assert_eq!(haproxy.servers().len(), 1);
+    assert!(haproxy.leftovers().is_empty(), "{:?}", haproxy.leftovers());
+}
+
+/// A node whose file an operator edits between DCP's read and its change:
+/// the change sees it (the checksum), reads again and keeps the edit.
+#[test]
+fn a_node_changed_since_the_read_is_read_again() {
+    struct Meddling<'a> {
+        node: Local,
+        cfg: &'a Path,
+        execs: AtomicUsize,
+    }
+    impl Node for Meddling<'_> {
+        fn exec(&self, command: &str, stdin: &[u8], timeout_ms: u32) -> Result<Output, Failure> {
+            // The second exec is the first apply script.
+            if self.execs.fetch_add(1, Ordering::SeqCst) == 1 {
+                let mut text = std::fs::read_to_string(self.cfg).unwrap();
+                text.push_str("# an operator's note\n");
+                std::fs::write(self.cfg, text).unwrap();
+            }
+            self.node.exec(command, stdin, timeout_ms)
+        }
+        fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure> {
+            self.node.put_file(path, content, mode)
+        }
+        fn time_left_ms(&self) -> u64 {
+            self.node.time_left_ms()
+        }
+    }
+    let haproxy = Haproxy::start("");
+    let cfg = haproxy.path("haproxy.cfg");
+    let node = Meddling {
+        node: Local::new(Shell::Debian),
+        cfg: &cfg,
+        execs: AtomicUsize::new(0),
+    };
+    let a = backend(haproxy.backends_ip, "A", None);
+    let applied =
+        converge::upstreams(&haproxy.config(1_000), &[web(1, &[(&a, 1)])], &node, "t4").unwrap();
+    assert!(applied.changed, "{}", applied.log);
+    assert!(
+        applied
+            .log
+            .contains("the node changed since it was read: reading it again"),
+        "{}",
+        applied.log
+    );
+    assert_eq!(
+        node.execs.load(Ordering::SeqCst),
+        4,
+        "read, apply, read, apply"
+    );
+    let text = haproxy.cfg();
+    assert!(text.ends_with("# an operator's note\n"), "{text}");
+    assert!(text.contains(&format!("server {} ", name(&a))), "{text}");
+    assert_eq!(haproxy.servers().len(), 1);
+}
+
+/// Several upstreams in one call, a `listen` section among them: each
+/// converges, in one script.
+#[test]
+fn several_upstreams_converge_in_one_call() {
+    let haproxy = Haproxy::start(
+        "\nlisten api\n    mode tcp\n    default-server check inter 500ms\n",
+    );
+    let node = Local::new(Shell::Debian);
+    let ip = haproxy.backends_ip;
+    let (a, b) = (backend(ip, "A", None), backend(ip, "B", None));
+    let mut api = web(5, &[(&b, 2)]);
+    api.name = "api".to_owned();
+    let applied = apply(&haproxy, &node, &[web(1, &[(&a, 1)]), api.clone()]).unwrap();
+    assert!(applied.changed, "{}", applied.log);
+    assert!(
+        applied
+            .log
+            .contains(&format!("api: health checks of {} on", name(&b))),
+        "{}",
+        applied.log
+    );
+    let state = haproxy.cli("show servers state api");
+    assert!(state.contains(&name(&b)), "{state}");
+    let text = haproxy.cfg();
+    assert!(
+        text.contains("# Managed by DCP: upstream api, revision 5."),
+        "{text}"
+    );
+    assert!(
+        text.contains("# Managed by DCP: upstream web, revision 1."),
+        "{text}"
+    );
+    let (ok, said) = haproxy_check(&haproxy.path("haproxy.cfg"));
+    assert!(ok, "{said}");
+    let again = apply(&haproxy, &node, &[web(1, &[(&a, 1)]), api]).unwrap();
+    assert!(!again.changed, "{}", again.log);
+}
