@@ -984,9 +984,8 @@ fn a_node_changed_since_the_read_is_read_again() {
 /// converges, in one script.
 #[test]
 fn several_upstreams_converge_in_one_call() {
-    let haproxy = Haproxy::start(
-        "\nlisten api\n    mode tcp\n    default-server check inter 500ms\n",
-    );
+    let haproxy =
+        Haproxy::start("\nlisten api\n    mode tcp\n    default-server check inter 500ms\n");
     let node = Local::new(Shell::Debian);
     let ip = haproxy.backends_ip;
     let (a, b) = (backend(ip, "A", None), backend(ip, "B", None));
