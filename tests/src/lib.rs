@@ -20,6 +20,7 @@ pub mod browser;
 pub mod cloud;
 pub mod docker;
 pub mod fleet;
+pub mod haproxy;
 pub mod nginx;
 pub mod sse;
 pub mod vcs;

@@ -16,6 +16,7 @@ use std::{
 use dcp_tests::{
     cloud::{Cloud, quick_delays},
     docker::{Cleanup, web_image},
+    haproxy::HaproxyHosts,
     nginx::NginxHosts,
 };
 use serde_json::{Value, json};
@@ -163,19 +164,23 @@ async fn members(cloud: &Cloud, upstream: i64) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_failed_request() {
-    let _containers = Cleanup::new("web-lb");
-    let _ = web_image("2");
-    let cloud = Cloud::start(quick_delays()).await;
-    let hosts = NginxHosts::start(2);
-    let (_unit, _nodes) = hosts.join_default_unit(&cloud.api).await;
-    let (binding, upstream) = defaults(&cloud).await;
-    let pool = pool(&cloud, "web-lb", binding).await;
+/// A pool of `service` bound to the default binding, driven through a
+/// balancer whose nodes answer at `urls`: expanded by 1 (registered once
+/// healthy), then by 2 under steady load, shrunk by 1 (unregistered,
+/// drained, before its container stops), and deployed tag 2 one node at a
+/// time — with no failed request through the balancer. Answers the
+/// backends the upstream ends with.
+async fn expand_shrink_and_deploy_under_load(
+    cloud: &Cloud,
+    service: &str,
+    urls: Vec<String>,
+) -> BTreeSet<String> {
+    let (binding, upstream) = defaults(cloud).await;
+    let pool = pool(cloud, service, binding).await;
     let detail = cloud.api.get(&format!("/api/v1/pools/{pool}")).await;
     assert_eq!(detail["binding_id"], binding, "{detail}");
 
-    // The first node: registered once healthy, served by both nginx hosts.
+    // The first node: registered once healthy.
     let first = cloud
         .task(
             json!({"kind": "expand", "pool_id": pool, "count": 1}),
@@ -191,18 +196,9 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
         .collect();
     assert_eq!(steps, ["create_vm", "start_service", "register"]);
     let mut expected = backends_of(&first);
-    assert_eq!(members(&cloud, upstream).await, expected);
-    for i in 0..hosts.len() {
-        assert!(
-            hosts
-                .read_upstream(i, "default_upstream")
-                .contains(expected.iter().next().unwrap()),
-            "{}",
-            hosts.read_upstream(i, "default_upstream")
-        );
-    }
+    assert_eq!(members(cloud, upstream).await, expected);
 
-    let load = Load::start((0..hosts.len()).map(|i| hosts.url(i)).collect());
+    let load = Load::start(urls);
     load.wait_seen(&expected, Duration::from_secs(20)).await;
 
     // Expand by 2 under load: the new nodes take traffic once healthy.
@@ -215,7 +211,7 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
     assert_eq!(more["task"]["state"], "succeeded", "{more:#}");
     expected.extend(backends_of(&more));
     assert_eq!(expected.len(), 3);
-    assert_eq!(members(&cloud, upstream).await, expected);
+    assert_eq!(members(cloud, upstream).await, expected);
     load.reset_seen().await;
     load.wait_seen(&expected, Duration::from_secs(20)).await;
 
@@ -237,7 +233,7 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
         "{shrink:#}"
     );
     expected.remove(&gone);
-    assert_eq!(members(&cloud, upstream).await, expected);
+    assert_eq!(members(cloud, upstream).await, expected);
 
     // Deploy tag 2 one node at a time under load.
     let deploy = cloud
@@ -247,13 +243,13 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
         )
         .await;
     assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
-    assert_eq!(members(&cloud, upstream).await, expected);
+    assert_eq!(members(cloud, upstream).await, expected);
     load.reset_seen().await;
     load.wait_seen(&expected, Duration::from_secs(20)).await;
 
     let (ok, failures) = load.stop().await;
     eprintln!(
-        "requests through nginx during expand, shrink and deploy: {ok} answered, {} failed",
+        "requests through the balancer during expand, shrink and deploy: {ok} answered, {} failed",
         failures.len()
     );
     assert!(
@@ -294,6 +290,54 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
             .all(|c| c["state"] == "succeeded" && c["actor"].as_str().unwrap().starts_with("task:")),
         "{log:#}"
     );
+    expected
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_failed_request() {
+    let _containers = Cleanup::new("web-lb");
+    let _ = web_image("2");
+    let cloud = Cloud::start(quick_delays()).await;
+    let hosts = NginxHosts::start(2);
+    let (_unit, _nodes) = hosts.join_default_unit(&cloud.api).await;
+    let urls = (0..hosts.len()).map(|i| hosts.url(i)).collect();
+    let expected = expand_shrink_and_deploy_under_load(&cloud, "web-lb", urls).await;
+    // Each host's upstream file lists exactly the pool's backends.
+    for i in 0..hosts.len() {
+        let file = hosts.read_upstream(i, "default_upstream");
+        assert_eq!(served(&file), expected, "{file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expand_shrink_and_deploy_move_live_traffic_through_haproxy_without_a_reload_or_a_failed_request()
+ {
+    let _containers = Cleanup::new("web-hap");
+    let _ = web_image("2");
+    let cloud = Cloud::start(quick_delays()).await;
+    let hosts = HaproxyHosts::start(2);
+    let (_unit, _nodes) = hosts.join_default_group(&cloud.api, "haproxies").await;
+    let workers: Vec<Vec<u32>> = (0..hosts.len()).map(|i| hosts.worker_pids(i)).collect();
+    let urls = (0..hosts.len()).map(|i| hosts.url(i)).collect();
+    let expected = expand_shrink_and_deploy_under_load(&cloud, "web-hap", urls).await;
+    for i in 0..hosts.len() {
+        // Membership changed through the Runtime API: the same workers
+        // serve as before the first change (no reload) …
+        assert_eq!(hosts.worker_pids(i), workers[i], "host {i} reloaded");
+        // … and the file lists the servers, so a restart keeps them.
+        let conf = hosts.read_conf(i);
+        for backend in &expected {
+            assert!(
+                conf.contains(&format!(" {backend}")),
+                "{backend} missing:\n{conf}"
+            );
+        }
+        assert_eq!(
+            conf.matches("server dcp_").count(),
+            expected.len(),
+            "{conf}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
