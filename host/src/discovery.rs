@@ -28,7 +28,7 @@ use std::{
 
 use dcp_api_types::{BackendSpec, BindingInput, LbGroupInput, LbNodeInput, LbUnitInput};
 use serde_json::{Map, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -198,6 +198,21 @@ struct Turn {
     pushed: Option<Pushed>,
 }
 
+/// A change waiting for its upstream's writer, and where its outcome goes.
+#[derive(Debug)]
+struct Waiting {
+    record_id: i64,
+    change: MemberChange,
+    outcome: oneshot::Sender<Result<i64, Error>>,
+}
+
+/// The changes waiting to edit one upstream, and its writer.
+#[derive(Debug, Default)]
+struct Edits {
+    waiting: Mutex<Vec<Waiting>>,
+    writer: tokio::sync::Mutex<()>,
+}
+
 /// The service. One per DCP process.
 #[derive(Debug)]
 pub struct Discovery {
@@ -206,11 +221,13 @@ pub struct Discovery {
     remote: Arc<Remote>,
     /// One turn per upstream: pushes of it take turns.
     turns: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Turn>>>>,
-    /// One writer per upstream in this process: a storm of changes to one
+    /// One writer per upstream in this process, committing every change
+    /// that waits for it at once (group commit): a storm of changes to one
     /// upstream would otherwise starve in compare-and-set retries (each
-    /// winner makes every other writer read again). Replicas still race,
-    /// and the compare-and-set keeps them honest.
-    edits: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// winner makes every other writer read again), or queue for one read,
+    /// rewrite and write each. Replicas still race, and the compare-and-set
+    /// keeps them honest.
+    edits: Mutex<HashMap<i64, Arc<Edits>>>,
     /// Bounds the alterations applied in the background.
     alterations: Arc<Semaphore>,
     pushes: Semaphore,
@@ -330,6 +347,31 @@ fn apply(op: Op, current: &[BackendSpec], given: &[BackendSpec]) -> Vec<BackendS
             out
         }
     }
+}
+
+/// The members after `change`, or why it may not be made.
+fn next_members(
+    upstream: &str,
+    current: &[BackendSpec],
+    change: &MemberChange,
+) -> Result<Vec<BackendSpec>, Error> {
+    let after = apply(change.op, current, &change.backends);
+    if after.len() > BACKENDS_MAX {
+        return Err(Error::Conflict {
+            field: "backends".into(),
+            message: format!("an upstream has at most {BACKENDS_MAX} backends"),
+        });
+    }
+    if after.is_empty() && !current.is_empty() && !change.force {
+        return Err(Error::Conflict {
+            field: "backends".into(),
+            message: format!(
+                "this would leave upstream {upstream} without backends, so every request through it would fail; \
+                 remove its last backend with force"
+            ),
+        });
+    }
+    Ok(after)
 }
 
 impl Discovery {
@@ -633,59 +675,107 @@ impl Discovery {
             .await?)
     }
 
-    /// Edits the membership by compare-and-set; answers the revision that
-    /// holds the change.
+    /// Edits the membership; answers the revision that holds the change.
+    /// The change waits for the upstream's writer; whoever holds it takes
+    /// every change waiting and commits them together, in arrival order,
+    /// in one compare-and-set, so a thousand registers cost a few edits.
     async fn edit(&self, record: &ChangeRecord, change: &MemberChange) -> Result<i64, Error> {
-        let writer = lock(&self.edits)
+        let edits = lock(&self.edits)
             .entry(change.upstream_id)
             .or_default()
             .clone();
-        let _writing = writer.lock().await;
-        for _ in 0..CAS_TRIES {
-            let upstream = self.store.upstream(change.upstream_id).await?;
-            let before = members(&upstream);
-            let after = apply(change.op, &before, &change.backends);
-            if after.len() > BACKENDS_MAX {
-                return Err(Error::Conflict {
-                    field: "backends".into(),
-                    message: format!("an upstream has at most {BACKENDS_MAX} backends"),
-                });
+        let (outcome, mut answer) = oneshot::channel();
+        lock(&edits.waiting).push(Waiting {
+            record_id: record.id,
+            change: change.clone(),
+            outcome,
+        });
+        {
+            let _writing = edits.writer.lock().await;
+            // An earlier writer may have taken this change with its batch.
+            if let Ok(outcome) = answer.try_recv() {
+                return outcome;
             }
-            if after.is_empty() && !before.is_empty() && !change.force {
-                return Err(Error::Conflict {
-                    field: "backends".into(),
-                    message: format!(
-                        "this would leave upstream {} without backends, so every request through it would fail; \
-                         remove its last backend with force",
-                        upstream.name
-                    ),
-                });
-            }
-            let (before_text, after_text) = (
-                serde_json::to_string(&before).unwrap_or_default(),
-                serde_json::to_string(&after).unwrap_or_default(),
-            );
-            if before == after {
-                self.store
-                    .change_applied(record.id, &before_text, &after_text, upstream.revision)
-                    .await?;
-                return Ok(upstream.revision);
-            }
-            if let Some(now) = self
-                .store
-                .set_backends(upstream.id, upstream.revision, &after_text)
-                .await?
-            {
-                self.store
-                    .change_applied(record.id, &before_text, &after_text, now.revision)
-                    .await?;
-                return Ok(now.revision);
+            let batch = std::mem::take(&mut *lock(&edits.waiting));
+            if !batch.is_empty() {
+                self.commit(change.upstream_id, batch).await;
             }
         }
-        Err(Error::Conflict {
-            field: "upstream_id".into(),
-            message: "the upstream changed too often to apply this; try again".into(),
+        answer.await.unwrap_or_else(|_| {
+            Err(Error::Busy(
+                "the upstream's writer stopped before this change; try again".into(),
+            ))
         })
+    }
+
+    /// Applies `batch` to the upstream by compare-and-set, in order, and
+    /// tells each change its outcome: a change that breaks a rule fails
+    /// alone, the others commit in one revision.
+    async fn commit(&self, upstream_id: i64, batch: Vec<Waiting>) {
+        let outcome = async {
+            for _ in 0..CAS_TRIES {
+                let upstream = self.store.upstream(upstream_id).await?;
+                let start = members(&upstream);
+                let mut current = start.clone();
+                let mut applied = Vec::new();
+                let mut refused = Vec::new();
+                for (i, w) in batch.iter().enumerate() {
+                    match next_members(&upstream.name, &current, &w.change) {
+                        Ok(after) => {
+                            applied.push((
+                                w.record_id,
+                                serde_json::to_string(&current).unwrap_or_default(),
+                                serde_json::to_string(&after).unwrap_or_default(),
+                            ));
+                            current = after;
+                        }
+                        Err(e) => refused.push((i, e)),
+                    }
+                }
+                let backends =
+                    (current != start).then(|| serde_json::to_string(&current).unwrap_or_default());
+                if let Some(revision) = self
+                    .store
+                    .commit_edit(
+                        upstream.id,
+                        upstream.revision,
+                        backends.as_deref(),
+                        &applied,
+                    )
+                    .await?
+                {
+                    return Ok((revision, refused));
+                }
+            }
+            Err(Error::Conflict {
+                field: "upstream_id".into(),
+                message: "the upstream changed too often to apply this; try again".into(),
+            })
+        }
+        .await;
+        match outcome {
+            Ok((revision, mut refused)) => {
+                for (i, w) in batch.into_iter().enumerate() {
+                    let result = match refused.iter().position(|(at, _)| *at == i) {
+                        Some(p) => Err(refused.swap_remove(p).1),
+                        None => Ok(revision),
+                    };
+                    let _ = w.outcome.send(result);
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for w in batch {
+                    let _ = w.outcome.send(Err(match &e {
+                        Error::Conflict { field, message } => Error::Conflict {
+                            field: field.clone(),
+                            message: message.clone(),
+                        },
+                        _ => Error::Busy(format!("the upstream could not be edited: {message}")),
+                    }));
+                }
+            }
+        }
     }
 
     /// Pushes the upstream to every node of its group unless a push of
@@ -957,6 +1047,32 @@ mod tests {
             ),
             vec![b("127.0.0.1", 80, Some(10))]
         );
+    }
+
+    #[test]
+    fn only_force_empties_an_upstream_and_the_limit_holds() {
+        let change = |op, backends, force| MemberChange {
+            actor: "user:t".into(),
+            upstream_id: 1,
+            op,
+            backends,
+            force,
+            correlation_id: String::new(),
+            idempotency_key: None,
+        };
+        let one = [b("127.0.0.5", 80, None)];
+        let last = change(Op::Unregister, one.to_vec(), false);
+        assert!(matches!(
+            next_members("web", &one, &last),
+            Err(Error::Conflict { field, .. }) if field == "backends"
+        ));
+        let forced = change(Op::Unregister, one.to_vec(), true);
+        assert_eq!(next_members("web", &one, &forced).ok(), Some(vec![]));
+        let many: Vec<BackendSpec> = (0..=BACKENDS_MAX)
+            .map(|i| b("127.0.0.5", u16::try_from(i % 60_000 + 1).unwrap_or(1), None))
+            .collect();
+        let flood = change(Op::Set, many, false);
+        assert!(next_members("web", &one, &flood).is_err());
     }
 
     #[test]

@@ -620,19 +620,51 @@ async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_
         );
     }
     let (ok, failures) = load.stop().await;
-    // Each alteration made its own revision; the pushes (one reload per
-    // node each) carried several at once.
+    // The changes waiting for the upstream's writer commit together, yet
+    // each one's log shows its own step: the members it found and what it
+    // left, exactly one backend apart.
     let revisions: BTreeSet<i64> = changes
         .iter()
         .map(|c| c["revision"].as_i64().unwrap())
         .collect();
-    assert_eq!(revisions.len(), 100);
+    let shared = changes.len() - revisions.len();
+    for change in &changes {
+        let set = |side: &str| -> BTreeSet<String> {
+            change[side]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|b| format!("{}:{}", b["address"].as_str().unwrap(), b["port"]))
+                .collect()
+        };
+        let (before, after) = (set("before"), set("after"));
+        let backend = format!(
+            "{}:8080",
+            change["args"]["backends"][0]["address"].as_str().unwrap()
+        );
+        let (grown, shrunk) = (
+            after.difference(&before).count(),
+            before.difference(&after).count(),
+        );
+        match change["action"].as_str().unwrap() {
+            "register" => assert!(
+                after.contains(&backend) && (grown, shrunk) == (1, 0),
+                "{change}"
+            ),
+            _ => assert!(
+                !after.contains(&backend) && (grown, shrunk) == (0, 1),
+                "{change}"
+            ),
+        }
+    }
     let pushes: BTreeSet<&str> = changes
         .iter()
         .map(|c| c["message"].as_str().unwrap().split(':').next().unwrap())
         .collect();
     eprintln!(
-        "100 alterations: {} pushes, {ok} requests through nginx, {} failed",
+        "100 alterations: {} revisions ({shared} changes committed with another), {} pushes, \
+         {ok} requests through nginx, {} failed",
+        revisions.len(),
         pushes.len(),
         failures.len()
     );

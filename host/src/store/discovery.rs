@@ -545,26 +545,6 @@ impl Store {
         .await?)
     }
 
-    /// Sets an upstream's members if its revision is still `expected`;
-    /// answers the upstream after, or `None` when another change came first.
-    pub async fn set_backends(
-        &self,
-        id: i64,
-        expected: i64,
-        backends: &str,
-    ) -> Result<Option<UpstreamRecord>> {
-        Ok(sqlx::query_as(&format!(
-            "update upstreams set backends = $1, revision = revision + 1, updated_at = $2 \
-             where id = $3 and revision = $4 returning {UPSTREAM_COLUMNS}"
-        ))
-        .bind(backends)
-        .bind(now_millis())
-        .bind(id)
-        .bind(expected)
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
     /// Deletes an upstream no binding uses.
     pub async fn delete_upstream(&self, id: i64) -> Result<()> {
         self.ensure_unreferenced("upstream", UPSTREAM_DEPENDENTS, id)
@@ -711,24 +691,51 @@ impl Store {
         }
     }
 
-    /// Records the membership a change produced.
-    pub async fn change_applied(
+    /// Commits one edit of an upstream's members in one transaction: the
+    /// new members (`None`: they stay as they are) if the revision is still
+    /// `expected`, and what each change in `applied` did (its id, members
+    /// before and after). Answers the revision that holds the changes, or
+    /// `None` when another writer came first and nothing was written.
+    pub async fn commit_edit(
         &self,
-        id: i64,
-        before: &str,
-        after: &str,
-        revision: i64,
-    ) -> Result<()> {
-        sqlx::query(
-            "update discovery_changes set before = $1, after = $2, revision = $3 where id = $4",
-        )
-        .bind(before)
-        .bind(after)
-        .bind(revision)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        upstream_id: i64,
+        expected: i64,
+        backends: Option<&str>,
+        applied: &[(i64, String, String)],
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let revision = match backends {
+            None => expected,
+            Some(backends) => {
+                let now: Option<(i64,)> = sqlx::query_as(
+                    "update upstreams set backends = $1, revision = revision + 1, updated_at = $2 \
+                     where id = $3 and revision = $4 returning revision",
+                )
+                .bind(backends)
+                .bind(now_millis())
+                .bind(upstream_id)
+                .bind(expected)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((revision,)) = now else {
+                    return Ok(None);
+                };
+                revision
+            }
+        };
+        for (id, before, after) in applied {
+            sqlx::query(
+                "update discovery_changes set before = $1, after = $2, revision = $3 where id = $4",
+            )
+            .bind(before)
+            .bind(after)
+            .bind(revision)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(revision))
     }
 
     /// Records how a change ended.
