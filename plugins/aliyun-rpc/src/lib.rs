@@ -6,6 +6,21 @@
 //!
 //! The HMAC itself is not here: the plugin asks the host to compute it (the
 //! secret never enters plugin memory) and the simulator uses its own.
+//!
+//! - [`client`]: the product-independent client every Aliyun plugin shares
+//!   (`aliyun` for ECS/VPC, `slb` for SLB): signed calls over a [`client::Host`]
+//!   trait, retries with backoff and a fresh nonce, errors classified;
+//! - [`lenient`]: reading answers whose wrappers and number types vary;
+//! - `scripted` (feature `scripted`): a scripted [`client::Host`] for tests.
+//!
+//! No WIT bindings here: the simulator uses this crate natively, and each
+//! plugin implements the host over its own world's imports
+//! ([`imports_host!`]).
+
+pub mod client;
+pub mod lenient;
+#[cfg(any(test, feature = "scripted"))]
+pub mod scripted;
 
 /// The signature method this crate canonicalizes for.
 pub const SIGNATURE_METHOD: &str = "HMAC-SHA1";

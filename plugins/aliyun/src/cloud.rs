@@ -4,10 +4,9 @@
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::{
-    lenient::{list, number, rfc3339, strings, text},
-    rpc::{Failure, Host, Kind, Product, Rpc},
-};
+use aliyun_rpc::lenient::{list, number, rfc3339, strings, text};
+
+use crate::rpc::{Failure, Host, Kind, Product, Rpc};
 
 /// One option of a look-up.
 #[derive(Debug, Clone, PartialEq)]
@@ -628,8 +627,10 @@ fn machine(i: &Value, region: &str) -> Machine {
 
 #[cfg(test)]
 mod tests {
+    use aliyun_rpc::scripted::Scripted;
+
     use super::*;
-    use crate::rpc::{Config, tests::Scripted};
+    use crate::rpc::Config;
 
     fn cloud_for<'a>(host: &'a Scripted, config: &'a Config) -> Cloud<'a, Scripted> {
         Cloud {
@@ -638,10 +639,7 @@ mod tests {
     }
 
     fn sent_params(host: &Scripted, i: usize) -> Vec<(String, String)> {
-        let (url, body) = host.sent.borrow()[i].clone();
-        let mut all = aliyun_rpc::parse_pairs(url.split_once('?').map_or("", |(_, q)| q));
-        all.extend(aliyun_rpc::parse_pairs(&body));
-        all
+        host.sent_params(i)
     }
 
     fn get(params: &[(String, String)], key: &str) -> Option<String> {

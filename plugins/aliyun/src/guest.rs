@@ -1,151 +1,35 @@
 //! The component: the `cloud` export over the host's imports (`http` for
 //! requests, `secrets` for the signature, `context` for the deadline).
 
-use std::{
-    hash::{BuildHasher as _, Hasher as _},
-    sync::atomic::{AtomicU64, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
-
 use dcp_plugin_sdk::cloud::{
-    self, ErrorKind, PluginError, PluginInfo, context,
+    self, PluginError, PluginInfo, context,
     exports::dcp::plugin::cloud::{
         Choice, Guest, Instance, InstancePage, InstanceSpec, InstanceState,
     },
-    http, secrets,
 };
 
 use crate::{
     cloud::{Cloud, Item, Launch, Machine, Page, State},
-    rpc::{CONFIG_SCHEMA, Config, Failure, Fault, Host, Kind, Rpc},
+    rpc::{CONFIG_SCHEMA, Config, Failure, Rpc},
 };
 
-/// Attempts made in this instance; with the call id, a unique nonce.
-static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
-
-/// The host as the RPC client needs it.
-struct Imports {
-    credential: Result<secrets::Credential, PluginError>,
-}
-
-fn unauthorized(e: &PluginError) -> Failure {
-    Failure {
-        kind: Kind::Unauthorized,
-        message: e.message.clone(),
-        code: None,
-        request_id: None,
-        retryable: false,
-    }
-}
-
-fn millis_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-impl Host for Imports {
-    fn key_id(&self) -> Result<String, Failure> {
-        self.credential
-            .as_ref()
-            .map(secrets::Credential::key_id)
-            .map_err(unauthorized)
-    }
-
-    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, Failure> {
-        // Aliyun keys its HMAC with `AccessKeySecret + "&"`.
-        self.credential
-            .as_ref()
-            .map(|c| c.hmac_with_key_suffix(secrets::HmacAlg::Sha1, "&", data))
-            .map_err(unauthorized)
-    }
-
-    fn post(&self, url: &str, body: String, timeout_ms: u32) -> Result<(u16, Vec<u8>), Fault> {
-        http::send(&http::Request {
-            method: http::Method::Post,
-            url: url.to_owned(),
-            headers: vec![(
-                "content-type".into(),
-                "application/x-www-form-urlencoded".into(),
-            )],
-            body: Some(body.into_bytes()),
-            timeout_ms: Some(timeout_ms),
-        })
-        .map(|r| (r.status, r.body))
-        .map_err(|e| Fault {
-            timed_out: e.kind == ErrorKind::Timeout,
-            refused: e.kind == ErrorKind::Unauthorized,
-            message: e.message,
-        })
-    }
-
-    fn now_unix(&self) -> u64 {
-        millis_now() / 1000
-    }
-
-    fn now_ms(&self) -> u64 {
-        millis_now()
-    }
-
-    fn deadline_ms(&self) -> u64 {
-        context::deadline_unix_ms()
-    }
-
-    fn nonce(&self) -> String {
-        format!(
-            "{}-{}",
-            context::call_id(),
-            ATTEMPTS.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-
-    fn random_below(&self, bound: u64) -> u64 {
-        // std seeds RandomState from WASI's random source.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(ATTEMPTS.load(Ordering::Relaxed));
-        hasher.finish() % bound.max(1)
-    }
-
-    fn sleep_ms(&self, ms: u64) {
-        std::thread::sleep(Duration::from_millis(ms));
-    }
-}
-
-fn to_plugin_error(f: Failure) -> PluginError {
-    let kind = match f.kind {
-        Kind::InvalidInput => ErrorKind::InvalidInput,
-        Kind::NotFound => ErrorKind::NotFound,
-        Kind::Conflict => ErrorKind::Conflict,
-        Kind::Unauthorized => ErrorKind::Unauthorized,
-        Kind::Throttled => ErrorKind::Throttled,
-        Kind::Unavailable => ErrorKind::Unavailable,
-        Kind::Timeout => ErrorKind::Timeout,
-        Kind::Internal => ErrorKind::Internal,
-    };
-    PluginError {
-        kind,
-        message: f.message,
-        provider_code: f.code,
-        request_id: f.request_id,
-        retryable: f.retryable,
-    }
-}
+// `Imports`: the RPC client's `Host` over this world's imports, and
+// `plugin_error`, shared with the `slb` plugin.
+aliyun_rpc::imports_host!(Imports, dcp_plugin_sdk::cloud);
 
 /// Runs `f` against the account's cloud (its configuration from the context).
 fn with_cloud<T>(
     f: impl FnOnce(&Cloud<'_, Imports>) -> Result<T, Failure>,
 ) -> Result<T, PluginError> {
-    let config = Config::parse(&context::config()).map_err(to_plugin_error)?;
-    let host = Imports {
-        credential: secrets::open("account"),
-    };
+    let config = Config::parse(&context::config()).map_err(plugin_error)?;
+    let host = Imports::open();
     let cloud = Cloud {
         rpc: Rpc {
             host: &host,
             config: &config,
         },
     };
-    f(&cloud).map_err(to_plugin_error)
+    f(&cloud).map_err(plugin_error)
 }
 
 fn choices(items: Vec<Item>) -> Vec<Choice> {
@@ -195,10 +79,8 @@ impl Guest for Aliyun {
     }
 
     fn validate_config(config: String) -> Result<(), PluginError> {
-        let config = Config::parse(&config).map_err(to_plugin_error)?;
-        let host = Imports {
-            credential: secrets::open("account"),
-        };
+        let config = Config::parse(&config).map_err(plugin_error)?;
+        let host = Imports::open();
         // A signed call proves the endpoint, the key and the secret.
         Cloud {
             rpc: Rpc {
@@ -208,7 +90,7 @@ impl Guest for Aliyun {
         }
         .regions()
         .map(drop)
-        .map_err(to_plugin_error)
+        .map_err(plugin_error)
     }
 
     fn list_regions() -> Result<Vec<Choice>, PluginError> {

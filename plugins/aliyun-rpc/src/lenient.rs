@@ -1,10 +1,11 @@
-//! Reading Aliyun's JSON leniently: list wrappers (`"Xs":{"X":[…]}`) may be
+//! Reading Aliyun's JSON leniently (every product answers this way): list wrappers (`"Xs":{"X":[…]}`) may be
 //! missing when empty, and numbers may come as strings or the other way round.
 
 use serde_json::Value;
 
 /// The items of a wrapped list, `value[outer][inner]`; none when absent.
-pub(crate) fn list<'a>(value: &'a Value, outer: &str, inner: &str) -> &'a [Value] {
+#[must_use]
+pub fn list<'a>(value: &'a Value, outer: &str, inner: &str) -> &'a [Value] {
     match value.get(outer) {
         Some(Value::Object(wrapper)) => match wrapper.get(inner) {
             Some(Value::Array(items)) => items,
@@ -17,7 +18,8 @@ pub(crate) fn list<'a>(value: &'a Value, outer: &str, inner: &str) -> &'a [Value
 }
 
 /// A field as text, whether it came as a string or a number.
-pub(crate) fn text(value: &Value, field: &str) -> String {
+#[must_use]
+pub fn text(value: &Value, field: &str) -> String {
     match value.get(field) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
@@ -27,7 +29,8 @@ pub(crate) fn text(value: &Value, field: &str) -> String {
 }
 
 /// A field as a number, whether it came as a number or a string.
-pub(crate) fn number(value: &Value, field: &str) -> Option<f64> {
+#[must_use]
+pub fn number(value: &Value, field: &str) -> Option<f64> {
     match value.get(field) {
         Some(Value::Number(n)) => n.as_f64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
@@ -36,7 +39,8 @@ pub(crate) fn number(value: &Value, field: &str) -> Option<f64> {
 }
 
 /// The strings of a wrapped list (`"X":{"Y":["a","b"]}`).
-pub(crate) fn strings(value: &Value, outer: &str, inner: &str) -> Vec<String> {
+#[must_use]
+pub fn strings(value: &Value, outer: &str, inner: &str) -> Vec<String> {
     list(value, outer, inner)
         .iter()
         .filter_map(|v| match v {
@@ -49,7 +53,8 @@ pub(crate) fn strings(value: &Value, outer: &str, inner: &str) -> Vec<String> {
 }
 
 /// Aliyun's times (`2017-12-10T04:04Z`, often without seconds) as RFC 3339.
-pub(crate) fn rfc3339(time: &str) -> Option<String> {
+#[must_use]
+pub fn rfc3339(time: &str) -> Option<String> {
     let time = time.trim();
     if time.is_empty() {
         return None;

@@ -1,0 +1,78 @@
+//! DCP's Aliyun SLB (Classic Load Balancer) plugin. It makes one SLB
+//! instance's default server group hold exactly one DCP upstream's members:
+//!
+//! - `apply-upstreams`: each backend address is mapped to its ECS instance
+//!   (DescribeInstances by private address), checked against the
+//!   listeners' backend port, and the difference with the load balancer's
+//!   backend servers applied with Add/Set/RemoveBackendServers, at most 20
+//!   servers a call, reading the load balancer again after any failure so a
+//!   lost reply never adds twice or loses a backend;
+//! - `publish`: unsupported (SLB has no configuration files).
+//!
+//! Modules:
+//!
+//! - `config`: the plugin's settings and their JSON Schema;
+//! - `plan`: the difference between wanted and attached servers, in batches;
+//! - `health`: DescribeHealthStatus as per-backend, per-listener health;
+//! - `converge`: the steps, over `aliyun_rpc::client` (signing, retries and
+//!   error classification shared with the `aliyun` plugin);
+//! - `guest` (wasm only): the component, over the host's imports.
+
+// Natively only the tests use the logic; the component (wasm) uses all of it.
+#![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+
+mod config;
+mod converge;
+// Ready for DCP's `check-state`, which the `balancer` WIT interface has no
+// function for yet: the component does not use it.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+mod health;
+mod plan;
+
+#[cfg(target_arch = "wasm32")]
+mod guest;
+
+#[cfg(test)]
+mod sim_tests;
+
+/// A backend, as the contract gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backend {
+    /// The ECS instance's private IPv4 address.
+    pub(crate) address: String,
+    /// Its port: must be the listeners' `BackendServerPort`.
+    pub(crate) port: u16,
+    /// 0–100, SLB's own weight scale; 0 keeps it attached with no traffic.
+    pub(crate) weight: u32,
+}
+
+/// An upstream's desired members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    /// Its name.
+    pub(crate) name: String,
+    /// In DCP's order.
+    pub(crate) backends: Vec<Backend>,
+    /// DCP's revision of this membership (logged only: SLB has nowhere to
+    /// keep it; the load balancer's backends are the state).
+    pub(crate) revision: u64,
+}
+
+/// What a successful call did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Applied {
+    /// Whether the load balancer's backends changed.
+    pub(crate) changed: bool,
+    /// The steps, one per line.
+    pub(crate) log: String,
+}
+
+/// A port field (a number, or a number as text) when it is 1–65535.
+pub(crate) fn port(value: &serde_json::Value, field: &str) -> Option<u16> {
+    let n = aliyun_rpc::lenient::number(value, field)?;
+    if (1.0..=65_535.0).contains(&n) && n.fract() == 0.0 {
+        format!("{n:.0}").parse().ok()
+    } else {
+        None
+    }
+}
