@@ -1069,7 +1069,13 @@ mod tests {
         let forced = change(Op::Unregister, one.to_vec(), true);
         assert_eq!(next_members("web", &one, &forced).ok(), Some(vec![]));
         let many: Vec<BackendSpec> = (0..=BACKENDS_MAX)
-            .map(|i| b("127.0.0.5", u16::try_from(i % 60_000 + 1).unwrap_or(1), None))
+            .map(|i| {
+                b(
+                    "127.0.0.5",
+                    u16::try_from(i % 60_000 + 1).unwrap_or(1),
+                    None,
+                )
+            })
             .collect();
         let flood = change(Op::Set, many, false);
         assert!(next_members("web", &one, &flood).is_err());

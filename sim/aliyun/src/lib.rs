@@ -26,6 +26,7 @@ mod admin;
 mod auth;
 mod balancers;
 mod catalog;
+pub mod client;
 mod cloud;
 mod ecs;
 mod error;
