@@ -342,12 +342,23 @@ pub fn endpoints(sim: &Simulator) -> Value {
 /// Uploads the aliyun plugin with a manifest that asks for the simulator's
 /// loopback origins, approves and activates it; answers the version id.
 pub async fn upload_for(api: &Api, sim: &Simulator) -> i64 {
-    let manifest = std::fs::read_to_string(plugin_manifest()).expect("plugins/aliyun/plugin.toml");
-    let origins = format!(
-        "http = [\"{}#private\", \"{}#private\"]",
-        sim.ecs_endpoint(),
-        sim.vpc_endpoint()
-    );
+    upload_bundled_for(api, "aliyun", &[sim.ecs_endpoint(), sim.vpc_endpoint()]).await
+}
+
+/// Uploads the bundled plugin `name` (built by scripts/build-plugins) with
+/// its manifest's `http` origins replaced by `endpoints` (loopback, so
+/// `#private`) and version `0.1.0-sim`, approves and activates it: the
+/// bundled one may only reach the real cloud. Answers the version id.
+pub async fn upload_bundled_for(api: &Api, name: &str, endpoints: &[String]) -> i64 {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/{name}/plugin.toml"));
+    let manifest =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let origins: Vec<String> = endpoints
+        .iter()
+        .map(|e| format!("\"{e}#private\""))
+        .collect();
+    let origins = format!("http = [{}]", origins.join(", "));
     let manifest: String = manifest
         .lines()
         .map(|line| {
@@ -361,7 +372,7 @@ pub async fn upload_for(api: &Api, sim: &Simulator) -> i64 {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let (status, upload) = api.upload(&fixture_plugin("aliyun"), &manifest).await;
+    let (status, upload) = api.upload(&fixture_plugin(name), &manifest).await;
     assert!(status == 201 || status == 200, "{upload}");
     let id = upload["plugin"]["id"].as_i64().unwrap();
     for step in ["approve", "activate"] {
@@ -371,8 +382,4 @@ pub async fn upload_for(api: &Api, sim: &Simulator) -> i64 {
         assert_eq!(status, 200, "{step}: {body}");
     }
     id
-}
-
-fn plugin_manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins/aliyun/plugin.toml")
 }

@@ -3,6 +3,7 @@
 
 use std::{
     io::Write as _,
+    os::unix::fs::PermissionsExt as _,
     path::Path,
     process::{Command, Stdio},
     sync::Mutex,
@@ -12,7 +13,8 @@ static BUILD: Mutex<()> = Mutex::new(());
 
 /// Builds `dcp-test/web:<tag>`: Debian's static busybox (also as
 /// `/bin/sh`, so shell-form RUN steps built on it work) serving
-/// `/www/index.html`, which says `web <tag>`, and `/www/healthz` on port 80,
+/// `/www/index.html`, which says `web <tag>`, `/www/healthz` and
+/// `/cgi-bin/whoami` (see [`hostnames_by_address`]) on port 80,
 /// logging every request (`response:200`).
 ///
 /// # Panics
@@ -48,6 +50,17 @@ pub fn web_image_with(tag: &str, healthy: bool) -> String {
     if healthy {
         std::fs::write(dir.path().join("www/healthz"), "ok\n").unwrap();
     }
+    // `/cgi-bin/whoami` answers the container's host name (the short id),
+    // so a test can tell which container a balancer that does not name its
+    // backend (a cloud load balancer) sent a request to.
+    std::fs::create_dir(dir.path().join("www/cgi-bin")).unwrap();
+    let whoami = dir.path().join("www/cgi-bin/whoami");
+    std::fs::write(
+        &whoami,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n/bin/busybox cat /etc/hostname\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&whoami, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(
         dir.path().join("Dockerfile"),
         "FROM scratch\nCOPY bin /bin\nCOPY www /www\nEXPOSE 80\n\
@@ -80,6 +93,35 @@ pub fn containers_of(service: &str) -> Vec<String> {
     .lines()
     .map(str::to_owned)
     .collect()
+}
+
+/// The running containers of `service` by the address their first
+/// published port is bound to: that address (a node's) and the
+/// container's host name, which `/cgi-bin/whoami` answers.
+#[must_use]
+pub fn hostnames_by_address(service: &str) -> std::collections::BTreeMap<String, String> {
+    let ids = docker(&[
+        "ps",
+        "--filter",
+        &format!("label=dcp.service={service}"),
+        "--format",
+        "{{.ID}}",
+    ])
+    .unwrap_or_else(|e| panic!("docker ps: {e}"));
+    ids.lines()
+        .filter_map(|id| {
+            let out = docker(&[
+                "inspect",
+                "-f",
+                "{{range $p, $b := .HostConfig.PortBindings}}{{range $b}}{{.HostIp}} {{end}}{{end}}{{.Config.Hostname}}",
+                id,
+            ])
+            .ok()?;
+            let mut words: Vec<&str> = out.split_whitespace().collect();
+            let hostname = words.pop()?.to_owned();
+            Some((words.first()?.to_string(), hostname))
+        })
+        .collect()
 }
 
 /// Removes the containers of `service` (when dropped, too).

@@ -1,6 +1,8 @@
-//! Service discovery end to end: real nginx masters, each behind a real
-//! `sshd` on its own 127.23.x.y, driven by the bundled nginx plugin; pools
-//! on the Aliyun simulator in fleet mode with real containers on dockerd.
+//! Service discovery end to end: real nginx masters and HAProxies, each
+//! behind a real `sshd` on its own loopback address, driven by the bundled
+//! nginx and haproxy plugins, and the simulator's SLB driven by the slb
+//! plugin; pools on the Aliyun simulator in fleet mode with real containers
+//! on dockerd.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +17,7 @@ use std::{
 
 use dcp_tests::{
     cloud::{Cloud, quick_delays},
-    docker::{Cleanup, web_image},
+    docker::{Cleanup, hostnames_by_address, web_image},
     haproxy::HaproxyHosts,
     nginx::NginxHosts,
 };
@@ -82,11 +84,16 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         match client.get(&url).send().await {
                             Ok(reply) if reply.status() == 200 => {
-                                if let Some(upstream) = reply.headers().get("x-upstream") {
-                                    let upstream = upstream.to_str().unwrap_or_default().to_owned();
-                                    seen.lock().await.insert(upstream);
-                                }
-                                let _ = reply.text().await;
+                                // The balancer names the backend (nginx's and
+                                // HAProxy's `X-Upstream`), or the backend does
+                                // (`/cgi-bin/whoami`: its container's host name).
+                                let named = reply
+                                    .headers()
+                                    .get("x-upstream")
+                                    .map(|h| h.to_str().unwrap_or_default().to_owned());
+                                let body = reply.text().await.unwrap_or_default();
+                                let backend = named.unwrap_or_else(|| body.trim().to_owned());
+                                seen.lock().await.insert(backend);
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok(reply) => failures
@@ -164,6 +171,16 @@ async fn members(cloud: &Cloud, upstream: i64) -> BTreeSet<String> {
         .collect()
 }
 
+/// How a balancer's answers name the backend that served them.
+#[derive(Clone, Copy)]
+enum Names {
+    /// In `X-Upstream` (the test hosts' nginx and HAProxy set it).
+    Header,
+    /// Not at all: the load asks `/cgi-bin/whoami`, which answers the
+    /// container's host name.
+    Whoami,
+}
+
 /// A pool of `service` bound to the default binding, driven through a
 /// balancer whose nodes answer at `urls`: expanded by 1 (registered once
 /// healthy), then by 2 under steady load, shrunk by 1 (unregistered,
@@ -174,7 +191,28 @@ async fn expand_shrink_and_deploy_under_load(
     cloud: &Cloud,
     service: &str,
     urls: Vec<String>,
+    names: Names,
 ) -> BTreeSet<String> {
+    // What the load sees of `backends`: their addresses, or their
+    // containers' host names.
+    let seen_as = |backends: &BTreeSet<String>| -> BTreeSet<String> {
+        match names {
+            Names::Header => backends.clone(),
+            Names::Whoami => {
+                let hosts = hostnames_by_address(service);
+                backends
+                    .iter()
+                    .map(|b| {
+                        let address = b.trim_end_matches(":8080");
+                        hosts
+                            .get(address)
+                            .unwrap_or_else(|| panic!("no container at {address}: {hosts:?}"))
+                            .clone()
+                    })
+                    .collect()
+            }
+        }
+    };
     let (binding, upstream) = defaults(cloud).await;
     let pool = pool(cloud, service, binding).await;
     let detail = cloud.api.get(&format!("/api/v1/pools/{pool}")).await;
@@ -199,7 +237,8 @@ async fn expand_shrink_and_deploy_under_load(
     assert_eq!(members(cloud, upstream).await, expected);
 
     let load = Load::start(urls);
-    load.wait_seen(&expected, Duration::from_secs(20)).await;
+    load.wait_seen(&seen_as(&expected), Duration::from_secs(20))
+        .await;
 
     // Expand by 2 under load: the new nodes take traffic once healthy.
     let more = cloud
@@ -213,7 +252,8 @@ async fn expand_shrink_and_deploy_under_load(
     assert_eq!(expected.len(), 3);
     assert_eq!(members(cloud, upstream).await, expected);
     load.reset_seen().await;
-    load.wait_seen(&expected, Duration::from_secs(20)).await;
+    load.wait_seen(&seen_as(&expected), Duration::from_secs(20))
+        .await;
 
     // Shrink 1 under load: unregistered (drained) before its container stops.
     let gone = expected.iter().next().unwrap().clone();
@@ -245,7 +285,8 @@ async fn expand_shrink_and_deploy_under_load(
     assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
     assert_eq!(members(cloud, upstream).await, expected);
     load.reset_seen().await;
-    load.wait_seen(&expected, Duration::from_secs(20)).await;
+    load.wait_seen(&seen_as(&expected), Duration::from_secs(20))
+        .await;
 
     let (ok, failures) = load.stop().await;
     eprintln!(
@@ -301,7 +342,7 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_nginx_without_a_fail
     let hosts = NginxHosts::start(2);
     let (_unit, _nodes) = hosts.join_default_unit(&cloud.api).await;
     let urls = (0..hosts.len()).map(|i| hosts.url(i)).collect();
-    let expected = expand_shrink_and_deploy_under_load(&cloud, "web-lb", urls).await;
+    let expected = expand_shrink_and_deploy_under_load(&cloud, "web-lb", urls, Names::Header).await;
     // Each host's upstream file lists exactly the pool's backends.
     for i in 0..hosts.len() {
         let file = hosts.read_upstream(i, "default_upstream");
@@ -319,7 +360,8 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_haproxy_without_a_re
     let (_unit, _nodes) = hosts.join_default_group(&cloud.api, "haproxies").await;
     let workers: Vec<Vec<u32>> = (0..hosts.len()).map(|i| hosts.worker_pids(i)).collect();
     let urls = (0..hosts.len()).map(|i| hosts.url(i)).collect();
-    let expected = expand_shrink_and_deploy_under_load(&cloud, "web-hap", urls).await;
+    let expected =
+        expand_shrink_and_deploy_under_load(&cloud, "web-hap", urls, Names::Header).await;
     for i in 0..hosts.len() {
         // Membership changed through the Runtime API: the same workers
         // serve as before the first change (no reload) …
