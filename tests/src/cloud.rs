@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aliyun_sim::{Delays, FleetOptions, Options, Simulator};
+use aliyun_sim::{Delays, FleetOptions, Options, Simulator, client::Client as SimClient};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -99,6 +99,82 @@ impl Cloud {
             plugin_id,
             dir,
         }
+    }
+
+    /// An SLB in the simulator, made through its API, with a running HTTP
+    /// listener on port 80 that sends to port 8080 and checks `/healthz`
+    /// every second; answers its id and address.
+    pub async fn load_balancer(&self) -> (String, String) {
+        let slb = SimClient::slb(&self.sim);
+        let hz = ("RegionId", "cn-hangzhou");
+        let lb = slb
+            .call("CreateLoadBalancer", &[hz, ("LoadBalancerName", "web")])
+            .await
+            .ok();
+        let id = lb["LoadBalancerId"].as_str().unwrap().to_owned();
+        let address = lb["Address"].as_str().unwrap().to_owned();
+        let lb_id = ("LoadBalancerId", id.as_str());
+        slb.call(
+            "CreateLoadBalancerHTTPListener",
+            &[
+                hz,
+                lb_id,
+                ("ListenerPort", "80"),
+                ("BackendServerPort", "8080"),
+                ("Bandwidth", "-1"),
+                ("StickySession", "off"),
+                ("HealthCheck", "on"),
+                ("HealthCheckURI", "/healthz"),
+                ("HealthCheckInterval", "1"),
+                ("HealthyThreshold", "2"),
+                ("UnhealthyThreshold", "2"),
+            ],
+        )
+        .await
+        .ok();
+        slb.call(
+            "StartLoadBalancerListener",
+            &[hz, lb_id, ("ListenerPort", "80")],
+        )
+        .await
+        .ok();
+        (id, address)
+    }
+
+    /// Uploads the slb plugin for the simulator and adds the load balancer
+    /// `lb` to the group `group` as a unit (serving its `default_upstream`)
+    /// whose one node is this cloud's account; answers the unit's id.
+    ///
+    /// # Panics
+    /// When DCP refuses a step.
+    pub async fn join_slb(&self, group: i64, lb: &str) -> i64 {
+        upload_bundled_for(
+            &self.api,
+            "slb",
+            &[self.sim.slb_endpoint(), self.sim.ecs_endpoint()],
+        )
+        .await;
+        let (status, unit) = self
+            .api
+            .post(
+                "/api/v1/lb-units",
+                &json!({"group_id": group, "name": format!("slb-{lb}"), "plugin": "slb",
+                        "config": {"region": "cn-hangzhou", "slb_endpoint": self.sim.slb_endpoint(),
+                                   "ecs_endpoint": self.sim.ecs_endpoint(), "timeout_ms": 3000,
+                                   "load_balancer_id": lb, "upstream": "default_upstream"}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{unit}");
+        let (status, node) = self
+            .api
+            .post(
+                &format!("/api/v1/lb-units/{}/nodes", unit["id"]),
+                &json!({"account_id": self.account_id, "settings": {}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{node}");
+        assert_eq!(node["in_sync"], true, "{node}");
+        unit["id"].as_i64().unwrap()
     }
 
     /// Creates a template named `name` in cn-hangzhou with `quota_hours`,

@@ -133,20 +133,15 @@ impl HaproxyHosts {
             .collect()
     }
 
-    /// Creates a unit `name` with the haproxy plugin in the group made at
-    /// install (`default`, whose upstream is `default_upstream`), adopts
-    /// each host as a machine and adds it as a node with its own settings;
-    /// answers the unit's id and the node ids, in host order.
+    /// Creates a unit `name` with the haproxy plugin in the group `group`
+    /// (whose upstream `default_upstream` the hosts' configuration has a
+    /// backend for), adopts each host as a machine and adds it as a node
+    /// with its own settings; answers the unit's id and the node ids, in
+    /// host order.
     ///
     /// # Panics
     /// When DCP refuses a step.
-    pub async fn join_default_group(&self, api: &Api, name: &str) -> (i64, Vec<i64>) {
-        let groups = api.get("/api/v1/lb-groups").await;
-        let group = groups["items"]
-            .as_array()
-            .and_then(|groups| groups.iter().find(|g| g["name"] == "default"))
-            .and_then(|g| g["id"].as_i64())
-            .unwrap_or_else(|| panic!("no default group: {groups}"));
+    pub async fn join_group(&self, api: &Api, group: i64, name: &str) -> (i64, Vec<i64>) {
         let (status, unit) = api
             .post(
                 "/api/v1/lb-units",

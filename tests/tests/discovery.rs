@@ -15,9 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aliyun_sim::client::Client as SimClient;
 use dcp_tests::{
-    cloud::{Cloud, quick_delays, upload_bundled_for},
+    cloud::{Cloud, quick_delays},
     docker::{Cleanup, hostnames_by_address, web_image},
     haproxy::HaproxyHosts,
     nginx::NginxHosts,
@@ -358,7 +357,9 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_haproxy_without_a_re
     let _ = web_image("2");
     let cloud = Cloud::start(quick_delays()).await;
     let hosts = HaproxyHosts::start(2);
-    let (_unit, _nodes) = hosts.join_default_group(&cloud.api, "haproxies").await;
+    let groups = cloud.api.get("/api/v1/lb-groups").await;
+    let group = groups["items"][0]["id"].as_i64().unwrap();
+    let (_unit, _nodes) = hosts.join_group(&cloud.api, group, "haproxies").await;
     let workers: Vec<Vec<u32>> = (0..hosts.len()).map(|i| hosts.worker_pids(i)).collect();
     let urls = (0..hosts.len()).map(|i| hosts.url(i)).collect();
     let expected =
@@ -383,79 +384,15 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_haproxy_without_a_re
     }
 }
 
-/// An SLB in the simulator with a running HTTP listener on port 80 that
-/// sends to port 8080 and checks `/healthz`; answers its id and address.
-async fn load_balancer(cloud: &Cloud) -> (String, String) {
-    let slb = SimClient::slb(&cloud.sim);
-    let hz = ("RegionId", "cn-hangzhou");
-    let lb = slb
-        .call("CreateLoadBalancer", &[hz, ("LoadBalancerName", "web")])
-        .await
-        .ok();
-    let id = lb["LoadBalancerId"].as_str().unwrap().to_owned();
-    let address = lb["Address"].as_str().unwrap().to_owned();
-    let lb_id = ("LoadBalancerId", id.as_str());
-    slb.call(
-        "CreateLoadBalancerHTTPListener",
-        &[
-            hz,
-            lb_id,
-            ("ListenerPort", "80"),
-            ("BackendServerPort", "8080"),
-            ("Bandwidth", "-1"),
-            ("StickySession", "off"),
-            ("HealthCheck", "on"),
-            ("HealthCheckURI", "/healthz"),
-            ("HealthCheckInterval", "1"),
-            ("HealthyThreshold", "2"),
-            ("UnhealthyThreshold", "2"),
-        ],
-    )
-    .await
-    .ok();
-    slb.call(
-        "StartLoadBalancerListener",
-        &[hz, lb_id, ("ListenerPort", "80")],
-    )
-    .await
-    .ok();
-    (id, address)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expand_shrink_and_deploy_move_live_traffic_through_an_slb_without_a_failed_request() {
     let _containers = Cleanup::new("web-slb");
     let _ = web_image("2");
     let cloud = Cloud::start(quick_delays()).await;
-    upload_bundled_for(
-        &cloud.api,
-        "slb",
-        &[cloud.sim.slb_endpoint(), cloud.sim.ecs_endpoint()],
-    )
-    .await;
-    let (lb, address) = load_balancer(&cloud).await;
+    let (lb, address) = cloud.load_balancer().await;
     let groups = cloud.api.get("/api/v1/lb-groups").await;
     let group = groups["items"][0]["id"].as_i64().unwrap();
-    let (status, unit) = cloud
-        .api
-        .post(
-            "/api/v1/lb-units",
-            &json!({"group_id": group, "name": "slb", "plugin": "slb",
-                    "config": {"region": "cn-hangzhou", "slb_endpoint": cloud.sim.slb_endpoint(),
-                               "ecs_endpoint": cloud.sim.ecs_endpoint(), "timeout_ms": 3000,
-                               "load_balancer_id": lb, "upstream": "default_upstream"}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{unit}");
-    let (status, node) = cloud
-        .api
-        .post(
-            &format!("/api/v1/lb-units/{}/nodes", unit["id"]),
-            &json!({"account_id": cloud.account_id, "settings": {}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{node}");
-    assert_eq!(node["in_sync"], true, "{node}");
+    cloud.join_slb(group, &lb).await;
 
     let urls = vec![format!("http://{address}/cgi-bin/whoami")];
     let expected =
