@@ -1,12 +1,11 @@
 //! The plugin's settings (the unit's merged with the node's own), checked
 //! field by field so every refusal names its field.
 
+use balancer_kit::settings::{self, PathKind, milliseconds};
 use serde_json::{Map, Value};
 
 use crate::Failure;
 
-/// The longest path accepted, in bytes.
-const MAX_PATH: usize = 1024;
 /// The longest drain a setting may ask for (the call's deadline bounds it
 /// too).
 const MAX_DRAIN_TIMEOUT_MS: u64 = 600_000;
@@ -51,51 +50,15 @@ pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false
 /// Checks a path: absolute, only `[A-Za-z0-9._/-]` (characters that need
 /// no quoting anywhere, not even in socat's address syntax), no `..`, `.`
 /// or empty component, not a directory (`/` at the end).
-pub(crate) fn check_path(field: &str, path: &str) -> Result<String, Failure> {
-    let bad = |why: &str| Failure::invalid(format!("{field}: {path:?} {why}"));
-    if path.is_empty() {
-        return Err(bad("is empty"));
-    }
-    if path.len() > MAX_PATH {
-        return Err(bad(&format!("is longer than {MAX_PATH} bytes")));
-    }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
-    {
-        return Err(bad(&format!(
-            "has {c:?}; paths may have only letters, digits and . _ / -"
-        )));
-    }
-    let Some(body) = path.strip_prefix('/') else {
-        return Err(bad("must be absolute (start with /)"));
-    };
-    if body.is_empty() || body.ends_with('/') {
-        return Err(bad("names a directory, not a file"));
-    }
-    for component in body.split('/') {
-        match component {
-            "" => return Err(bad("has an empty component (//)")),
-            "." | ".." => return Err(bad(&format!("has a {component:?} component"))),
-            _ => {}
-        }
-    }
-    Ok(path.to_owned())
+fn check_path(field: &str, path: &str) -> Result<String, Failure> {
+    settings::check_path(field, path, PathKind::File)
 }
 
 impl Config {
     /// Parses and checks a configuration document; an empty document, and
     /// `null` fields, mean the defaults.
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Failure::invalid(format!("configuration: not JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(Failure::invalid(
-                "configuration: must be a JSON object of settings",
-            ));
-        };
-        Self::from_fields(&fields)
+        Self::from_fields(&settings::fields(text)?)
     }
 
     fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
@@ -104,27 +67,14 @@ impl Config {
             if value.is_null() {
                 continue;
             }
-            let text = || {
-                value.as_str().ok_or_else(|| {
-                    Failure::invalid(format!("{field}: must be a string, not {value}"))
-                })
-            };
+            let text = || settings::text(field, value);
             match field.as_str() {
                 "haproxy" => config.haproxy = check_path(field, text()?)?,
                 "socat" => config.socat = check_path(field, text()?)?,
                 "socket" => config.socket = check_path(field, text()?)?,
                 "config_file" => config.config_file = check_path(field, text()?)?,
                 "drain_timeout_ms" => {
-                    let ms = value
-                        .as_u64()
-                        .filter(|ms| *ms <= MAX_DRAIN_TIMEOUT_MS)
-                        .ok_or_else(|| {
-                            Failure::invalid(format!(
-                                "drain_timeout_ms: must be a whole number of milliseconds \
-                                 from 0 to {MAX_DRAIN_TIMEOUT_MS}, not {value}"
-                            ))
-                        })?;
-                    config.drain_timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+                    config.drain_timeout_ms = milliseconds(field, value, 0, MAX_DRAIN_TIMEOUT_MS)?;
                 }
                 _ => {
                     return Err(Failure::invalid(format!(

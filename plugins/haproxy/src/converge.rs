@@ -2,6 +2,8 @@
 //! upload the new file, run the apply script. The component's node is the
 //! host's `ssh` import; the tests' is a local shell against a real HAProxy.
 
+use balancer_kit::node::{self, Node, text, timeout};
+
 use crate::{
     Applied, Failure, Kind,
     config::Config,
@@ -9,29 +11,6 @@ use crate::{
     script::{self, CHANGED_SINCE_READ},
     upstream::{self, Upstream},
 };
-
-/// What a command on the node produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Output {
-    /// The exit code; `None` when killed by a signal.
-    pub(crate) exit_code: Option<i32>,
-    /// Standard output.
-    pub(crate) stdout: Vec<u8>,
-    /// Standard error.
-    pub(crate) stderr: Vec<u8>,
-    /// Whether output was cut at the cap.
-    pub(crate) truncated: bool,
-}
-
-/// One balancer node, reached over SSH.
-pub(crate) trait Node {
-    /// Runs `command` with `stdin`.
-    fn exec(&self, command: &str, stdin: &[u8], timeout_ms: u32) -> Result<Output, Failure>;
-    /// Writes a file with `mode`.
-    fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure>;
-    /// Milliseconds left before the call's deadline.
-    fn time_left_ms(&self) -> u64;
-}
 
 /// The longest the read step may take.
 const READ_TIMEOUT_MS: u64 = 15_000;
@@ -43,14 +22,6 @@ const MIN_BUDGET_MS: u64 = 3_000;
 /// read again.
 const ATTEMPTS: usize = 3;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ms(ms: u64) -> u32 {
-    u32::try_from(ms).unwrap_or(u32::MAX)
-}
-
 /// Makes the node's HAProxy serve these upstreams' members.
 pub(crate) fn upstreams(
     config: &Config,
@@ -60,10 +31,7 @@ pub(crate) fn upstreams(
 ) -> Result<Applied, Failure> {
     upstream::check_all(upstreams)?;
     if upstreams.is_empty() {
-        return Ok(Applied {
-            changed: false,
-            log: "nothing to apply".to_owned(),
-        });
+        return Ok(Applied::unchanged("nothing to apply"));
     }
     let backends: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let mut log = Vec::new();
@@ -72,7 +40,7 @@ pub(crate) fn upstreams(
         let out = node.exec(
             script::EXEC,
             script::read_script(config, &backends).as_bytes(),
-            ms(READ_TIMEOUT_MS.min(started)),
+            timeout(READ_TIMEOUT_MS.min(started)),
         )?;
         if out.truncated {
             return Err(Failure::new(
@@ -119,7 +87,7 @@ pub(crate) fn upstreams(
         }
         let budget = node.time_left_ms().saturating_sub(ANSWER_MS);
         if budget < MIN_BUDGET_MS {
-            remove(node, &candidate);
+            node::remove(node, std::slice::from_ref(&candidate));
             return Err(Failure::new(
                 Kind::Timeout,
                 "too little of the call's time is left to change HAProxy; nothing was changed",
@@ -127,7 +95,11 @@ pub(crate) fn upstreams(
             ));
         }
         let apply = script::apply_script(config, &backends, &plan, &read.sum, token, budget);
-        let out = node.exec(script::EXEC, apply.as_bytes(), ms(budget + ANSWER_MS / 2))?;
+        let out = node.exec(
+            script::EXEC,
+            apply.as_bytes(),
+            timeout(budget + ANSWER_MS / 2),
+        )?;
         if out.exit_code == Some(CHANGED_SINCE_READ) && attempt < ATTEMPTS {
             log.push("the node changed since it was read: reading it again".to_owned());
             continue;
@@ -144,14 +116,4 @@ pub(crate) fn upstreams(
         "the node kept changing between reading and applying",
         true,
     ))
-}
-
-/// Removes an uploaded file after a failure before the apply script (which
-/// otherwise removes it itself); best effort.
-fn remove(node: &dyn Node, candidate: &str) {
-    let _ = node.exec(
-        script::EXEC,
-        format!("rm -f {}", script::quote(candidate)).as_bytes(),
-        5_000,
-    );
 }

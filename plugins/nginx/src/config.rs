@@ -1,12 +1,11 @@
 //! The plugin's settings (the unit's merged with the node's own), checked
 //! field by field so every refusal names its field.
 
+use balancer_kit::settings::{self, PathKind, check_path, join, milliseconds};
 use serde_json::{Map, Value};
 
 use crate::Failure;
 
-/// The longest path accepted, in bytes.
-const MAX_PATH: usize = 1024;
 /// The longest reload wait a setting may ask for.
 const MAX_RELOAD_TIMEOUT_MS: u64 = 120_000;
 /// The shortest: a reload needs at least this to start a generation.
@@ -61,81 +60,11 @@ pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false
 "pid_file":{"type":"string","title":"PID file","description":"The running master's pid file: absolute, or relative to the configuration directory.","default":"/run/nginx.pid"},
 "reload_timeout_ms":{"type":"integer","title":"Reload timeout (ms)","description":"How long a reload may take to start new workers and let the old ones finish their requests; a configuration nginx has not taken by then is rolled back.","minimum":100,"maximum":120000,"default":10000}}}"#;
 
-/// Which paths a setting accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PathKind {
-    /// Starts with `/`.
-    Absolute,
-    /// Does not start with `/`.
-    Relative,
-    /// Either.
-    Any,
-}
-
-/// Checks a path against the characters that need no quoting anywhere —
-/// `[A-Za-z0-9._/-]` — with no `..`, `.` or empty component (so a path has
-/// one spelling and never leaves where it is joined). Answers it without a
-/// trailing `/`.
-pub(crate) fn check_path(field: &str, path: &str, kind: PathKind) -> Result<String, Failure> {
-    let bad = |why: &str| Failure::invalid(format!("{field}: {path:?} {why}"));
-    if path.is_empty() {
-        return Err(bad("is empty"));
-    }
-    if path.len() > MAX_PATH {
-        return Err(bad(&format!("is longer than {MAX_PATH} bytes")));
-    }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
-    {
-        return Err(bad(&format!(
-            "has {c:?}; paths may have only letters, digits and . _ / -"
-        )));
-    }
-    let absolute = path.starts_with('/');
-    match kind {
-        PathKind::Absolute if !absolute => return Err(bad("must be absolute (start with /)")),
-        PathKind::Relative if absolute => return Err(bad("must be relative (no leading /)")),
-        _ => {}
-    }
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        // "/" itself.
-        return Ok("/".to_owned());
-    }
-    let body = trimmed.strip_prefix('/').unwrap_or(trimmed);
-    for component in body.split('/') {
-        match component {
-            "" => return Err(bad("has an empty component (//)")),
-            "." | ".." => return Err(bad(&format!("has a {component:?} component"))),
-            _ => {}
-        }
-    }
-    Ok(trimmed.to_owned())
-}
-
-/// `dir` joined with the relative `path`.
-pub(crate) fn join(dir: &str, path: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{path}")
-    } else {
-        format!("{dir}/{path}")
-    }
-}
-
 impl Config {
     /// Parses and checks a configuration document; an empty document, and
     /// `null` fields, mean the defaults.
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Failure::invalid(format!("configuration: not JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(Failure::invalid(
-                "configuration: must be a JSON object of settings",
-            ));
-        };
-        Self::from_fields(&fields)
+        Self::from_fields(&settings::fields(text)?)
     }
 
     fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
@@ -146,11 +75,7 @@ impl Config {
             if value.is_null() {
                 continue;
             }
-            let text = || {
-                value.as_str().ok_or_else(|| {
-                    Failure::invalid(format!("{field}: must be a string, not {value}"))
-                })
-            };
+            let text = || settings::text(field, value);
             match field.as_str() {
                 "nginx" => config.nginx = check_path(field, text()?, PathKind::Absolute)?,
                 "prefix" => {
@@ -163,16 +88,8 @@ impl Config {
                 }
                 "pid_file" => pid_file = Some(check_path(field, text()?, PathKind::Any)?),
                 "reload_timeout_ms" => {
-                    let ms = value
-                        .as_u64()
-                        .filter(|ms| (MIN_RELOAD_TIMEOUT_MS..=MAX_RELOAD_TIMEOUT_MS).contains(ms))
-                        .ok_or_else(|| {
-                            Failure::invalid(format!(
-                                "reload_timeout_ms: must be a whole number of milliseconds \
-                                 from {MIN_RELOAD_TIMEOUT_MS} to {MAX_RELOAD_TIMEOUT_MS}, not {value}"
-                            ))
-                        })?;
-                    config.reload_timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+                    config.reload_timeout_ms =
+                        milliseconds(field, value, MIN_RELOAD_TIMEOUT_MS, MAX_RELOAD_TIMEOUT_MS)?;
                 }
                 _ => {
                     return Err(Failure::invalid(format!(

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use balancer_kit::node::{self, Node, text, timeout};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -13,29 +14,6 @@ use crate::{
     script::{self, Live, Stage},
     upstream::{self, Upstream},
 };
-
-/// What a command on the node produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Output {
-    /// The exit code; `None` when killed by a signal.
-    pub(crate) exit_code: Option<i32>,
-    /// Standard output.
-    pub(crate) stdout: Vec<u8>,
-    /// Standard error.
-    pub(crate) stderr: Vec<u8>,
-    /// Whether output was cut at the cap.
-    pub(crate) truncated: bool,
-}
-
-/// One balancer node, reached over SSH.
-pub(crate) trait Node {
-    /// Runs `command` with `stdin`.
-    fn exec(&self, command: &str, stdin: &[u8], timeout_ms: u32) -> Result<Output, Failure>;
-    /// Writes a file with `mode`.
-    fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure>;
-    /// Milliseconds left before the call's deadline.
-    fn time_left_ms(&self) -> u64;
-}
 
 /// The longest the read step may take.
 const READ_TIMEOUT_MS: u64 = 15_000;
@@ -128,10 +106,6 @@ pub(crate) fn files(
     )
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn converge(
     config: &Config,
     desired: &[Desired],
@@ -140,10 +114,7 @@ fn converge(
     token: &str,
 ) -> Result<Applied, Failure> {
     if desired.is_empty() {
-        return Ok(Applied {
-            changed: false,
-            log: "nothing to apply".to_owned(),
-        });
+        return Ok(Applied::unchanged("nothing to apply"));
     }
     let mut log = Vec::new();
     let paths: Vec<String> = desired.iter().map(|d| d.live.clone()).collect();
@@ -154,7 +125,7 @@ fn converge(
     let out = node.exec(
         script::EXEC,
         script::read_script(config, &paths, dirs).as_bytes(),
-        u32::try_from(read_timeout).unwrap_or(u32::MAX),
+        timeout(read_timeout),
     )?;
     if out.truncated {
         return Err(Failure::new(
@@ -228,7 +199,7 @@ fn converge(
         .collect();
     for (stage, candidate) in stages.iter().zip(&candidates) {
         if let Err(failure) = node.put_file(candidate, stage.content.as_bytes(), 0o644) {
-            remove(node, &candidates);
+            node::remove(node, &candidates);
             return Err(failure);
         }
     }
@@ -243,7 +214,7 @@ fn converge(
         .saturating_sub(ANSWER_MS)
         .min(3 * reload_ms + READ_TIMEOUT_MS);
     if budget < MIN_BUDGET_MS {
-        remove(node, &candidates);
+        node::remove(node, &candidates);
         return Err(Failure::new(
             Kind::Timeout,
             "too little of the call's time is left to change nginx; nothing was changed",
@@ -261,7 +232,7 @@ fn converge(
     let out = node.exec(
         script::EXEC,
         apply.as_bytes(),
-        u32::try_from(budget + ANSWER_MS / 2).unwrap_or(u32::MAX),
+        timeout(budget + ANSWER_MS / 2),
     )?;
     let (changed, steps) = script::outcome(out.exit_code, &text(&out.stdout), &text(&out.stderr))?;
     log.extend(steps);
@@ -269,17 +240,6 @@ fn converge(
         changed,
         log: log.join("\n"),
     })
-}
-
-/// Removes uploaded candidates after a failure before the apply script
-/// (which otherwise removes them itself); best effort.
-fn remove(node: &dyn Node, candidates: &[String]) {
-    let quoted: Vec<String> = candidates.iter().map(|c| script::quote(c)).collect();
-    let _ = node.exec(
-        script::EXEC,
-        format!("rm -f {}", quoted.join(" ")).as_bytes(),
-        5_000,
-    );
 }
 
 #[cfg(test)]
