@@ -3,15 +3,19 @@
 //! classified, the host's SSH session as a [`Node`], and the contract's
 //! upstreams and answers converted.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    marker::PhantomData,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use dcp_plugin_sdk::balancer::{
-    self, ErrorKind, PluginError, context, exports::dcp::plugin::balancer as wit, ssh,
+    self, ErrorKind, PluginError, PluginInfo, context, exports::dcp::plugin::balancer as wit, ssh,
 };
 
 use crate::{
     Applied, Failure, Kind,
     node::{Node, Output},
+    script,
     upstream::{Backend, Upstream},
 };
 
@@ -130,5 +134,101 @@ pub fn answer(applied: Applied, what: &str, fields: &[(&str, &str)]) -> wit::App
     wit::Applied {
         changed: applied.changed,
         log: applied.log,
+    }
+}
+
+/// A change made on the `balancer` (`nginx`, `HAProxy`) of the call's SSH
+/// target: `change` over the node, with the call's token (for the names of
+/// uploaded files); the answer logged as `what`.
+pub fn on_node(
+    target: Option<String>,
+    balancer: &str,
+    what: &str,
+    change: impl FnOnce(&Session, &str) -> Result<Applied, Failure>,
+) -> Result<wit::Applied, PluginError> {
+    let node = Session::connect(target, balancer).map_err(error)?;
+    let token = script::token(&context::call_id());
+    change(&node, &token)
+        .map(|applied| answer(applied, what, &[]))
+        .map_err(error)
+}
+
+/// A balancer plugin that changes a node over SSH: what its component does
+/// beyond what [`Component`] does for every such plugin.
+pub trait SshBalancer {
+    /// The plugin's name (`nginx`).
+    const NAME: &'static str;
+    /// Its version (its crate's).
+    const VERSION: &'static str;
+    /// What it does, for humans.
+    const DESCRIPTION: &'static str;
+    /// The JSON Schema of its settings.
+    const SCHEMA: &'static str;
+    /// What runs on the node, for messages (`nginx`, `HAProxy`).
+    const BALANCER: &'static str;
+    /// Its settings.
+    type Config;
+
+    /// Reads and checks a settings document.
+    fn parse(config: &str) -> Result<Self::Config, Failure>;
+    /// Checks a call's upstreams, before the node is reached.
+    fn check(upstreams: &[Upstream]) -> Result<(), Failure>;
+    /// Makes the node serve `upstreams`; `token` names the call's uploads.
+    fn apply(
+        config: &Self::Config,
+        upstreams: &[Upstream],
+        node: &dyn Node,
+        token: &str,
+    ) -> Result<Applied, Failure>;
+    /// The `publish` call (the settings read by [`settings`] if it needs
+    /// them).
+    fn publish(
+        files: Vec<wit::ConfigFile>,
+        target: Option<String>,
+    ) -> Result<wit::Applied, PluginError>;
+}
+
+/// The component of an [`SshBalancer`]: the contract's `balancer` export,
+/// for the plugin to export (`type Component = Component<Plugin>;`, then
+/// the SDK's `export_load_balancer!(Component …)`).
+pub struct Component<T>(PhantomData<T>);
+
+/// The call's settings for plugin `T`.
+pub fn settings<T: SshBalancer>() -> Result<T::Config, PluginError> {
+    T::parse(&context::config()).map_err(error)
+}
+
+impl<T: SshBalancer> wit::Guest for Component<T> {
+    fn describe() -> PluginInfo {
+        PluginInfo {
+            name: T::NAME.into(),
+            version: T::VERSION.into(),
+            description: T::DESCRIPTION.into(),
+            config_schema: T::SCHEMA.into(),
+        }
+    }
+
+    fn validate_config(config: String) -> Result<(), PluginError> {
+        T::parse(&config).map(drop).map_err(error)
+    }
+
+    fn apply_upstreams(
+        upstreams: Vec<wit::Upstream>,
+        target: Option<String>,
+    ) -> Result<wit::Applied, PluginError> {
+        let config = settings::<T>()?;
+        let upstreams = self::upstreams(upstreams);
+        // Refuse bad input before reaching for the node.
+        T::check(&upstreams).map_err(error)?;
+        on_node(target, T::BALANCER, "upstreams applied", |node, token| {
+            T::apply(&config, &upstreams, node, token)
+        })
+    }
+
+    fn publish(
+        files: Vec<wit::ConfigFile>,
+        target: Option<String>,
+    ) -> Result<wit::Applied, PluginError> {
+        T::publish(files, target)
     }
 }

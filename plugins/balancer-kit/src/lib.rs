@@ -27,7 +27,7 @@ pub mod upstream;
 #[cfg(target_arch = "wasm32")]
 pub mod guest;
 
-#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+#[cfg(all(any(test, feature = "testing"), not(target_arch = "wasm32")))]
 pub mod testing;
 
 /// What a failure means to DCP (mapped onto the SDK's `ErrorKind`).

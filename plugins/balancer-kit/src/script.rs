@@ -212,15 +212,7 @@ mod tests {
         );
         assert!(script.contains("another change to this nginx is in progress"));
         assert!(script.contains("${holder:-unknown}"));
-        let check = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        crate::testing::assert_valid_sh(&script);
     }
 
     #[test]
@@ -241,14 +233,17 @@ mod tests {
         assert_eq!(result.as_deref(), Some("dcp-result changed"));
         assert_eq!(steps_note(&log, "steps"), " (steps: wrote /a)");
         assert_eq!(steps_note(&[], "steps"), "");
-        for (code, kind, retryable) in [
-            (Some(13), Kind::Conflict, true),
-            (Some(143), Kind::Timeout, true),
-            (None, Kind::Timeout, true),
-            (Some(2), Kind::Internal, false),
-        ] {
-            let failure = other_exit(code, "why".to_owned(), "");
-            assert_eq!((failure.kind, failure.retryable), (kind, retryable));
-        }
+    }
+
+    #[test]
+    fn shared_exit_codes_have_one_meaning() {
+        crate::testing::assert_exit_codes(
+            |code, stdout, stderr| match (code, steps(stdout)) {
+                (Some(0), (_, Some(_))) => Ok(()),
+                (Some(0), (log, None)) => Err(no_result(&steps_note(&log, "steps"))),
+                _ => Err(other_exit(code, stderr.to_owned(), "")),
+            },
+            &[],
+        );
     }
 }

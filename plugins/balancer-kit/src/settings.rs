@@ -22,6 +22,20 @@ pub fn fields(text: &str) -> Result<Map<String, Value>, Failure> {
     Ok(fields)
 }
 
+/// Reads a settings document: `set` gets each field that is not `null`
+/// (an empty document, and `null` fields, mean the defaults).
+pub fn each(
+    text: &str,
+    mut set: impl FnMut(&str, &Value) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    for (field, value) in &fields(text)? {
+        if !value.is_null() {
+            set(field, value)?;
+        }
+    }
+    Ok(())
+}
+
 /// A string setting.
 pub fn text<'a>(field: &str, value: &'a Value) -> Result<&'a str, Failure> {
     value

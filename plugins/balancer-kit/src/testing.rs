@@ -8,6 +8,7 @@
 
 use std::{
     collections::BTreeSet,
+    fmt::Debug,
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     os::unix::fs::PermissionsExt as _,
@@ -23,9 +24,12 @@ use std::{
 
 use tempfile::TempDir;
 
+use serde_json::{Map, Value};
+
 use crate::{
-    Failure,
+    Failure, Kind,
     node::{Node, Output},
+    upstream::{Backend, Upstream},
 };
 
 /// Which shell the node has.
@@ -284,6 +288,137 @@ pub fn terminate(child: &mut Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+/// Checks `script` is valid `sh` (`sh -n`).
+pub fn assert_valid_sh(script: &str) {
+    let check = Command::new("sh")
+        .args(["-n", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// Checks a plugin refuses bad upstreams as the contract wants: bad names,
+/// and bad backends (addresses, port 0, weight above 100) by `check` (the
+/// plugin's check of one upstream) naming the upstream; the same name twice
+/// by `check_all` (the plugin's check of a call's upstreams).
+pub fn assert_bad_upstreams_refused<T: Debug, U: Debug>(
+    check: impl Fn(&Upstream) -> Result<T, Failure>,
+    check_all: impl Fn(&[Upstream]) -> Result<U, Failure>,
+) {
+    let upstream = |name: &str, backends: Vec<Backend>| Upstream {
+        name: name.to_owned(),
+        backends,
+        revision: 1,
+    };
+    for name in ["", "a b", "a;b", "a/b", "ä", &"x".repeat(65)] {
+        let failure = check(&upstream(name, Vec::new())).unwrap_err();
+        assert!(failure.message.contains("upstream name"), "{failure:?}");
+    }
+    for (address, port, weight, words) in [
+        ("10.0.0.5;", 80, 1, "10.0.0.5;"),
+        ("$(reboot)", 80, 1, "host name"),
+        ("a b", 80, 1, "host name"),
+        ("a'b", 80, 1, "host name"),
+        ("-x.example", 80, 1, "host name"),
+        ("999.1.1.1", 80, 1, "IPv4"),
+        ("", 80, 1, "1 to 253"),
+        ("fe80::1%eth0", 80, 1, "host name"),
+        ("10.0.0.5", 0, 1, "port 0"),
+        ("10.0.0.5", 80, 101, "weight 101"),
+    ] {
+        let backend = Backend::new(address, port, weight);
+        let failure = check(&upstream("web", vec![backend])).unwrap_err();
+        assert_eq!(
+            (failure.kind, failure.retryable),
+            (Kind::InvalidInput, false)
+        );
+        let message = failure.message;
+        assert!(message.starts_with("upstream web: "), "{message}");
+        assert!(message.contains(words), "{address}: {message}");
+    }
+    let web = upstream("web", Vec::new());
+    let message = check_all(&[web.clone(), web]).unwrap_err().message;
+    assert_eq!(message, "upstream web: listed twice");
+}
+
+/// Checks every settings document of `cases` — `(document, field, words)`
+/// — is refused by `parse` as bad input naming its field and saying
+/// `words`, and so are a document that is not an object and one that is
+/// not JSON.
+pub fn assert_settings_refused<T: Debug>(
+    parse: impl Fn(&str) -> Result<T, Failure>,
+    cases: &[(&str, &str, &str)],
+) {
+    for (json, field, words) in cases {
+        let failure = parse(json).unwrap_err();
+        assert_eq!(failure.kind, Kind::InvalidInput, "{json}");
+        assert!(!failure.retryable);
+        assert!(
+            failure.message.starts_with(&format!("{field}: ")),
+            "{json}: {}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains(words),
+            "{json}: {}",
+            failure.message
+        );
+    }
+    assert!(parse("[1]").unwrap_err().message.contains("object"));
+    assert!(parse("{").unwrap_err().message.contains("not JSON"));
+}
+
+/// Checks a settings JSON Schema: `fields` properties, each with a title
+/// and a description, the `defaults` given (`(field, value)`) as theirs.
+/// Answers the document of the schema's defaults, which the plugin must
+/// read as its default settings.
+pub fn assert_schema(schema: &str, fields: usize, defaults: &[(&str, Value)]) -> String {
+    let schema: Value = serde_json::from_str(schema).unwrap();
+    let properties = schema["properties"].as_object().unwrap();
+    assert_eq!(properties.len(), fields);
+    for (field, value) in defaults {
+        assert_eq!(&properties[*field]["default"], value, "{field}");
+    }
+    for (field, property) in properties {
+        assert!(property["title"].is_string(), "{field}");
+        assert!(property["description"].is_string(), "{field}");
+    }
+    let from_schema: Map<String, Value> = properties
+        .iter()
+        .map(|(k, v)| (k.clone(), v["default"].clone()))
+        .collect();
+    Value::Object(from_schema).to_string()
+}
+
+/// Checks an apply script's `outcome` maps exit codes to kinds:
+/// `(code, kind, retryable)` of `cases` (the plugin's own codes), and the
+/// ones every plugin shares — 13 the lock, 143 or a signal stopped, an
+/// unknown code, 0 without a result.
+pub fn assert_exit_codes<T: Debug>(
+    outcome: impl Fn(Option<i32>, &str, &str) -> Result<T, Failure>,
+    cases: &[(i32, Kind, bool)],
+) {
+    let shared = [
+        (13, Kind::Conflict, true),
+        (143, Kind::Timeout, true),
+        (2, Kind::Internal, false),
+    ];
+    for (code, kind, retryable) in cases.iter().chain(&shared) {
+        let failure = outcome(Some(*code), "", "why\n").unwrap_err();
+        assert_eq!(
+            (failure.kind, failure.retryable),
+            (*kind, *retryable),
+            "{code}"
+        );
+    }
+    assert_eq!(outcome(None, "", "").unwrap_err().kind, Kind::Timeout);
+    assert_eq!(outcome(Some(0), "", "").unwrap_err().kind, Kind::Internal);
 }
 
 #[cfg(test)]

@@ -23,6 +23,17 @@ pub struct Backend {
     pub weight: u32,
 }
 
+impl Backend {
+    /// A backend at `address`:`port` with `weight`.
+    pub fn new(address: &str, port: u16, weight: u32) -> Self {
+        Self {
+            address: address.to_owned(),
+            port,
+            weight,
+        }
+    }
+}
+
 /// An upstream's desired members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -152,15 +163,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_letters_digits_and_dashes() {
-        for name in ["", "a b", "a;b", "a/b", "ä", &"x".repeat(65)] {
-            assert!(check_name(name).is_err(), "{name:?}");
-        }
-        check_name(&"x".repeat(64)).unwrap();
-        check_name("A-z_0").unwrap();
-    }
-
-    #[test]
     fn addresses_are_ip_literals_or_host_names() {
         assert_eq!(
             parse_address("10.0.0.5").unwrap(),
@@ -178,42 +180,33 @@ mod tests {
             parse_address("API.internal.").unwrap(),
             Address::Host("API.internal")
         );
-        for (address, words) in [
-            ("10.0.0.5;", "10.0.0.5;"),
-            ("$(reboot)", "host name"),
-            ("a b", "host name"),
-            ("a'b", "host name"),
-            ("-x.example", "host name"),
-            ("999.1.1.1", "IPv4"),
-            ("", "1 to 253"),
-            ("fe80::1%eth0", "host name"),
-        ] {
-            let message = parse_address(address).unwrap_err().message;
-            assert!(message.contains(words), "{address}: {message}");
+        check_name(&"x".repeat(64)).unwrap();
+        check_name("A-z_0").unwrap();
+    }
+
+    /// What every plugin checks of an upstream, alone.
+    fn check(upstream: &Upstream) -> Result<(), Failure> {
+        check_name(&upstream.name)?;
+        for backend in &upstream.backends {
+            let within = |f: Failure| within(&upstream.name, &f);
+            parse_address(&backend.address).map_err(within)?;
+            check_port_and_weight(&backend.address, backend.port, backend.weight)
+                .map_err(within)?;
         }
+        Ok(())
     }
 
     #[test]
-    fn ports_and_weights_are_checked_and_upstreams_listed_once() {
-        assert!(
-            check_port_and_weight("a", 0, 1)
-                .unwrap_err()
-                .message
-                .contains("port 0")
-        );
-        assert_eq!(
-            check_port_and_weight("a", 80, 101).unwrap_err().message,
-            "backend a:80: weight 101 is above 100"
-        );
-        check_port_and_weight("a", 80, 100).unwrap();
+    fn bad_upstreams_are_refused_by_name() {
+        crate::testing::assert_bad_upstreams_refused(check, |upstreams| {
+            check_all(upstreams, 5, check)
+        });
         let web = Upstream {
             name: "web".to_owned(),
             backends: Vec::new(),
             revision: 1,
         };
-        let twice = check_all(&[web.clone(), web.clone()], 5, |_| Ok(()));
-        assert_eq!(twice.unwrap_err().message, "upstream web: listed twice");
-        let many = check_all(&[web.clone(), web], 1, |_| Ok(()));
+        let many = check_all(&[web.clone(), web], 1, check);
         assert_eq!(
             many.unwrap_err().message,
             "upstreams: 2 given, at most 1 per call"

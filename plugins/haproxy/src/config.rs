@@ -2,7 +2,6 @@
 //! field by field so every refusal names its field.
 
 use balancer_kit::settings::{self, PathKind, milliseconds};
-use serde_json::{Map, Value};
 
 use crate::Failure;
 
@@ -58,17 +57,10 @@ impl Config {
     /// Parses and checks a configuration document; an empty document, and
     /// `null` fields, mean the defaults.
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
-        Self::from_fields(&settings::fields(text)?)
-    }
-
-    fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
         let mut config = Self::default();
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
+        settings::each(text, |field, value| {
             let text = || settings::text(field, value);
-            match field.as_str() {
+            match field {
                 "haproxy" => config.haproxy = check_path(field, text()?)?,
                 "socat" => config.socat = check_path(field, text()?)?,
                 "socket" => config.socket = check_path(field, text()?)?,
@@ -83,7 +75,8 @@ impl Config {
                     )));
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(config)
     }
 
@@ -110,6 +103,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -150,7 +145,7 @@ mod tests {
 
     #[test]
     fn every_refusal_names_its_field() {
-        for (json, field, words) in [
+        let cases = [
             (r#"{"colour": "red"}"#, "colour", "unknown setting"),
             (r#"{"socket": "run/admin.sock"}"#, "socket", "absolute"),
             (r#"{"socket": "/run/a.sock,fork"}"#, "socket", "','"),
@@ -196,49 +191,25 @@ mod tests {
                 "drain_timeout_ms",
                 "whole number",
             ),
-        ] {
-            let failure = Config::parse(json).unwrap_err();
-            assert_eq!(failure.kind, crate::Kind::InvalidInput, "{json}");
-            assert!(!failure.retryable);
-            assert!(
-                failure.message.starts_with(&format!("{field}: ")),
-                "{json}: {}",
-                failure.message
-            );
-            assert!(
-                failure.message.contains(words),
-                "{json}: {}",
-                failure.message
-            );
-        }
-        assert!(Config::parse("[1]").unwrap_err().message.contains("object"));
-        assert!(Config::parse("{").unwrap_err().message.contains("not JSON"));
+        ];
+        balancer_kit::testing::assert_settings_refused(Config::parse, &cases);
     }
 
     #[test]
     fn the_schema_lists_every_setting_with_its_default() {
-        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
         let defaults = Config::default();
-        let properties = schema["properties"].as_object().unwrap();
-        assert_eq!(properties.len(), 5);
-        for (field, value) in [
-            ("haproxy", Value::from(defaults.haproxy)),
-            ("socat", defaults.socat.into()),
-            ("socket", defaults.socket.into()),
-            ("config_file", defaults.config_file.into()),
-            ("drain_timeout_ms", defaults.drain_timeout_ms.into()),
-        ] {
-            assert_eq!(properties[field]["default"], value, "{field}");
-            assert!(properties[field]["title"].is_string(), "{field}");
-            assert!(properties[field]["description"].is_string(), "{field}");
-        }
-        let from_schema: Map<String, Value> = properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v["default"].clone()))
-            .collect();
-        assert_eq!(
-            Config::parse(&Value::Object(from_schema).to_string()).unwrap(),
-            Config::default()
+        let from_schema = balancer_kit::testing::assert_schema(
+            SCHEMA,
+            5,
+            &[
+                ("haproxy", Value::from(defaults.haproxy)),
+                ("socat", defaults.socat.into()),
+                ("socket", defaults.socket.into()),
+                ("config_file", defaults.config_file.into()),
+                ("drain_timeout_ms", defaults.drain_timeout_ms.into()),
+            ],
         );
+        // The schema's own defaults pass the plugin's checks.
+        assert_eq!(Config::parse(&from_schema).unwrap(), Config::default());
     }
 }

@@ -2,7 +2,7 @@
 //! upload the new file, run the apply script. The component's node is the
 //! host's `ssh` import; the tests' is a local shell against a real HAProxy.
 
-use balancer_kit::node::{self, Node, text, timeout};
+use balancer_kit::node::{self, ANSWER_MS, Node};
 
 use crate::{
     Applied, Failure, Kind,
@@ -12,10 +12,6 @@ use crate::{
     upstream::{self, Upstream},
 };
 
-/// The longest the read step may take.
-const READ_TIMEOUT_MS: u64 = 15_000;
-/// Time kept for the plugin to answer after the apply script.
-const ANSWER_MS: u64 = 1_500;
 /// Less than this left for the apply script, and it is not started.
 const MIN_BUDGET_MS: u64 = 3_000;
 /// How many times a node that changed between the read and the apply is
@@ -36,31 +32,13 @@ pub(crate) fn upstreams(
     let backends: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let mut log = Vec::new();
     for attempt in 1..=ATTEMPTS {
-        let started = node.time_left_ms();
-        let out = node.exec(
-            script::EXEC,
-            script::read_script(config, &backends).as_bytes(),
-            timeout(READ_TIMEOUT_MS.min(started)),
+        let (out, took) = node::read(
+            node,
+            &script::read_script(config, &backends),
+            "servers and file",
         )?;
-        if out.truncated {
-            return Err(Failure::new(
-                Kind::Internal,
-                "the node's answer about its servers and file was cut at the output cap",
-                false,
-            ));
-        }
-        let read = script::parse_read(
-            config,
-            &backends,
-            out.exit_code,
-            &text(&out.stdout),
-            &text(&out.stderr),
-        )?;
-        let read_at = node.time_left_ms();
-        log.push(format!(
-            "read the node's servers and file in {} ms",
-            started.saturating_sub(read_at)
-        ));
+        let read = script::parse_read(config, &backends, out.exit_code, &out.stdout, &out.stderr)?;
+        log.push(took);
         let runtime: Vec<Runtime> = read
             .state
             .iter()
@@ -95,16 +73,12 @@ pub(crate) fn upstreams(
             ));
         }
         let apply = script::apply_script(config, &backends, &plan, &read.sum, token, budget);
-        let out = node.exec(
-            script::EXEC,
-            apply.as_bytes(),
-            timeout(budget + ANSWER_MS / 2),
-        )?;
+        let out = node::run(node, &apply, budget + ANSWER_MS / 2)?;
         if out.exit_code == Some(CHANGED_SINCE_READ) && attempt < ATTEMPTS {
             log.push("the node changed since it was read: reading it again".to_owned());
             continue;
         }
-        let steps = script::outcome(out.exit_code, &text(&out.stdout), &text(&out.stderr))?;
+        let steps = script::outcome(out.exit_code, &out.stdout, &out.stderr)?;
         log.extend(steps);
         return Ok(Applied {
             changed: true,

@@ -1,56 +1,53 @@
-//! The component: the `balancer` export over the host's imports (`ssh` to
-//! reach the node, `context` for the settings, the call id and deadline).
+//! The component: `balancer_kit`'s for a balancer changed over SSH (the
+//! host's `ssh` to reach the node, `context` for the settings, the call id
+//! and deadline), with HAProxy's settings, checks and steps.
 
 use balancer_kit::{
-    guest::{self, Session, error},
-    script::token,
+    Applied, Failure, Kind,
+    guest::{self, SshBalancer, error},
+    node::Node,
+    upstream::Upstream,
 };
-use dcp_plugin_sdk::balancer::{
-    PluginError, PluginInfo, context,
-    exports::dcp::plugin::balancer::{Applied, ConfigFile, Guest, Upstream},
-};
+use dcp_plugin_sdk::balancer::{PluginError, exports::dcp::plugin::balancer as wit};
 
 use crate::{
-    Failure, Kind,
     config::{Config, SCHEMA},
     converge, upstream,
 };
 
 struct Haproxy;
 
-impl Guest for Haproxy {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "haproxy".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description: "HAProxy backends over SSH through the Runtime API: servers added, \
-                          drained, re-weighted and removed without a reload; the configuration \
-                          file rewritten (haproxy -c first) so a restart keeps them"
-                .into(),
-            config_schema: SCHEMA.into(),
-        }
+impl SshBalancer for Haproxy {
+    const NAME: &'static str = "haproxy";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "HAProxy backends over SSH through the Runtime API: servers \
+         added, drained, re-weighted and removed without a reload; the configuration file \
+         rewritten (haproxy -c first) so a restart keeps them";
+    const SCHEMA: &'static str = SCHEMA;
+    const BALANCER: &'static str = "HAProxy";
+    type Config = Config;
+
+    fn parse(config: &str) -> Result<Config, Failure> {
+        Config::parse(config)
     }
 
-    fn validate_config(config: String) -> Result<(), PluginError> {
-        Config::parse(&config).map(|_| ()).map_err(error)
+    fn check(upstreams: &[Upstream]) -> Result<(), Failure> {
+        upstream::check_all(upstreams)
     }
 
-    fn apply_upstreams(
-        upstreams: Vec<Upstream>,
-        target: Option<String>,
-    ) -> Result<Applied, PluginError> {
-        let config = Config::parse(&context::config()).map_err(error)?;
-        let upstreams = guest::upstreams(upstreams);
-        // Refuse bad input before reaching for the node.
-        upstream::check_all(&upstreams).map_err(error)?;
-        let node = Session::connect(target, "HAProxy").map_err(error)?;
-        let token = token(&context::call_id());
-        converge::upstreams(&config, &upstreams, &node, &token)
-            .map(|applied| guest::answer(applied, "upstreams applied", &[]))
-            .map_err(error)
+    fn apply(
+        config: &Config,
+        upstreams: &[Upstream],
+        node: &dyn Node,
+        token: &str,
+    ) -> Result<Applied, Failure> {
+        converge::upstreams(config, upstreams, node, token)
     }
 
-    fn publish(_files: Vec<ConfigFile>, _target: Option<String>) -> Result<Applied, PluginError> {
+    fn publish(
+        _files: Vec<wit::ConfigFile>,
+        _target: Option<String>,
+    ) -> Result<wit::Applied, PluginError> {
         Err(error(Failure::new(
             Kind::Unsupported,
             "the haproxy plugin does not publish configuration files: it changes backend \
@@ -61,4 +58,6 @@ impl Guest for Haproxy {
     }
 }
 
-dcp_plugin_sdk::balancer::export_load_balancer!(Haproxy with_types_in dcp_plugin_sdk::balancer);
+type Component = guest::Component<Haproxy>;
+
+dcp_plugin_sdk::balancer::export_load_balancer!(Component with_types_in dcp_plugin_sdk::balancer);

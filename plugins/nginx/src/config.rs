@@ -2,7 +2,6 @@
 //! field by field so every refusal names its field.
 
 use balancer_kit::settings::{self, PathKind, check_path, join, milliseconds};
-use serde_json::{Map, Value};
 
 use crate::Failure;
 
@@ -64,19 +63,12 @@ impl Config {
     /// Parses and checks a configuration document; an empty document, and
     /// `null` fields, mean the defaults.
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
-        Self::from_fields(&settings::fields(text)?)
-    }
-
-    fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
         let mut config = Self::default();
         let mut pid_file = None;
         let mut conf_dir = None;
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
+        settings::each(text, |field, value| {
             let text = || settings::text(field, value);
-            match field.as_str() {
+            match field {
                 "nginx" => config.nginx = check_path(field, text()?, PathKind::Absolute)?,
                 "prefix" => {
                     config.nginx_prefix = Some(check_path(field, text()?, PathKind::Absolute)?);
@@ -98,7 +90,8 @@ impl Config {
                     )));
                 }
             }
-        }
+            Ok(())
+        })?;
         if let Some(dir) = conf_dir.or_else(|| config.nginx_prefix.clone()) {
             config.prefix = dir;
         }
@@ -140,6 +133,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     #[test]
@@ -185,7 +180,7 @@ mod tests {
 
     #[test]
     fn every_refusal_names_its_field() {
-        for (json, field, words) in [
+        let cases = [
             (r#"{"colour": "red"}"#, "colour", "unknown setting"),
             (r#"{"prefix": "etc/nginx"}"#, "prefix", "absolute"),
             (r#"{"prefix": "/etc/nginx; rm -rf /"}"#, "prefix", "';'"),
@@ -223,53 +218,29 @@ mod tests {
                 "reload_timeout_ms",
                 "whole number",
             ),
-        ] {
-            let failure = Config::parse(json).unwrap_err();
-            assert_eq!(failure.kind, crate::Kind::InvalidInput, "{json}");
-            assert!(!failure.retryable);
-            assert!(
-                failure.message.starts_with(&format!("{field}: ")),
-                "{json}: {}",
-                failure.message
-            );
-            assert!(
-                failure.message.contains(words),
-                "{json}: {}",
-                failure.message
-            );
-        }
-        assert!(Config::parse("[1]").unwrap_err().message.contains("object"));
-        assert!(Config::parse("{").unwrap_err().message.contains("not JSON"));
+        ];
+        balancer_kit::testing::assert_settings_refused(Config::parse, &cases);
     }
 
     #[test]
     fn the_schema_lists_every_setting_with_its_default() {
-        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
         let defaults = Config::default();
-        let properties = schema["properties"].as_object().unwrap();
-        assert_eq!(properties.len(), 7);
         // No default: unset, nginx runs with its compiled-in prefix.
-        assert!(properties["prefix"].get("default").is_none());
-        for (field, value) in [
-            ("nginx", Value::from(defaults.nginx)),
-            ("conf_dir", defaults.prefix.into()),
-            ("conf", defaults.conf.into()),
-            ("upstream_dir", defaults.upstream_dir.into()),
-            ("pid_file", defaults.pid_file.into()),
-            ("reload_timeout_ms", defaults.reload_timeout_ms.into()),
-        ] {
-            assert_eq!(properties[field]["default"], value, "{field}");
-            assert!(properties[field]["title"].is_string(), "{field}");
-            assert!(properties[field]["description"].is_string(), "{field}");
-        }
-        // The schema's own defaults pass the plugin's checks.
-        let from_schema: Map<String, Value> = properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v["default"].clone()))
-            .collect();
-        assert_eq!(
-            Config::parse(&Value::Object(from_schema).to_string()).unwrap(),
-            Config::default()
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        assert!(schema["properties"]["prefix"].get("default").is_none());
+        let from_schema = balancer_kit::testing::assert_schema(
+            SCHEMA,
+            7,
+            &[
+                ("nginx", Value::from(defaults.nginx)),
+                ("conf_dir", defaults.prefix.into()),
+                ("conf", defaults.conf.into()),
+                ("upstream_dir", defaults.upstream_dir.into()),
+                ("pid_file", defaults.pid_file.into()),
+                ("reload_timeout_ms", defaults.reload_timeout_ms.into()),
+            ],
         );
+        // The schema's own defaults pass the plugin's checks.
+        assert_eq!(Config::parse(&from_schema).unwrap(), Config::default());
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use balancer_kit::node::{self, Node, text, timeout};
+use balancer_kit::node::{self, ANSWER_MS, Node, READ_TIMEOUT_MS};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -15,10 +15,6 @@ use crate::{
     upstream::{self, Upstream},
 };
 
-/// The longest the read step may take.
-const READ_TIMEOUT_MS: u64 = 15_000;
-/// Time kept for the plugin to answer after the apply script.
-const ANSWER_MS: u64 = 1_500;
 /// Less than this left for the apply script, and it is not started.
 const MIN_BUDGET_MS: u64 = 2_000;
 
@@ -120,32 +116,10 @@ fn converge(
     let paths: Vec<String> = desired.iter().map(|d| d.live.clone()).collect();
     // Each phase's time goes to the log: on a slow change, the operator
     // sees whether SSH, the upload, `nginx -T` or the reload took it.
-    let started = node.time_left_ms();
-    let read_timeout = READ_TIMEOUT_MS.min(started);
-    let out = node.exec(
-        script::EXEC,
-        script::read_script(config, &paths, dirs).as_bytes(),
-        timeout(read_timeout),
-    )?;
-    if out.truncated {
-        return Err(Failure::new(
-            Kind::Internal,
-            "the node's answer about its files was cut at the output cap",
-            false,
-        ));
-    }
-    let read = script::parse_read(
-        config,
-        &paths,
-        out.exit_code,
-        &text(&out.stdout),
-        &text(&out.stderr),
-    )?;
+    let (out, took) = node::read(node, &script::read_script(config, &paths, dirs), "files")?;
+    let read = script::parse_read(config, &paths, out.exit_code, &out.stdout, &out.stderr)?;
     let read_at = node.time_left_ms();
-    log.push(format!(
-        "read the node's files in {} ms",
-        started.saturating_sub(read_at)
-    ));
+    log.push(took);
     if read.pending {
         log.push(
             "an earlier change was cut off before its reload was verified: \
@@ -229,12 +203,8 @@ fn converge(
         })
         .collect();
     let apply = script::apply_script(config, token, &stages, budget);
-    let out = node.exec(
-        script::EXEC,
-        apply.as_bytes(),
-        timeout(budget + ANSWER_MS / 2),
-    )?;
-    let (changed, steps) = script::outcome(out.exit_code, &text(&out.stdout), &text(&out.stderr))?;
+    let out = node::run(node, &apply, budget + ANSWER_MS / 2)?;
+    let (changed, steps) = script::outcome(out.exit_code, &out.stdout, &out.stderr)?;
     log.extend(steps);
     Ok(Applied {
         changed,

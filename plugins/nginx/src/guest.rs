@@ -1,62 +1,55 @@
-//! The component: the `balancer` export over the host's imports (`ssh` to
-//! reach the node, `context` for the settings, the call id and deadline).
+//! The component: `balancer_kit`'s for a balancer changed over SSH (the
+//! host's `ssh` to reach the node, `context` for the settings, the call id
+//! and deadline), with nginx's settings, checks and steps, and `publish`.
 
 use balancer_kit::{
-    guest::{self, Session, error},
-    script::token,
+    Applied, Failure,
+    guest::{self, SshBalancer, error},
+    node::Node,
+    upstream::Upstream,
 };
-use dcp_plugin_sdk::balancer::{
-    PluginError, PluginInfo, context,
-    exports::dcp::plugin::balancer::{Applied, ConfigFile, Guest, Upstream},
-};
+use dcp_plugin_sdk::balancer::{PluginError, exports::dcp::plugin::balancer as wit};
 
 use crate::{
     config::{Config, SCHEMA},
     converge,
-    publish::File,
+    publish::{self, File},
     upstream,
 };
 
 struct Nginx;
 
-fn settings() -> Result<Config, PluginError> {
-    Config::parse(&context::config()).map_err(error)
-}
+impl SshBalancer for Nginx {
+    const NAME: &'static str = "nginx";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    const DESCRIPTION: &'static str = "nginx upstreams and configuration files over SSH: checked \
+         with nginx -t, reloaded gracefully and verified, the previous files restored on failure";
+    const SCHEMA: &'static str = SCHEMA;
+    const BALANCER: &'static str = "nginx";
+    type Config = Config;
 
-impl Guest for Nginx {
-    fn describe() -> PluginInfo {
-        PluginInfo {
-            name: "nginx".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            description:
-                "nginx upstreams and configuration files over SSH: checked with nginx -t, \
-                          reloaded gracefully and verified, the previous files restored on failure"
-                    .into(),
-            config_schema: SCHEMA.into(),
-        }
+    fn parse(config: &str) -> Result<Config, Failure> {
+        Config::parse(config)
     }
 
-    fn validate_config(config: String) -> Result<(), PluginError> {
-        Config::parse(&config).map(|_| ()).map_err(error)
+    fn check(upstreams: &[Upstream]) -> Result<(), Failure> {
+        upstream::check_all(upstreams)
     }
 
-    fn apply_upstreams(
-        upstreams: Vec<Upstream>,
+    fn apply(
+        config: &Config,
+        upstreams: &[Upstream],
+        node: &dyn Node,
+        token: &str,
+    ) -> Result<Applied, Failure> {
+        converge::upstreams(config, upstreams, node, token)
+    }
+
+    fn publish(
+        files: Vec<wit::ConfigFile>,
         target: Option<String>,
-    ) -> Result<Applied, PluginError> {
-        let config = settings()?;
-        let upstreams = guest::upstreams(upstreams);
-        // Refuse bad input before reaching for the node.
-        upstream::check_all(&upstreams).map_err(error)?;
-        let node = Session::connect(target, "nginx").map_err(error)?;
-        let token = token(&context::call_id());
-        converge::upstreams(&config, &upstreams, &node, &token)
-            .map(|applied| guest::answer(applied, "upstreams applied", &[]))
-            .map_err(error)
-    }
-
-    fn publish(files: Vec<ConfigFile>, target: Option<String>) -> Result<Applied, PluginError> {
-        let config = settings()?;
+    ) -> Result<wit::Applied, PluginError> {
+        let config = guest::settings::<Self>()?;
         let files: Vec<File> = files
             .into_iter()
             .map(|f| File {
@@ -64,13 +57,14 @@ impl Guest for Nginx {
                 content: f.content,
             })
             .collect();
-        crate::publish::check(&files).map_err(error)?;
-        let node = Session::connect(target, "nginx").map_err(error)?;
-        let token = token(&context::call_id());
-        converge::files(&config, &files, &node, &token)
-            .map(|applied| guest::answer(applied, "files published", &[]))
-            .map_err(error)
+        // Refuse bad input before reaching for the node.
+        publish::check(&files).map_err(error)?;
+        guest::on_node(target, "nginx", "files published", |node, token| {
+            converge::files(&config, &files, node, token)
+        })
     }
 }
 
-dcp_plugin_sdk::balancer::export_load_balancer!(Nginx with_types_in dcp_plugin_sdk::balancer);
+type Component = guest::Component<Nginx>;
+
+dcp_plugin_sdk::balancer::export_load_balancer!(Component with_types_in dcp_plugin_sdk::balancer);

@@ -614,7 +614,7 @@ fn a_script_stopped_mid_change_restores() {
         revision: Some(5),
     }];
     let mut child = Command::new("sh")
-        .args(["-c", script::EXEC])
+        .args(["-c", balancer_kit::script::EXEC])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

