@@ -14,7 +14,7 @@ use dcp_plugin_sdk::balancer::{
 
 use crate::{
     Applied, Failure, Kind,
-    node::{Node, Output},
+    node::{Change, Node, Output},
     script,
     upstream::{Backend, Upstream},
 };
@@ -153,39 +153,45 @@ pub fn on_node(
         .map_err(error)
 }
 
-/// A balancer plugin that changes a node over SSH: what its component does
-/// beyond what [`Component`] does for every such plugin.
-pub trait SshBalancer {
-    /// The plugin's name (`nginx`).
-    const NAME: &'static str;
-    /// Its version (its crate's).
-    const VERSION: &'static str;
-    /// What it does, for humans.
-    const DESCRIPTION: &'static str;
-    /// The JSON Schema of its settings.
-    const SCHEMA: &'static str;
-    /// What runs on the node, for messages (`nginx`, `HAProxy`).
-    const BALANCER: &'static str;
-    /// Its settings.
-    type Config;
+/// A plugin's change: make the node serve the upstreams.
+pub type Apply<C> = fn(&Change<'_, C>) -> Result<Applied, Failure>;
 
+/// What a balancer plugin that changes a node over SSH does beyond what
+/// [`Component`] does for every such plugin.
+#[derive(Debug)]
+pub struct Plugin<C> {
+    /// The plugin's name (`nginx`).
+    pub name: &'static str,
+    /// Its version (its crate's).
+    pub version: &'static str,
+    /// What it does, for humans.
+    pub description: &'static str,
+    /// What runs on the node, for messages (`nginx`, `HAProxy`).
+    pub balancer: &'static str,
+    /// The JSON Schema of its settings.
+    pub schema: &'static str,
     /// Reads and checks a settings document.
-    fn parse(config: &str) -> Result<Self::Config, Failure>;
+    pub settings: fn(&str) -> Result<C, Failure>,
     /// Checks a call's upstreams, before the node is reached.
-    fn check(upstreams: &[Upstream]) -> Result<(), Failure>;
-    /// Makes the node serve `upstreams`; `token` names the call's uploads.
-    fn apply(
-        config: &Self::Config,
-        upstreams: &[Upstream],
-        node: &dyn Node,
-        token: &str,
-    ) -> Result<Applied, Failure>;
+    pub check: fn(&[Upstream]) -> Result<(), Failure>,
+    /// Makes the node serve the upstreams.
+    pub apply: Apply<C>,
     /// The `publish` call (the settings read by [`settings`] if it needs
     /// them).
-    fn publish(
-        files: Vec<wit::ConfigFile>,
-        target: Option<String>,
-    ) -> Result<wit::Applied, PluginError>;
+    pub publish: fn(Vec<wit::ConfigFile>, Option<String>) -> Result<wit::Applied, PluginError>,
+}
+
+/// A balancer plugin that changes a node over SSH.
+pub trait SshBalancer {
+    /// Its settings.
+    type Config;
+    /// What it does.
+    const PLUGIN: Plugin<Self::Config>;
+}
+
+/// The call's settings for plugin `T`.
+pub fn settings<T: SshBalancer>() -> Result<T::Config, PluginError> {
+    (T::PLUGIN.settings)(&context::config()).map_err(error)
 }
 
 /// The component of an [`SshBalancer`]: the contract's `balancer` export,
@@ -193,42 +199,49 @@ pub trait SshBalancer {
 /// the SDK's `export_load_balancer!(Component …)`).
 pub struct Component<T>(PhantomData<T>);
 
-/// The call's settings for plugin `T`.
-pub fn settings<T: SshBalancer>() -> Result<T::Config, PluginError> {
-    T::parse(&context::config()).map_err(error)
-}
-
 impl<T: SshBalancer> wit::Guest for Component<T> {
     fn describe() -> PluginInfo {
+        let plugin = &T::PLUGIN;
         PluginInfo {
-            name: T::NAME.into(),
-            version: T::VERSION.into(),
-            description: T::DESCRIPTION.into(),
-            config_schema: T::SCHEMA.into(),
+            name: plugin.name.into(),
+            version: plugin.version.into(),
+            description: plugin.description.into(),
+            config_schema: plugin.schema.into(),
         }
     }
 
     fn validate_config(config: String) -> Result<(), PluginError> {
-        T::parse(&config).map(drop).map_err(error)
+        (T::PLUGIN.settings)(&config).map(drop).map_err(error)
     }
 
     fn apply_upstreams(
         upstreams: Vec<wit::Upstream>,
         target: Option<String>,
     ) -> Result<wit::Applied, PluginError> {
+        let plugin = &T::PLUGIN;
         let config = settings::<T>()?;
         let upstreams = self::upstreams(upstreams);
         // Refuse bad input before reaching for the node.
-        T::check(&upstreams).map_err(error)?;
-        on_node(target, T::BALANCER, "upstreams applied", |node, token| {
-            T::apply(&config, &upstreams, node, token)
-        })
+        (plugin.check)(&upstreams).map_err(error)?;
+        on_node(
+            target,
+            plugin.balancer,
+            "upstreams applied",
+            |node, token| {
+                (plugin.apply)(&Change {
+                    config: &config,
+                    upstreams: &upstreams,
+                    node,
+                    token,
+                })
+            },
+        )
     }
 
     fn publish(
         files: Vec<wit::ConfigFile>,
         target: Option<String>,
     ) -> Result<wit::Applied, PluginError> {
-        T::publish(files, target)
+        (T::PLUGIN.publish)(files, target)
     }
 }

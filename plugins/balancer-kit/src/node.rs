@@ -1,7 +1,7 @@
 //! A balancer node reached over SSH: the component's is the host's `ssh`
 //! import (`guest`), the tests' a local shell (`testing`).
 
-use crate::{Failure, Kind, script};
+use crate::{Failure, Kind, script, upstream::Upstream};
 
 /// What a command on the node produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,6 +25,27 @@ pub trait Node {
     /// Milliseconds left before the call's deadline.
     fn time_left_ms(&self) -> u64;
 }
+
+/// A change to make on a node: with a plugin's settings `config`, make it
+/// serve `upstreams`; `token` names the call's uploads.
+pub struct Change<'a, C> {
+    /// The plugin's settings.
+    pub config: &'a C,
+    /// What the node must serve.
+    pub upstreams: &'a [Upstream],
+    /// The node.
+    pub node: &'a dyn Node,
+    /// A call-unique suffix for uploaded files.
+    pub token: &'a str,
+}
+
+impl<C> Clone for Change<'_, C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for Change<'_, C> {}
 
 /// The longest a read script may take.
 pub const READ_TIMEOUT_MS: u64 = 15_000;
@@ -50,6 +71,17 @@ pub struct Answer {
     pub stdout: String,
     /// Standard error.
     pub stderr: String,
+}
+
+impl Answer {
+    /// An answer: `exit_code`, `stdout`, `stderr`.
+    pub fn new(exit_code: Option<i32>, stdout: &str, stderr: &str) -> Self {
+        Self {
+            exit_code,
+            stdout: stdout.to_owned(),
+            stderr: stderr.to_owned(),
+        }
+    }
 }
 
 /// Runs `script` (with [`script::EXEC`]) for `timeout_ms` at most.

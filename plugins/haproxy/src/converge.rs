@@ -1,15 +1,16 @@
-//! The steps of a call, over a [`Node`]: read what the node has, plan,
-//! upload the new file, run the apply script. The component's node is the
-//! host's `ssh` import; the tests' is a local shell against a real HAProxy.
+//! The steps of a call, over a [`Node`](balancer_kit::node::Node): read
+//! what the node has, plan, upload the new file, run the apply script. The
+//! component's node is the host's `ssh` import; the tests' is a local shell
+//! against a real HAProxy.
 
-use balancer_kit::node::{self, ANSWER_MS, Node};
+use balancer_kit::node::{self, ANSWER_MS, Change};
 
 use crate::{
     Applied, Failure, Kind,
     config::Config,
     plan::{self, Running, Runtime},
     script::{self, CHANGED_SINCE_READ},
-    upstream::{self, Upstream},
+    upstream,
 };
 
 /// Less than this left for the apply script, and it is not started.
@@ -19,12 +20,8 @@ const MIN_BUDGET_MS: u64 = 3_000;
 const ATTEMPTS: usize = 3;
 
 /// Makes the node's HAProxy serve these upstreams' members.
-pub(crate) fn upstreams(
-    config: &Config,
-    upstreams: &[Upstream],
-    node: &dyn Node,
-    token: &str,
-) -> Result<Applied, Failure> {
+pub(crate) fn upstreams(change: &Change<'_, Config>) -> Result<Applied, Failure> {
+    let (config, upstreams, node) = (change.config, change.upstreams, change.node);
     upstream::check_all(upstreams)?;
     if upstreams.is_empty() {
         return Ok(Applied::unchanged("nothing to apply"));
@@ -37,7 +34,7 @@ pub(crate) fn upstreams(
             &script::read_script(config, &backends),
             "servers and file",
         )?;
-        let read = script::parse_read(config, &backends, out.exit_code, &out.stdout, &out.stderr)?;
+        let read = script::parse_read(config, &backends, &out)?;
         log.push(took);
         let runtime: Vec<Runtime> = read
             .state
@@ -59,7 +56,7 @@ pub(crate) fn upstreams(
                 log: log.join("\n"),
             });
         }
-        let candidate = script::candidate(config, token);
+        let candidate = script::candidate(config, change.token);
         if let Some(file) = &plan.file {
             node.put_file(&candidate, file.as_bytes(), 0o644)?;
         }
@@ -72,7 +69,7 @@ pub(crate) fn upstreams(
                 true,
             ));
         }
-        let apply = script::apply_script(config, &backends, &plan, &read.sum, token, budget);
+        let apply = script::apply_script(config, &backends, &plan, &read.sum, change.token, budget);
         let out = node::run(node, &apply, budget + ANSWER_MS / 2)?;
         if out.exit_code == Some(CHANGED_SINCE_READ) && attempt < ATTEMPTS {
             log.push("the node changed since it was read: reading it again".to_owned());

@@ -3,10 +3,8 @@
 //! and deadline), with HAProxy's settings, checks and steps.
 
 use balancer_kit::{
-    Applied, Failure, Kind,
-    guest::{self, SshBalancer, error},
-    node::Node,
-    upstream::Upstream,
+    Failure, Kind,
+    guest::{self, Plugin, SshBalancer, error},
 };
 use dcp_plugin_sdk::balancer::{PluginError, exports::dcp::plugin::balancer as wit};
 
@@ -18,44 +16,34 @@ use crate::{
 struct Haproxy;
 
 impl SshBalancer for Haproxy {
-    const NAME: &'static str = "haproxy";
-    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const DESCRIPTION: &'static str = "HAProxy backends over SSH through the Runtime API: servers \
-         added, drained, re-weighted and removed without a reload; the configuration file \
-         rewritten (haproxy -c first) so a restart keeps them";
-    const SCHEMA: &'static str = SCHEMA;
-    const BALANCER: &'static str = "HAProxy";
     type Config = Config;
+    const PLUGIN: Plugin<Config> = Plugin {
+        name: "haproxy",
+        version: env!("CARGO_PKG_VERSION"),
+        description: "HAProxy backends over SSH through the Runtime API: servers added, \
+                      drained, re-weighted and removed without a reload; the configuration \
+                      file rewritten (haproxy -c first) so a restart keeps them",
+        balancer: "HAProxy",
+        schema: SCHEMA,
+        settings: Config::parse,
+        check: upstream::check_all,
+        apply: converge::upstreams,
+        publish: unsupported,
+    };
+}
 
-    fn parse(config: &str) -> Result<Config, Failure> {
-        Config::parse(config)
-    }
-
-    fn check(upstreams: &[Upstream]) -> Result<(), Failure> {
-        upstream::check_all(upstreams)
-    }
-
-    fn apply(
-        config: &Config,
-        upstreams: &[Upstream],
-        node: &dyn Node,
-        token: &str,
-    ) -> Result<Applied, Failure> {
-        converge::upstreams(config, upstreams, node, token)
-    }
-
-    fn publish(
-        _files: Vec<wit::ConfigFile>,
-        _target: Option<String>,
-    ) -> Result<wit::Applied, PluginError> {
-        Err(error(Failure::new(
-            Kind::Unsupported,
-            "the haproxy plugin does not publish configuration files: it changes backend \
-             servers through the Runtime API and keeps their lines in the configuration file; \
-             the rest of the file is the operator's",
-            false,
-        )))
-    }
+/// `publish` is not what this plugin does.
+fn unsupported(
+    _files: Vec<wit::ConfigFile>,
+    _target: Option<String>,
+) -> Result<wit::Applied, PluginError> {
+    Err(error(Failure::new(
+        Kind::Unsupported,
+        "the haproxy plugin does not publish configuration files: it changes backend \
+         servers through the Runtime API and keeps their lines in the configuration file; \
+         the rest of the file is the operator's",
+        false,
+    )))
 }
 
 type Component = guest::Component<Haproxy>;

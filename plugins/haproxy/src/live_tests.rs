@@ -24,7 +24,7 @@ use std::{
 };
 
 use balancer_kit::{
-    node::{Node, Output},
+    node::{Change, Node, Output},
     testing::{self, Addresses, Local, Shell, TestBackend, wait_for},
     upstream::Backend,
 };
@@ -278,7 +278,12 @@ fn name(b: &TestBackend) -> String {
 }
 
 fn apply(haproxy: &Haproxy, node: &Local, upstreams: &[Upstream]) -> Result<Applied, Failure> {
-    converge::upstreams(&haproxy.config(30_000), upstreams, node, "t1")
+    converge::upstreams(&Change {
+        config: &haproxy.config(30_000),
+        upstreams,
+        node,
+        token: "t1",
+    })
 }
 
 fn haproxy_check(path: &Path) -> (bool, String) {
@@ -465,7 +470,14 @@ fn a_removed_server_drains_before_it_is_deleted() {
     let config = haproxy.config(30_000);
     let wanted = [web(2, &[(&fast, 1)])];
     let applied = thread::scope(|s| {
-        let call = s.spawn(|| converge::upstreams(&config, &wanted, &node, "t2"));
+        let call = s.spawn(|| {
+            converge::upstreams(&Change {
+                config: &config,
+                upstreams: &wanted,
+                node: &node,
+                token: "t2",
+            })
+        });
         // The call adds the fast server and drains the slow one.
         let slow_name = name(&slow);
         wait_for("the slow server to drain", || {
@@ -509,8 +521,13 @@ fn a_removed_server_drains_before_it_is_deleted() {
         .recv_timeout(Duration::from_secs(5))
         .expect("the request reached the stuck server");
     let started = Instant::now();
-    let applied =
-        converge::upstreams(&haproxy.config(300), &[web(4, &[(&fast, 1)])], &node, "t3").unwrap();
+    let applied = converge::upstreams(&Change {
+        config: &haproxy.config(300),
+        upstreams: &[web(4, &[(&fast, 1)])],
+        node: &node,
+        token: "t3",
+    })
+    .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(
         applied.log.contains("1 session(s) still open after"),
@@ -788,8 +805,13 @@ fn a_node_changed_since_the_read_is_read_again() {
         execs: AtomicUsize::new(0),
     };
     let a = backend(haproxy.backends_ip, "A", None);
-    let applied =
-        converge::upstreams(&haproxy.config(1_000), &[web(1, &[(&a, 1)])], &node, "t4").unwrap();
+    let applied = converge::upstreams(&Change {
+        config: &haproxy.config(1_000),
+        upstreams: &[web(1, &[(&a, 1)])],
+        node: &node,
+        token: "t4",
+    })
+    .unwrap();
     assert!(applied.changed, "{}", applied.log);
     assert!(
         applied

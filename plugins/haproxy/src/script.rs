@@ -15,7 +15,10 @@
 //! Every value placed in shell text is a checked path (`[A-Za-z0-9._/-]`),
 //! a checked name, address or number, and is single-quoted all the same.
 
-use balancer_kit::script::{self as kit, assignments, quote};
+use balancer_kit::{
+    node::Answer,
+    script::{self as kit, assignments, quote},
+};
 
 use crate::{Failure, Kind, config::Config, plan::Plan};
 
@@ -98,11 +101,10 @@ pub(crate) struct Read {
 pub(crate) fn parse_read(
     config: &Config,
     backends: &[&str],
-    exit_code: Option<i32>,
-    stdout: &str,
-    stderr: &str,
+    out: &Answer,
 ) -> Result<Read, Failure> {
-    let lines = kit::lines(stdout);
+    let (exit_code, stderr) = (out.exit_code, out.stderr.as_str());
+    let lines = kit::lines(&out.stdout);
     if let Some(check) = kit::lacking(&lines) {
         let message = match check {
             "socat" => format!(
@@ -404,7 +406,12 @@ mod tests {
     fn the_read_answer_is_parsed() {
         let stdout = "\x1edcp-pid 12\ns web 1\ns web # be_id be_name\ns web 3 web 1 dcp_a 10.0.0.1 2 0 1 1\n\
                       s api Can't find backend.\ns api \nf global\nf\nf backend web\ndcp-sum 123 45\ndcp-read-done\n";
-        let read = parse_read(&config(), &["web", "api"], Some(0), stdout, "").unwrap();
+        let read = parse_read(
+            &config(),
+            &["web", "api"],
+            &Answer::new(Some(0), stdout, ""),
+        )
+        .unwrap();
         assert_eq!(read.file, "global\n\nbackend web\n");
         assert_eq!(read.sum, "123 45");
         assert_eq!(read.state[0].len(), 3);
@@ -421,16 +428,19 @@ mod tests {
                 "socket: /srv/lb/admin.sock is not a socket",
             ),
         ] {
-            let failure = parse_read(&config(), &["web"], Some(0), out, "").unwrap_err();
+            let failure =
+                parse_read(&config(), &["web"], &Answer::new(Some(0), out, "")).unwrap_err();
             assert_eq!(failure.kind, Kind::InvalidInput);
             assert!(failure.message.starts_with(field), "{}", failure.message);
         }
         let down = parse_read(
             &config(),
             &["web"],
-            Some(0),
-            "dcp-unreachable 2026/12/07 socat[1] E connect(5, AF=1 \"/srv/lb/admin.sock\", 20): Connection refused\n",
-            "",
+            &Answer::new(
+                Some(0),
+                "dcp-unreachable 2026/12/07 socat[1] E connect(5, AF=1 \"/srv/lb/admin.sock\", 20): Connection refused\n",
+                "",
+            ),
         )
         .unwrap_err();
         assert_eq!((down.kind, down.retryable), (Kind::Unavailable, true));
@@ -439,7 +449,8 @@ mod tests {
             "{}",
             down.message
         );
-        let failed = parse_read(&config(), &["web"], Some(2), "", "sh: boom\n").unwrap_err();
+        let failed =
+            parse_read(&config(), &["web"], &Answer::new(Some(2), "", "sh: boom\n")).unwrap_err();
         assert!(failed.message.contains("boom"));
     }
 

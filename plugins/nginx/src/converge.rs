@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use balancer_kit::node::{self, ANSWER_MS, Node, READ_TIMEOUT_MS};
+use balancer_kit::node::{self, ANSWER_MS, Change, Node, READ_TIMEOUT_MS};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -12,7 +12,7 @@ use crate::{
     config::Config,
     publish::{self, File},
     script::{self, Live, Stage},
-    upstream::{self, Upstream},
+    upstream,
 };
 
 /// Less than this left for the apply script, and it is not started.
@@ -41,12 +41,8 @@ fn sha256_hex(content: &str) -> String {
 
 /// Makes the node serve these upstreams (others in the directory are left
 /// alone).
-pub(crate) fn upstreams(
-    config: &Config,
-    upstreams: &[Upstream],
-    node: &dyn Node,
-    token: &str,
-) -> Result<Applied, Failure> {
+pub(crate) fn upstreams(change: &Change<'_, Config>) -> Result<Applied, Failure> {
+    let (config, upstreams) = (change.config, change.upstreams);
     upstream::check_all(upstreams)?;
     let desired = upstreams
         .iter()
@@ -66,7 +62,7 @@ pub(crate) fn upstreams(
         })
         .collect::<Result<Vec<_>, Failure>>()?;
     let dirs = [config.under_prefix(&config.upstream_dir)];
-    converge(config, &desired, &dirs, node, token)
+    converge(config, &desired, &dirs, change.node, change.token)
 }
 
 /// Publishes files under the prefix.
@@ -117,7 +113,7 @@ fn converge(
     // Each phase's time goes to the log: on a slow change, the operator
     // sees whether SSH, the upload, `nginx -T` or the reload took it.
     let (out, took) = node::read(node, &script::read_script(config, &paths, dirs), "files")?;
-    let read = script::parse_read(config, &paths, out.exit_code, &out.stdout, &out.stderr)?;
+    let read = script::parse_read(config, &paths, &out)?;
     let read_at = node.time_left_ms();
     log.push(took);
     if read.pending {

@@ -16,6 +16,7 @@ use std::{
 };
 
 use balancer_kit::{
+    node::Change,
     testing::{self, Addresses, Local, Shell, TestBackend},
     upstream::Backend,
 };
@@ -205,7 +206,12 @@ fn apply(
     timeout_ms: u32,
     upstreams: &[Upstream],
 ) -> Result<Applied, Failure> {
-    converge::upstreams(&nginx.config(timeout_ms), upstreams, node, "t1")
+    converge::upstreams(&Change {
+        config: &nginx.config(timeout_ms),
+        upstreams,
+        node,
+        token: "t1",
+    })
 }
 
 fn publish(

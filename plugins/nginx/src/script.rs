@@ -17,7 +17,10 @@
 //! the swap an atomic rename, and nginx's `include dir/*` skips dot files,
 //! so a staged or saved copy is never loaded with the live one.
 
-use balancer_kit::script::{self as kit, assignments, quote};
+use balancer_kit::{
+    node::Answer,
+    script::{self as kit, assignments, quote},
+};
 
 use crate::{Failure, Kind, config::Config};
 
@@ -124,14 +127,9 @@ pub(crate) struct Read {
 }
 
 /// Reads the read script's answer about `paths`.
-pub(crate) fn parse_read(
-    config: &Config,
-    paths: &[String],
-    exit_code: Option<i32>,
-    stdout: &str,
-    stderr: &str,
-) -> Result<Read, Failure> {
-    let lines = kit::lines(stdout);
+pub(crate) fn parse_read(config: &Config, paths: &[String], out: &Answer) -> Result<Read, Failure> {
+    let (exit_code, stderr) = (out.exit_code, out.stderr.as_str());
+    let lines = kit::lines(&out.stdout);
     if let Some(check) = kit::lacking(&lines) {
         let message = match check {
             "prefix" => format!("conf_dir: {} is not a directory on the node", config.prefix),
@@ -534,7 +532,7 @@ mod tests {
             "\x1edcp-pid 12\n0 missing\n1 file {hash} # Managed by DCP: upstream b, revision 3. x\n\
              2 file - \n3 other\ndcp-pending\ndcp-read-done\n"
         );
-        let read = parse_read(&config(), &paths, Some(0), &stdout, "").unwrap();
+        let read = parse_read(&config(), &paths, &Answer::new(Some(0), &stdout, "")).unwrap();
         assert!(read.pending);
         assert_eq!(
             read.files,
@@ -551,11 +549,19 @@ mod tests {
                 Live::Other,
             ]
         );
-        let cut = parse_read(&config(), &paths, Some(0), "0 missing\ndcp-read-done\n", "");
+        let cut = parse_read(
+            &config(),
+            &paths,
+            &Answer::new(Some(0), "0 missing\ndcp-read-done\n", ""),
+        );
         assert!(cut.unwrap_err().message.contains("nothing about /b"));
-        let failed = parse_read(&config(), &paths, Some(1), "", "sh: boom\n");
+        let failed = parse_read(&config(), &paths, &Answer::new(Some(1), "", "sh: boom\n"));
         assert!(failed.unwrap_err().message.contains("boom"));
-        let missing = parse_read(&config(), &paths, Some(0), "dcp-check prefix\n", "");
+        let missing = parse_read(
+            &config(),
+            &paths,
+            &Answer::new(Some(0), "dcp-check prefix\n", ""),
+        );
         let missing = missing.unwrap_err();
         assert_eq!(missing.kind, Kind::InvalidInput);
         assert_eq!(
