@@ -189,14 +189,13 @@ pub trait SshBalancer {
     const PLUGIN: Plugin<Self::Config>;
 }
 
-/// The call's settings for plugin `T`.
-pub fn settings<T: SshBalancer>() -> Result<T::Config, PluginError> {
-    (T::PLUGIN.settings)(&context::config()).map_err(error)
+/// The call's settings, read by `parse`.
+pub fn settings<C>(parse: fn(&str) -> Result<C, Failure>) -> Result<C, PluginError> {
+    parse(&context::config()).map_err(error)
 }
 
-/// The component of an [`SshBalancer`]: the contract's `balancer` export,
-/// for the plugin to export (`type Component = Component<Plugin>;`, then
-/// the SDK's `export_load_balancer!(Component …)`).
+/// The component of an [`SshBalancer`]: the contract's `balancer` export
+/// ([`export_ssh_balancer!`](crate::export_ssh_balancer) exports it).
 pub struct Component<T>(PhantomData<T>);
 
 impl<T: SshBalancer> wit::Guest for Component<T> {
@@ -219,7 +218,7 @@ impl<T: SshBalancer> wit::Guest for Component<T> {
         target: Option<String>,
     ) -> Result<wit::Applied, PluginError> {
         let plugin = &T::PLUGIN;
-        let config = settings::<T>()?;
+        let config = settings(plugin.settings)?;
         let upstreams = self::upstreams(upstreams);
         // Refuse bad input before reaching for the node.
         (plugin.check)(&upstreams).map_err(error)?;
@@ -244,4 +243,29 @@ impl<T: SshBalancer> wit::Guest for Component<T> {
     ) -> Result<wit::Applied, PluginError> {
         (T::PLUGIN.publish)(files, target)
     }
+}
+
+/// Exports the component of a balancer plugin that changes a node over SSH,
+/// from its settings type and its [`Plugin`]: an [`SshBalancer`] of them,
+/// and the SDK's `export_load_balancer!` of its [`Component`].
+///
+/// ```ignore
+/// balancer_kit::export_ssh_balancer!(Config, Plugin { name: "nginx", … });
+/// ```
+#[macro_export]
+macro_rules! export_ssh_balancer {
+    ($config:ty, $plugin:expr) => {
+        struct Balancer;
+
+        impl $crate::guest::SshBalancer for Balancer {
+            type Config = $config;
+            const PLUGIN: $crate::guest::Plugin<$config> = $plugin;
+        }
+
+        type Component = $crate::guest::Component<Balancer>;
+
+        dcp_plugin_sdk::balancer::export_load_balancer!(
+            Component with_types_in dcp_plugin_sdk::balancer
+        );
+    };
 }

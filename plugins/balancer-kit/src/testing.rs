@@ -347,53 +347,71 @@ pub fn assert_bad_upstreams_refused<T: Debug, U: Debug>(
     assert_eq!(message, "upstream web: listed twice");
 }
 
-/// Checks every settings document of `cases` — `(document, field, words)`
-/// — is refused by `parse` as bad input naming its field and saying
-/// `words`, and so are a document that is not an object and one that is
-/// not JSON.
-pub fn assert_settings_refused<T: Debug>(
-    parse: impl Fn(&str) -> Result<T, Failure>,
-    cases: &[(&str, &str, &str)],
-) {
-    for (json, field, words) in cases {
-        let failure = parse(json).unwrap_err();
-        assert_eq!(failure.kind, Kind::InvalidInput, "{json}");
-        assert!(!failure.retryable);
-        assert!(
-            failure.message.starts_with(&format!("{field}: ")),
-            "{json}: {}",
-            failure.message
-        );
-        assert!(
-            failure.message.contains(words),
-            "{json}: {}",
-            failure.message
-        );
-    }
-    assert!(parse("[1]").unwrap_err().message.contains("object"));
-    assert!(parse("{").unwrap_err().message.contains("not JSON"));
+/// What a plugin's settings must be: `parse` reads an empty document, and
+/// `nulls` (fields set to `null`), as `default`; refuses every document of
+/// `refusals` — `(document, field, words)` — as bad input naming its field
+/// and saying `words`, and a document that is not a JSON object; and its
+/// JSON Schema `schema` has `fields` properties, each with a title and a
+/// description, the `defaults` given (`(field, value)`) as theirs, and
+/// a document of its defaults is read as `default` too.
+pub struct Settings<'a, T> {
+    /// The plugin's reading of a settings document.
+    pub parse: fn(&str) -> Result<T, Failure>,
+    /// Its default settings.
+    pub default: T,
+    /// A document of `null` fields.
+    pub nulls: &'a str,
+    /// Documents it refuses: `(document, field, words)`.
+    pub refusals: &'a [(&'a str, &'a str, &'a str)],
+    /// Its JSON Schema.
+    pub schema: &'a str,
+    /// How many settings the schema has.
+    pub fields: usize,
+    /// Defaults the schema gives: `(field, value)`.
+    pub defaults: &'a [(&'a str, Value)],
 }
 
-/// Checks a settings JSON Schema: `fields` properties, each with a title
-/// and a description, the `defaults` given (`(field, value)`) as theirs.
-/// Answers the document of the schema's defaults, which the plugin must
-/// read as its default settings.
-pub fn assert_schema(schema: &str, fields: usize, defaults: &[(&str, Value)]) -> String {
-    let schema: Value = serde_json::from_str(schema).unwrap();
-    let properties = schema["properties"].as_object().unwrap();
-    assert_eq!(properties.len(), fields);
-    for (field, value) in defaults {
-        assert_eq!(&properties[*field]["default"], value, "{field}");
+impl<T: Debug + PartialEq> Settings<'_, T> {
+    /// Checks all of it.
+    pub fn check(&self) {
+        let parse = self.parse;
+        assert_eq!(parse("").unwrap(), self.default);
+        assert_eq!(parse(self.nulls).unwrap(), self.default);
+        for (json, field, words) in self.refusals {
+            let failure = parse(json).unwrap_err();
+            assert_eq!(failure.kind, Kind::InvalidInput, "{json}");
+            assert!(!failure.retryable);
+            assert!(
+                failure.message.starts_with(&format!("{field}: ")),
+                "{json}: {}",
+                failure.message
+            );
+            assert!(
+                failure.message.contains(words),
+                "{json}: {}",
+                failure.message
+            );
+        }
+        assert!(parse("[1]").unwrap_err().message.contains("object"));
+        assert!(parse("{").unwrap_err().message.contains("not JSON"));
+        let schema: Value = serde_json::from_str(self.schema).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        assert_eq!(properties.len(), self.fields);
+        for (field, value) in self.defaults {
+            assert_eq!(&properties[*field]["default"], value, "{field}");
+        }
+        for (field, property) in properties {
+            assert!(property["title"].is_string(), "{field}");
+            assert!(property["description"].is_string(), "{field}");
+        }
+        // The schema's own defaults pass the plugin's checks.
+        let from_schema: Map<String, Value> = properties
+            .iter()
+            .map(|(k, v)| (k.clone(), v["default"].clone()))
+            .collect();
+        let from_schema = parse(&Value::Object(from_schema).to_string()).unwrap();
+        assert_eq!(from_schema, self.default);
     }
-    for (field, property) in properties {
-        assert!(property["title"].is_string(), "{field}");
-        assert!(property["description"].is_string(), "{field}");
-    }
-    let from_schema: Map<String, Value> = properties
-        .iter()
-        .map(|(k, v)| (k.clone(), v["default"].clone()))
-        .collect();
-    Value::Object(from_schema).to_string()
 }
 
 /// Checks an apply script's `outcome` maps exit codes to kinds:

@@ -54,8 +54,9 @@ fn check_path(field: &str, path: &str) -> Result<String, Failure> {
 }
 
 impl Config {
-    /// Parses and checks a configuration document; an empty document, and
-    /// `null` fields, mean the defaults.
+    /// The HAProxy plugin's settings from a document (read field by field by
+    /// `balancer_kit::settings::each`: an empty document, and `null`
+    /// fields, mean the defaults).
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
         let mut config = Self::default();
         settings::each(text, |field, value| {
@@ -103,17 +104,10 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
-
     use super::*;
 
     #[test]
-    fn empty_and_null_settings_are_the_defaults() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(
-            Config::parse(r#"{"socket": null, "drain_timeout_ms": null}"#).unwrap(),
-            Config::default()
-        );
+    fn the_lock_and_new_file_are_hidden_beside_the_file() {
         let config = Config::default();
         assert_eq!(config.config_dir(), "/etc/haproxy");
         assert_eq!(
@@ -144,8 +138,9 @@ mod tests {
     }
 
     #[test]
-    fn every_refusal_names_its_field() {
-        let cases = [
+    fn settings_are_checked_and_the_schema_has_their_defaults() {
+        let defaults = Config::default();
+        let refusals = [
             (r#"{"colour": "red"}"#, "colour", "unknown setting"),
             (r#"{"socket": "run/admin.sock"}"#, "socket", "absolute"),
             (r#"{"socket": "/run/a.sock,fork"}"#, "socket", "','"),
@@ -192,24 +187,21 @@ mod tests {
                 "whole number",
             ),
         ];
-        balancer_kit::testing::assert_settings_refused(Config::parse, &cases);
-    }
-
-    #[test]
-    fn the_schema_lists_every_setting_with_its_default() {
-        let defaults = Config::default();
-        let from_schema = balancer_kit::testing::assert_schema(
-            SCHEMA,
-            5,
-            &[
-                ("haproxy", Value::from(defaults.haproxy)),
-                ("socat", defaults.socat.into()),
-                ("socket", defaults.socket.into()),
-                ("config_file", defaults.config_file.into()),
+        balancer_kit::testing::Settings {
+            parse: Config::parse,
+            nulls: r#"{"socket": null, "drain_timeout_ms": null}"#,
+            refusals: &refusals,
+            schema: SCHEMA,
+            fields: 5,
+            defaults: &[
+                ("haproxy", defaults.haproxy.clone().into()),
+                ("socat", defaults.socat.clone().into()),
+                ("socket", defaults.socket.clone().into()),
+                ("config_file", defaults.config_file.clone().into()),
                 ("drain_timeout_ms", defaults.drain_timeout_ms.into()),
             ],
-        );
-        // The schema's own defaults pass the plugin's checks.
-        assert_eq!(Config::parse(&from_schema).unwrap(), Config::default());
+            default: defaults,
+        }
+        .check();
     }
 }

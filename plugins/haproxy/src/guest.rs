@@ -4,7 +4,7 @@
 
 use balancer_kit::{
     Failure, Kind,
-    guest::{self, Plugin, SshBalancer, error},
+    guest::{Plugin, error},
 };
 use dcp_plugin_sdk::balancer::{PluginError, exports::dcp::plugin::balancer as wit};
 
@@ -13,11 +13,9 @@ use crate::{
     converge, upstream,
 };
 
-struct Haproxy;
-
-impl SshBalancer for Haproxy {
-    type Config = Config;
-    const PLUGIN: Plugin<Config> = Plugin {
+balancer_kit::export_ssh_balancer!(
+    Config,
+    Plugin {
         name: "haproxy",
         version: env!("CARGO_PKG_VERSION"),
         description: "HAProxy backends over SSH through the Runtime API: servers added, \
@@ -29,8 +27,8 @@ impl SshBalancer for Haproxy {
         check: upstream::check_all,
         apply: converge::upstreams,
         publish: unsupported,
-    };
-}
+    }
+);
 
 /// `publish` is not what this plugin does.
 fn unsupported(
@@ -45,7 +43,3 @@ fn unsupported(
         false,
     )))
 }
-
-type Component = guest::Component<Haproxy>;
-
-dcp_plugin_sdk::balancer::export_load_balancer!(Component with_types_in dcp_plugin_sdk::balancer);

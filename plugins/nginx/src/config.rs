@@ -60,8 +60,9 @@ pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false
 "reload_timeout_ms":{"type":"integer","title":"Reload timeout (ms)","description":"How long a reload may take to start new workers and let the old ones finish their requests; a configuration nginx has not taken by then is rolled back.","minimum":100,"maximum":120000,"default":10000}}}"#;
 
 impl Config {
-    /// Parses and checks a configuration document; an empty document, and
-    /// `null` fields, mean the defaults.
+    /// The nginx plugin's settings from a document (read field by field by
+    /// `balancer_kit::settings::each`: an empty document, and `null`
+    /// fields, mean the defaults).
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
         let mut config = Self::default();
         let mut pid_file = None;
@@ -133,18 +134,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
-
     use super::*;
-
-    #[test]
-    fn empty_and_null_settings_are_the_defaults() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(
-            Config::parse(r#"{"prefix": null, "reload_timeout_ms": null}"#).unwrap(),
-            Config::default()
-        );
-    }
 
     #[test]
     fn a_distributions_nginx_runs_without_a_prefix_and_a_prefixed_one_with_it() {
@@ -179,8 +169,9 @@ mod tests {
     }
 
     #[test]
-    fn every_refusal_names_its_field() {
-        let cases = [
+    fn settings_are_checked_and_the_schema_has_their_defaults() {
+        let defaults = Config::default();
+        let refusals = [
             (r#"{"colour": "red"}"#, "colour", "unknown setting"),
             (r#"{"prefix": "etc/nginx"}"#, "prefix", "absolute"),
             (r#"{"prefix": "/etc/nginx; rm -rf /"}"#, "prefix", "';'"),
@@ -219,28 +210,25 @@ mod tests {
                 "whole number",
             ),
         ];
-        balancer_kit::testing::assert_settings_refused(Config::parse, &cases);
-    }
-
-    #[test]
-    fn the_schema_lists_every_setting_with_its_default() {
-        let defaults = Config::default();
         // No default: unset, nginx runs with its compiled-in prefix.
-        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
         assert!(schema["properties"]["prefix"].get("default").is_none());
-        let from_schema = balancer_kit::testing::assert_schema(
-            SCHEMA,
-            7,
-            &[
-                ("nginx", Value::from(defaults.nginx)),
-                ("conf_dir", defaults.prefix.into()),
-                ("conf", defaults.conf.into()),
-                ("upstream_dir", defaults.upstream_dir.into()),
-                ("pid_file", defaults.pid_file.into()),
+        balancer_kit::testing::Settings {
+            parse: Config::parse,
+            nulls: r#"{"prefix": null, "reload_timeout_ms": null}"#,
+            refusals: &refusals,
+            schema: SCHEMA,
+            fields: 7,
+            defaults: &[
+                ("nginx", defaults.nginx.clone().into()),
+                ("conf_dir", defaults.prefix.clone().into()),
+                ("conf", defaults.conf.clone().into()),
+                ("upstream_dir", defaults.upstream_dir.clone().into()),
+                ("pid_file", defaults.pid_file.clone().into()),
                 ("reload_timeout_ms", defaults.reload_timeout_ms.into()),
             ],
-        );
-        // The schema's own defaults pass the plugin's checks.
-        assert_eq!(Config::parse(&from_schema).unwrap(), Config::default());
+            default: defaults,
+        }
+        .check();
     }
 }

@@ -2,7 +2,7 @@
 //! host's `ssh` to reach the node, `context` for the settings, the call id
 //! and deadline), with nginx's settings, checks and steps, and `publish`.
 
-use balancer_kit::guest::{self, Plugin, SshBalancer, error};
+use balancer_kit::guest::{self, Plugin, error};
 use dcp_plugin_sdk::balancer::{PluginError, exports::dcp::plugin::balancer as wit};
 
 use crate::{
@@ -12,11 +12,9 @@ use crate::{
     upstream,
 };
 
-struct Nginx;
-
-impl SshBalancer for Nginx {
-    type Config = Config;
-    const PLUGIN: Plugin<Config> = Plugin {
+balancer_kit::export_ssh_balancer!(
+    Config,
+    Plugin {
         name: "nginx",
         version: env!("CARGO_PKG_VERSION"),
         description: "nginx upstreams and configuration files over SSH: checked with nginx -t, \
@@ -27,15 +25,15 @@ impl SshBalancer for Nginx {
         check: upstream::check_all,
         apply: converge::upstreams,
         publish,
-    };
-}
+    }
+);
 
 /// `publish`: files under the prefix, checked before the node is reached.
 fn publish(
     files: Vec<wit::ConfigFile>,
     target: Option<String>,
 ) -> Result<wit::Applied, PluginError> {
-    let config = guest::settings::<Nginx>()?;
+    let config = guest::settings(Config::parse)?;
     let files: Vec<File> = files
         .into_iter()
         .map(|f| File {
@@ -48,7 +46,3 @@ fn publish(
         converge::files(&config, &files, node, token)
     })
 }
-
-type Component = guest::Component<Nginx>;
-
-dcp_plugin_sdk::balancer::export_load_balancer!(Component with_types_in dcp_plugin_sdk::balancer);
