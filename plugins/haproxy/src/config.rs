@@ -1,12 +1,10 @@
 //! The plugin's settings (the unit's merged with the node's own), checked
 //! field by field so every refusal names its field.
 
-use serde_json::{Map, Value};
+use balancer_kit::settings::{self, PathKind, milliseconds};
 
 use crate::Failure;
 
-/// The longest path accepted, in bytes.
-const MAX_PATH: usize = 1024;
 /// The longest drain a setting may ask for (the call's deadline bounds it
 /// too).
 const MAX_DRAIN_TIMEOUT_MS: u64 = 600_000;
@@ -51,80 +49,25 @@ pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false
 /// Checks a path: absolute, only `[A-Za-z0-9._/-]` (characters that need
 /// no quoting anywhere, not even in socat's address syntax), no `..`, `.`
 /// or empty component, not a directory (`/` at the end).
-pub(crate) fn check_path(field: &str, path: &str) -> Result<String, Failure> {
-    let bad = |why: &str| Failure::invalid(format!("{field}: {path:?} {why}"));
-    if path.is_empty() {
-        return Err(bad("is empty"));
-    }
-    if path.len() > MAX_PATH {
-        return Err(bad(&format!("is longer than {MAX_PATH} bytes")));
-    }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
-    {
-        return Err(bad(&format!(
-            "has {c:?}; paths may have only letters, digits and . _ / -"
-        )));
-    }
-    let Some(body) = path.strip_prefix('/') else {
-        return Err(bad("must be absolute (start with /)"));
-    };
-    if body.is_empty() || body.ends_with('/') {
-        return Err(bad("names a directory, not a file"));
-    }
-    for component in body.split('/') {
-        match component {
-            "" => return Err(bad("has an empty component (//)")),
-            "." | ".." => return Err(bad(&format!("has a {component:?} component"))),
-            _ => {}
-        }
-    }
-    Ok(path.to_owned())
+fn check_path(field: &str, path: &str) -> Result<String, Failure> {
+    settings::check_path(field, path, PathKind::File)
 }
 
 impl Config {
-    /// Parses and checks a configuration document; an empty document, and
-    /// `null` fields, mean the defaults.
+    /// The HAProxy plugin's settings from a document (read field by field by
+    /// `balancer_kit::settings::each`: an empty document, and `null`
+    /// fields, mean the defaults).
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Failure::invalid(format!("configuration: not JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(Failure::invalid(
-                "configuration: must be a JSON object of settings",
-            ));
-        };
-        Self::from_fields(&fields)
-    }
-
-    fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
         let mut config = Self::default();
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
-            let text = || {
-                value.as_str().ok_or_else(|| {
-                    Failure::invalid(format!("{field}: must be a string, not {value}"))
-                })
-            };
-            match field.as_str() {
+        settings::each(text, |field, value| {
+            let text = || settings::text(field, value);
+            match field {
                 "haproxy" => config.haproxy = check_path(field, text()?)?,
                 "socat" => config.socat = check_path(field, text()?)?,
                 "socket" => config.socket = check_path(field, text()?)?,
                 "config_file" => config.config_file = check_path(field, text()?)?,
                 "drain_timeout_ms" => {
-                    let ms = value
-                        .as_u64()
-                        .filter(|ms| *ms <= MAX_DRAIN_TIMEOUT_MS)
-                        .ok_or_else(|| {
-                            Failure::invalid(format!(
-                                "drain_timeout_ms: must be a whole number of milliseconds \
-                                 from 0 to {MAX_DRAIN_TIMEOUT_MS}, not {value}"
-                            ))
-                        })?;
-                    config.drain_timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+                    config.drain_timeout_ms = milliseconds(field, value, 0, MAX_DRAIN_TIMEOUT_MS)?;
                 }
                 _ => {
                     return Err(Failure::invalid(format!(
@@ -133,7 +76,8 @@ impl Config {
                     )));
                 }
             }
-        }
+            Ok(())
+        })?;
         Ok(config)
     }
 
@@ -163,12 +107,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_and_null_settings_are_the_defaults() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(
-            Config::parse(r#"{"socket": null, "drain_timeout_ms": null}"#).unwrap(),
-            Config::default()
-        );
+    fn the_lock_and_new_file_are_hidden_beside_the_file() {
         let config = Config::default();
         assert_eq!(config.config_dir(), "/etc/haproxy");
         assert_eq!(
@@ -199,8 +138,9 @@ mod tests {
     }
 
     #[test]
-    fn every_refusal_names_its_field() {
-        for (json, field, words) in [
+    fn settings_are_checked_and_the_schema_has_their_defaults() {
+        let defaults = Config::default();
+        let refusals = [
             (r#"{"colour": "red"}"#, "colour", "unknown setting"),
             (r#"{"socket": "run/admin.sock"}"#, "socket", "absolute"),
             (r#"{"socket": "/run/a.sock,fork"}"#, "socket", "','"),
@@ -246,49 +186,22 @@ mod tests {
                 "drain_timeout_ms",
                 "whole number",
             ),
-        ] {
-            let failure = Config::parse(json).unwrap_err();
-            assert_eq!(failure.kind, crate::Kind::InvalidInput, "{json}");
-            assert!(!failure.retryable);
-            assert!(
-                failure.message.starts_with(&format!("{field}: ")),
-                "{json}: {}",
-                failure.message
-            );
-            assert!(
-                failure.message.contains(words),
-                "{json}: {}",
-                failure.message
-            );
+        ];
+        balancer_kit::testing::Settings {
+            parse: Config::parse,
+            nulls: r#"{"socket": null, "drain_timeout_ms": null}"#,
+            refusals: &refusals,
+            schema: SCHEMA,
+            fields: 5,
+            defaults: &[
+                ("haproxy", defaults.haproxy.clone().into()),
+                ("socat", defaults.socat.clone().into()),
+                ("socket", defaults.socket.clone().into()),
+                ("config_file", defaults.config_file.clone().into()),
+                ("drain_timeout_ms", defaults.drain_timeout_ms.into()),
+            ],
+            default: defaults,
         }
-        assert!(Config::parse("[1]").unwrap_err().message.contains("object"));
-        assert!(Config::parse("{").unwrap_err().message.contains("not JSON"));
-    }
-
-    #[test]
-    fn the_schema_lists_every_setting_with_its_default() {
-        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
-        let defaults = Config::default();
-        let properties = schema["properties"].as_object().unwrap();
-        assert_eq!(properties.len(), 5);
-        for (field, value) in [
-            ("haproxy", Value::from(defaults.haproxy)),
-            ("socat", defaults.socat.into()),
-            ("socket", defaults.socket.into()),
-            ("config_file", defaults.config_file.into()),
-            ("drain_timeout_ms", defaults.drain_timeout_ms.into()),
-        ] {
-            assert_eq!(properties[field]["default"], value, "{field}");
-            assert!(properties[field]["title"].is_string(), "{field}");
-            assert!(properties[field]["description"].is_string(), "{field}");
-        }
-        let from_schema: Map<String, Value> = properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v["default"].clone()))
-            .collect();
-        assert_eq!(
-            Config::parse(&Value::Object(from_schema).to_string()).unwrap(),
-            Config::default()
-        );
+        .check();
     }
 }

@@ -1,98 +1,41 @@
-//! The steps of a call, over a [`Node`]: read what the node has, plan,
-//! upload the new file, run the apply script. The component's node is the
-//! host's `ssh` import; the tests' is a local shell against a real HAProxy.
+//! The steps of a call, over a [`Node`](balancer_kit::node::Node): read
+//! what the node has, plan, upload the new file, run the apply script. The
+//! component's node is the host's `ssh` import; the tests' is a local shell
+//! against a real HAProxy.
+
+use balancer_kit::node::{self, ANSWER_MS, Change};
 
 use crate::{
     Applied, Failure, Kind,
     config::Config,
     plan::{self, Running, Runtime},
     script::{self, CHANGED_SINCE_READ},
-    upstream::{self, Upstream},
+    upstream,
 };
 
-/// What a command on the node produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Output {
-    /// The exit code; `None` when killed by a signal.
-    pub(crate) exit_code: Option<i32>,
-    /// Standard output.
-    pub(crate) stdout: Vec<u8>,
-    /// Standard error.
-    pub(crate) stderr: Vec<u8>,
-    /// Whether output was cut at the cap.
-    pub(crate) truncated: bool,
-}
-
-/// One balancer node, reached over SSH.
-pub(crate) trait Node {
-    /// Runs `command` with `stdin`.
-    fn exec(&self, command: &str, stdin: &[u8], timeout_ms: u32) -> Result<Output, Failure>;
-    /// Writes a file with `mode`.
-    fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure>;
-    /// Milliseconds left before the call's deadline.
-    fn time_left_ms(&self) -> u64;
-}
-
-/// The longest the read step may take.
-const READ_TIMEOUT_MS: u64 = 15_000;
-/// Time kept for the plugin to answer after the apply script.
-const ANSWER_MS: u64 = 1_500;
 /// Less than this left for the apply script, and it is not started.
 const MIN_BUDGET_MS: u64 = 3_000;
 /// How many times a node that changed between the read and the apply is
 /// read again.
 const ATTEMPTS: usize = 3;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ms(ms: u64) -> u32 {
-    u32::try_from(ms).unwrap_or(u32::MAX)
-}
-
 /// Makes the node's HAProxy serve these upstreams' members.
-pub(crate) fn upstreams(
-    config: &Config,
-    upstreams: &[Upstream],
-    node: &dyn Node,
-    token: &str,
-) -> Result<Applied, Failure> {
+pub(crate) fn upstreams(change: &Change<'_, Config>) -> Result<Applied, Failure> {
+    let (config, upstreams, node) = (change.config, change.upstreams, change.node);
     upstream::check_all(upstreams)?;
     if upstreams.is_empty() {
-        return Ok(Applied {
-            changed: false,
-            log: "nothing to apply".to_owned(),
-        });
+        return Ok(Applied::unchanged("nothing to apply"));
     }
     let backends: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
     let mut log = Vec::new();
     for attempt in 1..=ATTEMPTS {
-        let started = node.time_left_ms();
-        let out = node.exec(
-            script::EXEC,
-            script::read_script(config, &backends).as_bytes(),
-            ms(READ_TIMEOUT_MS.min(started)),
+        let (out, took) = node::read(
+            node,
+            &script::read_script(config, &backends),
+            "servers and file",
         )?;
-        if out.truncated {
-            return Err(Failure::new(
-                Kind::Internal,
-                "the node's answer about its servers and file was cut at the output cap",
-                false,
-            ));
-        }
-        let read = script::parse_read(
-            config,
-            &backends,
-            out.exit_code,
-            &text(&out.stdout),
-            &text(&out.stderr),
-        )?;
-        let read_at = node.time_left_ms();
-        log.push(format!(
-            "read the node's servers and file in {} ms",
-            started.saturating_sub(read_at)
-        ));
+        let read = script::parse_read(config, &backends, &out)?;
+        log.push(took);
         let runtime: Vec<Runtime> = read
             .state
             .iter()
@@ -113,26 +56,26 @@ pub(crate) fn upstreams(
                 log: log.join("\n"),
             });
         }
-        let candidate = script::candidate(config, token);
+        let candidate = script::candidate(config, change.token);
         if let Some(file) = &plan.file {
             node.put_file(&candidate, file.as_bytes(), 0o644)?;
         }
         let budget = node.time_left_ms().saturating_sub(ANSWER_MS);
         if budget < MIN_BUDGET_MS {
-            remove(node, &candidate);
+            node::remove(node, std::slice::from_ref(&candidate));
             return Err(Failure::new(
                 Kind::Timeout,
                 "too little of the call's time is left to change HAProxy; nothing was changed",
                 true,
             ));
         }
-        let apply = script::apply_script(config, &backends, &plan, &read.sum, token, budget);
-        let out = node.exec(script::EXEC, apply.as_bytes(), ms(budget + ANSWER_MS / 2))?;
+        let apply = script::apply_script(config, &backends, &plan, &read.sum, change.token, budget);
+        let out = node::run(node, &apply, budget + ANSWER_MS / 2)?;
         if out.exit_code == Some(CHANGED_SINCE_READ) && attempt < ATTEMPTS {
             log.push("the node changed since it was read: reading it again".to_owned());
             continue;
         }
-        let steps = script::outcome(out.exit_code, &text(&out.stdout), &text(&out.stderr))?;
+        let steps = script::outcome(out.exit_code, &out.stdout, &out.stderr)?;
         log.extend(steps);
         return Ok(Applied {
             changed: true,
@@ -144,14 +87,4 @@ pub(crate) fn upstreams(
         "the node kept changing between reading and applying",
         true,
     ))
-}
-
-/// Removes an uploaded file after a failure before the apply script (which
-/// otherwise removes it itself); best effort.
-fn remove(node: &dyn Node, candidate: &str) {
-    let _ = node.exec(
-        script::EXEC,
-        format!("rm -f {}", script::quote(candidate)).as_bytes(),
-        5_000,
-    );
 }

@@ -11,116 +11,33 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
-    os::unix::fs::PermissionsExt as _,
+    io::Write as _,
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         Arc, Condvar, Mutex,
-        atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering},
-        mpsc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread,
     time::{Duration, Instant},
 };
 
+use balancer_kit::{
+    node::{Change, Node, Output},
+    testing::{self, Addresses, Local, Shell, TestBackend, wait_for},
+    upstream::Backend,
+};
 use tempfile::TempDir;
 
-use crate::{
-    Applied, Failure, Kind,
-    config::Config,
-    converge::{self, Node, Output},
-    upstream::{Backend, Upstream},
-};
+use crate::{Applied, Failure, Kind, config::Config, converge, upstream::Upstream};
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
 const SOCAT: &str = "/usr/bin/socat";
 
-/// Tests started so far: test n's HAProxy listens on 127.23.251.n, its
+/// One number a test: test n's HAProxy listens on 127.23.251.n, its
 /// backends on 127.23.251.(100 + n).
-static TESTS: AtomicU8 = AtomicU8::new(0);
-
-/// Which shell the node has.
-#[derive(Clone, Copy)]
-enum Shell {
-    /// A Debian host: bash as the login shell, dash as `sh`, coreutils.
-    Debian,
-    /// Nothing but busybox on `PATH` (HAProxy and socat by absolute path).
-    Busybox,
-}
-
-/// A node that is this machine: commands run the way sshd runs them.
-struct Local {
-    /// Busybox's applets, first on `PATH`.
-    applets: Option<TempDir>,
-    time_left_ms: u64,
-}
-
-impl Local {
-    fn new(shell: Shell) -> Self {
-        let applets = match shell {
-            Shell::Debian => None,
-            Shell::Busybox => {
-                let dir = tempfile::tempdir().unwrap();
-                let list = Command::new("busybox")
-                    .arg("--list")
-                    .output()
-                    .expect("busybox (Debian busybox-static; scripts/setup test installs it)");
-                for applet in String::from_utf8_lossy(&list.stdout).lines() {
-                    std::os::unix::fs::symlink("/usr/bin/busybox", dir.path().join(applet))
-                        .unwrap();
-                }
-                Some(dir)
-            }
-        };
-        Self {
-            applets,
-            time_left_ms: 60_000,
-        }
-    }
-}
-
-impl Node for Local {
-    fn exec(&self, command: &str, stdin: &[u8], _timeout_ms: u32) -> Result<Output, Failure> {
-        // The host's channel marks the process id first, as here.
-        let command = format!("printf '\\036dcp-pid %s\\n' \"$$\"; {command}");
-        let mut cmd = match &self.applets {
-            Some(applets) => {
-                let mut cmd = Command::new(applets.path().join("sh"));
-                cmd.env("PATH", applets.path());
-                cmd
-            }
-            None => Command::new("bash"),
-        };
-        let mut child = cmd
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Ok(Output {
-            exit_code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-            truncated: false,
-        })
-    }
-
-    fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure> {
-        std::fs::write(path, content).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-        Ok(())
-    }
-
-    fn time_left_ms(&self) -> u64 {
-        self.time_left_ms
-    }
-}
+static TESTS: Addresses = Addresses::new([127, 23, 251]);
 
 /// Holds a backend's answers until released.
 #[derive(Default)]
@@ -143,87 +60,19 @@ impl Gate {
     }
 }
 
-/// A backend answering every request with its name; each arrival is
-/// counted and reported on `arrived`; with a gate, answers wait for it.
-struct TestBackend {
-    ip: Ipv4Addr,
-    port: u16,
-    hits: Arc<AtomicUsize>,
-    arrived: mpsc::Receiver<()>,
-}
-
+/// A backend answering every request with its name; with a gate, answers
+/// wait for it.
 fn backend(ip: Ipv4Addr, name: &'static str, gate: Option<Arc<Gate>>) -> TestBackend {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, arrived) = mpsc::channel();
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&hits);
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let (tx, hits, gate) = (tx.clone(), Arc::clone(&counted), gate.clone());
-            thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut buf = [0; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                hits.fetch_add(1, Ordering::SeqCst);
-                let _ = tx.send(());
-                if let Some(gate) = gate {
-                    gate.wait();
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-            });
+    testing::backend(ip, name, move || {
+        if let Some(gate) = &gate {
+            gate.wait();
         }
-    });
-    TestBackend {
-        ip,
-        port,
-        hits,
-        arrived,
-    }
+    })
 }
 
 /// `GET /` on `addr`: the status (0 when nothing answers) and body.
 fn get(addr: SocketAddr) -> (u16, String) {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    if write!(stream, "GET / HTTP/1.0\r\nHost: test\r\n\r\n").is_err() {
-        return (0, String::new());
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    let status = answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// Waits for `condition`, polling; panics with `what` after 10 s.
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(10));
-    }
+    testing::get(addr, "/")
 }
 
 /// A running HAProxy master-worker in a directory of its own.
@@ -245,14 +94,9 @@ impl Haproxy {
             "{HAPROXY} or {SOCAT} is missing: install Debian's haproxy and socat \
              (scripts/setup test does)"
         );
-        let n = TESTS.fetch_add(1, Ordering::Relaxed) + 1;
-        let ip = Ipv4Addr::new(127, 23, 251, n);
-        let backends_ip = Ipv4Addr::new(127, 23, 251, 100 + n);
-        let port = TcpListener::bind((ip, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let n = TESTS.next();
+        let (ip, backends_ip) = (TESTS.ip(n), TESTS.ip(100 + n));
+        let port = testing::free_port(ip);
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         std::fs::write(
@@ -372,16 +216,7 @@ impl Haproxy {
     /// The master and its workers, from /proc.
     fn processes(&self) -> (u32, BTreeSet<u32>) {
         let master = self.child.id();
-        let workers = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| {
-                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let (_, rest) = stat.rsplit_once(") ")?;
-                (rest.split(' ').nth(1)? == master.to_string()).then_some(pid)
-            })
-            .collect();
-        (master, workers)
+        (master, testing::children(master))
     }
 
     /// Files the plugin leaves behind: there must be none after a call.
@@ -394,14 +229,8 @@ impl Haproxy {
     }
 
     fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
         // The master stops its workers on TERM.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        testing::terminate(&mut self.child);
     }
 
     /// Stops HAProxy and starts it again from its configuration file.
@@ -449,7 +278,12 @@ fn name(b: &TestBackend) -> String {
 }
 
 fn apply(haproxy: &Haproxy, node: &Local, upstreams: &[Upstream]) -> Result<Applied, Failure> {
-    converge::upstreams(&haproxy.config(30_000), upstreams, node, "t1")
+    converge::upstreams(&Change {
+        config: &haproxy.config(30_000),
+        upstreams,
+        node,
+        token: "t1",
+    })
 }
 
 fn haproxy_check(path: &Path) -> (bool, String) {
@@ -636,7 +470,14 @@ fn a_removed_server_drains_before_it_is_deleted() {
     let config = haproxy.config(30_000);
     let wanted = [web(2, &[(&fast, 1)])];
     let applied = thread::scope(|s| {
-        let call = s.spawn(|| converge::upstreams(&config, &wanted, &node, "t2"));
+        let call = s.spawn(|| {
+            converge::upstreams(&Change {
+                config: &config,
+                upstreams: &wanted,
+                node: &node,
+                token: "t2",
+            })
+        });
         // The call adds the fast server and drains the slow one.
         let slow_name = name(&slow);
         wait_for("the slow server to drain", || {
@@ -680,8 +521,13 @@ fn a_removed_server_drains_before_it_is_deleted() {
         .recv_timeout(Duration::from_secs(5))
         .expect("the request reached the stuck server");
     let started = Instant::now();
-    let applied =
-        converge::upstreams(&haproxy.config(300), &[web(4, &[(&fast, 1)])], &node, "t3").unwrap();
+    let applied = converge::upstreams(&Change {
+        config: &haproxy.config(300),
+        upstreams: &[web(4, &[(&fast, 1)])],
+        node: &node,
+        token: "t3",
+    })
+    .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert!(
         applied.log.contains("1 session(s) still open after"),
@@ -959,8 +805,13 @@ fn a_node_changed_since_the_read_is_read_again() {
         execs: AtomicUsize::new(0),
     };
     let a = backend(haproxy.backends_ip, "A", None);
-    let applied =
-        converge::upstreams(&haproxy.config(1_000), &[web(1, &[(&a, 1)])], &node, "t4").unwrap();
+    let applied = converge::upstreams(&Change {
+        config: &haproxy.config(1_000),
+        upstreams: &[web(1, &[(&a, 1)])],
+        node: &node,
+        token: "t4",
+    })
+    .unwrap();
     assert!(applied.changed, "{}", applied.log);
     assert!(
         applied

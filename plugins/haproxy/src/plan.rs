@@ -267,7 +267,7 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::upstream::Backend;
+    use balancer_kit::upstream::Backend;
 
     const FILE: &str = "backend web\n    balance roundrobin\n    server static 10.0.0.9:80\n";
 

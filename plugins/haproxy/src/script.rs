@@ -15,35 +15,16 @@
 //! Every value placed in shell text is a checked path (`[A-Za-z0-9._/-]`),
 //! a checked name, address or number, and is single-quoted all the same.
 
-use crate::{Failure, Kind, config::Config, plan::Plan};
+use balancer_kit::{
+    node::Answer,
+    script::{self as kit, assignments, quote},
+};
 
-/// The command run for both scripts: POSIX `sh`, whatever the login shell,
-/// with the script on stdin (no argument-length limit). The script is read
-/// whole before it runs, so nothing it starts can read the rest of it.
-pub(crate) const EXEC: &str = r#"sh -c 'eval "$(cat)"'"#;
+use crate::{Failure, Kind, config::Config, plan::Plan};
 
 /// Milliseconds the apply script keeps, after a drain, for deleting the
 /// drained servers and writing the file.
 const RESERVE_MS: u64 = 2000;
-
-/// `text` single-quoted for `sh`.
-pub(crate) fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
-
-/// A call-unique suffix for the uploaded file, from the call id.
-pub(crate) fn token(call_id: &str) -> String {
-    let token: String = call_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(32)
-        .collect();
-    if token.is_empty() {
-        "call".to_owned()
-    } else {
-        token
-    }
-}
 
 /// Where the new configuration file is uploaded.
 pub(crate) fn candidate(config: &Config, token: &str) -> String {
@@ -62,15 +43,13 @@ fn stage(config: &Config) -> String {
 
 /// Both scripts' settings and helpers.
 fn prelude(config: &Config, backends: &[&str]) -> String {
-    let settings = [
+    let settings = assignments(&[
         ("SOCAT", quote(&config.socat)),
         ("SOCKET", quote(&config.socket)),
         ("CFG", quote(&config.config_file)),
         ("HAPROXY", quote(&config.haproxy)),
         ("BACKENDS", quote(&backends.join(" "))),
-    ]
-    .map(|(name, value)| format!("{name}={value}"))
-    .join("\n");
+    ]);
     format!(
         r#"{settings}
 # One Runtime API command; its answer on stdout.
@@ -122,12 +101,11 @@ pub(crate) struct Read {
 pub(crate) fn parse_read(
     config: &Config,
     backends: &[&str],
-    exit_code: Option<i32>,
-    stdout: &str,
-    stderr: &str,
+    out: &Answer,
 ) -> Result<Read, Failure> {
-    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('\x1e')).collect();
-    if let Some(check) = lines.iter().find_map(|l| l.strip_prefix("dcp-check ")) {
+    let (exit_code, stderr) = (out.exit_code, out.stderr.as_str());
+    let lines = kit::lines(&out.stdout);
+    if let Some(check) = kit::lacking(&lines) {
         let message = match check {
             "socat" => format!(
                 "socat: {} is not an executable on the node (install socat)",
@@ -178,17 +156,7 @@ pub(crate) fn parse_read(
             true,
         ));
     }
-    if exit_code != Some(0) || !lines.contains(&"dcp-read-done") {
-        return Err(Failure::new(
-            Kind::Internal,
-            format!(
-                "reading the node failed (exit {}): {}",
-                exit_code.map_or_else(|| "by signal".to_owned(), |c| c.to_string()),
-                tail(stderr, 5)
-            ),
-            false,
-        ));
-    }
+    kit::read_done(&lines, exit_code, "the node", &tail(stderr, 5))?;
     let mut file = String::new();
     let mut state = vec![Vec::new(); backends.len()];
     let mut sum = None;
@@ -217,22 +185,13 @@ pub(crate) fn parse_read(
     Ok(Read { file, state, sum })
 }
 
-/// The apply script's fixed part; `@PRELUDE@`, `@SETTINGS@` and `@STEPS@`
-/// are filled in.
+/// The apply script's fixed part; `@PRELUDE@`, `@SETTINGS@`, `@HELPERS@`,
+/// `@LOCK@` and `@STEPS@` are filled in.
 const APPLY: &str = r##"set -u
 umask 022
 @PRELUDE@
 @SETTINGS@
-dcp_now() {
-  read -r up _ < /proc/uptime
-  c=${up#*.}; c=${c#0}
-  echo $(( ${up%%.*} * 1000 + ${c:-0} * 10 ))
-}
-T0=$(dcp_now)
-dcp_left() { echo $(( T0 + BUDGET_MS - $(dcp_now) )); }
-dcp_say() { printf '%s\n' "$*"; }
-dcp_fail() { code=$1; shift; printf '%s\n' "$@" >&2; exit "$code"; }
-dcp_nap() { sleep 0.05 2>/dev/null || sleep 1; }
+@HELPERS@
 locked=0
 dcp_exit() {
   rc=$?
@@ -240,27 +199,7 @@ dcp_exit() {
   [ "$locked" = 1 ] && rm -rf "$LOCK"
   exit "$rc"
 }
-trap dcp_exit EXIT
-trap 'exit 143' TERM INT HUP
-# One change at a time per HAProxy; a lock whose process is gone is stale.
-lock_until=$(( $(dcp_now) + 10000 ))
-while ! mkdir "$LOCK" 2>/dev/null; do
-  [ -d "$LOCK" ] || dcp_fail 14 "cannot create the lock $LOCK"
-  holder=$(cat "$LOCK/pid" 2>/dev/null) || holder=''
-  if [ -n "$holder" ] && [ ! -d "/proc/$holder" ]; then
-    rm -rf "$LOCK"
-    dcp_say "removed a stale lock of process $holder"
-    continue
-  fi
-  if [ "$(dcp_now)" -ge "$lock_until" ] || [ "$(dcp_left)" -le "$RESERVE_MS" ]; then
-    dcp_fail 13 "another change to this HAProxy is in progress (lock $LOCK, process ${holder:-unknown})"
-  fi
-  dcp_nap
-done
-locked=1
-echo $$ > "$LOCK/pid"
-waited=$(( $(dcp_now) - T0 ))
-[ "$waited" -ge 100 ] && dcp_say "waited $waited ms for another change to this HAProxy"
+@LOCK@
 [ "$(dcp_sum)" = "$SUM" ] || dcp_fail 16 "the node's servers or file changed since they were read"
 if [ -n "$CANDIDATE" ]; then
   [ -f "$CANDIDATE" ] || dcp_fail 14 "the new $CFG was not uploaded ($CANDIDATE is missing)"
@@ -361,7 +300,7 @@ pub(crate) fn apply_script(
     } else {
         String::new()
     };
-    let settings = [
+    let settings = assignments(&[
         ("LOCK", quote(&lock(config))),
         ("STAGE", quote(&stage(config))),
         ("CANDIDATE", quote(&candidate)),
@@ -369,9 +308,7 @@ pub(crate) fn apply_script(
         ("DRAIN_MS", config.drain_timeout_ms.to_string()),
         ("BUDGET_MS", budget_ms.to_string()),
         ("RESERVE_MS", RESERVE_MS.to_string()),
-    ]
-    .map(|(name, value)| format!("{name}={value}"))
-    .join("\n");
+    ]);
     let mut steps = Vec::new();
     for c in plan.adds.iter().chain(&plan.changes).chain(&plan.drains) {
         steps.push(format!(
@@ -390,19 +327,20 @@ pub(crate) fn apply_script(
     APPLY
         .replace("@PRELUDE@", &prelude(config, backends))
         .replace("@SETTINGS@", &settings)
+        .replace("@HELPERS@", kit::HELPERS)
+        .replace("@LOCK@", &kit::take_lock("HAProxy", "10000"))
         .replace("@STEPS@", &steps.join("\n"))
 }
 
 /// The last `n` lines of `text` worth reading: HAProxy's `[NOTICE]` lines
 /// (its version, the PID) left out, each line once.
 pub(crate) fn tail(text: &str, n: usize) -> String {
-    let mut lines: Vec<&str> = text
+    let lines: Vec<&str> = text
         .lines()
         .map(str::trim_end)
         .filter(|l| !l.trim().is_empty() && !l.starts_with("[NOTICE]"))
         .collect();
-    lines.dedup();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    kit::last(lines, n)
 }
 
 /// Why the apply script failed, when its exit code says it is worth
@@ -416,29 +354,13 @@ pub(crate) fn outcome(
     stdout: &str,
     stderr: &str,
 ) -> Result<Vec<String>, Failure> {
-    let mut log: Vec<String> = stdout
-        .lines()
-        .filter(|l| !l.starts_with('\x1e') && !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
-    let result = log
-        .iter()
-        .position(|l| l.starts_with("dcp-result "))
-        .map(|i| log.remove(i));
-    let steps = if log.is_empty() {
-        String::new()
-    } else {
-        format!(" (done before: {})", log.join("; "))
-    };
+    let (log, result) = kit::steps(stdout);
+    let steps = kit::steps_note(&log, "done before");
     let said = tail(stderr, 10);
     let failure = |kind, retryable, message: String| Err(Failure::new(kind, message, retryable));
     match exit_code {
         Some(0) if result.as_deref() == Some("dcp-result changed") => Ok(log),
-        Some(0) => failure(
-            Kind::Internal,
-            false,
-            format!("the change script ended without a result{steps}"),
-        ),
+        Some(0) => Err(kit::no_result(&steps)),
         Some(10) => failure(
             Kind::InvalidInput,
             false,
@@ -457,19 +379,10 @@ pub(crate) fn outcome(
             true,
             format!("{said}; the configuration file was not written{steps}"),
         ),
-        Some(13) | Some(CHANGED_SINCE_READ) => failure(Kind::Conflict, true, said),
+        Some(CHANGED_SINCE_READ) => failure(Kind::Conflict, true, said),
         Some(15) => failure(Kind::InvalidInput, false, format!("haproxy: {said}")),
         Some(14) => failure(Kind::Internal, false, format!("{said}{steps}")),
-        Some(143) | None => failure(
-            Kind::Timeout,
-            true,
-            format!("the change script was stopped before it finished{steps}"),
-        ),
-        Some(code) => failure(
-            Kind::Internal,
-            false,
-            format!("the change script failed (exit {code}): {said}{steps}"),
-        ),
+        _ => Err(kit::other_exit(exit_code, said, &steps)),
     }
 }
 
@@ -484,25 +397,21 @@ mod tests {
     }
 
     #[test]
-    fn quoting_survives_any_text() {
-        assert_eq!(quote("/etc/haproxy"), "'/etc/haproxy'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s {}", quote("a'b $(x) `y` \"z\"")))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a'b $(x) `y` \"z\"");
-        assert_eq!(token("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b").len(), 32);
-        assert_eq!(token("--"), "call");
+    fn the_new_file_is_uploaded_beside_the_live_one() {
         assert_eq!(candidate(&config(), "abc"), "/srv/lb/.h.cfg.dcp-new.abc");
+        assert_eq!(lock(&config()), "/srv/lb/.h.cfg.dcp-lock");
     }
 
     #[test]
     fn the_read_answer_is_parsed() {
         let stdout = "\x1edcp-pid 12\ns web 1\ns web # be_id be_name\ns web 3 web 1 dcp_a 10.0.0.1 2 0 1 1\n\
                       s api Can't find backend.\ns api \nf global\nf\nf backend web\ndcp-sum 123 45\ndcp-read-done\n";
-        let read = parse_read(&config(), &["web", "api"], Some(0), stdout, "").unwrap();
+        let read = parse_read(
+            &config(),
+            &["web", "api"],
+            &Answer::new(Some(0), stdout, ""),
+        )
+        .unwrap();
         assert_eq!(read.file, "global\n\nbackend web\n");
         assert_eq!(read.sum, "123 45");
         assert_eq!(read.state[0].len(), 3);
@@ -519,16 +428,19 @@ mod tests {
                 "socket: /srv/lb/admin.sock is not a socket",
             ),
         ] {
-            let failure = parse_read(&config(), &["web"], Some(0), out, "").unwrap_err();
+            let failure =
+                parse_read(&config(), &["web"], &Answer::new(Some(0), out, "")).unwrap_err();
             assert_eq!(failure.kind, Kind::InvalidInput);
             assert!(failure.message.starts_with(field), "{}", failure.message);
         }
         let down = parse_read(
             &config(),
             &["web"],
-            Some(0),
-            "dcp-unreachable 2026/12/07 socat[1] E connect(5, AF=1 \"/srv/lb/admin.sock\", 20): Connection refused\n",
-            "",
+            &Answer::new(
+                Some(0),
+                "dcp-unreachable 2026/12/07 socat[1] E connect(5, AF=1 \"/srv/lb/admin.sock\", 20): Connection refused\n",
+                "",
+            ),
         )
         .unwrap_err();
         assert_eq!((down.kind, down.retryable), (Kind::Unavailable, true));
@@ -537,7 +449,8 @@ mod tests {
             "{}",
             down.message
         );
-        let failed = parse_read(&config(), &["web"], Some(2), "", "sh: boom\n").unwrap_err();
+        let failed =
+            parse_read(&config(), &["web"], &Answer::new(Some(2), "", "sh: boom\n")).unwrap_err();
         assert!(failed.message.contains("boom"));
     }
 
@@ -569,20 +482,11 @@ mod tests {
         ] {
             assert!(script.lines().any(|l| l == line), "{line}");
         }
-        for placeholder in ["@PRELUDE@", "@SETTINGS@", "@STEPS@"] {
+        for placeholder in ["@PRELUDE@", "@SETTINGS@", "@HELPERS@", "@LOCK@", "@STEPS@"] {
             assert!(!script.contains(placeholder), "{placeholder}");
         }
-        for script in [script, read_script(&config(), &["web", "api"])] {
-            let check = std::process::Command::new("sh")
-                .args(["-n", "-c", &script])
-                .output()
-                .unwrap();
-            assert!(
-                check.status.success(),
-                "{}",
-                String::from_utf8_lossy(&check.stderr)
-            );
-        }
+        balancer_kit::testing::assert_valid_sh(&script);
+        balancer_kit::testing::assert_valid_sh(&read_script(&config(), &["web", "api"]));
     }
 
     #[test]
@@ -617,24 +521,15 @@ mod tests {
             "HAProxy refused `add server web/b 10.0.0.2:80 weight 1`: Already exists a server \
              with the same name in backend.; the configuration file was not written (done before: web: added a)"
         );
-        for (code, kind, retryable) in [
-            (11, Kind::Conflict, true),
-            (12, Kind::Unavailable, true),
-            (13, Kind::Conflict, true),
-            (14, Kind::Internal, false),
-            (15, Kind::InvalidInput, false),
-            (16, Kind::Conflict, true),
-            (143, Kind::Timeout, true),
-            (2, Kind::Internal, false),
-        ] {
-            let failure = outcome(Some(code), "", "why\n").unwrap_err();
-            assert_eq!(
-                (failure.kind, failure.retryable),
-                (kind, retryable),
-                "{code}"
-            );
-        }
-        assert_eq!(outcome(None, "", "").unwrap_err().kind, Kind::Timeout);
-        assert_eq!(outcome(Some(0), "", "").unwrap_err().kind, Kind::Internal);
+        balancer_kit::testing::assert_exit_codes(
+            outcome,
+            &[
+                (11, Kind::Conflict, true),
+                (12, Kind::Unavailable, true),
+                (14, Kind::Internal, false),
+                (15, Kind::InvalidInput, false),
+                (16, Kind::Conflict, true),
+            ],
+        );
     }
 }

@@ -1,12 +1,10 @@
 //! The plugin's settings (the unit's merged with the node's own), checked
 //! field by field so every refusal names its field.
 
-use serde_json::{Map, Value};
+use balancer_kit::settings::{self, PathKind, check_path, join, milliseconds};
 
 use crate::Failure;
 
-/// The longest path accepted, in bytes.
-const MAX_PATH: usize = 1024;
 /// The longest reload wait a setting may ask for.
 const MAX_RELOAD_TIMEOUT_MS: u64 = 120_000;
 /// The shortest: a reload needs at least this to start a generation.
@@ -61,97 +59,17 @@ pub(crate) const SCHEMA: &str = r#"{"type":"object","additionalProperties":false
 "pid_file":{"type":"string","title":"PID file","description":"The running master's pid file: absolute, or relative to the configuration directory.","default":"/run/nginx.pid"},
 "reload_timeout_ms":{"type":"integer","title":"Reload timeout (ms)","description":"How long a reload may take to start new workers and let the old ones finish their requests; a configuration nginx has not taken by then is rolled back.","minimum":100,"maximum":120000,"default":10000}}}"#;
 
-/// Which paths a setting accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PathKind {
-    /// Starts with `/`.
-    Absolute,
-    /// Does not start with `/`.
-    Relative,
-    /// Either.
-    Any,
-}
-
-/// Checks a path against the characters that need no quoting anywhere —
-/// `[A-Za-z0-9._/-]` — with no `..`, `.` or empty component (so a path has
-/// one spelling and never leaves where it is joined). Answers it without a
-/// trailing `/`.
-pub(crate) fn check_path(field: &str, path: &str, kind: PathKind) -> Result<String, Failure> {
-    let bad = |why: &str| Failure::invalid(format!("{field}: {path:?} {why}"));
-    if path.is_empty() {
-        return Err(bad("is empty"));
-    }
-    if path.len() > MAX_PATH {
-        return Err(bad(&format!("is longer than {MAX_PATH} bytes")));
-    }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-')))
-    {
-        return Err(bad(&format!(
-            "has {c:?}; paths may have only letters, digits and . _ / -"
-        )));
-    }
-    let absolute = path.starts_with('/');
-    match kind {
-        PathKind::Absolute if !absolute => return Err(bad("must be absolute (start with /)")),
-        PathKind::Relative if absolute => return Err(bad("must be relative (no leading /)")),
-        _ => {}
-    }
-    let trimmed = path.trim_end_matches('/');
-    if trimmed.is_empty() {
-        // "/" itself.
-        return Ok("/".to_owned());
-    }
-    let body = trimmed.strip_prefix('/').unwrap_or(trimmed);
-    for component in body.split('/') {
-        match component {
-            "" => return Err(bad("has an empty component (//)")),
-            "." | ".." => return Err(bad(&format!("has a {component:?} component"))),
-            _ => {}
-        }
-    }
-    Ok(trimmed.to_owned())
-}
-
-/// `dir` joined with the relative `path`.
-pub(crate) fn join(dir: &str, path: &str) -> String {
-    if dir.ends_with('/') {
-        format!("{dir}{path}")
-    } else {
-        format!("{dir}/{path}")
-    }
-}
-
 impl Config {
-    /// Parses and checks a configuration document; an empty document, and
-    /// `null` fields, mean the defaults.
+    /// The nginx plugin's settings from a document (read field by field by
+    /// `balancer_kit::settings::each`: an empty document, and `null`
+    /// fields, mean the defaults).
     pub(crate) fn parse(text: &str) -> Result<Self, Failure> {
-        let text = if text.trim().is_empty() { "{}" } else { text };
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| Failure::invalid(format!("configuration: not JSON: {e}")))?;
-        let Value::Object(fields) = value else {
-            return Err(Failure::invalid(
-                "configuration: must be a JSON object of settings",
-            ));
-        };
-        Self::from_fields(&fields)
-    }
-
-    fn from_fields(fields: &Map<String, Value>) -> Result<Self, Failure> {
         let mut config = Self::default();
         let mut pid_file = None;
         let mut conf_dir = None;
-        for (field, value) in fields {
-            if value.is_null() {
-                continue;
-            }
-            let text = || {
-                value.as_str().ok_or_else(|| {
-                    Failure::invalid(format!("{field}: must be a string, not {value}"))
-                })
-            };
-            match field.as_str() {
+        settings::each(text, |field, value| {
+            let text = || settings::text(field, value);
+            match field {
                 "nginx" => config.nginx = check_path(field, text()?, PathKind::Absolute)?,
                 "prefix" => {
                     config.nginx_prefix = Some(check_path(field, text()?, PathKind::Absolute)?);
@@ -163,16 +81,8 @@ impl Config {
                 }
                 "pid_file" => pid_file = Some(check_path(field, text()?, PathKind::Any)?),
                 "reload_timeout_ms" => {
-                    let ms = value
-                        .as_u64()
-                        .filter(|ms| (MIN_RELOAD_TIMEOUT_MS..=MAX_RELOAD_TIMEOUT_MS).contains(ms))
-                        .ok_or_else(|| {
-                            Failure::invalid(format!(
-                                "reload_timeout_ms: must be a whole number of milliseconds \
-                                 from {MIN_RELOAD_TIMEOUT_MS} to {MAX_RELOAD_TIMEOUT_MS}, not {value}"
-                            ))
-                        })?;
-                    config.reload_timeout_ms = u32::try_from(ms).unwrap_or(u32::MAX);
+                    config.reload_timeout_ms =
+                        milliseconds(field, value, MIN_RELOAD_TIMEOUT_MS, MAX_RELOAD_TIMEOUT_MS)?;
                 }
                 _ => {
                     return Err(Failure::invalid(format!(
@@ -181,7 +91,8 @@ impl Config {
                     )));
                 }
             }
-        }
+            Ok(())
+        })?;
         if let Some(dir) = conf_dir.or_else(|| config.nginx_prefix.clone()) {
             config.prefix = dir;
         }
@@ -226,15 +137,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn empty_and_null_settings_are_the_defaults() {
-        assert_eq!(Config::parse("").unwrap(), Config::default());
-        assert_eq!(
-            Config::parse(r#"{"prefix": null, "reload_timeout_ms": null}"#).unwrap(),
-            Config::default()
-        );
-    }
-
-    #[test]
     fn a_distributions_nginx_runs_without_a_prefix_and_a_prefixed_one_with_it() {
         let debian = Config::parse("{}").unwrap();
         assert_eq!(debian.nginx_prefix, None);
@@ -267,8 +169,9 @@ mod tests {
     }
 
     #[test]
-    fn every_refusal_names_its_field() {
-        for (json, field, words) in [
+    fn settings_are_checked_and_the_schema_has_their_defaults() {
+        let defaults = Config::default();
+        let refusals = [
             (r#"{"colour": "red"}"#, "colour", "unknown setting"),
             (r#"{"prefix": "etc/nginx"}"#, "prefix", "absolute"),
             (r#"{"prefix": "/etc/nginx; rm -rf /"}"#, "prefix", "';'"),
@@ -306,53 +209,26 @@ mod tests {
                 "reload_timeout_ms",
                 "whole number",
             ),
-        ] {
-            let failure = Config::parse(json).unwrap_err();
-            assert_eq!(failure.kind, crate::Kind::InvalidInput, "{json}");
-            assert!(!failure.retryable);
-            assert!(
-                failure.message.starts_with(&format!("{field}: ")),
-                "{json}: {}",
-                failure.message
-            );
-            assert!(
-                failure.message.contains(words),
-                "{json}: {}",
-                failure.message
-            );
-        }
-        assert!(Config::parse("[1]").unwrap_err().message.contains("object"));
-        assert!(Config::parse("{").unwrap_err().message.contains("not JSON"));
-    }
-
-    #[test]
-    fn the_schema_lists_every_setting_with_its_default() {
-        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
-        let defaults = Config::default();
-        let properties = schema["properties"].as_object().unwrap();
-        assert_eq!(properties.len(), 7);
+        ];
         // No default: unset, nginx runs with its compiled-in prefix.
-        assert!(properties["prefix"].get("default").is_none());
-        for (field, value) in [
-            ("nginx", Value::from(defaults.nginx)),
-            ("conf_dir", defaults.prefix.into()),
-            ("conf", defaults.conf.into()),
-            ("upstream_dir", defaults.upstream_dir.into()),
-            ("pid_file", defaults.pid_file.into()),
-            ("reload_timeout_ms", defaults.reload_timeout_ms.into()),
-        ] {
-            assert_eq!(properties[field]["default"], value, "{field}");
-            assert!(properties[field]["title"].is_string(), "{field}");
-            assert!(properties[field]["description"].is_string(), "{field}");
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).unwrap();
+        assert!(schema["properties"]["prefix"].get("default").is_none());
+        balancer_kit::testing::Settings {
+            parse: Config::parse,
+            nulls: r#"{"prefix": null, "reload_timeout_ms": null}"#,
+            refusals: &refusals,
+            schema: SCHEMA,
+            fields: 7,
+            defaults: &[
+                ("nginx", defaults.nginx.clone().into()),
+                ("conf_dir", defaults.prefix.clone().into()),
+                ("conf", defaults.conf.clone().into()),
+                ("upstream_dir", defaults.upstream_dir.clone().into()),
+                ("pid_file", defaults.pid_file.clone().into()),
+                ("reload_timeout_ms", defaults.reload_timeout_ms.into()),
+            ],
+            default: defaults,
         }
-        // The schema's own defaults pass the plugin's checks.
-        let from_schema: Map<String, Value> = properties
-            .iter()
-            .map(|(k, v)| (k.clone(), v["default"].clone()))
-            .collect();
-        assert_eq!(
-            Config::parse(&Value::Object(from_schema).to_string()).unwrap(),
-            Config::default()
-        );
+        .check();
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use balancer_kit::node::{self, ANSWER_MS, Change, Node, READ_TIMEOUT_MS};
 use sha2::{Digest as _, Sha256};
 
 use crate::{
@@ -11,36 +12,9 @@ use crate::{
     config::Config,
     publish::{self, File},
     script::{self, Live, Stage},
-    upstream::{self, Upstream},
+    upstream,
 };
 
-/// What a command on the node produced.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Output {
-    /// The exit code; `None` when killed by a signal.
-    pub(crate) exit_code: Option<i32>,
-    /// Standard output.
-    pub(crate) stdout: Vec<u8>,
-    /// Standard error.
-    pub(crate) stderr: Vec<u8>,
-    /// Whether output was cut at the cap.
-    pub(crate) truncated: bool,
-}
-
-/// One balancer node, reached over SSH.
-pub(crate) trait Node {
-    /// Runs `command` with `stdin`.
-    fn exec(&self, command: &str, stdin: &[u8], timeout_ms: u32) -> Result<Output, Failure>;
-    /// Writes a file with `mode`.
-    fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure>;
-    /// Milliseconds left before the call's deadline.
-    fn time_left_ms(&self) -> u64;
-}
-
-/// The longest the read step may take.
-const READ_TIMEOUT_MS: u64 = 15_000;
-/// Time kept for the plugin to answer after the apply script.
-const ANSWER_MS: u64 = 1_500;
 /// Less than this left for the apply script, and it is not started.
 const MIN_BUDGET_MS: u64 = 2_000;
 
@@ -67,12 +41,8 @@ fn sha256_hex(content: &str) -> String {
 
 /// Makes the node serve these upstreams (others in the directory are left
 /// alone).
-pub(crate) fn upstreams(
-    config: &Config,
-    upstreams: &[Upstream],
-    node: &dyn Node,
-    token: &str,
-) -> Result<Applied, Failure> {
+pub(crate) fn upstreams(change: &Change<'_, Config>) -> Result<Applied, Failure> {
+    let (config, upstreams) = (change.config, change.upstreams);
     upstream::check_all(upstreams)?;
     let desired = upstreams
         .iter()
@@ -92,7 +62,7 @@ pub(crate) fn upstreams(
         })
         .collect::<Result<Vec<_>, Failure>>()?;
     let dirs = [config.under_prefix(&config.upstream_dir)];
-    converge(config, &desired, &dirs, node, token)
+    converge(config, &desired, &dirs, change.node, change.token)
 }
 
 /// Publishes files under the prefix.
@@ -128,10 +98,6 @@ pub(crate) fn files(
     )
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn converge(
     config: &Config,
     desired: &[Desired],
@@ -140,41 +106,16 @@ fn converge(
     token: &str,
 ) -> Result<Applied, Failure> {
     if desired.is_empty() {
-        return Ok(Applied {
-            changed: false,
-            log: "nothing to apply".to_owned(),
-        });
+        return Ok(Applied::unchanged("nothing to apply"));
     }
     let mut log = Vec::new();
     let paths: Vec<String> = desired.iter().map(|d| d.live.clone()).collect();
     // Each phase's time goes to the log: on a slow change, the operator
     // sees whether SSH, the upload, `nginx -T` or the reload took it.
-    let started = node.time_left_ms();
-    let read_timeout = READ_TIMEOUT_MS.min(started);
-    let out = node.exec(
-        script::EXEC,
-        script::read_script(config, &paths, dirs).as_bytes(),
-        u32::try_from(read_timeout).unwrap_or(u32::MAX),
-    )?;
-    if out.truncated {
-        return Err(Failure::new(
-            Kind::Internal,
-            "the node's answer about its files was cut at the output cap",
-            false,
-        ));
-    }
-    let read = script::parse_read(
-        config,
-        &paths,
-        out.exit_code,
-        &text(&out.stdout),
-        &text(&out.stderr),
-    )?;
+    let (out, took) = node::read(node, &script::read_script(config, &paths, dirs), "files")?;
+    let read = script::parse_read(config, &paths, &out)?;
     let read_at = node.time_left_ms();
-    log.push(format!(
-        "read the node's files in {} ms",
-        started.saturating_sub(read_at)
-    ));
+    log.push(took);
     if read.pending {
         log.push(
             "an earlier change was cut off before its reload was verified: \
@@ -228,7 +169,7 @@ fn converge(
         .collect();
     for (stage, candidate) in stages.iter().zip(&candidates) {
         if let Err(failure) = node.put_file(candidate, stage.content.as_bytes(), 0o644) {
-            remove(node, &candidates);
+            node::remove(node, &candidates);
             return Err(failure);
         }
     }
@@ -243,7 +184,7 @@ fn converge(
         .saturating_sub(ANSWER_MS)
         .min(3 * reload_ms + READ_TIMEOUT_MS);
     if budget < MIN_BUDGET_MS {
-        remove(node, &candidates);
+        node::remove(node, &candidates);
         return Err(Failure::new(
             Kind::Timeout,
             "too little of the call's time is left to change nginx; nothing was changed",
@@ -258,28 +199,13 @@ fn converge(
         })
         .collect();
     let apply = script::apply_script(config, token, &stages, budget);
-    let out = node.exec(
-        script::EXEC,
-        apply.as_bytes(),
-        u32::try_from(budget + ANSWER_MS / 2).unwrap_or(u32::MAX),
-    )?;
-    let (changed, steps) = script::outcome(out.exit_code, &text(&out.stdout), &text(&out.stderr))?;
+    let out = node::run(node, &apply, budget + ANSWER_MS / 2)?;
+    let (changed, steps) = script::outcome(out.exit_code, &out.stdout, &out.stderr)?;
     log.extend(steps);
     Ok(Applied {
         changed,
         log: log.join("\n"),
     })
-}
-
-/// Removes uploaded candidates after a failure before the apply script
-/// (which otherwise removes them itself); best effort.
-fn remove(node: &dyn Node, candidates: &[String]) {
-    let quoted: Vec<String> = candidates.iter().map(|c| script::quote(c)).collect();
-    let _ = node.exec(
-        script::EXEC,
-        format!("rm -f {}", quoted.join(" ")).as_bytes(),
-        5_000,
-    );
 }
 
 #[cfg(test)]

@@ -11,156 +11,34 @@ use std::{
     os::unix::{fs::PermissionsExt as _, process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU8, Ordering},
-        mpsc,
-    },
     thread,
     time::{Duration, Instant},
 };
 
+use balancer_kit::{
+    node::Change,
+    testing::{self, Addresses, Local, Shell, TestBackend},
+    upstream::Backend,
+};
 use tempfile::TempDir;
 
 use crate::{
     Applied, Failure, Kind,
     config::Config,
-    converge::{self, Node, Output},
+    converge,
     publish::File,
     script,
-    upstream::{self, Backend, Upstream},
+    upstream::{self, Upstream},
 };
 
 const NGINX: &str = "/usr/sbin/nginx";
 
-/// Addresses handed out so far (127.23.250.<n>).
-static ADDRESSES: AtomicU8 = AtomicU8::new(0);
+/// One address a test: 127.23.250.<n>.
+static ADDRESSES: Addresses = Addresses::new([127, 23, 250]);
 
-/// Which shell the node has.
-#[derive(Clone, Copy)]
-enum Shell {
-    /// A Debian host: bash as the login shell, dash as `sh`, coreutils.
-    Debian,
-    /// Nothing but busybox on `PATH`.
-    Busybox,
-    /// `sh` is bash (in its POSIX mode), as on Red Hat's family.
-    BashAsSh,
-}
-
-/// A node that is this machine: commands run the way sshd runs them.
-struct Local {
-    shell: Shell,
-    /// A directory put first on `PATH`: busybox's applets, or `sh` as bash.
-    applets: Option<TempDir>,
-}
-
-impl Local {
-    fn new(shell: Shell) -> Self {
-        let applets = match shell {
-            Shell::Debian => None,
-            Shell::Busybox => {
-                let dir = tempfile::tempdir().unwrap();
-                let list = Command::new("busybox")
-                    .arg("--list")
-                    .output()
-                    .expect("busybox (Debian busybox-static; scripts/setup test installs it)");
-                for applet in String::from_utf8_lossy(&list.stdout).lines() {
-                    std::os::unix::fs::symlink("/usr/bin/busybox", dir.path().join(applet))
-                        .unwrap();
-                }
-                Some(dir)
-            }
-            Shell::BashAsSh => {
-                let dir = tempfile::tempdir().unwrap();
-                std::os::unix::fs::symlink("/bin/bash", dir.path().join("sh")).unwrap();
-                Some(dir)
-            }
-        };
-        Self { shell, applets }
-    }
-}
-
-impl Node for Local {
-    fn exec(&self, command: &str, stdin: &[u8], _timeout_ms: u32) -> Result<Output, Failure> {
-        // The host's channel marks the process id first, as here.
-        let command = format!("printf '\\036dcp-pid %s\\n' \"$$\"; {command}");
-        let mut cmd = match (self.shell, &self.applets) {
-            (Shell::Busybox, Some(applets)) => {
-                let mut cmd = Command::new(applets.path().join("sh"));
-                cmd.env("PATH", applets.path());
-                cmd
-            }
-            (Shell::BashAsSh, Some(applets)) => {
-                let mut cmd = Command::new("bash");
-                let path = std::env::var("PATH").unwrap_or_default();
-                cmd.env("PATH", format!("{}:{path}", applets.path().display()));
-                cmd
-            }
-            _ => Command::new("bash"),
-        };
-        let mut child = cmd
-            .arg("-c")
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        let out = child.wait_with_output().unwrap();
-        Ok(Output {
-            exit_code: out.status.code(),
-            stdout: out.stdout,
-            stderr: out.stderr,
-            truncated: false,
-        })
-    }
-
-    fn put_file(&self, path: &str, content: &[u8], mode: u32) -> Result<(), Failure> {
-        std::fs::write(path, content).unwrap();
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-        Ok(())
-    }
-
-    fn time_left_ms(&self) -> u64 {
-        60_000
-    }
-}
-
-/// A backend answering every request with its name, after `delay`; each
-/// request's arrival is reported on `arrived`.
-struct TestBackend {
-    port: u16,
-    arrived: mpsc::Receiver<()>,
-}
-
+/// A backend answering every request with its name, after `delay`.
 fn backend(ip: Ipv4Addr, name: &'static str, delay: Duration) -> TestBackend {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, arrived) = mpsc::channel();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let tx = tx.clone();
-            thread::spawn(move || {
-                let mut request = Vec::new();
-                let mut buf = [0; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = tx.send(());
-                thread::sleep(delay);
-                let _ = write!(
-                    stream,
-                    "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
-                    name.len()
-                );
-            });
-        }
-    });
-    TestBackend { port, arrived }
+    testing::backend(ip, name, move || thread::sleep(delay))
 }
 
 /// A running nginx master in a prefix of its own.
@@ -179,13 +57,8 @@ impl Nginx {
             Path::new(NGINX).exists(),
             "{NGINX} is missing: install Debian's nginx (scripts/setup test does)"
         );
-        let n = ADDRESSES.fetch_add(1, Ordering::Relaxed) + 1;
-        let ip = Ipv4Addr::new(127, 23, 250, n);
-        let port = TcpListener::bind((ip, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let ip = ADDRESSES.ip(ADDRESSES.next());
+        let port = testing::free_port(ip);
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().display().to_string();
         for sub in ["dcp-upstreams", "sites", "tmp"] {
@@ -270,43 +143,12 @@ impl Nginx {
 
     /// The master's children, from /proc.
     fn workers(&self) -> BTreeSet<u32> {
-        let master = self.child.id().to_string();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| {
-                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-                let (_, rest) = stat.rsplit_once(") ")?;
-                (rest.split(' ').nth(1)? == master).then_some(pid)
-            })
-            .collect()
+        testing::children(self.child.id())
     }
 
     /// `GET path` on `port`: the status (0 when nothing answers) and body.
     fn get(&self, port: u16, path: &str) -> (u16, String) {
-        let Ok(mut stream) =
-            TcpStream::connect_timeout(&SocketAddr::from((self.ip, port)), Duration::from_secs(2))
-        else {
-            return (0, String::new());
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        if write!(stream, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").is_err() {
-            return (0, String::new());
-        }
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        let status = answer
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = answer
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        testing::get(SocketAddr::from((self.ip, port)), path)
     }
 
     /// Files the plugin leaves behind in `dir` (candidates, backups, lock,
@@ -325,13 +167,7 @@ impl Nginx {
     }
 
     fn stop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        testing::terminate(&mut self.child);
     }
 }
 
@@ -370,7 +206,12 @@ fn apply(
     timeout_ms: u32,
     upstreams: &[Upstream],
 ) -> Result<Applied, Failure> {
-    converge::upstreams(&nginx.config(timeout_ms), upstreams, node, "t1")
+    converge::upstreams(&Change {
+        config: &nginx.config(timeout_ms),
+        upstreams,
+        node,
+        token: "t1",
+    })
 }
 
 fn publish(
@@ -488,11 +329,7 @@ fn upstreams_converge_where_sh_is_bash() {
 fn a_configuration_nginx_t_refuses_changes_nothing() {
     let nginx = Nginx::start();
     let node = Local::new(Shell::Debian);
-    let site_port = TcpListener::bind((nginx.ip, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let site_port = testing::free_port(nginx.ip);
     let v1 = format!(
         "server {{ listen {}:{site_port}; location / {{ return 200 \"v1\"; }} }}\n",
         nginx.ip
@@ -783,7 +620,7 @@ fn a_script_stopped_mid_change_restores() {
         revision: Some(5),
     }];
     let mut child = Command::new("sh")
-        .args(["-c", script::EXEC])
+        .args(["-c", balancer_kit::script::EXEC])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

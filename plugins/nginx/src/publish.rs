@@ -2,10 +2,9 @@
 
 use std::collections::HashSet;
 
-use crate::{
-    Failure,
-    config::{PathKind, check_path},
-};
+use balancer_kit::settings::{PathKind, check_path};
+
+use crate::Failure;
 
 /// The most files one call may publish.
 pub(crate) const MAX_FILES: usize = 200;

@@ -17,21 +17,16 @@
 //! the swap an atomic rename, and nginx's `include dir/*` skips dot files,
 //! so a staged or saved copy is never loaded with the live one.
 
-use crate::{Failure, Kind, config::Config};
+use balancer_kit::{
+    node::Answer,
+    script::{self as kit, assignments, quote},
+};
 
-/// The command run for both scripts: POSIX `sh`, whatever the login shell,
-/// with the script on stdin (no argument-length limit). The script is read
-/// whole before it runs, so nothing it starts can read the rest of it.
-pub(crate) const EXEC: &str = r#"sh -c 'eval "$(cat)"'"#;
+use crate::{Failure, Kind, config::Config};
 
 /// Milliseconds the apply script keeps for restoring and reloading the
 /// previous files after a failed reload.
 const RESERVE_MS: u64 = 2000;
-
-/// `text` single-quoted for `sh`.
-pub(crate) fn quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', r"'\''"))
-}
 
 fn split(live: &str) -> (&str, &str) {
     live.rsplit_once('/').unwrap_or(("", live))
@@ -61,20 +56,6 @@ pub(crate) fn lock(config: &Config) -> String {
 /// verified yet: found by a later call, it means a change was cut off.
 pub(crate) fn marker(config: &Config) -> String {
     config.under_prefix(".dcp-unverified")
-}
-
-/// A call-unique suffix for candidates, from the call id.
-pub(crate) fn token(call_id: &str) -> String {
-    let token: String = call_id
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(32)
-        .collect();
-    if token.is_empty() {
-        "call".to_owned()
-    } else {
-        token
-    }
 }
 
 /// The read script: checks the node has the prefix, the binary and the
@@ -146,15 +127,10 @@ pub(crate) struct Read {
 }
 
 /// Reads the read script's answer about `paths`.
-pub(crate) fn parse_read(
-    config: &Config,
-    paths: &[String],
-    exit_code: Option<i32>,
-    stdout: &str,
-    stderr: &str,
-) -> Result<Read, Failure> {
-    let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('\x1e')).collect();
-    if let Some(check) = lines.iter().find_map(|l| l.strip_prefix("dcp-check ")) {
+pub(crate) fn parse_read(config: &Config, paths: &[String], out: &Answer) -> Result<Read, Failure> {
+    let (exit_code, stderr) = (out.exit_code, out.stderr.as_str());
+    let lines = kit::lines(&out.stdout);
+    if let Some(check) = kit::lacking(&lines) {
         let message = match check {
             "prefix" => format!("conf_dir: {} is not a directory on the node", config.prefix),
             "nginx" => format!("nginx: {} is not an executable on the node", config.nginx),
@@ -167,17 +143,7 @@ pub(crate) fn parse_read(
         };
         return Err(Failure::invalid(message));
     }
-    if exit_code != Some(0) || !lines.contains(&"dcp-read-done") {
-        return Err(Failure::new(
-            Kind::Internal,
-            format!(
-                "reading the node's files failed (exit {}): {}",
-                exit_code.map_or_else(|| "by signal".to_owned(), |c| c.to_string()),
-                tail(stderr, 5)
-            ),
-            false,
-        ));
-    }
+    kit::read_done(&lines, exit_code, "the node's files", &tail(stderr, 5))?;
     let mut files = vec![None; paths.len()];
     for line in &lines {
         let mut parts = line.splitn(4, ' ');
@@ -231,20 +197,12 @@ pub(crate) struct Stage {
     pub(crate) revision: Option<u64>,
 }
 
-/// The apply script's fixed part; `@SETTINGS@` and `@STAGES@` are filled in.
+/// The apply script's fixed part; `@SETTINGS@`, `@HELPERS@`, `@LOCK@` and
+/// `@STAGES@` are filled in.
 const APPLY: &str = r##"set -u
 umask 022
 @SETTINGS@
-dcp_now() {
-  read -r up _ < /proc/uptime
-  c=${up#*.}; c=${c#0}
-  echo $(( ${up%%.*} * 1000 + ${c:-0} * 10 ))
-}
-T0=$(dcp_now)
-dcp_left() { echo $(( T0 + BUDGET_MS - $(dcp_now) )); }
-dcp_say() { printf '%s\n' "$*"; }
-dcp_fail() { code=$1; shift; printf '%s\n' "$@" >&2; exit "$code"; }
-dcp_nap() { sleep 0.05 2>/dev/null || sleep 1; }
+@HELPERS@
 dcp_prev() { printf '%s/.%s.dcp-prev' "${1%/*}" "${1##*/}"; }
 dcp_list() { echo $* | tr ' ' ','; }
 # Whether revision $1 > $2, both digit strings (any length).
@@ -287,27 +245,7 @@ dcp_exit() {
   [ "$locked" = 1 ] && rm -rf "$LOCK"
   exit "$rc"
 }
-trap dcp_exit EXIT
-trap 'exit 143' TERM INT HUP
-# One change at a time per nginx; a lock whose process is gone is stale.
-lock_until=$(( $(dcp_now) + TIMEOUT_MS ))
-while ! mkdir "$LOCK" 2>/dev/null; do
-  [ -d "$LOCK" ] || dcp_fail 14 "cannot create the lock $LOCK"
-  holder=$(cat "$LOCK/pid" 2>/dev/null) || holder=''
-  if [ -n "$holder" ] && [ ! -d "/proc/$holder" ]; then
-    rm -rf "$LOCK"
-    dcp_say "removed a stale lock of process $holder"
-    continue
-  fi
-  if [ "$(dcp_now)" -ge "$lock_until" ] || [ "$(dcp_left)" -le "$RESERVE_MS" ]; then
-    dcp_fail 13 "another change to this nginx is in progress (lock $LOCK, process ${holder:-unknown})"
-  fi
-  dcp_nap
-done
-locked=1
-echo $$ > "$LOCK/pid"
-waited=$(( $(dcp_now) - T0 ))
-[ "$waited" -ge 100 ] && dcp_say "waited $waited ms for another change to this nginx"
+@LOCK@
 dcp_stage() {
   f=$1
   n="${f%/*}/.${f##*/}.dcp-new.$TOKEN"
@@ -439,7 +377,7 @@ pub(crate) fn apply_script(
     budget_ms: u64,
 ) -> String {
     let candidates: Vec<String> = stages.iter().map(|s| candidate(&s.live, token)).collect();
-    let settings = [
+    let settings = assignments(&[
         ("NGINX", quote(&config.nginx)),
         (
             "PREFIX",
@@ -455,9 +393,7 @@ pub(crate) fn apply_script(
         ("TIMEOUT_MS", config.reload_timeout_ms.to_string()),
         ("BUDGET_MS", budget_ms.to_string()),
         ("RESERVE_MS", RESERVE_MS.to_string()),
-    ]
-    .map(|(name, value)| format!("{name}={value}"))
-    .join("\n");
+    ]);
     let stages = stages
         .iter()
         .map(|s| match s.revision {
@@ -472,6 +408,8 @@ pub(crate) fn apply_script(
         .join("\n");
     APPLY
         .replace("@SETTINGS@", &settings)
+        .replace("@HELPERS@", kit::HELPERS)
+        .replace("@LOCK@", &kit::take_lock("nginx", "TIMEOUT_MS"))
         .replace("@STAGES@", &stages)
 }
 
@@ -479,13 +417,12 @@ pub(crate) fn apply_script(
 /// [`nginx_words`]) and each once (nginx logs a failed `bind()` per
 /// retry), joined by newlines.
 pub(crate) fn tail(text: &str, n: usize) -> String {
-    let mut lines: Vec<String> = text
+    let lines: Vec<String> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(nginx_words)
         .collect();
-    lines.dedup();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    kit::last(lines, n)
 }
 
 /// A line of nginx's as its console prints it: builds whose error log is
@@ -517,31 +454,15 @@ pub(crate) fn outcome(
     stdout: &str,
     stderr: &str,
 ) -> Result<(bool, Vec<String>), Failure> {
-    let mut log: Vec<String> = stdout
-        .lines()
-        .filter(|l| !l.starts_with('\x1e') && !l.trim().is_empty())
-        .map(str::to_owned)
-        .collect();
-    let result = log
-        .iter()
-        .position(|l| l.starts_with("dcp-result "))
-        .map(|i| log.remove(i));
-    let steps = if log.is_empty() {
-        String::new()
-    } else {
-        format!(" (steps: {})", log.join("; "))
-    };
+    let (log, result) = kit::steps(stdout);
+    let steps = kit::steps_note(&log, "steps");
     let said = tail(stderr, 10);
     let failure = |kind, retryable, message: String| Err(Failure::new(kind, message, retryable));
     match exit_code {
         Some(0) => match result.as_deref() {
             Some("dcp-result changed") => Ok((true, log)),
             Some("dcp-result unchanged") => Ok((false, log)),
-            _ => failure(
-                Kind::Internal,
-                false,
-                format!("the change script ended without a result{steps}"),
-            ),
+            _ => Err(kit::no_result(&steps)),
         },
         Some(10) => failure(
             Kind::InvalidInput,
@@ -568,23 +489,13 @@ pub(crate) fn outcome(
             true,
             format!("{said}; the node keeps its previous files"),
         ),
-        Some(13) => failure(Kind::Conflict, true, said),
         Some(15) => failure(Kind::InvalidInput, false, format!("nginx: {said}")),
         Some(14) => failure(
             Kind::Internal,
             false,
             format!("{said}; the node keeps its previous files{steps}"),
         ),
-        Some(143) | None => failure(
-            Kind::Timeout,
-            true,
-            format!("the change script was stopped before it finished{steps}"),
-        ),
-        Some(code) => failure(
-            Kind::Internal,
-            false,
-            format!("the change script failed (exit {code}): {said}{steps}"),
-        ),
+        _ => Err(kit::other_exit(exit_code, said, &steps)),
     }
 }
 
@@ -597,18 +508,6 @@ mod tests {
     }
 
     #[test]
-    fn quoting_survives_any_text() {
-        assert_eq!(quote("/etc/nginx"), "'/etc/nginx'");
-        assert_eq!(quote("it's"), r"'it'\''s'");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s {}", quote("a'b $(x) `y` \"z\"")))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "a'b $(x) `y` \"z\"");
-    }
-
-    #[test]
     fn staged_and_saved_copies_are_hidden_beside_the_live_file() {
         assert_eq!(
             candidate("/etc/nginx/dcp-upstreams/web.conf", "abc"),
@@ -618,9 +517,6 @@ mod tests {
             backup("/etc/nginx/sites/app"),
             "/etc/nginx/sites/.app.dcp-prev"
         );
-        assert_eq!(token("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b").len(), 32);
-        assert_eq!(token("--"), "call");
-        assert_eq!(token("a/b c'd"), "abcd");
     }
 
     #[test]
@@ -636,7 +532,7 @@ mod tests {
             "\x1edcp-pid 12\n0 missing\n1 file {hash} # Managed by DCP: upstream b, revision 3. x\n\
              2 file - \n3 other\ndcp-pending\ndcp-read-done\n"
         );
-        let read = parse_read(&config(), &paths, Some(0), &stdout, "").unwrap();
+        let read = parse_read(&config(), &paths, &Answer::new(Some(0), &stdout, "")).unwrap();
         assert!(read.pending);
         assert_eq!(
             read.files,
@@ -653,11 +549,19 @@ mod tests {
                 Live::Other,
             ]
         );
-        let cut = parse_read(&config(), &paths, Some(0), "0 missing\ndcp-read-done\n", "");
+        let cut = parse_read(
+            &config(),
+            &paths,
+            &Answer::new(Some(0), "0 missing\ndcp-read-done\n", ""),
+        );
         assert!(cut.unwrap_err().message.contains("nothing about /b"));
-        let failed = parse_read(&config(), &paths, Some(1), "", "sh: boom\n");
+        let failed = parse_read(&config(), &paths, &Answer::new(Some(1), "", "sh: boom\n"));
         assert!(failed.unwrap_err().message.contains("boom"));
-        let missing = parse_read(&config(), &paths, Some(0), "dcp-check prefix\n", "");
+        let missing = parse_read(
+            &config(),
+            &paths,
+            &Answer::new(Some(0), "dcp-check prefix\n", ""),
+        );
         let missing = missing.unwrap_err();
         assert_eq!(missing.kind, Kind::InvalidInput);
         assert_eq!(
@@ -697,17 +601,10 @@ mod tests {
         ] {
             assert!(script.lines().any(|l| l == line), "{line}");
         }
-        assert!(!script.contains("@SETTINGS@") && !script.contains("@STAGES@"));
-        // The script is valid sh.
-        let check = std::process::Command::new("sh")
-            .args(["-n", "-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        for placeholder in ["@SETTINGS@", "@HELPERS@", "@LOCK@", "@STAGES@"] {
+            assert!(!script.contains(placeholder), "{placeholder}");
+        }
+        balancer_kit::testing::assert_valid_sh(&script);
     }
 
     #[test]
@@ -762,23 +659,14 @@ mod tests {
              reload; the node keeps its previous files: nginx: [emerg] bind() to 10.0.0.1:80 \
              failed (98: in use) (steps: restored the previous files)"
         );
-        for (code, kind, retryable) in [
-            (11, Kind::Conflict, false),
-            (12, Kind::Unavailable, true),
-            (13, Kind::Conflict, true),
-            (14, Kind::Internal, false),
-            (15, Kind::InvalidInput, false),
-            (143, Kind::Timeout, true),
-            (2, Kind::Internal, false),
-        ] {
-            let failure = outcome(Some(code), "", "why\n").unwrap_err();
-            assert_eq!(
-                (failure.kind, failure.retryable),
-                (kind, retryable),
-                "{code}"
-            );
-        }
-        assert_eq!(outcome(None, "", "").unwrap_err().kind, Kind::Timeout);
-        assert_eq!(outcome(Some(0), "", "").unwrap_err().kind, Kind::Internal);
+        balancer_kit::testing::assert_exit_codes(
+            outcome,
+            &[
+                (11, Kind::Conflict, false),
+                (12, Kind::Unavailable, true),
+                (14, Kind::Internal, false),
+                (15, Kind::InvalidInput, false),
+            ],
+        );
     }
 }

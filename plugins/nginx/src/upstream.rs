@@ -1,117 +1,34 @@
 //! Upstreams as nginx files: names, backend addresses, the rendered block
 //! and the revision stamped in its first line.
 
-use std::{
-    collections::HashSet,
-    fmt::Write as _,
-    net::{Ipv4Addr, Ipv6Addr},
-};
+use std::fmt::Write as _;
+
+use balancer_kit::upstream::{self as kit, Address};
+pub(crate) use balancer_kit::upstream::{Upstream, check_name};
 
 use crate::Failure;
 
 /// The most upstreams one call may carry (the node's answer about them must
 /// fit the SSH output cap).
 pub(crate) const MAX_UPSTREAMS: usize = 1000;
-/// The highest backend weight (the contract's 0–100).
-const MAX_WEIGHT: u32 = 100;
 /// What the first line of every upstream file starts with.
 const HEADER: &str = "# Managed by DCP: upstream ";
 
-/// A backend, as the contract gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Backend {
-    /// An IPv4 or IPv6 literal, or a host name.
-    pub(crate) address: String,
-    /// Its port.
-    pub(crate) port: u16,
-    /// 0–100; 0 keeps it listed but sends it nothing.
-    pub(crate) weight: u32,
-}
-
-/// An upstream's desired members.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Upstream {
-    /// `[A-Za-z0-9_-]{1,64}`.
-    pub(crate) name: String,
-    /// In DCP's order.
-    pub(crate) backends: Vec<Backend>,
-    /// DCP's revision of this membership.
-    pub(crate) revision: u64,
-}
-
-/// Checks an upstream name: it becomes a file name and an nginx identifier.
-pub(crate) fn check_name(name: &str) -> Result<(), Failure> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::invalid(format!(
-            "upstream name {name:?}: must be 1 to 64 letters, digits, _ or -"
-        )))
-    }
-}
-
 /// The address as nginx's `server` takes it before `:port`: an IP literal
-/// (IPv6 in brackets) or a host name of letters, digits, `.`, `-` and `_`.
+/// (IPv6 in brackets) or the host name as given.
 pub(crate) fn server_address(address: &str) -> Result<String, Failure> {
-    if let Ok(ip) = address.parse::<Ipv4Addr>() {
-        return Ok(ip.to_string());
-    }
-    let unbracketed = address
-        .strip_prefix('[')
-        .and_then(|a| a.strip_suffix(']'))
-        .unwrap_or(address);
-    if let Ok(ip) = unbracketed.parse::<Ipv6Addr>() {
-        return Ok(format!("[{ip}]"));
-    }
-    let bad = |why: &str| Failure::invalid(format!("backend address {address:?}: {why}"));
-    let name = address.strip_suffix('.').unwrap_or(address);
-    if name.is_empty() || name.len() > 253 {
-        return Err(bad(
-            "must be an IP address or a host name of 1 to 253 characters",
-        ));
-    }
-    if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        return Err(bad("is not a valid IPv4 address"));
-    }
-    for label in name.split('.') {
-        let ok = (1..=63).contains(&label.len())
-            && !label.starts_with('-')
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
-        if !ok {
-            return Err(bad(
-                "must be an IP address or a host name (labels of letters, digits, - and _)",
-            ));
-        }
-    }
-    Ok(address.to_owned())
+    Ok(match kit::parse_address(address)? {
+        Address::V4(ip) => ip.to_string(),
+        Address::V6(ip) => format!("[{ip}]"),
+        Address::Host(_) => address.to_owned(),
+    })
 }
 
 /// Checks a whole call's upstreams: names, duplicates, backends.
 pub(crate) fn check_all(upstreams: &[Upstream]) -> Result<(), Failure> {
-    if upstreams.len() > MAX_UPSTREAMS {
-        return Err(Failure::invalid(format!(
-            "upstreams: {} given, at most {MAX_UPSTREAMS} per call",
-            upstreams.len()
-        )));
-    }
-    let mut seen = HashSet::new();
-    for upstream in upstreams {
-        check_name(&upstream.name)?;
-        if !seen.insert(upstream.name.as_str()) {
-            return Err(Failure::invalid(format!(
-                "upstream {}: listed twice",
-                upstream.name
-            )));
-        }
-        render(upstream)?;
-    }
-    Ok(())
+    kit::check_all(upstreams, MAX_UPSTREAMS, |upstream| {
+        render(upstream).map(drop)
+    })
 }
 
 /// The upstream's file, exactly as the node gets it. The first line carries
@@ -131,21 +48,10 @@ pub(crate) fn render(upstream: &Upstream) -> Result<String, Failure> {
         );
     }
     for backend in &upstream.backends {
-        let address = server_address(&backend.address)
-            .map_err(|f| Failure::invalid(format!("upstream {}: {}", upstream.name, f.message)))?;
+        let within = |f: Failure| kit::within(&upstream.name, &f);
+        let address = server_address(&backend.address).map_err(within)?;
         let (port, weight) = (backend.port, backend.weight);
-        if port == 0 {
-            return Err(Failure::invalid(format!(
-                "upstream {}: backend {address}: port 0 is not a port",
-                upstream.name
-            )));
-        }
-        if weight > MAX_WEIGHT {
-            return Err(Failure::invalid(format!(
-                "upstream {}: backend {address}:{port}: weight {weight} is above {MAX_WEIGHT}",
-                upstream.name
-            )));
-        }
+        kit::check_port_and_weight(&address, port, weight).map_err(within)?;
         // nginx's weight starts at 1: weight 0 is a listed server taking
         // no traffic. max_fails=0: DCP's health checks decide, not nginx's
         // passive failure counting.
@@ -176,25 +82,19 @@ pub(crate) fn revision_of(first_line: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use balancer_kit::upstream::Backend;
 
-    fn backend(address: &str, port: u16, weight: u32) -> Backend {
-        Backend {
-            address: address.to_owned(),
-            port,
-            weight,
-        }
-    }
+    use super::*;
 
     #[test]
     fn renders_the_exact_format() {
         let upstream = Upstream {
             name: "web_1".to_owned(),
             backends: vec![
-                backend("10.0.0.5", 8080, 10),
-                backend("2001:db8::1", 80, 100),
-                backend("[::1]", 81, 1),
-                backend("api.internal", 9000, 0),
+                Backend::new("10.0.0.5", 8080, 10),
+                Backend::new("2001:db8::1", 80, 100),
+                Backend::new("[::1]", 81, 1),
+                Backend::new("api.internal", 9000, 0),
             ],
             revision: 42,
         };
@@ -246,37 +146,6 @@ mod tests {
 
     #[test]
     fn bad_names_and_backends_are_refused_by_name() {
-        for name in ["", "a b", "a;b", "a/b", "ä", &"x".repeat(65)] {
-            assert!(check_name(name).is_err(), "{name:?}");
-        }
-        check_name(&"x".repeat(64)).unwrap();
-        check_name("A-z_0").unwrap();
-        for (address, port, weight, words) in [
-            ("10.0.0.5;", 80, 1, "10.0.0.5;"),
-            ("$(reboot)", 80, 1, "host name"),
-            ("a b", 80, 1, "host name"),
-            ("-x.example", 80, 1, "host name"),
-            ("999.1.1.1", 80, 1, "IPv4"),
-            ("", 80, 1, "1 to 253"),
-            ("fe80::1%eth0", 80, 1, "host name"),
-            ("10.0.0.5", 0, 1, "port 0"),
-            ("10.0.0.5", 80, 101, "weight 101"),
-        ] {
-            let upstream = Upstream {
-                name: "web".to_owned(),
-                backends: vec![backend(address, port, weight)],
-                revision: 1,
-            };
-            let message = render(&upstream).unwrap_err().message;
-            assert!(message.starts_with("upstream web: "), "{message}");
-            assert!(message.contains(words), "{address}: {message}");
-        }
-        let twice = Upstream {
-            name: "web".to_owned(),
-            backends: Vec::new(),
-            revision: 1,
-        };
-        let message = check_all(&[twice.clone(), twice]).unwrap_err().message;
-        assert_eq!(message, "upstream web: listed twice");
+        balancer_kit::testing::assert_bad_upstreams_refused(render, check_all);
     }
 }

@@ -4,12 +4,11 @@
 
 use aliyun_rpc::client::{Client, Failure};
 use dcp_plugin_sdk::balancer::{
-    self, PluginError, PluginInfo, context,
+    PluginError, PluginInfo, context,
     exports::dcp::plugin::balancer::{Applied, ConfigFile, Guest, Upstream},
 };
 
 use crate::{
-    Backend,
     config::{Config, SCHEMA},
     converge::Slb,
 };
@@ -51,22 +50,7 @@ impl Guest for SlbPlugin {
             ))));
         }
         let config = settings()?;
-        let upstreams: Vec<crate::Upstream> = upstreams
-            .into_iter()
-            .map(|u| crate::Upstream {
-                name: u.name,
-                backends: u
-                    .backends
-                    .into_iter()
-                    .map(|b| Backend {
-                        address: b.address,
-                        port: b.port,
-                        weight: b.weight,
-                    })
-                    .collect(),
-                revision: u.revision,
-            })
-            .collect();
+        let upstreams = balancer_kit::guest::upstreams(upstreams);
         let host = Imports::open();
         let slb = Slb {
             client: Client {
@@ -75,18 +59,15 @@ impl Guest for SlbPlugin {
             },
             config: &config,
         };
-        let applied = slb.apply(&upstreams).map_err(plugin_error)?;
-        balancer::info(
-            "upstreams applied",
-            &[
-                ("load_balancer", &config.load_balancer_id),
-                ("changed", if applied.changed { "true" } else { "false" }),
-            ],
-        );
-        Ok(Applied {
-            changed: applied.changed,
-            log: applied.log,
-        })
+        slb.apply(&upstreams)
+            .map(|applied| {
+                balancer_kit::guest::answer(
+                    applied,
+                    "upstreams applied",
+                    &[("load_balancer", &config.load_balancer_id)],
+                )
+            })
+            .map_err(plugin_error)
     }
 
     fn publish(_files: Vec<ConfigFile>, _target: Option<String>) -> Result<Applied, PluginError> {

@@ -16,7 +16,9 @@
 //! - `health`: DescribeHealthStatus as per-backend, per-listener health;
 //! - `converge`: the steps, over `aliyun_rpc::client` (signing, retries and
 //!   error classification shared with the `aliyun` plugin);
-//! - `guest` (wasm only): the component, over the host's imports.
+//! - `guest` (wasm only): the component, over the host's imports (the
+//!   contract's upstreams converted by `balancer_kit`, shared with the
+//!   `nginx` and `haproxy` plugins).
 
 // Natively only the tests use the logic; the component (wasm) uses all of it.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
@@ -35,37 +37,15 @@ mod guest;
 #[cfg(test)]
 mod sim_tests;
 
-/// A backend, as the contract gives it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Backend {
-    /// The ECS instance's private IPv4 address.
-    pub(crate) address: String,
-    /// Its port: must be the listeners' `BackendServerPort`.
-    pub(crate) port: u16,
-    /// 0–100, SLB's own weight scale; 0 keeps it attached with no traffic.
-    pub(crate) weight: u32,
-}
-
-/// An upstream's desired members.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Upstream {
-    /// Its name.
-    pub(crate) name: String,
-    /// In DCP's order.
-    pub(crate) backends: Vec<Backend>,
-    /// DCP's revision of this membership (logged only: SLB has nowhere to
-    /// keep it; the load balancer's backends are the state).
-    pub(crate) revision: u64,
-}
-
-/// What a successful call did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Applied {
-    /// Whether the load balancer's backends changed.
-    pub(crate) changed: bool,
-    /// The steps, one per line.
-    pub(crate) log: String,
-}
+// The contract's upstreams and what a call did are the balancer plugins'
+// shared types (`balancer_kit`). SLB's backends are ECS instances' private
+// IPv4 addresses, each on a port the listeners send to, weight 0–100 (SLB's
+// own scale); the revision is logged only: SLB has nowhere to keep it, the
+// load balancer's backends are the state.
+pub(crate) use balancer_kit::{
+    Applied,
+    upstream::{Backend, Upstream},
+};
 
 /// A port field (a number, or a number as text) when it is 1–65535.
 pub(crate) fn port(value: &serde_json::Value, field: &str) -> Option<u16> {
