@@ -149,21 +149,67 @@ struct NodeSettings {
     error: RwSignal<Option<ApiError>>,
 }
 
-/// A node about to be taken out of its unit: (id, address, unit name).
-type NodeRemoval = (i64, String, String);
+/// A node about to be taken out of its unit: (id, address, unit name,
+/// whether it is a cloud load balancer).
+type NodeRemoval = (i64, String, String, bool);
 
-fn node_removal_question((_, address, unit): &NodeRemoval) -> String {
+fn node_removal_question((_, address, unit, cloud): &NodeRemoval) -> String {
     format!(
         "Take {address} out of unit {unit}? DCP stops pushing upstreams and releases to it; \
-         its balancer keeps serving what it has now, and the machine stays."
+         its balancer keeps serving what it has now, and {} stays.",
+        if *cloud {
+            "the cloud load balancer"
+        } else {
+            "the machine"
+        }
     )
 }
 
-/// A node's address as the page shows it.
-fn node_address(node: &LbNode) -> String {
-    node.address
-        .clone()
-        .unwrap_or_else(|| format!("machine #{}", node.machine_id))
+/// A node as the page names it: its machine's address, or its account and
+/// the load balancer its settings (its own over the unit's) name.
+fn node_address(node: &LbNode, unit_config: &serde_json::Value) -> String {
+    if let Some(address) = &node.address {
+        return address.clone();
+    }
+    match (&node.account_name, node.machine_id) {
+        (Some(account), _) => {
+            let balancer = node
+                .settings
+                .get("load_balancer_id")
+                .or_else(|| unit_config.get("load_balancer_id"))
+                .and_then(serde_json::Value::as_str);
+            match balancer {
+                Some(id) => format!("{account} · {id}"),
+                None => account.clone(),
+            }
+        }
+        (None, Some(machine)) => format!("machine #{machine}"),
+        (None, None) => format!("node #{}", node.id),
+    }
+}
+
+/// Where a node runs: its machine (and the machine's state), or the cloud
+/// account its load balancer belongs to.
+fn node_host(node: &LbNode) -> AnyView {
+    match (node.machine_id, node.account_id) {
+        (Some(machine), _) => {
+            let state = node.machine_state.clone().unwrap_or_default();
+            view! {
+                <A href=format!("/machines/{machine}")>{format!("#{machine}")}</A>
+                <span class=format!("badge machine-{state}")>{state.clone()}</span>
+            }
+            .into_any()
+        }
+        (None, Some(_)) => {
+            let account = node.account_name.clone().unwrap_or_default();
+            view! {
+                <A href="/accounts">{account}</A>
+                <span class="badge" data-test="node-cloud">"cloud load balancer"</span>
+            }
+            .into_any()
+        }
+        (None, None) => ().into_any(),
+    }
 }
 
 /// The unit's nodes: what each serves, re-syncs, adding and removing.
@@ -241,12 +287,12 @@ fn Nodes(unit_id: i64, unit: Signal<Option<LbUnit>>, reload: RwSignal<u32>) -> i
             }
         })}
         <table id="lb-nodes-table" class="table">
-            <thead><tr><th>"Address"</th><th>"Machine"</th><th>"Serves"</th><th>"Added (UTC)"</th><th class="actions"></th></tr></thead>
+            <thead><tr><th>"Address"</th><th>"Machine or account"</th><th>"Serves"</th><th>"Added (UTC)"</th><th class="actions"></th></tr></thead>
             <tbody>
                 {move || unit.get().map(|u| u.nodes.into_iter().map(|n| {
-                    let (nid, address) = (n.id, node_address(&n));
+                    let (nid, address) = (n.id, node_address(&n, &u.config));
                     let for_resync = address.clone();
-                    let removal = (nid, address.clone(), u.name.clone());
+                    let removal = (nid, address.clone(), u.name.clone(), n.account_id.is_some());
                     let own = settings_text(&n.settings);
                     let sync = if n.in_sync {
                         view! { <span class="badge in-sync" data-test="node-in-sync">"in sync"</span> }.into_any()
@@ -269,8 +315,7 @@ fn Nodes(unit_id: i64, unit: Signal<Option<LbUnit>>, reload: RwSignal<u32>) -> i
                         <tr data-test="lb-node" data-id=nid.to_string() data-address=address data-in-sync=n.in_sync.to_string()>
                             <td class="name"><code>{address.clone()}</code>
                                 {(!own.is_empty()).then(|| view! { <div class="muted" title=own.clone()>"own settings"</div> })}</td>
-                            <td><A href=format!("/machines/{}", n.machine_id)>{format!("#{}", n.machine_id)}</A>
-                                <span class=format!("badge machine-{}", n.machine_state)>{n.machine_state.clone()}</span></td>
+                            <td>{node_host(&n)}</td>
                             <td class="sync">{sync}</td>
                             <td>{short_time(&n.created_at)}</td>
                             <td class="actions">
@@ -289,7 +334,7 @@ fn Nodes(unit_id: i64, unit: Signal<Option<LbUnit>>, reload: RwSignal<u32>) -> i
             </tbody>
         </table>
         <Show when=move || unit.get().is_some_and(|u| u.nodes.is_empty())>
-            <p class="empty">"No nodes yet: add a machine that runs the balancer."</p>
+            <p class="empty">"No nodes yet: add a machine that runs the balancer, or a cloud load balancer."</p>
         </Show>
 
         <AddNodeDialog unit_id open=adding on_added=Callback::new(move |_| bump())/>
@@ -310,17 +355,20 @@ fn Nodes(unit_id: i64, unit: Signal<Option<LbUnit>>, reload: RwSignal<u32>) -> i
         })}
         <Confirm title="Remove a node" target=removing question=node_removal_question
             action="Remove" id="lb-node-remove-confirm" danger=true
-            run=|(id, _, _): NodeRemoval| api::delete_lb_node(id)
+            run=|(id, _, _, _): NodeRemoval| api::delete_lb_node(id)
             on_done=Callback::new(move |()| bump())/>
     }
 }
 
-/// Adds a node: a machine DCP has, picked or by address, with its own
-/// settings over the unit's.
+/// Adds a node, with its own settings over the unit's: a machine DCP has,
+/// picked or by address, or a cloud load balancer of a cloud account.
 #[component]
 fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>) -> impl IntoView {
+    // A cloud load balancer, not a machine.
+    let cloud = RwSignal::new(false);
     let by_machine = RwSignal::new(true);
     let machine = RwSignal::new(String::new());
+    let account = RwSignal::new(String::new());
     let address = RwSignal::new(String::new());
     let port = RwSignal::new(String::new());
     let settings = RwSignal::new(String::new());
@@ -337,6 +385,16 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                 .map(|p| p.items)
         }
     });
+    // The cloud accounts, asked when the dialog opens on a cloud load balancer.
+    let accounts = LocalResource::new(move || {
+        let wanted = open.get() && cloud.get();
+        async move {
+            if !wanted {
+                return Ok(Vec::new());
+            }
+            api::accounts().await
+        }
+    });
     let close = move || {
         open.set(false);
         error.set(None);
@@ -345,6 +403,19 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
         ev.prevent_default();
         let input = (|| {
             let settings = parse_settings("settings", &settings.get_untracked())?;
+            if cloud.get_untracked() {
+                let id = account
+                    .get_untracked()
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::invalid("account_id", "choose an account"))?;
+                return Ok::<_, ApiError>(LbNodeInput {
+                    machine_id: None,
+                    address: None,
+                    port: None,
+                    account_id: Some(id),
+                    settings,
+                });
+            }
             if by_machine.get_untracked() {
                 let id = machine
                     .get_untracked()
@@ -354,6 +425,7 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                     machine_id: Some(id),
                     address: None,
                     port: None,
+                    account_id: None,
                     settings,
                 });
             }
@@ -365,6 +437,7 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                     &port.get_untracked(),
                     "must be 1–65535",
                 )?,
+                account_id: None,
                 settings,
             })
         })();
@@ -377,6 +450,7 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                 Ok(node) => {
                     close();
                     machine.set(String::new());
+                    account.set(String::new());
                     address.set(String::new());
                     settings.set(String::new());
                     on_added.run(node);
@@ -389,6 +463,27 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
         open.get().then(|| view! {
             <Modal title=Signal::derive(|| "Add a node".to_owned()) on_close=Callback::new(move |()| close())>
                 <form id="lb-node-form" novalidate on:submit=save>
+                    <div class="segmented">
+                        <button id="lb-node-kind-machine" type="button" class:selected=move || !cloud.get()
+                            on:click=move |_| cloud.set(false)>"Machine"</button>
+                        <button id="lb-node-kind-cloud" type="button" class:selected=move || cloud.get()
+                            on:click=move |_| cloud.set(true)>"Cloud load balancer"</button>
+                    </div>
+                    <ErrorBanner error all=true shown=vec!["machine_id".into(), "address".into(), "port".into(), "account_id".into(), "settings".into()]/>
+                    <Show when=move || cloud.get()>
+                        <p class="hint">"A load balancer of a cloud account (e.g. an Aliyun SLB for the slb plugin), driven through the cloud's API with the account's key; the settings name which one."</p>
+                        <Labelled field="account_id" id="lb-node-account" label="Cloud account" error hint="the account the load balancer belongs to">
+                            <select id="lb-node-account" on:change=move |ev| account.set(event_target_value(&ev))>
+                                <option value="" selected=move || account.get().is_empty()>"Choose…"</option>
+                                {move || accounts.get().and_then(Result::ok).unwrap_or_default().into_iter().map(|a| {
+                                    let picked = a.id.to_string();
+                                    view! { <option value=a.id.to_string() selected=move || account.get() == picked>
+                                        {format!("{} ({})", a.name, a.provider)}</option> }
+                                }).collect_view()}
+                            </select>
+                        </Labelled>
+                    </Show>
+                    <Show when=move || !cloud.get()>
                     <p class="hint">"A machine DCP made or adopted that runs the balancer; DCP logs in to it with the machine's key."</p>
                     <div class="segmented">
                         <button id="lb-node-by-machine" type="button" class:selected=move || by_machine.get()
@@ -396,8 +491,8 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                         <button id="lb-node-by-address" type="button" class:selected=move || !by_machine.get()
                             on:click=move |_| by_machine.set(false)>"By address"</button>
                     </div>
-                    <ErrorBanner error all=true shown=vec!["machine_id".into(), "address".into(), "port".into(), "settings".into()]/>
-                    <Show when=move || by_machine.get()>
+                    </Show>
+                    <Show when=move || !cloud.get() && by_machine.get()>
                         <Labelled field="machine_id" id="lb-node-machine" label="Machine" error hint="ready machines">
                             <select id="lb-node-machine" on:change=move |ev| machine.set(event_target_value(&ev))>
                                 <option value="" selected=move || machine.get().is_empty()>"Choose…"</option>
@@ -409,7 +504,7 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                             </select>
                         </Labelled>
                     </Show>
-                    <Show when=move || !by_machine.get()>
+                    <Show when=move || !cloud.get() && !by_machine.get()>
                         <div class="row">
                             <Labelled field="address" id="lb-node-address" label="Address" error hint="of a machine DCP has">
                                 <input id="lb-node-address" type="text" autocomplete="off" bind:value=address/>
@@ -420,7 +515,7 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                         </div>
                     </Show>
                     <Labelled field="settings" id="lb-node-settings" label="Own settings" error
-                        hint=r#"a JSON object over the unit's, e.g. {"prefix": "/srv/nginx"}; empty: the unit's"#>
+                        hint=r#"a JSON object over the unit's, e.g. {"prefix": "/srv/nginx"}, or a cloud load balancer's {"load_balancer_id": "lb-…"}; empty: the unit's"#>
                         <textarea id="lb-node-settings" class="code" rows="4" bind:value=settings></textarea>
                     </Labelled>
                     <div class="buttons">

@@ -32,13 +32,18 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    plugins::{Applied, Backend, Grants, LoadBalancer as _, Registry, Upstream, WasmPlugin, World},
+    machines,
+    plugins::{
+        Applied, Backend, Grants, LoadBalancer as _, Registry, Secret, SshChannel, Upstream,
+        WasmPlugin, World,
+    },
     remote::Remote,
     store::{
         self, BindingChange, BindingRecord, ChangeRecord, LbGroupRecord, LbNodeRecord,
-        LbUnitRecord, NewChange, PushTarget, Store, UnitChange, UpstreamRecord,
+        LbUnitRecord, NewChange, NodeHost, PushTarget, Store, UnitChange, UpstreamRecord,
     },
     validate::{self, Checks, Invalid},
+    vault::Vault,
 };
 
 /// Longest group, unit, upstream or binding name.
@@ -219,6 +224,8 @@ pub struct Discovery {
     store: Store,
     plugins: Arc<Registry>,
     remote: Arc<Remote>,
+    /// Opens the secret of a cloud load balancer's account.
+    vault: Arc<Vault>,
     /// One turn per upstream: pushes of it take turns.
     turns: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Turn>>>>,
     /// One writer per upstream in this process, committing every change
@@ -252,8 +259,59 @@ fn settings(field: &'static str, value: &Value) -> Result<String, Invalid> {
     Ok(text)
 }
 
+/// What a plugin call may reach besides its origins.
+enum Access {
+    /// Nothing: a check of settings.
+    None,
+    /// One machine over SSH, known to the plugin by this target id.
+    Ssh(String, Arc<dyn SshChannel>),
+    /// A cloud account's API, through the secrets it is granted (the
+    /// account's key as the secret `account`); no target.
+    Account(BTreeMap<String, Secret>),
+}
+
+impl Access {
+    /// A cloud load balancer's: its account's key, opened from `vault`.
+    fn account(vault: &Vault, account: &store::AccountRecord) -> Result<Self, String> {
+        machines::account_secrets(vault, account)
+            .map(Self::Account)
+            .map_err(|e| format!("account {}: {e}", account.name))
+    }
+
+    /// `grants` with this access: target ids, SSH channel and secrets.
+    fn grant(self, grants: Grants) -> Grants {
+        match self {
+            Self::None => grants,
+            Self::Ssh(id, channel) => Grants {
+                targets: vec![id],
+                ssh: Some(channel),
+                ..grants
+            },
+            Self::Account(secrets) => Grants { secrets, ..grants },
+        }
+    }
+}
+
+/// How a node is named for people: its machine's address, or its account
+/// and the load balancer its settings (`merged`, the unit's with its own
+/// over them) name — as the UI shows it.
+#[must_use]
+pub fn node_label(address: Option<&str>, account: Option<&str>, merged: &str) -> String {
+    match (address, account) {
+        (Some(address), _) => address.to_owned(),
+        (None, Some(account)) => {
+            let settings: Map<String, Value> = serde_json::from_str(merged).unwrap_or_default();
+            match settings.get("load_balancer_id").and_then(Value::as_str) {
+                Some(id) => format!("{account} · {id}"),
+                None => account.to_owned(),
+            }
+        }
+        (None, None) => "?".to_owned(),
+    }
+}
+
 /// The unit's settings with the node's own over them.
-fn merged(unit: &str, node: &str) -> String {
+pub fn merged(unit: &str, node: &str) -> String {
     let mut base: Map<String, Value> = serde_json::from_str(unit).unwrap_or_default();
     let own: Map<String, Value> = serde_json::from_str(node).unwrap_or_default();
     base.extend(own);
@@ -376,13 +434,20 @@ fn next_members(
 
 impl Discovery {
     /// The service over `store`, pushing with the load-balancer plugins of
-    /// `plugins` over `remote`'s SSH channel.
+    /// `plugins` over `remote`'s SSH channel, or to a cloud load balancer
+    /// with its account's key opened by `vault`.
     #[must_use]
-    pub fn new(store: Store, plugins: Arc<Registry>, remote: Arc<Remote>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        plugins: Arc<Registry>,
+        remote: Arc<Remote>,
+        vault: Arc<Vault>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             plugins,
             remote,
+            vault,
             turns: Mutex::new(HashMap::new()),
             edits: Mutex::new(HashMap::new()),
             alterations: Arc::new(Semaphore::new(ALTERATIONS_PENDING_MAX)),
@@ -437,7 +502,7 @@ impl Discovery {
         checks.finish()?;
         let config = config?;
         let plugin = self
-            .balancer(&input.plugin, &config, None)
+            .balancer(&input.plugin, &config, Access::None)
             .map_err(|why| Invalid::new("plugin", why))?;
         plugin
             .validate_config(&config)
@@ -481,8 +546,9 @@ impl Discovery {
 
     // ---- nodes ----
 
-    /// Adds a machine (by id, or by the address of a machine DCP has) to a
-    /// unit, then brings it to the group's desired state.
+    /// Adds a node to a unit — a machine (by id, or by the address of a
+    /// machine DCP has), or a cloud account's load balancer — then brings
+    /// it to the group's desired state.
     pub async fn add_node(
         &self,
         unit_id: i64,
@@ -491,13 +557,26 @@ impl Discovery {
     ) -> Result<(LbNodeRecord, Pushed), Error> {
         let unit = self.store.lb_unit(unit_id).await?;
         let own = settings("settings", &input.settings)?;
-        let machine = match (input.machine_id, &input.address) {
-            (Some(id), None) => {
+        if input.port.is_some() && input.address.is_none() {
+            // A port silently ignored would hide a mistake.
+            return Err(Invalid::new(
+                "port",
+                "goes only with address: a node named by machine_id or account_id takes no SSH port",
+            )
+            .into());
+        }
+        let host = match (input.machine_id, &input.address, input.account_id) {
+            (Some(id), None, None) => {
                 self.exists("machine_id", id, self.store.machine(id))
                     .await?;
-                id
+                NodeHost::Machine(id)
             }
-            (None, Some(address)) => {
+            (None, None, Some(id)) => {
+                self.exists("account_id", id, self.store.account(id))
+                    .await?;
+                NodeHost::Account(id)
+            }
+            (None, Some(address), None) => {
                 validate::address("address", address)?;
                 let port = input.port.unwrap_or(22);
                 self.store
@@ -510,18 +589,31 @@ impl Discovery {
                                 "no machine has address {address} port {port}: adopt the server first (Machines → Adopt)"
                             ),
                         )
-                    })?
+                    })
+                    .map(NodeHost::Machine)?
             }
-            _ => {
-                return Err(Invalid::new("machine_id", "name either machine_id or address").into());
+            (machine_id, address, account_id) => {
+                // Name the field that is one too many, or the first one
+                // missing when none is given.
+                let field = match (machine_id, address, account_id) {
+                    (_, _, Some(_)) => "account_id",
+                    (Some(_), Some(_), None) => "address",
+                    _ => "machine_id",
+                };
+                return Err(Invalid::new(
+                    field,
+                    "name exactly one of machine_id, address (a machine) or account_id \
+                     (a cloud load balancer)",
+                )
+                .into());
             }
         };
-        self.balancer(&unit.plugin, &merged(&unit.config, &own), None)
+        self.balancer(&unit.plugin, &merged(&unit.config, &own), Access::None)
             .map_err(|why| Invalid::new("settings", why))?
             .validate_config(&merged(&unit.config, &own))
             .await
             .map_err(|e| Invalid::new("settings", e.to_string()))?;
-        let node = self.store.add_lb_node(unit_id, machine, &own).await?;
+        let node = self.store.add_lb_node(unit_id, host, &own).await?;
         let pushed = self.resync_node(node.id, actor).await?;
         Ok((node, pushed))
     }
@@ -531,7 +623,7 @@ impl Discovery {
         let node = self.store.lb_node(id).await?;
         let unit = self.store.lb_unit(node.unit_id).await?;
         let own = settings("settings", value)?;
-        self.balancer(&unit.plugin, &merged(&unit.config, &own), None)
+        self.balancer(&unit.plugin, &merged(&unit.config, &own), Access::None)
             .map_err(|why| Invalid::new("settings", why))?
             .validate_config(&merged(&unit.config, &own))
             .await
@@ -803,11 +895,16 @@ impl Discovery {
     pub async fn resync_node(&self, node_id: i64, actor: &str) -> Result<Pushed, Error> {
         let node = self.store.lb_node(node_id).await?;
         let unit = self.store.lb_unit(node.unit_id).await?;
+        let label = node_label(
+            node.address.as_deref(),
+            node.account_name.as_deref(),
+            &merged(&unit.config, &node.settings),
+        );
         self.resync(
             unit.group_id,
             Some(node_id),
             actor,
-            &format!("node {}", node.address.as_deref().unwrap_or("?")),
+            &format!("node {label}"),
         )
         .await
     }
@@ -883,12 +980,16 @@ impl Discovery {
                 let _turn = self.pushes.acquire().await;
                 let message = self
                     .on_node(t, async |plugin, id| {
-                        plugin.apply_upstreams(wanted, Some(&id)).await
+                        plugin.apply_upstreams(wanted, id.as_deref()).await
                     })
                     .await;
                 NodeResult {
                     node_id: t.node_id,
-                    address: t.address.clone().unwrap_or_default(),
+                    address: node_label(
+                        t.address.as_deref(),
+                        t.account_name.as_deref(),
+                        &merged(&t.config, &t.settings),
+                    ),
                     ok: message.is_ok(),
                     message: message.unwrap_or_else(|e| e),
                 }
@@ -907,21 +1008,38 @@ impl Discovery {
         Ok(nodes)
     }
 
-    /// Runs `call` with the node's unit plugin, granted SSH to the node
-    /// (known to it as the id `call` gets), and says what it did.
+    /// Runs `call` with the node's unit plugin and says what it did. A
+    /// machine's plugin is granted SSH to it (known to the plugin as the
+    /// target id `call` gets); a cloud load balancer's is granted its
+    /// account's key instead, and `call` gets no target.
     async fn on_node(
         &self,
         target: &PushTarget,
-        call: impl AsyncFnOnce(WasmPlugin, String) -> Result<Applied, crate::plugins::Error>,
+        call: impl AsyncFnOnce(WasmPlugin, Option<String>) -> Result<Applied, crate::plugins::Error>,
     ) -> Result<String, String> {
-        let deadline = Instant::now() + PUSH_TIME;
-        let (id, channel) = self
-            .remote
-            .plugin_channel(target.machine_id, deadline, CancellationToken::new())
-            .await
-            .map_err(|e| e.to_string())?;
+        let (id, access) = match (target.machine_id, target.account_id) {
+            (Some(machine), _) => {
+                let deadline = Instant::now() + PUSH_TIME;
+                let (id, channel) = self
+                    .remote
+                    .plugin_channel(machine, deadline, CancellationToken::new())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                (Some(id.clone()), Access::Ssh(id, channel))
+            }
+            (None, Some(account)) => {
+                let account = self
+                    .store
+                    .account(account)
+                    .await
+                    .map_err(|e| format!("its account: {e}"))?;
+                (None, Access::account(&self.vault, &account)?)
+            }
+            // The store's check keeps this from happening.
+            (None, None) => return Err("the node names neither a machine nor an account".into()),
+        };
         let config = merged(&target.config, &target.settings);
-        let plugin = self.balancer(&target.plugin, &config, Some((id.clone(), channel)))?;
+        let plugin = self.balancer(&target.plugin, &config, access)?;
         let applied = call(plugin, id).await.map_err(|e| e.to_string())?;
         Ok(if applied.changed {
             applied.log
@@ -931,13 +1049,8 @@ impl Discovery {
     }
 
     /// The active load-balancer plugin `name`, configured with `config`,
-    /// with an `ssh` grant to one machine when given.
-    fn balancer(
-        &self,
-        name: &str,
-        config: &str,
-        ssh: Option<(String, Arc<dyn crate::plugins::SshChannel>)>,
-    ) -> Result<WasmPlugin, String> {
+    /// granted `access` (SSH to one machine, or an account's key).
+    fn balancer(&self, name: &str, config: &str, access: Access) -> Result<WasmPlugin, String> {
         let active = self.plugins.active(name).ok_or_else(|| {
             let names: Vec<String> = self
                 .plugins
@@ -964,21 +1077,17 @@ impl Discovery {
             .granted
             .origins()
             .map_err(|e| format!("plugin {name:?} has a bad grant: {e}"))?;
-        let (targets, ssh) = match ssh {
-            Some((id, channel)) => (vec![id], Some(channel)),
-            None => (Vec::new(), None),
-        };
         Ok(WasmPlugin::new(
             active.plugin,
-            Grants {
+            access.grant(Grants {
                 config: config.to_owned(),
                 origins,
                 secrets: BTreeMap::new(),
-                targets,
-                ssh,
+                targets: Vec::new(),
+                ssh: None,
                 limits: active.limits,
                 trial: false,
-            },
+            }),
         ))
     }
 
@@ -1089,6 +1198,49 @@ mod tests {
         ))
         .unwrap_or_default();
         assert_eq!(m, serde_json::json!({"prefix": "/srv", "conf": "a"}));
+    }
+
+    #[test]
+    fn a_cloud_load_balancer_gets_its_accounts_key_and_no_target() {
+        let vault = Vault::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
+        let account = store::AccountRecord {
+            id: 1,
+            name: "prod".into(),
+            provider: "aliyun".into(),
+            config: "{}".into(),
+            key_id: "LTAI-key".into(),
+            secret_sealed: vault.seal(machines::ACCOUNT_SECRET, b"s3cret"),
+            templates: 0,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            updated_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let grants = Access::account(&vault, &account)
+            .unwrap()
+            .grant(Grants::default());
+        assert!(grants.targets.is_empty(), "no SSH target: {grants:?}");
+        assert!(grants.ssh.is_none());
+        let secrets = &grants.secrets;
+        let key = &secrets["account"];
+        assert_eq!(
+            (key.key_id.as_str(), key.secret.as_str()),
+            ("LTAI-key", "s3cret")
+        );
+        assert_eq!(secrets.len(), 1);
+        // A secret sealed by another vault does not open: the push fails
+        // naming the account instead of calling the plugin without a key.
+        let other = Vault::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").unwrap();
+        let refused = Access::account(&other, &account).err().unwrap_or_default();
+        assert!(refused.starts_with("account prod:"), "{refused}");
+    }
+
+    #[test]
+    fn a_node_is_labelled_by_its_address_or_its_account_and_load_balancer() {
+        assert_eq!(node_label(Some("10.0.0.5"), None, "{}"), "10.0.0.5");
+        assert_eq!(
+            node_label(None, Some("prod"), r#"{"load_balancer_id":"lb-1"}"#),
+            "prod · lb-1"
+        );
+        assert_eq!(node_label(None, Some("prod"), "{}"), "prod");
     }
 
     #[test]

@@ -166,7 +166,12 @@ impl AppState {
         .await
         .context("resuming machine work")?;
         machines.track_fleet();
-        let discovery = discovery::Discovery::new(store.clone(), plugins.clone(), remote.clone());
+        let discovery = discovery::Discovery::new(
+            store.clone(),
+            plugins.clone(),
+            remote.clone(),
+            vault.clone(),
+        );
         // A release runs in the process that started it; one that process
         // left behind is over, its nodes' outcome unknown.
         let abandoned = store

@@ -40,7 +40,9 @@ use crate::{
 pub use self::{keys::Keyring, rules::billable_hours};
 
 /// The vault purpose of account secrets.
-const ACCOUNT_SECRET: &str = "account-secret";
+pub const ACCOUNT_SECRET: &str = "account-secret";
+/// The name a plugin opens an account's key by (`secrets.open("account")`).
+const ACCOUNT_GRANT: &str = "account";
 /// The vault purpose of machine private keys.
 pub(crate) const MACHINE_KEY: &str = "machine-key";
 /// The provider name of adopted servers.
@@ -212,7 +214,7 @@ impl Machines {
         ))
     }
 
-    /// Deletes an account no template uses.
+    /// Deletes an account no template or balancer node uses.
     pub async fn delete_account(&self, id: i64) -> Result<(), Error> {
         Ok(self.store.delete_account(id).await?)
     }
@@ -230,7 +232,11 @@ impl Machines {
         let config = input.config.to_string();
         let secret = secret.unwrap_or_default();
         let provider = self
-            .bind(&input.provider, &config, &input.key_id, secret)
+            .bind(
+                &input.provider,
+                &config,
+                account_grant(&input.key_id, secret),
+            )
             .map_err(|e| match e {
                 Error::Unavailable(message) => Invalid::new("provider", message).into(),
                 other => other,
@@ -254,13 +260,13 @@ impl Machines {
         })
     }
 
-    /// The cloud-provider plugin `name`, bound to one account's settings and key.
+    /// The cloud-provider plugin `name`, bound to one account's settings
+    /// and key (`secrets`, from [`account_grant`]).
     fn bind(
         &self,
         name: &str,
         config: &str,
-        key_id: &str,
-        secret: &str,
+        secrets: BTreeMap<String, Secret>,
     ) -> Result<Arc<dyn CloudProvider>, Error> {
         let active = self.plugins.active(name).ok_or_else(|| {
             let names: Vec<String> = self
@@ -288,14 +294,6 @@ impl Machines {
             .granted
             .origins()
             .map_err(|e| Error::Unavailable(format!("plugin {name:?} has a bad grant: {e}")))?;
-        let mut secrets = BTreeMap::new();
-        secrets.insert(
-            "account".to_owned(),
-            Secret {
-                key_id: key_id.to_owned(),
-                secret: secret.to_owned(),
-            },
-        );
         Ok(Arc::new(WasmPlugin::new(
             active.plugin,
             Grants {
@@ -310,10 +308,8 @@ impl Machines {
 
     /// The provider plugin bound to a stored account.
     fn provider(&self, account: &AccountRecord) -> Result<Arc<dyn CloudProvider>, Error> {
-        let secret = self
-            .vault
-            .open_text(ACCOUNT_SECRET, &account.secret_sealed)?;
-        self.bind(&account.provider, &account.config, &account.key_id, &secret)
+        let secrets = account_secrets(&self.vault, account)?;
+        self.bind(&account.provider, &account.config, secrets)
     }
 
     /// A look-up of an account's cloud, for the template form.
@@ -961,6 +957,30 @@ impl Machines {
             }
         });
     }
+}
+
+/// The secrets a plugin acting for an account is granted: its key, as the
+/// secret named `account`.
+fn account_grant(key_id: &str, secret: &str) -> BTreeMap<String, Secret> {
+    BTreeMap::from([(
+        ACCOUNT_GRANT.to_owned(),
+        Secret {
+            key_id: key_id.to_owned(),
+            secret: secret.to_owned(),
+        },
+    )])
+}
+
+/// The secrets a plugin acting for a stored account is granted (the cloud
+/// provider bound to it, a cloud load balancer of it): its key id and its
+/// secret opened from the vault, as the secret named `account`. The one
+/// place an account's secret is opened for a plugin.
+pub fn account_secrets(
+    vault: &Vault,
+    account: &AccountRecord,
+) -> Result<BTreeMap<String, Secret>, vault::Error> {
+    let secret = vault.open_text(ACCOUNT_SECRET, &account.secret_sealed)?;
+    Ok(account_grant(&account.key_id, &secret))
 }
 
 /// An account as the API shows it: never the secret.

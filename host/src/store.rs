@@ -40,7 +40,8 @@ pub use self::{
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
     discovery::{
         BindingChange, BindingRecord, ChangeQuery, ChangeRecord, LbGroupRecord, LbNodeRecord,
-        LbUnitRecord, NewChange, PushTarget, UnitChange, UpstreamRecord, UpstreamStateRecord,
+        LbUnitRecord, NewChange, NodeHost, PushTarget, UnitChange, UpstreamRecord,
+        UpstreamStateRecord,
     },
     executions::{
         ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, StoredOutput, overall_state,

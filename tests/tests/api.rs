@@ -2810,3 +2810,166 @@ async fn stored_execution(store: &dcp::store::Store, title: &str, address: Optio
         .await
         .unwrap()
 }
+
+/// A plugin directory holding only the bundled nginx plugin, so the
+/// install's default unit has its plugin active.
+fn nginx_only(config: &mut dcp::Config) {
+    let dir = config.data_dir.join("bundled");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("nginx.wasm"), dcp_tests::fixture_plugin("nginx")).unwrap();
+    std::fs::write(
+        dir.join("nginx.toml"),
+        include_str!("../../plugins/nginx/plugin.toml"),
+    )
+    .unwrap();
+    config.plugin_dir = Some(dir);
+}
+
+#[tokio::test]
+async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account() {
+    let api = Api::on_tuned(Backend::Sqlite, nginx_only).await;
+    let token = api.token().await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(method, &path, &token, body).await }
+    };
+    // An account as the machines page makes it: its secret sealed.
+    let account = api
+        .state
+        .store
+        .create_account(&dcp::store::AccountChange {
+            name: "prod-slb".into(),
+            provider: "aliyun".into(),
+            config: "{}".into(),
+            key_id: "LTAI-test".into(),
+            secret_sealed: Some(
+                api.state
+                    .vault
+                    .seal(dcp::machines::ACCOUNT_SECRET, b"s3cret"),
+            ),
+        })
+        .await
+        .unwrap();
+    let unit = api.state.store.lb_units(None).await.unwrap()[0].clone();
+    let nodes = format!("/api/v1/lb-units/{}/nodes", unit.id);
+
+    // Exactly one of machine_id, address and account_id, named when not.
+    for (body, field) in [
+        (json!({}), "machine_id"),
+        (
+            json!({"machine_id": 1, "account_id": account.id}),
+            "account_id",
+        ),
+        (
+            json!({"address": "127.0.0.1", "account_id": account.id}),
+            "account_id",
+        ),
+        (json!({"machine_id": 1, "address": "127.0.0.1"}), "address"),
+        (json!({"account_id": account.id, "port": 22}), "port"),
+        (json!({"account_id": 999_999}), "account_id"),
+        (json!({"account_id": "x"}), "account_id"),
+    ] {
+        let reply = call(Method::POST, nodes.clone(), Some(body.clone())).await;
+        assert!(
+            reply.status.is_client_error(),
+            "{body}: {} {}",
+            reply.status,
+            reply.body
+        );
+        assert_eq!(
+            reply.error().1.as_deref(),
+            Some(field),
+            "{body}: {}",
+            reply.body
+        );
+    }
+    let unknown = call(
+        Method::POST,
+        nodes.clone(),
+        Some(json!({"account_id": 999_999})),
+    )
+    .await;
+    refused(&unknown, "account_id", "an unknown account");
+    assert!(
+        unknown.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no account with id 999999"),
+        "{}",
+        unknown.body
+    );
+
+    // Added: the push reaches the unit's plugin with no SSH target (nginx
+    // says it needs one), and the node shows that as drift.
+    let added = call(
+        Method::POST,
+        nodes.clone(),
+        Some(json!({"account_id": account.id})),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    let node = &added.body;
+    assert_eq!(node["account_id"], json!(account.id));
+    assert_eq!(node["account_name"], json!("prod-slb"));
+    assert_eq!(node["machine_id"], Value::Null);
+    assert_eq!(node["address"], Value::Null);
+    assert_eq!(node["machine_state"], Value::Null);
+    assert_eq!(node["in_sync"], json!(false), "{node}");
+    let error = node["drift"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("nginx runs on a node"), "{node}");
+    let listed = call(Method::GET, format!("/api/v1/lb-units/{}", unit.id), None).await;
+    assert_eq!(listed.body["nodes"][0]["account_name"], json!("prod-slb"));
+    let resync = call(
+        Method::POST,
+        format!("/api/v1/lb-nodes/{}/resync", node["id"]),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(resync.status, StatusCode::OK, "{}", resync.body);
+    assert_eq!(resync.body["state"], json!("failed"), "{}", resync.body);
+    assert!(
+        resync.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("FAILED prod-slb: "),
+        "{}",
+        resync.body
+    );
+
+    // The account stays while a node uses it.
+    let refused_delete = call(
+        Method::DELETE,
+        format!("/api/v1/accounts/{}", account.id),
+        None,
+    )
+    .await;
+    assert_eq!(
+        refused_delete.status,
+        StatusCode::CONFLICT,
+        "{}",
+        refused_delete.body
+    );
+    assert!(
+        refused_delete.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("balancer node of unit default"),
+        "{}",
+        refused_delete.body
+    );
+    let removed = call(
+        Method::DELETE,
+        format!("/api/v1/lb-nodes/{}", node["id"]),
+        None,
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    let deleted = call(
+        Method::DELETE,
+        format!("/api/v1/accounts/{}", account.id),
+        None,
+    )
+    .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+}

@@ -66,7 +66,7 @@ const NO_VALID_INPUT: [(&str, &str, &str); 1] = [(
 /// server may refuse a schema-valid value for them with 422. (Operations
 /// under a path, the field — `[]` for any index, `.*` for anything below —
 /// and why no schema can say it.)
-const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 26] = [
+const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 27] = [
     (
         "/api/v1/lb-units",
         "plugin",
@@ -161,6 +161,12 @@ const RULES_NO_SCHEMA_SAYS: [(&str, &str, &str); 26] = [
         "/api/v1/lb-units",
         "address",
         "a balancer node's address is a machine DCP knows (created or adopted): a reference, like an id",
+    ),
+    (
+        "/api/v1/lb-units",
+        "port",
+        "a balancer node's SSH port goes only with its address (a rule across fields: \
+         machine_id and account_id name a node without one)",
     ),
     (
         "/api/v1/accounts",

@@ -44,6 +44,8 @@ on_both_backends!(
     machines_in_pools_are_named_and_kept,
     one_server_is_one_live_machine,
     an_upgrade_keeps_machines_that_already_share_a_server,
+    balancer_nodes_are_a_machine_or_an_account,
+    an_upgrade_keeps_balancer_nodes_their_states_and_releases,
 );
 
 fn change(name: &str, business_line: &str) -> ClusterChange {
@@ -940,6 +942,12 @@ async fn one_server_is_one_live_machine(backend: Backend) {
 /// The migrations before the one that made a live machine's address
 /// unique, from the sources (the same files, so the same checksums).
 async fn migrate_before_identity(backend: Backend, url: &str) -> sqlx::AnyPool {
+    migrate_before(backend, url, "0009").await
+}
+
+/// The migrations before `first` (a file name's number), from the sources
+/// (the same files, so the same checksums).
+async fn migrate_before(backend: Backend, url: &str, first: &str) -> sqlx::AnyPool {
     let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../host/migrations")
         .join(match backend {
@@ -950,7 +958,7 @@ async fn migrate_before_identity(backend: Backend, url: &str) -> sqlx::AnyPool {
     for entry in std::fs::read_dir(&source).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0009" {
+        if name.as_str() < first {
             std::fs::copy(&path, older.path().join(name)).unwrap();
         }
     }
@@ -1064,4 +1072,205 @@ async fn an_upgrade_keeps_machines_that_already_share_a_server(backend: Backend)
         .create_machines(&[adopted("127.20.0.9")])
         .await
         .unwrap();
+}
+
+async fn balancer_nodes_are_a_machine_or_an_account(backend: Backend) {
+    use dcp::store::NodeHost;
+    let (store, db) = backend.store().await;
+    let machine = store
+        .create_machines(&[adopted("127.20.0.31")])
+        .await
+        .unwrap()[0]
+        .id;
+    let account = store
+        .create_account(&AccountChange {
+            name: "slb".into(),
+            provider: "aliyun".into(),
+            config: "{}".into(),
+            key_id: "LTAI".into(),
+            secret_sealed: Some("v1:sealed".into()),
+        })
+        .await
+        .unwrap();
+    // The install's default unit.
+    let unit = store.lb_units(None).await.unwrap()[0].clone();
+    let on_machine = store
+        .add_lb_node(unit.id, NodeHost::Machine(machine), "{}")
+        .await
+        .unwrap();
+    assert_eq!(on_machine.machine_id, Some(machine));
+    assert_eq!(on_machine.account_id, None);
+    assert_eq!(on_machine.address.as_deref(), Some("127.20.0.31"));
+    assert_eq!(on_machine.machine_state.as_deref(), Some("ready"));
+    // One account may hold several of a unit's load balancers.
+    for lb in ["lb-1", "lb-2"] {
+        let node = store
+            .add_lb_node(
+                unit.id,
+                NodeHost::Account(account.id),
+                &format!(r#"{{"load_balancer_id":"{lb}"}}"#),
+            )
+            .await
+            .unwrap();
+        assert_eq!(node.account_id, Some(account.id));
+        assert_eq!(node.account_name.as_deref(), Some("slb"));
+        assert_eq!(
+            (node.machine_id, node.address, node.machine_state),
+            (None, None, None)
+        );
+    }
+    assert!(matches!(
+        store.add_lb_node(unit.id, NodeHost::Machine(machine), "{}").await,
+        Err(store::Error::Conflict { field, .. }) if field == "machine_id"
+    ));
+    let targets = store.push_targets(unit.group_id).await.unwrap();
+    assert_eq!(targets.len(), 3);
+    assert_eq!(
+        targets
+            .iter()
+            .map(|t| (t.machine_id, t.account_id))
+            .collect::<Vec<_>>(),
+        vec![
+            (Some(machine), None),
+            (None, Some(account.id)),
+            (None, Some(account.id))
+        ]
+    );
+    assert_eq!(store.lb_nodes(unit.id).await.unwrap().len(), 3);
+    // The database itself holds the rule: exactly one of the two.
+    let raw = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    for (machine_id, account_id) in [(None, None), (Some(machine), Some(account.id))] {
+        let wrote = sqlx::query(
+            "insert into lb_nodes (unit_id, machine_id, account_id, settings, created_at, \
+             updated_at) values ($1, $2, $3, '{}', 0, 0)",
+        )
+        .bind(unit.id)
+        .bind(machine_id)
+        .bind(account_id)
+        .execute(&raw)
+        .await;
+        assert!(wrote.is_err(), "{machine_id:?} {account_id:?} was stored");
+    }
+    // An account a node uses is not deleted; the unit's dependents name it.
+    match store.delete_account(account.id).await {
+        Err(store::Error::InUse { what, by }) => {
+            assert_eq!(what, "account");
+            assert_eq!(by, vec!["balancer node of unit default"; 2]);
+        }
+        other => panic!("deleting an account in use: {other:?}"),
+    }
+    match store.delete_lb_unit(unit.id).await {
+        Err(store::Error::InUse { by, .. }) => {
+            assert_eq!(by, vec!["node 127.20.0.31", "node slb", "node slb"]);
+        }
+        other => panic!("deleting a unit with nodes: {other:?}"),
+    }
+    for node in store.lb_nodes(unit.id).await.unwrap() {
+        store.delete_lb_node(node.id).await.unwrap();
+    }
+    store.delete_account(account.id).await.unwrap();
+}
+
+async fn an_upgrade_keeps_balancer_nodes_their_states_and_releases(backend: Backend) {
+    let db = backend.database().await;
+    let old = migrate_before(backend, &db.url, "0015").await;
+    // Written by 0014: nodes (one removed, so the id sequence is ahead of
+    // the rows), what each applied, and a release's nodes.
+    let run = |sql: String| {
+        let old = &old;
+        async move { sqlx::query(&sql).execute(old).await.unwrap() }
+    };
+    for i in 1..=3 {
+        run(format!(
+            "insert into machines (name, provider, address, port, login_user, state, \
+             created_at, updated_at) values ('lb{i}', 'adopted', '127.20.1.{i}', 22, 'root', \
+             'ready', 0, 0)"
+        ))
+        .await;
+        run(format!(
+            "insert into lb_nodes (unit_id, machine_id, settings, created_at, updated_at) \
+             select u.id, {i}, '{{\"n\":{i}}}', {i}, {i} from lb_units u where u.name = 'default'"
+        ))
+        .await;
+    }
+    run("delete from lb_nodes where id = 3".into()).await;
+    for (node, revision, error) in [(1, 4, ""), (2, 3, "reload failed")] {
+        run(format!(
+            "insert into upstream_states (upstream_id, node_id, revision, error, updated_at) \
+             select id, {node}, {revision}, '{error}', 7 from upstreams \
+             where name = 'default_upstream'"
+        ))
+        .await;
+    }
+    run(
+        "insert into lb_releases (unit_id, files, state, created_by, created_at) \
+         select id, '[]', 'partial', 'user:admin', 8 from lb_units where name = 'default'"
+            .into(),
+    )
+    .await;
+    for (node, state) in [(1, "succeeded"), (2, "failed")] {
+        run(format!(
+            "insert into lb_release_nodes (release_id, node_id, address, state, log, \
+             started_at, finished_at) values (1, {node}, '127.20.1.{node}', '{state}', \
+             'log {node}', 8, 9)"
+        ))
+        .await;
+    }
+    old.close().await;
+
+    // 0015 (through the store, as a DCP start runs it) keeps every row.
+    let store = Store::open(&db.url).await.unwrap();
+    let unit = store.lb_units(None).await.unwrap()[0].clone();
+    let nodes = store.lb_nodes(unit.id).await.unwrap();
+    assert_eq!(
+        nodes
+            .iter()
+            .map(|n| (
+                n.id,
+                n.machine_id,
+                n.account_id,
+                n.settings.as_str(),
+                n.created_at
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, Some(1), None, r#"{"n":1}"#, 1),
+            (2, Some(2), None, r#"{"n":2}"#, 2)
+        ]
+    );
+    let states = store.upstream_states(None).await.unwrap();
+    assert_eq!(
+        states
+            .iter()
+            .map(|s| (s.node_id, s.revision, s.error.as_str(), s.updated_at))
+            .collect::<Vec<_>>(),
+        vec![(1, 4, "", 7), (2, 3, "reload failed", 7)]
+    );
+    let released = store.release_nodes(1).await.unwrap();
+    assert_eq!(
+        released
+            .iter()
+            .map(|r| (
+                r.node_id,
+                r.address.as_str(),
+                r.state.as_str(),
+                r.log.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "127.20.1.1", "succeeded", "log 1"),
+            (2, "127.20.1.2", "failed", "log 2")
+        ]
+    );
+    // The children still follow their node: removing one removes what it
+    // applied and its release rows, and nothing of the other's.
+    store.delete_lb_node(2).await.unwrap();
+    assert_eq!(store.upstream_states(None).await.unwrap().len(), 1);
+    assert_eq!(store.release_nodes(1).await.unwrap().len(), 1);
+    // A removed node's id is not given again.
+    let next = store
+        .add_lb_node(unit.id, dcp::store::NodeHost::Machine(3), "{}")
+        .await
+        .unwrap();
+    assert_eq!(next.id, 4);
 }

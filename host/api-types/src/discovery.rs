@@ -104,7 +104,9 @@ fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
 
-/// A balancer node: a machine that runs the unit's balancer.
+/// A balancer node: a machine that runs the unit's balancer, or a cloud
+/// load balancer the unit's plugin drives through a cloud account (exactly
+/// one of `machine_id` and `account_id` is set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct LbNode {
@@ -112,12 +114,16 @@ pub struct LbNode {
     pub id: i64,
     /// Its unit.
     pub unit_id: i64,
-    /// The machine.
-    pub machine_id: i64,
-    /// The machine's address.
+    /// The machine; null for a cloud load balancer.
+    pub machine_id: Option<i64>,
+    /// The cloud account of its load balancer; null for a machine.
+    pub account_id: Option<i64>,
+    /// That account's name; null for a machine.
+    pub account_name: Option<String>,
+    /// The machine's address; null for a cloud load balancer.
     pub address: Option<String>,
-    /// The machine's state.
-    pub machine_state: String,
+    /// The machine's state; null for a cloud load balancer.
+    pub machine_state: Option<String>,
     /// Its own plugin settings, over the unit's.
     pub settings: Value,
     /// Whether it serves every upstream of its group at its current revision.
@@ -129,7 +135,9 @@ pub struct LbNode {
 }
 
 /// What adds a node to a unit: a machine DCP has (made or adopted), by id
-/// or by address.
+/// or by address, or a cloud load balancer of a cloud account. Exactly one
+/// of `machine_id`, `address` and `account_id` is given; otherwise 422
+/// naming the field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -140,10 +148,16 @@ pub struct LbNodeInput {
     /// Or the address of a machine DCP has.
     #[serde(default)]
     pub address: Option<String>,
-    /// With `address`: its SSH port (default 22).
+    /// With `address` only: its SSH port (default 22).
     #[serde(default)]
     pub port: Option<u16>,
-    /// Its own plugin settings over the unit's (e.g. another prefix).
+    /// Or a cloud account: the node is a load balancer of its cloud (which
+    /// one, the settings say, e.g. `load_balancer_id` for `slb`), driven by
+    /// the unit's plugin through the cloud's API with the account's key.
+    #[serde(default)]
+    pub account_id: Option<i64>,
+    /// Its own plugin settings over the unit's (e.g. another prefix, or
+    /// the cloud load balancer's id).
     #[serde(default = "empty_object")]
     pub settings: Value,
 }

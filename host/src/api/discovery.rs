@@ -145,6 +145,8 @@ fn node_to_api(n: store::LbNodeRecord, states: &[UpstreamNodeState]) -> LbNode {
         id: n.id,
         unit_id: n.unit_id,
         machine_id: n.machine_id,
+        account_id: n.account_id,
+        account_name: n.account_name,
         address: n.address,
         machine_state: n.machine_state,
         settings: json_of(&n.settings),
@@ -472,8 +474,11 @@ async fn resync_unit(
     Ok(Json(report(&pushed)))
 }
 
-/// Add a machine to a unit as a balancer node, then push the group's
-/// upstreams to it.
+/// Add a balancer node to a unit — a machine (`machine_id`, or `address`
+/// of a machine DCP has, with its SSH `port`) or a cloud account's load
+/// balancer (`account_id`; which one, the settings say) — then push the
+/// group's upstreams to it. Exactly one of `machine_id`, `address` and
+/// `account_id` is given.
 #[utoipa::path(
     post, path = "/lb-units/{id}/nodes", tag = "discovery",
     params(("id" = i64, Path, description = "Unit id")),
@@ -482,7 +487,9 @@ async fn resync_unit(
         (status = 201, description = "Added; `drift` shows an upstream it could not take yet", body = LbNode),
         (status = 404, description = "No such unit", body = ErrorBody),
         (status = 409, description = "The machine is a node of this unit already", body = ErrorBody),
-        (status = 422, description = "No such machine, or the plugin refuses the settings", body = ErrorBody),
+        (status = 422, description = "Not exactly one of machine_id, address and account_id (the field \
+            named is one too many, or machine_id when none is given); a port without an address; no such \
+            machine or account; or the plugin refuses the settings", body = ErrorBody),
     )
 )]
 async fn add_node(

@@ -115,14 +115,15 @@ async fn update_account(
     Ok(Json(account))
 }
 
-/// Delete an account; refused while a template uses it.
+/// Delete an account; refused while a template or a balancer node (one of
+/// its cloud load balancers) uses it.
 #[utoipa::path(
     delete, path = "/accounts/{id}", tag = "machines",
     params(("id" = i64, Path, description = "Account id")),
     responses(
         (status = 204, description = "Deleted"),
         (status = 404, description = "No such account", body = ErrorBody),
-        (status = 409, description = "Templates use it", body = ErrorBody),
+        (status = 409, description = "Templates or balancer nodes (its cloud load balancers) use it; the message names them", body = ErrorBody),
     )
 )]
 async fn delete_account(

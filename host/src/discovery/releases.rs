@@ -141,7 +141,14 @@ impl Discovery {
             .lb_nodes(unit_id)
             .await?
             .into_iter()
-            .map(|n| (n.id, n.address.unwrap_or_default()))
+            .map(|n| {
+                let label = super::node_label(
+                    n.address.as_deref(),
+                    n.account_name.as_deref(),
+                    &super::merged(&unit.config, &n.settings),
+                );
+                (n.id, label)
+            })
             .collect();
         if nodes.is_empty() {
             return Err(Invalid::new(
@@ -209,7 +216,7 @@ impl Discovery {
         }
         let nodes = self.store.lb_nodes(unit.id).await?;
         let targets = self.store.push_targets(unit.group_id).await?;
-        let (mut ok, mut failed) = (Vec::new(), 0_usize);
+        let (mut ok, mut succeeded, mut failed) = (Vec::new(), 0_usize, 0_usize);
         for node in self.store.release_nodes(id).await? {
             if failed > 0 {
                 self.store
@@ -229,7 +236,7 @@ impl Discovery {
                 .await?;
             let outcome = self
                 .on_node(target, async |plugin, id| {
-                    plugin.publish(&files, Some(&id)).await
+                    plugin.publish(&files, id.as_deref()).await
                 })
                 .await;
             match outcome {
@@ -237,8 +244,15 @@ impl Discovery {
                     self.store
                         .set_release_node(id, node.node_id, "succeeded", &log)
                         .await?;
-                    if let Some(n) = nodes.iter().find(|n| n.id == node.node_id) {
-                        ok.push(n.machine_id);
+                    succeeded += 1;
+                    // The publish command group runs on machines; a cloud
+                    // load balancer has no shell to run it in.
+                    if let Some(machine) = nodes
+                        .iter()
+                        .find(|n| n.id == node.node_id)
+                        .and_then(|n| n.machine_id)
+                    {
+                        ok.push(machine);
                     }
                 }
                 Err(why) => {
@@ -279,7 +293,7 @@ impl Discovery {
             }
             _ => None,
         };
-        let state = match (ok.len(), failed) {
+        let state = match (succeeded, failed) {
             (_, 0) => "succeeded",
             (0, _) => "failed",
             _ => "partial",

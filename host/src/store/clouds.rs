@@ -6,10 +6,17 @@ use time::OffsetDateTime;
 use super::{Dependent, Error, Result, Store, Window, conflict_on, datetime, now_millis};
 
 /// Tables that reference an account.
-const ACCOUNT_DEPENDENTS: &[Dependent] = &[Dependent {
-    kind: "machine template",
-    names_sql: "select name from machine_templates where account_id = $1 order by name limit 5",
-}];
+const ACCOUNT_DEPENDENTS: &[Dependent] = &[
+    Dependent {
+        kind: "machine template",
+        names_sql: "select name from machine_templates where account_id = $1 order by name limit 5",
+    },
+    Dependent {
+        kind: "balancer node of unit",
+        names_sql: "select u.name from lb_nodes n join lb_units u on u.id = n.unit_id \
+                    where n.account_id = $1 order by n.id limit 5",
+    },
+];
 
 /// Tables that reference a template. Released machines do not count: they
 /// keep their history without it.
@@ -25,8 +32,9 @@ const TEMPLATE_DEPENDENTS: &[Dependent] = &[
     },
 ];
 
-/// A stored cloud account. The secret stays sealed here; only the machine
-/// service opens it, to hand it to the provider plugin's HMAC.
+/// A stored cloud account. The secret stays sealed here; only
+/// `machines::account_secrets` opens it, to hand it to a plugin's HMAC (the
+/// provider plugin's, or a cloud load balancer's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     /// Id.

@@ -22,8 +22,10 @@ const GROUP_DEPENDENTS: &[Dependent] = &[
 
 const UNIT_DEPENDENTS: &[Dependent] = &[Dependent {
     kind: "node",
-    names_sql: "select coalesce(m.address, m.name) from lb_nodes n join machines m \
-                on m.id = n.machine_id where n.unit_id = $1 order by n.id limit 5",
+    names_sql: "select coalesce(m.address, m.name, a.name) from lb_nodes n \
+                left join machines m on m.id = n.machine_id \
+                left join cloud_accounts a on a.id = n.account_id \
+                where n.unit_id = $1 order by n.id limit 5",
 }];
 
 const UPSTREAM_DEPENDENTS: &[Dependent] = &[Dependent {
@@ -89,21 +91,36 @@ pub struct UnitChange {
     pub publish_group_id: Option<i64>,
 }
 
-/// A balancer node: a machine running the balancer for a unit.
+/// Where a balancer node is: exactly one of a machine or a cloud account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeHost {
+    /// A machine running the balancer, reached over SSH.
+    Machine(i64),
+    /// A cloud load balancer, driven through this account's cloud API (the
+    /// node's settings name which one).
+    Account(i64),
+}
+
+/// A balancer node: a machine running the balancer for a unit, or a cloud
+/// account's load balancer.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct LbNodeRecord {
     /// Id assigned by the database.
     pub id: i64,
     /// Its unit.
     pub unit_id: i64,
-    /// The machine it runs on.
-    pub machine_id: i64,
+    /// The machine it runs on (`None` for a cloud load balancer).
+    pub machine_id: Option<i64>,
+    /// The cloud account of its load balancer (`None` for a machine).
+    pub account_id: Option<i64>,
+    /// That account's name.
+    pub account_name: Option<String>,
     /// Its own plugin settings over the unit's (a JSON object).
     pub settings: String,
-    /// The machine's address.
+    /// The machine's address (`None` for a cloud load balancer).
     pub address: Option<String>,
-    /// The machine's state.
-    pub machine_state: String,
+    /// The machine's state (`None` for a cloud load balancer).
+    pub machine_state: Option<String>,
     /// Creation time (ms).
     pub created_at: i64,
 }
@@ -113,8 +130,12 @@ pub struct LbNodeRecord {
 pub struct PushTarget {
     /// The node.
     pub node_id: i64,
-    /// The machine it runs on.
-    pub machine_id: i64,
+    /// The machine it runs on (`None` for a cloud load balancer).
+    pub machine_id: Option<i64>,
+    /// The cloud account of its load balancer (`None` for a machine).
+    pub account_id: Option<i64>,
+    /// That account's name.
+    pub account_name: Option<String>,
     /// The machine's address.
     pub address: Option<String>,
     /// Its own settings.
@@ -268,8 +289,12 @@ pub struct ChangeQuery {
 
 const UNIT_COLUMNS: &str =
     "id, group_id, name, description, plugin, config, publish_group_id, created_at, updated_at";
-const NODE_COLUMNS: &str = "n.id, n.unit_id, n.machine_id, n.settings, m.address, \
+const NODE_COLUMNS: &str = "n.id, n.unit_id, n.machine_id, n.account_id, \
+                            a.name as account_name, n.settings, m.address, \
                             m.state as machine_state, n.created_at";
+/// A node with its machine or its account, whichever it has.
+const NODE_FROM: &str = "lb_nodes n left join machines m on m.id = n.machine_id \
+                         left join cloud_accounts a on a.id = n.account_id";
 const UPSTREAM_COLUMNS: &str = "id, group_id, name, backends, revision, created_at, updated_at";
 const BINDING_COLUMNS: &str =
     "id, name, description, upstream_id, port, weight, created_at, updated_at";
@@ -431,33 +456,41 @@ impl Store {
 
     // ---- nodes ----
 
-    /// Adds the machine `machine_id` to a unit; [`Error::Conflict`] on
-    /// `machine_id` if it is there already.
+    /// Adds a node on `host` to a unit; [`Error::Conflict`] on
+    /// `machine_id` if the machine is there already. One account may hold
+    /// several of a unit's load balancers (its settings tell them apart).
     pub async fn add_lb_node(
         &self,
         unit_id: i64,
-        machine_id: i64,
+        host: NodeHost,
         settings: &str,
     ) -> Result<LbNodeRecord> {
+        let (machine_id, account_id) = match host {
+            NodeHost::Machine(id) => (Some(id), None),
+            NodeHost::Account(id) => (None, Some(id)),
+        };
         let (id,): (i64,) = sqlx::query_as(
-            "insert into lb_nodes (unit_id, machine_id, settings, created_at, updated_at) \
-             values ($1, $2, $3, $4, $4) returning id",
+            "insert into lb_nodes (unit_id, machine_id, account_id, settings, created_at, \
+             updated_at) values ($1, $2, $3, $4, $5, $5) returning id",
         )
         .bind(unit_id)
         .bind(machine_id)
+        .bind(account_id)
         .bind(settings)
         .bind(now_millis())
         .fetch_one(&self.pool)
         .await
-        .map_err(conflict_on("machine_id", &machine_id.to_string()))?;
+        .map_err(conflict_on(
+            "machine_id",
+            &machine_id.unwrap_or_default().to_string(),
+        ))?;
         self.lb_node(id).await
     }
 
     /// The node with this id.
     pub async fn lb_node(&self, id: i64) -> Result<LbNodeRecord> {
         sqlx::query_as(&format!(
-            "select {NODE_COLUMNS} from lb_nodes n join machines m on m.id = n.machine_id \
-             where n.id = $1"
+            "select {NODE_COLUMNS} from {NODE_FROM} where n.id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -468,8 +501,7 @@ impl Store {
     /// The nodes of a unit, oldest first.
     pub async fn lb_nodes(&self, unit_id: i64) -> Result<Vec<LbNodeRecord>> {
         Ok(sqlx::query_as(&format!(
-            "select {NODE_COLUMNS} from lb_nodes n join machines m on m.id = n.machine_id \
-             where n.unit_id = $1 order by n.id"
+            "select {NODE_COLUMNS} from {NODE_FROM} where n.unit_id = $1 order by n.id"
         ))
         .bind(unit_id)
         .fetch_all(&self.pool)
@@ -497,11 +529,11 @@ impl Store {
 
     /// Every node serving the upstreams of `group_id`, with its unit's plugin.
     pub async fn push_targets(&self, group_id: i64) -> Result<Vec<PushTarget>> {
-        Ok(sqlx::query_as(
-            "select n.id as node_id, n.machine_id, m.address, n.settings, u.id as unit_id, \
-             u.plugin, u.config from lb_nodes n join lb_units u on u.id = n.unit_id \
-             join machines m on m.id = n.machine_id where u.group_id = $1 order by n.id",
-        )
+        Ok(sqlx::query_as(&format!(
+            "select n.id as node_id, n.machine_id, n.account_id, a.name as account_name, \
+             m.address, n.settings, u.id as unit_id, u.plugin, u.config from {NODE_FROM} \
+             join lb_units u on u.id = n.unit_id where u.group_id = $1 order by n.id"
+        ))
         .bind(group_id)
         .fetch_all(&self.pool)
         .await?)
