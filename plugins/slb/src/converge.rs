@@ -35,6 +35,10 @@ const SLB_VERSION: &str = "2014-05-15";
 const ECS_VERSION: &str = "2014-05-26";
 /// The most addresses one DescribeInstances filter takes, and its page size.
 const LOOKUP: usize = 100;
+/// How often the health of joining servers is read.
+const HEALTH_POLL_MS: u64 = 500;
+/// Time kept before the call's deadline to answer why servers still wait.
+const DEADLINE_RESERVE_MS: u64 = 2_000;
 
 /// A listener of the load balancer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,11 +204,13 @@ impl<H: Host> Slb<'_, H> {
     }
 
     /// Each listener with the backend port it sends to (none for a listener
-    /// of a VServer group, or of a protocol SLB did not name).
+    /// of a VServer group, or of a protocol SLB did not name), and whether
+    /// it is running with health checks on (its backends take traffic only
+    /// once they pass).
     fn backend_ports(
         &self,
         listeners: &[Listener],
-    ) -> Result<Vec<(Listener, Option<u16>)>, Failure> {
+    ) -> Result<Vec<(Listener, Option<u16>, bool)>, Failure> {
         let mut out = Vec::new();
         for l in listeners {
             let action = match l.protocol.as_str() {
@@ -213,7 +219,7 @@ impl<H: Host> Slb<'_, H> {
                 "tcp" => "DescribeLoadBalancerTCPListenerAttribute",
                 "udp" => "DescribeLoadBalancerUDPListenerAttribute",
                 _ => {
-                    out.push((l.clone(), None));
+                    out.push((l.clone(), None, false));
                     continue;
                 }
             };
@@ -222,7 +228,9 @@ impl<H: Host> Slb<'_, H> {
             let answer = self.client.call(self.slb(), action, &params)?;
             let to_group = !text(&answer, "VServerGroupId").is_empty();
             let backend_port = port(&answer, "BackendServerPort").filter(|_| !to_group);
-            out.push((l.clone(), backend_port));
+            let checks = text(&answer, "HealthCheck").eq_ignore_ascii_case("on")
+                && text(&answer, "Status").eq_ignore_ascii_case("running");
+            out.push((l.clone(), backend_port, checks));
         }
         Ok(out)
     }
@@ -276,9 +284,7 @@ impl<H: Host> Slb<'_, H> {
         Ok(found)
     }
 
-    /// The backends' health on each listener (DescribeHealthStatus); ready
-    /// for `check-state`, not exported yet (no WIT function for it).
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    /// The backends' health on each listener (DescribeHealthStatus).
     pub(crate) fn health(&self) -> Result<Vec<BackendHealth>, Failure> {
         let answer =
             self.client
@@ -314,7 +320,7 @@ impl<H: Host> Slb<'_, H> {
             self.config.region
         )];
         let state = self.read()?;
-        self.check_ports(&backends, &state.listeners, &mut log)?;
+        let checking = self.check_ports(&backends, &state.listeners, &mut log)?;
         let addresses: Vec<&str> = backends.iter().map(|b| b.address.as_str()).collect();
         let found = if addresses.is_empty() {
             HashMap::new()
@@ -372,35 +378,58 @@ impl<H: Host> Slb<'_, H> {
                 wanted.len()
             ));
         }
-        self.converge(&wanted, &status, state.backends, log)
+        // Servers that take no traffic now and should: new, or back from 0.
+        let serving: HashSet<&str> = state
+            .backends
+            .iter()
+            .filter(|a| a.weight > 0)
+            .map(|a| a.server_id.as_str())
+            .collect();
+        let joining: Vec<String> = wanted
+            .iter()
+            .filter(|w| w.weight > 0 && !serving.contains(w.server_id.as_str()))
+            .map(|w| w.server_id.clone())
+            .collect();
+        let mut applied = self.converge(&wanted, &status, state.backends, log)?;
+        let joining: Vec<&str> = joining.iter().map(String::as_str).collect();
+        let mut log = vec![std::mem::take(&mut applied.log)];
+        self.wait_serving(&joining, &checking, &mut log)?;
+        applied.log = log.join("\n");
+        Ok(applied)
     }
 
-    /// Every backend's port must be one the listeners send to.
+    /// Every backend's port must be one the listeners send to. Answers the
+    /// ports of the running listeners that health-check their backends.
     fn check_ports(
         &self,
         backends: &[Backend],
         listeners: &[Listener],
         log: &mut Vec<String>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Vec<u16>, Failure> {
         if listeners.is_empty() {
             log.push(
                 "the load balancer has no listeners yet: backend ports not checked".to_owned(),
             );
-            return Ok(());
+            return Ok(Vec::new());
         }
         let ports = self.backend_ports(listeners)?;
+        let checking: Vec<u16> = ports
+            .iter()
+            .filter(|(_, to, checks)| *checks && to.is_some())
+            .map(|(l, _, _)| l.port)
+            .collect();
         let said: Vec<String> = ports
             .iter()
-            .map(|(l, to)| match (l.protocol.as_str(), to) {
+            .map(|(l, to, _)| match (l.protocol.as_str(), to) {
                 ("", _) => format!("listener {} (protocol unknown)", l.port),
                 (p, Some(to)) => format!("listener {}/{p} → {to}", l.port),
                 (p, None) => format!("listener {}/{p} → a VServer group", l.port),
             })
             .collect();
-        let used: BTreeSet<u16> = ports.iter().filter_map(|(_, to)| *to).collect();
+        let used: BTreeSet<u16> = ports.iter().filter_map(|(_, to, _)| *to).collect();
         if used.is_empty() {
             log.push(format!("{}: backend ports not checked", said.join(", ")));
-            return Ok(());
+            return Ok(checking);
         }
         let used_text = used
             .iter()
@@ -418,7 +447,71 @@ impl<H: Host> Slb<'_, H> {
             )));
         }
         log.push(said.join(", "));
-        Ok(())
+        Ok(checking)
+    }
+
+    /// Waits until every server of `joining` passes the health checks of
+    /// every listener in `checking`: a registered backend is one the load
+    /// balancer sends traffic to, and SLB sends it none before that — so a
+    /// rolling deploy that took the next node out as soon as this one was
+    /// attached would leave no healthy backend. Gives up at the call's
+    /// deadline with the servers still failing and SLB's verdict.
+    fn wait_serving(
+        &self,
+        joining: &[&str],
+        checking: &[u16],
+        log: &mut Vec<String>,
+    ) -> Result<(), Failure> {
+        if joining.is_empty() || checking.is_empty() {
+            return Ok(());
+        }
+        let host = self.client.host;
+        let started = host.now_ms();
+        loop {
+            let health = self.health()?;
+            let waiting: Vec<String> = joining
+                .iter()
+                .filter_map(|id| {
+                    let verdicts: Vec<String> = checking
+                        .iter()
+                        .filter_map(|port| {
+                            let on = health.iter().find(|b| b.server_id == *id).and_then(|b| {
+                                b.listeners.iter().find(|l| l.listener_port == *port)
+                            });
+                            match on.map(|l| l.health) {
+                                Some(health::Health::Normal) => None,
+                                Some(health::Health::Abnormal) => {
+                                    Some(format!("abnormal on {port}"))
+                                }
+                                _ => Some(format!("no verdict yet on {port}")),
+                            }
+                        })
+                        .collect();
+                    (!verdicts.is_empty()).then(|| format!("{id} ({})", verdicts.join(", ")))
+                })
+                .collect();
+            if waiting.is_empty() {
+                log.push(format!(
+                    "{} new backend servers pass the health checks of listeners {}: taking traffic after {} ms",
+                    joining.len(),
+                    checking.iter().map(u16::to_string).collect::<Vec<_>>().join(", "),
+                    host.now_ms().saturating_sub(started)
+                ));
+                return Ok(());
+            }
+            if host.now_ms() + HEALTH_POLL_MS + DEADLINE_RESERVE_MS > host.deadline_ms() {
+                return Err(Failure::new(
+                    Kind::Unavailable,
+                    format!(
+                        "attached, but SLB sends no traffic to {} yet: its health checks have not passed \
+                         (the backend servers stay attached and take traffic once they pass)",
+                        waiting.join("; ")
+                    ),
+                    true,
+                ));
+            }
+            host.sleep_ms(HEALTH_POLL_MS);
+        }
     }
 
     /// Applies the steps from `attached` to `wanted` one call at a time,
