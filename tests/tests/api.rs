@@ -2918,6 +2918,7 @@ async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account()
     assert_eq!(node["in_sync"], json!(false), "{node}");
     let error = node["drift"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("nginx runs on a node"), "{node}");
+    assert_eq!(node["drift"][0]["label"], json!("prod-slb"), "{node}");
     let listed = call(Method::GET, format!("/api/v1/lb-units/{}", unit.id), None).await;
     assert_eq!(listed.body["nodes"][0]["account_name"], json!("prod-slb"));
     let resync = call(

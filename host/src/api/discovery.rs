@@ -126,6 +126,11 @@ async fn node_states(state: &AppState, group_id: i64) -> Result<Vec<UpstreamNode
                 upstream: u.name.clone(),
                 node_id: t.node_id,
                 address: t.address.clone(),
+                label: discovery::node_label(
+                    t.address.as_deref(),
+                    t.account_name.as_deref(),
+                    &discovery::merged(&t.config, &t.settings),
+                ),
                 revision,
                 in_sync: revision.is_some_and(|r| r >= u.revision),
                 error: seen.map(|s| s.error.clone()).unwrap_or_default(),
