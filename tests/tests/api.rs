@@ -2824,13 +2824,9 @@ fn nginx_only(config: &mut dcp::Config, manifest: &str) {
     config.plugin_dir = Some(dir);
 }
 
-#[tokio::test]
-async fn a_cloud_load_balancer_needs_a_plugin_granted_the_accounts_key() {
-    // nginx as shipped asks for no secret: it is never handed a key.
-    let api = Api::on_tuned(Backend::Sqlite, |c| nginx_only(c, NGINX_MANIFEST)).await;
-    let token = api.token().await;
-    let account = api
-        .state
+/// An account as the machines page makes it: its secret sealed.
+async fn sealed_account(api: &Api) -> dcp::store::AccountRecord {
+    api.state
         .store
         .create_account(&dcp::store::AccountChange {
             name: "prod-slb".into(),
@@ -2844,7 +2840,15 @@ async fn a_cloud_load_balancer_needs_a_plugin_granted_the_accounts_key() {
             ),
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cloud_load_balancer_needs_a_plugin_granted_the_accounts_key() {
+    // nginx as shipped asks for no secret: it is never handed a key.
+    let api = Api::on_tuned(Backend::Sqlite, |c| nginx_only(c, NGINX_MANIFEST)).await;
+    let token = api.token().await;
+    let account = sealed_account(&api).await;
     let unit = api.state.store.lb_units(None).await.unwrap()[0].clone();
     let reply = api
         .call(
@@ -2881,23 +2885,7 @@ async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account()
         let api = &api;
         async move { api.call(method, &path, &token, body).await }
     };
-    // An account as the machines page makes it: its secret sealed.
-    let account = api
-        .state
-        .store
-        .create_account(&dcp::store::AccountChange {
-            name: "prod-slb".into(),
-            provider: "aliyun".into(),
-            config: "{}".into(),
-            key_id: "LTAI-test".into(),
-            secret_sealed: Some(
-                api.state
-                    .vault
-                    .seal(dcp::machines::ACCOUNT_SECRET, b"s3cret"),
-            ),
-        })
-        .await
-        .unwrap();
+    let account = sealed_account(&api).await;
     let unit = api.state.store.lb_units(None).await.unwrap()[0].clone();
     let nodes = format!("/api/v1/lb-units/{}/nodes", unit.id);
 
