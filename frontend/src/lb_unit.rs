@@ -484,13 +484,13 @@ fn AddNodeDialog(unit_id: i64, open: RwSignal<bool>, on_added: Callback<LbNode>)
                         </Labelled>
                     </Show>
                     <Show when=move || !cloud.get()>
-                    <p class="hint">"A machine DCP made or adopted that runs the balancer; DCP logs in to it with the machine's key."</p>
-                    <div class="segmented">
-                        <button id="lb-node-by-machine" type="button" class:selected=move || by_machine.get()
-                            on:click=move |_| by_machine.set(true)>"Pick a machine"</button>
-                        <button id="lb-node-by-address" type="button" class:selected=move || !by_machine.get()
-                            on:click=move |_| by_machine.set(false)>"By address"</button>
-                    </div>
+                        <p class="hint">"A machine DCP made or adopted that runs the balancer; DCP logs in to it with the machine's key."</p>
+                        <div class="segmented">
+                            <button id="lb-node-by-machine" type="button" class:selected=move || by_machine.get()
+                                on:click=move |_| by_machine.set(true)>"Pick a machine"</button>
+                            <button id="lb-node-by-address" type="button" class:selected=move || !by_machine.get()
+                                on:click=move |_| by_machine.set(false)>"By address"</button>
+                        </div>
                     </Show>
                     <Show when=move || !cloud.get() && by_machine.get()>
                         <Labelled field="machine_id" id="lb-node-machine" label="Machine" error hint="ready machines">

@@ -293,7 +293,7 @@ fn Upstream(id: i64) -> impl IntoView {
             <tbody>
                 {move || data().map(|(u, _)| u.nodes.into_iter().map(|n| view! {
                     <tr data-test="upstream-node" data-node=n.node_id.to_string() data-in-sync=n.in_sync.to_string()>
-                        <td class="name"><code>{n.address.clone().unwrap_or_else(|| format!("node #{}", n.node_id))}</code></td>
+                        <td class="name"><code>{n.label.clone()}</code></td>
                         <td>{n.revision.map_or_else(|| "none yet".to_owned(), |r| r.to_string())}</td>
                         <td>{if n.in_sync {
                             view! { <span class="badge in-sync">"in sync"</span> }.into_any()

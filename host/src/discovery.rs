@@ -138,7 +138,7 @@ pub struct MemberChange {
 pub struct NodeResult {
     /// The node.
     pub node_id: i64,
-    /// Its address.
+    /// Its address, or a cloud load balancer's label (see [`node_label`]).
     pub address: String,
     /// Whether it now serves the pushed revision.
     pub ok: bool,
@@ -574,6 +574,8 @@ impl Discovery {
             (None, None, Some(id)) => {
                 self.exists("account_id", id, self.store.account(id))
                     .await?;
+                self.takes_account(&unit.plugin)
+                    .map_err(|why| Invalid::new("account_id", why))?;
                 NodeHost::Account(id)
             }
             (None, Some(address), None) => {
@@ -1048,9 +1050,29 @@ impl Discovery {
         })
     }
 
+    /// Refuses when the active plugin `name` was not granted the secret an
+    /// account's key is handed over as: an operator approved what it may
+    /// open, and a plugin that never asked for a key (nginx) gets none.
+    fn takes_account(&self, name: &str) -> Result<(), String> {
+        match self.plugins.active(name) {
+            Some(active) if !active.granted.secrets.contains(machines::ACCOUNT_GRANT) => {
+                Err(format!(
+                    "the unit's plugin {name:?} is not granted the secret {:?}, so it cannot \
+                     drive a cloud load balancer; use a unit whose plugin is (e.g. slb)",
+                    machines::ACCOUNT_GRANT
+                ))
+            }
+            // No such plugin: `balancer` says which are active.
+            _ => Ok(()),
+        }
+    }
+
     /// The active load-balancer plugin `name`, configured with `config`,
     /// granted `access` (SSH to one machine, or an account's key).
     fn balancer(&self, name: &str, config: &str, access: Access) -> Result<WasmPlugin, String> {
+        if matches!(access, Access::Account(_)) {
+            self.takes_account(name)?;
+        }
         let active = self.plugins.active(name).ok_or_else(|| {
             let names: Vec<String> = self
                 .plugins

@@ -41,8 +41,9 @@ pub use self::{keys::Keyring, rules::billable_hours};
 
 /// The vault purpose of account secrets.
 pub const ACCOUNT_SECRET: &str = "account-secret";
-/// The name a plugin opens an account's key by (`secrets.open("account")`).
-const ACCOUNT_GRANT: &str = "account";
+/// The name a plugin opens an account's key by (`secrets.open("account")`);
+/// its manifest asks for it (`secrets = ["account"]`).
+pub const ACCOUNT_GRANT: &str = "account";
 /// The vault purpose of machine private keys.
 pub(crate) const MACHINE_KEY: &str = "machine-key";
 /// The provider name of adopted servers.

@@ -2811,32 +2811,22 @@ async fn stored_execution(store: &dcp::store::Store, title: &str, address: Optio
         .unwrap()
 }
 
-/// A plugin directory holding only the bundled nginx plugin, so the
-/// install's default unit has its plugin active.
-fn nginx_only(config: &mut dcp::Config) {
+const NGINX_MANIFEST: &str = include_str!("../../plugins/nginx/plugin.toml");
+
+/// A plugin directory holding only the bundled nginx plugin, its manifest
+/// changed by `manifest`, so the install's default unit has its plugin
+/// active.
+fn nginx_only(config: &mut dcp::Config, manifest: &str) {
     let dir = config.data_dir.join("bundled");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("nginx.wasm"), dcp_tests::fixture_plugin("nginx")).unwrap();
-    std::fs::write(
-        dir.join("nginx.toml"),
-        include_str!("../../plugins/nginx/plugin.toml"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("nginx.toml"), manifest).unwrap();
     config.plugin_dir = Some(dir);
 }
 
-#[tokio::test]
-async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account() {
-    let api = Api::on_tuned(Backend::Sqlite, nginx_only).await;
-    let token = api.token().await;
-    let call = |method: Method, path: String, body: Option<Value>| {
-        let token = token.clone();
-        let api = &api;
-        async move { api.call(method, &path, &token, body).await }
-    };
-    // An account as the machines page makes it: its secret sealed.
-    let account = api
-        .state
+/// An account as the machines page makes it: its secret sealed.
+async fn sealed_account(api: &Api) -> dcp::store::AccountRecord {
+    api.state
         .store
         .create_account(&dcp::store::AccountChange {
             name: "prod-slb".into(),
@@ -2850,7 +2840,52 @@ async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account()
             ),
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_cloud_load_balancer_needs_a_plugin_granted_the_accounts_key() {
+    // nginx as shipped asks for no secret: it is never handed a key.
+    let api = Api::on_tuned(Backend::Sqlite, |c| nginx_only(c, NGINX_MANIFEST)).await;
+    let token = api.token().await;
+    let account = sealed_account(&api).await;
+    let unit = api.state.store.lb_units(None).await.unwrap()[0].clone();
+    let reply = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/lb-units/{}/nodes", unit.id),
+            &token,
+            Some(json!({"account_id": account.id})),
+        )
+        .await;
+    refused(&reply, "account_id", "an account node of an nginx unit");
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(r#"not granted the secret "account""#),
+        "{}",
+        reply.body
+    );
+    assert!(api.state.store.lb_nodes(unit.id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account() {
+    // nginx stands in for a cloud load-balancer plugin (slb is built
+    // elsewhere): granted the account's key like one, it is called with no
+    // SSH target and says it needs one.
+    let manifest =
+        NGINX_MANIFEST.replace("[capabilities]", "[capabilities]\nsecrets = [\"account\"]");
+    assert_ne!(manifest, NGINX_MANIFEST);
+    let api = Api::on_tuned(Backend::Sqlite, |c| nginx_only(c, &manifest)).await;
+    let token = api.token().await;
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let token = token.clone();
+        let api = &api;
+        async move { api.call(method, &path, &token, body).await }
+    };
+    let account = sealed_account(&api).await;
     let unit = api.state.store.lb_units(None).await.unwrap()[0].clone();
     let nodes = format!("/api/v1/lb-units/{}/nodes", unit.id);
 
@@ -2918,6 +2953,7 @@ async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account()
     assert_eq!(node["in_sync"], json!(false), "{node}");
     let error = node["drift"][0]["error"].as_str().unwrap_or_default();
     assert!(error.contains("nginx runs on a node"), "{node}");
+    assert_eq!(node["drift"][0]["label"], json!("prod-slb"), "{node}");
     let listed = call(Method::GET, format!("/api/v1/lb-units/{}", unit.id), None).await;
     assert_eq!(listed.body["nodes"][0]["account_name"], json!("prod-slb"));
     let resync = call(

@@ -539,17 +539,22 @@ fn window(limit: u32, offset: u64) -> Window {
     Window { limit, offset }
 }
 
-async fn template(store: &Store, name: &str) -> i64 {
-    let account = store
+/// An aliyun account named `name` (its secret is not a real seal).
+async fn account(store: &Store, name: &str) -> store::AccountRecord {
+    store
         .create_account(&AccountChange {
-            name: format!("{name}-account"),
+            name: name.into(),
             provider: "aliyun".into(),
             config: "{}".into(),
             key_id: "LTAI".into(),
             secret_sealed: Some("v1:sealed".into()),
         })
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn template(store: &Store, name: &str) -> i64 {
+    let account = account(store, &format!("{name}-account")).await;
     store
         .create_template(&TemplateChange {
             name: name.into(),
@@ -1082,16 +1087,7 @@ async fn balancer_nodes_are_a_machine_or_an_account(backend: Backend) {
         .await
         .unwrap()[0]
         .id;
-    let account = store
-        .create_account(&AccountChange {
-            name: "slb".into(),
-            provider: "aliyun".into(),
-            config: "{}".into(),
-            key_id: "LTAI".into(),
-            secret_sealed: Some("v1:sealed".into()),
-        })
-        .await
-        .unwrap();
+    let account = account(&store, "slb").await;
     // The install's default unit.
     let unit = store.lb_units(None).await.unwrap()[0].clone();
     let on_machine = store

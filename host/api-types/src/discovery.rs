@@ -197,8 +197,11 @@ pub struct UpstreamNodeState {
     pub upstream: String,
     /// The node.
     pub node_id: i64,
-    /// The node's address.
+    /// The node's address; null for a cloud load balancer.
     pub address: Option<String>,
+    /// The node as people name it: its address, or for a cloud load
+    /// balancer `<account name> · <load_balancer_id>`.
+    pub label: String,
     /// The revision it confirmed serving; none before its first push.
     pub revision: Option<i64>,
     /// Whether that is the upstream's current revision.

@@ -126,6 +126,11 @@ async fn node_states(state: &AppState, group_id: i64) -> Result<Vec<UpstreamNode
                 upstream: u.name.clone(),
                 node_id: t.node_id,
                 address: t.address.clone(),
+                label: discovery::node_label(
+                    t.address.as_deref(),
+                    t.account_name.as_deref(),
+                    &discovery::merged(&t.config, &t.settings),
+                ),
                 revision,
                 in_sync: revision.is_some_and(|r| r >= u.revision),
                 error: seen.map(|s| s.error.clone()).unwrap_or_default(),
@@ -489,7 +494,8 @@ async fn resync_unit(
         (status = 409, description = "The machine is a node of this unit already", body = ErrorBody),
         (status = 422, description = "Not exactly one of machine_id, address and account_id (the field \
             named is one too many, or machine_id when none is given); a port without an address; no such \
-            machine or account; or the plugin refuses the settings", body = ErrorBody),
+            machine or account; an account node in a unit whose plugin is not granted the secret \
+            `account`; or the plugin refuses the settings", body = ErrorBody),
     )
 )]
 async fn add_node(
