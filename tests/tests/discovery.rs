@@ -120,19 +120,21 @@ impl Load {
         self.seen.lock().await.clear();
     }
 
-    /// Waits until every one of `backends` answered through nginx.
-    async fn wait_seen(&self, backends: &BTreeSet<String>, within: Duration) {
+    /// Waits until every backend `backends` names answered through the
+    /// balancer; `backends` is asked again on each look (the containers
+    /// behind an address change during a deploy).
+    async fn wait_seen(&self, backends: impl Fn() -> BTreeSet<String>, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
-            let seen = self.seen.lock().await.clone();
-            if backends.is_subset(&seen) {
+            let (wanted, seen) = (backends(), self.seen.lock().await.clone());
+            if wanted.is_subset(&seen) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "through nginx only {seen:?} answered, expected {backends:?}"
+                "through the balancer only {seen:?} answered, expected {wanted:?}"
             );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -237,7 +239,7 @@ async fn expand_shrink_and_deploy_under_load(
     assert_eq!(members(cloud, upstream).await, expected);
 
     let load = Load::start(urls);
-    load.wait_seen(&seen_as(&expected), Duration::from_secs(20))
+    load.wait_seen(|| seen_as(&expected), Duration::from_secs(20))
         .await;
 
     // Expand by 2 under load: the new nodes take traffic once healthy.
@@ -252,7 +254,7 @@ async fn expand_shrink_and_deploy_under_load(
     assert_eq!(expected.len(), 3);
     assert_eq!(members(cloud, upstream).await, expected);
     load.reset_seen().await;
-    load.wait_seen(&seen_as(&expected), Duration::from_secs(20))
+    load.wait_seen(|| seen_as(&expected), Duration::from_secs(20))
         .await;
 
     // Shrink 1 under load: unregistered (drained) before its container stops.
@@ -285,7 +287,7 @@ async fn expand_shrink_and_deploy_under_load(
     assert_eq!(deploy["task"]["state"], "succeeded", "{deploy:#}");
     assert_eq!(members(cloud, upstream).await, expected);
     load.reset_seen().await;
-    load.wait_seen(&seen_as(&expected), Duration::from_secs(20))
+    load.wait_seen(|| seen_as(&expected), Duration::from_secs(20))
         .await;
 
     let (ok, failures) = load.stop().await;
