@@ -1,4 +1,4 @@
-//! HAProxy balancer nodes for tests: a [`Fleet`] in 127.26.x.y, and beside
+//! HAProxy balancer nodes for tests: a [`Fleet`] in 127.28.x.y, and beside
 //! each host's `sshd` a real HAProxy (Debian's 2.6, master-worker, in the
 //! foreground) listening on `<ip>:80`, with its configuration file and an
 //! admin-level Runtime API socket in a directory of its own
@@ -44,7 +44,7 @@ impl HaproxyHosts {
             std::path::Path::new(HAPROXY).exists(),
             "{HAPROXY} is missing: install Debian's haproxy (scripts/setup test does)"
         );
-        let fleet = Fleet::start_in(26, n);
+        let fleet = Fleet::start_in(28, n);
         let mut hosts = Self {
             masters: Vec::new(),
             fleet,
