@@ -15,6 +15,7 @@ pub mod error;
 mod executions;
 pub mod extract;
 mod images;
+mod load_balancers;
 mod machines;
 mod openapi;
 mod overview;
@@ -96,6 +97,7 @@ message names the provider's code and request id), 5xx `internal` / `unavailable
         (name = "executions", description = "Run commands on many hosts over SSH; trusted host keys"),
         (name = "orchestration", description = "Services, their pools and the pools' nodes"),
         (name = "machines", description = "Cloud accounts, machine templates, quotas, machines and the fleet history"),
+        (name = "load-balancers", description = "A cloud account's own load balancers: listeners, white lists and backends' health, through the account's provider plugin"),
         (name = "tasks", description = "Task templates and tasks: expand, shrink, deploy and ad-hoc work on pools, followed live"),
         (name = "discovery", description = "Service discovery: balancer groups, units and nodes, upstreams and their members, bindings of pools, and the operation log"),
         (name = "images", description = "The image market: the registry DCP's images live in, its repositories, tags and manifests; image projects and their builds, with live logs"),
@@ -146,6 +148,7 @@ fn v1(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(commands::router())
         .merge(executions::router())
         .merge(machines::router())
+        .merge(load_balancers::router())
         .merge(services::router())
         .merge(tasks::router())
         .merge(users::router())

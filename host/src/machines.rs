@@ -10,6 +10,7 @@
 
 pub mod keys;
 mod lifecycle;
+pub mod load_balancers;
 mod rules;
 
 use std::{
@@ -74,6 +75,9 @@ pub enum Error {
     /// A sealed secret did not open.
     #[error(transparent)]
     Vault(#[from] vault::Error),
+    /// The cloud has no such thing (a load balancer, a listener).
+    #[error("{0}")]
+    Missing(String),
 }
 
 /// How machines are driven; from the configuration.
@@ -175,15 +179,27 @@ impl Machines {
 
     // ---- accounts ----
 
+    /// An account as the API shows it, with what its provider can do now.
+    fn account_api(&self, a: AccountRecord) -> Account {
+        let manages = self
+            .plugins
+            .active(&a.provider)
+            .is_some_and(|active| active.plugin.manages_load_balancers());
+        account_to_api(a, manages)
+    }
+
     /// A window of the accounts, by name, and how many there are.
     pub async fn accounts(&self, window: store::Window) -> Result<(Vec<Account>, u64), Error> {
         let (accounts, total) = self.store.accounts(window).await?;
-        Ok((accounts.into_iter().map(account_to_api).collect(), total))
+        Ok((
+            accounts.into_iter().map(|a| self.account_api(a)).collect(),
+            total,
+        ))
     }
 
     /// One account.
     pub async fn account(&self, id: i64) -> Result<Account, Error> {
-        Ok(account_to_api(self.store.account(id).await?))
+        Ok(self.account_api(self.store.account(id).await?))
     }
 
     /// Creates an account after its plugin accepted the settings and key.
@@ -194,7 +210,7 @@ impl Machines {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Invalid::new("secret", "is required"))?;
         let change = self.account_change(&input, Some(&secret)).await?;
-        Ok(account_to_api(self.store.create_account(&change).await?))
+        Ok(self.account_api(self.store.create_account(&change).await?))
     }
 
     /// Changes an account; without a secret the stored one is kept.
@@ -210,9 +226,7 @@ impl Machines {
         if input.secret.as_deref().is_none_or(str::is_empty) {
             change.secret_sealed = None;
         }
-        Ok(account_to_api(
-            self.store.update_account(id, &change).await?,
-        ))
+        Ok(self.account_api(self.store.update_account(id, &change).await?))
     }
 
     /// Deletes an account no template or balancer node uses.
@@ -269,6 +283,17 @@ impl Machines {
         config: &str,
         secrets: BTreeMap<String, Secret>,
     ) -> Result<Arc<dyn CloudProvider>, Error> {
+        Ok(Arc::new(self.bind_plugin(name, config, secrets)?))
+    }
+
+    /// [`Self::bind`], as the plugin itself (which may also manage load
+    /// balancers).
+    fn bind_plugin(
+        &self,
+        name: &str,
+        config: &str,
+        secrets: BTreeMap<String, Secret>,
+    ) -> Result<WasmPlugin, Error> {
         let active = self.plugins.active(name).ok_or_else(|| {
             let names: Vec<String> = self
                 .plugins
@@ -295,7 +320,7 @@ impl Machines {
             .granted
             .origins()
             .map_err(|e| Error::Unavailable(format!("plugin {name:?} has a bad grant: {e}")))?;
-        Ok(Arc::new(WasmPlugin::new(
+        Ok(WasmPlugin::new(
             active.plugin,
             Grants {
                 config: config.to_owned(),
@@ -304,7 +329,7 @@ impl Machines {
                 limits: active.limits,
                 ..Grants::default()
             },
-        )))
+        ))
     }
 
     /// The provider plugin bound to a stored account.
@@ -985,7 +1010,7 @@ pub fn account_secrets(
 }
 
 /// An account as the API shows it: never the secret.
-fn account_to_api(a: AccountRecord) -> Account {
+fn account_to_api(a: AccountRecord, manages_load_balancers: bool) -> Account {
     Account {
         id: a.id,
         name: a.name,
@@ -993,6 +1018,7 @@ fn account_to_api(a: AccountRecord) -> Account {
         config: serde_json::from_str(&a.config).unwrap_or_default(),
         key_id: a.key_id,
         templates: a.templates,
+        manages_load_balancers,
         created_at: crate::api::rfc3339(a.created_at),
         updated_at: crate::api::rfc3339(a.updated_at),
     }

@@ -15,6 +15,7 @@ mod cloud;
 mod command;
 mod footprint;
 mod imports;
+mod load_balancers;
 pub mod manifest;
 pub mod network;
 pub mod registry;
@@ -56,6 +57,13 @@ impl WasmPlugin {
             plugin,
             grants: Arc::new(grants),
         }
+    }
+
+    /// Whether it is a cloud provider that manages its accounts' load
+    /// balancers ([`CloudLoadBalancers`]).
+    #[must_use]
+    pub fn manages_load_balancers(&self) -> bool {
+        self.plugin.manages_load_balancers()
     }
 }
 
@@ -400,6 +408,74 @@ pub struct Error {
     pub call: &'static str,
     /// What went wrong.
     pub failure: Failure,
+}
+
+/// The records of the `load-balancers` interface (a cloud account's own
+/// load balancers), by their WIT names.
+pub mod cloud_lb {
+    pub use super::bindings::exports::dcp::plugin::load_balancers::{
+        AddressType, BackendServer, Health, HealthCheck, Listener, ListenerHealth,
+        ListenerProtocol, ListenerSpec, ListenerStatus, LoadBalancer, LoadBalancerDetail,
+        LoadBalancerSpec, LoadBalancerStatus,
+    };
+}
+
+/// A cloud account's own load balancers, as the rest of DCP sees them: the
+/// optional `load-balancers` export of a cloud provider. Implemented by
+/// [`WasmPlugin`]; a provider without the export fails each call as
+/// `Incompatible`. Every change converges when repeated.
+#[async_trait::async_trait]
+pub trait CloudLoadBalancers: Send + Sync {
+    /// Load balancers of a region.
+    async fn list_load_balancers(&self, region: &str)
+    -> Result<Vec<cloud_lb::LoadBalancer>, Error>;
+    /// One load balancer with its listeners and backends' health.
+    async fn describe_load_balancer(
+        &self,
+        region: &str,
+        id: &str,
+    ) -> Result<cloud_lb::LoadBalancerDetail, Error>;
+    /// Creates a load balancer; the same `idempotency_key` answers the first.
+    async fn create_load_balancer(
+        &self,
+        spec: &cloud_lb::LoadBalancerSpec,
+        idempotency_key: &str,
+    ) -> Result<cloud_lb::LoadBalancer, Error>;
+    /// Deletes a load balancer; a gone one is not an error.
+    async fn delete_load_balancer(&self, region: &str, id: &str) -> Result<(), Error>;
+    /// Activates or stops a load balancer.
+    async fn set_load_balancer_status(
+        &self,
+        region: &str,
+        id: &str,
+        status: cloud_lb::LoadBalancerStatus,
+    ) -> Result<(), Error>;
+    /// Creates a listener, stopped; the same spec again is not an error.
+    async fn create_listener(
+        &self,
+        region: &str,
+        id: &str,
+        spec: &cloud_lb::ListenerSpec,
+    ) -> Result<(), Error>;
+    /// Starts or stops a listener.
+    async fn set_listener_running(
+        &self,
+        region: &str,
+        id: &str,
+        port: u16,
+        running: bool,
+    ) -> Result<(), Error>;
+    /// Deletes a listener; a gone one is not an error.
+    async fn delete_listener(&self, region: &str, id: &str, port: u16) -> Result<(), Error>;
+    /// Makes a listener's white list exactly `entries`, enforced or not.
+    async fn set_white_list(
+        &self,
+        region: &str,
+        id: &str,
+        port: u16,
+        enabled: bool,
+        entries: &[String],
+    ) -> Result<(), Error>;
 }
 
 /// A cloud provider as the rest of DCP sees it: the machine lifecycle and

@@ -39,8 +39,8 @@ pub use self::{
     clusters::{Cluster, ClusterChange, ClusterQuery},
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
     discovery::{
-        BindingChange, BindingRecord, ChangeQuery, ChangeRecord, LbGroupRecord, LbNodeRecord,
-        LbUnitRecord, NewChange, NodeHost, PushTarget, UnitChange, UpstreamRecord,
+        AccountLbNode, BindingChange, BindingRecord, ChangeQuery, ChangeRecord, LbGroupRecord,
+        LbNodeRecord, LbUnitRecord, NewChange, NodeHost, PushTarget, UnitChange, UpstreamRecord,
         UpstreamStateRecord,
     },
     executions::{

@@ -411,6 +411,7 @@ pub fn endpoints(sim: &Simulator) -> Value {
     json!({
         "ecs_endpoint": sim.ecs_endpoint(),
         "vpc_endpoint": sim.vpc_endpoint(),
+        "slb_endpoint": sim.slb_endpoint(),
         "timeout_ms": 3000,
     })
 }
@@ -418,7 +419,12 @@ pub fn endpoints(sim: &Simulator) -> Value {
 /// Uploads the aliyun plugin with a manifest that asks for the simulator's
 /// loopback origins, approves and activates it; answers the version id.
 pub async fn upload_for(api: &Api, sim: &Simulator) -> i64 {
-    upload_bundled_for(api, "aliyun", &[sim.ecs_endpoint(), sim.vpc_endpoint()]).await
+    upload_bundled_for(
+        api,
+        "aliyun",
+        &[sim.ecs_endpoint(), sim.vpc_endpoint(), sim.slb_endpoint()],
+    )
+    .await
 }
 
 /// Uploads the bundled plugin `name` (built by scripts/build-plugins) with

@@ -417,6 +417,42 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_an_slb_without_a_fai
         .map(|(server, _weight)| format!("{}:8080", instances[server]))
         .collect();
     assert_eq!(served, expected);
+
+    // The account's load-balancer page shows the same backends, healthy,
+    // and the unit serving through it, which keeps it from deletion.
+    let path = format!(
+        "/api/v1/accounts/{}/load-balancers/{lb}?region=cn-hangzhou",
+        cloud.account_id
+    );
+    let detail = cloud.api.get(&path).await;
+    let healthy: BTreeSet<String> = detail["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| {
+            b["health"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|h| h["health"] == "normal")
+        })
+        .map(|b| format!("{}:8080", b["address"].as_str().unwrap()))
+        .collect();
+    assert_eq!(healthy, expected, "{detail:#}");
+    assert_eq!(
+        detail["served_by"][0]["name"],
+        format!("slb-{lb}"),
+        "{detail:#}"
+    );
+    let (status, err) = cloud.api.delete(&path).await;
+    assert_eq!(status, 409, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("slb-{lb}")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -737,3 +737,220 @@ async fn machines_in_flight_finish_after_dcp_is_killed() {
         "a replayed create made no second instance"
     );
 }
+
+/// `POST` with an `Idempotency-Key`.
+async fn post_keyed(cloud: &Cloud, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let reply = cloud
+        .api
+        .http
+        .post(cloud.api.server.url(path))
+        .bearer_auth(&cloud.api.token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = reply.status().as_u16();
+    (status, reply.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_accounts_load_balancers_are_managed_through_its_cloud() {
+    let cloud = Cloud::start(quick_delays()).await;
+    let account = cloud
+        .api
+        .get(&format!("/api/v1/accounts/{}", cloud.account_id))
+        .await;
+    assert_eq!(account["manages_load_balancers"], true, "{account}");
+    let base = format!("/api/v1/accounts/{}/load-balancers", cloud.account_id);
+    let hz = "region=cn-hangzhou";
+
+    // A retried create (same key) answers the first load balancer.
+    let input = json!({"region": "cn-hangzhou", "name": "web", "address_type": "intranet"});
+    let (status, lb) = post_keyed(&cloud, &base, "create-web", &input).await;
+    assert_eq!(status, 201, "{lb}");
+    let (status, again) = post_keyed(&cloud, &base, "create-web", &input).await;
+    assert_eq!((status, &again["id"]), (201, &lb["id"]), "{again}");
+    let id = lb["id"].as_str().unwrap().to_owned();
+    let listed = cloud.api.get(&format!("{base}?{hz}")).await;
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["web"], "{listed}");
+    assert_eq!(listed[0]["status"], "active");
+
+    // Bad input is refused before the cloud is called, naming each field.
+    let (status, err) = cloud
+        .api
+        .post(
+            &base,
+            &json!({"region": "Hang Zhou", "name": "", "address_type": "intranet", "spec": "a b"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{err}");
+    let mut fields = vec![err["error"]["field"].as_str().unwrap().to_owned()];
+    fields.extend(
+        err["error"]["also"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["field"].as_str().unwrap().to_owned()),
+    );
+    assert_eq!(fields, ["region", "name", "spec"], "{err}");
+    let (status, err) = cloud.api.get_status(&base).await;
+    assert_eq!(status, 400, "a list needs its region: {err}");
+    let (status, err) = cloud
+        .api
+        .get_status(&format!("{base}/lb-nosuch?{hz}"))
+        .await;
+    assert_eq!(status, 404, "{err}");
+
+    // A TCP listener on the machines' SSH port: fleet-mode instances are
+    // real sshds, so the cloud's checks find them healthy.
+    let listener = json!({"port": 2222, "protocol": "tcp", "backend_port": 22,
+                          "health_check": {"interval_seconds": 1, "healthy_threshold": 2}});
+    let listeners = format!("{base}/{id}/listeners?{hz}");
+    let (status, body) = cloud.api.post(&listeners, &listener).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = cloud.api.post(&listeners, &listener).await;
+    assert_eq!(status, 204, "the same listener again is no error: {body}");
+    let other = json!({"port": 2222, "protocol": "tcp", "backend_port": 2200});
+    let (status, body) = cloud.api.post(&listeners, &other).await;
+    assert_eq!(status, 409, "another listener on the port: {body}");
+    let (status, body) = cloud
+        .api
+        .put(
+            &format!("{base}/{id}/listeners/2222/running?{hz}"),
+            &json!({"running": true}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+
+    let ecs = aliyun_sim::client::Client::ecs(&cloud.sim);
+    let run = ecs.run(&[("Amount", "2")]).await.ok();
+    let instances = aliyun_sim::client::ids(&run);
+    for instance in &instances {
+        ecs.wait_status(instance, "Running").await;
+    }
+    let servers: Vec<Value> = instances
+        .iter()
+        .map(|i| json!({"ServerId": i, "Weight": "100"}))
+        .collect();
+    aliyun_sim::client::Client::slb(&cloud.sim)
+        .call(
+            "AddBackendServers",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("LoadBalancerId", &id),
+                ("BackendServers", &Value::from(servers).to_string()),
+            ],
+        )
+        .await
+        .ok();
+
+    // White list: set, changed (one added, one removed), enforced.
+    let white_list = format!("{base}/{id}/listeners/2222/white-list?{hz}");
+    let (status, body) = cloud
+        .api
+        .put(
+            &white_list,
+            &json!({"enabled": false, "entries": ["10.0.0.0/8", "127.0.0.1"]}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = cloud
+        .api
+        .put(
+            &white_list,
+            &json!({"enabled": true, "entries": ["127.0.0.1", "192.0.2.7"]}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, err) = cloud
+        .api
+        .put(
+            &white_list,
+            &json!({"enabled": true, "entries": ["127.0.0.1", "nope"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("entries[1]")),
+        "{err}"
+    );
+
+    // The detail: the listener running with its list, both backends healthy.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let detail = loop {
+        let detail = cloud.api.get(&format!("{base}/{id}?{hz}")).await;
+        let healthy = detail["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["health"][0]["health"] == "normal")
+            .count();
+        if healthy == 2 {
+            break detail;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backends never became healthy: {detail:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let listener = &detail["listeners"][0];
+    assert_eq!(listener["status"], "running", "{detail:#}");
+    assert_eq!(listener["access_control"], true, "{detail:#}");
+    let mut entries: Vec<&str> = listener["white_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    entries.sort_unstable();
+    assert_eq!(entries, ["127.0.0.1", "192.0.2.7"], "{detail:#}");
+    let addresses: BTreeSet<String> = cloud
+        .sim
+        .instances()
+        .iter()
+        .map(|i| i.private_ip.to_string())
+        .collect();
+    for backend in detail["backends"].as_array().unwrap() {
+        assert!(
+            addresses.contains(backend["address"].as_str().unwrap()),
+            "{backend}"
+        );
+    }
+
+    // Stopping, then deleting: the load balancer is gone, twice over.
+    let (status, body) = cloud
+        .api
+        .put(
+            &format!("{base}/{id}/status?{hz}"),
+            &json!({"status": "inactive"}),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = cloud
+        .api
+        .put(
+            &format!("{base}/{id}/status?{hz}"),
+            &json!({"status": "locked"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("status")),
+        "{body}"
+    );
+    let listed = cloud.api.get(&format!("{base}?{hz}")).await;
+    assert_eq!(listed[0]["status"], "inactive", "{listed}");
+    for _ in 0..2 {
+        let (status, body) = cloud.api.delete(&format!("{base}/{id}?{hz}")).await;
+        assert_eq!(status, 204, "{body}");
+    }
+    assert!(cloud.sim.load_balancers().is_empty());
+}

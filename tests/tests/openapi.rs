@@ -810,6 +810,7 @@ impl Walker {
         let candidates = [
             base.clone(),
             "a1".into(),
+            "127.0.0.1".into(),
             "127.0.0.1:22".into(),
             "walk-1".into(),
             format!("a{}", "1".repeat(len.saturating_sub(1))),

@@ -6,6 +6,7 @@
 mod builds;
 mod discovery;
 mod images;
+mod load_balancers;
 mod machines;
 mod orchestration;
 mod overview;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use builds::*;
 pub use discovery::*;
 pub use images::*;
+pub use load_balancers::*;
 pub use machines::*;
 pub use orchestration::*;
 pub use overview::*;

@@ -25,6 +25,9 @@ pub struct Account {
     pub key_id: String,
     /// Templates using the account.
     pub templates: u64,
+    /// Whether its provider plugin (active now) manages the account's own
+    /// load balancers (`/accounts/{id}/load-balancers`).
+    pub manages_load_balancers: bool,
     /// When it was created (RFC 3339).
     pub created_at: String,
     /// When it last changed (RFC 3339).

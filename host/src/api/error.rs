@@ -198,6 +198,7 @@ impl Error {
                 machines::Error::Cloud(_) => (ErrorCode::Upstream, None),
                 machines::Error::Unavailable(_) => (ErrorCode::Unavailable, None),
                 machines::Error::Vault(_) => (ErrorCode::Internal, None),
+                machines::Error::Missing(_) => (ErrorCode::NotFound, None),
             },
             Self::Images(e) => match e {
                 images::Error::Invalid(invalid) => {

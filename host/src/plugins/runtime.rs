@@ -18,7 +18,7 @@ use super::{
     Error, Failure, Grants, World,
     bindings::{
         dcp::plugin::{context, http, log, secrets, ssh, types},
-        exports::dcp::plugin::{balancer, cloud, command},
+        exports::dcp::plugin::{balancer, cloud, command, load_balancers},
     },
     footprint::{Footprint, MAX_CORE_INSTANCES, MAX_MEMORIES, MAX_TABLES},
     imports::{CallInfo, HostState, unix_ms_after},
@@ -217,9 +217,18 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(|e| incompatible(format!("{e:#}")))?;
         let exports = match world {
-            World::CloudProvider => Exports::Cloud(Box::new(
-                cloud::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
-            )),
+            World::CloudProvider => Exports::Cloud(Box::new(CloudExports {
+                cloud: cloud::GuestIndices::new(&pre)
+                    .map_err(|e| incompatible(format!("{e:#}")))?,
+                // Optional: a cloud whose accounts hold load balancers offers
+                // it beside `cloud` (world `cloud-provider-with-load-balancers`).
+                load_balancers: exports
+                    .iter()
+                    .any(|e| e == LOAD_BALANCERS)
+                    .then(|| load_balancers::GuestIndices::new(&pre))
+                    .transpose()
+                    .map_err(|e| incompatible(format!("{e:#}")))?,
+            })),
             World::LoadBalancer => Exports::Balancer(
                 balancer::GuestIndices::new(&pre).map_err(|e| incompatible(format!("{e:#}")))?,
             ),
@@ -288,11 +297,23 @@ fn linker(engine: &Engine, world: World) -> wasmtime::Result<Linker<HostState>> 
     Ok(linker)
 }
 
+/// The optional interface of a cloud provider that manages its accounts'
+/// load balancers, fully qualified.
+pub(crate) const LOAD_BALANCERS: &str = "dcp:plugin/load-balancers@0.1.0";
+
+/// A cloud provider's exports.
+#[derive(Clone)]
+struct CloudExports {
+    cloud: cloud::GuestIndices,
+    /// None: the provider does not manage load balancers.
+    load_balancers: Option<load_balancers::GuestIndices>,
+}
+
 /// Where a world's exported functions are, found once at load.
 #[derive(Clone)]
 enum Exports {
     // Boxed: the cloud world's indices are several times the others'.
-    Cloud(Box<cloud::GuestIndices>),
+    Cloud(Box<CloudExports>),
     Balancer(balancer::GuestIndices),
     Command(command::GuestIndices),
 }
@@ -398,7 +419,33 @@ impl Plugin {
     /// The cloud-provider exports; `Incompatible` for other worlds.
     pub(crate) fn cloud(&self, call: &'static str) -> Result<cloud::GuestIndices, Error> {
         match &self.exports {
-            Exports::Cloud(indices) => Ok(indices.as_ref().clone()),
+            Exports::Cloud(exports) => Ok(exports.cloud.clone()),
+            _ => Err(self.wrong_world(call, World::CloudProvider)),
+        }
+    }
+
+    /// Whether this is a cloud provider that manages its accounts' load
+    /// balancers.
+    #[must_use]
+    pub fn manages_load_balancers(&self) -> bool {
+        matches!(&self.exports, Exports::Cloud(exports) if exports.load_balancers.is_some())
+    }
+
+    /// The load-balancers exports of a cloud provider; `Incompatible` for a
+    /// provider without them and for other worlds.
+    pub(crate) fn load_balancers(
+        &self,
+        call: &'static str,
+    ) -> Result<load_balancers::GuestIndices, Error> {
+        match &self.exports {
+            Exports::Cloud(exports) => exports.load_balancers.clone().ok_or_else(|| {
+                self.error(
+                    call,
+                    Failure::Incompatible(format!(
+                        "this cloud provider does not manage load balancers (it does not export {LOAD_BALANCERS})"
+                    )),
+                )
+            }),
             _ => Err(self.wrong_world(call, World::CloudProvider)),
         }
     }

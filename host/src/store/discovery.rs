@@ -148,6 +148,20 @@ pub struct PushTarget {
     pub config: String,
 }
 
+/// A cloud load balancer node of an account, with its unit's settings
+/// (which name the load balancer).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct AccountLbNode {
+    /// Its unit.
+    pub unit_id: i64,
+    /// The unit's name.
+    pub unit_name: String,
+    /// The unit's settings.
+    pub config: String,
+    /// The node's own settings.
+    pub settings: String,
+}
+
 /// An upstream: a named set of backends the group's balancers serve.
 #[derive(Debug, Clone, PartialEq, Eq, FromRow)]
 pub struct UpstreamRecord {
@@ -504,6 +518,18 @@ impl Store {
             "select {NODE_COLUMNS} from {NODE_FROM} where n.unit_id = $1 order by n.id"
         ))
         .bind(unit_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The cloud load balancer nodes of an account, by unit.
+    pub async fn account_lb_nodes(&self, account_id: i64) -> Result<Vec<AccountLbNode>> {
+        Ok(sqlx::query_as(
+            "select u.id as unit_id, u.name as unit_name, u.config, n.settings \
+             from lb_nodes n join lb_units u on u.id = n.unit_id \
+             where n.account_id = $1 order by u.name, u.id, n.id",
+        )
+        .bind(account_id)
         .fetch_all(&self.pool)
         .await?)
     }

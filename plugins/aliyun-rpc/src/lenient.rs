@@ -38,6 +38,17 @@ pub fn number(value: &Value, field: &str) -> Option<f64> {
     }
 }
 
+/// A port field (a number, or a number as text) when it is 1–65535.
+#[must_use]
+pub fn port(value: &Value, field: &str) -> Option<u16> {
+    let n = number(value, field)?;
+    if (1.0..=65_535.0).contains(&n) && n.fract() == 0.0 {
+        format!("{n:.0}").parse().ok()
+    } else {
+        None
+    }
+}
+
 /// The strings of a wrapped list (`"X":{"Y":["a","b"]}`).
 #[must_use]
 pub fn strings(value: &Value, outer: &str, inner: &str) -> Vec<String> {
@@ -85,6 +96,14 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(text(&json!({"Weight": 100}), "Weight"), "100");
+        let ports = json!({"A": 80, "B": "8080", "C": 0, "D": 70_000, "E": 1.5});
+        assert_eq!(
+            (port(&ports, "A"), port(&ports, "B")),
+            (Some(80), Some(8080))
+        );
+        for field in ["C", "D", "E", "F"] {
+            assert_eq!(port(&ports, field), None, "{field}");
+        }
     }
 
     #[test]

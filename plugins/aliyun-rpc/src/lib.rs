@@ -11,7 +11,11 @@
 //!   (`aliyun` for ECS/VPC, `slb` for SLB): signed calls over a [`client::Host`]
 //!   trait, retries with backoff and a fresh nonce, errors classified;
 //! - [`lenient`]: reading answers whose wrappers and number types vary;
-//! - `scripted` (feature `scripted`): a scripted [`client::Host`] for tests.
+//! - [`slb`]: SLB's answers (listeners, backends, listener attributes, white
+//!   lists, health) as both plugins read them;
+//! - `scripted` (feature `scripted`): a scripted [`client::Host`] for tests;
+//! - `sim_host` (feature `sim-host`): a [`client::Host`] over reqwest for
+//!   tests against the simulator.
 //!
 //! No WIT bindings here: the simulator uses this crate natively, and each
 //! plugin implements the host over its own world's imports
@@ -21,6 +25,9 @@ pub mod client;
 pub mod lenient;
 #[cfg(any(test, feature = "scripted"))]
 pub mod scripted;
+#[cfg(feature = "sim-host")]
+pub mod sim_host;
+pub mod slb;
 
 /// The signature method this crate canonicalizes for.
 pub const SIGNATURE_METHOD: &str = "HMAC-SHA1";

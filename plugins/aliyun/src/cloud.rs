@@ -119,12 +119,13 @@ pub(crate) struct Launch {
     pub tags: Vec<(String, String)>,
 }
 
-fn p(k: &str, v: impl Into<String>) -> (String, String) {
+/// A request parameter.
+pub(crate) fn p(k: &str, v: impl Into<String>) -> (String, String) {
     (k.to_owned(), v.into())
 }
 
 /// Largest page Aliyun serves.
-const PAGE: u32 = 100;
+pub(crate) const PAGE: u32 = 100;
 
 /// Lowercase hex of the SHA-256 of `text`.
 fn digest(text: &str) -> String {
@@ -159,33 +160,6 @@ pub(crate) struct Cloud<'a, H: Host> {
 }
 
 impl<H: Host> Cloud<'_, H> {
-    /// Every page of a listing, concatenated.
-    fn all_pages(
-        &self,
-        product: Product,
-        action: &str,
-        params: &[(String, String)],
-        outer: &str,
-        inner: &str,
-    ) -> Result<Vec<Value>, Failure> {
-        let mut items = Vec::new();
-        for page in 1.. {
-            let mut paged = params.to_vec();
-            paged.push(p("PageNumber", page.to_string()));
-            paged.push(p("PageSize", PAGE.to_string()));
-            let answer = self.rpc.call(product, action, &paged)?;
-            let got = list(&answer, outer, inner);
-            items.extend(got.iter().cloned());
-            let total = number(&answer, "TotalCount").unwrap_or(0.0);
-            #[allow(clippy::cast_precision_loss)]
-            let done = got.len() < PAGE as usize || items.len() as f64 >= total;
-            if done || page >= 1000 {
-                break;
-            }
-        }
-        Ok(items)
-    }
-
     /// Regions.
     pub(crate) fn regions(&self) -> Result<Vec<Item>, Failure> {
         let answer = self.rpc.call(Product::Ecs, "DescribeRegions", &[])?;
@@ -237,7 +211,7 @@ impl<H: Host> Cloud<'_, H> {
 
     /// VPCs of a region.
     pub(crate) fn vpcs(&self, region: &str) -> Result<Vec<Item>, Failure> {
-        let vpcs = self.all_pages(
+        let vpcs = self.rpc.all_pages(
             Product::Vpc,
             "DescribeVpcs",
             &[p("RegionId", region)],
@@ -265,7 +239,7 @@ impl<H: Host> Cloud<'_, H> {
         if let Some(zone) = zone {
             params.push(p("ZoneId", zone));
         }
-        let switches = self.all_pages(
+        let switches = self.rpc.all_pages(
             Product::Vpc,
             "DescribeVSwitches",
             &params,
@@ -288,7 +262,7 @@ impl<H: Host> Cloud<'_, H> {
 
     /// Images of a region.
     pub(crate) fn images(&self, region: &str) -> Result<Vec<Item>, Failure> {
-        let images = self.all_pages(
+        let images = self.rpc.all_pages(
             Product::Ecs,
             "DescribeImages",
             &[p("RegionId", region)],
@@ -358,7 +332,7 @@ impl<H: Host> Cloud<'_, H> {
         if let Some(vpc) = vpc {
             params.push(p("VpcId", vpc));
         }
-        let groups = self.all_pages(
+        let groups = self.rpc.all_pages(
             Product::Ecs,
             "DescribeSecurityGroups",
             &params,
@@ -592,7 +566,7 @@ impl<H: Host> Cloud<'_, H> {
 }
 
 /// An instance from a DescribeInstances entry or a DescribeInstanceAttribute answer.
-fn machine(i: &Value, region: &str) -> Machine {
+pub(crate) fn machine(i: &Value, region: &str) -> Machine {
     let mut private_ips = strings(
         i.get("VpcAttributes").unwrap_or(&Value::Null),
         "PrivateIpAddress",

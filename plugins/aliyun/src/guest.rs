@@ -1,21 +1,24 @@
-//! The component: the `cloud` export over the host's imports (`http` for
+//! The component: the `cloud` and `load-balancers` exports of world
+//! `cloud-provider-with-load-balancers` over the host's imports (`http` for
 //! requests, `secrets` for the signature, `context` for the deadline).
 
-use dcp_plugin_sdk::cloud::{
-    self, PluginError, PluginInfo, context,
-    exports::dcp::plugin::cloud::{
-        Choice, Guest, Instance, InstancePage, InstanceSpec, InstanceState,
+use dcp_plugin_sdk_cloud_lb::{
+    self as cloud, PluginError, PluginInfo, context,
+    exports::dcp::plugin::{
+        cloud::{Choice, Guest, Instance, InstancePage, InstanceSpec, InstanceState},
+        load_balancers as lb,
     },
 };
 
 use crate::{
+    balancers::{self, Balancers, Health},
     cloud::{Cloud, Item, Launch, Machine, Page, State},
     rpc::{CONFIG_SCHEMA, Config, Failure, Rpc},
 };
 
 // `Imports`: the RPC client's `Host` over this world's imports, and
 // `plugin_error`, shared with the `slb` plugin.
-aliyun_rpc::imports_host!(Imports, dcp_plugin_sdk::cloud);
+aliyun_rpc::imports_host!(Imports, dcp_plugin_sdk_cloud_lb);
 
 /// Runs `f` against the account's cloud (its configuration from the context).
 fn with_cloud<T>(
@@ -73,7 +76,7 @@ impl Guest for Aliyun {
         PluginInfo {
             name: "aliyun".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "Aliyun ECS machines and VPC look-ups".into(),
+            description: "Aliyun ECS machines, VPC look-ups and SLB load balancers".into(),
             config_schema: CONFIG_SCHEMA.into(),
         }
     }
@@ -203,4 +206,211 @@ impl Guest for Aliyun {
     }
 }
 
-dcp_plugin_sdk::cloud::export_cloud_provider!(Aliyun with_types_in dcp_plugin_sdk::cloud);
+/// Runs `f` against the account's load balancers.
+fn with_balancers<T>(
+    f: impl FnOnce(&Balancers<'_, Imports>) -> Result<T, Failure>,
+) -> Result<T, PluginError> {
+    let config = Config::parse(&context::config()).map_err(plugin_error)?;
+    let host = Imports::open();
+    let balancers = Balancers {
+        rpc: Rpc {
+            host: &host,
+            config: &config,
+        },
+    };
+    f(&balancers).map_err(plugin_error)
+}
+
+fn address_type(t: balancers::AddressType) -> lb::AddressType {
+    match t {
+        balancers::AddressType::Internet => lb::AddressType::Internet,
+        balancers::AddressType::Intranet => lb::AddressType::Intranet,
+    }
+}
+
+fn load_balancer(b: balancers::LoadBalancer) -> lb::LoadBalancer {
+    lb::LoadBalancer {
+        id: b.id,
+        name: b.name,
+        region: b.region,
+        address: b.address,
+        address_type: address_type(b.address_type),
+        status: match b.status {
+            balancers::Status::Active => lb::LoadBalancerStatus::Active,
+            balancers::Status::Inactive => lb::LoadBalancerStatus::Inactive,
+            balancers::Status::Locked => lb::LoadBalancerStatus::Locked,
+        },
+        vpc_id: b.vpc_id,
+        spec: b.spec,
+        created_at: b.created_at,
+    }
+}
+
+fn protocol(p: balancers::Protocol) -> lb::ListenerProtocol {
+    match p {
+        balancers::Protocol::Http => lb::ListenerProtocol::Http,
+        balancers::Protocol::Tcp => lb::ListenerProtocol::Tcp,
+    }
+}
+
+fn listener_spec(s: balancers::ListenerSpec) -> lb::ListenerSpec {
+    lb::ListenerSpec {
+        port: s.port,
+        protocol: protocol(s.protocol),
+        backend_port: s.backend_port,
+        bandwidth_mbps: s.bandwidth_mbps,
+        scheduler: s.scheduler,
+        health_check: lb::HealthCheck {
+            enabled: s.health_check.enabled,
+            uri: s.health_check.uri,
+            interval_seconds: s.health_check.interval_seconds,
+            healthy_threshold: s.health_check.healthy_threshold,
+            unhealthy_threshold: s.health_check.unhealthy_threshold,
+        },
+    }
+}
+
+fn detail(d: balancers::Detail) -> lb::LoadBalancerDetail {
+    lb::LoadBalancerDetail {
+        load_balancer: load_balancer(d.load_balancer),
+        listeners: d
+            .listeners
+            .into_iter()
+            .map(|l| lb::Listener {
+                spec: listener_spec(l.spec),
+                status: match l.status {
+                    balancers::ListenerStatus::Running => lb::ListenerStatus::Running,
+                    balancers::ListenerStatus::Stopped => lb::ListenerStatus::Stopped,
+                    balancers::ListenerStatus::Starting => lb::ListenerStatus::Starting,
+                    balancers::ListenerStatus::Configuring => lb::ListenerStatus::Configuring,
+                },
+                access_control: l.access_control,
+                white_list: l.white_list,
+            })
+            .collect(),
+        backends: d
+            .backends
+            .into_iter()
+            .map(|b| lb::BackendServer {
+                instance_id: b.instance_id,
+                address: b.address,
+                weight: b.weight,
+                health: b
+                    .health
+                    .into_iter()
+                    .map(|(port, health)| lb::ListenerHealth {
+                        port,
+                        health: match health {
+                            Health::Normal => lb::Health::Normal,
+                            Health::Abnormal => lb::Health::Abnormal,
+                            Health::Unavailable => lb::Health::Unavailable,
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+impl lb::Guest for Aliyun {
+    fn list_load_balancers(region: String) -> Result<Vec<lb::LoadBalancer>, PluginError> {
+        with_balancers(|b| b.list(&region)).map(|all| all.into_iter().map(load_balancer).collect())
+    }
+
+    fn describe_load_balancer(
+        region: String,
+        id: String,
+    ) -> Result<lb::LoadBalancerDetail, PluginError> {
+        with_balancers(|b| b.describe(&region, &id)).map(detail)
+    }
+
+    fn create_load_balancer(
+        spec: lb::LoadBalancerSpec,
+        idempotency_key: String,
+    ) -> Result<lb::LoadBalancer, PluginError> {
+        let spec = balancers::NewLoadBalancer {
+            region: spec.region,
+            name: spec.name,
+            address_type: match spec.address_type {
+                lb::AddressType::Internet => balancers::AddressType::Internet,
+                lb::AddressType::Intranet => balancers::AddressType::Intranet,
+            },
+            subnet: spec.subnet,
+            spec: spec.spec,
+        };
+        cloud::info(
+            "creating a load balancer",
+            &[("region", &spec.region), ("name", &spec.name)],
+        );
+        with_balancers(|b| b.create(&spec, &idempotency_key)).map(load_balancer)
+    }
+
+    fn delete_load_balancer(region: String, id: String) -> Result<(), PluginError> {
+        with_balancers(|b| b.delete(&region, &id))
+    }
+
+    fn set_load_balancer_status(
+        region: String,
+        id: String,
+        status: lb::LoadBalancerStatus,
+    ) -> Result<(), PluginError> {
+        let status = match status {
+            lb::LoadBalancerStatus::Active => balancers::Status::Active,
+            lb::LoadBalancerStatus::Inactive => balancers::Status::Inactive,
+            lb::LoadBalancerStatus::Locked => balancers::Status::Locked,
+        };
+        with_balancers(|b| b.set_status(&region, &id, status))
+    }
+
+    fn create_listener(
+        region: String,
+        id: String,
+        spec: lb::ListenerSpec,
+    ) -> Result<(), PluginError> {
+        let spec = balancers::ListenerSpec {
+            port: spec.port,
+            protocol: match spec.protocol {
+                lb::ListenerProtocol::Http => balancers::Protocol::Http,
+                lb::ListenerProtocol::Tcp => balancers::Protocol::Tcp,
+            },
+            backend_port: spec.backend_port,
+            bandwidth_mbps: spec.bandwidth_mbps,
+            scheduler: spec.scheduler,
+            health_check: balancers::HealthCheck {
+                enabled: spec.health_check.enabled,
+                uri: spec.health_check.uri,
+                interval_seconds: spec.health_check.interval_seconds,
+                healthy_threshold: spec.health_check.healthy_threshold,
+                unhealthy_threshold: spec.health_check.unhealthy_threshold,
+            },
+        };
+        with_balancers(|b| b.create_listener(&region, &id, &spec))
+    }
+
+    fn set_listener_running(
+        region: String,
+        id: String,
+        port: u16,
+        running: bool,
+    ) -> Result<(), PluginError> {
+        with_balancers(|b| b.set_listener_running(&region, &id, port, running))
+    }
+
+    fn delete_listener(region: String, id: String, port: u16) -> Result<(), PluginError> {
+        with_balancers(|b| b.delete_listener(&region, &id, port))
+    }
+
+    fn set_white_list(
+        region: String,
+        id: String,
+        port: u16,
+        enabled: bool,
+        entries: Vec<String>,
+    ) -> Result<(), PluginError> {
+        with_balancers(|b| b.set_white_list(&region, &id, port, enabled, &entries))
+    }
+}
+
+dcp_plugin_sdk_cloud_lb::export_cloud_provider_with_load_balancers!(
+    Aliyun with_types_in dcp_plugin_sdk_cloud_lb
+);

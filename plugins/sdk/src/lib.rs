@@ -6,6 +6,7 @@
 //! | world | module | export macro |
 //! |---|---|---|
 //! | `cloud-provider` | [`cloud`] | `export_cloud_provider!` |
+//! | `cloud-provider-with-load-balancers` | `dcp_plugin_sdk_cloud_lb` (its own crate, plugins/sdk-cloud-lb) | `export_cloud_provider_with_load_balancers!` |
 //! | `load-balancer` | [`balancer`] | `export_load_balancer!` |
 //! | `remote-command` | [`command`] | `export_remote_command!` |
 //!
@@ -20,7 +21,10 @@
 //! a component ready to upload (see plugins/README.md).
 
 /// Helpers every world module gets; generated once per world because each
-/// world's bindings have their own copies of the shared types.
+/// world's bindings have their own copies of the shared types. Exported for
+/// the world whose bindings live in a crate of their own.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! helpers {
     () => {
         pub use self::dcp::plugin::{

@@ -18,19 +18,16 @@ use std::{
 use aliyun_rpc::{
     client::{Api, Client, Failure, Host, Kind},
     lenient::{list, number, strings, text},
+    slb::{self, BackendHealth, Health, Listener},
 };
 use serde_json::Value;
 
 use crate::{
     Applied, Backend, Upstream,
     config::Config,
-    health::{self, BackendHealth},
     plan::{self, Attached, Op, Wanted},
-    port,
 };
 
-/// SLB's API version.
-const SLB_VERSION: &str = "2014-05-15";
 /// ECS's API version.
 const ECS_VERSION: &str = "2014-05-26";
 /// The most addresses one DescribeInstances filter takes, and its page size.
@@ -39,15 +36,6 @@ const LOOKUP: usize = 100;
 const HEALTH_POLL_MS: u64 = 500;
 /// Time kept before the call's deadline to answer why servers still wait.
 const DEADLINE_RESERVE_MS: u64 = 2_000;
-
-/// A listener of the load balancer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Listener {
-    /// Its port.
-    port: u16,
-    /// `http`, `https`, `tcp`, `udp`, or empty when SLB did not say.
-    protocol: String,
-}
 
 /// What DescribeLoadBalancerAttribute says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,61 +49,10 @@ struct State {
 }
 
 fn state_of(answer: &Value) -> State {
-    let listeners_in = |outer: &str, inner: &str, protocol: &str| -> Vec<Listener> {
-        list(answer, outer, inner)
-            .iter()
-            .filter_map(|l| {
-                Some(Listener {
-                    port: port(l, "ListenerPort")?,
-                    protocol: text(l, protocol).to_ascii_lowercase(),
-                })
-            })
-            .collect()
-    };
-    let mut listeners = listeners_in(
-        "ListenerPortsAndProtocol",
-        "ListenerPortAndProtocol",
-        "ListenerProtocol",
-    );
-    if listeners.is_empty() {
-        // The legacy, misspelt list.
-        listeners = listeners_in(
-            "ListenerPortsAndProtocal",
-            "ListenerPortAndProtocal",
-            "ListenerProtocal",
-        );
-    }
-    if listeners.is_empty() {
-        listeners = strings(answer, "ListenerPorts", "ListenerPort")
-            .iter()
-            .filter_map(|p| p.parse().ok())
-            .map(|port| Listener {
-                port,
-                protocol: String::new(),
-            })
-            .collect();
-    }
-    let backends = list(answer, "BackendServers", "BackendServer")
-        .iter()
-        .map(|b| {
-            let kind = text(b, "Type");
-            Attached {
-                server_id: text(b, "ServerId"),
-                // SLB's default weight when it says none.
-                weight: number(b, "Weight").map_or(100, |w| w.clamp(0.0, 100.0) as u32),
-                kind: if kind.is_empty() {
-                    "ecs".to_owned()
-                } else {
-                    kind
-                },
-            }
-        })
-        .filter(|b| !b.server_id.is_empty())
-        .collect();
     State {
         vpc_id: text(answer, "VpcId"),
-        listeners,
-        backends,
+        listeners: slb::listeners(answer),
+        backends: slb::attached(answer),
     }
 }
 
@@ -175,7 +112,7 @@ impl<H: Host> Slb<'_, H> {
     fn slb(&self) -> Api<'_> {
         Api {
             endpoint: &self.config.slb_endpoint,
-            version: SLB_VERSION,
+            version: slb::VERSION,
         }
     }
 
@@ -213,23 +150,15 @@ impl<H: Host> Slb<'_, H> {
     ) -> Result<Vec<(Listener, Option<u16>, bool)>, Failure> {
         let mut out = Vec::new();
         for l in listeners {
-            let action = match l.protocol.as_str() {
-                "http" => "DescribeLoadBalancerHTTPListenerAttribute",
-                "https" => "DescribeLoadBalancerHTTPSListenerAttribute",
-                "tcp" => "DescribeLoadBalancerTCPListenerAttribute",
-                "udp" => "DescribeLoadBalancerUDPListenerAttribute",
-                _ => {
-                    out.push((l.clone(), None, false));
-                    continue;
-                }
+            let Some(action) = slb::listener_action("Describe", &l.protocol, "Attribute") else {
+                out.push((l.clone(), None, false));
+                continue;
             };
             let mut params = self.balancer_params();
             params.push(pair("ListenerPort", l.port.to_string()));
-            let answer = self.client.call(self.slb(), action, &params)?;
-            let to_group = !text(&answer, "VServerGroupId").is_empty();
-            let backend_port = port(&answer, "BackendServerPort").filter(|_| !to_group);
-            let checks = text(&answer, "HealthCheck").eq_ignore_ascii_case("on")
-                && text(&answer, "Status").eq_ignore_ascii_case("running");
+            let attribute =
+                slb::listener_attribute(&self.client.call(self.slb(), &action, &params)?);
+            let (backend_port, checks) = (attribute.backend_port, attribute.checking());
             out.push((l.clone(), backend_port, checks));
         }
         Ok(out)
@@ -289,7 +218,7 @@ impl<H: Host> Slb<'_, H> {
         let answer =
             self.client
                 .call(self.slb(), "DescribeHealthStatus", &self.balancer_params())?;
-        Ok(health::of_answer(&answer))
+        Ok(slb::health(&answer))
     }
 
     /// Makes the load balancer's default server group hold exactly the
@@ -479,10 +408,8 @@ impl<H: Host> Slb<'_, H> {
                                 b.listeners.iter().find(|l| l.listener_port == *port)
                             });
                             match on.map(|l| l.health) {
-                                Some(health::Health::Normal) => None,
-                                Some(health::Health::Abnormal) => {
-                                    Some(format!("abnormal on {port}"))
-                                }
+                                Some(Health::Normal) => None,
+                                Some(Health::Abnormal) => Some(format!("abnormal on {port}")),
                                 _ => Some(format!("no verdict yet on {port}")),
                             }
                         })
@@ -613,8 +540,6 @@ impl<H: Host> Slb<'_, H> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     fn backend(address: &str, weight: u32) -> Backend {
@@ -635,39 +560,5 @@ mod tests {
         assert!(
             message(&[backend("10.0.0.1", 1), backend("10.0.0.1", 2)]).contains("listed twice")
         );
-    }
-
-    #[test]
-    fn the_state_reads_either_listener_list_and_lenient_weights() {
-        let answer = json!({
-            "VpcId": "vpc-1",
-            "ListenerPortsAndProtocal": {"ListenerPortAndProtocal": [
-                {"ListenerPort": "80", "ListenerProtocal": "HTTP"}]},
-            "BackendServers": {"BackendServer": [
-                {"ServerId": "i-a", "Weight": "50", "Type": "ecs"},
-                {"ServerId": "i-b", "Weight": 0},
-                {"ServerId": "i-c"}]}
-        });
-        let state = state_of(&answer);
-        assert_eq!(state.vpc_id, "vpc-1");
-        assert_eq!(
-            state.listeners,
-            [Listener {
-                port: 80,
-                protocol: "http".to_owned()
-            }]
-        );
-        let weights: Vec<(&str, u32, &str)> = state
-            .backends
-            .iter()
-            .map(|b| (b.server_id.as_str(), b.weight, b.kind.as_str()))
-            .collect();
-        assert_eq!(
-            weights,
-            [("i-a", 50, "ecs"), ("i-b", 0, "ecs"), ("i-c", 100, "ecs")]
-        );
-        let bare = state_of(&json!({"ListenerPorts": {"ListenerPort": [443]}}));
-        assert_eq!(bare.listeners[0].port, 443);
-        assert!(bare.backends.is_empty());
     }
 }

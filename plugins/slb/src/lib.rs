@@ -13,9 +13,11 @@
 //!
 //! - `config`: the plugin's settings and their JSON Schema;
 //! - `plan`: the difference between wanted and attached servers, in batches;
-//! - `health`: DescribeHealthStatus as per-backend, per-listener health;
 //! - `converge`: the steps, over `aliyun_rpc::client` (signing, retries and
-//!   error classification shared with the `aliyun` plugin);
+//!   error classification shared with the `aliyun` plugin) and
+//!   `aliyun_rpc::slb` (SLB's answers — listeners, backends, listener
+//!   attributes, DescribeHealthStatus — read as the `aliyun` plugin reads
+//!   them);
 //! - `guest` (wasm only): the component, over the host's imports (the
 //!   contract's upstreams converted by `balancer_kit`, shared with the
 //!   `nginx` and `haproxy` plugins).
@@ -25,10 +27,6 @@
 
 mod config;
 mod converge;
-// Ready for DCP's `check-state`, which the `balancer` WIT interface has no
-// function for yet: the component does not use it.
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-mod health;
 mod plan;
 
 #[cfg(target_arch = "wasm32")]
@@ -46,13 +44,3 @@ pub(crate) use balancer_kit::{
     Applied,
     upstream::{Backend, Upstream},
 };
-
-/// A port field (a number, or a number as text) when it is 1–65535.
-pub(crate) fn port(value: &serde_json::Value, field: &str) -> Option<u16> {
-    let n = aliyun_rpc::lenient::number(value, field)?;
-    if (1.0..=65_535.0).contains(&n) && n.fract() == 0.0 {
-        format!("{n:.0}").parse().ok()
-    } else {
-        None
-    }
-}

@@ -11,16 +11,10 @@ use serde_json::{Value, json};
 /// The most servers one Add/Remove/SetBackendServers call takes.
 pub(crate) const BATCH: usize = 20;
 
-/// A server attached to the load balancer's default server group.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Attached {
-    /// The instance id.
-    pub(crate) server_id: String,
-    /// 0–100.
-    pub(crate) weight: u32,
-    /// `ecs`, `eni` or `eci`.
-    pub(crate) kind: String,
-}
+/// A server attached to the load balancer's default server group, as
+/// DescribeLoadBalancerAttribute says (read the same way by the `aliyun`
+/// plugin).
+pub(crate) use aliyun_rpc::slb::Attached;
 
 /// A server wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]

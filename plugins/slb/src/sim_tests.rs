@@ -6,31 +6,19 @@
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, SocketAddr},
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use aliyun_rpc::{
-    client::{Api, Client, Failure, Fault, Host, Kind},
+    client::{Api, Client, Failure, Kind},
     lenient::{list, strings, text},
+    sim_host::SimHost,
+    slb::Health,
 };
 use aliyun_sim::{Delays, Faults, Options, Simulator};
-use hmac::{Hmac, Mac};
 use serde_json::Value;
 
-use crate::{Applied, Backend, Upstream, config::Config, converge::Slb, health::Health};
-
-/// Nonces unique in this process (each test has its own simulator).
-static NONCES: AtomicU64 = AtomicU64::new(0);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::{Applied, Backend, Upstream, config::Config, converge::Slb};
 
 /// One request as the simulator answered it.
 #[derive(Debug, Clone)]
@@ -40,98 +28,6 @@ struct Sent {
     servers: usize,
     /// The error code answered; `lost` when no reply came.
     code: Option<String>,
-}
-
-/// The host of a test: reqwest on the test's runtime, its own HMAC.
-struct SimHost {
-    runtime: tokio::runtime::Handle,
-    http: reqwest::Client,
-    sent: Mutex<Vec<Sent>>,
-}
-
-impl Host for SimHost {
-    fn key_id(&self) -> Result<String, Failure> {
-        Ok(aliyun_sim::DEMO_KEY_ID.to_owned())
-    }
-
-    fn sign(&self, data: &[u8]) -> Result<Vec<u8>, Failure> {
-        let key = aliyun_rpc::signing_key(aliyun_sim::DEMO_SECRET);
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key.as_bytes()).unwrap();
-        mac.update(data);
-        Ok(mac.finalize().into_bytes().to_vec())
-    }
-
-    fn post(&self, url: &str, body: String, timeout_ms: u32) -> Result<(u16, Vec<u8>), Fault> {
-        let query = url.split_once('?').map_or("", |(_, q)| q);
-        let action = aliyun_rpc::parse_pairs(query)
-            .into_iter()
-            .find(|(k, _)| k == "Action")
-            .map(|(_, v)| v)
-            .unwrap_or_default();
-        let servers = aliyun_rpc::parse_pairs(&body)
-            .into_iter()
-            .find(|(k, _)| k == "BackendServers")
-            .and_then(|(_, v)| serde_json::from_str::<Vec<Value>>(&v).ok())
-            .map_or(0, |v| v.len());
-        let reply = self.runtime.block_on(async {
-            let response = self
-                .http
-                .post(url)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body)
-                .timeout(Duration::from_millis(timeout_ms.into()))
-                .send()
-                .await?;
-            let status = response.status().as_u16();
-            Ok::<_, reqwest::Error>((status, response.bytes().await?.to_vec()))
-        });
-        let code = match &reply {
-            Ok((200, _)) => None,
-            Ok((_, body)) => Some(
-                serde_json::from_slice::<Value>(body)
-                    .map(|v| text(&v, "Code"))
-                    .unwrap_or_default(),
-            ),
-            Err(_) => Some("lost".to_owned()),
-        };
-        self.sent.lock().unwrap().push(Sent {
-            action,
-            servers,
-            code,
-        });
-        reply.map_err(|e| Fault {
-            timed_out: e.is_timeout(),
-            refused: false,
-            // As the host says it: no URL (it carries the signature).
-            message: e.without_url().to_string(),
-        })
-    }
-
-    fn now_unix(&self) -> u64 {
-        now_ms() / 1000
-    }
-
-    fn now_ms(&self) -> u64 {
-        now_ms()
-    }
-
-    fn deadline_ms(&self) -> u64 {
-        // As long as DCP gives one plugin call.
-        now_ms() + 30_000
-    }
-
-    fn nonce(&self) -> String {
-        format!("slb-test-{}", NONCES.fetch_add(1, Ordering::Relaxed))
-    }
-
-    fn random_below(&self, bound: u64) -> u64 {
-        bound / 2
-    }
-
-    fn sleep_ms(&self, ms: u64) {
-        // The client's backoff between attempts, not a test waiting.
-        std::thread::sleep(Duration::from_millis(ms));
-    }
 }
 
 /// A simulator, a host and the plugin's settings for one test.
@@ -188,11 +84,11 @@ impl World {
             timeout_ms: 5_000,
         };
         Self {
-            host: SimHost {
-                runtime: runtime.handle().clone(),
-                http: reqwest::Client::new(),
-                sent: Mutex::new(Vec::new()),
-            },
+            host: SimHost::new(
+                runtime.handle().clone(),
+                aliyun_sim::DEMO_KEY_ID,
+                aliyun_sim::DEMO_SECRET,
+            ),
             sim: Some(sim),
             config,
             runtime,
@@ -324,7 +220,18 @@ impl World {
 
     /// What was sent since the last look, and forgets it.
     fn sent(&self) -> Vec<Sent> {
-        std::mem::take(&mut *self.host.sent.lock().unwrap())
+        self.host
+            .take_sent()
+            .into_iter()
+            .map(|s| Sent {
+                servers: s
+                    .param("BackendServers")
+                    .and_then(|v| serde_json::from_str::<Vec<Value>>(v).ok())
+                    .map_or(0, |v| v.len()),
+                action: s.action,
+                code: s.code,
+            })
+            .collect()
     }
 }
 
