@@ -1,8 +1,10 @@
 //! Cloud accounts: which cloud-provider plugin, its settings and its key.
-//! The secret is write-only: typed in, never shown again.
+//! The secret is write-only: typed in, never shown again. An account whose
+//! provider manages load balancers links to them (`cloud_balancers`).
 
 use dcp_api_types::{Account, AccountInput, LookupKind, LookupQuery, PageQuery};
 use leptos::{ev::SubmitEvent, prelude::*, task::spawn_local};
+use leptos_router::components::A;
 use serde_json::Value;
 
 use crate::{
@@ -181,6 +183,10 @@ pub(crate) fn AccountsPage() -> impl IntoView {
                                 <td>{a.templates.to_string()}</td>
                                 <td>{short_time(&a.updated_at)}</td>
                                 <td class="actions">
+                                    {a.manages_load_balancers.then(|| view! {
+                                        <A href=format!("/accounts/{id}/load-balancers") attr:class="load-balancers"
+                                            attr:data-test="account-load-balancers">"Load balancers"</A>
+                                    })}
                                     <button class="ghost check" data-test="account-check" on:click=run_check>"Check"</button>
                                     <button class="ghost edit" data-test="account-edit" on:click=move |_| {
                                         editor.set(Some(Editor::new(Some(&for_edit), None)));

@@ -2,20 +2,22 @@
 
 use dcp_api_types::{
     Account, AccountInput, AddNodes, AdoptMachine, AppKey, AppKeyCreated, AppKeyInput,
-    AppKeyPrivileges, Binding, BindingInput, BuildLog, ChangeFilter, Choice, Cleanup, Cluster,
-    ClusterInput, Command, CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput,
-    ConfigFileVersion, CreateMachines, CreatedToken, DiscoveryChange, DoomedTag, ErrorCode,
-    ErrorDetail, Execution, ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary,
-    FleetPoint, HostKey, HostOutput, ImageBuild, ImageBuildInput, ImageProject, ImageProjectInput,
-    ImageTag, ImageTagDeleted, ImageTagDetail, LbGroup, LbGroupInput, LbNode, LbNodeInput,
-    LbNodeUpdate, LbUnit, LbUnitInput, LoginRequest, LookupKind, LookupQuery, Machine,
-    MachineDetail, MachineState, MachineTemplate, MembersInput, ModuleEntry, Node, NodeContainer,
-    NodeLogs, Overview, Page, PageQuery, PluginDescription, PluginLimits, PluginTestRequest,
-    PluginTestResult, PluginUpload, PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage,
-    RegistryLogin, RegistryStatus, Release, ReleaseInput, RenderInput, RenderedDockerfile,
-    Repository, RetentionInput, RetentionRule, Rollback, RollbackInput, Service, ServiceInput,
-    Session, SshSettings, SyncReport, Task, TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput,
-    TemplateInput, Token, TokenInput, UpstreamInput, UpstreamView, UserStatus,
+    AppKeyPrivileges, Binding, BindingInput, BuildLog, ChangeFilter, Choice, Cleanup,
+    CloudLoadBalancer, CloudLoadBalancerDetail, CloudLoadBalancerInput, Cluster, ClusterInput,
+    Command, CommandGroup, CommandGroupInput, CommandInput, ConfigFileInput, ConfigFileVersion,
+    CreateMachines, CreatedToken, DiscoveryChange, DoomedTag, ErrorCode, ErrorDetail, Execution,
+    ExecutionCreated, ExecutionHost, ExecutionInput, ExecutionSummary, FleetPoint, HostKey,
+    HostOutput, ImageBuild, ImageBuildInput, ImageProject, ImageProjectInput, ImageTag,
+    ImageTagDeleted, ImageTagDetail, LbGroup, LbGroupInput, LbNode, LbNodeInput, LbNodeUpdate,
+    LbStatusInput, LbTargetStatus, LbUnit, LbUnitInput, ListenerInput, ListenerRunningInput,
+    LoginRequest, LookupKind, LookupQuery, Machine, MachineDetail, MachineState, MachineTemplate,
+    MembersInput, ModuleEntry, Node, NodeContainer, NodeLogs, Overview, Page, PageQuery,
+    PluginDescription, PluginLimits, PluginTestRequest, PluginTestResult, PluginUpload,
+    PluginVersion, Pool, PoolInput, QuotaInput, QuotaUsage, RegistryLogin, RegistryStatus, Release,
+    ReleaseInput, RenderInput, RenderedDockerfile, Repository, RetentionInput, RetentionRule,
+    Rollback, RollbackInput, Service, ServiceInput, Session, SshSettings, SyncReport, Task,
+    TaskDetail, TaskInput, TaskTemplate, TaskTemplateInput, TemplateInput, Token, TokenInput,
+    UpstreamInput, UpstreamView, UserStatus, WhiteListInput,
 };
 use gloo_net::http::{Request, RequestBuilder, Response};
 use serde::{Serialize, de::DeserializeOwned};
@@ -632,6 +634,137 @@ pub(crate) async fn save_account(
 /// Deletes a cloud account.
 pub(crate) async fn delete_account(id: i64) -> Result<(), ApiError> {
     remove("accounts", id).await
+}
+
+// ---- an account's own load balancers ----
+
+/// Which cloud load balancer: the account, its region and the cloud's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CloudLb {
+    /// The account's id.
+    pub(crate) account: i64,
+    /// The region it is in.
+    pub(crate) region: String,
+    /// The cloud's id.
+    pub(crate) lb: String,
+}
+
+/// `/api/v1/accounts/{id}/load-balancers/{lb}{rest}?region=…`.
+fn cloud_lb_url(at: &CloudLb, rest: &str) -> String {
+    format!(
+        "/api/v1/accounts/{}/load-balancers/{}{rest}?region={}",
+        at.account,
+        encode(&at.lb),
+        encode(&at.region)
+    )
+}
+
+/// One cloud account.
+pub(crate) async fn account(id: i64) -> Result<Account, ApiError> {
+    read(send(Request::get(&format!("/api/v1/accounts/{id}"))).await?).await
+}
+
+/// An account's load balancers in a region.
+pub(crate) async fn cloud_load_balancers(
+    account: i64,
+    region: &str,
+) -> Result<Vec<CloudLoadBalancer>, ApiError> {
+    read(
+        send(Request::get(&format!(
+            "/api/v1/accounts/{account}/load-balancers?region={}",
+            encode(region)
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Creates a load balancer; the same `key` again answers the first one.
+pub(crate) async fn create_cloud_load_balancer(
+    account: i64,
+    input: &CloudLoadBalancerInput,
+    key: &str,
+) -> Result<CloudLoadBalancer, ApiError> {
+    let request = Request::post(&format!("/api/v1/accounts/{account}/load-balancers"))
+        .header("Idempotency-Key", key);
+    read(send_json(request, input).await?).await
+}
+
+/// One load balancer with its listeners, backends and units.
+pub(crate) async fn cloud_load_balancer(at: &CloudLb) -> Result<CloudLoadBalancerDetail, ApiError> {
+    read(send(Request::get(&cloud_lb_url(at, ""))).await?).await
+}
+
+/// Deletes a load balancer (a 409 while a unit serves through it).
+pub(crate) async fn delete_cloud_load_balancer(at: &CloudLb) -> Result<(), ApiError> {
+    no_content(send(Request::delete(&cloud_lb_url(at, ""))).await?).await
+}
+
+/// Activates or stops a load balancer.
+pub(crate) async fn set_cloud_load_balancer_status(
+    at: &CloudLb,
+    status: LbTargetStatus,
+) -> Result<(), ApiError> {
+    no_content(
+        send_json(
+            Request::put(&cloud_lb_url(at, "/status")),
+            &LbStatusInput { status },
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Creates a listener, stopped.
+pub(crate) async fn create_cloud_listener(
+    at: &CloudLb,
+    input: &ListenerInput,
+) -> Result<(), ApiError> {
+    no_content(send_json(Request::post(&cloud_lb_url(at, "/listeners")), input).await?).await
+}
+
+/// Starts or stops a listener.
+pub(crate) async fn set_cloud_listener_running(
+    at: &CloudLb,
+    port: u16,
+    running: bool,
+) -> Result<(), ApiError> {
+    no_content(
+        send_json(
+            Request::put(&cloud_lb_url(at, &format!("/listeners/{port}/running"))),
+            &ListenerRunningInput { running },
+        )
+        .await?,
+    )
+    .await
+}
+
+/// Deletes a listener.
+pub(crate) async fn delete_cloud_listener(at: &CloudLb, port: u16) -> Result<(), ApiError> {
+    no_content(
+        send(Request::delete(&cloud_lb_url(
+            at,
+            &format!("/listeners/{port}"),
+        )))
+        .await?,
+    )
+    .await
+}
+
+/// Replaces a listener's white list (a 422 names `entries[i]`).
+pub(crate) async fn set_cloud_white_list(
+    at: &CloudLb,
+    port: u16,
+    input: &WhiteListInput,
+) -> Result<(), ApiError> {
+    no_content(
+        send_json(
+            Request::put(&cloud_lb_url(at, &format!("/listeners/{port}/white-list"))),
+            input,
+        )
+        .await?,
+    )
+    .await
 }
 
 /// Asks an account's cloud for the choices of `kind` (a 502 names the

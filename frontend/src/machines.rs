@@ -42,7 +42,7 @@ fn pool_link(pool_id: Option<i64>) -> impl IntoView + use<> {
 
 /// A key that makes a create request safe to send twice: random, made
 /// once per opening of the dialog.
-fn idempotency_key() -> String {
+pub(crate) fn idempotency_key() -> String {
     let part = || {
         format!(
             "{:08x}",

@@ -7,6 +7,7 @@
 mod accounts;
 mod api;
 mod app_keys;
+mod cloud_balancers;
 mod clusters;
 mod commands;
 mod components;
@@ -120,6 +121,8 @@ lazy_areas! {
         TemplatesRoute => templates::TemplatesPage,
         QuotasRoute => quotas::QuotasPage,
         AccountsRoute => accounts::AccountsPage,
+        LoadBalancersRoute => cloud_balancers::LoadBalancersPage,
+        LoadBalancerRoute => cloud_balancers::LoadBalancerPage,
     }
     Commands in commands_page {
         CommandsRoute => commands::CommandsPage,
@@ -178,6 +181,8 @@ fn App() -> impl IntoView {
                     <Route path=path!("machine-templates") view=TemplatesRoute/>
                     <Route path=path!("quotas") view=QuotasRoute/>
                     <Route path=path!("accounts") view=AccountsRoute/>
+                    <Route path=path!("accounts/:id/load-balancers") view=LoadBalancersRoute/>
+                    <Route path=path!("accounts/:id/load-balancers/:lb") view=LoadBalancerRoute/>
                     <Route path=path!("services") view=ServicesRoute/>
                     <Route path=path!("services/:id") view=ServiceRoute/>
                     <Route path=path!("pools/:id") view=PoolRoute/>

@@ -17,7 +17,7 @@ use crate::{
 const REFRESH_SECS: u64 = 10;
 
 /// Whether the browser shows this tab (no point refreshing a hidden one).
-fn visible() -> bool {
+pub(crate) fn visible() -> bool {
     web_sys::window()
         .and_then(|w| w.document())
         .is_none_or(|d| !d.hidden())

@@ -2294,3 +2294,184 @@ async fn tags_image(api: &dcp_tests::Api, repository: &str, tag: &str) -> String
         .await;
     detail["pull"].as_str().unwrap().to_owned()
 }
+
+/// Waits until the browser's address contains `part`.
+async fn address_has(c: &Client, part: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let url = c.current_url().await.unwrap().to_string();
+        if url.contains(part) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{url} never had {part}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_accounts_load_balancer_gets_a_listener_a_white_list_and_healthy_backends_in_the_ui() {
+    let cloud = dcp_tests::cloud::Cloud::start(dcp_tests::cloud::quick_delays()).await;
+    let server = &cloud.api.server;
+    let password = server.printed_password.clone().unwrap();
+    let (c, _driver) = logged_in(server, &password).await;
+
+    // From the account to its load balancers, region by region (the
+    // region is in the address, so the page can be shared).
+    click(&c, "nav a[href=\"/accounts\"]").await;
+    click(
+        &c,
+        "tr[data-name=\"sim\"] [data-test=\"account-load-balancers\"]",
+    )
+    .await;
+    until(&c, "//h1[@id='lbs-account'][contains(., 'sim')]", WAIT).await;
+    choose(&c, "lb-region", "cn-beijing").await;
+    address_has(&c, "region=cn-beijing").await;
+    until(
+        &c,
+        "//p[@class='empty'][contains(., 'No load balancers')]",
+        WAIT,
+    )
+    .await;
+    choose(&c, "lb-region", "cn-hangzhou").await;
+    address_has(&c, "region=cn-hangzhou").await;
+
+    // Created through the form: a bad spec is refused under its input.
+    click(&c, "#new-load-balancer").await;
+    fill(&c, "#lb-name", "web").await;
+    fill(&c, "#lb-spec", "a b").await;
+    click(&c, "#lb-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"spec\"]").await;
+    assert!(!error.is_empty(), "no error under the spec");
+    fill(&c, "#lb-spec", "slb.s1.small").await;
+    click(&c, "#lb-save").await;
+    gone(&c, "#lb-form").await;
+    let row = text_of(&c, "tr[data-test=\"lb-row\"][data-name=\"web\"]").await;
+    assert!(
+        row.contains("slb.s1.small") && row.contains("active"),
+        "{row}"
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("tr[data-test=\"lb-row\"]"))
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "one load balancer"
+    );
+
+    // Its page: a TCP listener on 2222 for the backends' sshd, started.
+    click(&c, "tr[data-name=\"web\"] [data-test=\"lb-link\"]").await;
+    until(&c, "//*[@id='lb-status'][@data-status='active']", WAIT).await;
+    address_has(&c, "region=cn-hangzhou").await;
+    click(&c, "#new-listener").await;
+    fill(&c, "#listener-port", "2222").await;
+    choose(&c, "listener-protocol", "tcp").await;
+    fill(&c, "#listener-backend-port", "22").await;
+    fill(&c, "#listener-interval", "1").await;
+    fill(&c, "#listener-healthy-threshold", "2").await;
+    click(&c, "#listener-save").await;
+    gone(&c, "#listener-form").await;
+    let listener = "tr[data-test=\"listener-row\"][data-port=\"2222\"]";
+    let text = text_of(&c, listener).await;
+    assert!(text.contains("every 1 s; healthy after 2"), "{text}");
+    click(&c, &format!("{listener} [data-test=\"listener-toggle\"]")).await;
+    until(
+        &c,
+        "//tr[@data-test='listener-row'][@data-port='2222'][@data-status='running']",
+        WAIT,
+    )
+    .await;
+
+    // Its white list through the editor: a bad entry is named by its place.
+    click(&c, &format!("{listener} [data-test=\"edit-white-list\"]")).await;
+    fill(&c, "#white-list-entries", "127.0.0.1\nnope").await;
+    click(&c, "#white-list-enabled").await;
+    click(&c, "#white-list-save").await;
+    let error = text_of(&c, ".field-error[data-field=\"entries\"]").await;
+    assert!(error.contains("#2"), "{error}");
+    fill(&c, "#white-list-entries", "127.0.0.1\n192.0.2.7").await;
+    click(&c, "#white-list-save").await;
+    gone(&c, "#white-list-form").await;
+    until(
+        &c,
+        "//tr[@data-port='2222']/td[@data-test='listener-access'][@data-enforced='true']\
+         [contains(., '127.0.0.1')][contains(., '192.0.2.7')]",
+        WAIT,
+    )
+    .await;
+
+    // Two instances made its backends in the cloud: the page, left as it
+    // is, shows them healthy on 2222 once the cloud's checks pass.
+    c.execute("window.dcpNotReloaded = true;", vec![])
+        .await
+        .unwrap();
+    let ecs = aliyun_sim::client::Client::ecs(&cloud.sim);
+    let run = ecs.run(&[("Amount", "2")]).await.ok();
+    let instances = aliyun_sim::client::ids(&run);
+    assert_eq!(instances.len(), 2, "{run:?}");
+    for instance in &instances {
+        ecs.wait_status(instance, "Running").await;
+    }
+    let lb_id = text_of(&c, "[data-test=\"lb-id\"]").await.trim().to_owned();
+    assert!(lb_id.starts_with("lb-"), "{lb_id}");
+    let servers: Vec<Value> = instances
+        .iter()
+        .map(|i| json!({"ServerId": i, "Weight": "100"}))
+        .collect();
+    aliyun_sim::client::Client::slb(&cloud.sim)
+        .call(
+            "AddBackendServers",
+            &[
+                ("RegionId", "cn-hangzhou"),
+                ("LoadBalancerId", &lb_id),
+                ("BackendServers", &Value::from(servers).to_string()),
+            ],
+        )
+        .await
+        .ok();
+    for instance in &instances {
+        until(
+            &c,
+            &format!("//tr[@data-test='backend-row'][@data-instance='{instance}']"),
+            WAIT,
+        )
+        .await;
+    }
+    let healthy = "//tr[@data-test='backend-row']//*[@data-test='backend-health']\
+                   [@data-port='2222'][@data-health='normal']";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.find_all(Locator::XPath(healthy)).await.unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the backends never showed healthy: {}",
+            text_of(&c, "#backends-table").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        c.execute("return window.dcpNotReloaded === true;", vec![])
+            .await
+            .unwrap(),
+        Value::Bool(true),
+        "the page was loaded again"
+    );
+    let shot = c.screenshot().await.unwrap();
+    let _ = std::fs::write(std::env::temp_dir().join("dcp-load-balancer.png"), shot);
+
+    // Stopped: its badge says so. Deleted after asking: back to the list,
+    // where it is gone.
+    click(&c, "#lb-toggle-status").await;
+    until(&c, "//*[@id='lb-status'][@data-status='inactive']", WAIT).await;
+    click(&c, "#lb-delete").await;
+    assert!(text_of(&c, ".dialog").await.contains(&lb_id));
+    click(&c, "#confirm-delete").await;
+    address_has(&c, "/load-balancers?region=cn-hangzhou").await;
+    until(
+        &c,
+        "//p[@class='empty'][contains(., 'No load balancers')]",
+        WAIT,
+    )
+    .await;
+    assert!(cloud.sim.load_balancers().is_empty());
+    c.close().await.unwrap();
+}
