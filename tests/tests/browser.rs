@@ -2309,7 +2309,7 @@ async fn address_has(c: &Client, part: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_accounts_load_balancer_gets_a_listener_a_white_list_and_healthy_backends_in_the_ui() {
+async fn an_accounts_load_balancer_gets_a_listener_a_white_list_healthy_backends_and_a_unit_in_the_ui() {
     let cloud = dcp_tests::cloud::Cloud::start(dcp_tests::cloud::quick_delays()).await;
     let server = &cloud.api.server;
     let password = server.printed_password.clone().unwrap();
@@ -2457,6 +2457,77 @@ async fn an_accounts_load_balancer_gets_a_listener_a_white_list_and_healthy_back
     );
     let shot = c.screenshot().await.unwrap();
     let _ = std::fs::write(std::env::temp_dir().join("dcp-load-balancer.png"), shot);
+
+    // A discovery unit serves through it: the unit's node is added in the
+    // unit's form as a cloud load balancer of this account. The load
+    // balancer's page then names the unit and refuses to be deleted.
+    dcp_tests::cloud::upload_bundled_for(
+        &cloud.api,
+        "slb",
+        &[cloud.sim.slb_endpoint(), cloud.sim.ecs_endpoint()],
+    )
+    .await;
+    let groups = cloud.api.get("/api/v1/lb-groups").await;
+    let (status, unit) = cloud
+        .api
+        .post(
+            "/api/v1/lb-units",
+            &json!({"group_id": groups["items"][0]["id"], "name": "slb-web", "plugin": "slb",
+                    "config": {"region": "cn-hangzhou", "slb_endpoint": cloud.sim.slb_endpoint(),
+                               "ecs_endpoint": cloud.sim.ecs_endpoint(), "timeout_ms": 3000,
+                               "load_balancer_id": lb_id, "upstream": "default_upstream"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{unit}");
+    let lb_page = c.current_url().await.unwrap().to_string();
+    c.goto(&server.url(&format!("/lb-units/{}", unit["id"])))
+        .await
+        .unwrap();
+    click(&c, "#add-lb-node").await;
+    click(&c, "#lb-node-kind-cloud").await;
+    choose(&c, "lb-node-account", "sim (aliyun)").await;
+    click(&c, "#lb-node-save").await;
+    until(
+        &c,
+        "//tr[@data-test='lb-node'][@data-in-sync='true']//*[@data-test='node-cloud']",
+        WAIT,
+    )
+    .await;
+    c.goto(&lb_page).await.unwrap();
+    until(
+        &c,
+        &format!(
+            "//*[@data-test='lb-served-by']//a[@href='/lb-units/{}'][contains(., 'slb-web')]",
+            unit["id"]
+        ),
+        WAIT,
+    )
+    .await;
+    click(&c, "#lb-delete").await;
+    click(&c, "#confirm-delete").await;
+    until(
+        &c,
+        "//div[@class='dialog'][contains(., 'serves the discovery unit(s) slb-web')]",
+        WAIT,
+    )
+    .await;
+    assert_eq!(cloud.sim.load_balancers().len(), 1);
+    c.execute(
+        "document.querySelector('.dialog button.ghost').click();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    gone(&c, ".dialog").await;
+    let unit = cloud
+        .api
+        .get(&format!("/api/v1/lb-units/{}", unit["id"]))
+        .await;
+    let (status, body) = cloud
+        .api
+        .delete(&format!("/api/v1/lb-nodes/{}", unit["nodes"][0]["id"]))
+        .await;
+    assert_eq!(status, 204, "{body}");
 
     // Stopped: its badge says so. Deleted after asking: back to the list,
     // where it is gone.
