@@ -54,8 +54,17 @@ async fn serve(address: String) {
                 continue;
             };
             tokio::spawn(async move {
+                // The whole request head first: closing with unread input
+                // makes the kernel reset the connection, which a balancer
+                // may see before the answer.
+                let mut head = Vec::new();
                 let mut buffer = [0u8; 4096];
-                let _ = stream.read(&mut buffer).await;
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65536 {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
                 let _ = stream
                     .write_all(
                         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
