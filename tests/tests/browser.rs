@@ -2309,8 +2309,7 @@ async fn address_has(c: &Client, part: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_accounts_load_balancer_gets_a_listener_a_white_list_healthy_backends_and_a_unit_in_the_ui()
- {
+async fn a_cloud_load_balancer_gets_listeners_a_white_list_backends_and_a_unit_in_the_ui() {
     let cloud = dcp_tests::cloud::Cloud::start(dcp_tests::cloud::quick_delays()).await;
     let server = &cloud.api.server;
     let password = server.printed_password.clone().unwrap();
