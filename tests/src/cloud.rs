@@ -141,6 +141,39 @@ impl Cloud {
         (id, address)
     }
 
+    /// `count` new running instances (real sshds in fleet mode) attached to
+    /// the load balancer `lb` as backend servers through the simulator's
+    /// API (not through DCP); answers their ids.
+    ///
+    /// # Panics
+    /// When the simulator refuses a step.
+    pub async fn attach_new_instances(&self, lb: &str, count: u32) -> Vec<String> {
+        let ecs = SimClient::ecs(&self.sim);
+        let amount = count.to_string();
+        let run = ecs.run(&[("Amount", amount.as_str())]).await.ok();
+        let instances = aliyun_sim::client::ids(&run);
+        assert_eq!(instances.len(), count as usize, "{run}");
+        for instance in &instances {
+            ecs.wait_status(instance, "Running").await;
+        }
+        let servers: Vec<Value> = instances
+            .iter()
+            .map(|i| json!({"ServerId": i, "Weight": "100"}))
+            .collect();
+        SimClient::slb(&self.sim)
+            .call(
+                "AddBackendServers",
+                &[
+                    ("RegionId", "cn-hangzhou"),
+                    ("LoadBalancerId", lb),
+                    ("BackendServers", &Value::from(servers).to_string()),
+                ],
+            )
+            .await
+            .ok();
+        instances
+    }
+
     /// Uploads the slb plugin for the simulator and adds the load balancer
     /// `lb` to the group `group` as a unit (serving its `default_upstream`)
     /// whose one node is this cloud's account; answers the unit's id.

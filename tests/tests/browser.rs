@@ -2405,30 +2405,9 @@ async fn a_cloud_load_balancer_gets_listeners_a_white_list_backends_and_a_unit_i
     c.execute("window.dcpNotReloaded = true;", vec![])
         .await
         .unwrap();
-    let ecs = aliyun_sim::client::Client::ecs(&cloud.sim);
-    let run = ecs.run(&[("Amount", "2")]).await.ok();
-    let instances = aliyun_sim::client::ids(&run);
-    assert_eq!(instances.len(), 2, "{run:?}");
-    for instance in &instances {
-        ecs.wait_status(instance, "Running").await;
-    }
     let lb_id = text_of(&c, "[data-test=\"lb-id\"]").await.trim().to_owned();
     assert!(lb_id.starts_with("lb-"), "{lb_id}");
-    let servers: Vec<Value> = instances
-        .iter()
-        .map(|i| json!({"ServerId": i, "Weight": "100"}))
-        .collect();
-    aliyun_sim::client::Client::slb(&cloud.sim)
-        .call(
-            "AddBackendServers",
-            &[
-                ("RegionId", "cn-hangzhou"),
-                ("LoadBalancerId", &lb_id),
-                ("BackendServers", &Value::from(servers).to_string()),
-            ],
-        )
-        .await
-        .ok();
+    let instances = cloud.attach_new_instances(&lb_id, 2).await;
     for instance in &instances {
         until(
             &c,

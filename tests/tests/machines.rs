@@ -829,27 +829,7 @@ async fn an_accounts_load_balancers_are_managed_through_its_cloud() {
         .await;
     assert_eq!(status, 204, "{body}");
 
-    let ecs = aliyun_sim::client::Client::ecs(&cloud.sim);
-    let run = ecs.run(&[("Amount", "2")]).await.ok();
-    let instances = aliyun_sim::client::ids(&run);
-    for instance in &instances {
-        ecs.wait_status(instance, "Running").await;
-    }
-    let servers: Vec<Value> = instances
-        .iter()
-        .map(|i| json!({"ServerId": i, "Weight": "100"}))
-        .collect();
-    aliyun_sim::client::Client::slb(&cloud.sim)
-        .call(
-            "AddBackendServers",
-            &[
-                ("RegionId", "cn-hangzhou"),
-                ("LoadBalancerId", &id),
-                ("BackendServers", &Value::from(servers).to_string()),
-            ],
-        )
-        .await
-        .ok();
+    cloud.attach_new_instances(&id, 2).await;
 
     // White list: set, changed (one added, one removed), enforced.
     let white_list = format!("{base}/{id}/listeners/2222/white-list?{hz}");
