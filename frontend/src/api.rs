@@ -669,13 +669,10 @@ pub(crate) async fn cloud_load_balancers(
     account: i64,
     region: &str,
 ) -> Result<Vec<CloudLoadBalancer>, ApiError> {
-    read(
-        send(Request::get(&format!(
-            "/api/v1/accounts/{account}/load-balancers?region={}",
-            encode(region)
-        )))
-        .await?,
-    )
+    every(&format!(
+        "/api/v1/accounts/{account}/load-balancers?region={}",
+        encode(region)
+    ))
     .await
 }
 

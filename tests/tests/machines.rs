@@ -773,14 +773,40 @@ async fn an_accounts_load_balancers_are_managed_through_its_cloud() {
     assert_eq!((status, &again["id"]), (201, &lb["id"]), "{again}");
     let id = lb["id"].as_str().unwrap().to_owned();
     let listed = cloud.api.get(&format!("{base}?{hz}")).await;
-    let names: Vec<&str> = listed
+    assert_eq!(listed["total"], 1, "{listed}");
+    let names: Vec<&str> = listed["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["web"], "{listed}");
-    assert_eq!(listed[0]["status"], "active");
+    assert_eq!(listed["items"][0]["status"], "active");
+    // A page at a time, by name.
+    let (status, other) = post_keyed(
+        &cloud,
+        &base,
+        "create-api",
+        &json!({"region": "cn-hangzhou", "name": "api", "address_type": "internet"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{other}");
+    for (page, name) in [(1, "api"), (2, "web")] {
+        let one = cloud
+            .api
+            .get(&format!("{base}?{hz}&page={page}&per_page=1"))
+            .await;
+        assert_eq!(
+            (&one["total"], &one["items"][0]["name"]),
+            (&json!(2), &json!(name)),
+            "{one}"
+        );
+    }
+    let (status, body) = cloud
+        .api
+        .delete(&format!("{base}/{}?{hz}", other["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 204, "{body}");
 
     // Bad input is refused before the cloud is called, naming each field.
     let (status, err) = cloud
@@ -927,7 +953,7 @@ async fn an_accounts_load_balancers_are_managed_through_its_cloud() {
         "{body}"
     );
     let listed = cloud.api.get(&format!("{base}?{hz}")).await;
-    assert_eq!(listed[0]["status"], "inactive", "{listed}");
+    assert_eq!(listed["items"][0]["status"], "inactive", "{listed}");
     for _ in 0..2 {
         let (status, body) = cloud.api.delete(&format!("{base}/{id}?{hz}")).await;
         assert_eq!(status, 204, "{body}");

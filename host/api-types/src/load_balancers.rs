@@ -360,10 +360,10 @@ impl utoipa::PartialSchema for WhiteListEntry {
 #[cfg(feature = "openapi")]
 impl ToSchema for WhiteListEntry {}
 
-/// Which region a load balancer is in: `?region=cn-hangzhou`.
+/// Which region a load balancer is in: `?region=cn-hangzhou` (beside the
+/// paging parameters of a list).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema, IntoParams))]
-#[serde(deny_unknown_fields)]
 pub struct RegionQuery {
     /// Region id.
     #[cfg_attr(feature = "openapi", param(pattern = "^[a-z0-9-]{1,64}$"))]

@@ -7,7 +7,7 @@ use dcp_api_types::{
     BackendHealth, BackendServer, CloudLoadBalancer, CloudLoadBalancerDetail,
     CloudLoadBalancerInput, ErrorBody, LbAddressType, LbStatus, LbStatusInput, LbUnitRef, Listener,
     ListenerHealth, ListenerHealthCheck, ListenerInput, ListenerProtocol, ListenerRunningInput,
-    ListenerStatus, RegionQuery, WhiteListInput,
+    ListenerStatus, Page, PageQuery, RegionQuery, WhiteListInput,
 };
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{
     AppState, Result,
     discovery::idempotency_key,
-    extract::{Id, Json, Path, Query},
+    extract::{Id, Json, Path, Query, page_of},
 };
 use crate::{
     auth::Principal,
@@ -47,16 +47,16 @@ struct ListenerPath {
     port: u16,
 }
 
-/// List an account's load balancers in a region.
+/// List an account's load balancers in a region, by name.
 #[utoipa::path(
     get, path = "/accounts/{id}/load-balancers", tag = "load-balancers",
-    params(("id" = i64, Path, description = "Account id"), RegionQuery),
+    params(("id" = i64, Path, description = "Account id"), RegionQuery, PageQuery),
     responses(
-        (status = 200, description = "The load balancers", body = Vec<CloudLoadBalancer>),
+        (status = 200, description = "One page of the load balancers", body = Page<CloudLoadBalancer>),
         (status = 400, description = "A parameter is missing or not of its type", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
         (status = 409, description = "The account's provider does not manage load balancers", body = ErrorBody),
-        (status = 422, description = "The region is not a region id", body = ErrorBody),
+        (status = 422, description = "The region is not a region id, or paging is out of range", body = ErrorBody),
         (status = 502, description = "The cloud call failed", body = ErrorBody),
         (status = 503, description = "The account's provider plugin is not active", body = ErrorBody),
     )
@@ -65,12 +65,17 @@ async fn list_load_balancers(
     State(state): State<AppState>,
     Path(Id { id }): Path<Id>,
     Query(query): Query<RegionQuery>,
-) -> Result<Json<Vec<CloudLoadBalancer>>> {
-    let found = state
+    Query(paging): Query<PageQuery>,
+) -> Result<Json<Page<CloudLoadBalancer>>> {
+    let mut found: Vec<CloudLoadBalancer> = state
         .machines
         .cloud_load_balancers(id, &query.region)
-        .await?;
-    Ok(Json(found.into_iter().map(load_balancer_to_api).collect()))
+        .await?
+        .into_iter()
+        .map(load_balancer_to_api)
+        .collect();
+    found.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    Ok(Json(page_of(found, paging)?))
 }
 
 /// Create a load balancer. With an `Idempotency-Key`, a retry answers the

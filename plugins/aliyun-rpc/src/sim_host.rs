@@ -63,6 +63,9 @@ pub struct SimHost {
     pub secret: String,
     /// Every request so far.
     pub sent: Mutex<Vec<Sent>>,
+    /// When the current call must end (Unix ms); 0: always 30 s away, as
+    /// if each request began a call of its own.
+    pub deadline: AtomicU64,
 }
 
 impl SimHost {
@@ -75,7 +78,16 @@ impl SimHost {
             key_id: key_id.to_owned(),
             secret: secret.to_owned(),
             sent: Mutex::new(Vec::new()),
+            deadline: AtomicU64::new(0),
         }
+    }
+
+    /// Makes the calls from now on end `after` from now, as DCP's deadline
+    /// for one plugin call does.
+    pub fn deadline_in(&self, after: Duration) {
+        let after = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        self.deadline
+            .store(now_ms().saturating_add(after), Ordering::Relaxed);
     }
 
     /// What was sent since the last look, and forgets it.
@@ -151,8 +163,11 @@ impl Host for SimHost {
     }
 
     fn deadline_ms(&self) -> u64 {
-        // As long as DCP gives one plugin call.
-        now_ms() + 30_000
+        match self.deadline.load(Ordering::Relaxed) {
+            // As long as DCP gives one plugin call.
+            0 => now_ms() + 30_000,
+            fixed => fixed,
+        }
     }
 
     fn nonce(&self) -> String {

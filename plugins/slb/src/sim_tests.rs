@@ -538,3 +538,55 @@ fn health_is_read_per_backend_and_listener() {
         assert_eq!(backend.overall(), Health::Unavailable);
     }
 }
+
+#[test]
+fn a_backend_failing_its_health_checks_stays_attached_and_is_named_at_the_deadline() {
+    let mut world = World::start(8, Duration::from_millis(150));
+    let servers = world.instances(1);
+    world.load_balancer(80, 8080);
+    // Checked every second; nothing answers on the instance's 8080.
+    let lb = world.config.load_balancer_id.clone();
+    world.slb(
+        "SetLoadBalancerHTTPListenerAttribute",
+        &[
+            HZ,
+            ("LoadBalancerId", &lb),
+            ("ListenerPort", "80"),
+            ("Bandwidth", "-1"),
+            ("StickySession", "off"),
+            ("HealthCheck", "on"),
+            ("HealthCheckURI", "/healthz"),
+            ("HealthCheckInterval", "1"),
+            ("HealthyThreshold", "2"),
+            ("UnhealthyThreshold", "2"),
+        ],
+    );
+    world.slb(
+        "StartLoadBalancerListener",
+        &[HZ, ("LoadBalancerId", &lb), ("ListenerPort", "80")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listener = world.slb(
+            "DescribeLoadBalancerHTTPListenerAttribute",
+            &[HZ, ("LoadBalancerId", &lb), ("ListenerPort", "80")],
+        );
+        if text(&listener, "Status") == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never running: {listener}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    world.host.deadline_in(Duration::from_secs(7));
+    let all: Vec<&(String, String)> = servers.iter().collect();
+    let err = world.apply(&borrowed(&backends_of(&all, 100))).unwrap_err();
+    assert_eq!(err.kind, Kind::Unavailable, "{err:?}");
+    assert!(err.retryable, "{err:?}");
+    let id = &servers[0].0;
+    assert!(
+        err.message.contains(&format!("{id} (abnormal on 80)")),
+        "names the backend and SLB's verdict: {}",
+        err.message
+    );
+    assert_eq!(world.attached(), expected(&all, 100), "it stays attached");
+}
