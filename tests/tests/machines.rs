@@ -738,6 +738,20 @@ async fn machines_in_flight_finish_after_dcp_is_killed() {
     );
 }
 
+/// What a TCP server at `address` says first (empty when the connection
+/// closes or says nothing within 5 s).
+async fn banner(address: &str) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+        return String::new();
+    };
+    let mut buffer = [0_u8; 64];
+    match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await {
+        Ok(Ok(n)) => String::from_utf8_lossy(&buffer[..n]).into_owned(),
+        _ => String::new(),
+    }
+}
+
 /// `POST` with an `Idempotency-Key`.
 async fn post_keyed(cloud: &Cloud, path: &str, key: &str, body: &Value) -> (u16, Value) {
     let reply = cloud
@@ -907,6 +921,24 @@ async fn an_accounts_load_balancers_are_managed_through_its_cloud() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Enforced, the white list keeps out whom it does not name: this test
+    // connects from 127.0.0.1; named, it gets the backend's SSH banner.
+    let address = format!("{}:2222", lb["address"].as_str().unwrap());
+    for (entries, admitted) in [
+        (json!(["192.0.2.7"]), false),
+        (json!(["127.0.0.1", "192.0.2.7"]), true),
+    ] {
+        let (status, body) = cloud
+            .api
+            .put(&white_list, &json!({"enabled": true, "entries": entries}))
+            .await;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(
+            banner(&address).await.starts_with("SSH-"),
+            admitted,
+            "{entries}"
+        );
+    }
     let listener = &detail["listeners"][0];
     assert_eq!(listener["status"], "running", "{detail:#}");
     assert_eq!(listener["access_control"], true, "{detail:#}");
