@@ -22,7 +22,7 @@ use crate::{
     components::{Confirm, ErrorBanner, Field, Modal, load_error, short_time},
     machines::{every, idempotency_key},
     overview::visible,
-    templates::Labelled,
+    templates::{Labelled, optional, whole},
 };
 
 /// How often a load balancer's page reads it again (backends' health
@@ -109,19 +109,6 @@ fn health_check_text(protocol: ListenerProtocol, check: &ListenerHealthCheck) ->
         "{what} every {} s; healthy after {}, unhealthy after {}",
         check.interval_seconds, check.healthy_threshold, check.unhealthy_threshold
     )
-}
-
-/// A whole number typed into `field`, or the error to show under it.
-fn whole<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ApiError> {
-    text.trim()
-        .parse()
-        .map_err(|_| ApiError::invalid(field, "must be a whole number"))
-}
-
-/// An optional text: none when blank.
-fn optional(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_owned())
 }
 
 /// A white list as typed: one entry a line, blank lines skipped.

@@ -389,14 +389,14 @@ const FORM_FIELDS: [&str; 23] = [
 ];
 
 /// Text as a whole number, or an error on `field`.
-fn whole<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ApiError> {
+pub(crate) fn whole<T: std::str::FromStr>(field: &str, text: &str) -> Result<T, ApiError> {
     text.trim()
         .parse()
         .map_err(|_| ApiError::invalid(field, "must be a whole number"))
 }
 
 /// Trimmed text, or none when blank.
-fn optional(text: &str) -> Option<String> {
+pub(crate) fn optional(text: &str) -> Option<String> {
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
 }

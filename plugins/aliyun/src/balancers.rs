@@ -987,20 +987,7 @@ mod tests {
     use super::*;
 
     fn spec() -> ListenerSpec {
-        ListenerSpec {
-            port: 80,
-            protocol: Protocol::Http,
-            backend_port: 8080,
-            bandwidth_mbps: -1,
-            scheduler: "wrr".to_owned(),
-            health_check: HealthCheck {
-                enabled: true,
-                uri: "/health".to_owned(),
-                interval_seconds: 2,
-                healthy_threshold: 3,
-                unhealthy_threshold: 3,
-            },
-        }
+        crate::sim_tests::http(80, 8080)
     }
 
     #[test]

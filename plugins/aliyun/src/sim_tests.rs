@@ -212,7 +212,7 @@ fn intranet(name: &str) -> NewLoadBalancer {
     }
 }
 
-fn http(port: u16, backend_port: u16) -> ListenerSpec {
+pub(crate) fn http(port: u16, backend_port: u16) -> ListenerSpec {
     ListenerSpec {
         port,
         protocol: Protocol::Http,
