@@ -301,7 +301,7 @@ fn ScriptField(editor: Editor, modules: Signal<Vec<ModuleEntry>>) -> impl IntoVi
             "One command line, run by sh -c. {{name}} inserts a parameter, shell-quoted."
         }
         CommandMode::Longscript => {
-            "A script run by bash from a temporary file (mode 0700), removed after. {{name}} inserts a parameter, shell-quoted."
+            "A script run by bash from a private temporary file, removed after. {{name}} inserts a parameter, shell-quoted."
         }
         CommandMode::Expert => {
             "JSON: {\"module\": \"plugin/module\", \"args\": {...}}. \"{{name}}\" inserts a parameter."

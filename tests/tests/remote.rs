@@ -173,6 +173,43 @@ async fn cancel_kills_every_remote_process_within_two_seconds() {
     assert_eq!(status, 409);
 }
 
+/// A longscript is written to a file only its login can read and run from
+/// there, in one session: it sees the login's umask (not the private one
+/// its file was written under), an empty stdin (not its own text), and
+/// its file is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_longscript_runs_from_a_private_file_as_the_login_would_run_it() {
+    let fleet = Fleet::start(1);
+    let api = Api::start().await;
+    let output = |body: Value| {
+        let api = &api;
+        async move {
+            let id = start(api, &body).await;
+            let execution = finished(api, id, Duration::from_secs(20)).await;
+            let host = &execution["hosts"][0];
+            assert_eq!(host["state"], "ok", "{execution}");
+            host["stdout"].as_str().unwrap().to_owned()
+        }
+    };
+    let login = output(json!({"command": {"mode": "shell", "script": "umask"},
+                              "hosts": hosts(&fleet)}))
+    .await;
+    let script = output(json!({"command": {"mode": "longscript",
+                                           "script": "umask\nstat -c %a \"$0\"\necho \"[$(cat)]\"\necho \"$0\""},
+                               "hosts": hosts(&fleet)}))
+    .await;
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(lines.len(), 4, "{script}");
+    assert_eq!(lines[0], login.trim(), "the script's umask");
+    assert_eq!(lines[1], "600", "the script file's mode");
+    assert_eq!(lines[2], "[]", "the script's stdin");
+    let left = fleet.ssh(
+        0,
+        &format!("test -e {} && echo left || echo gone", lines[3]),
+    );
+    assert_eq!(String::from_utf8_lossy(&left.stdout).trim(), "gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_parameter_values_stay_literal_and_template_errors_name_the_param() {
     let fleet = Fleet::start(1);

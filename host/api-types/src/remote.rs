@@ -17,8 +17,8 @@ pub enum CommandMode {
     /// One command line, run by `sh -c`.
     #[default]
     Shell,
-    /// A multi-line script, uploaded to a temporary file (mode 0700), run with
-    /// bash and removed after.
+    /// A multi-line script, written to a temporary file only the login can
+    /// read, run with bash and removed after (one SSH session).
     Longscript,
     /// `{"module": "<module>", "args": {...}}`, run by the remote-command
     /// plugin that provides the module.

@@ -70,7 +70,8 @@ impl Guest for ShellCommand {
             },
             ModuleInfo {
                 name: "longscript".into(),
-                description: "Upload a script (mode 0700), run it with bash, remove it".into(),
+                description:
+                    "Write a script to a private temporary file, run it with bash, remove it".into(),
                 params_schema: SCHEMA.into(),
             },
         ]
@@ -81,7 +82,7 @@ impl Guest for ShellCommand {
         Ok(match module.as_str() {
             "shell" => format!("sh -c {}", params.script),
             _ => format!(
-                "upload a {}-line script to a temporary file (mode 0700), run it with bash, remove it",
+                "write a {}-line script to a private temporary file, run it with bash, remove it",
                 params.script.lines().count()
             ),
         })
@@ -94,13 +95,24 @@ impl Guest for ShellCommand {
         if module == "shell" {
             return Ok(outcome(session.exec(&params.script, None, timeout_ms)?));
         }
-        // The call id is a UUID, so the path needs no quoting.
+        // The call id is a UUID, so the path needs no quoting. One session
+        // writes the script from stdin and runs it: a second session (an
+        // upload first) cost every step another channel, shell and process
+        // on the host. The file is private (umask 077, in a subshell so the
+        // script keeps the login's umask) and removed however bash ends:
+        // normally, or killed with its process group on timeout or cancel
+        // (TERM). The script's stdin is at its end, as it was when uploaded.
         let path = format!("/tmp/dcp-{}.sh", command::context::call_id());
-        session.put_file(&path, params.script.as_bytes(), 0o700)?;
-        // The wrapper removes the script however bash ends: normally, or
-        // killed with its process group on timeout or cancel (TERM).
-        let run = format!("trap 'rm -f {path}' EXIT; trap 'exit 143' TERM HUP INT; bash {path}");
-        Ok(outcome(session.exec(&run, None, timeout_ms)?))
+        let run = format!(
+            "trap 'rm -f {path}' EXIT; trap 'exit 143' TERM HUP INT; \
+             (umask 077 && exec cat > {path}) || {{ echo 'dcp: could not write the script to {path}' >&2; exit 126; }}; \
+             bash {path}"
+        );
+        Ok(outcome(session.exec(
+            &run,
+            Some(params.script.as_bytes()),
+            timeout_ms,
+        )?))
     }
 }
 
