@@ -88,6 +88,15 @@ pub enum Error {
     Unreachable(String),
 }
 
+/// Why [`Remote::finished`] stopped waiting before the execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    /// The waiter was cancelled.
+    Cancelled,
+    /// The waiter's deadline passed.
+    Deadline,
+}
+
 /// A step as resolved when an execution starts: which plugin module runs
 /// with which arguments. Stored with the execution (credentials never are).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -560,6 +569,62 @@ impl Remote {
             None => Err(Error::Unavailable(format!(
                 "execution {id} is run by another DCP replica; cancel it there"
             ))),
+        }
+    }
+
+    /// The record of execution `id` once it has ended; or, when `cancel`
+    /// fires or `deadline` passes first, the execution is cancelled and the
+    /// answer says which gave up. Waits for the execution's events channel
+    /// to close (the runner closes it once the end is stored) instead of
+    /// asking the store every moment: a thousand machines' inits and steps
+    /// asking four or five times a second were most of a large expand's
+    /// store work. A look every few seconds is the safety net (another
+    /// replica's execution has no channel here).
+    pub async fn finished(
+        &self,
+        id: i64,
+        deadline: Option<tokio::time::Instant>,
+        cancel: &CancellationToken,
+    ) -> Result<Result<ExecutionRecord, GaveUp>, store::Error> {
+        /// How often a waiter looks at the store when no channel tells it.
+        const LOOK: Duration = Duration::from_secs(5);
+        let mut events = self.subscribe(id);
+        loop {
+            let record = self.store.execution(id).await?;
+            if record.state.is_final() {
+                return Ok(Ok(record));
+            }
+            let closed = async {
+                match events.as_mut() {
+                    Some(receiver) => {
+                        while !matches!(
+                            receiver.recv().await,
+                            Err(broadcast::error::RecvError::Closed)
+                        ) {}
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(250)).await,
+                }
+            };
+            let gave_up = tokio::select! {
+                () = closed => {
+                    events = None;
+                    None
+                }
+                () = tokio::time::sleep(LOOK) => None,
+                () = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => Some(GaveUp::Deadline),
+                () = cancel.cancelled() => Some(GaveUp::Cancelled),
+            };
+            if let Some(why) = gave_up {
+                // Its remote processes are killed; an execution that ended
+                // meanwhile refuses, which is as good.
+                let _ = self.cancel(id).await;
+                return Ok(Err(why));
+            }
         }
     }
 

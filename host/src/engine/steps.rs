@@ -10,11 +10,10 @@ use std::{
 };
 
 use dcp_api_types::{
-    CommandMode, ContainerSpec, CreateMachines, ExecutionEvent, ExecutionInput, HealthCheck,
-    HostInput, InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol,
-    RestartPolicy, StepSpec, TaskKind, TaskOverrides, builtin,
+    CommandMode, ContainerSpec, CreateMachines, ExecutionInput, HealthCheck, HostInput,
+    InlineCommand, LeftoverMachines, MachineState, NodeState, PortProtocol, RestartPolicy,
+    StepSpec, TaskKind, TaskOverrides, builtin,
 };
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{DEFAULT_TIMEOUT_SECS, Error, NodeFacts, StepOutcome as Done, Steps, TaskSteps, parse};
@@ -23,7 +22,7 @@ use crate::{
     discovery::{self, Discovery, MemberChange, Op},
     images::Images,
     machines::{self, Machines},
-    remote::{Remote, shell_quote, ssh},
+    remote::{GaveUp, Remote, shell_quote, ssh},
     store::{
         self, BindingRecord, NewNode, NodeRecord, PoolRecord, ServiceRecord, Store, TaskNodeRecord,
         TaskRecord,
@@ -790,22 +789,14 @@ impl Context {
             .await
             .map_err(|e| Error::Conflict(e.to_string()))?;
         let store = &self.engine.store;
-        // Its events' channel closes once its end is stored, so the step
-        // waits for that rather than asking the store every moment: a
-        // thousand steps asking five times a second were most of a large
-        // expand's store work (reads for nothing).
-        let mut events = remote.subscribe(execution);
-        loop {
-            let record = store.execution(execution).await?;
-            if record.state.is_final() {
-                break;
-            }
-            if let Err(e) = ended(&mut events, deadline, abort).await {
-                let _ = remote.cancel(execution).await;
-                return Err(e);
-            }
-        }
-        let record = store.execution(execution).await?;
+        let record = match remote
+            .finished(execution, Some(deadline.into()), abort)
+            .await?
+        {
+            Ok(record) => record,
+            Err(GaveUp::Cancelled) => return Err(Error::Conflict("cancelled".to_owned())),
+            Err(GaveUp::Deadline) => return Err(out_of_time()),
+        };
         let host = store.execution_hosts(execution).await?.into_iter().next();
         let Some(host) = host else {
             return Ok(Done::failed(format!(
@@ -879,10 +870,15 @@ async fn pause(deadline: Instant, abort: &CancellationToken) -> Result<(), Error
     wait(Duration::from_millis(200), deadline, abort).await
 }
 
+/// A step's error when its deadline passed.
+fn out_of_time() -> Error {
+    Error::Conflict("the step's time ran out".to_owned())
+}
+
 /// Waits `delay`, or fails at the deadline or on abort.
 async fn wait(delay: Duration, deadline: Instant, abort: &CancellationToken) -> Result<(), Error> {
     if Instant::now() >= deadline {
-        return Err(Error::Conflict("the step's time ran out".to_owned()));
+        return Err(out_of_time());
     }
     tokio::select! {
         () = tokio::time::sleep(delay) => Ok(()),
@@ -908,40 +904,6 @@ impl Backoff {
         self.0 = (delay * 2).min(Self::MOST);
         wait(delay, deadline, abort).await
     }
-}
-
-/// Waits until execution `events` (subscribed to when it started) ends —
-/// its channel closes once the end is stored — or a few seconds pass (a
-/// look at the store then settles it), or fails at the deadline or on
-/// abort.
-async fn ended(
-    events: &mut Option<broadcast::Receiver<ExecutionEvent>>,
-    deadline: Instant,
-    abort: &CancellationToken,
-) -> Result<(), Error> {
-    let Some(receiver) = events else {
-        return pause(deadline, abort).await;
-    };
-    let closed = async {
-        loop {
-            if let Err(broadcast::error::RecvError::Closed) = receiver.recv().await {
-                return;
-            }
-        }
-    };
-    let settled = tokio::select! {
-        () = closed => true,
-        () = tokio::time::sleep(Duration::from_secs(5)) => false,
-        () = tokio::time::sleep_until(deadline.into()) => false,
-        () = abort.cancelled() => return Err(Error::Conflict("cancelled".to_owned())),
-    };
-    if settled {
-        *events = None;
-    }
-    if Instant::now() >= deadline {
-        return Err(Error::Conflict("the step's time ran out".to_owned()));
-    }
-    Ok(())
 }
 
 fn tail(text: &str) -> &str {

@@ -440,20 +440,10 @@ async fn init(
         format!("init: execution {execution} started (timeout {timeout_secs} s)"),
     )
     .await;
-    let record = loop {
-        let record = machines.store.execution(execution).await?;
-        if record.state.is_final() {
-            break record;
-        }
-        if cancel.is_cancelled() {
-            // Deleted or shutting down: the remote processes are killed.
-            let _ = machines.remote.cancel(execution).await;
-            return Err(Stop::Cancelled);
-        }
-        tokio::select! {
-            () = sleep(Duration::from_millis(250)) => {}
-            () = cancel.cancelled() => {}
-        }
+    // Its own timeout ends it; deleted or shutting down, it is cancelled
+    // (its remote processes killed).
+    let Ok(record) = machines.remote.finished(execution, None, cancel).await? else {
+        return Err(Stop::Cancelled);
     };
     let host = machines
         .store
