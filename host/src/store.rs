@@ -277,7 +277,16 @@ impl Store {
         let pool = AnyPoolOptions::new()
             // SQLite serialises writers anyway; a few connections serve concurrent readers.
             .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
-            .acquire_timeout(Duration::from_secs(5))
+            // An embedded SQLite is never down, only busy: a caller waits
+            // its turn (a 1000-node expand queues thousands of writes on
+            // two busy cores) instead of failing after 5 s as a PostgreSQL
+            // caller does when the server is gone.
+            .acquire_timeout(if backend == Backend::Sqlite {
+                Duration::from_secs(60)
+            } else {
+                Duration::from_secs(5)
+            })
+            .acquire_slow_threshold(Duration::from_secs(5))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -55,11 +55,35 @@ impl From<Error> for Stop {
     }
 }
 
+/// How long a machine's driver keeps trying while the store is
+/// unavailable (a SQLite pool busy with a thousand machines' writes, a
+/// PostgreSQL restart) before it leaves the work to the next start.
+const STORE_PATIENCE: Duration = Duration::from_secs(120);
+
 /// Drives machine `id` until it rests (ready, failed, released) or `cancel` fires.
 pub(super) async fn drive(machines: &Arc<Machines>, id: i64, cancel: &CancellationToken) {
+    let mut unavailable_since: Option<Instant> = None;
+    // A store that is only busy answers again soon: the driver waits and
+    // goes on from the state the store holds, rather than leaving the
+    // machine half made until the process restarts (or a step takes it
+    // over).
+    let patient = |e: &store::Error, since: &mut Option<Instant>| {
+        matches!(e, store::Error::Unavailable(_))
+            && since.get_or_insert_with(Instant::now).elapsed() < STORE_PATIENCE
+    };
     loop {
         let machine = match machines.store.machine(id).await {
             Ok(m) => m,
+            Err(e) if patient(&e, &mut unavailable_since) => {
+                tracing::warn!(
+                    machine = id,
+                    "reading the machine failed, trying again: {e}"
+                );
+                if pause(Duration::from_secs(1), cancel).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::error!(machine = id, "reading the machine failed: {e}");
                 return;
@@ -74,8 +98,18 @@ pub(super) async fn drive(machines: &Arc<Machines>, id: i64, cancel: &Cancellati
             _ => return,
         };
         match step {
-            Ok(()) => {}
+            Ok(()) => unavailable_since = None,
             Err(Stop::Cancelled) => return,
+            // Creating (under its idempotency key), waiting and releasing
+            // are safe to replay; an init is not run twice.
+            Err(Stop::Store(e))
+                if from != MachineState::Initializing && patient(&e, &mut unavailable_since) =>
+            {
+                tracing::warn!(machine = id, "store unavailable, trying again: {e}");
+                if pause(Duration::from_secs(1), cancel).await.is_err() {
+                    return;
+                }
+            }
             Err(Stop::Store(e)) => {
                 tracing::error!(
                     machine = id,
