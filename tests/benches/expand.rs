@@ -70,7 +70,7 @@ async fn main() {
     };
     let register = std::env::var("DCP_BENCH_REGISTER").as_deref() != Ok("0");
     let _containers = Cleanup::new("bench-web");
-    let cloud = Cloud::start_on(
+    let mut cloud = Cloud::start_on(
         Delays {
             pending: Duration::ZERO,
             starting: Duration::ZERO,
@@ -125,11 +125,17 @@ async fn main() {
     let id = task["id"].as_i64().unwrap();
     // The pool's task list, not the task's 1000 nodes × steps: watching
     // should not load the cores it measures.
+    // What an operator watching the task would have seen go wrong.
+    let mut refused = std::collections::BTreeMap::<String, u32>::new();
     loop {
-        let t = api
-            .get(&format!("/api/v1/tasks?pool_id={}", pool["id"]))
+        let (status, t) = api
+            .get_status(&format!("/api/v1/tasks?pool_id={}", pool["id"]))
             .await;
-        if !matches!(t["items"][0]["state"].as_str(), Some("pending" | "running")) {
+        if status != 200 {
+            *refused
+                .entry(format!("{status} {}", t["error"]["message"]))
+                .or_default() += 1;
+        } else if !matches!(t["items"][0]["state"].as_str(), Some("pending" | "running")) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -148,6 +154,9 @@ async fn main() {
             "  {:.2}x the floor ({floor:.1} s)",
             wall.as_secs_f64() / floor
         );
+    }
+    for (answer, count) in &refused {
+        println!("  the task list answered {answer} x{count}");
     }
     for (i, name) in [
         "create_vm (machine + init over SSH)",
@@ -194,6 +203,22 @@ async fn main() {
         percentile(&done, 0.5),
         percentile(&done, 1.0)
     );
+    // What the steps after the last container cost the wall time.
+    let last = |i: usize| {
+        detail["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| !n["steps"][i]["finished_at"].is_null())
+            .map(|n| millis(&n["steps"][i]["finished_at"]))
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    if register {
+        println!(
+            "  the last register ended {:.1} s after the last container started",
+            (last(2) - last(1)) / 1000.0
+        );
+    }
     // Why nodes failed, most common first: a benchmark that hides its
     // failures measures nothing.
     let mut reasons = std::collections::BTreeMap::<String, u32>::new();
@@ -218,26 +243,7 @@ async fn main() {
     }
     // Where the two cores went during the expand (the processes' own
     // time and their ended children's).
-    let mut spent: Vec<(String, f64)> = cpu
-        .iter()
-        .map(|(name, s)| {
-            (
-                name.clone(),
-                s - cpu_before.get(name).copied().unwrap_or(0.0),
-            )
-        })
-        .filter(|(_, s)| *s >= 1.0)
-        .collect();
-    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
-    println!(
-        "  CPU seconds during the expand ({:.0} available): {}",
-        wall.as_secs_f64() * cores(),
-        spent
-            .iter()
-            .map(|(name, s)| format!("{name} {s:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    print_cpu("during the expand", &cpu_before, &cpu, wall.as_secs_f64());
     println!(
         "  simulator instances: {}, containers: {}",
         cloud.sim.instances().len(),
@@ -296,6 +302,37 @@ async fn main() {
             percentile(&drains, 1.0)
         );
     }
+    // The server's warnings and errors during the run, most frequent first
+    // (numbers folded, so one kind of complaint counts as one).
+    let mut said = std::collections::BTreeMap::<String, u32>::new();
+    for line in cloud.api.server.drain_output() {
+        // Without the terminal's colours.
+        let mut plain = String::with_capacity(line.len());
+        let mut in_escape = false;
+        for c in line.chars() {
+            match (in_escape, c) {
+                (false, '\x1b') => in_escape = true,
+                (false, c) => plain.push(c),
+                (true, 'm') => in_escape = false,
+                (true, _) => {}
+            }
+        }
+        let line = plain;
+        let Some(at) = line.find(" WARN ").or_else(|| line.find(" ERROR ")) else {
+            continue;
+        };
+        let kind: String = line[at..]
+            .chars()
+            .map(|c| if c.is_ascii_digit() { '#' } else { c })
+            .take(160)
+            .collect();
+        *said.entry(kind).or_default() += 1;
+    }
+    let mut said: Vec<_> = said.into_iter().collect();
+    said.sort_by_key(|s| std::cmp::Reverse(s.1));
+    for (kind, count) in said.iter().take(8) {
+        println!("  server log x{count}:{kind}");
+    }
 }
 
 /// `nodes` containers by `docker run` alone, `CONCURRENCY` at a time;
@@ -304,6 +341,7 @@ async fn docker_floor(nodes: u32, image: &str) -> f64 {
     const CONCURRENCY: usize = 8;
     let _containers = Cleanup::new("bench-floor");
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
+    let cpu_before = cpu_by_process();
     let started = Instant::now();
     let runs: Vec<_> = (0..nodes)
         .map(|i| {
@@ -329,6 +367,7 @@ async fn docker_floor(nodes: u32, image: &str) -> f64 {
     for run in runs {
         done.push(run.await.unwrap().as_secs_f64());
     }
+    let cpu = cpu_by_process();
     done.sort_by(f64::total_cmp);
     let half = percentile(&done, 0.5);
     let all = percentile(&done, 1.0);
@@ -338,7 +377,35 @@ async fn docker_floor(nodes: u32, image: &str) -> f64 {
          (first half {half:.1} s, second half {:.1} s)",
         all - half
     );
+    print_cpu("during the floor", &cpu_before, &cpu, all);
     all
+}
+
+/// Prints the CPU seconds each process (by command name) used between
+/// `before` and `after`, most first, against the `secs` × cores the
+/// machine had.
+fn print_cpu(
+    during: &str,
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    secs: f64,
+) {
+    let mut spent: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(name, s)| (name, s - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, s)| *s >= 1.0)
+        .collect();
+    spent.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!(
+        "  CPU seconds {during} ({:.0} available, {:.0} used): {}",
+        secs * cores(),
+        spent.iter().map(|(_, s)| s).sum::<f64>(),
+        spent
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
 }
 
 /// The machine's cores.
