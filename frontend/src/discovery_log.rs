@@ -27,25 +27,22 @@ fn weight_text(weight: Option<u32>) -> String {
 }
 
 /// How a change moved an upstream's members, as diff lines (their CSS
-/// class and text): removed backends, added ones, re-weighted ones, and
-/// how many stayed as they were.
+/// class and text): re-weighted backends, removed ones, added ones, and
+/// how many stayed as they were. `removed` and `added` are the change's own
+/// (a re-weighted backend is in both); `before` is how many there were.
 pub(crate) fn member_changes(
-    before: &[BackendSpec],
-    after: &[BackendSpec],
+    removed: &[BackendSpec],
+    added: &[BackendSpec],
+    before: u32,
 ) -> Vec<(&'static str, String)> {
-    // Backends are the same by address and port, as the server compares them.
-    let same = |a: &BackendSpec, b: &BackendSpec| {
-        a.port == b.port && a.address.eq_ignore_ascii_case(&b.address)
-    };
     let mut lines = Vec::new();
-    let mut kept = 0;
-    for b in before {
-        match after.iter().find(|a| same(a, b)) {
+    for b in removed {
+        match added.iter().find(|a| a.same_backend(b)) {
             None => lines.push((
                 "removed",
                 format!("- {} (weight {})", backend_name(b), weight_text(b.weight)),
             )),
-            Some(a) if a.weight != b.weight => lines.push((
+            Some(a) => lines.push((
                 "changed",
                 format!(
                     "~ {} weight {} → {}",
@@ -54,17 +51,17 @@ pub(crate) fn member_changes(
                     weight_text(a.weight)
                 ),
             )),
-            Some(_) => kept += 1,
         }
     }
-    for a in after {
-        if !before.iter().any(|b| same(a, b)) {
+    for a in added {
+        if !removed.iter().any(|b| a.same_backend(b)) {
             lines.push((
                 "added",
                 format!("+ {} (weight {})", backend_name(a), weight_text(a.weight)),
             ));
         }
     }
+    let kept = u64::from(before).saturating_sub(removed.len() as u64);
     if kept > 0 {
         let noun = if kept == 1 { "backend" } else { "backends" };
         lines.push(("same", format!("  {kept} {noun} unchanged")));
@@ -72,7 +69,7 @@ pub(crate) fn member_changes(
     lines
 }
 
-/// The detail of one change: its correlation id, members before and after,
+/// The detail of one change: its correlation id, the members it moved,
 /// each node's outcome and the arguments it was asked with.
 fn change_detail(c: &DiscoveryChange) -> impl IntoView + use<> {
     let correlation = (!c.correlation_id.is_empty()).then(|| {
@@ -83,13 +80,10 @@ fn change_detail(c: &DiscoveryChange) -> impl IntoView + use<> {
         let text = c.correlation_id.clone();
         view! { <A href=href attr:data-test="change-correlation">{text}</A> }
     });
-    let members = match (&c.before, &c.after) {
-        (None, None) => None,
-        (before, after) => {
-            let before = before.clone().unwrap_or_default();
-            let after = after.clone().unwrap_or_default();
-            let summary = format!("{} backends before, {} after", before.len(), after.len());
-            let lines = member_changes(&before, &after);
+    let members = match (&c.removed, &c.added, c.members_before, c.members_after) {
+        (Some(removed), Some(added), Some(before), Some(after)) => {
+            let summary = format!("{before} backends before, {after} after");
+            let lines = member_changes(removed, added, before);
             Some(view! {
                 <h4>"Members"</h4>
                 <p class="muted">{summary}</p>
@@ -98,6 +92,7 @@ fn change_detail(c: &DiscoveryChange) -> impl IntoView + use<> {
                 </ul>
             })
         }
+        _ => None,
     };
     let args = serde_json::to_string_pretty(&c.args).unwrap_or_default();
     let message = if c.message.is_empty() {
@@ -237,7 +232,7 @@ pub(crate) fn DiscoveryLogPage() -> impl IntoView {
         <div class="page-head">
             <h1>"Operation log"</h1>
             <p class="subtitle">
-                "Every change to an upstream's members and every re-sync: who asked, the members before and after, and how each balancer node took it. "
+                "Every change to an upstream's members and every re-sync: who asked, the members each added and removed, and how each balancer node took it. "
                 <A href="/discovery">"Service discovery"</A>
             </p>
         </div>
@@ -287,8 +282,10 @@ mod tests {
             backend("10.0.0.2", 80, 5),
             backend("10.0.0.4", 8080, 10),
         ];
+        // What the server says the change moved.
+        let (added, removed) = dcp_api_types::member_delta(&before, &after);
         assert_eq!(
-            member_changes(&before, &after),
+            member_changes(&removed, &added, 3),
             [
                 ("changed", "~ 10.0.0.2:80 weight 10 → 5".to_owned()),
                 ("removed", "- 10.0.0.3:80 (weight 10)".to_owned()),
@@ -296,10 +293,12 @@ mod tests {
                 ("same", "  1 backend unchanged".to_owned()),
             ]
         );
-        assert!(member_changes(&[], &[]).is_empty());
+        assert!(member_changes(&[], &[], 0).is_empty());
         // The same backend, however its address is spelled.
+        let (added, removed) =
+            dcp_api_types::member_delta(&[backend("Web-1", 80, 1)], &[backend("web-1", 80, 1)]);
         assert_eq!(
-            member_changes(&[backend("Web-1", 80, 1)], &[backend("web-1", 80, 1)]),
+            member_changes(&removed, &added, 1),
             [("same", "  1 backend unchanged".to_owned())]
         );
     }

@@ -26,7 +26,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dcp_api_types::{BackendSpec, BindingInput, LbGroupInput, LbNodeInput, LbUnitInput};
+use dcp_api_types::{
+    BackendSpec, BindingInput, LbGroupInput, LbNodeInput, LbUnitInput, member_delta,
+};
 use serde_json::{Map, Value};
 use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -39,8 +41,9 @@ use crate::{
     },
     remote::Remote,
     store::{
-        self, BindingChange, BindingRecord, ChangeRecord, LbGroupRecord, LbNodeRecord,
-        LbUnitRecord, NewChange, NodeHost, PushTarget, Store, UnitChange, UpstreamRecord,
+        self, AppliedChange, BindingChange, BindingRecord, ChangeRecord, LbGroupRecord,
+        LbNodeRecord, LbUnitRecord, NewChange, NodeHost, PushTarget, Store, UnitChange,
+        UpstreamRecord,
     },
     validate::{self, Checks, Invalid},
     vault::Vault,
@@ -68,6 +71,10 @@ const PUSHES_MAX: usize = 32;
 /// The most alterations recorded and not yet applied, all keys together:
 /// each waits for its upstream's turn, so a flood must not queue forever.
 const ALTERATIONS_PENDING_MAX: usize = 10_000;
+/// Every this many revisions an upstream's members are kept whole, so
+/// replaying a logged change's before and after reads at most this many
+/// revisions' changes.
+const SNAPSHOT_EVERY: i64 = 64;
 /// How many times a change retries a compare-and-set lost to another.
 const CAS_TRIES: usize = 100;
 
@@ -105,6 +112,8 @@ pub enum Op {
 }
 
 impl Op {
+    const ALL: [Self; 3] = [Self::Register, Self::Unregister, Self::Set];
+
     fn action(self) -> &'static str {
         match self {
             Self::Register => "register",
@@ -365,12 +374,67 @@ pub fn check_backends(field: &str, backends: &[BackendSpec], max: usize) -> Resu
 
 /// The stored members of an upstream.
 pub fn members(upstream: &UpstreamRecord) -> Vec<BackendSpec> {
-    serde_json::from_str(&upstream.backends).unwrap_or_default()
+    parse_members(&upstream.backends)
 }
 
-/// Same backend: same address and port.
-fn same(a: &BackendSpec, b: &BackendSpec) -> bool {
-    a.port == b.port && a.address.eq_ignore_ascii_case(&b.address)
+/// A member count as the store keeps it.
+fn count(members: &[BackendSpec]) -> i64 {
+    i64::try_from(members.len()).unwrap_or(i64::MAX)
+}
+
+/// Members as the store keeps them (JSON); nothing if unreadable.
+fn parse_members(text: &str) -> Vec<BackendSpec> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// What a logged change did to its upstream's members: the members it
+/// added and removed (re-weighted ones in both), and how many there were
+/// before and after. `None` until it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moves {
+    /// Added, and re-weighted in their new form.
+    pub added: Vec<BackendSpec>,
+    /// Removed, and re-weighted in their old form.
+    pub removed: Vec<BackendSpec>,
+    /// How many members there were before.
+    pub before: usize,
+    /// How many after.
+    pub after: usize,
+}
+
+/// What `change` moved, from its log entry.
+#[must_use]
+pub fn moves(change: &ChangeRecord) -> Option<Moves> {
+    // Logged before migration 0016: the whole before and after are kept.
+    if let (Some(before), Some(after)) = (&change.before, &change.after) {
+        let (before, after) = (parse_members(before), parse_members(after));
+        let (added, removed) = member_delta(&before, &after);
+        return Some(Moves {
+            added,
+            removed,
+            before: before.len(),
+            after: after.len(),
+        });
+    }
+    let size = |n: Option<i64>| n.and_then(|n| usize::try_from(n).ok());
+    Some(Moves {
+        added: parse_members(change.added.as_deref()?),
+        removed: parse_members(change.removed.as_deref()?),
+        before: size(change.members_before)?,
+        after: size(change.members_after)?,
+    })
+}
+
+/// The members a logged change left, given those it found: `apply` is a
+/// pure function of them and the change's arguments, so this is what it
+/// did then. `None` if the entry does not say what it asked for.
+fn replay(logged: &ChangeRecord, current: &[BackendSpec]) -> Option<Vec<BackendSpec>> {
+    let op = Op::ALL
+        .into_iter()
+        .find(|op| op.action() == logged.action)?;
+    let mut args: Value = serde_json::from_str(&logged.args).ok()?;
+    let given: Vec<BackendSpec> = serde_json::from_value(args.get_mut("backends")?.take()).ok()?;
+    Some(apply(op, current, &given))
 }
 
 /// The members after `op`.
@@ -383,7 +447,7 @@ fn apply(op: Op, current: &[BackendSpec], given: &[BackendSpec]) -> Vec<BackendS
         Op::Register => {
             let mut out: Vec<BackendSpec> = current.to_vec();
             for b in given {
-                match out.iter_mut().find(|c| same(c, b)) {
+                match out.iter_mut().find(|c| c.same_backend(b)) {
                     Some(c) => c.weight = Some(b.weight.unwrap_or(DEFAULT_WEIGHT)),
                     None => out.push(weighted(b)),
                 }
@@ -392,13 +456,13 @@ fn apply(op: Op, current: &[BackendSpec], given: &[BackendSpec]) -> Vec<BackendS
         }
         Op::Unregister => current
             .iter()
-            .filter(|c| !given.iter().any(|b| same(c, b)))
+            .filter(|c| !given.iter().any(|b| c.same_backend(b)))
             .cloned()
             .collect(),
         Op::Set => {
             let mut out: Vec<BackendSpec> = Vec::new();
             for b in given {
-                if !out.iter().any(|c| same(c, b)) {
+                if !out.iter().any(|c| c.same_backend(b)) {
                     out.push(weighted(b));
                 }
             }
@@ -802,6 +866,59 @@ impl Discovery {
         })
     }
 
+    /// A change of the operation log with the upstream's whole membership
+    /// before and after it (`None` before it is applied, or once its
+    /// upstream is deleted). Changes logged since migration 0016 keep only
+    /// what they moved; their before and after are replayed from the
+    /// upstream's newest snapshot below them, and checked against what
+    /// they moved.
+    pub async fn logged_change(
+        &self,
+        id: i64,
+    ) -> Result<(ChangeRecord, Option<(Vec<BackendSpec>, Vec<BackendSpec>)>), Error> {
+        let change = self.store.change(id).await?;
+        if let (Some(before), Some(after)) = (&change.before, &change.after) {
+            let whole = (parse_members(before), parse_members(after));
+            return Ok((change, Some(whole)));
+        }
+        let (Some(upstream_id), Some(revision)) = (change.upstream_id, change.revision) else {
+            return Ok((change, None));
+        };
+        // A change that moved nothing left the members of its revision;
+        // one that moved some is replayed from the revision before.
+        let base_at_most = if change.seq.is_some() {
+            revision - 1
+        } else {
+            revision
+        };
+        let (_, base, log) = self
+            .store
+            .membership_log(upstream_id, base_at_most, revision)
+            .await?;
+        let mut current = parse_members(&base);
+        for logged in &log {
+            let Some(after) = replay(logged, &current) else {
+                break;
+            };
+            if logged.id == change.id {
+                let whole = (current, after);
+                let (added, removed) = member_delta(&whole.0, &whole.1);
+                let found = moves(&change);
+                if found.is_some_and(|m| m.added == added && m.removed == removed) {
+                    return Ok((change, Some(whole)));
+                }
+                tracing::warn!(
+                    change = id,
+                    "the log's replay does not match what the change moved"
+                );
+                return Ok((change, None));
+            }
+            current = after;
+        }
+        let whole = change.seq.is_none().then(|| (current.clone(), current));
+        Ok((change, whole))
+    }
+
     /// Applies `batch` to the upstream by compare-and-set, in order, and
     /// tells each change its outcome: a change that breaks a rule fails
     /// alone, the others commit in one revision.
@@ -810,30 +927,46 @@ impl Discovery {
             for _ in 0..CAS_TRIES {
                 let upstream = self.store.upstream(upstream_id).await?;
                 let start = members(&upstream);
-                let mut current = start.clone();
+                let mut current = start;
                 let mut applied = Vec::new();
                 let mut refused = Vec::new();
+                let mut moved = false;
                 for (i, w) in batch.iter().enumerate() {
                     match next_members(&upstream.name, &current, &w.change) {
                         Ok(after) => {
-                            applied.push((
-                                w.record_id,
-                                serde_json::to_string(&current).unwrap_or_default(),
-                                serde_json::to_string(&after).unwrap_or_default(),
-                            ));
+                            let (added, removed) = member_delta(&current, &after);
+                            // A replacement may only reorder the members.
+                            moved |= after != current;
+                            applied.push(AppliedChange {
+                                id: w.record_id,
+                                seq: i64::try_from(applied.len()).ok(),
+                                added: serde_json::to_string(&added).unwrap_or_default(),
+                                removed: serde_json::to_string(&removed).unwrap_or_default(),
+                                members_before: count(&current),
+                                members_after: count(&after),
+                            });
                             current = after;
                         }
                         Err(e) => refused.push((i, e)),
                     }
                 }
-                let backends =
-                    (current != start).then(|| serde_json::to_string(&current).unwrap_or_default());
+                // A commit that moved a member makes a revision, even if a
+                // later change of it moved that member back: the log
+                // replays each change's step from the revision before.
+                if !moved {
+                    for a in &mut applied {
+                        a.seq = None;
+                    }
+                }
+                let backends = moved.then(|| serde_json::to_string(&current).unwrap_or_default());
+                let snapshot = (upstream.revision + 1) % SNAPSHOT_EVERY == 0;
                 if let Some(revision) = self
                     .store
                     .commit_edit(
                         upstream.id,
                         upstream.revision,
                         backends.as_deref(),
+                        snapshot,
                         &applied,
                     )
                     .await?

@@ -39,9 +39,9 @@ pub use self::{
     clusters::{Cluster, ClusterChange, ClusterQuery},
     commands::{CommandChange, CommandRecord, GroupChange, GroupRecord},
     discovery::{
-        AccountLbNode, BindingChange, BindingRecord, ChangeQuery, ChangeRecord, LbGroupRecord,
-        LbNodeRecord, LbUnitRecord, NewChange, NodeHost, PushTarget, UnitChange, UpstreamRecord,
-        UpstreamStateRecord,
+        AccountLbNode, AppliedChange, BindingChange, BindingRecord, ChangeQuery, ChangeRecord,
+        LbGroupRecord, LbNodeRecord, LbUnitRecord, NewChange, NodeHost, PushTarget, UnitChange,
+        UpstreamRecord, UpstreamStateRecord,
     },
     executions::{
         ExecutionRecord, HostRecord, HostReport, NewExecution, NewHost, StoredOutput, overall_state,

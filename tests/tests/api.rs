@@ -3012,3 +3012,171 @@ async fn a_cloud_load_balancer_is_a_node_of_its_accounts_and_keeps_the_account()
     .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
 }
+
+/// `{address, port, weight}` as the API takes and answers a backend.
+fn backend(i: u32, weight: u32) -> Value {
+    json!({"address": format!("127.30.{}.{}", i / 200, i % 200 + 1), "port": 8080, "weight": weight})
+}
+
+/// The operation log keeps what each change moved, not the upstream's
+/// whole membership twice: a list answers each change's members added and
+/// removed and how many there were, and one change read by id answers its
+/// whole before and after, replayed from the upstream's snapshots (one
+/// every 64 revisions). Across more than 64 revisions, replacements that
+/// reorder the members, re-weights and changes that moved nothing, each
+/// change's before is the one before it's after, and the last after is
+/// what the upstream holds.
+async fn the_log_replays_each_changes_members(backend_kind: Backend) {
+    let api = Api::on(backend_kind).await;
+    let token = api.token().await;
+    let upstream = api
+        .state
+        .store
+        .upstreams(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.name == "default_upstream")
+        .unwrap()
+        .id;
+    let path = |what: &str| format!("/api/v1/upstreams/{upstream}/{what}");
+    let mut ids = Vec::new();
+    let mut expected: Vec<Value> = Vec::new();
+    let mut next = 0;
+    for round in 0..80_u32 {
+        let (method, what, backends) = match round % 10 {
+            // A replacement, in reverse order of what is there, minus one.
+            4 => {
+                let mut kept: Vec<Value> = expected.iter().skip(1).cloned().collect();
+                kept.reverse();
+                (Method::PUT, "backends", kept)
+            }
+            // One leaves.
+            7 => (
+                Method::POST,
+                "unregister",
+                vec![expected[expected.len() / 2].clone()],
+            ),
+            // One takes a new weight, in place.
+            8 => {
+                let mut b = expected[0].clone();
+                b["weight"] = json!(u64::from(round % 100));
+                (Method::POST, "register", vec![b])
+            }
+            // Moves nothing: already there, as it is.
+            9 => (Method::POST, "register", vec![expected[0].clone()]),
+            _ => {
+                next += 1;
+                (Method::POST, "register", vec![backend(next, 10)])
+            }
+        };
+        let reply = api
+            .call(
+                method,
+                &path(what),
+                &token,
+                Some(json!({"backends": backends})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["state"], "succeeded", "{}", reply.body);
+        assert!(reply.body["before"].is_null(), "{}", reply.body);
+        // The test's own account of the membership.
+        let before = expected.clone();
+        match what {
+            "backends" => expected = backends.clone(),
+            "unregister" => expected.retain(|b| b["address"] != backends[0]["address"]),
+            _ => match expected
+                .iter_mut()
+                .find(|b| b["address"] == backends[0]["address"])
+            {
+                Some(b) => *b = backends[0].clone(),
+                None => expected.push(backends[0].clone()),
+            },
+        }
+        let moved = |from: &[Value], to: &[Value]| -> Vec<Value> {
+            from.iter().filter(|b| !to.contains(b)).cloned().collect()
+        };
+        assert_eq!(
+            reply.body["added"],
+            json!(moved(&expected, &before)),
+            "{round}"
+        );
+        assert_eq!(
+            reply.body["removed"],
+            json!(moved(&before, &expected)),
+            "{round}"
+        );
+        assert_eq!(reply.body["members_before"], before.len(), "{round}");
+        assert_eq!(reply.body["members_after"], expected.len(), "{round}");
+        ids.push((reply.body["id"].as_i64().unwrap(), before, expected.clone()));
+    }
+    let held = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/upstreams/{upstream}"),
+            &token,
+            None,
+        )
+        .await;
+    assert_eq!(held.body["backends"], json!(expected), "{}", held.body);
+    assert!(
+        held.body["revision"].as_i64().unwrap() > 64,
+        "{}",
+        held.body
+    );
+    for (id, before, after) in &ids {
+        let change = api
+            .call(
+                Method::GET,
+                &format!("/api/v1/discovery-changes/{id}"),
+                &token,
+                None,
+            )
+            .await;
+        assert_eq!(change.status, StatusCode::OK, "{}", change.body);
+        assert_eq!(
+            change.body["before"],
+            json!(before),
+            "{}",
+            change.body["action"]
+        );
+        assert_eq!(
+            change.body["after"],
+            json!(after),
+            "{}",
+            change.body["action"]
+        );
+    }
+    // A page of the log carries what moved, never the whole membership.
+    let page = api
+        .call(
+            Method::GET,
+            &format!("/api/v1/discovery-changes?upstream_id={upstream}&per_page=100"),
+            &token,
+            None,
+        )
+        .await;
+    let items = page.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), ids.len(), "{}", page.body);
+    for item in items {
+        assert!(
+            item["before"].is_null() && item["after"].is_null(),
+            "{item}"
+        );
+        assert!(
+            item["added"].is_array() && item["removed"].is_array(),
+            "{item}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_log_replays_each_changes_members_on_sqlite() {
+    the_log_replays_each_changes_members(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_log_replays_each_changes_members_on_postgres() {
+    the_log_replays_each_changes_members(Backend::Postgres).await;
+}

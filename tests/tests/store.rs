@@ -46,6 +46,7 @@ on_both_backends!(
     an_upgrade_keeps_machines_that_already_share_a_server,
     balancer_nodes_are_a_machine_or_an_account,
     an_upgrade_keeps_balancer_nodes_their_states_and_releases,
+    an_upgrade_keeps_the_logs_memberships_and_snapshots_every_upstream,
 );
 
 fn change(name: &str, business_line: &str) -> ClusterChange {
@@ -1269,4 +1270,54 @@ async fn an_upgrade_keeps_balancer_nodes_their_states_and_releases(backend: Back
         .await
         .unwrap();
     assert_eq!(next.id, 4);
+}
+
+/// 0016 stops keeping each logged change's whole membership: the changes
+/// logged before keep theirs, and every upstream's members are kept as a
+/// snapshot of its revision, which later changes are replayed from.
+async fn an_upgrade_keeps_the_logs_memberships_and_snapshots_every_upstream(backend: Backend) {
+    let db = backend.database().await;
+    let old = migrate_before(backend, &db.url, "0016").await;
+    let members = r#"[{"address":"127.30.0.1","port":80,"weight":10}]"#;
+    for sql in [
+        format!(
+            "update upstreams set backends = '{members}', revision = 3 \
+             where name = 'default_upstream'"
+        ),
+        "insert into discovery_changes (at, actor, action, upstream_id, target, args, before, \
+         after, revision, state) select 5, 'user:admin', 'register', id, 'upstream', '{}', \
+         '[]', backends, 3, 'succeeded' from upstreams where name = 'default_upstream'"
+            .to_owned(),
+    ] {
+        sqlx::query(&sql).execute(&old).await.unwrap();
+    }
+    old.close().await;
+
+    let store = Store::open(&db.url).await.unwrap();
+    let upstream = store
+        .upstreams(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.name == "default_upstream")
+        .unwrap();
+    let (base, snapshot, after) = store.membership_log(upstream.id, 3, 3).await.unwrap();
+    assert_eq!((base, snapshot.as_str(), after.len()), (3, members, 0));
+    // Below the snapshot there is none: replaying starts from no members.
+    let (base, snapshot, _) = store.membership_log(upstream.id, 2, 3).await.unwrap();
+    assert_eq!((base, snapshot.as_str()), (0, "[]"));
+    let (changes, _) = store
+        .list_changes(&store::ChangeQuery::default(), window(10, 0))
+        .await
+        .unwrap();
+    let logged = &changes[0];
+    assert_eq!(
+        (
+            logged.before.as_deref(),
+            logged.after.as_deref(),
+            logged.seq,
+            logged.added.as_deref()
+        ),
+        (Some("[]"), Some(members), None, None)
+    );
 }

@@ -1,6 +1,8 @@
 //! Service discovery (OpenDCP's hubble): balancer groups, units and nodes,
 //! upstreams and their members, bindings, and the operation log.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -187,6 +189,39 @@ pub struct BackendSpec {
     pub weight: Option<u32>,
 }
 
+impl BackendSpec {
+    /// The same backend: the same port, and the same address however its
+    /// letters are cased (weights aside).
+    #[must_use]
+    pub fn same_backend(&self, other: &Self) -> bool {
+        self.port == other.port && self.address.eq_ignore_ascii_case(&other.address)
+    }
+}
+
+/// What moved from `before` to `after`: the members added (and re-weighted
+/// ones, in their new form), then the members removed (and re-weighted ones,
+/// in their old form), each in its list's order. Linear in the members: an
+/// upstream holds thousands, and every change of the log is measured so.
+#[must_use]
+pub fn member_delta(
+    before: &[BackendSpec],
+    after: &[BackendSpec],
+) -> (Vec<BackendSpec>, Vec<BackendSpec>) {
+    fn key(b: &BackendSpec) -> (String, u16) {
+        (b.address.to_ascii_lowercase(), b.port)
+    }
+    let index = |list: &[BackendSpec]| -> HashMap<(String, u16), Option<u32>> {
+        list.iter().map(|b| (key(b), b.weight)).collect()
+    };
+    let moved = |from: &[BackendSpec], to: &HashMap<(String, u16), Option<u32>>| {
+        from.iter()
+            .filter(|b| to.get(&key(b)) != Some(&b.weight))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    (moved(after, &index(before)), moved(before, &index(after)))
+}
+
 /// What one balancer node serves of one upstream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -336,10 +371,23 @@ pub struct DiscoveryChange {
     pub target: String,
     /// Its arguments.
     pub args: Value,
-    /// The members before.
+    /// The upstream's whole membership before the change. Only when one
+    /// change is read by id (`GET /discovery-changes/{id}`, `GET
+    /// /alterations/{id}`): lists and other answers leave it null, as it
+    /// is once the upstream is deleted or before the change is applied.
     pub before: Option<Vec<BackendSpec>>,
-    /// The members after.
+    /// The whole membership after the change; as `before`.
     pub after: Option<Vec<BackendSpec>>,
+    /// The members the change added, and re-weighted ones with their new
+    /// weight; null until it is applied.
+    pub added: Option<Vec<BackendSpec>>,
+    /// The members it removed, and re-weighted ones with their old weight
+    /// (a member in both lists is a new weight); null until it is applied.
+    pub removed: Option<Vec<BackendSpec>>,
+    /// How many members the upstream had before the change.
+    pub members_before: Option<u32>,
+    /// How many it had after.
+    pub members_after: Option<u32>,
     /// The upstream revision holding the change.
     pub revision: Option<i64>,
     /// `pending`, `succeeded` (every node serves it), `partial` (some

@@ -215,10 +215,15 @@ fn binding_to_api(b: store::BindingRecord) -> Binding {
     }
 }
 
-/// An operation-log entry as the API shows it.
-pub(super) fn change_to_api(c: store::ChangeRecord) -> DiscoveryChange {
-    let members =
-        |text: Option<String>| text.and_then(|t| serde_json::from_str::<Vec<BackendSpec>>(&t).ok());
+/// An operation-log entry as the API shows it; `whole` is the membership
+/// before and after it, given only when one change is read by id.
+pub(super) fn change_to_api(
+    c: store::ChangeRecord,
+    whole: Option<(Vec<BackendSpec>, Vec<BackendSpec>)>,
+) -> DiscoveryChange {
+    let moves = crate::discovery::moves(&c);
+    let size = |n: usize| u32::try_from(n).ok();
+    let (before, after) = whole.unzip();
     DiscoveryChange {
         id: c.id,
         at: rfc3339(datetime(c.at)),
@@ -227,8 +232,12 @@ pub(super) fn change_to_api(c: store::ChangeRecord) -> DiscoveryChange {
         upstream_id: c.upstream_id,
         target: c.target,
         args: json_of(&c.args),
-        before: members(c.before),
-        after: members(c.after),
+        before,
+        after,
+        members_before: moves.as_ref().and_then(|m| size(m.before)),
+        members_after: moves.as_ref().and_then(|m| size(m.after)),
+        added: moves.as_ref().map(|m| m.added.clone()),
+        removed: moves.map(|m| m.removed),
         revision: c.revision,
         state: c.state,
         message: c.message,
@@ -680,7 +689,7 @@ async fn members(
             correlation_id: ids.correlation_id.clone(),
         })
         .await?;
-    Ok(Json(change_to_api(change)))
+    Ok(Json(change_to_api(change, None)))
 }
 
 /// Replace an upstream's members, then push them to every node of its
@@ -906,7 +915,7 @@ async fn list_changes(
     };
     let (items, total) = state.store.list_changes(&query, window).await?;
     Ok(Json(page(
-        items.into_iter().map(change_to_api).collect(),
+        items.into_iter().map(|c| change_to_api(c, None)).collect(),
         total,
         paging,
     )))
@@ -925,7 +934,8 @@ async fn get_change(
     State(state): State<AppState>,
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<DiscoveryChange>> {
-    Ok(Json(change_to_api(state.store.change(id).await?)))
+    let (change, whole) = state.discovery.logged_change(id).await?;
+    Ok(Json(change_to_api(change, whole)))
 }
 
 // ---- configuration files and releases ----
@@ -1273,7 +1283,7 @@ async fn alter(
             idempotency_key(headers, "")?,
         )
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(change_to_api(change))))
+    Ok((StatusCode::ACCEPTED, Json(change_to_api(change, None))))
 }
 
 /// Register backends in a binding's upstream (OpenDCP's
@@ -1376,5 +1386,6 @@ async fn get_alteration(
     Path(Id { id }): Path<Id>,
 ) -> Result<Json<DiscoveryChange>> {
     Discovery::permit(&key, "alterations.read")?;
-    Ok(Json(change_to_api(state.store.change(id).await?)))
+    let (change, whole) = state.discovery.logged_change(id).await?;
+    Ok(Json(change_to_api(change, whole)))
 }

@@ -249,12 +249,24 @@ pub struct ChangeRecord {
     pub target: String,
     /// Its arguments (JSON).
     pub args: String,
-    /// The membership before (JSON), if it changed one.
+    /// The whole membership before (JSON), kept by changes logged before
+    /// migration 0016 only; newer ones are replayed from `seq` on demand.
     pub before: Option<String>,
-    /// The membership after (JSON).
+    /// The whole membership after (JSON); as `before`.
     pub after: Option<String>,
     /// The upstream revision it produced.
     pub revision: Option<i64>,
+    /// Its place among the changes its revision committed together; `None`
+    /// when that commit moved no member.
+    pub seq: Option<i64>,
+    /// The members it added, and re-weighted ones with their new weight (JSON).
+    pub added: Option<String>,
+    /// The members it removed, and re-weighted ones with their old weight (JSON).
+    pub removed: Option<String>,
+    /// How many members the upstream had before it.
+    pub members_before: Option<i64>,
+    /// How many members it left.
+    pub members_after: Option<i64>,
     /// `pending`, `succeeded`, `partial` or `failed`.
     pub state: String,
     /// How it ended, for humans (per node).
@@ -286,6 +298,23 @@ pub struct NewChange {
     pub idempotency_key: Option<String>,
 }
 
+/// What one change did in a committed edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChange {
+    /// The change's id.
+    pub id: i64,
+    /// Its place among the edit's changes (`None`: the edit moved nothing).
+    pub seq: Option<i64>,
+    /// The members it added, re-weighted ones in their new form (JSON).
+    pub added: String,
+    /// The members it removed, re-weighted ones in their old form (JSON).
+    pub removed: String,
+    /// How many members there were before it.
+    pub members_before: i64,
+    /// How many it left.
+    pub members_after: i64,
+}
+
 /// Which operation-log entries to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangeQuery {
@@ -313,7 +342,8 @@ const UPSTREAM_COLUMNS: &str = "id, group_id, name, backends, revision, created_
 const BINDING_COLUMNS: &str =
     "id, name, description, upstream_id, port, weight, created_at, updated_at";
 const CHANGE_COLUMNS: &str = "id, at, actor, action, upstream_id, target, args, before, after, \
-                              revision, state, message, correlation_id, idempotency_key, finished_at";
+                              revision, seq, added, removed, members_before, members_after, \
+                              state, message, correlation_id, idempotency_key, finished_at";
 
 impl Store {
     // ---- groups ----
@@ -751,15 +781,17 @@ impl Store {
 
     /// Commits one edit of an upstream's members in one transaction: the
     /// new members (`None`: they stay as they are) if the revision is still
-    /// `expected`, and what each change in `applied` did (its id, members
-    /// before and after). Answers the revision that holds the changes, or
-    /// `None` when another writer came first and nothing was written.
+    /// `expected`, a snapshot of them when `snapshot` says so, and what
+    /// each change in `applied` did. Answers the revision that holds the
+    /// changes, or `None` when another writer came first and nothing was
+    /// written.
     pub async fn commit_edit(
         &self,
         upstream_id: i64,
         expected: i64,
         backends: Option<&str>,
-        applied: &[(i64, String, String)],
+        snapshot: bool,
+        applied: &[AppliedChange],
     ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
         let revision = match backends {
@@ -778,22 +810,68 @@ impl Store {
                 let Some((revision,)) = now else {
                     return Ok(None);
                 };
+                if snapshot {
+                    sqlx::query(
+                        "insert into upstream_snapshots (upstream_id, revision, backends) \
+                         values ($1, $2, $3)",
+                    )
+                    .bind(upstream_id)
+                    .bind(revision)
+                    .bind(backends)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 revision
             }
         };
-        for (id, before, after) in applied {
+        for change in applied {
             sqlx::query(
-                "update discovery_changes set before = $1, after = $2, revision = $3 where id = $4",
+                "update discovery_changes set revision = $1, seq = $2, added = $3, removed = $4, \
+                 members_before = $5, members_after = $6 where id = $7",
             )
-            .bind(before)
-            .bind(after)
             .bind(revision)
-            .bind(id)
+            .bind(change.seq)
+            .bind(&change.added)
+            .bind(&change.removed)
+            .bind(change.members_before)
+            .bind(change.members_after)
+            .bind(change.id)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(Some(revision))
+    }
+
+    /// What replays an upstream's membership up to `revision`: its newest
+    /// snapshot at or below `base_at_most` (revision 0, no members, if there
+    /// is none), and the changes committed after it up to `revision`, in
+    /// the order they were applied.
+    pub async fn membership_log(
+        &self,
+        upstream_id: i64,
+        base_at_most: i64,
+        revision: i64,
+    ) -> Result<(i64, String, Vec<ChangeRecord>)> {
+        let base: Option<(i64, String)> = sqlx::query_as(
+            "select revision, backends from upstream_snapshots \
+             where upstream_id = $1 and revision <= $2 order by revision desc limit 1",
+        )
+        .bind(upstream_id)
+        .bind(base_at_most)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (base, backends) = base.unwrap_or_else(|| (0, "[]".to_owned()));
+        let changes = sqlx::query_as(&format!(
+            "select {CHANGE_COLUMNS} from discovery_changes where upstream_id = $1 \
+             and revision > $2 and revision <= $3 and seq is not null order by revision, seq"
+        ))
+        .bind(upstream_id)
+        .bind(base)
+        .bind(revision)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((base, backends, changes))
     }
 
     /// Records how a change ended.
