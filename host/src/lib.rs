@@ -130,6 +130,7 @@ impl AppState {
             ),
             None => None,
         };
+        let metrics = Arc::new(telemetry::Metrics::new());
         let transport = remote::ssh::Transport::new(
             store.clone(),
             remote::ssh::Settings {
@@ -138,6 +139,7 @@ impl AppState {
                 ..remote::ssh::Settings::default()
             },
             default_key,
+            metrics.ssh(),
         );
         let plugins = Arc::new(registry);
         let vault = Arc::new(match &config.secret_key {
@@ -232,7 +234,7 @@ impl AppState {
             images,
             builds,
             vault,
-            metrics: Arc::new(telemetry::Metrics::new()),
+            metrics,
             config: Arc::new(config),
             shutdown,
         })
@@ -244,9 +246,33 @@ pub fn app(state: AppState) -> Router {
     api::router(state)
 }
 
+/// Raises the soft limit on open files to the hard one, as Go's runtime and
+/// nginx's `worker_rlimit_nofile` do: every SSH connection, API client,
+/// plugin file and database file is a descriptor, and the usual soft limit
+/// (1024) is below what a thousand-node expand holds at once.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // An unlimited hard limit is not a value the kernel takes for files.
+    if let Some(hard) = limit.maximum
+        && limit.current.is_some_and(|soft| soft < hard)
+    {
+        let raised = Rlimit {
+            current: Some(hard),
+            maximum: Some(hard),
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "could not raise the open-files limit to {hard}");
+        }
+    }
+    let now = getrlimit(Resource::Nofile).current;
+    tracing::info!(open_files = ?now, "open-files limit");
+}
+
 /// Opens the store, creates the first admin if needed, and serves HTTP on
 /// `config.bind` until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    raise_open_files_limit();
     data_dir::create_private_dir(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let url = config.database_url();

@@ -101,6 +101,44 @@ struct RequestLabels {
     status: u16,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// What the SSH transport counts: how often it logs in (a connection costs
+/// the host a key exchange and a process; a pooled one is reused), how many
+/// connections it holds, and the sessions (commands, uploads) it opens.
+#[derive(Debug, Clone, Default)]
+pub struct SshMetrics {
+    connections: Family<OutcomeLabels, Counter>,
+    open: Gauge,
+    sessions: Counter,
+}
+
+impl SshMetrics {
+    /// A login attempt ended: `ok`, or not.
+    pub fn connected(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "failed" };
+        self.connections
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+        if ok {
+            self.open.inc();
+        }
+    }
+
+    /// A connection [`SshMetrics::connected`] counted is gone.
+    pub fn closed(&self) {
+        self.open.dec();
+    }
+
+    /// A session was opened on a connection.
+    pub fn session(&self) {
+        self.sessions.inc();
+    }
+}
+
 /// The process's Prometheus metrics.
 #[derive(Debug)]
 pub struct Metrics {
@@ -108,6 +146,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     in_flight: Gauge,
+    ssh: SshMetrics,
     // Encoding needs `&mut String` and the registry is shared; a mutex keeps
     // two scrapes from interleaving.
     render_lock: Mutex<()>,
@@ -120,7 +159,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A fresh registry with DCP's HTTP metrics.
+    /// A fresh registry with DCP's HTTP and SSH metrics.
     #[must_use]
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("dcp");
@@ -146,13 +185,36 @@ impl Metrics {
             "HTTP requests being served now",
             in_flight.clone(),
         );
+        let ssh = SshMetrics::default();
+        registry.register(
+            "ssh_connections",
+            "SSH logins attempted, by outcome (ok, failed)",
+            ssh.connections.clone(),
+        );
+        registry.register(
+            "ssh_connections_open",
+            "SSH connections held now, in use or pooled",
+            ssh.open.clone(),
+        );
+        registry.register(
+            "ssh_sessions",
+            "SSH sessions opened (commands, uploads, signals)",
+            ssh.sessions.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             in_flight,
+            ssh,
             render_lock: Mutex::new(()),
         }
+    }
+
+    /// The SSH transport's counters, registered here.
+    #[must_use]
+    pub fn ssh(&self) -> SshMetrics {
+        self.ssh.clone()
     }
 
     /// The metrics in the Prometheus text exposition format.

@@ -294,7 +294,17 @@ pub struct Server {
 
 /// Spawns `dcp serve` on `port` with `data_dir`; its output lines arrive on the receiver.
 fn launch(options: &ServerOptions, data_dir: &Path, port: u16) -> (Child, mpsc::Receiver<String>) {
-    let mut cmd = Command::new(dcp_bin());
+    let mut cmd = match options.open_files {
+        // util-linux's prlimit execs the command: the child is dcp itself.
+        Some((soft, hard)) => {
+            let mut cmd = Command::new("prlimit");
+            cmd.arg(format!("--nofile={soft}:{hard}"))
+                .arg("--")
+                .arg(dcp_bin());
+            cmd
+        }
+        None => Command::new(dcp_bin()),
+    };
     cmd.arg("serve")
         .arg("--bind")
         .arg(format!("127.0.0.1:{port}"))
@@ -353,6 +363,8 @@ pub struct ServerOptions {
     /// Another server's data directory, shared like a volume between
     /// replicas (plugin artifacts, the secret key); its own when `None`.
     pub shared_data_dir: Option<PathBuf>,
+    /// Starts it with this (soft, hard) limit on open files.
+    pub open_files: Option<(u64, u64)>,
 }
 
 impl Server {
@@ -545,6 +557,17 @@ impl Api {
     /// Starts a server with default options and makes a token.
     pub async fn start() -> Self {
         Self::start_with(&ServerOptions::default()).await
+    }
+
+    /// One series of the server's `/metrics` (`name{labels}` as printed);
+    /// 0 when it is not there yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = http_text(&self.server.url("/metrics"))
+            .await
+            .expect("/metrics answers");
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Starts a server with `options` and makes a token.

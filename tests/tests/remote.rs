@@ -688,10 +688,23 @@ async fn dropped_connections_are_replaced_and_a_changed_host_key_is_refused_unti
             .starts_with("SHA256:")
     );
 
+    // A second run logs in no more: the connection is pooled. The
+    // metrics say so (a login costs the host a key exchange and a process).
+    const LOGINS: &str = "dcp_ssh_connections_total{outcome=\"ok\"}";
+    let sessions = api.metric("dcp_ssh_sessions_total").await;
+    assert!(sessions >= 1.0, "{sessions}");
+    let pooled = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
+    assert_eq!(pooled["state"], "succeeded", "{pooled}");
+    assert_eq!(api.metric(LOGINS).await, 1.0);
+    assert_eq!(api.metric("dcp_ssh_connections_open").await, 1.0);
+    assert!(api.metric("dcp_ssh_sessions_total").await > sessions);
+
     // A pooled connection the host dropped is replaced, not reported.
     fleet.drop_connections(0);
     let again = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
     assert_eq!(again["state"], "succeeded", "{again}");
+    assert_eq!(api.metric(LOGINS).await, 2.0);
+    assert_eq!(api.metric("dcp_ssh_connections_open").await, 1.0);
 
     fleet.rekey(0);
     let second = finished(&api, start(&api, &run).await, Duration::from_secs(30)).await;
@@ -700,6 +713,11 @@ async fn dropped_connections_are_replaced_and_a_changed_host_key_is_refused_unti
     assert!(
         message.contains("host key") && message.contains(&fleet.hosts[0].ip().to_string()),
         "{message}"
+    );
+    assert_eq!(
+        api.metric("dcp_ssh_connections_total{outcome=\"failed\"}")
+            .await,
+        1.0
     );
 
     let (status, _) = api

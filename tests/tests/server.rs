@@ -114,6 +114,29 @@ async fn sigterm_drains_and_exits_cleanly() {
     );
 }
 
+/// Every SSH connection of a fleet is a descriptor: started under a soft
+/// limit of 256 open files, dcp lifts it to the hard limit, so a
+/// thousand-node expand does not run out of them.
+#[tokio::test]
+async fn dcp_lifts_its_open_files_limit_to_the_hard_one() {
+    let server = Server::start(&ServerOptions {
+        open_files: Some((256, 4096)),
+        ..ServerOptions::default()
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let (soft, hard) = line
+        .split_whitespace()
+        .skip(3)
+        .zip(line.split_whitespace().skip(4))
+        .next()
+        .unwrap();
+    assert_eq!((soft, hard), ("4096", "4096"), "{line}");
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id() {
     let mut server = Server::start(&ServerOptions {

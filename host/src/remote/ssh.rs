@@ -28,6 +28,7 @@ use super::template::shell_quote;
 use crate::{
     plugins::ExecOutput,
     store::{self, HostKeyRecord, Store},
+    telemetry::SshMetrics,
 };
 
 /// How the transport behaves; from the configuration.
@@ -244,6 +245,13 @@ struct Connection {
     sessions: Arc<Semaphore>,
     users: AtomicUsize,
     last_used: Mutex<Instant>,
+    metrics: SshMetrics,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.metrics.closed();
+    }
 }
 
 impl Connection {
@@ -290,6 +298,7 @@ pub struct Transport {
     default_key: Option<Arc<PrivateKey>>,
     config: Arc<client::Config>,
     slots: Mutex<HashMap<(Endpoint, String), Slot>>,
+    metrics: SshMetrics,
 }
 
 impl fmt::Debug for Transport {
@@ -303,10 +312,15 @@ impl fmt::Debug for Transport {
 
 impl Transport {
     /// A transport trusting host keys through `store`, logging in with
-    /// `default_key` when a target brings no credential. Starts a reaper
-    /// that closes idle connections.
+    /// `default_key` when a target brings no credential, counting into
+    /// `metrics`. Starts a reaper that closes idle connections.
     #[must_use]
-    pub fn new(store: Store, settings: Settings, default_key: Option<PrivateKey>) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        settings: Settings,
+        default_key: Option<PrivateKey>,
+        metrics: SshMetrics,
+    ) -> Arc<Self> {
         let config = client::Config {
             // Without it, small command packets wait for ACKs (Nagle).
             nodelay: true,
@@ -319,6 +333,7 @@ impl Transport {
             default_key: default_key.map(Arc::new),
             config: Arc::new(config),
             slots: Mutex::new(HashMap::new()),
+            metrics,
         });
         if !settings.idle.is_zero() {
             tokio::spawn(reap(Arc::downgrade(&transport)));
@@ -488,7 +503,10 @@ impl Transport {
                 .await
                 .map_err(|_| conn.error("the connection is closing"))?;
             match conn.handle.channel_open_session().await {
-                Ok(channel) => return Ok((lease, permit, channel)),
+                Ok(channel) => {
+                    self.metrics.session();
+                    return Ok((lease, permit, channel));
+                }
                 Err(e) if stale.is_some() => return Err(conn.error(e)),
                 Err(_) => stale = Some(conn),
             }
@@ -574,13 +592,16 @@ impl Transport {
                     "no SSH login within {:?}",
                     self.settings.connect_timeout
                 ))
-            })??;
+            })
+            .and_then(|logged_in| logged_in);
+        self.metrics.connected(handle.is_ok());
         Ok(Connection {
-            handle,
+            handle: handle?,
             host,
             sessions: Arc::new(Semaphore::new(self.settings.sessions_per_connection)),
             users: AtomicUsize::new(0),
             last_used: Mutex::new(Instant::now()),
+            metrics: self.metrics.clone(),
         })
     }
 
@@ -725,6 +746,7 @@ fn with_pid_mark(command: &str) -> String {
 async fn signal_group(conn: &Connection, pid: u32, signal: &str) {
     let kill = async {
         let mut channel = conn.handle.channel_open_session().await.ok()?;
+        conn.metrics.session();
         channel
             .exec(true, format!("kill -{signal} -{pid} 2>/dev/null"))
             .await
