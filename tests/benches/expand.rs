@@ -249,6 +249,28 @@ async fn main() {
         cloud.sim.instances().len(),
         containers_of("bench-web").len()
     );
+    // Each login costs the node's sshd a key exchange and a process; a
+    // pooled connection is reused for the node's next step.
+    let logins = cloud
+        .api
+        .metric("dcp_ssh_connections_total{outcome=\"ok\"}")
+        .await;
+    let sessions = cloud.api.metric("dcp_ssh_sessions_total").await;
+    println!(
+        "  SSH logins: {logins} ({:.2} a node), sessions: {sessions} ({:.2} a node)",
+        logins / f64::from(nodes),
+        sessions / f64::from(nodes)
+    );
+    // What the run left in the store (the discovery log is part of it).
+    let stored: u64 = ["dcp.db", "dcp.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(cloud.api.server.data_dir.path().join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "  the store after the run (SQLite and its WAL): {:.1} MB",
+        stored as f64 / 1e6
+    );
     if let Some(hosts) = &balancers {
         let served = hosts
             .read_upstream(0, "default_upstream")
