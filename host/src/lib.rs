@@ -321,13 +321,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Some(dir) => tracing::info!(ui = %dir.display(), "serving the web UI"),
         None => tracing::warn!("web UI not found; run scripts/build-ui or pass --ui-dir"),
     }
+    let shutdown = shutdown_signal();
     tracing::info!("DCP listening on http://{addr}");
     let remote = Arc::clone(&state.remote);
     let stop = Arc::clone(&remote);
     let machines = Arc::clone(&state.machines);
     let engine = Arc::clone(&state.engine);
     server::run(listener, app(state), limits, async move {
-        shutdown_signal().await;
+        shutdown.await;
         streams.cancel();
         // Machine work stops where it is (it resumes on the next
         // start); running executions end (cancelled, remote processes
@@ -346,24 +347,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled: "listening" is logged
+/// before the server polls it, and a SIGTERM in between would otherwise
+/// end the process at once, without draining (a supervisor stopping a
+/// fresh start does exactly that).
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut interrupt, mut terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        tokio::select! {
+            () = received(interrupt.as_mut()) => {},
+            () = received(terminate.as_mut()) => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: draining in-flight requests");
     }
-    tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Waits for `signal`; forever when its handler could not be installed.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
