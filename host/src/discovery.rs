@@ -71,9 +71,11 @@ const PUSHES_MAX: usize = 32;
 /// The most alterations recorded and not yet applied, all keys together:
 /// each waits for its upstream's turn, so a flood must not queue forever.
 const ALTERATIONS_PENDING_MAX: usize = 10_000;
-/// Every this many revisions an upstream's members are kept whole, so
-/// replaying a logged change's before and after reads at most this many
-/// revisions' changes.
+/// Once this many changes that moved members are logged after an
+/// upstream's newest snapshot, its members are kept whole again, so
+/// replaying one change's before and after applies at most this many
+/// changes and those committed with it (a request must stay cheap: other
+/// systems poll their alterations by id).
 const SNAPSHOT_EVERY: i64 = 64;
 /// How many times a change retries a compare-and-set lost to another.
 const CAS_TRIES: usize = 100;
@@ -402,12 +404,19 @@ pub struct Moves {
     pub after: usize,
 }
 
+/// The whole members before and after, as changes logged before migration
+/// 0016 keep them.
+fn stored_whole(change: &ChangeRecord) -> Option<(Vec<BackendSpec>, Vec<BackendSpec>)> {
+    Some((
+        parse_members(change.before.as_deref()?),
+        parse_members(change.after.as_deref()?),
+    ))
+}
+
 /// What `change` moved, from its log entry.
 #[must_use]
 pub fn moves(change: &ChangeRecord) -> Option<Moves> {
-    // Logged before migration 0016: the whole before and after are kept.
-    if let (Some(before), Some(after)) = (&change.before, &change.after) {
-        let (before, after) = (parse_members(before), parse_members(after));
+    if let Some((before, after)) = stored_whole(change) {
         let (added, removed) = member_delta(&before, &after);
         return Some(Moves {
             added,
@@ -877,8 +886,7 @@ impl Discovery {
         id: i64,
     ) -> Result<(ChangeRecord, Option<(Vec<BackendSpec>, Vec<BackendSpec>)>), Error> {
         let change = self.store.change(id).await?;
-        if let (Some(before), Some(after)) = (&change.before, &change.after) {
-            let whole = (parse_members(before), parse_members(after));
+        if let Some(whole) = stored_whole(&change) {
             return Ok((change, Some(whole)));
         }
         let (Some(upstream_id), Some(revision)) = (change.upstream_id, change.revision) else {
@@ -896,22 +904,24 @@ impl Discovery {
             .membership_log(upstream_id, base_at_most, revision)
             .await?;
         let mut current = parse_members(&base);
+        let unreplayable = |change: ChangeRecord| {
+            tracing::warn!(
+                change = id,
+                "the log cannot replay this change to what it says it moved"
+            );
+            Ok((change, None))
+        };
         for logged in &log {
             let Some(after) = replay(logged, &current) else {
-                break;
+                return unreplayable(change);
             };
             if logged.id == change.id {
                 let whole = (current, after);
                 let (added, removed) = member_delta(&whole.0, &whole.1);
-                let found = moves(&change);
-                if found.is_some_and(|m| m.added == added && m.removed == removed) {
+                if moves(&change).is_some_and(|m| m.added == added && m.removed == removed) {
                     return Ok((change, Some(whole)));
                 }
-                tracing::warn!(
-                    change = id,
-                    "the log's replay does not match what the change moved"
-                );
-                return Ok((change, None));
+                return unreplayable(change);
             }
             current = after;
         }
@@ -959,14 +969,13 @@ impl Discovery {
                     }
                 }
                 let backends = moved.then(|| serde_json::to_string(&current).unwrap_or_default());
-                let snapshot = (upstream.revision + 1) % SNAPSHOT_EVERY == 0;
                 if let Some(revision) = self
                     .store
                     .commit_edit(
                         upstream.id,
                         upstream.revision,
                         backends.as_deref(),
-                        snapshot,
+                        SNAPSHOT_EVERY,
                         &applied,
                     )
                     .await?

@@ -3022,8 +3022,8 @@ fn backend(i: u32, weight: u32) -> Value {
 /// whole membership twice: a list answers each change's members added and
 /// removed and how many there were, and one change read by id answers its
 /// whole before and after, replayed from the upstream's snapshots (one
-/// every 64 revisions). Across more than 64 revisions, replacements that
-/// reorder the members, re-weights and changes that moved nothing, each
+/// per 64 changes that moved members). Across more than 64 revisions,
+/// replacements that reorder the members, re-weights and changes that moved nothing, each
 /// change's before is the one before it's after, and the last after is
 /// what the upstream holds.
 async fn the_log_replays_each_changes_members(backend_kind: Backend) {
@@ -3125,6 +3125,15 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
         "{}",
         held.body
     );
+    // The replays below start from a snapshot kept on the way, not from
+    // the first revision.
+    let (kept, _, _) = api
+        .state
+        .store
+        .membership_log(upstream, i64::MAX, i64::MAX)
+        .await
+        .unwrap();
+    assert!(kept > 0, "no snapshot was kept after {} changes", ids.len());
     for (id, before, after) in &ids {
         let change = api
             .call(

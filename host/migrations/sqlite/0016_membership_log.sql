@@ -6,8 +6,9 @@
 -- (`seq`). Its whole before and after
 -- are replayed on demand: from the newest snapshot of the upstream at or
 -- below its revision, applying the logged changes in (revision, seq)
--- order. A snapshot is kept every 64 revisions, and of every upstream as
--- this runs, so a replay never goes back further than that. Rows written
+-- order. A snapshot is kept once 64 changes that moved members are logged
+-- after the newest one, and of every upstream as this runs, so a replay
+-- applies at most those and the changes committed with its own. Rows written
 -- before keep their stored before and after.
 create table upstream_snapshots (
     upstream_id integer not null references upstreams (id) on delete cascade,

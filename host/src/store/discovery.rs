@@ -781,16 +781,17 @@ impl Store {
 
     /// Commits one edit of an upstream's members in one transaction: the
     /// new members (`None`: they stay as they are) if the revision is still
-    /// `expected`, a snapshot of them when `snapshot` says so, and what
-    /// each change in `applied` did. Answers the revision that holds the
-    /// changes, or `None` when another writer came first and nothing was
-    /// written.
+    /// `expected`, a snapshot of them once `snapshot_every` changes that
+    /// moved members are logged after the newest one (these included), and
+    /// what each change in `applied` did. Answers the revision that holds
+    /// the changes, or `None` when another writer came first and nothing
+    /// was written.
     pub async fn commit_edit(
         &self,
         upstream_id: i64,
         expected: i64,
         backends: Option<&str>,
-        snapshot: bool,
+        snapshot_every: i64,
         applied: &[AppliedChange],
     ) -> Result<Option<i64>> {
         let mut tx = self.pool.begin().await?;
@@ -810,7 +811,16 @@ impl Store {
                 let Some((revision,)) = now else {
                     return Ok(None);
                 };
-                if snapshot {
+                let (since,): (i64,) = sqlx::query_as(
+                    "select count(*) from discovery_changes where upstream_id = $1 \
+                     and seq is not null and revision > coalesce((select max(revision) \
+                     from upstream_snapshots where upstream_id = $1), -1)",
+                )
+                .bind(upstream_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let logged = i64::try_from(applied.len()).unwrap_or(i64::MAX);
+                if since.saturating_add(logged) >= snapshot_every {
                     sqlx::query(
                         "insert into upstream_snapshots (upstream_id, revision, backends) \
                          values ($1, $2, $3)",
