@@ -81,7 +81,9 @@ pub struct Config {
     pub ssh_key_file: Option<PathBuf>,
     /// Seconds to open an SSH connection (TCP, handshake, login).
     pub ssh_connect_timeout_secs: u64,
-    /// Seconds an unused SSH connection is kept for reuse; 0 closes each after use.
+    /// Seconds an unused SSH connection is kept for reuse; 0 closes each
+    /// after use. A task keeps a node's connection past it until the task's
+    /// next step on that node.
     pub ssh_idle_secs: u64,
     /// The most hosts one execution may run at once (its `forks`).
     pub max_forks: u32,

@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    machines,
+    lock, machines,
     plugins::{
         Applied, Backend, Grants, LoadBalancer as _, Registry, Secret, SshChannel, Upstream,
         WasmPlugin, World,
@@ -249,10 +249,6 @@ pub struct Discovery {
     /// Bounds the alterations applied in the background.
     alterations: Arc<Semaphore>,
     pushes: Semaphore,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A settings document: a JSON object of at most [`SETTINGS_MAX`] bytes.

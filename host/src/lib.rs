@@ -35,6 +35,15 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::{config::Config, store::Store};
 
+/// The data behind `mutex`, even if a panicking holder poisoned it. Every
+/// std mutex in DCP guards a table updated in single statements, which a
+/// panic cannot leave half done.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The SHA-256 of `bytes`, as lowercase hex: how DCP names plugin artifacts
 /// and stores session and token secrets.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {

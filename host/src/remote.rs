@@ -290,6 +290,13 @@ impl Remote {
         Ok((id, Arc::new(channel)))
     }
 
+    /// Keeps the SSH connections to `address` open while the hold lives
+    /// (see [`ssh::Transport::hold`]).
+    #[must_use]
+    pub fn hold(&self, address: &str) -> ssh::Hold {
+        self.transport.hold(address)
+    }
+
     /// The SSH transport executions use (adoption probes hosts with it too).
     #[must_use]
     pub fn transport(&self) -> &Arc<ssh::Transport> {

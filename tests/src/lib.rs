@@ -565,9 +565,7 @@ impl Api {
         let text = http_text(&self.server.url("/metrics"))
             .await
             .expect("/metrics answers");
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        metric(&text, series)
     }
 
     /// Starts a server with `options` and makes a token.
@@ -705,4 +703,13 @@ impl Api {
             reply.json().await.unwrap_or(Value::Null),
         )
     }
+}
+
+/// The value of `series` (a name with its labels, as exposed) in the
+/// Prometheus text `text`; 0 when absent, as a counter never touched is.
+#[must_use]
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

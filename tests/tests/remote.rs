@@ -731,6 +731,87 @@ async fn dropped_connections_are_replaced_and_a_changed_host_key_is_refused_unti
     assert_eq!(third["state"], "succeeded", "{third}");
 }
 
+/// What a task does between a node's steps: it holds the node's address,
+/// and that host's connection stays open however long it sits idle, while
+/// an unheld host's idle connection is closed. In a large expand a node's
+/// init and its `start_service` are minutes apart (dockerd's queue); with
+/// the hold they share one login, which costs the node a key exchange and
+/// a process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_hosts_connection_outlives_the_idle_time_and_goes_once_released() {
+    use dcp::remote::ssh::{Credential, Endpoint, Settings, Target, Transport};
+    use dcp_tests::metric;
+
+    let fleet = Fleet::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("dcp.db").display());
+    let store = dcp::Store::open(&url).await.unwrap();
+    let metrics = dcp::telemetry::Metrics::new();
+    let transport = Transport::new(
+        store,
+        Settings {
+            idle: Duration::from_secs(1),
+            ..Settings::default()
+        },
+        None,
+        metrics.ssh(),
+    );
+    let targets: Vec<Target> = fleet
+        .hosts
+        .iter()
+        .map(|h| Target {
+            endpoint: Endpoint {
+                address: h.ip().to_string(),
+                port: 22,
+                user: "root".to_owned(),
+            },
+            credential: Credential::parse_key(&fleet.private_key).unwrap(),
+        })
+        .collect();
+    let run_on_both = || async {
+        for target in &targets {
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let out = transport
+                .exec(target, "true", None, Duration::from_secs(30), 1024, &cancel)
+                .await
+                .unwrap();
+            assert_eq!(out.exit_code, Some(0));
+        }
+    };
+    let open = || metric(&metrics.render(), "dcp_ssh_connections_open");
+    let logins = || {
+        metric(
+            &metrics.render(),
+            "dcp_ssh_connections_total{outcome=\"ok\"}",
+        )
+    };
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what} did not happen");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let hold = transport.hold(&fleet.hosts[0].ip().to_string());
+    run_on_both().await;
+    assert_eq!((logins(), open()), (2.0, 2.0));
+    // Both sat idle alike; only the unheld host's connection is closed.
+    until("closing the unheld host's idle connection", || {
+        open() == 1.0
+    })
+    .await;
+    run_on_both().await;
+    assert_eq!(logins(), 3.0, "the held host logged in again");
+    assert_eq!(open(), 2.0);
+
+    // Released, the held host's connection goes like any idle one.
+    drop(hold);
+    until("closing every idle connection", || open() == 0.0).await;
+    run_on_both().await;
+    assert_eq!(logins(), 5.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_and_groups_are_checked_when_saved_and_run() {
     let api = Api::start().await;

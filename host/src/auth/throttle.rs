@@ -16,6 +16,8 @@ use std::{
 use argon2::Block;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::lock;
+
 /// How logins are throttled and hashing is bounded.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -321,14 +323,6 @@ impl Throttle {
     pub fn unlock(&self, username: &str) {
         lock(&self.users).entries.remove(&self.user_key(username));
     }
-}
-
-/// The table behind a mutex; a panic while holding it cannot leave it
-/// inconsistent (every update is one statement), so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 //! crash finds the machine, container or removal it made the first time.
 
 use std::{
+    collections::HashMap,
     fmt::Write as _,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -21,6 +22,7 @@ use crate::{
     containers,
     discovery::{self, Discovery, MemberChange, Op},
     images::Images,
+    lock,
     machines::{self, Machines},
     remote::{GaveUp, Remote, shell_quote, ssh},
     store::{
@@ -141,6 +143,9 @@ struct Context {
     release_machines: bool,
     /// Where `register` and `unregister` put the pool's nodes.
     binding: Option<BindingRecord>,
+    /// The nodes (by position) whose SSH connections are kept for a later
+    /// step of this task.
+    holds: Mutex<HashMap<i64, ssh::Hold>>,
 }
 
 impl Context {
@@ -172,6 +177,7 @@ impl Context {
             container,
             image,
             release_machines: overrides.release_machines.unwrap_or(true),
+            holds: Mutex::default(),
         })
     }
 
@@ -242,7 +248,29 @@ impl Context {
                     .await;
             }
         }
+        self.hold_node(node, step, &done);
         done
+    }
+
+    /// Keeps the node's SSH connections open while a later step of the task
+    /// runs commands on it: one login a node and task, not one a step. In
+    /// a large expand a node's init and its `start_service` can be minutes
+    /// apart, waiting for dockerd, past the transport's idle time.
+    fn hold_node(&self, node: &TaskNodeRecord, step: usize, done: &Done) {
+        let address = done
+            .node
+            .as_ref()
+            .map_or(node.address.as_str(), |facts| facts.address.as_str());
+        let again =
+            done.ok && !address.is_empty() && self.specs[step + 1..].iter().any(runs_on_the_node);
+        let mut holds = lock(&self.holds);
+        if again {
+            holds
+                .entry(node.idx)
+                .or_insert_with(|| self.engine.remote.hold(address));
+        } else {
+            holds.remove(&node.idx);
+        }
     }
 
     async fn node(&self, node: &TaskNodeRecord) -> Result<NodeRecord, Error> {
@@ -833,6 +861,13 @@ fn step_key(task: i64, idx: i64, step: usize, generation: u32) -> String {
         0 => format!("task{task}-node{idx}-step{step}"),
         g => format!("task{task}-node{idx}-step{step}.{g}"),
     }
+}
+
+/// Whether a step runs commands on its node over SSH.
+fn runs_on_the_node(spec: &StepSpec) -> bool {
+    spec.group_id.is_some()
+        || spec.name.starts_with(builtin::START_SERVICE)
+        || spec.name == builtin::STOP_SERVICE
 }
 
 fn node_state(state: NodeState) -> &'static str {

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Remote, SHELL_PLUGIN, Step, ssh};
 use crate::{
+    lock,
     plugins::{
         ErrorKind, ExecOutput, Failure, Grants, PluginError, RemoteCommand as _, SshChannel,
         WasmPlugin,
@@ -376,10 +377,6 @@ fn whole_characters(bytes: &[u8]) -> usize {
         return if back < needs { len - back } else { len };
     }
     len
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The id a plugin call knows its host by.
