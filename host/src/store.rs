@@ -252,7 +252,19 @@ impl Window {
 /// A handle on the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Every write and every transaction. On a SQLite file it is one
+    /// connection: SQLite takes one writer at a time anyway, and writers
+    /// queued in the pool wait their turn in order, where writers on
+    /// several connections would each hold a connection while sleeping in
+    /// SQLite's busy handler (up to 100 ms past the lock's release), and
+    /// fail with "database is locked" after its timeout.
     pool: AnyPool,
+    /// Reads that stand alone (no transaction), on connections of their
+    /// own, so writes waiting for a lock (a 1000-node expand's burst, on
+    /// SQLite's one writer or PostgreSQL's row locks) never hold every
+    /// connection while the API's reads and `/readyz` wait. On SQLite they
+    /// are read-only, and WAL runs them beside the writer.
+    reads: AnyPool,
     backend: Backend,
 }
 
@@ -274,35 +286,26 @@ impl Store {
             url = prepare_sqlite_url(&url)?;
         }
         let options = AnyConnectOptions::from_str(&url).map_err(Error::Database)?;
-        let pool = AnyPoolOptions::new()
-            // SQLite serialises writers anyway; a few connections serve concurrent readers.
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 16 })
-            // An embedded SQLite is never down, only busy: a caller waits
-            // its turn (a 1000-node expand queues thousands of writes on
-            // two busy cores) instead of failing after 5 s as a PostgreSQL
-            // caller does when the server is gone.
-            .acquire_timeout(if backend == Backend::Sqlite {
-                Duration::from_secs(60)
-            } else {
-                Duration::from_secs(5)
-            })
-            .acquire_slow_threshold(Duration::from_secs(5))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; the busy timeout makes
-                        // a second writer wait instead of failing at once.
-                        conn.execute("pragma journal_mode = wal").await?;
-                        conn.execute("pragma busy_timeout = 5000").await?;
-                        conn.execute("pragma foreign_keys = on").await?;
-                        conn.execute("pragma synchronous = normal").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let (writers, readers) = match backend {
+            Backend::Sqlite => (1, 4),
+            Backend::Postgres => (16, 8),
+        };
+        let pool = pool_options(backend, writers, Role::Writer)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool, backend })
+        // Each connection to an in-memory database is a database of its own.
+        let reads = if url.contains(":memory:") || url.contains("mode=memory") {
+            pool.clone()
+        } else {
+            pool_options(backend, readers, Role::Reader)
+                .connect_with(options)
+                .await?
+        };
+        Ok(Self {
+            pool,
+            reads,
+            backend,
+        })
     }
 
     /// Applies the pending migrations of this backend.
@@ -323,13 +326,14 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        self.pool.execute("select 1").await?;
+        self.reads.execute("select 1").await?;
         Ok(())
     }
 
     /// Closes every connection; later calls fail with [`Error::Unavailable`].
     pub async fn close(&self) {
         self.pool.close().await;
+        self.reads.close().await;
     }
 
     /// A window of every row of `table`, as `select` reads them in `order`
@@ -345,12 +349,12 @@ impl Store {
         R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
     {
         let (total,): (i64,) = sqlx::query_as(&format!("select count(*) from {table}"))
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows = sqlx::query_as(&format!("{select} order by {order} limit $1 offset $2"))
             .bind(window.limit())
             .bind(window.offset())
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?;
         Ok((rows, u64::try_from(total).unwrap_or_default()))
     }
@@ -394,6 +398,57 @@ pub(crate) struct Dependent {
     kind: &'static str,
     /// Selects the names of up to a few referencing rows; `$1` is the referenced id.
     names_sql: &'static str,
+}
+
+/// What a pool's connections are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Writes and transactions.
+    Writer,
+    /// Reads alone: its connections refuse to write.
+    Reader,
+}
+
+/// How the pools of `backend` connect: `max` connections for `role`.
+fn pool_options(backend: Backend, max: u32, role: Role) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max)
+        // An embedded SQLite is never down, only busy: a caller waits its
+        // turn (a 1000-node expand queues thousands of writes on two busy
+        // cores) instead of failing after 5 s as a PostgreSQL caller does
+        // when the server is gone.
+        .acquire_timeout(if backend == Backend::Sqlite {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_secs(5)
+        })
+        .acquire_slow_threshold(Duration::from_secs(5))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                match (backend, role) {
+                    // WAL lets readers run beside the writer.
+                    (Backend::Sqlite, Role::Writer) => {
+                        conn.execute("pragma journal_mode = wal").await?;
+                    }
+                    (Backend::Sqlite, Role::Reader) => {
+                        conn.execute("pragma query_only = on").await?;
+                    }
+                    (Backend::Postgres, Role::Reader) => {
+                        conn.execute("set default_transaction_read_only = on")
+                            .await?;
+                    }
+                    (Backend::Postgres, Role::Writer) => {}
+                }
+                if backend == Backend::Sqlite {
+                    // Only another process (a second dcp on the same file,
+                    // the sqlite3 shell) makes a connection wait for a lock.
+                    conn.execute("pragma busy_timeout = 5000").await?;
+                    conn.execute("pragma foreign_keys = on").await?;
+                    conn.execute("pragma synchronous = normal").await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Makes sure a SQLite database file can be created: its directory exists and

@@ -47,7 +47,73 @@ on_both_backends!(
     balancer_nodes_are_a_machine_or_an_account,
     an_upgrade_keeps_balancer_nodes_their_states_and_releases,
     an_upgrade_keeps_the_logs_memberships_and_snapshots_every_upstream,
+    reads_are_answered_while_writes_wait_for_the_lock,
 );
+
+/// Reads do not queue behind writes: while another process holds the
+/// database's write lock and sixteen of DCP's writes wait for it (a large
+/// expand's burst, as far as the store can tell), a read is answered, and
+/// once the lock goes every write lands. On SQLite, writers that waited
+/// on shared connections used to hold them all, so the API's reads and
+/// `/readyz` waited too, and each writer failed with "database is locked"
+/// after SQLite's busy timeout.
+async fn reads_are_answered_while_writes_wait_for_the_lock(backend: Backend) {
+    use sqlx::{Connection as _, Executor as _};
+
+    let (store, db) = backend.store().await;
+    let kept = store
+        .create_cluster(&change("kept", "video"))
+        .await
+        .unwrap();
+    let mut other = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    match backend {
+        Backend::Sqlite => other.execute("begin immediate").await.unwrap(),
+        Backend::Postgres => {
+            other.execute("begin").await.unwrap();
+            other
+                .execute("lock table clusters in exclusive mode")
+                .await
+                .unwrap()
+        }
+    };
+    let mut started = Vec::new();
+    let writes: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            started.push(rx);
+            tokio::spawn(async move {
+                let _ = tx.send(());
+                store
+                    .create_cluster(&change(&format!("w{i}"), "feed"))
+                    .await
+            })
+        })
+        .collect();
+    for rx in started {
+        rx.await.unwrap();
+    }
+    assert_eq!(store.cluster(kept.id).await.unwrap(), kept);
+    let (page, total) = store
+        .list_clusters(&ClusterQuery::default(), ALL)
+        .await
+        .unwrap();
+    assert_eq!((page.len(), total), (1, 1), "a write landed under the lock");
+    assert!(
+        writes.iter().all(|w| !w.is_finished()),
+        "a write ended while the lock was held"
+    );
+
+    other.execute("commit").await.unwrap();
+    for write in writes {
+        write.await.unwrap().unwrap();
+    }
+    let (_, total) = store
+        .list_clusters(&ClusterQuery::default(), ALL)
+        .await
+        .unwrap();
+    assert_eq!(total, 17);
+}
 
 fn change(name: &str, business_line: &str) -> ClusterChange {
     ClusterChange {

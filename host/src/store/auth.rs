@@ -72,7 +72,7 @@ impl Store {
     /// How many users exist.
     pub async fn count_users(&self) -> Result<u64> {
         let (n,): (i64,) = sqlx::query_as("select count(*) from users")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
@@ -101,13 +101,13 @@ impl Store {
     /// One window of the users, by id, and how many there are.
     pub async fn list_users(&self, window: Window) -> Result<(Vec<UserRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from users")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let users =
             sqlx::query_as("select id, username, role from users order by id limit $1 offset $2")
                 .bind(window.limit())
                 .bind(window.offset())
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         Ok((users, u64::try_from(total).unwrap_or_default()))
     }
@@ -117,7 +117,7 @@ impl Store {
         Ok(
             sqlx::query_as("select id, username, role from users where id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?,
         )
     }
@@ -128,7 +128,7 @@ impl Store {
             "select id, username, role, password_hash from users where username = $1",
         )
         .bind(username)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(id, username, role, hash)| (UserRecord { id, username, role }, hash)))
     }
@@ -169,7 +169,7 @@ impl Store {
         )
         .bind(id_hash)
         .bind(now_millis())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(id, username, role, csrf_token)| SessionRecord {
             user: UserRecord { id, username, role },
@@ -216,7 +216,7 @@ impl Store {
     ) -> Result<(Vec<TokenRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from api_tokens where user_id = $1")
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<TokenRow> = sqlx::query_as(
             "select id, name, prefix, created_at, last_used_at from api_tokens \
@@ -225,7 +225,7 @@ impl Store {
         .bind(user_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(TokenRecord::from).collect(),

@@ -269,7 +269,7 @@ impl Store {
             "select {PROJECT} from image_projects where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(Into::into).ok_or(Error::NotFound {
             what: "image project",
@@ -279,14 +279,14 @@ impl Store {
     /// A window of the projects, by repository, and how many there are.
     pub async fn list_projects(&self, window: Window) -> Result<(Vec<ProjectRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from image_projects")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<ProjectRow> = sqlx::query_as(&format!(
             "select {PROJECT} from image_projects order by repository limit $1 offset $2"
         ))
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),
@@ -400,7 +400,7 @@ impl Store {
         ))
         .bind(project_id)
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(Into::into))
     }
@@ -410,7 +410,7 @@ impl Store {
         let row: Option<BuildRow> =
             sqlx::query_as(&format!("select {BUILD} from image_builds where id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         row.map(Into::into).ok_or(Error::NotFound { what: "build" })
     }
@@ -424,7 +424,7 @@ impl Store {
         let (total,): (i64,) =
             sqlx::query_as("select count(*) from image_builds where project_id = $1")
                 .bind(project_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<BuildRow> = sqlx::query_as(&format!(
             "select {BUILD} from image_builds where project_id = $1 order by id desc \
@@ -433,7 +433,7 @@ impl Store {
         .bind(project_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),
@@ -455,7 +455,7 @@ impl Store {
         for id in projects {
             query = query.bind(id);
         }
-        let rows = query.fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(&self.reads).await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -465,7 +465,7 @@ impl Store {
             "select count(*) from image_builds where owner = $1 and state in {ACTIVE}"
         ))
         .bind(owner)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
@@ -521,7 +521,7 @@ impl Store {
     pub async fn build_log(&self, id: i64) -> Result<String> {
         let row: Option<(String,)> = sqlx::query_as("select log from image_builds where id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(|(log,)| log)
             .ok_or(Error::NotFound { what: "build" })

@@ -262,7 +262,7 @@ impl Store {
     pub async fn account(&self, id: i64) -> Result<AccountRecord> {
         let row: Option<AccountRow> = sqlx::query_as(&format!("{ACCOUNT_SELECT} where a.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(Into::into)
             .ok_or(Error::NotFound { what: "account" })
@@ -273,7 +273,7 @@ impl Store {
         let row: Option<AccountRow> =
             sqlx::query_as(&format!("{ACCOUNT_SELECT} where a.name = $1"))
                 .bind(name)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(row.map(Into::into))
     }
@@ -378,7 +378,7 @@ impl Store {
         let row: Option<TemplateRow> =
             sqlx::query_as(&format!("{TEMPLATE_SELECT} where t.id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         row.map(Into::into).ok_or(Error::NotFound {
             what: "machine template",
@@ -401,7 +401,7 @@ impl Store {
              order by q.quota_hours - q.used_hours, q.name, q.id limit $1"
         ))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }

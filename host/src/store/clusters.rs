@@ -98,7 +98,7 @@ impl Store {
         let row: Option<Row> =
             sqlx::query_as(&format!("select {COLUMNS} from clusters where id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         row.map(Cluster::from)
             .ok_or(Error::NotFound { what: "cluster" })
@@ -118,7 +118,7 @@ impl Store {
             sqlx::query_as(&format!("select count(*) from clusters where {FILTER}"))
                 .bind(&name)
                 .bind(&query.business_line)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "select {COLUMNS} from clusters where {FILTER} order by name, id limit $3 offset $4"
@@ -127,7 +127,7 @@ impl Store {
         .bind(&query.business_line)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Cluster::from).collect(),

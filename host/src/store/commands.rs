@@ -171,7 +171,7 @@ impl Store {
             query = query.bind(id);
         }
         query
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reads)
             .await?
             .into_iter()
             .map(|row| CommandRecord::try_from(row).map(|c| (c.id, c)))
@@ -190,7 +190,7 @@ impl Store {
             "select count(*) from commands where {NAME_FILTER}"
         ))
         .bind(&pattern)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let rows: Vec<CommandRow> = sqlx::query_as(&format!(
             "select {COMMAND_COLUMNS} from commands where {NAME_FILTER} \
@@ -199,7 +199,7 @@ impl Store {
         .bind(&pattern)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter()
@@ -268,7 +268,7 @@ impl Store {
             "select id, name, description, created_at, updated_at from command_groups where id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         let row = row.ok_or(Error::NotFound {
             what: "command group",
@@ -288,7 +288,7 @@ impl Store {
             "select count(*) from command_groups where {NAME_FILTER}"
         ))
         .bind(&pattern)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let rows: Vec<GroupRow> = sqlx::query_as(&format!(
             "select id, name, description, created_at, updated_at from command_groups \
@@ -297,7 +297,7 @@ impl Store {
         .bind(&pattern)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             self.with_steps(rows).await?,

@@ -368,7 +368,7 @@ impl Store {
             "select id, name, description, created_at, updated_at from lb_groups where id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "group" })
     }
@@ -376,7 +376,7 @@ impl Store {
     /// One window of the groups, by name, and how many there are.
     pub async fn list_lb_groups(&self, window: Window) -> Result<(Vec<LbGroupRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from lb_groups")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows = sqlx::query_as(
             "select id, name, description, created_at, updated_at from lb_groups \
@@ -384,7 +384,7 @@ impl Store {
         )
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((rows, u64::try_from(total).unwrap_or_default()))
     }
@@ -456,7 +456,7 @@ impl Store {
             "select {UNIT_COLUMNS} from lb_units where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "unit" })
     }
@@ -468,7 +468,7 @@ impl Store {
              order by group_id, name, id"
         ))
         .bind(group_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -537,7 +537,7 @@ impl Store {
             "select {NODE_COLUMNS} from {NODE_FROM} where n.id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "node" })
     }
@@ -548,7 +548,7 @@ impl Store {
             "select {NODE_COLUMNS} from {NODE_FROM} where n.unit_id = $1 order by n.id"
         ))
         .bind(unit_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -560,7 +560,7 @@ impl Store {
              where n.account_id = $1 order by u.name, u.id, n.id",
         )
         .bind(account_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -591,7 +591,7 @@ impl Store {
              join lb_units u on u.id = n.unit_id where u.group_id = $1 order by n.id"
         ))
         .bind(group_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -617,7 +617,7 @@ impl Store {
             "select {UPSTREAM_COLUMNS} from upstreams where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "upstream" })
     }
@@ -629,7 +629,7 @@ impl Store {
              order by group_id, name, id"
         ))
         .bind(group_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -675,7 +675,7 @@ impl Store {
              where ($1 is null or u.group_id = $1) order by s.upstream_id, s.node_id",
         )
         .bind(group_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -704,7 +704,7 @@ impl Store {
             "select {BINDING_COLUMNS} from bindings where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "binding" })
     }
@@ -714,7 +714,7 @@ impl Store {
         Ok(sqlx::query_as(&format!(
             "select {BINDING_COLUMNS} from bindings order by name, id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -869,7 +869,7 @@ impl Store {
         )
         .bind(upstream_id)
         .bind(base_at_most)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         let (base, backends) = base.unwrap_or_else(|| (0, "[]".to_owned()));
         let changes = sqlx::query_as(&format!(
@@ -879,7 +879,7 @@ impl Store {
         .bind(upstream_id)
         .bind(base)
         .bind(revision)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((base, backends, changes))
     }
@@ -905,7 +905,7 @@ impl Store {
             "select {CHANGE_COLUMNS} from discovery_changes where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "change" })
     }
@@ -930,7 +930,7 @@ impl Store {
         .bind(&query.action)
         .bind(&query.correlation_id)
         .bind(&text)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let rows = sqlx::query_as(&format!(
             "select {CHANGE_COLUMNS} from discovery_changes where {FILTER} \
@@ -943,7 +943,7 @@ impl Store {
         .bind(&text)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((rows, u64::try_from(total).unwrap_or_default()))
     }

@@ -286,7 +286,7 @@ impl Store {
             "select {EXECUTION_COLUMNS} from executions where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         let row = row.ok_or(Error::NotFound { what: "execution" })?;
         Ok(self.with_counts(vec![row]).await?.remove(0))
@@ -298,7 +298,7 @@ impl Store {
             "select {HOST_COLUMNS} from execution_hosts where execution_id = $1 order by position"
         ))
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter().map(HostRecord::try_from).collect()
     }
@@ -318,7 +318,7 @@ impl Store {
         ))
         .bind(id)
         .bind(state)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let rows: Vec<HostRow> = sqlx::query_as(&format!(
             "select {HOST_LINE_COLUMNS} from execution_hosts where {FILTER} \
@@ -328,7 +328,7 @@ impl Store {
         .bind(state)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter()
@@ -346,7 +346,7 @@ impl Store {
         ))
         .bind(id)
         .bind(i64::from(position))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.ok_or(Error::NotFound {
             what: "execution host",
@@ -372,7 +372,7 @@ impl Store {
         ))
         .bind(id)
         .bind(i64::from(position))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         let (text, truncated, state) = row.ok_or(Error::NotFound {
             what: "execution host",
@@ -417,7 +417,7 @@ impl Store {
         let (total,): (i64,) =
             sqlx::query_as(&format!("select count(*) from executions where {FILTER}"))
                 .bind(state)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<ExecutionRow> = sqlx::query_as(&format!(
             "select {EXECUTION_COLUMNS} from executions where {FILTER} \
@@ -426,7 +426,7 @@ impl Store {
         .bind(state)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             self.with_counts(rows).await?,
@@ -533,7 +533,7 @@ impl Store {
             query = query.bind(row.id);
         }
         let mut counts: BTreeMap<i64, HostCounts> = BTreeMap::new();
-        for (id, state, n) in query.fetch_all(&self.pool).await? {
+        for (id, state, n) in query.fetch_all(&self.reads).await? {
             let state: HostState = parse_name("execution_hosts.state", &state)?;
             counts
                 .entry(id)

@@ -77,14 +77,14 @@ impl Store {
     /// One window of trusted keys, ordered by host, and how many there are.
     pub async fn list_host_keys(&self, window: Window) -> Result<(Vec<HostKeyRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from ssh_host_keys")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "select {COLUMNS} from ssh_host_keys order by host limit $1 offset $2"
         ))
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(HostKeyRecord::from).collect(),

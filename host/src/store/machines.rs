@@ -271,7 +271,7 @@ impl Store {
         for id in ids {
             query = query.bind(id);
         }
-        let mut found = records(query.fetch_all(&self.pool).await?)?;
+        let mut found = records(query.fetch_all(&self.reads).await?)?;
         found.sort_by_key(|m| ids.iter().position(|id| *id == m.id));
         Ok(found)
     }
@@ -287,7 +287,7 @@ impl Store {
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         records(rows)
     }
@@ -297,7 +297,7 @@ impl Store {
         let row: Option<Row> =
             sqlx::query_as(&format!("select {COLUMNS} from machines where id = $1"))
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         row.ok_or(Error::NotFound { what: "machine" })?.try_into()
     }
@@ -343,7 +343,7 @@ impl Store {
             .bind(query.template_id)
             .bind(query.pooled)
             .bind(&text)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "select {COLUMNS} from machines {filter} order by id desc limit $5 offset $6"
@@ -354,7 +354,7 @@ impl Store {
         .bind(&text)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((records(rows)?, u64::try_from(total).unwrap_or_default()))
     }
@@ -372,7 +372,7 @@ impl Store {
         for id in machine_ids {
             query = query.bind(id);
         }
-        Ok(query.fetch_all(&self.pool).await?.into_iter().collect())
+        Ok(query.fetch_all(&self.reads).await?.into_iter().collect())
     }
 
     /// Every machine in one of `states` (to resume their work after a restart).
@@ -385,7 +385,7 @@ impl Store {
         for state in states {
             query = query.bind(state.as_str());
         }
-        records(query.fetch_all(&self.pool).await?)
+        records(query.fetch_all(&self.reads).await?)
     }
 
     /// The live machine on `address` (port `port`), if any, by the same
@@ -419,7 +419,7 @@ impl Store {
         .bind(identity)
         .bind(i64::from(port))
         .bind(except)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(id,)| id))
     }
@@ -517,7 +517,7 @@ impl Store {
             "select at, state, reason from machine_events where machine_id = $1 order by id",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter()
             .map(|(at, state, reason)| {
@@ -537,7 +537,7 @@ impl Store {
         )
         .bind(id)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.reverse();
         Ok(rows
@@ -571,7 +571,7 @@ impl Store {
     pub async fn fleet_providers(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> =
             sqlx::query_as("select distinct provider from machines order by provider")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reads)
                 .await?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
     }
@@ -589,7 +589,7 @@ impl Store {
              and f.hour < $1) order by hour, provider",
         )
         .bind(start)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let now_hour = hour_of(now_millis());
         let mut last: std::collections::BTreeMap<String, i64> = Default::default();

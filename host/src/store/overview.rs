@@ -206,7 +206,7 @@ impl Store {
             "select provider, state, count(*) from machines where state <> 'deleted' \
              group by provider, state order by provider, state",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter()
             .map(|(provider, state, machines)| {
@@ -223,7 +223,7 @@ impl Store {
     /// nodes per state, the least healthy first.
     pub async fn pool_health(&self, limit: u32) -> Result<(u64, Vec<PoolHealthRecord>)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from pools")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<PoolHealthRow> = sqlx::query_as(&format!(
             "select p.id, p.name, p.service_id, s.name as service_name, count(n.id) as nodes, \
@@ -237,7 +237,7 @@ impl Store {
              order by failed desc, pending desc, removing desc, p.name, p.id limit $1"
         ))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let pools = rows
             .into_iter()
@@ -298,13 +298,13 @@ impl Store {
              from {table} where state in {active} or ({failed_since})"
         ))
         .bind(since)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         let active_rows: Vec<R> = sqlx::query_as(&format!(
             "{select} where x.state in {active} order by x.id desc limit $1"
         ))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let failed_rows: Vec<R> = sqlx::query_as(&format!(
             "{select} where x.state in {FAILED} and x.finished_at >= $1 \
@@ -312,7 +312,7 @@ impl Store {
         ))
         .bind(since)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(Activity {
             active: count(active_count),
@@ -337,7 +337,7 @@ impl Store {
              cast(coalesce((select sum(charged_hours) from machines \
              where template_id is not null), 0) as bigint)",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&self.reads)
         .await?;
         Ok(QuotaTotalsRecord {
             templates: count(templates),

@@ -192,7 +192,7 @@ impl Store {
             "select {COLUMNS} from plugin_versions where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(PluginVersionRecord::from).ok_or(Error::NotFound {
             what: "plugin version",
@@ -210,7 +210,7 @@ impl Store {
         ))
         .bind(name)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(PluginVersionRecord::from))
     }
@@ -224,7 +224,7 @@ impl Store {
         let (total,): (i64,) =
             sqlx::query_as("select count(*) from plugin_versions where ($1 is null or name = $1)")
                 .bind(name)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "select {COLUMNS} from plugin_versions where ($1 is null or name = $1) \
@@ -233,7 +233,7 @@ impl Store {
         .bind(name)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(PluginVersionRecord::from).collect(),
@@ -246,7 +246,7 @@ impl Store {
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "select {COLUMNS} from plugin_versions where status = 'active' order by name"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.into_iter().map(PluginVersionRecord::from).collect())
     }
@@ -307,7 +307,7 @@ impl Store {
              order by activated_at desc limit 1"
         ))
         .bind(name)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(PluginVersionRecord::from))
     }
@@ -371,7 +371,7 @@ impl Store {
     pub async fn count_plugin_digest(&self, digest: &str) -> Result<u64> {
         let (n,): (i64,) = sqlx::query_as("select count(*) from plugin_versions where digest = $1")
             .bind(digest)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         Ok(u64::try_from(n).unwrap_or_default())
     }

@@ -101,14 +101,14 @@ impl Store {
     /// A window of the retention rules, by repository, and how many there are.
     pub async fn list_retention(&self, window: Window) -> Result<(Vec<RetentionRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from registry_retention")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<RetentionRow> = sqlx::query_as(&format!(
             "select {RETENTION} from registry_retention order by repository limit $1 offset $2"
         ))
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),
@@ -121,7 +121,7 @@ impl Store {
         let rows: Vec<RetentionRow> = sqlx::query_as(&format!(
             "select {RETENTION} from registry_retention order by repository"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
@@ -201,14 +201,14 @@ impl Store {
     /// A window of the clean-ups, newest first, and how many there are.
     pub async fn list_cleanups(&self, window: Window) -> Result<(Vec<CleanupRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from registry_cleanups")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<CleanupRow> = sqlx::query_as(&format!(
             "select {CLEANUP} from registry_cleanups order by id desc limit $1 offset $2"
         ))
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),

@@ -140,7 +140,7 @@ impl Store {
              from lb_config_files where unit_id = $1 order by path, version desc",
         )
         .bind(unit_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -157,7 +157,7 @@ impl Store {
         .bind(unit_id)
         .bind(path)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "file version" })
     }
@@ -206,7 +206,7 @@ impl Store {
             "select {RELEASE_COLUMNS} from lb_releases where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?
         .ok_or(Error::NotFound { what: "release" })
     }
@@ -220,7 +220,7 @@ impl Store {
         let (total,): (i64,) =
             sqlx::query_as("select count(*) from lb_releases where unit_id = $1")
                 .bind(unit_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows = sqlx::query_as(&format!(
             "select {RELEASE_COLUMNS} from lb_releases where unit_id = $1 \
@@ -229,7 +229,7 @@ impl Store {
         .bind(unit_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((rows, u64::try_from(total).unwrap_or_default()))
     }
@@ -241,7 +241,7 @@ impl Store {
              from lb_release_nodes where release_id = $1 order by node_id",
         )
         .bind(release_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -344,7 +344,7 @@ impl Store {
         Ok(sqlx::query_as(&format!(
             "select {KEY_COLUMNS} from app_keys order by name, id"
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 

@@ -372,7 +372,7 @@ impl Store {
     pub async fn service(&self, id: i64) -> Result<ServiceRecord> {
         let row: Option<ServiceRow> = sqlx::query_as(&format!("{SERVICE_SELECT} where s.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(Into::into)
             .ok_or(Error::NotFound { what: "service" })
@@ -387,7 +387,7 @@ impl Store {
         let (total,): (i64,) =
             sqlx::query_as("select count(*) from services where $1 is null or cluster_id = $1")
                 .bind(cluster_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<ServiceRow> = sqlx::query_as(&format!(
             "{SERVICE_SELECT} where $1 is null or s.cluster_id = $1 order by s.name limit $2 offset $3"
@@ -395,7 +395,7 @@ impl Store {
         .bind(cluster_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),
@@ -468,7 +468,7 @@ impl Store {
     pub async fn pool_record(&self, id: i64) -> Result<PoolRecord> {
         let row: Option<PoolRow> = sqlx::query_as(&format!("{POOL_SELECT} where p.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(Into::into).ok_or(Error::NotFound { what: "pool" })
     }
@@ -482,7 +482,7 @@ impl Store {
         let (total,): (i64,) =
             sqlx::query_as("select count(*) from pools where $1 is null or service_id = $1")
                 .bind(service_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows: Vec<PoolRow> = sqlx::query_as(&format!(
             "{POOL_SELECT} where $1 is null or p.service_id = $1 order by p.name limit $2 offset $3"
@@ -490,7 +490,7 @@ impl Store {
         .bind(service_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((
             rows.into_iter().map(Into::into).collect(),
@@ -589,7 +589,7 @@ impl Store {
             "select {NODE_COLUMNS} from nodes where pool_id = $1 order by id"
         ))
         .bind(pool_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         rows.into_iter().map(NodeRecord::try_from).collect()
     }
@@ -601,7 +601,7 @@ impl Store {
         ))
         .bind(node_id)
         .bind(pool_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(NodeRecord::try_from).transpose()
     }
@@ -610,7 +610,7 @@ impl Store {
     pub async fn list_nodes(&self, pool_id: i64, window: Window) -> Result<(Vec<NodeRecord>, u64)> {
         let (total,): (i64,) = sqlx::query_as("select count(*) from nodes where pool_id = $1")
             .bind(pool_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.reads)
             .await?;
         let rows: Vec<NodeRow> = sqlx::query_as(&format!(
             "select {NODE_COLUMNS} from nodes where pool_id = $1 order by id limit $2 offset $3"
@@ -618,7 +618,7 @@ impl Store {
         .bind(pool_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         let nodes = rows
             .into_iter()
@@ -646,7 +646,7 @@ impl Store {
             "select p.name from nodes n join pools p on p.id = n.pool_id where n.machine_id = $1",
         )
         .bind(machine_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(name,)| name))
     }

@@ -228,7 +228,7 @@ impl Store {
             "select {TEMPLATE_COLUMNS} from task_templates where id = $1"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         row.map(Into::into).ok_or(Error::NotFound {
             what: "task template",
@@ -293,7 +293,7 @@ impl Store {
             "select id from task_templates where seeded = 1 and purpose = $1 order by id limit 1",
         )
         .bind(purpose)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(id,)| id))
     }
@@ -305,7 +305,7 @@ impl Store {
              or deploy_template_id = $1 order by id",
         )
         .bind(template_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
@@ -389,7 +389,7 @@ impl Store {
     pub async fn task(&self, id: i64) -> Result<TaskRecord> {
         sqlx::query_as(&format!("{TASK_SELECT} where t.id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?
             .ok_or(Error::NotFound { what: "task" })
     }
@@ -408,7 +408,7 @@ impl Store {
             sqlx::query_as(&format!("select count(*) from tasks t where {WHERE}"))
                 .bind(pool_id)
                 .bind(service_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&self.reads)
                 .await?;
         let rows = sqlx::query_as(&format!(
             "{TASK_SELECT} where {WHERE} order by t.id desc limit $3 offset $4"
@@ -417,7 +417,7 @@ impl Store {
         .bind(service_id)
         .bind(window.limit())
         .bind(window.offset())
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?;
         Ok((rows, u64::try_from(total).unwrap_or_default()))
     }
@@ -429,7 +429,7 @@ impl Store {
              where task_id = $1 order by idx",
         )
         .bind(task_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -441,7 +441,7 @@ impl Store {
              where task_id = $1 order by node_idx, step_idx",
         )
         .bind(task_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.reads)
         .await?)
     }
 
@@ -460,7 +460,7 @@ impl Store {
         for id in task_ids {
             query = query.bind(*id);
         }
-        Ok(query.fetch_all(&self.pool).await?)
+        Ok(query.fetch_all(&self.reads).await?)
     }
 
     /// Whether a task waits behind an earlier one on its pool.
@@ -469,7 +469,7 @@ impl Store {
             "select t.id from tasks t where t.id = $1 and exists ({QUEUED})"
         ))
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.is_some())
     }
@@ -481,7 +481,7 @@ impl Store {
              order by id limit 1"
         ))
         .bind(pool_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?)
     }
 
@@ -581,7 +581,7 @@ impl Store {
             sqlx::query_as("select command from tasks where id = $1 and lease_owner = $2")
                 .bind(id)
                 .bind(owner)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reads)
                 .await?;
         Ok(row.and_then(|(command,)| command))
     }
@@ -687,7 +687,7 @@ impl Store {
     pub async fn task_version(&self, id: i64) -> Result<i64> {
         let row: Option<(i64,)> = sqlx::query_as("select version from tasks where id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         row.map(|(v,)| v).ok_or(Error::NotFound { what: "task" })
     }
@@ -733,7 +733,7 @@ impl Store {
         ))
         .bind(pool_id)
         .bind(node_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.reads)
         .await?;
         Ok(row.map(|(id,)| id))
     }
@@ -742,7 +742,7 @@ impl Store {
     pub async fn node_of_machine(&self, machine_id: i64) -> Result<Option<i64>> {
         let row: Option<(i64,)> = sqlx::query_as("select id from nodes where machine_id = $1")
             .bind(machine_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reads)
             .await?;
         Ok(row.map(|(id,)| id))
     }
