@@ -16,7 +16,7 @@ use crate::client::{Client, ids, list, num, start};
 
 const HZ: (&str, &str) = ("RegionId", "cn-hangzhou");
 
-/// An HTTP server on `ip:port` that answers its name and the
+/// An HTTP server that answers its name and the
 /// `X-Forwarded-For` it was given; stops when dropped.
 struct Backend {
     task: tokio::task::JoinHandle<()>,
@@ -28,8 +28,34 @@ impl Drop for Backend {
     }
 }
 
-async fn backend(ip: Ipv4Addr, port: u16, name: &str) -> Backend {
-    let name = name.to_owned();
+/// One server per instance, each on its instance's address and all on one
+/// port, which is returned. The port is found rather than fixed: something
+/// else on the machine may hold a fixed one on these addresses.
+async fn backends(servers: &[(String, Ipv4Addr)]) -> (Vec<Backend>, u16) {
+    'search: for _ in 0..100 {
+        let first = tokio::net::TcpListener::bind((servers[0].1, 0))
+            .await
+            .unwrap();
+        let port = first.local_addr().unwrap().port();
+        let mut sockets = vec![first];
+        for (_, ip) in &servers[1..] {
+            match tokio::net::TcpListener::bind((*ip, port)).await {
+                Ok(socket) => sockets.push(socket),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue 'search,
+                Err(e) => panic!("binding {ip}:{port}: {e}"),
+            }
+        }
+        let running = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(n, socket)| serve(socket, format!("web-{n}")))
+            .collect();
+        return (running, port);
+    }
+    panic!("no port is free on every one of {servers:?}");
+}
+
+fn serve(socket: tokio::net::TcpListener, name: String) -> Backend {
     let app = Router::new().route(
         "/",
         get(move |headers: HeaderMap| {
@@ -44,7 +70,6 @@ async fn backend(ip: Ipv4Addr, port: u16, name: &str) -> Backend {
             }
         }),
     );
-    let socket = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
     Backend {
         task: tokio::spawn(async move {
             let _ = axum::serve(socket, app).await;
@@ -132,10 +157,9 @@ async fn an_http_listener_spreads_requests_over_healthy_backends_only() {
     let sim = start(Options::default()).await;
     let (ecs, slb) = (Client::ecs(&sim), Client::slb(&sim));
     let servers = instances(&ecs, 3).await;
-    let mut running = Vec::new();
-    for (n, (_, ip)) in servers.iter().enumerate() {
-        running.push(Some(backend(*ip, 8080, &format!("web-{n}")).await));
-    }
+    let (running, backend_port) = backends(&servers).await;
+    let mut running: Vec<_> = running.into_iter().map(Some).collect();
+    let backend_port = backend_port.to_string();
     let (lb, address) = load_balancer(&slb).await;
     let lb_id = ("LoadBalancerId", lb.as_str());
     slb.call(
@@ -144,7 +168,7 @@ async fn an_http_listener_spreads_requests_over_healthy_backends_only() {
             HZ,
             lb_id,
             ("ListenerPort", "80"),
-            ("BackendServerPort", "8080"),
+            ("BackendServerPort", &backend_port),
             ("Bandwidth", "-1"),
             ("StickySession", "off"),
             ("HealthCheck", "on"),
@@ -301,7 +325,8 @@ async fn a_tcp_listener_with_an_open_white_list_lets_in_only_whom_it_names() {
     let sim = start(Options::default()).await;
     let (ecs, slb) = (Client::ecs(&sim), Client::slb(&sim));
     let servers = instances(&ecs, 1).await;
-    let _web = backend(servers[0].1, 8080, "web-0").await;
+    let (_web, backend_port) = backends(&servers).await;
+    let backend_port = backend_port.to_string();
     let (lb, address) = load_balancer(&slb).await;
     let lb_id = ("LoadBalancerId", lb.as_str());
     let port = ("ListenerPort", "8000");
@@ -311,7 +336,7 @@ async fn a_tcp_listener_with_an_open_white_list_lets_in_only_whom_it_names() {
             HZ,
             lb_id,
             port,
-            ("BackendServerPort", "8080"),
+            ("BackendServerPort", &backend_port),
             ("Bandwidth", "-1"),
             ("healthCheckInterval", "1"),
             ("HealthyThreshold", "2"),
