@@ -10,7 +10,7 @@
 //! A release `dcp` on SQLite with the bundled plugins (slb uploaded with the
 //! simulator's origins); one nginx host and one HAProxy host, each behind
 //! its own `sshd`; the backends are simulator instances (RunInstances),
-//! each answered by a tiny HTTP server on its own address, port 8080.
+//! each answered by a tiny HTTP server on its own address and the web port.
 
 #![allow(
     missing_docs,
@@ -43,12 +43,13 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Answers every request on `address:8080` with 200, then lets the
+/// Answers every request on `address` and the web port with 200, then lets the
 /// client close.
 async fn serve(address: String) {
-    let listener = tokio::net::TcpListener::bind((address.as_str(), 8080))
+    let port = dcp_tests::web_port();
+    let listener = tokio::net::TcpListener::bind((address.as_str(), port))
         .await
-        .unwrap_or_else(|e| panic!("binding {address}:8080: {e}"));
+        .unwrap_or_else(|e| panic!("binding {address}:{port}: {e}"));
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
@@ -246,7 +247,7 @@ async fn main() {
         }
         let register = |address: &str| {
             let api = &cloud.api;
-            let body = json!({"backends": [{"address": address, "port": 8080}]});
+            let body = json!({"backends": [{"address": address, "port": dcp_tests::web_port()}]});
             async move {
                 let (status, change) = api
                     .post(&format!("/api/v1/upstreams/{upstream}/register"), &body)

@@ -103,7 +103,7 @@ async fn main() {
         .post(
             "/api/v1/services",
             &json!({"cluster_id": cluster["id"], "name": "bench-web", "image": image,
-                    "container": {"ports": [{"container_port": 80, "host_port": 8080}]}}),
+                    "container": {"ports": [{"container_port": 80, "host_port": dcp_tests::web_port()}]}}),
         )
         .await;
     let (_, pool) = api
@@ -374,7 +374,12 @@ async fn docker_floor(nodes: u32, image: &str) -> f64 {
                 let status = tokio::process::Command::new("docker")
                     .args(["run", "-d", "--name", &format!("bench-floor-{i}")])
                     .args(["--label", "dcp.service=bench-floor", "-p"])
-                    .arg(format!("127.22.{}.{}:8080:80", i / 250, i % 250 + 1))
+                    .arg(format!(
+                        "127.22.{}.{}:{}:80",
+                        i / 250,
+                        i % 250 + 1,
+                        dcp_tests::web_port()
+                    ))
                     .arg(&image)
                     .stdout(std::process::Stdio::null())
                     .status()

@@ -102,8 +102,8 @@ impl Cloud {
     }
 
     /// An SLB in the simulator, made through its API, with a running HTTP
-    /// listener on port 80 that sends to port 8080 and checks `/healthz`
-    /// every second; answers its id and address.
+    /// listener on port 80 that sends to [`crate::web_port`] and checks
+    /// `/healthz` every second; answers its id and address.
     pub async fn load_balancer(&self) -> (String, String) {
         let slb = SimClient::slb(&self.sim);
         let hz = ("RegionId", "cn-hangzhou");
@@ -114,13 +114,14 @@ impl Cloud {
         let id = lb["LoadBalancerId"].as_str().unwrap().to_owned();
         let address = lb["Address"].as_str().unwrap().to_owned();
         let lb_id = ("LoadBalancerId", id.as_str());
+        let backend_port = crate::web_port().to_string();
         slb.call(
             "CreateLoadBalancerHTTPListener",
             &[
                 hz,
                 lb_id,
                 ("ListenerPort", "80"),
-                ("BackendServerPort", "8080"),
+                ("BackendServerPort", &backend_port),
                 ("Bandwidth", "-1"),
                 ("StickySession", "off"),
                 ("HealthCheck", "on"),

@@ -274,6 +274,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The port the tests' web containers publish on their nodes' addresses
+/// and their stand-in web servers listen on: one per test process, free on
+/// every address when first asked for. A fixed one (it was 8080) fails
+/// whenever something else on the machine listens on it on all addresses.
+#[must_use]
+pub fn web_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(|| {
+        TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    })
+}
+
 /// A running `dcp serve`.
 #[derive(Debug)]
 pub struct Server {

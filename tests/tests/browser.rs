@@ -730,7 +730,8 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     click(&c, "#service-save").await;
     let error = text_of(&c, ".field-error[data-field=\"container.ports\"]").await;
     assert!(error.contains("8080:http"), "{error}");
-    fill(&c, "#service-ports", "8080:80").await;
+    let ports = format!("{}:80", dcp_tests::web_port());
+    fill(&c, "#service-ports", &ports).await;
     fill(&c, "#service-volumes", "/tmp/dcp-web-ui:/www-extra:ro").await;
     // A health check: GET /healthz on the first published port, every second.
     choose(&c, "service-health", "HTTP GET").await;
@@ -739,7 +740,7 @@ async fn a_service_is_defined_its_pool_expanded_and_shrunk_live_in_the_ui() {
     click(&c, "#service-save").await;
     let row = text_of(&c, "tr[data-name=\"web-ui\"]").await;
     assert!(
-        row.contains("8080:80") && row.contains("dcp-test/web:1"),
+        row.contains(&ports) && row.contains("dcp-test/web:1"),
         "{row}"
     );
     // Nothing was deployed yet: nothing to roll back to.
@@ -999,9 +1000,9 @@ async fn service_pool(
     pool["id"].as_i64().unwrap()
 }
 
-/// What a node's published port 8080 answers.
+/// What a node's published web port answers.
 async fn web_page(address: &str) -> String {
-    reqwest::get(format!("http://{address}:8080/"))
+    reqwest::get(format!("http://{address}:{}/", dcp_tests::web_port()))
         .await
         .unwrap()
         .text()

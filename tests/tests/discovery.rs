@@ -20,6 +20,7 @@ use dcp_tests::{
     docker::{Cleanup, hostnames_by_address, web_image},
     haproxy::HaproxyHosts,
     nginx::NginxHosts,
+    web_port,
 };
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -35,10 +36,11 @@ async fn defaults(cloud: &Cloud) -> (i64, i64) {
     )
 }
 
-/// A service running `dcp-test/web:1` on port 8080 with a health check,
+/// A service running `dcp-test/web:1` on the tests' web port with a health
+/// check,
 /// and a pool bound to `binding`.
 async fn pool(cloud: &Cloud, service: &str, binding: i64) -> i64 {
-    let container = json!({"ports": [{"container_port": 80, "host_port": 8080}],
+    let container = json!({"ports": [{"container_port": 80, "host_port": web_port()}],
                            "health_check": {"probe": {"http": {"path": "/healthz", "port": 80}},
                                             "interval_secs": 1, "timeout_secs": 2, "retries": 2}});
     cloud
@@ -156,7 +158,7 @@ fn backends_of(detail: &Value) -> BTreeSet<String> {
         .unwrap()
         .iter()
         .filter(|n| n["state"] == "succeeded")
-        .map(|n| format!("{}:8080", n["address"].as_str().unwrap()))
+        .map(|n| format!("{}:{}", n["address"].as_str().unwrap(), web_port()))
         .collect()
 }
 
@@ -205,7 +207,7 @@ async fn expand_shrink_and_deploy_under_load(
                 backends
                     .iter()
                     .map(|b| {
-                        let address = b.trim_end_matches(":8080");
+                        let address = b.split(':').next().unwrap();
                         hosts
                             .get(address)
                             .unwrap_or_else(|| panic!("no container at {address}: {hosts:?}"))
@@ -259,7 +261,7 @@ async fn expand_shrink_and_deploy_under_load(
 
     // Shrink 1 under load: unregistered (drained) before its container stops.
     let gone = expected.iter().next().unwrap().clone();
-    let address = gone.trim_end_matches(":8080").to_owned();
+    let address = gone.split(':').next().unwrap().to_owned();
     let shrink = cloud
         .task(
             json!({"kind": "shrink", "pool_id": pool, "addresses": [address]}),
@@ -414,7 +416,7 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_an_slb_without_a_fai
         .unwrap()
         .backends
         .iter()
-        .map(|(server, _weight)| format!("{}:8080", instances[server]))
+        .map(|(server, _weight)| format!("{}:{}", instances[server], web_port()))
         .collect();
     assert_eq!(served, expected);
 
@@ -436,7 +438,7 @@ async fn expand_shrink_and_deploy_move_live_traffic_through_an_slb_without_a_fai
                 .iter()
                 .all(|h| h["health"] == "normal")
         })
-        .map(|b| format!("{}:8080", b["address"].as_str().unwrap()))
+        .map(|b| format!("{}:{}", b["address"].as_str().unwrap(), web_port()))
         .collect();
     assert_eq!(healthy, expected, "{detail:#}");
     assert_eq!(
@@ -523,15 +525,15 @@ async fn a_node_down_during_a_change_shows_drift_and_catches_up_on_resync() {
     );
 }
 
-/// Tiny HTTP servers on `addresses`, port 8080, answering 200 to anything:
+/// Tiny HTTP servers on `addresses`, on the web port, answering 200 to anything:
 /// real backends for nginx to send requests to.
 async fn backends(addresses: &[String]) -> Vec<tokio::task::JoinHandle<()>> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut servers = Vec::new();
     for address in addresses {
-        let listener = tokio::net::TcpListener::bind((address.as_str(), 8080))
+        let listener = tokio::net::TcpListener::bind((address.as_str(), web_port()))
             .await
-            .unwrap_or_else(|e| panic!("binding {address}:8080: {e}"));
+            .unwrap_or_else(|e| panic!("binding {address}:{}: {e}", web_port()));
         servers.push(tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
                 tokio::spawn(async move {
@@ -644,7 +646,7 @@ async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_
         .chain(added.iter().cloned())
         .collect();
     let _servers = backends(&everyone).await;
-    let spec = |a: &String| json!({"address": a, "port": 8080});
+    let spec = |a: &String| json!({"address": a, "port": web_port()});
     let (status, change) = cloud
         .api
         .put(
@@ -659,7 +661,8 @@ async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_
     );
 
     // Refusals: no key, a stranger's, one without the privilege, a revoked one.
-    let body = json!({"binding": "default", "backends": [{"address": added[0], "port": 8080}]});
+    let body =
+        json!({"binding": "default", "backends": [{"address": added[0], "port": web_port()}]});
     let (status, refused) = alteration(&cloud, None, "register", &body).await;
     assert_eq!(status, 401, "{refused}");
     let (status, refused) = alteration(&cloud, Some("dcpak_nonsense"), "register", &body).await;
@@ -709,7 +712,7 @@ async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_
             let (cloud, key) = (&cloud, key.clone());
             async move {
                 let body =
-                    json!({"binding": "default", "backends": [{"address": a, "port": 8080}]});
+                    json!({"binding": "default", "backends": [{"address": a, "port": web_port()}]});
                 let (status, change) = alteration(cloud, Some(&key), action, &body).await;
                 assert_eq!(status, 202, "{change}");
                 settled(cloud, &key, change["id"].as_i64().unwrap()).await
@@ -725,7 +728,7 @@ async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_
     }
     let expected: BTreeSet<String> = std::iter::once(&kept)
         .chain(&added)
-        .map(|a| format!("{a}:8080"))
+        .map(|a| format!("{a}:{}", web_port()))
         .collect();
     assert_eq!(members(&cloud, upstream).await, expected);
     for i in 0..hosts.len() {
@@ -754,8 +757,9 @@ async fn a_hundred_concurrent_alterations_by_app_key_leave_exactly_the_expected_
         };
         let (before, after) = (set("before"), set("after"));
         let backend = format!(
-            "{}:8080",
-            change["args"]["backends"][0]["address"].as_str().unwrap()
+            "{}:{}",
+            change["args"]["backends"][0]["address"].as_str().unwrap(),
+            web_port()
         );
         let (grown, shrunk) = (
             after.difference(&before).count(),

@@ -921,7 +921,7 @@ async fn bad_projects_and_builds_are_refused_naming_the_field() {
 
 /// What the node's published port answers at `path`.
 async fn served(address: &str, path: &str) -> Result<String, String> {
-    dcp_tests::http_text(&format!("http://{address}:8080{path}")).await
+    dcp_tests::http_text(&format!("http://{address}:{}{path}", dcp_tests::web_port())).await
 }
 
 #[tokio::test]
@@ -982,7 +982,7 @@ async fn a_pools_nodes_pull_a_built_tag_from_the_registry_with_a_pass_for_that_p
         .pool(
             "media-web",
             None,
-            json!({"ports": [{"container_port": 80, "host_port": 8080}]}),
+            json!({"ports": [{"container_port": 80, "host_port": dcp_tests::web_port()}]}),
             json!({}),
         )
         .await;

@@ -16,10 +16,10 @@ use dcp_tests::{
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
-/// A cluster, a service running `dcp-test/web:1` on port 8080, a machine
+/// A cluster, a service running `dcp-test/web:1` on the tests' web port, a machine
 /// template initialised by `init_group`, and a pool growing from it.
 async fn pool(cloud: &Cloud, service: &str, init_group: Option<i64>) -> i64 {
-    let container = json!({"ports": [{"container_port": 80, "host_port": 8080}],
+    let container = json!({"ports": [{"container_port": 80, "host_port": dcp_tests::web_port()}],
                            "env": {"MODE": "test"}});
     cloud.pool(service, init_group, container, json!({})).await
 }
@@ -35,7 +35,7 @@ fn addresses(detail: &Value) -> Vec<String> {
 
 /// What the node's published port answers.
 async fn page(address: &str) -> Result<String, String> {
-    dcp_tests::http_text(&format!("http://{address}:8080/")).await
+    dcp_tests::http_text(&format!("http://{address}:{}/", dcp_tests::web_port())).await
 }
 
 fn millis(at: &Value) -> i128 {
@@ -536,7 +536,11 @@ async fn removing_a_node_stops_its_container_keeps_or_releases_its_machine_and_f
             "--label",
             "dcp.service=web-rm",
         ])
-        .args(["-p", &format!("{kept_address}:8080:80"), &web_image("1")])
+        .args([
+            "-p",
+            &format!("{kept_address}:{}:80", dcp_tests::web_port()),
+            &web_image("1"),
+        ])
         .output()
         .unwrap();
     assert!(squatter.status.success(), "{squatter:?}");
