@@ -102,7 +102,7 @@ impl Load {
                                 .lock()
                                 .await
                                 .push(format!("{url}: HTTP {}", reply.status())),
-                            Err(e) => failures.lock().await.push(format!("{url}: {e}")),
+                            Err(e) => failures.lock().await.push(format!("{url}: {e:?}")),
                         }
                     }
                 })
@@ -823,7 +823,7 @@ async fn a_broken_main_configuration_is_refused_by_nginx_and_a_rollback_restores
         .api
         .post(
             &format!("/api/v1/upstreams/{upstream}/register"),
-            &json!({"backends": [{"address": "127.24.0.200", "port": 8080}]}),
+            &json!({"backends": [{"address": "127.24.0.200", "port": web_port()}]}),
         )
         .await;
     assert_eq!(status, 200, "{change}");
