@@ -110,6 +110,9 @@ pub struct Config {
     pub execution_retention_days: u32,
     /// Days the step logs of a finished task are kept; 0 keeps forever.
     pub task_log_retention_days: u32,
+    /// Days a finished change of the discovery operation log is kept (with
+    /// its idempotency key); 0 keeps forever.
+    pub discovery_change_retention_days: u32,
     /// Runs DCP's own image registry (Debian's `docker-registry`) on this
     /// address, its storage and account under `<data_dir>/registry`. Nodes
     /// pull from it, so outside tests it is an address they reach (Docker
@@ -224,6 +227,7 @@ impl Default for Config {
             max_execution_output_bytes: 64 << 20,
             execution_retention_days: 90,
             task_log_retention_days: 90,
+            discovery_change_retention_days: 90,
             registry_addr: None,
             registry_command: PathBuf::from("docker-registry"),
             registry_url: None,
@@ -292,6 +296,10 @@ impl fmt::Debug for Config {
             )
             .field("execution_retention_days", &self.execution_retention_days)
             .field("task_log_retention_days", &self.task_log_retention_days)
+            .field(
+                "discovery_change_retention_days",
+                &self.discovery_change_retention_days,
+            )
             .field("registry_addr", &self.registry_addr)
             .field("registry_command", &self.registry_command)
             .field("registry_url", &self.registry_url)
@@ -346,6 +354,7 @@ const ENV_KEYS: &[&str] = &[
     "max_execution_output_bytes",
     "execution_retention_days",
     "task_log_retention_days",
+    "discovery_change_retention_days",
     "registry_addr",
     "registry_command",
     "registry_url",

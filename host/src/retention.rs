@@ -1,6 +1,7 @@
 //! Retention: old history is deleted so the database does not grow without
-//! bound. Executions (with every host's output) and task step logs that
-//! ended longer ago than the configured age are removed by a periodic
+//! bound. Executions (with every host's output), task step logs and the
+//! discovery operation log's changes (with the snapshots only they needed)
+//! that ended longer ago than the configured age are removed by a periodic
 //! sweep. Every replica may sweep: the deletes only touch rows that ended
 //! before a cutoff, so running them twice or at once is harmless, and
 //! nothing still running ever matches.
@@ -16,12 +17,26 @@ use crate::{Config, store::Store};
 const EVERY: Duration = Duration::from_secs(3600);
 
 /// How long history is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Settings {
     /// Finished executions older than this are deleted; `None` keeps them.
     pub executions: Option<Duration>,
     /// Step logs of finished tasks older than this are cleared; `None` keeps them.
     pub task_logs: Option<Duration>,
+    /// Discovery changes that ended longer ago than this are deleted;
+    /// `None` keeps them.
+    pub changes: Option<Duration>,
+}
+
+/// What one sweep deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Executions deleted, with their hosts' output.
+    pub executions: u64,
+    /// Tasks whose step logs were cleared.
+    pub tasks: u64,
+    /// Discovery changes deleted.
+    pub changes: u64,
 }
 
 impl Settings {
@@ -32,38 +47,49 @@ impl Settings {
         Self {
             executions: days(config.execution_retention_days),
             task_logs: days(config.task_log_retention_days),
+            changes: days(config.discovery_change_retention_days),
         }
     }
 }
 
-/// Deletes what `settings` no longer keeps as of `now`; returns how many
-/// executions were deleted and how many tasks' logs were cleared.
+/// Deletes what `settings` no longer keeps as of `now`.
 pub async fn sweep_once(
     store: &Store,
     settings: Settings,
     now: OffsetDateTime,
-) -> Result<(u64, u64), crate::store::Error> {
-    let executions = match settings.executions {
-        Some(age) => store.delete_executions_ended_before(now - age).await?,
-        None => 0,
-    };
-    let tasks = match settings.task_logs {
-        Some(age) => store.clear_task_logs_ended_before(now - age).await?,
-        None => 0,
-    };
-    Ok((executions, tasks))
+) -> Result<Swept, crate::store::Error> {
+    let mut swept = Swept::default();
+    if let Some(age) = settings.executions {
+        swept.executions = store.delete_executions_ended_before(now - age).await?;
+    }
+    if let Some(age) = settings.task_logs {
+        swept.tasks = store.clear_task_logs_ended_before(now - age).await?;
+    }
+    if let Some(age) = settings.changes {
+        swept.changes = store.delete_changes_ended_before(now - age).await?;
+    }
+    Ok(swept)
 }
 
 /// Sweeps every [`EVERY`] until `shutdown`.
 pub(crate) async fn sweep(store: Store, settings: Settings, shutdown: CancellationToken) {
-    if settings.executions.is_none() && settings.task_logs.is_none() {
+    if settings == (Settings::default()) {
         return;
     }
     loop {
         match sweep_once(&store, settings, OffsetDateTime::now_utc()).await {
-            Ok((0, 0)) => {}
-            Ok((executions, tasks)) => {
-                tracing::info!(executions, tasks, "deleted history past its retention");
+            Ok(swept) if swept == Swept::default() => {}
+            Ok(Swept {
+                executions,
+                tasks,
+                changes,
+            }) => {
+                tracing::info!(
+                    executions,
+                    tasks,
+                    changes,
+                    "deleted history past its retention"
+                );
             }
             Err(e) => tracing::warn!("deleting old history failed: {e}"),
         }

@@ -3022,10 +3022,12 @@ fn backend(i: u32, weight: u32) -> Value {
 /// whole membership twice: a list answers each change's members added and
 /// removed and how many there were, and one change read by id answers its
 /// whole before and after, replayed from the upstream's snapshots (one
-/// per 64 changes that moved members). Across more than 64 revisions,
+/// per 64 changes that moved members). Across more than 128 revisions,
 /// replacements that reorder the members, re-weights and changes that moved nothing, each
 /// change's before is the one before it's after, and the last after is
-/// what the upstream holds.
+/// what the upstream holds. Retention deletes the changes that ended before
+/// its cutoff up to the snapshot the ones kept are replayed from, and the
+/// snapshots below it; every change kept still replays.
 async fn the_log_replays_each_changes_members(backend_kind: Backend) {
     let api = Api::on(backend_kind).await;
     let token = api.token().await;
@@ -3043,7 +3045,11 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
     let mut ids = Vec::new();
     let mut expected: Vec<Value> = Vec::new();
     let mut next = 0;
-    for round in 0..80_u32 {
+    let mut cutoff = None;
+    for round in 0..150_u32 {
+        if round == 146 {
+            cutoff = Some(time::OffsetDateTime::now_utc());
+        }
         let (method, what, backends) = match round % 10 {
             // A replacement, in reverse order of what is there, minus one.
             4 => {
@@ -3109,7 +3115,12 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
         );
         assert_eq!(reply.body["members_before"], before.len(), "{round}");
         assert_eq!(reply.body["members_after"], expected.len(), "{round}");
-        ids.push((reply.body["id"].as_i64().unwrap(), before, expected.clone()));
+        ids.push((
+            reply.body["id"].as_i64().unwrap(),
+            before,
+            expected.clone(),
+            round,
+        ));
     }
     let held = api
         .call(
@@ -3134,15 +3145,21 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
         .await
         .unwrap();
     assert!(kept > 0, "no snapshot was kept after {} changes", ids.len());
-    for (id, before, after) in &ids {
-        let change = api
-            .call(
+    let read = |id: i64| {
+        let (api, token) = (&api, &token);
+        async move {
+            api.call(
                 Method::GET,
                 &format!("/api/v1/discovery-changes/{id}"),
-                &token,
+                token,
                 None,
             )
-            .await;
+            .await
+        }
+    };
+    let mut revisions = Vec::new();
+    for (id, before, after, _) in &ids {
+        let change = read(*id).await;
         assert_eq!(change.status, StatusCode::OK, "{}", change.body);
         assert_eq!(
             change.body["before"],
@@ -3156,6 +3173,7 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
             "{}",
             change.body["action"]
         );
+        revisions.push(change.body["revision"].as_i64().unwrap());
     }
     // A page of the log carries what moved, never the whole membership.
     let page = api
@@ -3167,7 +3185,8 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
         )
         .await;
     let items = page.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), ids.len(), "{}", page.body);
+    assert_eq!(page.body["total"], ids.len(), "{}", page.body);
+    assert_eq!(items.len(), 100, "{}", page.body);
     for item in items {
         assert!(
             item["before"].is_null() && item["after"].is_null(),
@@ -3178,6 +3197,68 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
             "{item}"
         );
     }
+
+    // Retention: keep 30 days, swept 30 days after round 146 began.
+    let age = std::time::Duration::from_secs(30 * 86_400);
+    let settings = dcp::retention::Settings {
+        changes: Some(age),
+        ..Default::default()
+    };
+    let now = cutoff.unwrap() + age;
+    let swept = dcp::retention::sweep_once(&api.state.store, settings, now)
+        .await
+        .unwrap();
+    let mut gone = 0;
+    let mut oldest_kept = None;
+    for ((id, before, after, round), revision) in ids.iter().zip(&revisions) {
+        let moved = before != after;
+        let change = read(*id).await;
+        if change.status == StatusCode::NOT_FOUND {
+            gone += 1;
+            assert!(*round < 146, "round {round} ended after the cutoff");
+            assert!(
+                !moved || oldest_kept.is_none(),
+                "round {round} is gone, after a kept one that moved members"
+            );
+            continue;
+        }
+        assert_eq!(change.status, StatusCode::OK, "{}", change.body);
+        assert!(
+            moved || *round >= 146,
+            "round {round} moved nothing and ended before the cutoff: {}",
+            change.body
+        );
+        // Every change kept still replays to what it did.
+        assert_eq!(change.body["before"], json!(before), "round {round}");
+        assert_eq!(change.body["after"], json!(after), "round {round}");
+        if moved && oldest_kept.is_none() {
+            oldest_kept = Some(*revision);
+        }
+    }
+    assert_eq!(swept.changes, gone, "{swept:?}");
+    // The changes kept start just after a snapshot: 128, since 64 more
+    // changes moved members after the one at 64, all before the cutoff.
+    let oldest_kept = oldest_kept.unwrap();
+    let (base, _, _) = api
+        .state
+        .store
+        .membership_log(upstream, oldest_kept - 1, oldest_kept - 1)
+        .await
+        .unwrap();
+    assert_eq!((base, oldest_kept), (128, 129));
+    // No change left needs the snapshots below it: gone.
+    let (below, backends, _) = api
+        .state
+        .store
+        .membership_log(upstream, base - 1, base - 1)
+        .await
+        .unwrap();
+    assert_eq!((below, backends.as_str()), (0, "[]"));
+    // A second sweep finds nothing more.
+    let again = dcp::retention::sweep_once(&api.state.store, settings, now)
+        .await
+        .unwrap();
+    assert_eq!(again.changes, 0);
 }
 
 #[tokio::test]

@@ -535,21 +535,21 @@ async fn retention_deletes_old_finished_executions_only(backend: Backend) {
         .unwrap();
     let settings = dcp::retention::Settings {
         executions: Some(std::time::Duration::from_secs(30 * 86_400)),
-        task_logs: None,
+        ..Default::default()
     };
     // Today, the finished one is recent: kept.
     let now = OffsetDateTime::now_utc();
-    let (deleted, _) = dcp::retention::sweep_once(&store, settings, now)
+    let swept = dcp::retention::sweep_once(&store, settings, now)
         .await
         .unwrap();
-    assert_eq!(deleted, 0);
+    assert_eq!(swept.executions, 0);
     assert!(store.execution(old).await.is_ok());
     // 31 days on, it is deleted with its hosts; the running one stays.
     let later = now + Duration::days(31);
-    let (deleted, _) = dcp::retention::sweep_once(&store, settings, later)
+    let swept = dcp::retention::sweep_once(&store, settings, later)
         .await
         .unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(swept.executions, 1);
     assert!(store.execution(old).await.is_err());
     assert!(store.execution_hosts(old).await.unwrap().is_empty());
     assert_eq!(

@@ -3,10 +3,11 @@
 //! operation log.
 
 use sqlx::FromRow;
+use time::OffsetDateTime;
 
 use super::{
     Dependent, Error, Result, Store, Window, conflict_on, contains_pattern, is_unique_violation,
-    now_millis,
+    millis, now_millis,
 };
 
 const GROUP_DEPENDENTS: &[Dependent] = &[
@@ -882,6 +883,47 @@ impl Store {
         .fetch_all(&self.reads)
         .await?;
         Ok((base, backends, changes))
+    }
+
+    /// Deletes the operation log's changes that ended before `cutoff`,
+    /// and the snapshots no change left needs; answers how many changes
+    /// went. The changes that moved an upstream's members are replayed
+    /// from a snapshot, so they go only up to the newest snapshot below
+    /// every change of that upstream still kept (by age or because it has
+    /// not ended): a change that ended before the cutoff but after that
+    /// snapshot stays, as the ones kept are replayed through it; at most
+    /// one snapshot's worth of changes ([`crate::discovery`] takes one
+    /// every 64) stays so. The idempotency keys of the changes deleted are
+    /// forgotten with them.
+    pub async fn delete_changes_ended_before(&self, cutoff: OffsetDateTime) -> Result<u64> {
+        // Per upstream, the newest snapshot every change kept can be
+        // replayed from: below the oldest kept that moved members, at or
+        // below the oldest kept that moved none.
+        const BASE: &str = "with base as (select u.id as upstream_id, coalesce(( \
+             select max(s.revision) from upstream_snapshots s where s.upstream_id = u.id \
+             and s.revision < coalesce((select min(case when k.seq is null \
+             then k.revision + 1 else k.revision end) from discovery_changes k \
+             where k.upstream_id = u.id and k.revision is not null \
+             and (k.finished_at is null or k.finished_at >= $1)), u.revision + 1)), -1) as revision \
+             from upstreams u)";
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(&format!(
+            "{BASE} delete from upstream_snapshots where revision < (select b.revision \
+             from base b where b.upstream_id = upstream_snapshots.upstream_id)"
+        ))
+        .bind(millis(cutoff))
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query(&format!(
+            "{BASE} delete from discovery_changes where finished_at is not null \
+             and finished_at < $1 and (upstream_id is null or seq is null or revision <= \
+             (select b.revision from base b where b.upstream_id = discovery_changes.upstream_id))"
+        ))
+        .bind(millis(cutoff))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
     }
 
     /// Records how a change ended.
