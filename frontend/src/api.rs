@@ -1282,6 +1282,12 @@ pub(crate) async fn discovery_changes(
     read(send(Request::get(&url)).await?).await
 }
 
+/// One change of the operation log with the upstream's whole membership
+/// before and after it (replayed by the server).
+pub(crate) async fn discovery_change(id: i64) -> Result<DiscoveryChange, ApiError> {
+    read(send(Request::get(&format!("/api/v1/discovery-changes/{id}"))).await?).await
+}
+
 /// Every version of every configuration file of a unit, without text.
 pub(crate) async fn unit_files(unit_id: i64) -> Result<Vec<ConfigFileVersion>, ApiError> {
     every(&format!("/api/v1/lb-units/{unit_id}/files")).await

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use dcp_api_types::{BackendSpec, ChangeFilter, DiscoveryChange, PageQuery};
-use leptos::prelude::*;
+use leptos::{prelude::*, task::spawn_local};
 use leptos_router::{components::A, hooks::use_query_map};
 
 use crate::{
@@ -69,9 +69,90 @@ pub(crate) fn member_changes(
     lines
 }
 
+/// One side of a change's whole membership: every member, those the change
+/// took away (`before`) or brought (`after`) marked.
+fn member_list(
+    members: &[BackendSpec],
+    moved: &[BackendSpec],
+    class: &'static str,
+    side: &'static str,
+) -> impl IntoView + use<> {
+    let items = members
+        .iter()
+        .map(|m| {
+            let text = format!("{} (weight {})", backend_name(m), weight_text(m.weight));
+            let class = if moved.contains(m) { class } else { "same" };
+            view! { <li class=class>{text}</li> }
+        })
+        .collect_view();
+    view! { <ul class="members-diff" data-test=side>{items}</ul> }
+}
+
+/// The upstream's whole membership before and after a change, asked of
+/// the server on demand: the log keeps what each change moved, and the
+/// server replays the rest.
+#[component]
+fn WholeMembership(
+    /// The change.
+    id: i64,
+) -> impl IntoView {
+    let loaded = RwSignal::new(None::<Result<DiscoveryChange, ApiError>>);
+    let asked = RwSignal::new(false);
+    let show = move |_| {
+        asked.set(true);
+        spawn_local(async move { loaded.set(Some(api::discovery_change(id).await)) });
+    };
+    let body = move || {
+        let change = match loaded.get()? {
+            Ok(change) => change,
+            Err(e) => {
+                return Some(view! { <p class="error">{e.message()}</p> }.into_any());
+            }
+        };
+        let (Some(before), Some(after)) = (change.before, change.after) else {
+            return Some(
+                view! {
+                    <p class="muted" data-test="change-whole-none">
+                        "Not known: the change was not applied, or its upstream is gone."
+                    </p>
+                }
+                .into_any(),
+            );
+        };
+        let added = change.added.unwrap_or_default();
+        let removed = change.removed.unwrap_or_default();
+        Some(
+            view! {
+                <div class="whole-membership">
+                    <div>
+                        <h5>{format!("Before ({})", before.len())}</h5>
+                        {member_list(&before, &removed, "removed", "change-before")}
+                    </div>
+                    <div>
+                        <h5>{format!("After ({})", after.len())}</h5>
+                        {member_list(&after, &added, "added", "change-after")}
+                    </div>
+                </div>
+            }
+            .into_any(),
+        )
+    };
+    view! {
+        <Show
+            when=move || asked.get()
+            fallback=move || view! {
+                <button class="ghost" data-test="change-whole" on:click=show>"Whole membership"</button>
+            }
+        >
+            {move || body().unwrap_or_else(|| view! { <p class="muted">"Loading…"</p> }.into_any())}
+        </Show>
+    }
+}
+
 /// The detail of one change: its correlation id, the members it moved,
 /// each node's outcome and the arguments it was asked with.
 fn change_detail(c: &DiscoveryChange) -> impl IntoView + use<> {
+    let id = c.id;
     let correlation = (!c.correlation_id.is_empty()).then(|| {
         let href = format!(
             "/discovery-log?correlation_id={}",
@@ -90,6 +171,7 @@ fn change_detail(c: &DiscoveryChange) -> impl IntoView + use<> {
                 <ul class="members-diff" data-test="change-members">
                     {lines.into_iter().map(|(class, text)| view! { <li class=class>{text}</li> }).collect_view()}
                 </ul>
+                <WholeMembership id=id />
             })
         }
         _ => None,

@@ -114,6 +114,7 @@ pub struct SshMetrics {
     connections: Family<OutcomeLabels, Counter>,
     open: Gauge,
     sessions: Counter,
+    hosts: Gauge,
 }
 
 impl SshMetrics {
@@ -136,6 +137,11 @@ impl SshMetrics {
     /// A session was opened on a connection.
     pub fn session(&self) {
         self.sessions.inc();
+    }
+
+    /// The pool keeps a place for `n` hosts now.
+    pub fn hosts(&self, n: usize) {
+        self.hosts.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 
@@ -200,6 +206,11 @@ impl Metrics {
             "ssh_sessions",
             "SSH sessions opened (commands, uploads, signals)",
             ssh.sessions.clone(),
+        );
+        registry.register(
+            "ssh_hosts_pooled",
+            "Hosts (address, port, user and credential) the SSH pool keeps a place for now",
+            ssh.hosts.clone(),
         );
         Self {
             registry,

@@ -1818,6 +1818,18 @@ async fn a_balancer_unit_gets_a_node_an_upstream_edit_and_a_release_rolled_back_
     .await;
     let members = text_of(&c, "#upstream-changes [data-test=\"change-members\"]").await;
     assert!(members.contains("- 127.24.0.10:8080"), "{members}");
+    // The whole membership on both sides, replayed by the server on demand.
+    click(&c, "#upstream-changes [data-test=\"change-whole\"]").await;
+    let before = text_of(&c, "#upstream-changes [data-test=\"change-before\"]").await;
+    let after = text_of(&c, "#upstream-changes [data-test=\"change-after\"]").await;
+    assert!(
+        before.contains("127.24.0.10:8080") && before.contains("127.24.0.11:8080"),
+        "{before}"
+    );
+    assert!(
+        after.contains("127.24.0.11:8080 (weight 3)") && !after.contains("127.24.0.10"),
+        "{after}"
+    );
 
     // Back on the unit: the node serves the upstream; a re-sync says so.
     click(&c, "nav a[href=\"/discovery\"]").await;

@@ -736,7 +736,8 @@ async fn dropped_connections_are_replaced_and_a_changed_host_key_is_refused_unti
 /// an unheld host's idle connection is closed. In a large expand a node's
 /// init and its `start_service` are minutes apart (dockerd's queue); with
 /// the hold they share one login, which costs the node a key exchange and
-/// a process.
+/// a process. A host left without a connection is forgotten by the pool, so
+/// a fleet whose addresses come and go does not grow it without end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_hosts_connection_outlives_the_idle_time_and_goes_once_released() {
     use dcp::remote::ssh::{Credential, Endpoint, Settings, Target, Transport};
@@ -779,6 +780,7 @@ async fn a_held_hosts_connection_outlives_the_idle_time_and_goes_once_released()
         }
     };
     let open = || metric(&metrics.render(), "dcp_ssh_connections_open");
+    let pooled = || metric(&metrics.render(), "dcp_ssh_hosts_pooled");
     let logins = || {
         metric(
             &metrics.render(),
@@ -795,10 +797,11 @@ async fn a_held_hosts_connection_outlives_the_idle_time_and_goes_once_released()
 
     let hold = transport.hold(&fleet.hosts[0].ip().to_string());
     run_on_both().await;
-    assert_eq!((logins(), open()), (2.0, 2.0));
-    // Both sat idle alike; only the unheld host's connection is closed.
+    assert_eq!((logins(), open(), pooled()), (2.0, 2.0, 2.0));
+    // Both sat idle alike; only the unheld host's connection is closed,
+    // and the pool forgets that host.
     until("closing the unheld host's idle connection", || {
-        open() == 1.0
+        open() == 1.0 && pooled() == 1.0
     })
     .await;
     run_on_both().await;
@@ -807,9 +810,12 @@ async fn a_held_hosts_connection_outlives_the_idle_time_and_goes_once_released()
 
     // Released, the held host's connection goes like any idle one.
     drop(hold);
-    until("closing every idle connection", || open() == 0.0).await;
+    until("closing every idle connection", || {
+        open() == 0.0 && pooled() == 0.0
+    })
+    .await;
     run_on_both().await;
-    assert_eq!(logins(), 5.0);
+    assert_eq!((logins(), pooled()), (5.0, 2.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

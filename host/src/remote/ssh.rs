@@ -340,9 +340,7 @@ impl Transport {
             held: Mutex::new(HashMap::new()),
             metrics,
         });
-        if !settings.idle.is_zero() {
-            tokio::spawn(reap(Arc::downgrade(&transport)));
-        }
+        tokio::spawn(reap(Arc::downgrade(&transport)));
         transport
     }
 
@@ -477,6 +475,7 @@ impl Transport {
     /// Closes every pooled connection.
     pub async fn close_all(&self) {
         let slots: Vec<Slot> = lock(&self.slots).drain().map(|(_, slot)| slot).collect();
+        self.metrics.hosts(0);
         for slot in slots {
             if let Some(conn) = slot.lock().await.take() {
                 disconnect(&conn).await;
@@ -540,7 +539,12 @@ impl Transport {
         stale: Option<&Arc<Connection>>,
     ) -> Result<Lease, Error> {
         let key = (target.endpoint.clone(), target.credential.pool_id());
-        let slot = lock(&self.slots).entry(key).or_default().clone();
+        let slot = {
+            let mut slots = lock(&self.slots);
+            let slot = slots.entry(key).or_default().clone();
+            self.metrics.hosts(slots.len());
+            slot
+        };
         // Holding the slot while connecting makes concurrent users of one
         // host share a single new connection.
         let mut pooled = slot.lock().await;
@@ -696,6 +700,19 @@ impl Transport {
         let _ = channel.close().await;
     }
 
+    /// Forgets the hosts whose slot holds no connection and is in nobody's
+    /// hands: without it the map would keep every host ever reached, and a
+    /// fleet that expands and shrinks reaches new addresses all the time.
+    /// A slot is only handed out under the map's lock, so one found unheld
+    /// here cannot be taken while it goes.
+    fn forget_empty_slots(&self) {
+        let mut slots = lock(&self.slots);
+        slots.retain(|_, slot| {
+            Arc::strong_count(slot) > 1 || slot.try_lock().is_ok_and(|pooled| pooled.is_some())
+        });
+        self.metrics.hosts(slots.len());
+    }
+
     /// Every pooled slot with its host's address, for the reaper to inspect.
     fn all_slots(&self) -> Vec<(String, Slot)> {
         lock(&self.slots)
@@ -728,11 +745,13 @@ impl Drop for Hold {
     }
 }
 
-/// Closes connections idle past the transport's idle time, until the
-/// transport is dropped.
+/// Closes connections idle past the transport's idle time, and forgets
+/// the hosts left without one, until the transport is dropped. With reuse
+/// off, connections close after use and it only forgets.
 async fn reap(transport: Weak<Transport>) {
     loop {
         let period = match transport.upgrade() {
+            Some(t) if t.settings.idle.is_zero() => Duration::from_secs(15),
             Some(t) => {
                 (t.settings.idle / 4).clamp(Duration::from_millis(250), Duration::from_secs(15))
             }
@@ -757,6 +776,7 @@ async fn reap(transport: Weak<Transport>) {
                 disconnect(&conn).await;
             }
         }
+        transport.forget_empty_slots();
     }
 }
 
