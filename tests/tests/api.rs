@@ -3239,21 +3239,21 @@ async fn the_log_replays_each_changes_members(backend_kind: Backend) {
     // The changes kept start just after a snapshot: 128, since 64 more
     // changes moved members after the one at 64, all before the cutoff.
     let oldest_kept = oldest_kept.unwrap();
-    let (base, _, _) = api
-        .state
-        .store
-        .membership_log(upstream, oldest_kept - 1, oldest_kept - 1)
-        .await
-        .unwrap();
+    // The newest snapshot at or below `revision`: (0, "[]") if none.
+    let snapshot = |revision: i64| {
+        let store = &api.state.store;
+        async move {
+            let (at, backends, _) = store
+                .membership_log(upstream, revision, revision)
+                .await
+                .unwrap();
+            (at, backends)
+        }
+    };
+    let (base, _) = snapshot(oldest_kept - 1).await;
     assert_eq!((base, oldest_kept), (128, 129));
     // No change left needs the snapshots below it: gone.
-    let (below, backends, _) = api
-        .state
-        .store
-        .membership_log(upstream, base - 1, base - 1)
-        .await
-        .unwrap();
-    assert_eq!((below, backends.as_str()), (0, "[]"));
+    assert_eq!(snapshot(base - 1).await, (0, "[]".to_owned()));
     // A second sweep finds nothing more.
     let again = dcp::retention::sweep_once(&api.state.store, settings, now)
         .await
