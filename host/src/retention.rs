@@ -73,7 +73,7 @@ pub async fn sweep_once(
 
 /// Sweeps every [`EVERY`] until `shutdown`.
 pub(crate) async fn sweep(store: Store, settings: Settings, shutdown: CancellationToken) {
-    if settings == (Settings::default()) {
+    if settings == Settings::default() {
         return;
     }
     loop {
